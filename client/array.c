@@ -1,0 +1,232 @@
+/*
+ * array.c - td_array and the regions arrays view into.
+ *
+ * An array is one allocation: the header, then its shape. Its bytes live either in memory the
+ * array owns (td_array_new), in caller memory (td_array_wrap), or inside a region it holds a
+ * reference to (td_load's views).
+ */
+#include "client.h"
+#include "common.h"
+#include "dtype.h"
+
+#include <stdlib.h>
+#include <sys/mman.h>
+
+struct td_array {
+    atomic_long refs;
+    td_dtype dtype;
+    int ndim;
+    int writable;
+    void *data;
+    uint64_t nbytes;
+    td__region *region;                  /* held when the data is a view */
+    void (*release)(void *ctx, void *p); /* wrap: the caller's release */
+    void *ctx;
+    int owns_data; /* data was allocated by td_array_new */
+    int64_t shape[];
+};
+
+static const uint8_t td__empty_data[64] __attribute__((aligned(64)));
+
+td__region *td__region_new(void *base, size_t len, void (*release)(void *, void *, size_t),
+                           void *ctx)
+{
+    td__region *r = malloc(sizeof *r);
+    if (!r)
+        return NULL;
+    atomic_init(&r->refs, 1);
+    r->base = base;
+    r->len = len;
+    r->release = release;
+    r->ctx = ctx;
+    return r;
+}
+
+td__region *td__region_retain(td__region *r)
+{
+    atomic_fetch_add_explicit(&r->refs, 1, memory_order_relaxed);
+    return r;
+}
+
+void td__region_release(td__region *r)
+{
+    if (!r || atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    if (r->release)
+        r->release(r->ctx, r->base, r->len);
+    free(r);
+}
+
+static void td__munmap(void *ctx, void *base, size_t len)
+{
+    (void)ctx;
+    munmap(base, len);
+}
+
+td__region *td__region_mmap(void *base, size_t len)
+{
+    return td__region_new(base, len, td__munmap, NULL);
+}
+
+/* Checks dtype and shape, and computes the byte size. */
+static int td__array_check(td_dtype dtype, int ndim, const int64_t *shape, uint64_t *nbytes,
+                           td_error *err)
+{
+    if (ndim < 0 || ndim > TD_MAX_DIMS)
+        return td__err(err, TD_EINVAL, "array: %d dimensions, must be 0..%d", ndim, TD_MAX_DIMS);
+    if (ndim && !shape)
+        return td__err(err, TD_EINVAL, "array: shape is NULL for %d dimensions", ndim);
+    int rc = td__shape_nbytes(dtype, (uint32_t)ndim, shape, nbytes, err);
+    if (rc)
+        return td__err_prefix(err, rc, "array");
+    if (*nbytes > SIZE_MAX)
+        return td__err(err, TD_ERANGE, "array: %llu bytes do not fit in memory",
+                       (unsigned long long)*nbytes);
+    return 0;
+}
+
+static td_array *td__array_header(td_dtype dtype, int ndim, const int64_t *shape, uint64_t nbytes)
+{
+    td_array *a = malloc(sizeof *a + (size_t)ndim * sizeof(int64_t));
+    if (!a)
+        return NULL;
+    memset(a, 0, sizeof *a);
+    atomic_init(&a->refs, 1);
+    a->dtype = dtype;
+    a->ndim = ndim;
+    a->nbytes = nbytes;
+    if (ndim)
+        memcpy(a->shape, shape, (size_t)ndim * sizeof(int64_t));
+    return a;
+}
+
+int td_array_new(td_dtype dtype, int ndim, const int64_t *shape, const void *data, td_array **out,
+                 td_error *err)
+{
+    uint64_t nbytes;
+    int rc = td__array_check(dtype, ndim, shape, &nbytes, err);
+    if (rc)
+        return rc;
+    td_array *a = td__array_header(dtype, ndim, shape, nbytes);
+    size_t cap = ((size_t)nbytes + 63) / 64 * 64;
+    void *p = a ? aligned_alloc(64, cap ? cap : 64) : NULL;
+    if (!p) {
+        free(a);
+        return td__err(err, TD_ENOMEM, "array: out of memory for %llu bytes",
+                       (unsigned long long)nbytes);
+    }
+    if (data)
+        memcpy(p, data, (size_t)nbytes);
+    else
+        memset(p, 0, (size_t)nbytes);
+    a->data = p;
+    a->owns_data = 1;
+    a->writable = 1;
+    *out = a;
+    return 0;
+}
+
+int td_array_wrap(td_dtype dtype, int ndim, const int64_t *shape, void *data,
+                  void (*release)(void *ctx, void *data), void *ctx, td_array **out, td_error *err)
+{
+    uint64_t nbytes;
+    int rc = td__array_check(dtype, ndim, shape, &nbytes, err);
+    if (rc)
+        return rc;
+    if (!data && nbytes)
+        return td__err(err, TD_EINVAL, "array: data is NULL for %llu bytes",
+                       (unsigned long long)nbytes);
+    td_array *a = td__array_header(dtype, ndim, shape, nbytes);
+    if (!a)
+        return td__err(err, TD_ENOMEM, "array: out of memory");
+    a->data = data ? data : (void *)td__empty_data;
+    a->release = data ? release : NULL;
+    a->ctx = ctx;
+    a->writable = data != NULL;
+    *out = a;
+    return 0;
+}
+
+int td__array_view(td__region *r, td_dtype dtype, uint32_t ndim, const int64_t *shape,
+                   const void *data, uint64_t nbytes, td_array **out, td_error *err)
+{
+    td_array *a = td__array_header(dtype, (int)ndim, shape, nbytes);
+    if (!a)
+        return td__err(err, TD_ENOMEM, "array: out of memory");
+    a->data = nbytes ? (void *)data : (void *)td__empty_data;
+    a->region = td__region_retain(r);
+    *out = a;
+    return 0;
+}
+
+int td__array_alloc(td_dtype dtype, uint32_t ndim, const int64_t *shape, td_array **out,
+                    td_error *err)
+{
+    return td_array_new(dtype, (int)ndim, shape, NULL, out, err);
+}
+
+td_array *td_array_retain(td_array *a)
+{
+    atomic_fetch_add_explicit(&a->refs, 1, memory_order_relaxed);
+    return a;
+}
+
+void td_array_release(td_array *a)
+{
+    if (!a || atomic_fetch_sub_explicit(&a->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    if (a->owns_data)
+        free(a->data);
+    else if (a->release)
+        a->release(a->ctx, a->data);
+    td__region_release(a->region);
+    free(a);
+}
+
+td_dtype td_array_dtype(const td_array *a)
+{
+    return a->dtype;
+}
+
+int td_array_ndim(const td_array *a)
+{
+    return a->ndim;
+}
+
+const int64_t *td_array_shape(const td_array *a)
+{
+    return a->shape;
+}
+
+int64_t td_array_size(const td_array *a)
+{
+    int64_t n = 1;
+    for (int i = 0; i < a->ndim; i++)
+        n *= a->shape[i];
+    return n;
+}
+
+uint64_t td_array_nbytes(const td_array *a)
+{
+    return a->nbytes;
+}
+
+const void *td_array_data(const td_array *a)
+{
+    return a->data;
+}
+
+void *td_array_data_mut(td_array *a)
+{
+    return a->writable ? a->data : NULL;
+}
+
+void td__array_item(const td_array *a, const char *name, td__item *item)
+{
+    item->name = name;
+    item->dtype = a->dtype;
+    item->ndim = a->ndim;
+    item->shape = a->shape;
+    item->data = a->data;
+    item->nbytes = a->nbytes;
+}

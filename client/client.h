@@ -1,0 +1,57 @@
+/*
+ * client.h - libtensord internals shared by the client modules: regions (the mappings arrays
+ * view into), array construction, and the loader back ends.
+ */
+#ifndef TD_CLIENT_H
+#define TD_CLIENT_H
+
+#include "table.h"
+#include "tensord.h"
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* A reference-counted span of memory that arrays view into: a file mapping, a mapped memfd, a
+ * decoded buffer. The last td__region_release calls release(ctx, base, len). */
+typedef struct td__region {
+    atomic_long refs;
+    void *base;
+    size_t len;
+    void (*release)(void *ctx, void *base, size_t len);
+    void *ctx;
+} td__region;
+
+/* Makes a region with one reference (the caller's). NULL when out of memory; release is not
+ * called then. */
+td__region *td__region_new(void *base, size_t len, void (*release)(void *, void *, size_t),
+                           void *ctx);
+td__region *td__region_retain(td__region *r);
+void td__region_release(td__region *r);
+/* A region over an munmap-able mapping. */
+td__region *td__region_mmap(void *base, size_t len);
+
+/* A read-only array viewing data (inside r) with r retained. */
+int td__array_view(td__region *r, td_dtype dtype, uint32_t ndim, const int64_t *shape,
+                   const void *data, uint64_t nbytes, td_array **out, td_error *err);
+/* A writable, zeroed array of nbytes; used by decoders that fill an array in place. */
+int td__array_alloc(td_dtype dtype, uint32_t ndim, const int64_t *shape, td_array **out,
+                    td_error *err);
+
+/* Fills item with a borrowed description of a. */
+void td__array_item(const td_array *a, const char *name, td__item *item);
+
+/* Turns a table whose entries are all viewable (or decodable from region 0 = base/len) into a
+ * dict, viewing into regions[entry.region]. Decodes entries with a layout into owned arrays. */
+int td__table_to_dict(const td__table *t, td__region *const *regions, size_t nregions,
+                      const char *fname, td_dict **out, td_error *err);
+
+/* Embedded mode: open, map, index, validate, build the dict. */
+int td__load_embedded(const char *path, td_format format, const td_load_options *opt,
+                      td_dict **arrays, td_meta **meta, td_error *err);
+
+/* Indexes a mapped file of a known format into t (every codec, one switch). */
+int td__index(td_format format, const uint8_t *base, size_t len, const char *fname,
+              const td_load_options *opt, td__table *t, td_error *err);
+
+#endif

@@ -1,0 +1,151 @@
+/*
+ * dict.c - td_dict: an ordered list of (name, array) with a hash index on the names.
+ *
+ * The index is open addressing with linear probing over entry numbers (+1, 0 = empty), sized to
+ * a power of two at least twice the entry count. Lookups on the 10,000-tensor dicts of large
+ * models stay O(1).
+ */
+#include "client.h"
+#include "common.h"
+
+#include <stdlib.h>
+
+typedef struct td__dict_entry {
+    char *name; /* owned; NULL for unnamed entries */
+    td_array *a;
+} td__dict_entry;
+
+struct td_dict {
+    td__dict_entry *v;
+    size_t n, cap;
+    uint32_t *index; /* entry number + 1, or 0 */
+    size_t index_cap;
+};
+
+/* FNV-1a: fine for names, which are short and not chosen to collide with each other in ways
+ * that matter here (a hostile file can only slow its own load down). */
+static uint64_t td__hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+td_dict *td_dict_new(void)
+{
+    return calloc(1, sizeof(td_dict));
+}
+
+void td_dict_free(td_dict *d)
+{
+    if (!d)
+        return;
+    for (size_t i = 0; i < d->n; i++) {
+        free(d->v[i].name);
+        td_array_release(d->v[i].a);
+    }
+    free(d->v);
+    free(d->index);
+    free(d);
+}
+
+/* Slot of name in the index, or of the empty slot where it would go. */
+static size_t td__dict_slot(const td_dict *d, const char *name)
+{
+    size_t mask = d->index_cap - 1, i = (size_t)td__hash(name) & mask;
+    while (d->index[i] && strcmp(d->v[d->index[i] - 1].name, name) != 0)
+        i = (i + 1) & mask;
+    return i;
+}
+
+static int td__dict_reindex(td_dict *d, size_t want)
+{
+    size_t cap = 16;
+    while (cap < want * 2)
+        cap *= 2;
+    uint32_t *idx = calloc(cap, sizeof *idx);
+    if (!idx)
+        return TD_ENOMEM;
+    free(d->index);
+    d->index = idx;
+    d->index_cap = cap;
+    for (size_t i = 0; i < d->n; i++)
+        if (d->v[i].name)
+            d->index[td__dict_slot(d, d->v[i].name)] = (uint32_t)(i + 1);
+    return 0;
+}
+
+static int td__dict_add(td_dict *d, const char *name, td_array *a, td_error *err)
+{
+    if (!d || !a)
+        return td__err(err, TD_EINVAL, "dict: NULL %s", d ? "array" : "dict");
+    if (d->n >= UINT32_MAX - 1)
+        return td__err(err, TD_ELIMIT, "dict: too many entries");
+    char *copy = NULL;
+    if (name) {
+        char q[80];
+        if (!*name)
+            return td__err(err, TD_EINVAL, "dict: empty name");
+        if (td_dict_get(d, name))
+            return td__err(err, TD_EDUP, "dict: name '%s' already present",
+                           td__quote(name, strlen(name), q, sizeof q));
+        copy = strdup(name);
+        if (!copy)
+            return td__err(err, TD_ENOMEM, "dict: out of memory");
+    }
+    if (d->n == d->cap) {
+        size_t cap = d->cap ? d->cap * 2 : 16;
+        td__dict_entry *v = realloc(d->v, cap * sizeof *v);
+        if (!v) {
+            free(copy);
+            return td__err(err, TD_ENOMEM, "dict: out of memory");
+        }
+        d->v = v;
+        d->cap = cap;
+    }
+    if ((d->n + 1) * 2 > d->index_cap && td__dict_reindex(d, d->n + 1)) {
+        free(copy);
+        return td__err(err, TD_ENOMEM, "dict: out of memory");
+    }
+    d->v[d->n].name = copy;
+    d->v[d->n].a = td_array_retain(a);
+    d->n++;
+    if (copy)
+        d->index[td__dict_slot(d, copy)] = (uint32_t)d->n;
+    return 0;
+}
+
+int td_dict_set(td_dict *d, const char *name, td_array *a, td_error *err)
+{
+    if (!name)
+        return td__err(err, TD_EINVAL, "dict: NULL name (use td_dict_push for unnamed arrays)");
+    return td__dict_add(d, name, a, err);
+}
+
+int td_dict_push(td_dict *d, td_array *a, td_error *err)
+{
+    return td__dict_add(d, NULL, a, err);
+}
+
+size_t td_dict_size(const td_dict *d)
+{
+    return d ? d->n : 0;
+}
+
+td_array *td_dict_get(const td_dict *d, const char *name)
+{
+    if (!d || !name || !d->index_cap)
+        return NULL;
+    uint32_t k = d->index[td__dict_slot(d, name)];
+    return k ? d->v[k - 1].a : NULL;
+}
+
+td_array *td_dict_at(const td_dict *d, size_t i, const char **name)
+{
+    if (!d || i >= d->n)
+        return NULL;
+    if (name)
+        *name = d->v[i].name;
+    return d->v[i].a;
+}

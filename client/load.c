@@ -1,0 +1,245 @@
+/*
+ * load.c - td_load: choosing the format and the mode, the embedded loader, and turning a
+ * tensor table into a dict of views.
+ */
+#include "client.h"
+#include "common.h"
+#include "dtype.h"
+#include "gguf.h"
+#include "npy.h"
+#include "npz.h"
+#include "safetensors.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define TD__DEFAULT_MAX_INFLATED (16ull << 30)
+
+const char *td_format_name(td_format f)
+{
+    switch (f) {
+    case TD_FORMAT_NPY:
+        return "npy";
+    case TD_FORMAT_NPZ:
+        return "npz";
+    case TD_FORMAT_SAFETENSORS:
+        return "safetensors";
+    case TD_FORMAT_GGUF:
+        return "gguf";
+    default:
+        return NULL;
+    }
+}
+
+td_format td_format_from_path(const char *path)
+{
+    const char *dot = path ? strrchr(path, '.') : NULL;
+    if (!dot || strchr(dot, '/'))
+        return TD_FORMAT_AUTO;
+    for (int f = TD_FORMAT_NPY; f <= TD_FORMAT_GGUF; f++)
+        if (strcmp(dot + 1, td_format_name((td_format)f)) == 0)
+            return (td_format)f;
+    return TD_FORMAT_AUTO;
+}
+
+int td__index(td_format format, const uint8_t *base, size_t len, const char *fname,
+              const td_load_options *opt, td__table *t, td_error *err)
+{
+    int rc;
+    switch (format) {
+    case TD_FORMAT_NPY:
+        rc = npy_index(base, len, fname, t, err);
+        break;
+    case TD_FORMAT_NPZ:
+        rc = npz_index(base, len, fname,
+                       opt && opt->max_inflated ? opt->max_inflated : TD__DEFAULT_MAX_INFLATED, t,
+                       err);
+        break;
+    case TD_FORMAT_SAFETENSORS:
+        rc = st_index(base, len, fname, t, err);
+        break;
+    case TD_FORMAT_GGUF:
+        rc = gguf_index(base, len, fname, t, err);
+        break;
+    default:
+        return td__err(err, TD_ENOTSUP, "%s: unknown file format %d", fname, (int)format);
+    }
+    if (rc)
+        return rc;
+    /* Whatever the codec checked, a view handed out is always inside its region. */
+    for (size_t i = 0; i < t->n; i++) {
+        const td__entry *e = &t->entries[i];
+        uint64_t at = e->layout ? e->src.offset : e->offset;
+        uint64_t n = e->layout & TD__LAYOUT_DEFLATE ? e->src.nbytes
+                     : e->layout                    ? e->src.nbytes
+                                                    : e->nbytes;
+        if (at > len || len - at < n)
+            return td__err(err, TD_EFORMAT,
+                           "%s: tensor '%s': bytes [%llu, +%llu) outside the "
+                           "file of %zu bytes",
+                           fname, e->name ? e->name : "", (unsigned long long)at,
+                           (unsigned long long)n, len);
+    }
+    return 0;
+}
+
+int td__table_to_dict(const td__table *t, td__region *const *regions, size_t nregions,
+                      const char *fname, td_dict **out, td_error *err)
+{
+    td_dict *d = td_dict_new();
+    if (!d)
+        return td__err(err, TD_ENOMEM, "%s: out of memory", fname);
+    int rc = 0;
+    for (size_t i = 0; i < t->n && !rc; i++) {
+        const td__entry *e = &t->entries[i];
+        td_array *a = NULL;
+        if (e->layout) {
+            rc = td__array_alloc(e->dtype, e->ndim, e->shape, &a, err);
+            if (!rc)
+                rc = td__decode_entry(e, regions[0]->base, regions[0]->len, td_array_data_mut(a),
+                                      fname, err);
+        } else if (e->region >= nregions) {
+            rc = td__err(err, TD_EFORMAT, "%s: tensor '%s': region %u of %zu", fname,
+                         e->name ? e->name : "", e->region, nregions);
+        } else {
+            const td__region *r = regions[e->region];
+            if (e->offset > r->len || r->len - e->offset < e->nbytes)
+                rc = td__err(err, TD_EFORMAT, "%s: tensor '%s': bytes outside region %u", fname,
+                             e->name ? e->name : "", e->region);
+            else
+                rc = td__array_view(regions[e->region], e->dtype, e->ndim, e->shape,
+                                    (const uint8_t *)r->base + e->offset, e->nbytes, &a, err);
+        }
+        if (!rc)
+            rc = e->name ? td_dict_set(d, e->name, a, err) : td_dict_push(d, a, err);
+        td_array_release(a);
+    }
+    if (rc) {
+        td_dict_free(d);
+        return rc;
+    }
+    *out = d;
+    return 0;
+}
+
+/* Opens and maps path read-only. Empty files are refused here: there is nothing to map and no
+ * format allows them. */
+static int td__map_file(const char *path, void **base, size_t *len, td_error *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        return td__err(err, td__err_from_errno(e), "%s: cannot open: %s", path, strerror(e));
+    }
+    struct stat st;
+    int rc = 0;
+    if (fstat(fd, &st) < 0) {
+        int e = errno;
+        rc = td__err(err, td__err_from_errno(e), "%s: cannot stat: %s", path, strerror(e));
+    } else if (!S_ISREG(st.st_mode)) {
+        rc = td__err(err, TD_EINVAL, "%s: not a regular file", path);
+    } else if (st.st_size == 0) {
+        rc = td__err(err, TD_ETRUNC, "%s: file is empty", path);
+    } else if ((uint64_t)st.st_size > SIZE_MAX) {
+        rc = td__err(err, TD_ERANGE, "%s: file too large to map", path);
+    } else {
+        void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+        if (p == MAP_FAILED) {
+            int e = errno;
+            rc = td__err(err, td__err_from_errno(e), "%s: cannot map %lld bytes: %s", path,
+                         (long long)st.st_size, strerror(e));
+        } else {
+            *base = p;
+            *len = (size_t)st.st_size;
+        }
+    }
+    close(fd);
+    return rc;
+}
+
+int td__load_embedded(const char *path, td_format format, const td_load_options *opt,
+                      td_dict **arrays, td_meta **meta, td_error *err)
+{
+    void *base;
+    size_t len;
+    int rc = td__map_file(path, &base, &len, err);
+    if (rc)
+        return rc;
+    td__region *file = td__region_mmap(base, len);
+    if (!file) {
+        munmap(base, len);
+        return td__err(err, TD_ENOMEM, "%s: out of memory", path);
+    }
+    td__table t;
+    td__table_init(&t, format);
+    rc = td__index(format, base, len, path, opt, &t, err);
+    if (!rc)
+        rc = td__table_to_dict(&t, &file, 1, path, arrays, err);
+    if (!rc && meta) {
+        *meta = t.meta ? t.meta : td_meta_new();
+        t.meta = NULL;
+        if (!*meta) {
+            td_dict_free(*arrays);
+            rc = td__err(err, TD_ENOMEM, "%s: out of memory", path);
+        }
+    }
+    td__table_destroy(&t);
+    td__region_release(file); /* the arrays hold their own references */
+    return rc;
+}
+
+int td_load(const char *path, const td_load_options *opt, td_dict **arrays, td_meta **meta,
+            td_error *err)
+{
+    static const td_load_options defaults = TD_LOAD_OPTIONS_INIT;
+    if (!opt)
+        opt = &defaults;
+    if (!path || !arrays)
+        return td__err(err, TD_EINVAL, "[load] path and arrays must not be NULL");
+    *arrays = NULL;
+    if (meta)
+        *meta = NULL;
+    td_format format = opt->format ? opt->format : td_format_from_path(path);
+    if (!td_format_name(format))
+        return td__err(err, TD_ENOTSUP,
+                       "%s: could not infer the file format from the extension (expected .npy, "
+                       ".npz, .safetensors or .gguf)",
+                       path);
+    if (meta && (format == TD_FORMAT_NPY || format == TD_FORMAT_NPZ))
+        return td__err(err, TD_ENOMETA, "%s: %s files have no metadata", path,
+                       td_format_name(format));
+    if (opt->dequantize)
+        return td__err(err, TD_ENOTSUP, "%s: dequantize on load is not available in this build",
+                       path);
+    switch (opt->mode) {
+    case TD_MODE_AUTO:
+    case TD_MODE_EMBEDDED:
+        return td__load_embedded(path, format, opt, arrays, meta, err);
+    case TD_MODE_DAEMON:
+        return td__err(err, TD_ECONNECT, "%s: daemon mode is not available in this build", path);
+    default:
+        return td__err(err, TD_EINVAL, "%s: unknown load mode %d", path, (int)opt->mode);
+    }
+}
+
+int td_load_array(const char *path, const td_load_options *opt, td_array **out, td_error *err)
+{
+    if (!out)
+        return td__err(err, TD_EINVAL, "[load] out must not be NULL");
+    td_load_options o = opt ? *opt : (td_load_options)TD_LOAD_OPTIONS_INIT;
+    if (!o.format)
+        o.format = td_format_from_path(path);
+    if (o.format != TD_FORMAT_NPY)
+        return td__err(err, TD_EINVAL, "%s: td_load_array reads .npy files only", path);
+    td_dict *d;
+    int rc = td_load(path, &o, &d, NULL, err);
+    if (rc)
+        return rc;
+    *out = td_array_retain(td_dict_at(d, 0, NULL));
+    td_dict_free(d);
+    return 0;
+}

@@ -1,0 +1,88 @@
+/*
+ * table.h - the tensor table: what parsing any file yields, in every mode.
+ *
+ * A table is a flat list of entries {name, dtype, shape, region, offset, nbytes, layout} plus the
+ * file's metadata. `region` names the mapped buffer that holds the bytes (0 = the file itself,
+ * others = derived buffers the daemon made); `layout` says whether the bytes can be viewed as
+ * they are (0: C order, little-endian, plain) or need decoding first. For an entry with a
+ * non-zero layout, `src` describes the encoded bytes in region 0 and `offset`/`region` are
+ * filled in by whoever decodes it.
+ *
+ * The embedded loader and the daemon build tables with the same codecs; the daemon sends them
+ * over the socket (proto/) with every entry decoded (layout 0).
+ */
+#ifndef TD_TABLE_H
+#define TD_TABLE_H
+
+#include "tensord.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Layout flags: what stands between the stored bytes and a C-order little-endian view. */
+enum {
+    TD__LAYOUT_SWAP = 1u << 0,    /* big-endian elements (complex: each half swapped) */
+    TD__LAYOUT_FORTRAN = 1u << 1, /* column-major order */
+    TD__LAYOUT_DEFLATE = 1u << 2, /* a deflated npz member: src holds the stream */
+};
+
+/* Where the encoded bytes of a non-plain entry are, in region 0. */
+typedef struct td__src {
+    uint64_t offset;   /* first byte of the stored (maybe deflated) bytes in the file */
+    uint64_t nbytes;   /* stored bytes */
+    uint64_t inflated; /* DEFLATE: bytes the stream inflates to (npy header included) */
+    uint64_t skip;     /* DEFLATE: bytes of npy header at the start of the inflated stream */
+    uint32_t crc32;    /* DEFLATE: CRC-32 of the inflated stream */
+} td__src;
+
+typedef struct td__entry {
+    char *name;      /* owned, NUL-terminated UTF-8; NULL for a bare .npy */
+    td_dtype dtype;  /* element or block type */
+    uint32_t ndim;   /* 0..TD_MAX_DIMS */
+    int64_t *shape;  /* owned, ndim sizes, C order, in elements; NULL when ndim == 0 */
+    uint32_t region; /* 0 = the file */
+    uint64_t offset; /* of the viewable bytes in the region */
+    uint64_t nbytes; /* of the decoded, C-order little-endian data */
+    uint32_t layout; /* TD__LAYOUT_* flags; 0 = view as is */
+    td__src src;     /* meaningful when layout != 0 */
+} td__entry;
+
+typedef struct td__table {
+    td_format format;
+    size_t n, cap;
+    td__entry *entries;
+    td_meta *meta; /* owned; NULL for formats without metadata */
+} td__table;
+
+/* Input to the writers: one array to save, borrowed from the caller. */
+typedef struct td__item {
+    const char *name; /* NULL only where the format allows unnamed entries */
+    td_dtype dtype;
+    int ndim;
+    const int64_t *shape;
+    const void *data; /* nbytes, C order, little-endian */
+    uint64_t nbytes;
+} td__item;
+
+void td__table_init(td__table *t, td_format format);
+/* Frees every entry, the metadata and the entry array; t can be reused after td__table_init. */
+void td__table_destroy(td__table *t);
+/* Appends a zeroed entry whose name is a copy of name[0..name_len) (name may be NULL for no
+ * name). Returns the entry, valid until the next append, or NULL with *err filled. */
+td__entry *td__table_add(td__table *t, const char *name, size_t name_len, td_error *err);
+/* Copies ndim sizes into e->shape. */
+int td__entry_set_shape(td__entry *e, uint32_t ndim, const int64_t *shape, td_error *err);
+/* Refuses (TD_EDUP) two entries with the same name, naming it and the file. O(n log n). */
+int td__table_check_unique(const td__table *t, const char *file, td_error *err);
+
+/* nbytes of dtype x shape with checked arithmetic: TD_ERANGE on overflow or a negative size,
+ * TD_EFORMAT when a block type's innermost size is not a multiple of its block. */
+int td__shape_nbytes(td_dtype dtype, uint32_t ndim, const int64_t *shape, uint64_t *nbytes,
+                     td_error *err);
+
+/* Decodes an entry with a non-zero layout into dst (e->nbytes): inflates, byte-swaps, turns
+ * Fortran into C order. `file` is region 0. max_inflated bounds the inflated stream. */
+int td__decode_entry(const td__entry *e, const uint8_t *file, size_t file_len, void *dst,
+                     const char *fname, td_error *err);
+
+#endif

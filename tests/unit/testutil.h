@@ -1,0 +1,39 @@
+/*
+ * testutil.h - helpers for the Check tests: paths, temporary directories, descriptor counts,
+ * running numpy.
+ */
+#ifndef TD_TESTUTIL_H
+#define TD_TESTUTIL_H
+
+#include "tensord.h"
+
+#include <check.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* $TD_TESTDATA/rel, in a static buffer per call site is not thread-safe: uses out (cap bytes). */
+const char *tu_testdata(const char *rel, char *out, size_t cap);
+/* A fresh temporary directory (mkdtemp under $TMPDIR or /tmp); out must hold 64 bytes. */
+const char *tu_tmpdir(char *out);
+/* Removes a directory tree made by tu_tmpdir. */
+void tu_rmtree(const char *dir);
+/* Number of open descriptors of this process (/proc/self/fd). */
+int tu_count_fds(void);
+/* Reads a whole file into malloc'd memory; NULL on failure. */
+uint8_t *tu_read_file(const char *path, size_t *len);
+/* Writes len bytes to path (truncating); 0 on success. */
+int tu_write_file(const char *path, const void *p, size_t len);
+/* Runs `$TD_PYTHON -c script args...` (argv NULL-terminated); returns its exit status or -1. */
+int tu_python(const char *script, const char *const *args);
+/* SHA-256 of p[0..n) as 64 lower-case hex digits + NUL in hex[65]. */
+void tu_sha256_hex(const void *p, size_t n, char hex[65]);
+
+/* Check assertion that an int call returned 0, printing the td_error message otherwise. */
+#define TU_OK(call, errp)                                                                          \
+    do {                                                                                           \
+        int tu_rc_ = (call);                                                                       \
+        ck_assert_msg(tu_rc_ == 0, "%s -> %d (%s): %s", #call, tu_rc_, td_err_name(tu_rc_),        \
+                      (errp)->message);                                                            \
+    } while (0)
+
+#endif
