@@ -39,6 +39,7 @@ td__region *td__region_new(void *base, size_t len, void (*release)(void *, void 
     r->len = len;
     r->release = release;
     r->ctx = ctx;
+    r->provenance = TD_PROVENANCE_EMBEDDED;
     return r;
 }
 
@@ -214,6 +215,13 @@ uint64_t td_array_nbytes(const td_array *a)
 const void *td_array_data(const td_array *a)
 {
     return a->data;
+}
+
+td_provenance td_array_provenance(const td_array *a)
+{
+    if (a->region)
+        return a->region->provenance;
+    return a->owns_data ? TD_PROVENANCE_OWNED : TD_PROVENANCE_CALLER;
 }
 
 void *td_array_data_mut(td_array *a)

@@ -20,6 +20,7 @@ typedef struct td__region {
     size_t len;
     void (*release)(void *ctx, void *base, size_t len);
     void *ctx;
+    td_provenance provenance; /* of the arrays viewing it; TD_PROVENANCE_EMBEDDED by default */
 } td__region;
 
 /* Makes a region with one reference (the caller's). NULL when out of memory; release is not
@@ -50,8 +51,12 @@ int td__table_to_dict(const td__table *t, td__region *const *regions, size_t nre
 int td__load_embedded(const char *path, td_format format, const td_load_options *opt,
                       td_dict **arrays, td_meta **meta, td_error *err);
 
-/* Indexes a mapped file of a known format into t (every codec, one switch). */
-int td__index(td_format format, const uint8_t *base, size_t len, const char *fname,
-              const td_load_options *opt, td__table *t, td_error *err);
+
+/* Daemon mode (daemon.c): the socket path the options name, connecting, and a load through the
+ * daemon. */
+const char *td__socket_path(const td_load_options *opt);
+int td__daemon_connect(const char *path, int *sock, td_error *err);
+int td__daemon_load(const char *path, td_format format, const td_load_options *opt,
+                    td_dict **arrays, td_meta **meta, td_error *err);
 
 #endif

@@ -4,11 +4,6 @@
  */
 #include "client.h"
 #include "common.h"
-#include "dtype.h"
-#include "gguf.h"
-#include "npy.h"
-#include "npz.h"
-#include "safetensors.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -16,76 +11,6 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#define TD__DEFAULT_MAX_INFLATED (16ull << 30)
-
-const char *td_format_name(td_format f)
-{
-    switch (f) {
-    case TD_FORMAT_NPY:
-        return "npy";
-    case TD_FORMAT_NPZ:
-        return "npz";
-    case TD_FORMAT_SAFETENSORS:
-        return "safetensors";
-    case TD_FORMAT_GGUF:
-        return "gguf";
-    default:
-        return NULL;
-    }
-}
-
-td_format td_format_from_path(const char *path)
-{
-    const char *dot = path ? strrchr(path, '.') : NULL;
-    if (!dot || strchr(dot, '/'))
-        return TD_FORMAT_AUTO;
-    for (int f = TD_FORMAT_NPY; f <= TD_FORMAT_GGUF; f++)
-        if (strcmp(dot + 1, td_format_name((td_format)f)) == 0)
-            return (td_format)f;
-    return TD_FORMAT_AUTO;
-}
-
-int td__index(td_format format, const uint8_t *base, size_t len, const char *fname,
-              const td_load_options *opt, td__table *t, td_error *err)
-{
-    int rc;
-    switch (format) {
-    case TD_FORMAT_NPY:
-        rc = npy_index(base, len, fname, t, err);
-        break;
-    case TD_FORMAT_NPZ:
-        rc = npz_index(base, len, fname,
-                       opt && opt->max_inflated ? opt->max_inflated : TD__DEFAULT_MAX_INFLATED, t,
-                       err);
-        break;
-    case TD_FORMAT_SAFETENSORS:
-        rc = st_index(base, len, fname, t, err);
-        break;
-    case TD_FORMAT_GGUF:
-        rc = gguf_index(base, len, fname, t, err);
-        break;
-    default:
-        return td__err(err, TD_ENOTSUP, "%s: unknown file format %d", fname, (int)format);
-    }
-    if (rc)
-        return rc;
-    /* Whatever the codec checked, a view handed out is always inside its region. */
-    for (size_t i = 0; i < t->n; i++) {
-        const td__entry *e = &t->entries[i];
-        uint64_t at = e->layout ? e->src.offset : e->offset;
-        uint64_t n = e->layout & TD__LAYOUT_DEFLATE ? e->src.nbytes
-                     : e->layout                    ? e->src.nbytes
-                                                    : e->nbytes;
-        if (at > len || len - at < n)
-            return td__err(err, TD_EFORMAT,
-                           "%s: tensor '%s': bytes [%llu, +%llu) outside the "
-                           "file of %zu bytes",
-                           fname, e->name ? e->name : "", (unsigned long long)at,
-                           (unsigned long long)n, len);
-    }
-    return 0;
-}
 
 int td__table_to_dict(const td__table *t, td__region *const *regions, size_t nregions,
                       const char *fname, td_dict **out, td_error *err)
@@ -176,7 +101,7 @@ int td__load_embedded(const char *path, td_format format, const td_load_options 
     }
     td__table t;
     td__table_init(&t, format);
-    rc = td__index(format, base, len, path, opt, &t, err);
+    rc = td__index(format, base, len, path, opt->max_inflated, &t, err);
     if (!rc)
         rc = td__table_to_dict(&t, &file, 1, path, arrays, err);
     if (!rc && meta) {
@@ -215,12 +140,33 @@ int td_load(const char *path, const td_load_options *opt, td_dict **arrays, td_m
     if (opt->dequantize)
         return td__err(err, TD_ENOTSUP, "%s: dequantize on load is not available in this build",
                        path);
+    if (opt->mode != TD_MODE_EMBEDDED && opt->mode != TD_MODE_DAEMON && opt->mode != TD_MODE_AUTO)
+        return td__err(err, TD_EINVAL, "%s: unknown load mode %d", path, (int)opt->mode);
     switch (opt->mode) {
-    case TD_MODE_AUTO:
     case TD_MODE_EMBEDDED:
         return td__load_embedded(path, format, opt, arrays, meta, err);
     case TD_MODE_DAEMON:
-        return td__err(err, TD_ECONNECT, "%s: daemon mode is not available in this build", path);
+        return td__daemon_load(path, format, opt, arrays, meta, err);
+    case TD_MODE_AUTO: {
+        int rc = td__daemon_load(path, format, opt, arrays, meta, err);
+        /* The daemon could not serve this (not there, gone, too busy, an older daemon that
+         * lacks a feature): do it ourselves. What it found wrong with the file stands. */
+        switch (rc) {
+        case TD_ECONNECT:
+        case TD_ECLOSED:
+        case TD_EPROTO:
+        case TD_EVERSION:
+        case TD_ENOTSUP:
+        case TD_ELIMIT:
+        case TD_ENOMEM:
+        case TD_ESYS:
+        case TD_EAGAIN:
+        case TD_EBUSY:
+            return td__load_embedded(path, format, opt, arrays, meta, err);
+        default:
+            return rc;
+        }
+    }
     default:
         return td__err(err, TD_EINVAL, "%s: unknown load mode %d", path, (int)opt->mode);
     }

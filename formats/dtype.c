@@ -52,6 +52,9 @@ static const td__dtype_desc td__dtypes[TD_DTYPE_COUNT] = {
     [TD_TQ1_0] = {"tq1_0", 256, 54, NULL, NULL, 34, 0},
     [TD_TQ2_0] = {"tq2_0", 256, 66, NULL, NULL, 35, 0},
     [TD_MXFP4] = {"mxfp4", 32, 17, NULL, NULL, 39, 0},
+    [TD_NVFP4] = {"nvfp4", 64, 36, NULL, NULL, 40, 0},
+    [TD_Q1_0] = {"q1_0", 128, 18, NULL, NULL, 41, 0},
+    [TD_Q2_0] = {"q2_0", 64, 18, NULL, NULL, 42, 0},
 };
 
 const td__dtype_desc *td__dtype_info(td_dtype t)

@@ -85,4 +85,17 @@ int td__shape_nbytes(td_dtype dtype, uint32_t ndim, const int64_t *shape, uint64
 int td__decode_entry(const td__entry *e, const uint8_t *file, size_t file_len, void *dst,
                      const char *fname, td_error *err);
 
+/* npz: the default bound on inflated bytes when the caller gives none. */
+#define TD__DEFAULT_MAX_INFLATED (16ull << 30)
+
+/* Indexes a mapped file of a known format into t (every codec, one switch), then checks that
+ * every entry's bytes lie inside the file. max_inflated bounds npz inflation (0: the default).
+ * t must be initialised. */
+int td__index(td_format format, const uint8_t *base, size_t len, const char *fname,
+              uint64_t max_inflated, td__table *t, td_error *err);
+
+/* The format a file's first bytes announce (magic numbers; safetensors by its '{' at byte 8),
+ * or TD_FORMAT_AUTO when none. */
+td_format td__detect_format(const uint8_t *base, size_t len);
+
 #endif

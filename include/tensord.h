@@ -141,7 +141,10 @@ TD_EXTERN const char *td_err_name(int code);
     XX(IQ1_M, iq1_m)                                                                               \
     XX(TQ1_0, tq1_0)                                                                               \
     XX(TQ2_0, tq2_0)                                                                               \
-    XX(MXFP4, mxfp4)
+    XX(MXFP4, mxfp4)                                                                               \
+    XX(NVFP4, nvfp4)                                                                               \
+    XX(Q1_0, q1_0)                                                                                 \
+    XX(Q2_0, q2_0)
 
 typedef enum td_dtype {
 #define TD__XX(upper, lower) TD_##upper,
@@ -202,6 +205,15 @@ TD_EXTERN uint64_t td_array_nbytes(const td_array *a);
 TD_EXTERN const void *td_array_data(const td_array *a);
 /* The bytes for writing, or NULL when the array is a read-only view (td_load's arrays). */
 TD_EXTERN void *td_array_data_mut(td_array *a);
+
+/* Where an array's bytes live. */
+typedef enum td_provenance {
+    TD_PROVENANCE_OWNED = 0, /* memory of its own (td_array_new, decoded in embedded mode) */
+    TD_PROVENANCE_CALLER,    /* caller memory (td_array_wrap) */
+    TD_PROVENANCE_EMBEDDED,  /* a view of this process's own mapping of the file */
+    TD_PROVENANCE_DAEMON     /* a view of a buffer tensord shares with every process */
+} td_provenance;
+TD_EXTERN td_provenance td_array_provenance(const td_array *a);
 
 /* ---------------------------------------------------------------------------------------------
  * Dicts: ordered name -> array. File order on load, insertion order on save.
@@ -372,6 +384,48 @@ TD_EXTERN int td_load(const char *path, const td_load_options *opt, td_dict **ar
 /* Loads a single .npy and returns its array (one reference, the caller's). */
 TD_EXTERN int td_load_array(const char *path, const td_load_options *opt, td_array **out,
                             td_error *err);
+
+/* ---------------------------------------------------------------------------------------------
+ * The daemon
+ *
+ * td_load talks to tensord by itself (td_load_options.mode). A td_client is an explicit
+ * connection for the rest: status, eviction, liveness. It is thread-safe.
+ */
+typedef struct td_client td_client;
+
+typedef struct td_status_file {
+    const char *name; /* the file's path as the daemon saw it */
+    td_format format;
+    const char *mode; /* "map", "snapshot" or "pin" */
+    uint64_t bytes;   /* snapshot and derived bytes held for it */
+    uint64_t leases;  /* loads currently held by clients */
+    uint64_t hits;    /* loads served from the cache */
+} td_status_file;
+
+typedef struct td_status {
+    uint64_t entries, bytes, derived_bytes, budget;
+    uint64_t hits, misses, evictions, clients, leases, decodes;
+    uint64_t decode_ns_total, decode_ns_max, errors, uptime_ms;
+    size_t nfiles;
+    td_status_file *files; /* most recently used first */
+    char *names_;          /* internal */
+} td_status;
+
+/* Connects to socket_path (NULL: $TENSORD_SOCKET, then /run/tensord/tensord.sock).
+ * TD_ECONNECT when no daemon answers. */
+TD_EXTERN int td_client_connect(const char *socket_path, td_client **out, td_error *err);
+TD_EXTERN void td_client_close(td_client *c);
+/* td_load through this client's daemon (mode forced to TD_MODE_DAEMON). */
+TD_EXTERN int td_client_load(td_client *c, const char *path, const td_load_options *opt,
+                             td_dict **arrays, td_meta **meta, td_error *err);
+TD_EXTERN int td_client_ping(td_client *c, td_error *err);
+/* The daemon's figures; free with td_status_free. */
+TD_EXTERN int td_client_status(td_client *c, td_status **out, td_error *err);
+TD_EXTERN void td_status_free(td_status *s);
+/* Drops cached entries nobody holds: of one file (path) or all (path NULL). Mappings clients
+ * already have stay valid. */
+TD_EXTERN int td_client_evict(td_client *c, const char *path, uint64_t *entries, uint64_t *bytes,
+                              td_error *err);
 
 #ifdef __cplusplus
 }

@@ -100,6 +100,10 @@ static void print_values(const td_array *a)
         case TD_INT32:
             printf(" %" PRId32, ((const int32_t *)p)[i]);
             break;
+        case TD_FLOAT16:
+        case TD_BFLOAT16:
+            printf(" 0x%04x", ((const uint16_t *)p)[i]);
+            break;
         default:
             printf(" 0x%02x", ((const uint8_t *)p)[i * (int64_t)td_dtype_size(td_array_dtype(a))]);
             break;

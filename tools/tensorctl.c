@@ -87,7 +87,7 @@ static int tc_open(const char *path, tc_file *f, td_error *err)
     }
     f->len = (size_t)st.st_size;
     td__table_init(&f->t, format);
-    rc = td__index(format, f->base, f->len, path, NULL, &f->t, err);
+    rc = td__index(format, f->base, f->len, path, 0, &f->t, err);
     if (rc) {
         td__table_destroy(&f->t);
         munmap(f->base, f->len);

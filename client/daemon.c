@@ -1,0 +1,378 @@
+/*
+ * daemon.c - libtensord's daemon mode, and td_client.
+ *
+ * A load through the daemon: connect to its socket, open the file ourselves, send HELLO and
+ * LOAD (the descriptor attached) in one go, read HELLO_OK and LOAD_OK, map each region the
+ * reply carries read-only, close the descriptors, and build the same views as embedded mode.
+ *
+ * The connection stays open as long as any array of the load lives: it is the lease. When the
+ * last array goes, the connection closes and the daemon drops the lease. If the daemon dies,
+ * the mappings stay valid (they are ours), and the next load connects afresh.
+ */
+#include "client.h"
+#include "common.h"
+#include "proto.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define TD__DEFAULT_SOCKET "/run/tensord/tensord.sock"
+/* Connecting and the handshake are quick or the daemon is not well; a LOAD may inflate or
+ * decode gigabytes first. */
+#define TD__HELLO_TIMEOUT_MS 5000
+#define TD__LOAD_TIMEOUT_MS  600000
+
+const char *td__socket_path(const td_load_options *opt)
+{
+    if (opt && opt->socket_path)
+        return opt->socket_path;
+    const char *env = getenv("TENSORD_SOCKET");
+    return env && *env ? env : TD__DEFAULT_SOCKET;
+}
+
+int td__daemon_connect(const char *path, int *out, td_error *err)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    size_t n = strlen(path);
+    if (n >= sizeof sa.sun_path)
+        return td__err(err, TD_EINVAL, "socket path too long (%zu), must be under %zu", n,
+                       sizeof sa.sun_path);
+    memcpy(sa.sun_path, path, n + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return td__err(err, TD_ESYS, "socket: %s", strerror(errno));
+    while (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        if (errno == EINTR)
+            continue;
+        int e = errno;
+        close(fd);
+        return td__err(err, TD_ECONNECT, "no daemon at %s: %s", path, strerror(e));
+    }
+    *out = fd;
+    return 0;
+}
+
+/* Sends HELLO and reads HELLO_OK. */
+static int td__daemon_hello(int sock, td_error *err)
+{
+    td__proto_msg m;
+    td__proto_msg_init(&m, TD__PROTO_HELLO, 1);
+    m.u.hello.version = TD__PROTO_VERSION;
+    m.u.hello.min_version = TD__PROTO_MIN_VERSION;
+    m.u.hello.features = TD__PROTO_F_ALL;
+    m.u.hello.max_frame = TD__PROTO_DEFAULT_MAX_FRAME;
+    m.u.hello.max_fds = TD__PROTO_FDS_MAX;
+    char software[48];
+    snprintf(software, sizeof software, "libtensord %s", td_version_string());
+    m.u.hello.software = software;
+    return td__proto_send_msg(sock, &m, NULL, TD__HELLO_TIMEOUT_MS, err);
+}
+
+/* Reads the reply to request id of type want: 0, or the daemon's error code and message. */
+static int td__daemon_reply(int sock, uint32_t id, uint32_t want, int timeout_ms,
+                            td__proto_msg *out, td_error *err)
+{
+    int rc = td__proto_recv_msg(sock, NULL, out, timeout_ms, err);
+    if (rc)
+        return rc;
+    if (out->type == TD__PROTO_ERROR) {
+        rc = out->u.error.code < 0 ? out->u.error.code : TD_EPROTO;
+        td__err(err, rc, "%s", out->u.error.message);
+        td__proto_msg_destroy(out);
+        return rc;
+    }
+    if (out->type != want || out->id != id) {
+        rc = td__err(err, TD_EPROTO, "daemon answered %s #%u, expected %s #%u",
+                     td__proto_type_name(out->type) ? td__proto_type_name(out->type) : "?",
+                     out->id, td__proto_type_name(want), id);
+        td__proto_msg_destroy(out);
+        return rc;
+    }
+    return 0;
+}
+
+/* The connection that holds a load's lease; closed with the last region. */
+typedef struct td__lease {
+    atomic_long refs;
+    int sock;
+} td__lease;
+
+static void td__lease_unref(td__lease *l)
+{
+    if (atomic_fetch_sub_explicit(&l->refs, 1, memory_order_acq_rel) == 1) {
+        close(l->sock);
+        free(l);
+    }
+}
+
+static void td__daemon_region_release(void *ctx, void *base, size_t len)
+{
+    if (base)
+        munmap(base, len);
+    td__lease_unref(ctx);
+}
+
+int td__daemon_load(const char *path, td_format format, const td_load_options *opt,
+                    td_dict **arrays, td_meta **meta, td_error *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        return td__err(err, td__err_from_errno(e), "%s: cannot open: %s", path, strerror(e));
+    }
+    int sock;
+    int rc = td__daemon_connect(td__socket_path(opt), &sock, err);
+    if (rc) {
+        close(fd);
+        return rc;
+    }
+    td__lease *lease = malloc(sizeof *lease);
+    if (!lease) {
+        close(fd);
+        close(sock);
+        return td__err(err, TD_ENOMEM, "%s: out of memory", path);
+    }
+    atomic_init(&lease->refs, 1);
+    lease->sock = sock;
+
+    td__proto_msg m, hello, reply;
+    rc = td__daemon_hello(sock, err);
+    if (!rc) {
+        td__proto_msg_init(&m, TD__PROTO_LOAD, 2);
+        m.u.load.fd = fd;
+        m.u.load.format = format;
+        m.u.load.mode = TD__PROTO_MODE_DEFAULT;
+        m.u.load.dequant = opt ? (uint32_t)opt->dequantize : 0;
+        m.u.load.max_inflated = opt ? opt->max_inflated : 0;
+        m.u.load.name = (char *)path;
+        rc = td__proto_send_msg(sock, &m, NULL, TD__HELLO_TIMEOUT_MS, err);
+    }
+    close(fd); /* the daemon has its own copy now */
+    if (!rc) {
+        rc = td__daemon_reply(sock, 1, TD__PROTO_HELLO_OK, TD__HELLO_TIMEOUT_MS, &hello, err);
+        if (!rc)
+            td__proto_msg_destroy(&hello);
+    }
+    if (!rc)
+        rc = td__daemon_reply(sock, 2, TD__PROTO_LOAD_OK, TD__LOAD_TIMEOUT_MS, &reply, err);
+    if (rc) {
+        td__lease_unref(lease);
+        return td__err_prefix(err, rc, path);
+    }
+
+    /* Map every region; each holds a reference on the lease. */
+    td__proto_loaded *ld = &reply.u.loaded;
+    td__region *regions[TD__PROTO_FDS_MAX];
+    uint32_t mapped = 0;
+    for (; !rc && mapped < ld->nregions; mapped++) {
+        td__proto_region *r = &ld->regions[mapped];
+        void *base = NULL;
+        if (r->size) {
+            base = mmap(NULL, (size_t)r->size, PROT_READ, MAP_SHARED, r->fd, 0);
+            if (base == MAP_FAILED) {
+                rc = td__err(err, td__err_from_errno(errno), "%s: cannot map region %u: %s",
+                             path, mapped, strerror(errno));
+                break;
+            }
+        }
+        atomic_fetch_add_explicit(&lease->refs, 1, memory_order_relaxed);
+        regions[mapped] = td__region_new(base, (size_t)r->size, td__daemon_region_release, lease);
+        if (!regions[mapped]) {
+            td__daemon_region_release(lease, base, (size_t)r->size);
+            rc = td__err(err, TD_ENOMEM, "%s: out of memory", path);
+            break;
+        }
+        regions[mapped]->provenance = TD_PROVENANCE_DAEMON;
+    }
+    if (!rc)
+        rc = td__table_to_dict(ld->table, regions, ld->nregions, path, arrays, err);
+    if (!rc && meta) {
+        *meta = ld->table->meta ? ld->table->meta : td_meta_new();
+        ld->table->meta = NULL;
+        if (!*meta) {
+            td_dict_free(*arrays);
+            rc = td__err(err, TD_ENOMEM, "%s: out of memory", path);
+        }
+    }
+    for (uint32_t i = 0; i < mapped; i++)
+        td__region_release(regions[i]);
+    td__proto_msg_destroy(&reply); /* closes the region descriptors: the mappings stay */
+    td__lease_unref(lease);        /* the regions hold the lease from here on */
+    return rc;
+}
+
+/* ---- td_client ---- */
+
+struct td_client {
+    pthread_mutex_t lock;
+    int sock;
+    uint32_t next_id;
+    char *socket_path;
+};
+
+int td_client_connect(const char *socket_path, td_client **out, td_error *err)
+{
+    td_load_options o = TD_LOAD_OPTIONS_INIT;
+    o.socket_path = socket_path;
+    const char *path = td__socket_path(&o);
+    td_client *c = calloc(1, sizeof *c);
+    if (!c || !(c->socket_path = strdup(path))) {
+        free(c);
+        return td__err(err, TD_ENOMEM, "out of memory");
+    }
+    int rc = td__daemon_connect(path, &c->sock, err);
+    if (!rc) {
+        td__proto_msg r;
+        rc = td__daemon_hello(c->sock, err);
+        if (!rc)
+            rc = td__daemon_reply(c->sock, 1, TD__PROTO_HELLO_OK, TD__HELLO_TIMEOUT_MS, &r, err);
+        if (!rc)
+            td__proto_msg_destroy(&r);
+        if (rc)
+            close(c->sock);
+    }
+    if (rc) {
+        free(c->socket_path);
+        free(c);
+        return rc;
+    }
+    pthread_mutex_init(&c->lock, NULL);
+    c->next_id = 2;
+    *out = c;
+    return 0;
+}
+
+void td_client_close(td_client *c)
+{
+    if (!c)
+        return;
+    close(c->sock);
+    pthread_mutex_destroy(&c->lock);
+    free(c->socket_path);
+    free(c);
+}
+
+/* One request and its reply under the lock. */
+static int td__client_call(td_client *c, td__proto_msg *m, uint32_t want, td__proto_msg *reply,
+                           td_error *err)
+{
+    pthread_mutex_lock(&c->lock);
+    m->id = c->next_id++;
+    int rc = td__proto_send_msg(c->sock, m, NULL, TD__HELLO_TIMEOUT_MS, err);
+    if (!rc)
+        rc = td__daemon_reply(c->sock, m->id, want, TD__LOAD_TIMEOUT_MS, reply, err);
+    pthread_mutex_unlock(&c->lock);
+    return rc;
+}
+
+int td_client_load(td_client *c, const char *path, const td_load_options *opt, td_dict **arrays,
+                   td_meta **meta, td_error *err)
+{
+    td_load_options o = opt ? *opt : (td_load_options)TD_LOAD_OPTIONS_INIT;
+    o.mode = TD_MODE_DAEMON;
+    o.socket_path = c->socket_path;
+    return td_load(path, &o, arrays, meta, err);
+}
+
+int td_client_ping(td_client *c, td_error *err)
+{
+    td__proto_msg m, r;
+    td__proto_msg_init(&m, TD__PROTO_PING, 0);
+    m.u.ping.data = 0x7464;
+    int rc = td__client_call(c, &m, TD__PROTO_PONG, &r, err);
+    if (rc)
+        return rc;
+    rc = r.u.ping.data == 0x7464 ? 0 : td__err(err, TD_EPROTO, "PONG carries the wrong data");
+    td__proto_msg_destroy(&r);
+    return rc;
+}
+
+int td_client_status(td_client *c, td_status **out, td_error *err)
+{
+    td__proto_msg m, r;
+    td__proto_msg_init(&m, TD__PROTO_STATUS, 0);
+    m.u.status_req.flags = TD__PROTO_STATUS_FILES;
+    int rc = td__client_call(c, &m, TD__PROTO_STATUS_OK, &r, err);
+    if (rc)
+        return rc;
+    const td__proto_status *s = &r.u.status;
+    td_status *st = calloc(1, sizeof *st);
+    size_t names = 0;
+    for (uint32_t i = 0; i < s->nfiles; i++)
+        names += (s->files[i].name ? strlen(s->files[i].name) : 0) + 1;
+    if (st)
+        st->files = calloc(s->nfiles ? s->nfiles : 1, sizeof *st->files);
+    char *pool = st && st->files ? malloc(names ? names : 1) : NULL;
+    if (!pool) {
+        if (st)
+            free(st->files);
+        free(st);
+        td__proto_msg_destroy(&r);
+        return td__err(err, TD_ENOMEM, "out of memory");
+    }
+#define TD__XX(name, text) st->name = s->stats.name;
+    TD__PROTO_STATS_MAP(TD__XX)
+#undef TD__XX
+    st->nfiles = s->nfiles;
+    st->names_ = pool;
+    for (uint32_t i = 0; i < s->nfiles; i++) {
+        const char *n = s->files[i].name ? s->files[i].name : "";
+        size_t len = strlen(n) + 1;
+        memcpy(pool, n, len);
+        st->files[i].name = pool;
+        pool += len;
+        st->files[i].format = s->files[i].format;
+        st->files[i].mode = s->files[i].mode == TD__PROTO_MODE_SNAPSHOT ? "snapshot"
+                            : s->files[i].mode == TD__PROTO_MODE_PIN    ? "pin"
+                                                                        : "map";
+        st->files[i].bytes = s->files[i].bytes;
+        st->files[i].leases = s->files[i].leases;
+        st->files[i].hits = s->files[i].hits;
+    }
+    td__proto_msg_destroy(&r);
+    *out = st;
+    return 0;
+}
+
+void td_status_free(td_status *s)
+{
+    if (!s)
+        return;
+    free(s->names_);
+    free(s->files);
+    free(s);
+}
+
+int td_client_evict(td_client *c, const char *path, uint64_t *entries, uint64_t *bytes,
+                    td_error *err)
+{
+    td__proto_msg m, r;
+    td__proto_msg_init(&m, TD__PROTO_EVICT, 0);
+    int fd = -1;
+    if (path) {
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            int e = errno;
+            return td__err(err, td__err_from_errno(e), "%s: cannot open: %s", path, strerror(e));
+        }
+    }
+    m.u.evict.fd = fd;
+    int rc = td__client_call(c, &m, TD__PROTO_EVICT_OK, &r, err);
+    if (fd >= 0)
+        close(fd);
+    if (rc)
+        return path ? td__err_prefix(err, rc, path) : rc;
+    if (entries)
+        *entries = r.u.evicted.entries;
+    if (bytes)
+        *bytes = r.u.evicted.bytes;
+    td__proto_msg_destroy(&r);
+    return 0;
+}

@@ -1,0 +1,602 @@
+/*
+ * cache.c - see cache.h.
+ *
+ * An entry's life: cache_acquire creates it (LOADING) and queues cache_build on the thread pool;
+ * cache_built, back on the loop, makes it READY and hands a lease to every waiter, or fails the
+ * waiters and frees it. While LOADING only the worker touches the build fields; the loop thread
+ * touches only the list links and the waiters.
+ */
+#include "cache.h"
+#include "derive.h"
+#include "log.h"
+#include "proto.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef enum { CACHE_LOADING, CACHE_READY } cache_state;
+
+struct cache_entry {
+    cache_entry *prev, *next;
+    td__cache *cache;
+    cache_key key;
+    cache_state state;
+    char *name;    /* the file's path (from /proc/self/fd) or the client's name for it */
+    char *path;    /* the path to watch, or NULL */
+    td_format format;
+    uint32_t mode;
+    uint64_t max_inflated;
+    int file_fd;     /* the first client's descriptor, kept while building */
+    int snap_fd;     /* snapshot memfd, or -1 */
+    void *pin_map;   /* pin mode: the file mapping kept resident */
+    uint64_t file_size;
+    int derived_fd;  /* sealed memfd of decoded entries, or -1 */
+    uint64_t derived_len;
+    void *fill_map;  /* while decoding: the writable mapping of derived_fd */
+    td__table table;
+    uint64_t leases, loads, hits;
+    uint64_t decode_ns;
+    int superseded;
+    int status; /* of the build */
+    td_error err;
+    cache_waiter waiters; /* list head */
+    uv_work_t work;
+    uv_fs_event_t *watch;
+};
+
+static uint64_t cache_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void cache_init(td__cache *c, uv_loop_t *loop, const td__config *cfg)
+{
+    memset(c, 0, sizeof *c);
+    c->loop = loop;
+    c->cfg = cfg;
+}
+
+int cache_idle(const td__cache *c)
+{
+    return c->building == 0;
+}
+
+static void cache_unlink(td__cache *c, cache_entry *e)
+{
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        c->head = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    else
+        c->tail = e->prev;
+    e->prev = e->next = NULL;
+    c->n--;
+}
+
+static void cache_push_front(td__cache *c, cache_entry *e)
+{
+    e->prev = NULL;
+    e->next = c->head;
+    if (c->head)
+        c->head->prev = e;
+    else
+        c->tail = e;
+    c->head = e;
+    c->n++;
+}
+
+static void cache_watch_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+/* Frees an entry already unlinked from the list. */
+static void cache_free(cache_entry *e)
+{
+    if (e->file_fd >= 0)
+        close(e->file_fd);
+    if (e->snap_fd >= 0)
+        close(e->snap_fd);
+    if (e->derived_fd >= 0)
+        close(e->derived_fd);
+    if (e->pin_map)
+        munmap(e->pin_map, (size_t)e->file_size);
+    if (e->watch && !uv_is_closing((uv_handle_t *)e->watch))
+        uv_close((uv_handle_t *)e->watch, cache_watch_closed);
+    td__table_destroy(&e->table);
+    free(e->name);
+    free(e->path);
+    free(e);
+}
+
+/* Bytes an entry holds in the daemon: its snapshot and derived buffers (a pinned file counts
+ * too: it is locked in memory for us). */
+static uint64_t cache_held(const cache_entry *e)
+{
+    return (e->snap_fd >= 0 || e->pin_map ? e->file_size : 0) + e->derived_len;
+}
+
+static void cache_drop(td__cache *c, cache_entry *e, const char *why)
+{
+    log_info("evict %s (%s, %llu bytes)", e->name, why, (unsigned long long)cache_held(e));
+    c->bytes -= cache_held(e);
+    c->stats.evictions++;
+    cache_unlink(c, e);
+    cache_free(e);
+}
+
+void cache_destroy(td__cache *c)
+{
+    while (c->head) {
+        cache_entry *e = c->head;
+        cache_unlink(c, e);
+        cache_free(e);
+    }
+    c->bytes = 0;
+}
+
+int cache_key_of(int fd, uint32_t dequant, cache_key *key, td_error *err)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return td__err(err, TD_EINVAL, "the descriptor cannot be examined: %s", strerror(errno));
+    if (!S_ISREG(st.st_mode))
+        return td__err(err, TD_EINVAL, "the descriptor is not a regular file (mode 0%o)",
+                       (unsigned)(st.st_mode & S_IFMT));
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || (fl & O_PATH) || (fl & O_ACCMODE) == O_WRONLY)
+        return td__err(err, TD_EACCES, "the descriptor is not open for reading");
+    if (st.st_size <= 0)
+        return td__err(err, TD_ETRUNC, "the file is empty");
+    memset(key, 0, sizeof *key);
+    key->dev = (uint64_t)st.st_dev;
+    key->ino = (uint64_t)st.st_ino;
+    key->size = (uint64_t)st.st_size;
+    key->mtime_sec = (int64_t)st.st_mtim.tv_sec;
+    key->mtime_nsec = (int64_t)st.st_mtim.tv_nsec;
+    key->dequant = dequant;
+    return 0;
+}
+
+static int cache_same_file(const cache_key *a, const cache_key *b)
+{
+    return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+           a->mtime_sec == b->mtime_sec && a->mtime_nsec == b->mtime_nsec;
+}
+
+/* ---- building, on the thread pool ---- */
+
+/* Lays out, decodes and seals every entry that cannot be viewed as stored. */
+static int cache_decode(cache_entry *e, const uint8_t *base, size_t len, td_error *err)
+{
+    uint64_t total = 0;
+    for (size_t i = 0; i < e->table.n; i++) {
+        td__entry *t = &e->table.entries[i];
+        if (!t->layout || !t->nbytes)
+            continue;
+        total = (total + 63) / 64 * 64;
+        if (!td__add_u64(total, t->nbytes, &total))
+            return td__err(err, TD_ERANGE, "%s: decoded size overflows", e->name);
+    }
+    uint64_t budget = e->cache->cfg->max_memory;
+    if (budget && total > budget)
+        return td__err(err, TD_ELIMIT, "%s: decoding needs %llu bytes, over the budget of %llu",
+                       e->name, (unsigned long long)total, (unsigned long long)budget);
+    if (!total) {
+        for (size_t i = 0; i < e->table.n; i++)
+            if (e->table.entries[i].layout) /* empty arrays: nothing to decode */
+                e->table.entries[i].layout = 0, e->table.entries[i].offset = 0;
+        return 0;
+    }
+    void *map;
+    int fd, rc = derive_memfd(e->name, total, &fd, &map, err);
+    if (rc)
+        return rc;
+    /* Recorded in the entry so that a SIGBUS in the middle can clean up. */
+    e->derived_fd = fd;
+    e->fill_map = map;
+    e->derived_len = total;
+    uint64_t off = 0;
+    for (size_t i = 0; i < e->table.n && !rc; i++) {
+        td__entry *t = &e->table.entries[i];
+        if (!t->layout)
+            continue;
+        if (!t->nbytes) {
+            t->layout = 0;
+            t->offset = 0;
+            continue;
+        }
+        off = (off + 63) / 64 * 64;
+        rc = td__decode_entry(t, base, len, (uint8_t *)map + off, e->name, err);
+        t->region = 1;
+        t->offset = off;
+        t->layout = 0;
+        off += t->nbytes;
+    }
+    if (!rc)
+        rc = derive_seal(fd, map, total, err);
+    else
+        munmap(map, (size_t)total);
+    e->fill_map = NULL;
+    if (rc) {
+        close(fd);
+        e->derived_fd = -1;
+        e->derived_len = 0;
+    }
+    return rc;
+}
+
+static void cache_build(uv_work_t *w)
+{
+    cache_entry *e = w->data;
+    td_error *err = &e->err;
+    uint64_t t0 = cache_now_ns();
+    int rc = 0;
+    if (e->mode == TD__PROTO_MODE_SNAPSHOT)
+        rc = derive_snapshot(e->file_fd, e->file_size, e->name, &e->snap_fd, err);
+    int src = e->snap_fd >= 0 ? e->snap_fd : e->file_fd;
+    void *volatile map = MAP_FAILED;
+    if (!rc) {
+        map = mmap(NULL, (size_t)e->file_size, PROT_READ, MAP_SHARED, src, 0);
+        if (map == MAP_FAILED)
+            rc = td__err(err, td__err_from_errno(errno), "%s: cannot map the file: %s", e->name,
+                         strerror(errno));
+    }
+    /* A client may truncate its file while we read it: that must fail this load, not kill the
+     * daemon. */
+    sigjmp_buf jb;
+    if (!rc && sigsetjmp(*derive_bus_begin(&jb), 1)) {
+        derive_bus_end();
+        rc = td__err(err, TD_ETRUNC, "%s: the file was truncated while being read", e->name);
+        /* What the parser had allocated at that moment is lost; what we own is freed. */
+        td__table_destroy(&e->table);
+        td__table_init(&e->table, e->format);
+        if (e->fill_map)
+            munmap(e->fill_map, (size_t)e->derived_len);
+        e->fill_map = NULL;
+        if (e->derived_fd >= 0)
+            close(e->derived_fd);
+        e->derived_fd = -1;
+        e->derived_len = 0;
+    } else if (!rc) {
+        if (e->format == TD_FORMAT_AUTO)
+            e->format = td__detect_format(map, (size_t)e->file_size);
+        td__table_init(&e->table, e->format);
+        if (e->format == TD_FORMAT_AUTO)
+            rc = td__err(err, TD_ENOTSUP, "%s: not a file format tensord knows", e->name);
+        else
+            rc = td__index(e->format, map, (size_t)e->file_size, e->name, e->max_inflated,
+                           &e->table, err);
+        if (!rc)
+            rc = cache_decode(e, map, (size_t)e->file_size, err);
+        if (!rc && e->mode == TD__PROTO_MODE_PIN) {
+            madvise(map, (size_t)e->file_size, MADV_WILLNEED);
+            if (mlock(map, (size_t)e->file_size) < 0)
+                log_warn("%s: pin: mlock of %llu bytes refused (%s); kept mapped, not locked",
+                         e->name, (unsigned long long)e->file_size, strerror(errno));
+            e->pin_map = map;
+            map = MAP_FAILED;
+        }
+        derive_bus_end();
+    }
+    if (map != MAP_FAILED)
+        munmap(map, (size_t)e->file_size);
+    e->status = rc;
+    e->decode_ns = cache_now_ns() - t0;
+}
+
+static void cache_watch_cb(uv_fs_event_t *h, const char *filename, int events, int status);
+
+static void cache_built(uv_work_t *w, int status)
+{
+    cache_entry *e = w->data;
+    td__cache *c = e->cache;
+    c->building--;
+    if (status == UV_ECANCELED && !e->status)
+        e->status = td__err(&e->err, TD_EAGAIN, "%s: load cancelled", e->name);
+    /* The first client's descriptor is not needed any more: in map and pin mode each client
+     * maps its own. */
+    if (e->file_fd >= 0) {
+        close(e->file_fd);
+        e->file_fd = -1;
+    }
+    cache_waiter *q = e->waiters.next;
+    e->waiters.next = e->waiters.prev = &e->waiters;
+    if (e->status) {
+        log_warn("load %s failed: %s", e->name, e->err.message);
+        cache_unlink(c, e);
+        while (q != &e->waiters) {
+            cache_waiter *next = q->next;
+            q->next = q->prev = NULL;
+            q->entry = NULL;
+            q->done(q, NULL, e->status, &e->err);
+            q = next;
+        }
+        cache_free(e);
+        return;
+    }
+    e->state = CACHE_READY;
+    c->bytes += cache_held(e);
+    c->stats.decodes += e->derived_len || e->snap_fd >= 0;
+    c->stats.decode_ns_total += e->decode_ns;
+    if (e->decode_ns > c->stats.decode_ns_max)
+        c->stats.decode_ns_max = e->decode_ns;
+    log_info("indexed %s: %s, %zu tensors, mode %s, %llu derived bytes, %.1f ms", e->name,
+             td_format_name(e->table.format), e->table.n, config_mode_name(e->mode),
+             (unsigned long long)e->derived_len, (double)e->decode_ns / 1e6);
+    if (e->path) {
+        e->watch = malloc(sizeof *e->watch);
+        if (e->watch && uv_fs_event_init(c->loop, e->watch) == 0) {
+            e->watch->data = e;
+            if (uv_fs_event_start(e->watch, cache_watch_cb, e->path, 0) != 0) {
+                uv_close((uv_handle_t *)e->watch, cache_watch_closed);
+                e->watch = NULL;
+            }
+        } else {
+            free(e->watch);
+            e->watch = NULL;
+        }
+    }
+    int first = 1;
+    while (q != &e->waiters) {
+        cache_waiter *next = q->next;
+        q->next = q->prev = NULL;
+        q->entry = NULL;
+        e->leases++;
+        e->loads++;
+        if (!first) {
+            e->hits++;
+            c->stats.hits++;
+        }
+        first = 0;
+        q->done(q, e, 0, NULL);
+        q = next;
+    }
+    cache_enforce_budget(c);
+}
+
+/* The file behind an entry changed on disk: if the path now names another file (replaced by
+ * rename, rewritten), the entry is superseded and goes as soon as nobody holds it. */
+static void cache_watch_cb(uv_fs_event_t *h, const char *filename, int events, int status)
+{
+    (void)filename;
+    (void)events;
+    cache_entry *e = h->data;
+    if (status < 0 || !e->path)
+        return;
+    struct stat st;
+    int gone = stat(e->path, &st) < 0;
+    if (!gone && (uint64_t)st.st_dev == e->key.dev && (uint64_t)st.st_ino == e->key.ino &&
+        (uint64_t)st.st_size == e->key.size && st.st_mtim.tv_sec == e->key.mtime_sec &&
+        st.st_mtim.tv_nsec == e->key.mtime_nsec)
+        return;
+    e->superseded = 1;
+    uv_fs_event_stop(h);
+    if (!e->leases)
+        cache_drop(e->cache, e, "file replaced");
+}
+
+/* ---- the loop side ---- */
+
+/* The path a descriptor was opened as, for config rules and watching; NULL when the kernel has
+ * none worth using (deleted files, anonymous files). */
+static char *cache_fd_path(int fd)
+{
+    char link[64], buf[4096];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, buf, sizeof buf - 1);
+    if (n <= 0 || buf[0] != '/')
+        return NULL;
+    buf[n] = '\0';
+    if (n > 10 && strcmp(buf + n - 10, " (deleted)") == 0)
+        return NULL;
+    return strdup(buf);
+}
+
+static void cache_touch(td__cache *c, cache_entry *e)
+{
+    if (c->head != e) {
+        cache_unlink(c, e);
+        cache_push_front(c, e);
+    }
+}
+
+int cache_acquire(td__cache *c, const cache_request *req, cache_waiter *w, cache_entry **out,
+                  td_error *err)
+{
+    cache_key key;
+    int rc = cache_key_of(req->fd, req->dequant, &key, err);
+    if (rc)
+        return rc;
+    for (cache_entry *e = c->head; e; e = e->next) {
+        if (e->superseded || !cache_same_file(&e->key, &key) || e->key.dequant != key.dequant)
+            continue;
+        if (req->format && e->state == CACHE_READY && e->table.format != req->format)
+            return td__err(err, TD_EFORMAT, "%s: asked to read it as %s, but it is %s",
+                           e->name, td_format_name(req->format),
+                           td_format_name(e->table.format));
+        cache_touch(c, e);
+        if (e->state == CACHE_LOADING) {
+            w->entry = e;
+            w->prev = e->waiters.prev;
+            w->next = &e->waiters;
+            e->waiters.prev->next = w;
+            e->waiters.prev = w;
+            return 1;
+        }
+        e->leases++;
+        e->loads++;
+        e->hits++;
+        c->stats.hits++;
+        *out = e;
+        return 0;
+    }
+    if (c->n >= c->cfg->max_entries) {
+        for (cache_entry *old = c->tail; old; old = old->prev) {
+            if (old->state == CACHE_READY && !old->leases) {
+                cache_drop(c, old, "too many cached files");
+                break;
+            }
+        }
+        if (c->n >= c->cfg->max_entries)
+            return td__err(err, TD_ELIMIT, "the cache holds %zu files, all in use (max_entries)",
+                           c->n);
+    }
+    cache_entry *e = calloc(1, sizeof *e);
+    if (!e)
+        return td__err(err, TD_ENOMEM, "out of memory");
+    e->cache = c;
+    e->key = key;
+    e->state = CACHE_LOADING;
+    e->snap_fd = e->derived_fd = -1;
+    e->file_size = key.size;
+    e->format = req->format;
+    e->max_inflated = req->max_inflated ? req->max_inflated : c->cfg->max_inflated;
+    e->waiters.next = e->waiters.prev = &e->waiters;
+    e->path = cache_fd_path(req->fd);
+    e->mode = req->mode ? req->mode : config_mode_for(c->cfg, e->path);
+    if (e->path)
+        e->name = strdup(e->path);
+    else if (req->name)
+        e->name = strdup(req->name);
+    else
+        e->name = strdup("(unnamed file)");
+    e->file_fd = fcntl(req->fd, F_DUPFD_CLOEXEC, 3);
+    if (!e->name || e->file_fd < 0) {
+        rc = td__err(err, e->file_fd < 0 ? TD_ESYS : TD_ENOMEM, "cannot keep the descriptor: %s",
+                     strerror(errno));
+        cache_free(e);
+        return rc;
+    }
+    td__table_init(&e->table, req->format);
+    if (e->mode == TD__PROTO_MODE_SNAPSHOT && c->cfg->max_memory &&
+        key.size > c->cfg->max_memory) {
+        rc = td__err(err, TD_ELIMIT, "%s: a snapshot of %llu bytes exceeds the budget of %llu",
+                     e->name, (unsigned long long)key.size,
+                     (unsigned long long)c->cfg->max_memory);
+        cache_free(e);
+        return rc;
+    }
+    e->work.data = e;
+    rc = uv_queue_work(c->loop, &e->work, cache_build, cache_built);
+    if (rc) {
+        rc = td__err(err, TD_ESYS, "cannot queue the load: %s", uv_strerror(rc));
+        cache_free(e);
+        return rc;
+    }
+    c->building++;
+    c->stats.misses++;
+    cache_push_front(c, e);
+    w->entry = e;
+    w->prev = w->next = &e->waiters;
+    e->waiters.next = e->waiters.prev = w;
+    return 1;
+}
+
+void cache_cancel(cache_waiter *w)
+{
+    if (!w->entry)
+        return;
+    w->prev->next = w->next;
+    w->next->prev = w->prev;
+    w->next = w->prev = NULL;
+    w->entry = NULL;
+}
+
+void cache_release(td__cache *c, cache_entry *e)
+{
+    if (e->leases)
+        e->leases--;
+    if (!e->leases && e->superseded)
+        cache_drop(c, e, "file replaced");
+    else
+        cache_enforce_budget(c);
+}
+
+void cache_evict(td__cache *c, const cache_key *key, uint64_t *entries, uint64_t *bytes)
+{
+    for (cache_entry *e = c->tail, *prev; e; e = prev) {
+        prev = e->prev;
+        if (e->state != CACHE_READY || e->leases || (key && !cache_same_file(&e->key, key)))
+            continue;
+        *entries += 1;
+        *bytes += cache_held(e);
+        cache_drop(c, e, "evict request");
+    }
+}
+
+void cache_enforce_budget(td__cache *c)
+{
+    uint64_t budget = c->cfg->max_memory;
+    for (cache_entry *e = c->tail, *prev; budget && e && c->bytes > budget; e = prev) {
+        prev = e->prev;
+        if (e->state == CACHE_READY && !e->leases && cache_held(e))
+            cache_drop(c, e, "over the memory budget");
+    }
+}
+
+const td__table *cache_entry_table(const cache_entry *e)
+{
+    return &e->table;
+}
+
+int cache_entry_region0_fd(const cache_entry *e)
+{
+    return e->snap_fd;
+}
+
+int cache_entry_derived_fd(const cache_entry *e, uint64_t *size)
+{
+    *size = e->derived_len;
+    return e->derived_fd;
+}
+
+uint64_t cache_entry_file_size(const cache_entry *e)
+{
+    return e->file_size;
+}
+
+const char *cache_entry_name(const cache_entry *e)
+{
+    return e->name;
+}
+
+uint32_t cache_entry_mode(const cache_entry *e)
+{
+    return e->mode;
+}
+
+uint64_t cache_entry_bytes(const cache_entry *e)
+{
+    return cache_held(e);
+}
+
+uint64_t cache_entry_leases(const cache_entry *e)
+{
+    return e->leases;
+}
+
+uint64_t cache_entry_hits(const cache_entry *e)
+{
+    return e->hits;
+}
+
+cache_entry *cache_first(const td__cache *c)
+{
+    return c->head;
+}
+
+cache_entry *cache_next(const cache_entry *e)
+{
+    return e->next;
+}

@@ -1,0 +1,60 @@
+/*
+ * config.h - the daemon's settings: defaults, /etc/tensord/tensord.conf, command-line overrides.
+ *
+ * The file has one setting per line, '#' starts a comment:
+ *   max_memory = 8G          budget for derived and snapshot bytes (K, M, G, T suffixes; 0: none)
+ *   max_clients = 256
+ *   max_frame = 64M          largest request frame accepted
+ *   max_leases = 4096        leases one client may hold
+ *   max_entries = 1024       cached files
+ *   idle_timeout = 10        seconds a client may take to send HELLO or finish a frame
+ *   max_inflated = 16G       bound on the bytes an npz may inflate to
+ *   log_level = info         error, warning, notice, info, debug
+ *   mode /srv/models/ = snapshot   per-file mode by path prefix (map, snapshot, pin); the
+ *                                  longest matching prefix wins; paths are the link targets of
+ *                                  the descriptors clients pass (/proc/self/fd)
+ */
+#ifndef TD_DAEMON_CONFIG_H
+#define TD_DAEMON_CONFIG_H
+
+#include "common.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct config_rule {
+    char *prefix; /* owned */
+    uint32_t mode; /* TD__PROTO_MODE_MAP, _SNAPSHOT or _PIN */
+} config_rule;
+
+typedef struct td__config {
+    uint64_t max_memory;
+    uint32_t max_clients;
+    uint32_t max_frame;
+    uint32_t max_leases;
+    uint32_t max_entries;
+    uint32_t idle_timeout_ms;
+    uint64_t max_inflated;
+    int log_level;
+    config_rule *rules; /* owned */
+    size_t nrules;
+} td__config;
+
+/* The built-in defaults. */
+void config_defaults(td__config *c);
+/* Frees the rules; c can be filled again with config_defaults. */
+void config_destroy(td__config *c);
+/* Reads path into c: its settings replace c's, its mode rules replace c's rules. On failure c is unchanged and *err names the file,
+ * the line and the setting. */
+int config_load(const char *path, td__config *c, td_error *err);
+/* Applies one "key = value" setting (the file's syntax, also used for --max-memory etc.). */
+int config_set(td__config *c, const char *key, const char *value, td_error *err);
+/* "64M" -> 67108864; 0 or TD_EINVAL. */
+int config_parse_size(const char *s, uint64_t *out);
+/* The mode for a file path: the longest matching rule, else TD__PROTO_MODE_MAP. */
+uint32_t config_mode_for(const td__config *c, const char *path);
+/* "map", "snapshot", "pin" and back. */
+const char *config_mode_name(uint32_t mode);
+int config_parse_mode(const char *s, uint32_t *mode);
+
+#endif

@@ -1,0 +1,129 @@
+/*
+ * derive.c - see derive.h.
+ */
+#include "derive.h"
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define DERIVE_CHUNK (8u << 20)
+
+int derive_memfd(const char *name, uint64_t size, int *fd, void **map, td_error *err)
+{
+    if (size == 0 || size > SIZE_MAX)
+        return td__err(err, TD_EINVAL, "derived buffer of %llu bytes", (unsigned long long)size);
+    char label[64];
+    snprintf(label, sizeof label, "tensord:%.48s", name ? name : "buffer");
+    int f = memfd_create(label, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (f < 0) {
+        int e = errno;
+        return td__err(err, td__err_from_errno(e), "memfd_create: %s", strerror(e));
+    }
+    if (ftruncate(f, (off_t)size) < 0) {
+        int e = errno;
+        close(f);
+        return td__err(err, td__err_from_errno(e), "memfd of %llu bytes: %s",
+                       (unsigned long long)size, strerror(e));
+    }
+    void *p = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, f, 0);
+    if (p == MAP_FAILED) {
+        int e = errno;
+        close(f);
+        return td__err(err, td__err_from_errno(e), "mapping a memfd of %llu bytes: %s",
+                       (unsigned long long)size, strerror(e));
+    }
+    if (size >= (2u << 20))
+        madvise(p, (size_t)size, MADV_HUGEPAGE); /* advisory: shmem THP may be off */
+    *fd = f;
+    *map = p;
+    return 0;
+}
+
+int derive_seal(int fd, void *map, uint64_t size, td_error *err)
+{
+    /* F_SEAL_WRITE is refused while a writable shared mapping exists: unmap first. */
+    if (map && munmap(map, (size_t)size) < 0) {
+        int e = errno;
+        return td__err(err, TD_ESYS, "munmap: %s", strerror(e));
+    }
+    if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0) {
+        int e = errno;
+        return td__err(err, TD_ESYS, "sealing a memfd: %s", strerror(e));
+    }
+    return 0;
+}
+
+int derive_snapshot(int src_fd, uint64_t size, const char *name, int *fd, td_error *err)
+{
+    void *p;
+    int f;
+    int rc = derive_memfd(name, size, &f, &p, err);
+    if (rc)
+        return rc;
+    uint64_t done = 0;
+    while (!rc && done < size) {
+        size_t want = size - done < DERIVE_CHUNK ? (size_t)(size - done) : DERIVE_CHUNK;
+        ssize_t k = pread(src_fd, (uint8_t *)p + done, want, (off_t)done);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0) {
+            int e = errno;
+            rc = td__err(err, td__err_from_errno(e), "%s: read failed at %llu: %s", name,
+                         (unsigned long long)done, strerror(e));
+        } else if (k == 0) {
+            rc = td__err(err, TD_ETRUNC, "%s: file shrank to %llu bytes while being copied", name,
+                         (unsigned long long)done);
+        }
+        done += k > 0 ? (uint64_t)k : 0;
+    }
+    if (!rc)
+        rc = derive_seal(f, p, size, err);
+    else
+        munmap(p, (size_t)size);
+    if (rc) {
+        close(f);
+        return rc;
+    }
+    *fd = f;
+    return 0;
+}
+
+static __thread sigjmp_buf *derive_jb;
+
+static void derive_on_bus(int sig, siginfo_t *si, void *uc)
+{
+    (void)si;
+    (void)uc;
+    if (derive_jb)
+        siglongjmp(*derive_jb, 1);
+    /* Not ours: die as SIGBUS would have made us. */
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+void derive_bus_install(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = derive_on_bus;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, NULL);
+}
+
+sigjmp_buf *derive_bus_begin(sigjmp_buf *jb)
+{
+    derive_jb = jb;
+    return jb;
+}
+
+void derive_bus_end(void)
+{
+    derive_jb = NULL;
+}

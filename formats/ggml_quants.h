@@ -1,0 +1,175 @@
+/*
+ * ggml_quants.h - dequantizing GGML block types (module prefix gq_).
+ *
+ * On disk, every block is little-endian; "half" is IEEE binary16, "e8m0" a bare exponent byte.
+ * Elements of a block are numbered 0..n-1 in memory order of the decoded row.
+ *   1. q4_0   32 elems, 18 bytes: half d; u8 qs[16]
+ *             x[j] = ((qs[j] & 15) - 8) * d, x[j+16] = ((qs[j] >> 4) - 8) * d     (j < 16)
+ *   2. q4_1   32 / 20: half d, m; u8 qs[16]                x = nibble * d + m
+ *   3. q5_0   32 / 22: half d; u32 qh; u8 qs[16]           bit 4 of x[j] is bit j of qh, of
+ *             x[j+16] bit j+16;                                 x = (q5 - 16) * d
+ *   4. q5_1   32 / 24: half d, m; u32 qh; u8 qs[16]        x = q5 * d + m
+ *   5. q8_0   32 / 34: half d; i8 qs[32]                   x = qs * d
+ *   6. q2_k  256 / 84: u8 scales[16]; u8 qs[64]; half d, dmin
+ *   7. q3_k  256 / 110: u8 hmask[32]; u8 qs[64]; u8 scales[12] (16 packed 6-bit); half d
+ *   8. q4_k  256 / 144: half d, dmin; u8 scales[12] (8 x 6-bit scale + 6-bit min); u8 qs[128]
+ *   9. q5_k  256 / 176: half d, dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]
+ *  10. q6_k  256 / 210: u8 ql[128]; u8 qh[64]; i8 scales[16]; half d
+ *  11. q8_k  256 / 292: float d; i8 qs[256]; i16 bsums[16]   x = d * qs
+ *  12. iq4_nl 32 / 18: half d; u8 qs[16]                   x = d * kvalues[nibble]
+ *  13. iq4_xs 256 / 136: half d; u16 scales_h; u8 scales_l[4]; u8 qs[128]
+ *  14. tq1_0 256 / 54: u8 qs[48] (5 base-3 digits each); u8 qh[4] (4 digits each); half d
+ *  15. tq2_0 256 / 66: u8 qs[64] (4 two-bit digits each); half d   x = (digit - 1) * d
+ *  16. mxfp4  32 / 17: e8m0 e; u8 qs[16]                   x = kvalues_mxfp4[nibble] * 2^(e-128)
+ * The arithmetic of each type (operand order and rounding included) is exactly that of ggml's
+ * dequantize_row_* in ggml-quants.c, so results are bit-identical to llama.cpp's to_float.
+ * Not supported (TD_EDTYPE, naming the type): q8_1 (ggml has no to_float for it), and the
+ * grid-based i-quants iq2_xxs, iq2_xs, iq2_s, iq3_xxs, iq3_s, iq1_s, iq1_m.
+ *
+ * Outputs: float32, or float16 / bfloat16 rounded to nearest-even from the float32 result
+ * (a NaN stays a quiet NaN with its sign and top payload bits; overflow gives infinity).
+ *
+ * MLX's packed form (mx.load of a GGUF file) exists for q4_0, q4_1 and q8_0: per group of 32
+ * elements (one block) a float16 scale and bias, and the quantized values as uint32 words,
+ * `bits` per element, element 32/bits*w + i in bits [bits*i, bits*(i+1)) of word w (so in
+ * memory the values are in element order, low nibble first). Dequantized: w * scale + bias.
+ *   q4_0: w = nibble,         scale = d, bias = half(-8 * d)
+ *   q4_1: w = nibble,         scale = d, bias = m
+ *   q8_0: w = qs + 128 (u8),  scale = d, bias = half(-128 * d)
+ * half() rounds to nearest-even; -8*d and -128*d are exact unless they overflow binary16
+ * (|d| >= 8192, resp. |d| >= 512), where MLX stores an infinite bias and so do we.
+ * Shapes: weights (..., n*bits/32) uint32, scales and biases (..., n/32) float16.
+ *
+ * Kernels: portable C written so that GCC and clang vectorise the inner loops at -O2, and, on
+ * x86-64, AVX2 kernels (ggml_quants_avx2.c) chosen at run time. The choice is a CPU-feature
+ * probe done once per process under pthread_once and cached in a static; it is the only static
+ * state of the module and is never written after that.
+ *
+ * Threads: gq_dequantize splits large inputs into runs of whole rows (or whole blocks, when a
+ * row is larger than a thread's share) over up to GQ_MAX_THREADS pthreads; the caller's thread
+ * takes a share too. Every function is reentrant and may be called from many threads at once.
+ */
+#ifndef TD_GGML_QUANTS_H
+#define TD_GGML_QUANTS_H
+
+#include "tensord.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Upper bound on worker threads per call (including the caller's). */
+#define GQ_MAX_THREADS 16
+/* A call splits over threads only when each thread gets at least this many elements. */
+#define GQ_MIN_ELEMS_PER_THREAD (1u << 18)
+
+/* Which kernels to run. AUTO picks AVX2 when the CPU has AVX2, FMA and F16C. */
+typedef enum gq_isa {
+    GQ_ISA_AUTO = 0,
+    GQ_ISA_PORTABLE, /* plain C, the reference in the tests */
+    GQ_ISA_AVX2      /* TD_ENOTSUP when the CPU lacks it */
+} gq_isa;
+
+/* Options for gq_dequantize; NULL means all zero. */
+typedef struct gq_options {
+    unsigned nthreads; /* 0: automatic (online CPUs, at most GQ_MAX_THREADS); 1: caller only */
+    gq_isa isa;        /* GQ_ISA_AUTO */
+} gq_options;
+
+/* 1 when gq can dequantize type (a GGML block type listed above), else 0. */
+int gq_supported(td_dtype type);
+
+/* The supported type names, comma-separated, for messages. Static; never NULL. */
+const char *gq_supported_names(void);
+
+/* 1 when this CPU (and OS) can run the AVX2 kernels. Thread-safe (pthread_once). */
+int gq_have_avx2(void);
+
+/* Decodes nblocks whole blocks of type at blocks (nblocks * block_bytes readable bytes, any
+ * alignment) into out[0 .. nblocks * block_elems) as float32, in the calling thread, with the
+ * kernels isa names. blocks and out must not overlap.
+ * Returns 0; TD_EDTYPE when type is not supported (the message names it); TD_ENOTSUP when
+ * isa is GQ_ISA_AVX2 and the CPU lacks it; TD_EINVAL for NULL pointers with nblocks > 0. */
+int gq_dequantize_blocks(td_dtype type, const void *blocks, uint64_t nblocks, float *out,
+                         gq_isa isa, td_error *err);
+
+/* The decoder the loader and the daemon use: decodes nelems elements of type from src
+ * (src_bytes readable) into the caller's buffer dst (dst_bytes writable) as out_type
+ * (TD_FLOAT32, TD_FLOAT16 or TD_BFLOAT16, native byte order = little-endian), splitting the
+ * work over threads as opt says. row_elems is the innermost dimension (0: treat the input as
+ * one row); thread shares are whole rows when there are enough of them.
+ *
+ * nelems must be a multiple of the block size, src_bytes must hold nelems / block_elems
+ * blocks and dst_bytes nelems output elements (larger buffers are fine; the extra bytes are not
+ * touched). label (may be NULL) starts every message, e.g. "model.gguf: tensor 'blk.0.w'".
+ * Returns 0 or TD_EDTYPE (type or out_type not supported), TD_EINVAL (sizes), TD_ENOTSUP
+ * (AVX2 asked for but missing). Thread-creation failures are not errors: the caller's thread
+ * then does the remaining work itself. On failure dst may be partly written. */
+int gq_dequantize(td_dtype type, const void *src, uint64_t src_bytes, uint64_t nelems,
+                  uint64_t row_elems, td_dtype out_type, void *dst, uint64_t dst_bytes,
+                  const gq_options *opt, const char *label, td_error *err);
+
+/* Output bytes of nelems elements of type dequantized to out_type, with checked arithmetic.
+ * Returns 0, TD_EDTYPE or TD_ERANGE (overflow, or nelems not a multiple of the block). */
+int gq_output_nbytes(td_dtype type, uint64_t nelems, td_dtype out_type, uint64_t *nbytes,
+                     const char *label, td_error *err);
+
+/* Round-to-nearest-even conversions from float32, bit-exact between the portable and the F16C
+ * paths (NaN: quiet, sign and top payload bits kept). The row versions convert n values. */
+uint16_t gq_f32_to_f16(float f);
+uint16_t gq_f32_to_bf16(float f);
+float gq_f16_to_f32(uint16_t h);
+void gq_f32_to_f16_row(const float *in, uint16_t *out, size_t n, gq_isa isa);
+void gq_f32_to_bf16_row(const float *in, uint16_t *out, size_t n, gq_isa isa);
+
+/* ---- MLX packed form ---- */
+
+/* Bits per packed weight for type: 4 (q4_0, q4_1), 8 (q8_0), 0 when MLX has no packed form. */
+int gq_mlx_bits(td_dtype type);
+
+/* Shapes of the three MLX arrays for an array of type with shape[0..ndim) (in elements, ndim
+ * >= 1, innermost a multiple of 32): wshape = shape with the innermost size times bits/32,
+ * sshape (scales and biases) = shape with the innermost size / 32. Returns 0, TD_EDTYPE (no
+ * packed form), TD_EINVAL (ndim 0, or an innermost size that is not a multiple of 32). */
+int gq_mlx_shapes(td_dtype type, int ndim, const int64_t *shape, int64_t *wshape,
+                  int64_t *sshape, const char *label, td_error *err);
+
+/* Packs nblocks blocks of type at src (src_bytes readable) into weights (nblocks * bits
+ * uint32 words: 4 per q4 block, 8 per q8_0 block), scales and biases (nblocks float16 bit
+ * patterns each), all caller-provided. Returns 0, TD_EDTYPE (no packed form), TD_EINVAL
+ * (src_bytes too small, NULL pointers). Single-threaded; the work is a few bytes per element. */
+int gq_mlx_pack(td_dtype type, const void *src, uint64_t src_bytes, uint64_t nblocks,
+                uint32_t *weights, uint16_t *scales, uint16_t *biases, const char *label,
+                td_error *err);
+
+/* ---- internal: the kernel interface shared with ggml_quants_avx2.c ---- */
+
+/* Decodes nblocks whole blocks at x into y (nblocks * block_elems floats). */
+typedef void (*gq_kernel)(const uint8_t *x, float *y, uint64_t nblocks);
+
+/* 1 when the CPU and OS support AVX2, FMA and F16C (0 on other architectures). Called once,
+ * through gq_have_avx2. */
+int gq_avx2_probe(void);
+/* The AVX2 kernel for type, or NULL when there is none (the portable one is used then). Only
+ * call it after gq_have_avx2() returned 1. */
+gq_kernel gq_avx2_kernel(td_dtype type);
+/* F16C / AVX2 row conversions, bit-identical to gq_f32_to_f16 and gq_f32_to_bf16. */
+void gq_avx2_f32_to_f16(const float *in, uint16_t *out, size_t n);
+void gq_avx2_f32_to_bf16(const float *in, uint16_t *out, size_t n);
+
+/* ---- public API (to move to include/tensord.h) ---- */
+
+/* Dequantizes an array of a GGML block type into a new array of the same shape and dtype out
+ * (TD_FLOAT32, TD_FLOAT16 or TD_BFLOAT16). a is borrowed; on success *result holds the only
+ * reference to a new, writable array. Large arrays are decoded on several threads.
+ * Fails with TD_EDTYPE when a's dtype is not a supported block type or out is not a float
+ * type, naming both; nothing is returned then. */
+TD_EXTERN int td_array_dequantize(const td_array *a, td_dtype out, td_array **result,
+                                  td_error *err);
+
+/* MLX's packed form of an array of type q4_0, q4_1 or q8_0 (see above): three new arrays,
+ * weights (uint32), scales and biases (float16), each holding one reference for the caller.
+ * On failure none is returned. */
+TD_EXTERN int td_array_to_mlx(const td_array *a, td_array **weights, td_array **scales,
+                              td_array **biases, td_error *err);
+
+#endif

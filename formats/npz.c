@@ -1,0 +1,272 @@
+/*
+ * npz.c - .npz load (index, inflate) and save (see npz.h).
+ */
+#include "npz.h"
+#include "common.h"
+#include "npy.h"
+#include "zip.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NPZ__DEFAULT_MAX_INFLATED (16ull << 30)
+/* The most of a deflated member inflated while indexing: the longest npy header we accept. */
+#define NPZ__HEADER_MAX (12u + NPY_MAX_HEADER)
+
+/* "FILE: member 'NAME'" for messages. */
+static const char *npz__what(char *out, size_t cap, const char *fname, const char *name, size_t len)
+{
+    char q[80];
+    snprintf(out, cap, "%s: member %s", fname, td__quote(name, len, q, sizeof q));
+    return out;
+}
+
+/* Inflates just the npy header at the start of a deflated member into buf (NPZ__HEADER_MAX
+ * bytes): first the 12 bytes that give the header length, then exactly the header. */
+static int npz__inflate_header(const uint8_t *src, const zip_member *m, uint8_t *buf, size_t *got,
+                               const char *what, td_error *err)
+{
+    size_t cap = m->usize < 12 ? (size_t)m->usize : 12;
+    int rc = zip_inflate_prefix(src, m->csize, buf, cap, got, what, err);
+    if (rc || *got < 10 || memcmp(buf, NPY_MAGIC, NPY_MAGIC_LEN) != 0)
+        return rc;
+    uint64_t need = *got;
+    if (buf[6] == 1)
+        need = 10u + td__le16(buf + 8);
+    else if ((buf[6] == 2 || buf[6] == 3) && *got >= 12)
+        need = 12u + (uint64_t)td__le32(buf + 8);
+    if (need > NPZ__HEADER_MAX)
+        need = NPZ__HEADER_MAX; /* npy_parse_header names the overlong header */
+    if (need > m->usize)
+        need = m->usize; /* ... or the truncated one */
+    if (need <= *got)
+        return 0;
+    return zip_inflate_prefix(src, m->csize, buf, (size_t)need, got, what, err);
+}
+
+/* Adds the entry for member m (name already checked to end in ".npy"). */
+static int npz__add_member(const uint8_t *base, const zip_member *m, uint8_t *hbuf,
+                           const char *fname, td__table *t, td_error *err)
+{
+    char what[400];
+    npz__what(what, sizeof what, fname, m->name, m->name_len);
+    const uint8_t *src = base + m->data_offset;
+    npy_header h;
+    int rc;
+    if (m->method == ZIP_METHOD_STORED) {
+        rc = npy_parse_header(src, (size_t)m->csize, what, &h, err);
+    } else {
+        size_t got;
+        rc = npz__inflate_header(src, m, hbuf, &got, what, err);
+        if (!rc)
+            rc = npy_parse_header(hbuf, got, what, &h, err);
+    }
+    if (rc)
+        return rc;
+    uint64_t want;
+    if (!td__add_u64(h.data_offset, h.nbytes, &want))
+        return td__err(err, TD_ERANGE, "%s: npy size overflows", what);
+    if (m->usize < want)
+        return td__err(err, TD_ETRUNC,
+                       "%s: %llu bytes, but its npy header and %llu bytes of data need %llu", what,
+                       (unsigned long long)m->usize, (unsigned long long)h.nbytes,
+                       (unsigned long long)want);
+    if (m->usize > want)
+        return td__err(err, TD_EFORMAT,
+                       "%s: %llu bytes, %llu more than its npy header and data (%llu)", what,
+                       (unsigned long long)m->usize, (unsigned long long)(m->usize - want),
+                       (unsigned long long)want);
+
+    td__entry *e = td__table_add(t, m->name, m->name_len - 4, err);
+    if (!e)
+        return err ? err->code : TD_ENOMEM;
+    e->dtype = h.dtype;
+    e->nbytes = h.nbytes;
+    e->region = 0;
+    e->layout = (h.big_endian ? TD__LAYOUT_SWAP : 0u) | (h.fortran ? TD__LAYOUT_FORTRAN : 0u);
+    if (m->method == ZIP_METHOD_DEFLATE) {
+        e->layout |= TD__LAYOUT_DEFLATE;
+        e->src.offset = m->data_offset;
+        e->src.nbytes = m->csize;
+        e->src.inflated = m->usize;
+        e->src.skip = h.data_offset;
+        e->src.crc32 = m->crc32;
+    } else if (e->layout) {
+        e->src.offset = m->data_offset + h.data_offset;
+        e->src.nbytes = h.nbytes;
+    } else {
+        e->offset = m->data_offset + h.data_offset;
+    }
+    return td__entry_set_shape(e, h.ndim, h.shape, err);
+}
+
+int npz_index(const uint8_t *base, size_t len, const char *fname, uint64_t max_inflated,
+              td__table *t, td_error *err)
+{
+    if (!fname)
+        fname = "(npz)";
+    if (!max_inflated)
+        max_inflated = NPZ__DEFAULT_MAX_INFLATED;
+    zip_archive z;
+    int rc = zip_open(base, len, fname, &z, err);
+    if (rc)
+        return rc;
+    uint8_t *hbuf = NULL;
+    /* The bound first, from the directory alone: a bomb is refused before any inflating. */
+    uint64_t total = 0;
+    for (size_t i = 0; i < z.n; i++) {
+        const zip_member *m = &z.members[i];
+        if (m->method != ZIP_METHOD_DEFLATE)
+            continue;
+        if (!td__add_u64(total, m->usize, &total) || total > max_inflated) {
+            char q[80];
+            rc =
+                td__err(err, TD_ELIMIT,
+                        "%s: deflated members declare more than %llu bytes in all (at member "
+                        "%s, %llu bytes): raise td_load_options.max_inflated to load this file",
+                        fname, (unsigned long long)max_inflated,
+                        td__quote(m->name, m->name_len, q, sizeof q), (unsigned long long)m->usize);
+            goto done;
+        }
+    }
+    for (size_t i = 0; i < z.n; i++) {
+        const zip_member *m = &z.members[i];
+        if (m->name_len <= 4 || memcmp(m->name + m->name_len - 4, ".npy", 4) != 0) {
+            char what[400];
+            rc = td__err(err, TD_EFORMAT,
+                         "%s: is not an .npy member (an npz holds only NAME.npy members)",
+                         npz__what(what, sizeof what, fname, m->name, m->name_len));
+            goto done;
+        }
+        if (m->method == ZIP_METHOD_DEFLATE && !hbuf && !(hbuf = malloc(NPZ__HEADER_MAX))) {
+            rc = td__err(err, TD_ENOMEM, "%s: out of memory", fname);
+            goto done;
+        }
+        rc = npz__add_member(base, m, hbuf, fname, t, err);
+        if (rc)
+            goto done;
+    }
+    rc = td__table_check_unique(t, fname, err);
+done:
+    free(hbuf);
+    zip_close(&z);
+    return rc;
+}
+
+int npz_inflate_entry(const td__entry *e, const uint8_t *file, size_t file_len, uint8_t *dst,
+                      const char *fname, td_error *err)
+{
+    char what[400];
+    const char *name = e->name ? e->name : "";
+    snprintf(what, sizeof what, "%s: tensor '%s'", fname ? fname : "(npz)", name);
+    uint64_t want;
+    if (!(e->layout & TD__LAYOUT_DEFLATE))
+        return td__err(err, TD_EINVAL, "%s: not a deflated entry", what);
+    if (e->src.offset > file_len || file_len - e->src.offset < e->src.nbytes)
+        return td__err(err, TD_ETRUNC, "%s: compressed bytes [%llu, +%llu) outside the file", what,
+                       (unsigned long long)e->src.offset, (unsigned long long)e->src.nbytes);
+    if (!td__add_u64(e->src.skip, e->nbytes, &want) || want != e->src.inflated)
+        return td__err(err, TD_EINVAL, "%s: inconsistent entry (%llu + %llu != %llu)", what,
+                       (unsigned long long)e->src.skip, (unsigned long long)e->nbytes,
+                       (unsigned long long)e->src.inflated);
+    uint32_t crc;
+    int rc = zip_inflate(file + e->src.offset, e->src.nbytes, e->src.skip, dst, e->nbytes, &crc,
+                         what, err);
+    if (rc)
+        return rc;
+    if (crc != e->src.crc32)
+        return td__err(err, TD_ECHECKSUM,
+                       "%s: CRC-32 of the inflated member is 0x%08x, the archive says 0x%08x", what,
+                       crc, e->src.crc32);
+    return 0;
+}
+
+static int npz__ptr_cmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Refuses missing and repeated names before anything is written. */
+static int npz__check_names(const td__item *items, size_t n, const char *fname, td_error *err)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!items[i].name || !items[i].name[0])
+            return td__err(err, TD_EINVAL, "%s: entry %zu has no name", fname, i);
+    if (n < 2)
+        return 0;
+    const char **v = malloc(n * sizeof *v);
+    if (!v)
+        return td__err(err, TD_ENOMEM, "%s: out of memory", fname);
+    for (size_t i = 0; i < n; i++)
+        v[i] = items[i].name;
+    qsort(v, n, sizeof *v, npz__ptr_cmp);
+    int rc = 0;
+    for (size_t i = 1; i < n && !rc; i++)
+        if (strcmp(v[i], v[i - 1]) == 0) {
+            char q[80];
+            rc = td__err(err, TD_EDUP, "%s: two arrays named %s", fname,
+                         td__quote(v[i], strlen(v[i]), q, sizeof q));
+        }
+    free(v);
+    return rc;
+}
+
+int npz_write(td__writer *w, const td__item *items, size_t n, int compressed, const char *fname,
+              td_error *err)
+{
+    if (!fname)
+        fname = "(npz)";
+    int rc = npz__check_names(items, n, fname, err);
+    if (rc)
+        return rc;
+    zip_writer zw;
+    zip_writer_init(&zw, w, fname);
+    char *mname = NULL;
+    size_t mcap = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        const td__item *it = &items[i];
+        size_t nl = strlen(it->name);
+        if (nl + 5 > mcap) {
+            char *p = realloc(mname, nl + 5);
+            if (!p) {
+                rc = td__err(err, TD_ENOMEM, "%s: out of memory", fname);
+                break;
+            }
+            mname = p;
+            mcap = nl + 5;
+        }
+        memcpy(mname, it->name, nl);
+        memcpy(mname + nl, ".npy", 5);
+        char what[400];
+        npz__what(what, sizeof what, fname, mname, nl + 4);
+        uint64_t nbytes;
+        if (it->ndim < 0 || it->ndim > TD_MAX_DIMS)
+            rc = td__err(err, TD_EINVAL, "%s: %d dimensions", what, it->ndim);
+        else if (!(rc = td__shape_nbytes(it->dtype, (uint32_t)it->ndim, it->shape, &nbytes, err)) &&
+                 nbytes != it->nbytes)
+            rc = td__err(err, TD_EINVAL, "%s: %llu data bytes for a shape that needs %llu", what,
+                         (unsigned long long)it->nbytes, (unsigned long long)nbytes);
+        if (rc)
+            break;
+        uint8_t hdr[NPY_HEADER_CAP];
+        size_t hlen;
+        rc = npy_build_header(it->dtype, it->ndim, it->shape, hdr, sizeof hdr, &hlen, what, err);
+        if (rc)
+            break;
+        uint64_t usize = hlen + it->nbytes; /* nbytes < 2^63 (td__shape_nbytes) */
+        rc = zip_writer_begin(&zw, mname, compressed ? ZIP_METHOD_DEFLATE : ZIP_METHOD_STORED, -1,
+                              usize, NPZ_ALIGN, hlen, err);
+        if (!rc)
+            rc = zip_writer_data(&zw, hdr, hlen, err);
+        if (!rc)
+            rc = zip_writer_data(&zw, it->data, (size_t)it->nbytes, err);
+        if (!rc)
+            rc = zip_writer_end(&zw, err);
+    }
+    if (!rc)
+        rc = zip_writer_finish(&zw, err);
+    zip_writer_destroy(&zw);
+    free(mname);
+    return rc;
+}

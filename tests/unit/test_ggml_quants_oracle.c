@@ -1,0 +1,462 @@
+/*
+ * test_ggml_quants_oracle.c - our dequantization against llama.cpp's own, bit for bit.
+ *
+ * The oracle is libggml-base.so from the npm package @node-llama-cpp/linux-x64@3.21.1, loaded
+ * with dlopen (never linked). It is looked for at $TD_GGML_ORACLE, then under
+ * $TD_SOURCE_DIR/../oracle and /work/oracle (npm install --prefix /work/oracle
+ * @node-llama-cpp/linux-x64@3.21.1). When it is missing the tests say so loudly and pass, unless
+ * TD_REQUIRE_ORACLE=1, which makes a missing oracle a failure (CI sets it after installing).
+ *
+ * For every supported type: rows of many kinds (noise, zeros, huge and tiny magnitudes, negative
+ * values, outliers, constants, subnormal scales) quantized by ggml_quantize_chunk (q8_k:
+ * quantize_row_q8_K_ref), plus blocks of raw random bytes (NaN and infinite scales included),
+ * at least 10,000 blocks of each; then ggml's to_float and ours (portable, AVX2, threaded,
+ * float16 and bfloat16 outputs) must agree in every bit.
+ *
+ * struct ggml_type_traits is declared here as in ggml.h of that release; the layout is checked
+ * at run time against ggml_blck_size / ggml_type_size / ggml_type_name for several types.
+ */
+#include "dtype.h"
+#include "ggml_quants.h"
+#include "testutil.h"
+
+#include <ctype.h>
+#include <dlfcn.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef void (*gg_to_float_t)(const void *x, float *y, int64_t k);
+typedef void (*gg_from_float_t)(const float *x, void *y, int64_t k);
+
+/* ggml.h (llama.cpp of node-llama-cpp 3.21.1): struct ggml_type_traits. */
+struct gg_type_traits {
+    const char *type_name;
+    int64_t blck_size;
+    int64_t blck_size_interleave;
+    size_t type_size;
+    bool is_quantized;
+    gg_to_float_t to_float;
+    gg_from_float_t from_float_ref;
+};
+
+typedef struct oracle {
+    void *lib;
+    const struct gg_type_traits *(*get_type_traits)(int type);
+    size_t (*quantize_chunk)(int type, const float *src, void *dst, int64_t start, int64_t nrows,
+                             int64_t n_per_row, const float *imatrix);
+    void (*quantize_init)(int type);
+    int64_t (*blck_size)(int type);
+    size_t (*type_size)(int type);
+    const char *(*type_name)(int type);
+    void (*fp32_to_fp16_row)(const float *x, uint16_t *y, int64_t n);
+    void (*fp32_to_bf16_row_ref)(const float *x, uint16_t *y, int64_t n);
+} oracle;
+
+static oracle g_or; /* test-process state, set once in main */
+static char g_or_path[1024];
+
+static int file_exists(const char *p)
+{
+    return access(p, R_OK) == 0;
+}
+
+static const char *find_oracle(void)
+{
+    static const char *rel = "node_modules/@node-llama-cpp/linux-x64/bins/linux-x64/libggml-base.so";
+    const char *env = getenv("TD_GGML_ORACLE");
+    if (env && *env) {
+        snprintf(g_or_path, sizeof g_or_path, "%s", env);
+        return file_exists(g_or_path) ? g_or_path : NULL;
+    }
+    const char *src = getenv("TD_SOURCE_DIR");
+    if (src) {
+        snprintf(g_or_path, sizeof g_or_path, "%s/../oracle/%s", src, rel);
+        if (file_exists(g_or_path))
+            return g_or_path;
+    }
+    snprintf(g_or_path, sizeof g_or_path, "/work/oracle/%s", rel);
+    return file_exists(g_or_path) ? g_or_path : NULL;
+}
+
+#define SYM(field, name)                                                                           \
+    do {                                                                                           \
+        *(void **)(&g_or.field) = dlsym(g_or.lib, name);                                           \
+        if (!g_or.field) {                                                                         \
+            fprintf(stderr, "oracle: %s has no symbol %s\n", path, name);                          \
+            return -1;                                                                             \
+        }                                                                                          \
+    } while (0)
+
+/* 0: loaded; 1: not found; -1: found but unusable. */
+static int load_oracle(void)
+{
+    const char *path = find_oracle();
+    if (!path)
+        return 1;
+    g_or.lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!g_or.lib) {
+        fprintf(stderr, "oracle: dlopen(%s): %s\n", path, dlerror());
+        return -1;
+    }
+    SYM(get_type_traits, "ggml_get_type_traits");
+    SYM(quantize_chunk, "ggml_quantize_chunk");
+    SYM(quantize_init, "ggml_quantize_init");
+    SYM(blck_size, "ggml_blck_size");
+    SYM(type_size, "ggml_type_size");
+    SYM(type_name, "ggml_type_name");
+    SYM(fp32_to_fp16_row, "ggml_fp32_to_fp16_row");
+    SYM(fp32_to_bf16_row_ref, "ggml_fp32_to_bf16_row_ref");
+    fprintf(stderr, "oracle: using %s\n", path);
+    return 0;
+}
+
+static int g_oracle_state; /* from load_oracle */
+
+/* Returns 1 when the test should go on; prints the loud skip otherwise. */
+static int need_oracle(const char *test)
+{
+    if (g_oracle_state == 0)
+        return 1;
+    ck_assert_msg(!getenv("TD_REQUIRE_ORACLE") || !*getenv("TD_REQUIRE_ORACLE"),
+                  "TD_REQUIRE_ORACLE is set but the llama.cpp oracle is missing or unusable");
+    fprintf(stderr,
+            "\n*****************************************************************************\n"
+            "*** SKIPPED %s: llama.cpp oracle (libggml-base.so) %s.\n"
+            "*** Install: npm install --prefix /work/oracle @node-llama-cpp/linux-x64@3.21.1\n"
+            "*** or set TD_GGML_ORACLE=/path/to/libggml-base.so\n"
+            "*****************************************************************************\n\n",
+            test, g_oracle_state > 0 ? "not found" : "unusable");
+    return 0;
+}
+
+static int strieq(const char *a, const char *b)
+{
+    for (; *a && *b; a++, b++)
+        if (tolower((unsigned char)*a) != tolower((unsigned char)*b))
+            return 0;
+    return *a == *b;
+}
+
+/* Every dtype with a GGML id: the library agrees on name, block size and block bytes (this
+ * checks formats/dtype.c against ggml), and the traits struct layout is the one declared. */
+START_TEST(test_traits_layout_and_dtype_table)
+{
+    if (!need_oracle("traits/dtype table"))
+        return;
+    int checked = 0;
+    for (int t = 0; t < TD_DTYPE_COUNT; t++) {
+        int32_t id = td__dtype_ggml_id((td_dtype)t);
+        if (id < 0)
+            continue;
+        const struct gg_type_traits *tr = g_or.get_type_traits(id);
+        size_t be, bb;
+        td_dtype_block((td_dtype)t, &be, &bb);
+        ck_assert_msg(strieq(g_or.type_name(id), td_dtype_name((td_dtype)t)),
+                      "ggml type %d is '%s', our table says '%s'", id, g_or.type_name(id),
+                      td_dtype_name((td_dtype)t));
+        ck_assert_msg((size_t)g_or.blck_size(id) == be && g_or.type_size(id) == bb,
+                      "%s: ggml block %lld elems / %zu bytes, ours %zu / %zu",
+                      td_dtype_name((td_dtype)t), (long long)g_or.blck_size(id),
+                      g_or.type_size(id), be, bb);
+        /* the struct layout: the fields we read agree with the accessor functions */
+        ck_assert_msg(tr->blck_size == g_or.blck_size(id) && tr->type_size == g_or.type_size(id) &&
+                          strcmp(tr->type_name, g_or.type_name(id)) == 0,
+                      "struct ggml_type_traits layout differs from the declared one (type %d)",
+                      id);
+        if (gq_supported((td_dtype)t)) {
+            ck_assert_msg(tr->is_quantized, "%s: not quantized in ggml", tr->type_name);
+            if (t != TD_Q8_K)
+                ck_assert_msg(tr->to_float != NULL, "%s: ggml has no to_float", tr->type_name);
+        }
+        checked++;
+    }
+    ck_assert_int_ge(checked, 30);
+}
+END_TEST
+
+/* ---- random data ---- */
+
+typedef struct rng {
+    uint64_t s;
+} rng;
+
+static uint64_t rnext(rng *r)
+{
+    uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static double runif(rng *r)
+{
+    return (double)(rnext(r) >> 11) * 0x1p-53;
+}
+
+static float rnorm(rng *r)
+{
+    double u = runif(r), v = runif(r);
+    if (u < 1e-300)
+        u = 1e-300;
+    return (float)(sqrt(-2.0 * log(u)) * cos(2.0 * M_PI * v));
+}
+
+#define ROW_KINDS 14
+static const char *const g_kind_names[ROW_KINDS] = {
+    "normal",       "zeros",        "huge 1e30",    "near f16 max", "tiny 1e-30",   "subnormal f16",
+    "all negative", "sign by block", "constant",     "outlier",      "scaled 1e4",   "linspace",
+    "mixed zeros",  "skewed"};
+
+/* Fills row[0..n) with kind k. */
+static void make_row(rng *r, int k, float *row, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float g = rnorm(r);
+        float v;
+        switch (k) {
+        case 0: v = g; break;
+        case 1: v = 0.0f; break;
+        case 2: v = g * 1e30f; break;
+        case 3: v = g * 3e4f; break;
+        case 4: v = g * 1e-30f; break;
+        case 5: v = g * 3e-7f; break;
+        case 6: v = -fabsf(g); break;
+        case 7: v = ((i / 32) & 1) ? -fabsf(g) - 0.5f : fabsf(g) + 0.5f; break;
+        case 8: v = (float)((i / 32) % 7) - 3.0f; break;
+        case 9: v = (i % 29 == 0) ? g * 1000.0f : g * 0.01f; break;
+        case 10: v = g * 1e4f; break;
+        case 11: v = -3.0f + 8.0f * (float)i / (float)n; break;
+        case 12: v = (i % 3) ? 0.0f : g; break;
+        default: v = fabsf(g) * fabsf(g) + 0.1f * g; break;
+        }
+        row[i] = v;
+    }
+}
+
+/* Bitwise comparison, reporting the first difference. */
+static void expect_same(const char *what, const char *type, const float *want, const float *got,
+                        size_t n, size_t block_elems, const int *row_kind, size_t row_elems)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint32_t a, b;
+        memcpy(&a, &want[i], 4);
+        memcpy(&b, &got[i], 4);
+        if (a != b) {
+            const char *kind = row_kind ? g_kind_names[row_kind[i / row_elems]] : "raw bytes";
+            ck_abort_msg("%s %s: element %zu (block %zu, %s): ggml %.9g (0x%08x), ours %.9g "
+                         "(0x%08x)",
+                         type, what, i, i / block_elems, kind, (double)want[i], a, (double)got[i],
+                         b);
+        }
+    }
+}
+
+static void expect_same16(const char *what, const char *type, const uint16_t *want,
+                          const uint16_t *got, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        ck_assert_msg(want[i] == got[i], "%s %s: element %zu: want 0x%04x, got 0x%04x", type, what,
+                      i, want[i], got[i]);
+}
+
+/* The types we claim, each checked here. */
+static const td_dtype g_types[] = {TD_Q4_0, TD_Q4_1, TD_Q5_0,  TD_Q5_1,   TD_Q8_0,   TD_Q2_K,
+                                   TD_Q3_K, TD_Q4_K, TD_Q5_K,  TD_Q6_K,   TD_Q8_K,   TD_IQ4_NL,
+                                   TD_IQ4_XS, TD_TQ1_0, TD_TQ2_0, TD_MXFP4};
+#define NTYPES (sizeof g_types / sizeof g_types[0])
+
+#define ROW_ELEMS 4096
+#define MIN_BLOCKS 10240
+
+static gg_to_float_t oracle_to_float(int id, const char *ggml_name)
+{
+    const struct gg_type_traits *tr = g_or.get_type_traits(id);
+    gg_to_float_t f = tr->to_float;
+    char sym[64];
+    snprintf(sym, sizeof sym, "dequantize_row_%s", ggml_name);
+    gg_to_float_t g = NULL;
+    *(void **)(&g) = dlsym(g_or.lib, sym);
+    if (f && g)
+        ck_assert_msg(f == g, "%s: traits to_float is not %s", ggml_name, sym);
+    return f ? f : g;
+}
+
+/* Checks all our paths on nblocks blocks at q against ggml's to_float. */
+static void compare_all(td_dtype t, int id, const uint8_t *q, size_t nblocks, const int *row_kind,
+                        const char *label)
+{
+    size_t be, bb;
+    td_dtype_block(t, &be, &bb);
+    const char *gname = g_or.type_name(id);
+    gg_to_float_t to_float = oracle_to_float(id, gname);
+    ck_assert_msg(to_float != NULL, "%s: no to_float in the oracle", gname);
+    size_t n = nblocks * be;
+    float *want = malloc(n * sizeof(float));
+    float *got = malloc(n * sizeof(float));
+    uint16_t *h_want = malloc(n * 2), *h_got = malloc(n * 2);
+    ck_assert(want && got && h_want && h_got);
+    td_error err = {0};
+    char what[128];
+
+    to_float(q, want, (int64_t)n);
+
+    memset(got, 0xa5, n * sizeof(float));
+    TU_OK(gq_dequantize_blocks(t, q, nblocks, got, GQ_ISA_PORTABLE, &err), &err);
+    snprintf(what, sizeof what, "%s portable", label);
+    expect_same(what, gname, want, got, n, be, row_kind, ROW_ELEMS);
+
+    if (gq_have_avx2()) {
+        memset(got, 0xa5, n * sizeof(float));
+        TU_OK(gq_dequantize_blocks(t, q, nblocks, got, GQ_ISA_AVX2, &err), &err);
+        snprintf(what, sizeof what, "%s avx2", label);
+        expect_same(what, gname, want, got, n, be, row_kind, ROW_ELEMS);
+    } else {
+        fprintf(stderr, "note: no AVX2 on this CPU, AVX2 kernels not compared\n");
+    }
+
+    /* the threaded driver, forced to split into 3 shares of whole rows */
+    gq_options o = {3, GQ_ISA_AUTO};
+    memset(got, 0xa5, n * sizeof(float));
+    TU_OK(gq_dequantize(t, q, nblocks * bb, n, ROW_ELEMS, TD_FLOAT32, got, n * 4, &o, gname, &err),
+          &err);
+    snprintf(what, sizeof what, "%s threaded", label);
+    expect_same(what, gname, want, got, n, be, row_kind, ROW_ELEMS);
+
+    /* float16 and bfloat16 outputs: the float32 result, rounded (our scalar rounding, checked
+     * against numpy and ggml in test_ggml_quants and below) */
+    for (int k = 0; k < 2; k++) {
+        td_dtype ot = k ? TD_BFLOAT16 : TD_FLOAT16;
+        for (size_t i = 0; i < n; i++)
+            h_want[i] = k ? gq_f32_to_bf16(want[i]) : gq_f32_to_f16(want[i]);
+        for (int isa = GQ_ISA_PORTABLE; isa <= GQ_ISA_AVX2; isa++) {
+            if (isa == GQ_ISA_AVX2 && !gq_have_avx2())
+                continue;
+            gq_options oo = {2, (gq_isa)isa};
+            memset(h_got, 0xa5, n * 2);
+            TU_OK(gq_dequantize(t, q, nblocks * bb, n, ROW_ELEMS, ot, h_got, n * 2, &oo, gname,
+                                &err),
+                  &err);
+            snprintf(what, sizeof what, "%s %s %s", label, td_dtype_name(ot),
+                     isa == GQ_ISA_AVX2 ? "avx2" : "portable");
+            expect_same16(what, gname, h_want, h_got, n);
+        }
+    }
+    /* ggml's own rounding agrees with ours: bfloat16 everywhere, float16 except NaN payloads */
+    g_or.fp32_to_bf16_row_ref(want, h_got, (int64_t)n);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_msg(h_got[i] == gq_f32_to_bf16(want[i]), "%s bf16 vs ggml at %zu: %04x %04x",
+                      gname, i, h_got[i], gq_f32_to_bf16(want[i]));
+    g_or.fp32_to_fp16_row(want, h_got, (int64_t)n);
+    for (size_t i = 0; i < n; i++)
+        if (!isnan(want[i]))
+            ck_assert_msg(h_got[i] == gq_f32_to_f16(want[i]), "%s f16 vs ggml at %zu (%g): %04x %04x",
+                          gname, i, (double)want[i], h_got[i], gq_f32_to_f16(want[i]));
+    free(want);
+    free(got);
+    free(h_want);
+    free(h_got);
+}
+
+/* Rows of every kind, quantized by ggml. */
+START_TEST(test_quantized_rows)
+{
+    if (!need_oracle("quantized rows"))
+        return;
+    td_dtype t = g_types[_i];
+    int id = td__dtype_ggml_id(t);
+    size_t be, bb;
+    td_dtype_block(t, &be, &bb);
+    const size_t blocks_per_row = ROW_ELEMS / be;
+    const size_t nrows = (MIN_BLOCKS + blocks_per_row - 1) / blocks_per_row;
+    const size_t nblocks = nrows * blocks_per_row;
+    ck_assert_uint_ge(nblocks, 10000);
+    float *src = malloc(nrows * ROW_ELEMS * sizeof(float));
+    uint8_t *q = malloc(nblocks * bb);
+    int *kinds = malloc(nrows * sizeof(int));
+    ck_assert(src && q && kinds);
+    rng r = {0x5eed0000u + (uint64_t)t};
+    for (size_t i = 0; i < nrows; i++) {
+        kinds[i] = (int)(i % ROW_KINDS);
+        make_row(&r, kinds[i], src + i * ROW_ELEMS, ROW_ELEMS);
+    }
+    if (t == TD_Q8_K) {
+        gg_from_float_t qk = NULL;
+        *(void **)(&qk) = dlsym(g_or.lib, "quantize_row_q8_K_ref");
+        ck_assert_msg(qk != NULL, "oracle lacks quantize_row_q8_K_ref");
+        qk(src, q, (int64_t)(nrows * ROW_ELEMS));
+    } else {
+        g_or.quantize_init(id);
+        size_t w = g_or.quantize_chunk(id, src, q, 0, (int64_t)nrows, ROW_ELEMS, NULL);
+        ck_assert_uint_eq(w, nblocks * bb);
+    }
+    compare_all(t, id, q, nblocks, kinds, "quantized");
+    fprintf(stderr, "oracle: %-7s %zu quantized blocks bit-identical\n", td_dtype_name(t), nblocks);
+    free(src);
+    free(q);
+    free(kinds);
+}
+END_TEST
+
+/* Blocks of random bytes: every field value, NaN and infinite scales, negative scales. */
+START_TEST(test_random_blocks)
+{
+    if (!need_oracle("random blocks"))
+        return;
+    td_dtype t = g_types[_i];
+    int id = td__dtype_ggml_id(t);
+    size_t be, bb;
+    td_dtype_block(t, &be, &bb);
+    const size_t nblocks = (MIN_BLOCKS * be / ROW_ELEMS + 1) * ROW_ELEMS / be;
+    uint8_t *q = malloc(nblocks * bb);
+    ck_assert(q);
+    rng r = {0xb10c0000u + (uint64_t)t};
+    for (size_t i = 0; i < nblocks * bb; i++)
+        q[i] = (uint8_t)rnext(&r);
+    compare_all(t, id, q, nblocks, NULL, "random bytes");
+    fprintf(stderr, "oracle: %-7s %zu random blocks bit-identical\n", td_dtype_name(t), nblocks);
+    free(q);
+}
+END_TEST
+
+/* Types we refuse are ones ggml either cannot decode (q8_1) or that need the i-quant grids. */
+START_TEST(test_unsupported_are_named)
+{
+    if (!need_oracle("unsupported types"))
+        return;
+    for (int t = 0; t < TD_DTYPE_COUNT; t++) {
+        if (!td_dtype_is_block((td_dtype)t) || gq_supported((td_dtype)t))
+            continue;
+        td_error err = {0};
+        float y[256];
+        uint8_t blk[512] = {0};
+        ck_assert_int_eq(gq_dequantize_blocks((td_dtype)t, blk, 1, y, GQ_ISA_AUTO, &err),
+                         TD_EDTYPE);
+        ck_assert_msg(strstr(err.message, td_dtype_name((td_dtype)t)) != NULL, "%s",
+                      err.message);
+    }
+}
+END_TEST
+
+int main(void)
+{
+    g_oracle_state = load_oracle();
+    Suite *s = suite_create("ggml_quants_oracle");
+    TCase *tc = tcase_create("oracle");
+    tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, test_traits_layout_and_dtype_table);
+    tcase_add_loop_test(tc, test_quantized_rows, 0, (int)NTYPES);
+    tcase_add_loop_test(tc, test_random_blocks, 0, (int)NTYPES);
+    tcase_add_test(tc, test_unsupported_are_named);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    if (g_or.lib)
+        dlclose(g_or.lib);
+    return failed ? 1 : 0;
+}
