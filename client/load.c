@@ -89,8 +89,8 @@ static int td__map_file(const char *path, void **base, size_t *len, td_error *er
 int td__load_embedded(const char *path, td_format format, const td_load_options *opt,
                       td_dict **arrays, td_meta **meta, td_error *err)
 {
-    void *base;
-    size_t len;
+    void *base = NULL;
+    size_t len = 0;
     int rc = td__map_file(path, &base, &len, err);
     if (rc)
         return rc;

@@ -146,7 +146,7 @@ int config_set(td__config *c, const char *key, const char *value, td_error *err)
     if (strcmp(key, "max_entries") == 0)
         return config_u32(key, value, 1, 1u << 20, &c->max_entries, err);
     if (strcmp(key, "idle_timeout") == 0) {
-        uint32_t s;
+        uint32_t s = 0;
         int rc = config_u32(key, value, 1, 86400, &s, err);
         if (!rc)
             c->idle_timeout_ms = s * 1000;

@@ -343,9 +343,10 @@ static int td__arr_grow_items(td__arr *a, size_t need)
 {
     if (need <= a->cap)
         return 0;
-    size_t cap = a->cap < 4 ? 4 : a->cap;
-    while (cap < need)
-        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+    /* doubling for pushes one by one; exactly `need` for a reservation or a bulk copy */
+    size_t cap = a->cap < 4 ? 4 : a->cap > SIZE_MAX / 2 ? SIZE_MAX : a->cap * 2;
+    if (cap < need)
+        cap = need;
     size_t esz = td__type_size((td_type)a->elem);
     if (cap > SIZE_MAX / sizeof(td_value) || (esz && cap > SIZE_MAX / esz))
         return TD_ENOMEM;
@@ -371,17 +372,15 @@ static int td__arr_grow_blob(td__arr *a, size_t extra)
     size_t need = a->blob_len + extra;
     if (need <= a->blob_cap)
         return 0;
-    size_t cap = a->blob_cap < 256 ? 256 : a->blob_cap;
-    while (cap < need)
-        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
-    char *old = a->data;
+    size_t cap = a->blob_cap < 256 ? 256 : a->blob_cap > SIZE_MAX / 2 ? SIZE_MAX : a->blob_cap * 2;
+    if (cap < need)
+        cap = need;
     char *blob = realloc(a->data, cap);
     if (!blob)
         return TD_ENOMEM;
     a->data = blob;
     a->blob_cap = cap;
-    if (blob != old)
-        td__arr_rebase(a);
+    td__arr_rebase(a); /* the blob may have moved; amortized O(1) per string with doubling */
     return 0;
 }
 

@@ -111,13 +111,17 @@ int td__shape_nbytes(td_dtype dtype, uint32_t ndim, const int64_t *shape, uint64
         return td__err(err, TD_EDTYPE, "dtype %d is not a valid dtype", (int)dtype);
     if (ndim > TD_MAX_DIMS)
         return td__err(err, TD_ELIMIT, "%u dimensions, at most %d supported", ndim, TD_MAX_DIMS);
-    uint64_t n = 1;
+    /* The element count must fit in int64 even when another dimension is 0 (product of the
+     * non-zero sizes), so that td_array_size never overflows. */
+    uint64_t n = 1, nonzero = 1;
     for (uint32_t i = 0; i < ndim; i++) {
         if (shape[i] < 0)
             return td__err(err, TD_ERANGE, "shape[%u] = %lld is negative", i, (long long)shape[i]);
-        if (!td__mul_u64(n, (uint64_t)shape[i], &n))
+        if (shape[i] && (!td__mul_u64(nonzero, (uint64_t)shape[i], &nonzero) ||
+                         nonzero > (uint64_t)INT64_MAX))
             return td__err(err, TD_ERANGE, "shape product overflows at shape[%u] = %lld", i,
                            (long long)shape[i]);
+        n *= (uint64_t)shape[i];
     }
     if (d->block_elems > 1) {
         int64_t inner = ndim ? shape[ndim - 1] : 1;

@@ -137,7 +137,7 @@ typedef struct zip__end {
 static int zip__read_end(const uint8_t *base, size_t len, const char *fname, zip__end *e,
                          td_error *err)
 {
-    size_t eocd;
+    size_t eocd = 0;
     int rc = zip__find_eocd(base, len, fname, &eocd, err);
     if (rc)
         return rc;
@@ -518,7 +518,7 @@ int zip_open(const uint8_t *base, size_t len, const char *fname, zip_archive *z,
     z->zip64 = e.zip64;
     uint64_t p = e.cd_offset, end = e.cd_offset + e.cd_size;
     for (size_t i = 0; i < (size_t)e.n; i++) {
-        uint64_t used;
+        uint64_t used = 0;
         rc = zip__read_central(base, base + p, end - p, i, e.cd_offset, &z->members[i], &used,
                                fname, err);
         if (rc)

@@ -2,8 +2,9 @@
  * td_demo - a short tour of libtensord, used by the quick start.
  *
  *   td_demo save DIR   writes a few arrays in every format into DIR
- *   td_demo load FILE  loads FILE and prints each array (dtype, shape, first values) and the
- *                      metadata
+ *   td_demo load FILE...  loads each FILE (through tensord when one is reachable) and prints
+ *                         each array (dtype, shape, first values, where it lives) and the
+ *                         metadata
  */
 #include "tensord.h"
 
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int check(int rc, const td_error *err)
 {
@@ -70,8 +72,6 @@ static int demo_save(const char *dir)
     if (!rc) {
         snprintf(path, sizeof path, "%s/model", dir);
         rc = check(td_save_gguf(path, d, m, &err), &err);
-        if (rc == TD_ENOTSUP)
-            rc = 0;
     }
     td_array_release(a);
     td_array_release(b);
@@ -121,7 +121,12 @@ static int demo_load(const char *path)
     int want_meta = f == TD_FORMAT_SAFETENSORS || f == TD_FORMAT_GGUF;
     if (check(td_load(path, NULL, &d, want_meta ? &m : NULL, &err), &err))
         return 1;
-    printf("%s: %zu array%s\n", path, td_dict_size(d), td_dict_size(d) == 1 ? "" : "s");
+    const td_array *first = td_dict_at(d, 0, NULL);
+    printf("[pid %d] %s: %zu array%s, %s\n", (int)getpid(), path, td_dict_size(d),
+           td_dict_size(d) == 1 ? "" : "s",
+           first && td_array_provenance(first) == TD_PROVENANCE_DAEMON
+               ? "shared by tensord"
+               : "loaded in this process");
     for (size_t i = 0; i < td_dict_size(d); i++) {
         const char *name;
         const td_array *a = td_dict_at(d, i, &name);
@@ -151,8 +156,12 @@ int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "save") == 0)
         return demo_save(argv[2]);
-    if (argc == 3 && strcmp(argv[1], "load") == 0)
-        return demo_load(argv[2]);
-    fprintf(stderr, "usage: td_demo save DIR | td_demo load FILE\n");
+    if (argc >= 3 && strcmp(argv[1], "load") == 0) {
+        for (int i = 2; i < argc; i++)
+            if (demo_load(argv[i]))
+                return 1;
+        return 0;
+    }
+    fprintf(stderr, "usage: td_demo save DIR | td_demo load FILE...\n");
     return 2;
 }

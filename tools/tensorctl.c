@@ -4,6 +4,9 @@
  *   tensorctl ls [--json] FILE
  *   tensorctl convert [--compress] SRC DST
  *   tensorctl verify FILE
+ *   tensorctl [--socket PATH] status [--json]
+ *   tensorctl [--socket PATH] load FILE
+ *   tensorctl [--socket PATH] evict [FILE]
  *
  * Exit codes: 0 success, 1 bad input or a failed operation (one line on stderr), 2 usage.
  */
@@ -33,9 +36,14 @@ static void tc_usage(FILE *f)
     fprintf(f, "usage: tensorctl ls [--json] FILE\n"
                "       tensorctl convert [--compress] SRC DST\n"
                "       tensorctl verify FILE\n"
+               "       tensorctl [--socket PATH] status [--json]\n"
+               "       tensorctl [--socket PATH] load FILE\n"
+               "       tensorctl [--socket PATH] evict [FILE]\n"
                "       tensorctl --version\n"
                "\n"
-               "Formats by extension: .npy .npz .safetensors .gguf\n");
+               "Formats by extension: .npy .npz .safetensors .gguf\n"
+               "The daemon's socket: --socket, else $TENSORD_SOCKET, else "
+               "/run/tensord/tensord.sock\n");
 }
 
 static int tc_fail(const td_error *err)
@@ -569,11 +577,131 @@ static int tc_verify(int argc, char **argv)
     return rc ? tc_fail(&err) : 0;
 }
 
+/* ---- the daemon ---- */
+
+static int tc_status(const char *sock, int argc, char **argv)
+{
+    int json = argc == 1 && strcmp(argv[0], "--json") == 0;
+    if (argc > 1 || (argc == 1 && !json))
+        return tc_usage(stderr), TC_EXIT_USAGE;
+    td_error err = {0};
+    td_client *c;
+    td_status *st;
+    if (td_client_connect(sock, &c, &err))
+        return tc_fail(&err);
+    int rc = td_client_status(c, &st, &err);
+    td_client_close(c);
+    if (rc)
+        return tc_fail(&err);
+    if (json) {
+        printf("{\"entries\": %" PRIu64 ", \"bytes\": %" PRIu64 ", \"derived_bytes\": %" PRIu64
+               ", \"budget\": %" PRIu64 ", \"hits\": %" PRIu64 ", \"misses\": %" PRIu64
+               ", \"evictions\": %" PRIu64 ", \"clients\": %" PRIu64 ", \"leases\": %" PRIu64
+               ", \"decodes\": %" PRIu64 ", \"decode_ns_total\": %" PRIu64
+               ", \"decode_ns_max\": %" PRIu64 ", \"errors\": %" PRIu64
+               ", \"uptime_ms\": %" PRIu64 ", \"files\": [",
+               st->entries, st->bytes, st->derived_bytes, st->budget, st->hits, st->misses,
+               st->evictions, st->clients, st->leases, st->decodes, st->decode_ns_total,
+               st->decode_ns_max, st->errors, st->uptime_ms);
+        for (size_t i = 0; i < st->nfiles; i++) {
+            const td_status_file *f = &st->files[i];
+            fputs(i ? ",\n  {\"file\": " : "\n  {\"file\": ", stdout);
+            tc_json_str(stdout, f->name, strlen(f->name));
+            printf(", \"format\": \"%s\", \"mode\": \"%s\", \"bytes\": %" PRIu64
+                   ", \"leases\": %" PRIu64 ", \"hits\": %" PRIu64 "}",
+                   td_format_name(f->format) ? td_format_name(f->format) : "unknown", f->mode,
+                   f->bytes, f->leases, f->hits);
+        }
+        fputs("]}\n", stdout);
+    } else {
+        printf("tensord: %" PRIu64 " files cached, %" PRIu64 " bytes held (budget %s%" PRIu64
+               "), %" PRIu64 " clients, %" PRIu64 " leases\n",
+               st->entries, st->bytes, st->budget ? "" : "none, ", st->budget, st->clients,
+               st->leases);
+        printf("loads: %" PRIu64 " hits, %" PRIu64 " misses, %" PRIu64 " decodes (%.1f ms in all, "
+               "longest %.1f ms), %" PRIu64 " evictions, %" PRIu64 " errors; up %.1f s\n",
+               st->hits, st->misses, st->decodes, (double)st->decode_ns_total / 1e6,
+               (double)st->decode_ns_max / 1e6, st->evictions, st->errors,
+               (double)st->uptime_ms / 1e3);
+        if (st->nfiles)
+            printf("  %-12s %-9s %14s %7s %7s  %s\n", "FORMAT", "MODE", "BYTES", "LEASES", "HITS",
+                   "FILE");
+        for (size_t i = 0; i < st->nfiles; i++) {
+            const td_status_file *f = &st->files[i];
+            printf("  %-12s %-9s %14" PRIu64 " %7" PRIu64 " %7" PRIu64 "  %s\n",
+                   td_format_name(f->format) ? td_format_name(f->format) : "?", f->mode, f->bytes,
+                   f->leases, f->hits, f->name);
+        }
+    }
+    td_status_free(st);
+    return fflush(stdout) == 0 ? 0 : TC_EXIT_FAIL;
+}
+
+static int tc_load(const char *sock, int argc, char **argv)
+{
+    if (argc != 1 || argv[0][0] == '-')
+        return tc_usage(stderr), TC_EXIT_USAGE;
+    td_load_options opt = TD_LOAD_OPTIONS_INIT;
+    opt.mode = TD_MODE_DAEMON;
+    opt.socket_path = sock;
+    td_error err = {0};
+    td_dict *d;
+    double t0 = tc_now();
+    if (td_load(argv[0], &opt, &d, NULL, &err))
+        return tc_fail(&err);
+    double ms = (tc_now() - t0) * 1e3;
+    uint64_t total = 0;
+    for (size_t i = 0; i < td_dict_size(d); i++)
+        total += td_array_nbytes(td_dict_at(d, i, NULL));
+    printf("%s: %zu tensors, %" PRIu64 " bytes, through tensord in %.3f ms\n", argv[0],
+           td_dict_size(d), total, ms);
+    for (size_t i = 0; i < td_dict_size(d); i++) {
+        const char *name;
+        const td_array *a = td_dict_at(d, i, &name);
+        printf("  %s %s (", name ? name : "(none)", td_dtype_name(td_array_dtype(a)));
+        for (int k = 0; k < td_array_ndim(a); k++)
+            printf("%s%" PRId64, k ? ", " : "", td_array_shape(a)[k]);
+        printf("%s) %" PRIu64 " bytes at %p\n", td_array_ndim(a) == 1 ? "," : "",
+               td_array_nbytes(a), td_array_data(a));
+    }
+    td_dict_free(d);
+    return fflush(stdout) == 0 ? 0 : TC_EXIT_FAIL;
+}
+
+static int tc_evict(const char *sock, int argc, char **argv)
+{
+    if (argc > 1 || (argc == 1 && argv[0][0] == '-'))
+        return tc_usage(stderr), TC_EXIT_USAGE;
+    td_error err = {0};
+    td_client *c;
+    if (td_client_connect(sock, &c, &err))
+        return tc_fail(&err);
+    uint64_t n = 0, bytes = 0;
+    int rc = td_client_evict(c, argc ? argv[0] : NULL, &n, &bytes, &err);
+    td_client_close(c);
+    if (rc)
+        return tc_fail(&err);
+    printf("evicted %" PRIu64 " entr%s, %" PRIu64 " bytes\n", n, n == 1 ? "y" : "ies", bytes);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    const char *sock = NULL;
+    if (argc >= 3 && strcmp(argv[1], "--socket") == 0) {
+        sock = argv[2];
+        argc -= 2;
+        argv += 2;
+    }
     if (argc < 2)
         return tc_usage(stderr), TC_EXIT_USAGE;
     const char *cmd = argv[1];
+    if (strcmp(cmd, "status") == 0)
+        return tc_status(sock, argc - 2, argv + 2);
+    if (strcmp(cmd, "load") == 0)
+        return tc_load(sock, argc - 2, argv + 2);
+    if (strcmp(cmd, "evict") == 0)
+        return tc_evict(sock, argc - 2, argv + 2);
     if (strcmp(cmd, "ls") == 0)
         return tc_ls(argc - 2, argv + 2);
     if (strcmp(cmd, "convert") == 0)

@@ -97,7 +97,9 @@ TU_EXPORT void free(void *p)
 #endif
 
 /* Starts a measurement; alloc_peak() is the most heap held since, beyond what was live. */
+#if TRACK_ALLOC
 static long long g_base;
+#endif
 static void alloc_mark(void)
 {
 #if TRACK_ALLOC

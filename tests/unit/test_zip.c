@@ -54,11 +54,17 @@ static const char *gen_py =
     "    zf.close()\n"
     "    f.close()\n"
     "    expect(fn, members)\n"
-    "py_zip('py_stored.zip', std_members([0]))\n"
-    "py_zip('py_deflated.zip', std_members([8]))\n"
-    "py_zip('py_force64.zip', std_members([8, 0]), force64=True)\n"
-    "py_zip('py_stream.zip', std_members([0, 8]), stream=True)\n"
-    "py_zip('py_stream64.zip', std_members([8, 0]), stream=True, force64=True)\n"
+    "# Each twice: with a 70000-byte member (more than deflate's window), and small (_s) for the\n"
+    "# tests that try every byte.\n"
+    "for sfx, sizes in (('', SIZES), ('_s', [0, 1, 300, 3])):\n"
+    "    def ms(methods):\n"
+    "        return [('m%d.bin' % i, i, n, methods[i % len(methods)]) for i, n in "
+    "enumerate(sizes)]\n"
+    "    py_zip('py_stored%s.zip' % sfx, ms([0]))\n"
+    "    py_zip('py_deflated%s.zip' % sfx, ms([8]))\n"
+    "    py_zip('py_force64%s.zip' % sfx, ms([8, 0]), force64=True)\n"
+    "    py_zip('py_stream%s.zip' % sfx, ms([0, 8]), stream=True)\n"
+    "    py_zip('py_stream64%s.zip' % sfx, ms([8, 0]), stream=True, force64=True)\n"
     "py_zip('py_comment.zip', std_members([0, 8]), comment=b'PK\\x05\\x06' * 20 + b'x' * 300)\n"
     "py_zip('py_empty.zip', [])\n"
     "many = [('d/m%d' % i, i, i % 4, 0) for i in range(66000)]\n"
@@ -129,10 +135,9 @@ static const char *gen_py =
     "    return d\n"
     "\n"
     "# Good, hand-made: zip64 everywhere in the central directory and the end records.\n"
-    "ms = [mem(0, 100, 0, z64c=True), mem(1, 5000, 8, z64c=True), mem(2, 0, 8, z64c=True)]\n"
+    "ms = [mem(0, 100, 0, z64c=True), mem(1, 900, 8, z64c=True), mem(2, 0, 8, z64c=True)]\n"
     "put('craft_z64.zip', build(ms, z64eocd=True))\n"
-    "expect('craft_z64.zip', [('m0.bin', 0, 100, 0), ('m1.bin', 1, 5000, 8), ('m2.bin', 2, 0, "
-    "8)])\n"
+    "expect('craft_z64.zip', [('m0.bin', 0, 100, 0), ('m1.bin', 1, 900, 8), ('m2.bin', 2, 0, 8)])\n"
     "# Good: local zip64 extra (both sizes) with 0xffffffff local sizes, as numpy writes.\n"
     "d = content(3, 777)\n"
     "lz = struct.pack('<HHQQ', 1, 16, len(d), len(d))\n"
@@ -388,7 +393,7 @@ START_TEST(test_good_archives)
         files++;
     }
     fclose(f);
-    ck_assert_int_ge(files, 11);
+    ck_assert_int_ge(files, 16);
 }
 END_TEST
 
@@ -449,9 +454,9 @@ START_TEST(test_bad_archives)
 END_TEST
 
 /* Small good archives for the exhaustive tests. */
-static const char *small_files[] = {"py_stored.zip",     "py_deflated.zip",     "py_force64.zip",
-                                    "py_stream.zip",     "py_stream64.zip",     "craft_z64.zip",
-                                    "craft_local64.zip", "craft_desc_nosig.zip"};
+static const char *small_files[] = {"py_stored_s.zip",   "py_deflated_s.zip",    "py_force64_s.zip",
+                                    "py_stream_s.zip",   "py_stream64_s.zip",    "craft_z64.zip",
+                                    "craft_local64.zip", "craft_desc_nosig.zip", "py_empty.zip"};
 
 /* Opens p[0..n) from an exact-size heap copy, so that ASan sees any read past the end. */
 static int open_exact(const uint8_t *p, size_t n, zip_archive *z, td_error *err)
@@ -477,8 +482,6 @@ START_TEST(test_truncation_everywhere)
         /* Every prefix (sampled inside the one long member's data): the end record is gone
          * or cut. */
         for (size_t n = 0; n < len; n++) {
-            if (n > 4096 && len - n > 4096 && n % 61)
-                continue;
             err.message[0] = '\0';
             ck_assert_msg(open_exact(base, n, &z, &err) != 0, "%s cut at %zu accepted",
                           small_files[k], n);
@@ -492,8 +495,6 @@ START_TEST(test_truncation_everywhere)
             keep = len - (size_t)td__le64(base + len - 42 + 8);
         uint8_t *buf = malloc(len);
         for (size_t c = 0; c + keep < len; c++) {
-            if (c > 4096 && len - c > 4096 && c % 61)
-                continue;
             memcpy(buf, base, c);
             memcpy(buf + c, base + len - keep, keep);
             ck_assert_msg(open_exact(buf, c + keep, &z, &err) != 0,

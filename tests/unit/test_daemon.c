@@ -1,0 +1,505 @@
+/*
+ * test_daemon.c - a real tensord process on a temporary socket, and real client processes
+ * (fork) loading through it: shared decoded bytes, one decode for many clients, restarts,
+ * replaced files, snapshot mode, and misbehaving clients.
+ */
+#include "client.h"
+#include "testutil.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static char dir[64], sock[128], logpath[160];
+static pid_t daemon_pid = -1;
+
+/* Starts tensord on sock with extra arguments; waits until it answers. */
+static void start_daemon(const char *extra)
+{
+    const char *build = getenv("TD_BUILD_DIR");
+    ck_assert_ptr_nonnull(build);
+    char bin[512];
+    snprintf(bin, sizeof bin, "%s/daemon/tensord", build);
+    daemon_pid = fork();
+    ck_assert_int_ge(daemon_pid, 0);
+    if (daemon_pid == 0) {
+        int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        dup2(fd, 2);
+        const char *argv[16] = {bin, "--socket", sock, "--log-level", "debug"};
+        int n = 5;
+        char buf[256];
+        if (extra) {
+            snprintf(buf, sizeof buf, "%s", extra);
+            for (char *t = strtok(buf, " "); t && n < 15; t = strtok(NULL, " "))
+                argv[n++] = t;
+        }
+        argv[n] = NULL;
+        execv(bin, (char *const *)argv);
+        _exit(127);
+    }
+    for (int i = 0; i < 200; i++) {
+        td_client *c;
+        if (td_client_connect(sock, &c, NULL) == 0) {
+            td_client_close(c);
+            return;
+        }
+        usleep(10000);
+    }
+    ck_abort_msg("tensord did not come up on %s", sock);
+}
+
+static void stop_daemon(int sig)
+{
+    if (daemon_pid <= 0)
+        return;
+    kill(daemon_pid, sig);
+    int st;
+    waitpid(daemon_pid, &st, 0);
+    if (sig == SIGTERM)
+        ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "tensord exited badly: %d", st);
+    daemon_pid = -1;
+}
+
+static void setup(void)
+{
+    tu_tmpdir(dir);
+    snprintf(sock, sizeof sock, "%s/tensord.sock", dir);
+    snprintf(logpath, sizeof logpath, "%s/tensord.log", dir);
+    setenv("TENSORD_SOCKET", sock, 1);
+}
+
+static void teardown(void)
+{
+    stop_daemon(SIGTERM);
+    tu_rmtree(dir);
+}
+
+static td_status *status(void)
+{
+    td_client *c;
+    td_error err = {0};
+    TU_OK(td_client_connect(sock, &c, &err), &err);
+    td_status *st;
+    TU_OK(td_client_status(c, &st, &err), &err);
+    td_client_close(c);
+    return st;
+}
+
+/* A float32 array of n elements whose value i is i * scale. */
+static td_array *ramp(int64_t n, float scale)
+{
+    td_array *a;
+    td_error err = {0};
+    TU_OK(td_array_new(TD_FLOAT32, 1, &n, NULL, &a, &err), &err);
+    float *p = td_array_data_mut(a);
+    for (int64_t i = 0; i < n; i++)
+        p[i] = (float)i * scale;
+    return a;
+}
+
+static void save_npz(const char *path, int64_t n, float scale, int compressed)
+{
+    td_dict *d = td_dict_new();
+    td_error err = {0};
+    td_array *a = ramp(n, scale), *b = ramp(n / 2, -scale);
+    TU_OK(td_dict_set(d, "a", a, &err), &err);
+    TU_OK(td_dict_set(d, "b", b, &err), &err);
+    TU_OK(compressed ? td_savez_compressed(path, d, &err) : td_savez(path, d, &err), &err);
+    td_array_release(a);
+    td_array_release(b);
+    td_dict_free(d);
+}
+
+static int check_ramp(const td_array *a, float scale)
+{
+    const float *p = td_array_data(a);
+    for (int64_t i = 0; i < td_array_size(a); i++)
+        if (p[i] != (float)i * scale)
+            return 0;
+    return 1;
+}
+
+/* Loads path in daemon mode in a child process; the child checks the bytes, reports over the
+ * pipe, then waits for a byte on `hold` before exiting (so that it keeps its views). */
+static pid_t child_load(const char *path, float scale, int report, int hold)
+{
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid)
+        return pid;
+    td_load_options opt = TD_LOAD_OPTIONS_INIT;
+    opt.mode = TD_MODE_DAEMON;
+    td_dict *d;
+    td_error err = {0};
+    char ok = 'n';
+    if (td_load(path, &opt, &d, NULL, &err) == 0) {
+        const td_array *a = td_dict_get(d, "a");
+        if (a && check_ramp(a, scale) && td_array_provenance(a) == TD_PROVENANCE_DAEMON) {
+            /* Touch every page, so that the mapping is resident in this process too. */
+            volatile float sum = 0;
+            for (int64_t i = 0; i < td_array_size(a); i += 1024)
+                sum += ((const float *)td_array_data(a))[i];
+            ok = 'y';
+        }
+    } else {
+        fprintf(stderr, "child load: %s\n", err.message);
+    }
+    if (write(report, &ok, 1) != 1)
+        _exit(3);
+    char c;
+    if (hold >= 0 && read(hold, &c, 1) < 0)
+        _exit(4);
+    _exit(ok == 'y' ? 0 : 1);
+}
+
+static uint64_t pss_kib(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/smaps_rollup", (int)pid);
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    uint64_t kib = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "Pss_Shmem: %lu kB", &kib) == 1)
+            break;
+    fclose(f);
+    return kib;
+}
+
+START_TEST(test_shared_decode_once)
+{
+    start_daemon(NULL);
+    char path[256];
+    snprintf(path, sizeof path, "%s/model.npz", dir);
+    const int64_t n = 16 << 20 >> 2; /* 16 MiB of float32 in "a" */
+    save_npz(path, n, 0.5f, 1);
+    int rep[2], hold[2];
+    ck_assert_int_eq(pipe(rep), 0);
+    ck_assert_int_eq(pipe(hold), 0);
+    pid_t kids[4];
+    for (int i = 0; i < 4; i++)
+        kids[i] = child_load(path, 0.5f, rep[1], hold[0]);
+    for (int i = 0; i < 4; i++) {
+        char c;
+        ck_assert_int_eq(read(rep[0], &c, 1), 1);
+        ck_assert_int_eq(c, 'y');
+    }
+    /* The decoded "a" (16 MiB, every page touched by every child) is resident once: each
+     * process's proportional share of it is about a quarter. */
+    uint64_t total = 0;
+    for (int i = 0; i < 4; i++) {
+        uint64_t p = pss_kib(kids[i]);
+        total += p;
+        ck_assert_msg(p <= 16 * 1024 / 4 + 1024, "child %d: Pss_Shmem %lu kB", i, p);
+    }
+    ck_assert_msg(total >= 16 * 1024 && total <= 16 * 1024 + 4096, "total Pss_Shmem %lu kB",
+                  total);
+    td_status *st = status();
+    ck_assert_uint_eq(st->entries, 1);
+    ck_assert_uint_eq(st->misses, 1);
+    ck_assert_uint_eq(st->hits, 3);
+    ck_assert_uint_eq(st->decodes, 1);
+    ck_assert_uint_eq(st->leases, 4);
+    ck_assert_uint_eq(st->nfiles, 1);
+    ck_assert_uint_eq(st->files[0].leases, 4);
+    td_status_free(st);
+    ck_assert_int_eq(write(hold[1], "xxxx", 4), 4);
+    for (int i = 0; i < 4; i++) {
+        int s;
+        waitpid(kids[i], &s, 0);
+        ck_assert(WIFEXITED(s) && WEXITSTATUS(s) == 0);
+    }
+    /* The leases went with the processes. */
+    for (int tries = 0; tries < 100; tries++) {
+        st = status();
+        uint64_t leases = st->leases;
+        td_status_free(st);
+        if (!leases)
+            break;
+        usleep(10000);
+    }
+    st = status();
+    ck_assert_uint_eq(st->leases, 0);
+    ck_assert_uint_eq(st->entries, 1); /* still warm */
+    td_status_free(st);
+    close(rep[0]);
+    close(rep[1]);
+    close(hold[0]);
+    close(hold[1]);
+}
+END_TEST
+
+/* Views survive the daemon's death; the next load reconnects to the new daemon. */
+START_TEST(test_daemon_restart)
+{
+    start_daemon(NULL);
+    char path[256];
+    snprintf(path, sizeof path, "%s/be.npy", dir);
+    /* A big-endian npy: decoded by the daemon into a memfd. */
+    const char *args[] = {path, NULL};
+    ck_assert_int_eq(tu_python("import sys, numpy as np\n"
+                               "np.save(sys.argv[1], np.arange(100000, dtype='>f4') * 0.5)\n",
+                               args),
+                     0);
+    td_load_options opt = TD_LOAD_OPTIONS_INIT;
+    opt.mode = TD_MODE_DAEMON;
+    td_array *a;
+    td_error err = {0};
+    TU_OK(td_load_array(path, &opt, &a, &err), &err);
+    ck_assert_int_eq(td_array_provenance(a), TD_PROVENANCE_DAEMON);
+    ck_assert(check_ramp(a, 0.5f));
+    stop_daemon(SIGKILL);
+    ck_assert(check_ramp(a, 0.5f));
+    /* No daemon: daemon mode fails cleanly, auto mode falls back to embedded. */
+    td_array *b;
+    ck_assert_int_eq(td_load_array(path, &opt, &b, &err), TD_ECONNECT);
+    TU_OK(td_load_array(path, NULL, &b, &err), &err);
+    ck_assert_int_eq(td_array_provenance(b), TD_PROVENANCE_OWNED);
+    td_array_release(b);
+    start_daemon(NULL); /* removes the stale socket */
+    TU_OK(td_load_array(path, &opt, &b, &err), &err);
+    ck_assert(check_ramp(b, 0.5f));
+    ck_assert(check_ramp(a, 0.5f));
+    td_array_release(a);
+    td_array_release(b);
+}
+END_TEST
+
+/* A file replaced by rename: the next load sees the new data, old views are unchanged. */
+START_TEST(test_replaced_file)
+{
+    start_daemon(NULL);
+    char path[256], tmp[256];
+    snprintf(path, sizeof path, "%s/m.npz", dir);
+    snprintf(tmp, sizeof tmp, "%s/m2.npz", dir);
+    save_npz(path, 4096, 1.0f, 0);
+    td_load_options opt = TD_LOAD_OPTIONS_INIT;
+    opt.mode = TD_MODE_DAEMON;
+    td_dict *d1, *d2;
+    td_error err = {0};
+    TU_OK(td_load(path, &opt, &d1, NULL, &err), &err);
+    save_npz(tmp, 4096, 3.0f, 0);
+    ck_assert_int_eq(rename(tmp, path), 0);
+    TU_OK(td_load(path, &opt, &d2, NULL, &err), &err);
+    ck_assert(check_ramp(td_dict_get(d1, "a"), 1.0f));
+    ck_assert(check_ramp(td_dict_get(d2, "a"), 3.0f));
+    td_dict_free(d1);
+    /* The superseded entry goes once nobody holds it. */
+    int entries = 0;
+    for (int tries = 0; tries < 200; tries++) {
+        td_status *st = status();
+        entries = (int)st->entries;
+        td_status_free(st);
+        if (entries == 1)
+            break;
+        usleep(10000);
+    }
+    ck_assert_int_eq(entries, 1);
+    td_dict_free(d2);
+}
+END_TEST
+
+/* Snapshot mode: the views read the bytes as they were even after the file is truncated. */
+START_TEST(test_snapshot_truncate)
+{
+    char conf[256];
+    snprintf(conf, sizeof conf, "%s/tensord.conf", dir);
+    char text[512];
+    snprintf(text, sizeof text, "# test\nmode %s/snap/ = snapshot\nmax_memory = 64M\n", dir);
+    ck_assert_int_eq(tu_write_file(conf, text, strlen(text)), 0);
+    char extra[300];
+    snprintf(extra, sizeof extra, "--config %s", conf);
+    start_daemon(extra);
+    char sub[256], path[300];
+    snprintf(sub, sizeof sub, "%s/snap", dir);
+    ck_assert_int_eq(mkdir(sub, 0755), 0);
+    snprintf(path, sizeof path, "%s/w.safetensors", sub);
+    td_dict *d = td_dict_new();
+    td_error err = {0};
+    td_array *a = ramp(1 << 20, 0.25f);
+    TU_OK(td_dict_set(d, "a", a, &err), &err);
+    TU_OK(td_save_safetensors(path, d, NULL, &err), &err);
+    td_array_release(a);
+    td_dict_free(d);
+    td_load_options opt = TD_LOAD_OPTIONS_INIT;
+    opt.mode = TD_MODE_DAEMON;
+    TU_OK(td_load(path, &opt, &d, NULL, &err), &err);
+    ck_assert_int_eq(truncate(path, 16), 0);
+    ck_assert(check_ramp(td_dict_get(d, "a"), 0.25f));
+    td_status *st = status();
+    ck_assert_str_eq(st->files[0].mode, "snapshot");
+    td_status_free(st);
+    td_dict_free(d);
+}
+END_TEST
+
+static int raw_connect(void)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    ck_assert_uint_lt(strlen(sock), sizeof sa.sun_path);
+    memcpy(sa.sun_path, sock, strlen(sock) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    return fd;
+}
+
+static int daemon_fds(void)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)daemon_pid);
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "ls %s | wc -l > %s/fds.txt", path, dir);
+    ck_assert_int_eq(system(cmd), 0);
+    snprintf(cmd, sizeof cmd, "%s/fds.txt", dir);
+    size_t len;
+    char *s = (char *)tu_read_file(cmd, &len);
+    int n = atoi(s);
+    free(s);
+    return n;
+}
+
+/* Misbehaving clients: garbage, a half frame left hanging, a frame claiming 4 GiB, a client
+ * that dies mid-request. The daemon keeps serving and its descriptors return to the baseline. */
+START_TEST(test_hostile_clients)
+{
+    start_daemon("--idle-timeout 1");
+    char path[256];
+    snprintf(path, sizeof path, "%s/x.npz", dir);
+    save_npz(path, 1000, 2.0f, 1);
+    td_load_options opt = TD_LOAD_OPTIONS_INIT;
+    opt.mode = TD_MODE_DAEMON;
+    td_dict *d;
+    td_error err = {0};
+    TU_OK(td_load(path, &opt, &d, NULL, &err), &err);
+    td_dict_free(d);
+    usleep(100000);
+    int base = daemon_fds();
+
+    int g = raw_connect();
+    ck_assert_int_eq(write(g, "\x10\0\0\0garbage garbage!", 20), 20);
+    int half = raw_connect();
+    ck_assert_int_eq(write(half, "\x40\0\0\0\x82", 5), 5);
+    int huge = raw_connect();
+    ck_assert_int_eq(write(huge, "\xff\xff\xff\xff\xdd\xff\xff\xff\xff", 9), 9);
+    int quiet = raw_connect(); /* never says HELLO */
+    /* A client that dies right after sending its request. */
+    pid_t k = fork();
+    if (k == 0) {
+        alarm(5);
+        td_load(path, &opt, &d, NULL, NULL);
+        _exit(0);
+    }
+    kill(k, SIGKILL);
+    waitpid(k, NULL, 0);
+    /* Meanwhile a good client is served. */
+    for (int i = 0; i < 20; i++) {
+        TU_OK(td_load(path, &opt, &d, NULL, &err), &err);
+        ck_assert(check_ramp(td_dict_get(d, "a"), 2.0f));
+        td_dict_free(d);
+    }
+    /* The garbage and the huge frame are refused at once; the half frame and the silent client
+     * after idle_timeout (1 s). */
+    char buf[256];
+    ssize_t r = read(g, buf, sizeof buf);
+    ck_assert_msg(r >= 0 || errno == ECONNRESET, "garbage: %s", strerror(errno));
+    r = read(huge, buf, sizeof buf);
+    ck_assert_msg(r >= 0 || errno == ECONNRESET, "huge frame: %s", strerror(errno));
+    sleep(2);
+    ck_assert_int_eq(read(half, buf, sizeof buf), 0);
+    ck_assert_int_eq(read(quiet, buf, sizeof buf), 0);
+    close(g);
+    close(half);
+    close(huge);
+    close(quiet);
+    int after = -1;
+    for (int tries = 0; tries < 100 && after != base; tries++) {
+        usleep(20000);
+        after = daemon_fds();
+    }
+    ck_assert_int_eq(after, base);
+    TU_OK(td_load(path, &opt, &d, NULL, &err), &err);
+    td_dict_free(d);
+}
+END_TEST
+
+/* The same dict from both modes; bad files are refused by the daemon with the file's name. */
+START_TEST(test_modes_agree)
+{
+    start_daemon(NULL);
+    static const char *files[] = {"npy/big_endian_f4.npy",     "npy/fortran_f8.npy",
+                                  "npz/named.npz",             "npz/compressed.npz",
+                                  "safetensors/dtypes_float.safetensors", "gguf/q4_0.gguf",
+                                  "gguf/all_types.gguf"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char path[512];
+        tu_testdata(files[i], path, sizeof path);
+        td_load_options e = TD_LOAD_OPTIONS_INIT, dm = TD_LOAD_OPTIONS_INIT;
+        e.mode = TD_MODE_EMBEDDED;
+        dm.mode = TD_MODE_DAEMON;
+        td_dict *a, *b;
+        td_meta *ma = NULL, *mb = NULL;
+        int has_meta = strstr(path, ".gguf") || strstr(path, ".safetensors");
+        td_error err = {0};
+        TU_OK(td_load(path, &e, &a, has_meta ? &ma : NULL, &err), &err);
+        TU_OK(td_load(path, &dm, &b, has_meta ? &mb : NULL, &err), &err);
+        ck_assert_uint_eq(td_dict_size(a), td_dict_size(b));
+        for (size_t k = 0; k < td_dict_size(a); k++) {
+            const char *na, *nb;
+            td_array *x = td_dict_at(a, k, &na), *y = td_dict_at(b, k, &nb);
+            ck_assert((na == NULL) == (nb == NULL));
+            if (na)
+                ck_assert_str_eq(na, nb);
+            ck_assert_int_eq(td_array_dtype(x), td_array_dtype(y));
+            ck_assert_int_eq(td_array_ndim(x), td_array_ndim(y));
+            ck_assert_uint_eq(td_array_nbytes(x), td_array_nbytes(y));
+            ck_assert_mem_eq(td_array_data(x), td_array_data(y), td_array_nbytes(x));
+            ck_assert_int_eq(td_array_provenance(y), TD_PROVENANCE_DAEMON);
+        }
+        if (has_meta)
+            ck_assert_uint_eq(td_meta_size(ma), td_meta_size(mb));
+        td_dict_free(a);
+        td_dict_free(b);
+        td_meta_free(ma);
+        td_meta_free(mb);
+    }
+    /* A corrupt file: the daemon refuses it, naming the file; auto mode does not hide that. */
+    char bad[256];
+    snprintf(bad, sizeof bad, "%s/bad.safetensors", dir);
+    ck_assert_int_eq(tu_write_file(bad, "\x08\0\0\0\0\0\0\0{\"a\":1}", 15), 0);
+    td_dict *d;
+    td_error err = {0};
+    int rc = td_load(bad, NULL, &d, NULL, &err);
+    ck_assert_int_lt(rc, 0);
+    ck_assert_ptr_nonnull(strstr(err.message, "bad.safetensors"));
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("daemon");
+    TCase *tc = tcase_create("daemon");
+    tcase_set_timeout(tc, 120);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_shared_decode_once);
+    tcase_add_test(tc, test_daemon_restart);
+    tcase_add_test(tc, test_replaced_file);
+    tcase_add_test(tc, test_snapshot_truncate);
+    tcase_add_test(tc, test_hostile_clients);
+    tcase_add_test(tc, test_modes_agree);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
