@@ -102,6 +102,8 @@ int td__load_embedded(const char *path, td_format format, const td_load_options 
     td__table t;
     td__table_init(&t, format);
     rc = td__index(format, base, len, path, opt->max_inflated, &t, err);
+    if (!rc && opt->dequantize)
+        rc = td__table_dequant(&t, opt->dequantize, path, err);
     if (!rc)
         rc = td__table_to_dict(&t, &file, 1, path, arrays, err);
     if (!rc && meta) {
@@ -137,9 +139,6 @@ int td_load(const char *path, const td_load_options *opt, td_dict **arrays, td_m
     if (meta && (format == TD_FORMAT_NPY || format == TD_FORMAT_NPZ))
         return td__err(err, TD_ENOMETA, "%s: %s files have no metadata", path,
                        td_format_name(format));
-    if (opt->dequantize)
-        return td__err(err, TD_ENOTSUP, "%s: dequantize on load is not available in this build",
-                       path);
     if (opt->mode != TD_MODE_EMBEDDED && opt->mode != TD_MODE_DAEMON && opt->mode != TD_MODE_AUTO)
         return td__err(err, TD_EINVAL, "%s: unknown load mode %d", path, (int)opt->mode);
     switch (opt->mode) {

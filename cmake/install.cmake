@@ -97,6 +97,15 @@ set(TD_CONFIG_FILE "${CMAKE_INSTALL_FULL_SYSCONFDIR}/tensord/tensord.conf")
 
 # --- Libraries, header, programs ----------------------------------------------------------------
 
+# tensord.pc and tensord.service name the configure-time prefix: say so when another is used.
+install(CODE "
+  if(NOT \"\${CMAKE_INSTALL_PREFIX}\" STREQUAL \"${CMAKE_INSTALL_PREFIX}\")
+    message(WARNING \"tensord was configured for the prefix ${CMAKE_INSTALL_PREFIX}, and \"
+      \"tensord.pc and tensord.service name it; installing into \${CMAKE_INSTALL_PREFIX} \"
+      \"leaves them wrong. Configure with -DCMAKE_INSTALL_PREFIX=\${CMAKE_INSTALL_PREFIX} \"
+      \"instead (and use DESTDIR for a staging tree).\")
+  endif()")
+
 install(TARGETS tensord_shared EXPORT tensordTargets
         LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR} COMPONENT runtime NAMELINK_COMPONENT devel)
 install(TARGETS tensord_static EXPORT tensordStaticTargets
@@ -127,7 +136,8 @@ install(EXPORT tensordStaticTargets NAMESPACE tensord:: DESTINATION ${TD_CMAKEDI
         COMPONENT devel)
 configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/tensordConfig.cmake.in
                               ${PROJECT_BINARY_DIR}/tensordConfig.cmake
-                              INSTALL_DESTINATION ${TD_CMAKEDIR})
+                              INSTALL_DESTINATION ${TD_CMAKEDIR}
+                              PATH_VARS CMAKE_INSTALL_INCLUDEDIR)
 # The soname is libtensord.so.MAJOR: the same major version is the compatible one.
 write_basic_package_version_file(${PROJECT_BINARY_DIR}/tensordConfigVersion.cmake
                                  VERSION ${PROJECT_VERSION} COMPATIBILITY SameMajorVersion)
@@ -162,10 +172,21 @@ endif()
 if(TARGET tensord_daemon)
   # An administrator's edited configuration is never overwritten.
   get_filename_component(_td_confdir "${TD_CONFIG_FILE}" DIRECTORY)
+  # file(INSTALL) adds DESTDIR itself.
   install(CODE "
-    set(_dir \"\$ENV{DESTDIR}${_td_confdir}\")
-    if(EXISTS \"\${_dir}/tensord.conf\")
-      message(STATUS \"Keeping: \${_dir}/tensord.conf (the shipped one: tensord.conf.default)\")
+    set(_dir \"${_td_confdir}\")
+    set(_new \"${PROJECT_SOURCE_DIR}/systemd/tensord.conf\")
+    set(_old \"\$ENV{DESTDIR}\${_dir}/tensord.conf\")
+    set(_same FALSE)
+    if(EXISTS \"\${_old}\")
+      file(SHA256 \"\${_old}\" _a)
+      file(SHA256 \"\${_new}\" _b)
+      if(_a STREQUAL _b)
+        set(_same TRUE)
+      endif()
+    endif()
+    if(EXISTS \"\${_old}\" AND NOT _same)
+      message(STATUS \"Keeping: \$ENV{DESTDIR}\${_dir}/tensord.conf (the shipped one: tensord.conf.default)\")
       file(INSTALL DESTINATION \"\${_dir}\" TYPE FILE
            FILES \"${PROJECT_SOURCE_DIR}/systemd/tensord.conf\" RENAME tensord.conf.default)
     else()

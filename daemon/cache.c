@@ -241,7 +241,7 @@ static void cache_build(uv_work_t *w)
     cache_entry *e = w->data;
     td_error *err = &e->err;
     uint64_t t0 = cache_now_ns();
-    int rc = 0;
+    volatile int rc = 0; /* read after a siglongjmp */
     if (e->mode == TD__PROTO_MODE_SNAPSHOT)
         rc = derive_snapshot(e->file_fd, e->file_size, e->name, &e->snap_fd, err);
     int src = e->snap_fd >= 0 ? e->snap_fd : e->file_fd;
@@ -277,6 +277,8 @@ static void cache_build(uv_work_t *w)
         else
             rc = td__index(e->format, map, (size_t)e->file_size, e->name, e->max_inflated,
                            &e->table, err);
+        if (!rc && e->key.dequant)
+            rc = td__table_dequant(&e->table, (int)e->key.dequant, e->name, err);
         if (!rc)
             rc = cache_decode(e, map, (size_t)e->file_size, err);
         if (!rc && e->mode == TD__PROTO_MODE_PIN) {

@@ -266,6 +266,14 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    /* The signals wait until the loop's handlers are in place: a SIGTERM during start-up then
+     * drains like any other instead of killing the half-started daemon. */
+    sigset_t sigs_mask, old_mask;
+    sigemptyset(&sigs_mask);
+    sigaddset(&sigs_mask, SIGTERM);
+    sigaddset(&sigs_mask, SIGINT);
+    sigaddset(&sigs_mask, SIGHUP);
+    sigprocmask(SIG_BLOCK, &sigs_mask, &old_mask);
     td_error err = {0};
     if (load_config(&d, &d.cfg, &err)) {
         fprintf(stderr, "tensord: %s\n", err.message);
@@ -310,6 +318,7 @@ int main(int argc, char **argv)
         sigs[i]->data = &d;
         uv_signal_start(sigs[i], on_signal, signums[i]);
     }
+    sigprocmask(SIG_SETMASK, &old_mask, NULL);
     uv_timer_init(&d.loop, &d.status_timer);
     uv_timer_init(&d.loop, &d.drain_timer);
     d.status_timer.data = d.drain_timer.data = &d;

@@ -25,7 +25,8 @@
 /* LOADs one client may have waiting at once. */
 #define SRV_PENDING_MAX 64
 #define SRV_FEATURES                                                                               \
-    (TD__PROTO_F_SNAPSHOT | TD__PROTO_F_PIN | TD__PROTO_F_EVICT_FILE | TD__PROTO_F_STATUS_FILES)
+    (TD__PROTO_F_SNAPSHOT | TD__PROTO_F_PIN | TD__PROTO_F_DEQUANT | TD__PROTO_F_EVICT_FILE |     \
+     TD__PROTO_F_STATUS_FILES)
 
 typedef struct srv_out {
     struct srv_out *next;
@@ -296,11 +297,6 @@ static void srv_on_load(srv_client *cl, td__proto_msg *m)
 {
     td_error err = {0};
     td__proto_load *ld = &m->u.load;
-    if (ld->dequant) {
-        td__err(&err, TD_ENOTSUP, "dequantize on load is not available in this daemon");
-        srv_send_error(cl, m->id, err.code, &err, 0);
-        return;
-    }
     if (cl->npending >= SRV_PENDING_MAX) {
         td__err(&err, TD_ELIMIT, "%zu loads already waiting on this connection", cl->npending);
         srv_send_error(cl, m->id, err.code, &err, 0);

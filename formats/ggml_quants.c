@@ -5,8 +5,9 @@
  * Every kernel reproduces the arithmetic of ggml's dequantize_row_* (ggml-quants.c): the same
  * operands, multiplied and added in the same order, so that each float is bit-identical. Most
  * products are exact in float32 (a binary16 scale times a small integer), so fused or unfused
- * multiply-add give the same result; q6_k's (d * scale) * q is the one product that can round,
- * and it is evaluated in that order here too.
+ * multiply-add give the same result. q6_k's (d * scale) * q is the one product that can round
+ * (up to 25 significant bits); d * scale is exact, so it is one rounding of the exact product
+ * whichever way it is grouped; we keep ggml's order anyway.
  *
  * The inner loops have constant trip counts and no aliasing (restrict), so that GCC's and
  * clang's -O2 vectorisers turn them into SIMD code without runtime checks.
@@ -17,6 +18,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,7 +134,8 @@ static void gq_f2bf_row_c(const float *restrict in, uint16_t *restrict out, size
 static const int8_t gq_kvalues_iq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
                                             1,    13,   25,  38,  53,  69,  89,  113};
 /* e2m1 values times two (ggml's kvalues_mxfp4); the e8m0 scale is halved to match. */
-static const int8_t gq_kvalues_mxfp4[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+static const int8_t gq_kvalues_mxfp4[16] = {0, 1,  2,  3,  4,  6,  8,  12,
+                                            0, -1, -2, -3, -4, -6, -8, -12};
 
 static void gq_q4_0_c(const uint8_t *restrict x, float *restrict y, uint64_t nb)
 {
@@ -330,7 +333,7 @@ static void gq_q6_k_c(const uint8_t *restrict x, float *restrict y, uint64_t nb)
         const float d = gq_h2f(td__le16(x + 208));
         for (int n = 0; n < 256; n += 128, ql += 64, qh += 32, sc += 8, y += 128) {
             for (int half = 0; half < 2; half++) {
-                /* (d * scale) first, as ggml does: the product with q can round */
+                /* (d * scale) first, as ggml does (exact; the product with q rounds once) */
                 const float s0 = d * (float)sc[half + 0];
                 const float s1 = d * (float)sc[half + 2];
                 const float s2 = d * (float)sc[half + 4];
@@ -381,7 +384,8 @@ static void gq_iq4_xs_c(const uint8_t *restrict x, float *restrict y, uint64_t n
         const uint8_t *restrict scales_l = x + 4;
         const uint8_t *restrict qs = x + 8;
         for (int ib = 0; ib < 8; ib++, qs += 16, y += 32) {
-            int ls = ((scales_l[ib / 2] >> (4 * (ib % 2))) & 15) | (((scales_h >> (2 * ib)) & 3) << 4);
+            int ls =
+                ((scales_l[ib / 2] >> (4 * (ib % 2))) & 15) | (((scales_h >> (2 * ib)) & 3) << 4);
             const float dl = d * (float)(ls - 32);
             for (int j = 0; j < 16; j++) {
                 y[j] = dl * (float)gq_kvalues_iq4nl[qs[j] & 15];
@@ -531,8 +535,9 @@ static int gq_resolve_isa(gq_isa isa, gq_isa *out, td_error *err)
         return 0;
     case GQ_ISA_AVX2:
         if (!gq_have_avx2())
-            return td__err(err, TD_ENOTSUP, "dequantize: the AVX2 kernels need a CPU with AVX2, "
-                                            "FMA and F16C");
+            return td__err(err, TD_ENOTSUP,
+                           "dequantize: the AVX2 kernels need a CPU with AVX2, "
+                           "FMA and F16C");
         *out = isa;
         return 0;
     default:
@@ -551,9 +556,10 @@ static int gq_unsupported(td_dtype type, const char *label, td_error *err)
 {
     const char *name = td_dtype_name(type);
     if (!td_dtype_is_block(type))
-        return td__err(err, TD_EDTYPE, "%s%sdtype %s%s%s is not a GGML block type, nothing to dequantize",
-                       label ? label : "", label ? ": " : "", name ? "'" : "", name ? name : "(invalid)",
-                       name ? "'" : "");
+        return td__err(err, TD_EDTYPE,
+                       "%s%sdtype %s%s%s is not a GGML block type, nothing to dequantize",
+                       label ? label : "", label ? ": " : "", name ? "'" : "",
+                       name ? name : "(invalid)", name ? "'" : "");
     return td__err(err, TD_EDTYPE,
                    "%s%sdequantizing block type '%s' is not supported (supported: %s)",
                    label ? label : "", label ? ": " : "", name, gq_supported_names());
@@ -638,28 +644,59 @@ static void gq_run_share(const gq_share *s)
     }
 }
 
+/* A whole call's work, handed out in chunks: every thread, the caller's included, takes the
+ * next chunk until none is left. A thread the scheduler delays (a busy machine) then costs
+ * nothing: the others take its chunks. */
+typedef struct gq_job {
+    gq_share proto;            /* kernel, isa, out_type, block geometry */
+    const uint8_t *src;        /* the first block */
+    uint8_t *dst;              /* the first output element */
+    size_t osize;              /* output element bytes */
+    uint64_t nblocks;          /* in all */
+    uint64_t chunk_blocks;     /* per chunk: whole rows when rows are small enough */
+    atomic_uint_fast64_t next; /* the next chunk to take */
+} gq_job;
+
+static void gq_work(gq_job *j)
+{
+    for (;;) {
+        uint64_t c = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+        if (c >= (j->nblocks + j->chunk_blocks - 1) / j->chunk_blocks)
+            return;
+        uint64_t b0 = c * j->chunk_blocks;
+        gq_share sh = j->proto;
+        sh.src = j->src + b0 * sh.block_bytes;
+        sh.dst = j->dst + b0 * sh.block_elems * j->osize;
+        sh.nblocks = j->nblocks - b0 < j->chunk_blocks ? j->nblocks - b0 : j->chunk_blocks;
+        gq_run_share(&sh);
+    }
+}
+
 static void *gq_thread_main(void *arg)
 {
-    gq_run_share(arg);
+    gq_work(arg);
     return NULL;
 }
 
-/* Threads to use for nelems elements: online CPUs (and this thread's affinity), at most
- * GQ_MAX_THREADS, and no more than one per GQ_MIN_ELEMS_PER_THREAD elements. */
+/* Threads to use for nelems elements: no more than one per GQ_MIN_ELEMS_PER_THREAD elements,
+ * online CPUs (and this thread's affinity), at most GQ_MAX_THREADS. The CPU count is asked for
+ * only when the size allows more than one thread: sysconf reads /sys, which costs about as much
+ * as decoding a small tensor. */
 static unsigned gq_auto_threads(uint64_t nelems)
 {
+    uint64_t by_size = nelems / GQ_MIN_ELEMS_PER_THREAD;
+    if (by_size < 2)
+        return 1;
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0 &&
-        CPU_COUNT(&set) < n)
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0 && CPU_COUNT(&set) < n)
         n = CPU_COUNT(&set);
     if (n < 1)
         n = 1;
     if (n > GQ_MAX_THREADS)
         n = GQ_MAX_THREADS;
-    uint64_t by_size = nelems / GQ_MIN_ELEMS_PER_THREAD;
     if (by_size < (uint64_t)n)
-        n = by_size ? (long)by_size : 1;
+        n = (long)by_size;
     return (unsigned)n;
 }
 
@@ -678,7 +715,8 @@ int gq_output_nbytes(td_dtype type, uint64_t nelems, td_dtype out_type, uint64_t
     size_t be;
     td_dtype_block(type, &be, NULL);
     if (nelems % be)
-        return td__err(err, TD_ERANGE, "%s%s%llu elements are not a whole number of %s blocks of %zu",
+        return td__err(err, TD_ERANGE,
+                       "%s%s%llu elements are not a whole number of %s blocks of %zu",
                        label ? label : "", label ? ": " : "", (unsigned long long)nelems,
                        td_dtype_name(type), be);
     if (!td__mul_u64(nelems, td_dtype_size(out_type), nbytes))
@@ -705,7 +743,9 @@ int gq_dequantize(td_dtype type, const void *src, uint64_t src_bytes, uint64_t n
         return rc;
     const td__dtype_desc *info = td__dtype_info(type);
     const uint64_t nblocks = nelems / info->block_elems;
-    const uint64_t in_bytes = nblocks * info->block_bytes; /* <= nelems * 292 / 32: no overflow */
+    /* No overflow: gq_output_nbytes checked nelems * 2 (at least), and no block type stores
+     * more than 36 bytes per 32 elements. */
+    const uint64_t in_bytes = nblocks * info->block_bytes;
     if (src_bytes < in_bytes)
         return td__err(err, TD_EINVAL, "%s%s%llu %s elements need %llu bytes, the source has %llu",
                        lb, sep, (unsigned long long)nelems, info->name,
@@ -721,58 +761,51 @@ int gq_dequantize(td_dtype type, const void *src, uint64_t src_bytes, uint64_t n
     if (!nblocks)
         return 0;
 
-    gq_share base = {
-        .kernel = gq_pick(type, isa),
-        .isa = isa,
-        .out_type = out_type,
-        .block_elems = info->block_elems,
-        .block_bytes = info->block_bytes,
+    gq_job job = {
+        .proto =
+            {
+                .kernel = gq_pick(type, isa),
+                .isa = isa,
+                .out_type = out_type,
+                .block_elems = info->block_elems,
+                .block_bytes = info->block_bytes,
+            },
+        .src = src,
+        .dst = dst,
+        .osize = td_dtype_size(out_type),
+        .nblocks = nblocks,
     };
     unsigned nt = opt->nthreads ? opt->nthreads : gq_auto_threads(nelems);
     if (nt > GQ_MAX_THREADS)
         nt = GQ_MAX_THREADS;
-    if ((uint64_t)nt > nblocks)
-        nt = (unsigned)nblocks;
-    /* The unit of a share: whole rows when every thread gets at least one, else whole blocks. */
-    uint64_t unit = 1;
-    if (row_elems && row_elems % info->block_elems == 0 && nelems % row_elems == 0 &&
-        nelems / row_elems >= nt)
-        unit = row_elems / info->block_elems;
-    const uint64_t nunits = nblocks / unit;
-    const size_t osize = td_dtype_size(out_type);
+    /* Chunks of about GQ_CHUNK_ELEMS elements, made of whole rows when a row fits, and at
+     * least 4 per thread so that a late thread's share can be taken by the others. */
+    uint64_t target = GQ_CHUNK_ELEMS / info->block_elems;
+    if (target * 4 * nt > nblocks)
+        target = nblocks / (4 * (uint64_t)nt);
+    if (target < 1)
+        target = 1;
+    uint64_t row_blocks =
+        row_elems && row_elems % info->block_elems == 0 ? row_elems / info->block_elems : 0;
+    if (row_blocks && row_blocks <= target)
+        target = target / row_blocks * row_blocks;
+    job.chunk_blocks = target;
+    atomic_init(&job.next, 0);
+    uint64_t nchunks = (nblocks + target - 1) / target;
+    if ((uint64_t)nt > nchunks)
+        nt = (unsigned)nchunks;
 
-    gq_share shares[GQ_MAX_THREADS];
+    /* Threads 1..nt-1 are new; the caller works too. A thread that cannot be started is no
+     * error: the others take its chunks. */
     pthread_t tids[GQ_MAX_THREADS];
     unsigned started = 0;
-    uint64_t first = 0;
-    for (unsigned t = 0; t < nt; t++) {
-        uint64_t end_unit = nunits * (t + 1) / nt;
-        uint64_t last = t + 1 == nt ? nblocks : end_unit * unit;
-        shares[t] = base;
-        shares[t].src = (const uint8_t *)src + first * info->block_bytes;
-        shares[t].dst = (uint8_t *)dst + first * info->block_elems * osize;
-        shares[t].nblocks = last - first;
-        first = last;
-    }
-    /* Shares 1.. go to new threads; share 0, and any share whose thread could not start, run
-     * here. */
-    unsigned char ran_here[GQ_MAX_THREADS] = {0};
     for (unsigned t = 1; t < nt; t++) {
-        if (pthread_create(&tids[t], NULL, gq_thread_main, &shares[t]) == 0) {
-            started |= 1u << t;
-        } else {
-            ran_here[t] = 1;
-        }
+        if (pthread_create(&tids[started], NULL, gq_thread_main, &job) == 0)
+            started++;
     }
-    gq_run_share(&shares[0]);
-    for (unsigned t = 1; t < nt; t++) {
-        if (ran_here[t])
-            gq_run_share(&shares[t]);
-    }
-    for (unsigned t = 1; t < nt; t++) {
-        if (started & (1u << t))
-            pthread_join(tids[t], NULL);
-    }
+    gq_work(&job);
+    for (unsigned t = 0; t < started; t++)
+        pthread_join(tids[t], NULL);
     return 0;
 }
 
@@ -801,8 +834,8 @@ static int gq_no_mlx(td_dtype type, const char *label, td_error *err)
                    label ? label : "", label ? ": " : "", n ? n : "(invalid)");
 }
 
-int gq_mlx_shapes(td_dtype type, int ndim, const int64_t *shape, int64_t *wshape,
-                  int64_t *sshape, const char *label, td_error *err)
+int gq_mlx_shapes(td_dtype type, int ndim, const int64_t *shape, int64_t *wshape, int64_t *sshape,
+                  const char *label, td_error *err)
 {
     int bits = gq_mlx_bits(type);
     if (!bits)
@@ -853,103 +886,35 @@ int gq_mlx_pack(td_dtype type, const void *src, uint64_t src_bytes, uint64_t nbl
         return td__err(err, TD_EINVAL, "%s%s%llu %s blocks do not fit in %llu source bytes",
                        label ? label : "", label ? ": " : "", (unsigned long long)nblocks,
                        td_dtype_name(type), (unsigned long long)src_bytes);
-    if (nblocks && (!src || !weights || !scales || !biases))
-        return td__err(err, TD_EINVAL, "%s%sNULL buffer for the MLX packed form",
+    if (nblocks && !src)
+        return td__err(err, TD_EINVAL, "%s%sNULL source for the MLX packed form",
                        label ? label : "", label ? ": " : "");
     const uint8_t *x = src;
     for (uint64_t i = 0; i < nblocks; i++, x += bb) {
         uint16_t d = td__le16(x);
-        scales[i] = d;
+        if (scales)
+            scales[i] = d;
         switch (type) {
         case TD_Q4_0:
-            biases[i] = gq_f2h(-8.0f * gq_h2f(d));
-            gq_mlx_q4(x + 2, weights + 4 * i);
+            if (biases)
+                biases[i] = gq_f2h(-8.0f * gq_h2f(d));
+            if (weights)
+                gq_mlx_q4(x + 2, weights + 4 * i);
             break;
         case TD_Q4_1:
-            biases[i] = td__le16(x + 2);
-            gq_mlx_q4(x + 4, weights + 4 * i);
+            if (biases)
+                biases[i] = td__le16(x + 2);
+            if (weights)
+                gq_mlx_q4(x + 4, weights + 4 * i);
             break;
         default: /* TD_Q8_0 */
-            biases[i] = gq_f2h(-128.0f * gq_h2f(d));
-            for (int k = 0; k < 8; k++)
-                weights[8 * i + k] = td__le32(x + 2 + 4 * k) ^ 0x80808080u;
+            if (biases)
+                biases[i] = gq_f2h(-128.0f * gq_h2f(d));
+            if (weights)
+                for (int k = 0; k < 8; k++)
+                    weights[8 * i + k] = td__le32(x + 2 + 4 * k) ^ 0x80808080u;
             break;
         }
     }
-    return 0;
-}
-
-/* ---------------------------------------------------------------------------------------------
- * td_array entry points
- */
-
-static void gq_free_buffer(void *ctx, void *data)
-{
-    (void)ctx;
-    free(data);
-}
-
-int td_array_dequantize(const td_array *a, td_dtype out, td_array **result, td_error *err)
-{
-    if (!a || !result)
-        return td__err(err, TD_EINVAL, "dequantize: array and result must not be NULL");
-    *result = NULL;
-    td_dtype type = td_array_dtype(a);
-    int ndim = td_array_ndim(a);
-    const int64_t *shape = td_array_shape(a);
-    uint64_t nelems = (uint64_t)td_array_size(a);
-    uint64_t nbytes;
-    int rc = gq_output_nbytes(type, nelems, out, &nbytes, "dequantize", err);
-    if (rc)
-        return rc;
-    if (nbytes > SIZE_MAX - 64)
-        return td__err(err, TD_ERANGE, "dequantize: %llu bytes do not fit in memory",
-                       (unsigned long long)nbytes);
-    size_t cap = ((size_t)nbytes + 63) / 64 * 64;
-    void *buf = aligned_alloc(64, cap ? cap : 64);
-    if (!buf)
-        return td__err(err, TD_ENOMEM, "dequantize: out of memory for %llu bytes",
-                       (unsigned long long)nbytes);
-    rc = gq_dequantize(type, td_array_data(a), td_array_nbytes(a), nelems,
-                       ndim ? (uint64_t)shape[ndim - 1] : 0, out, buf, nbytes, NULL, "dequantize",
-                       err);
-    if (rc == 0)
-        rc = td_array_wrap(out, ndim, shape, buf, gq_free_buffer, NULL, result, err);
-    if (rc)
-        free(buf);
-    return rc;
-}
-
-int td_array_to_mlx(const td_array *a, td_array **weights, td_array **scales, td_array **biases,
-                    td_error *err)
-{
-    if (!a || !weights || !scales || !biases)
-        return td__err(err, TD_EINVAL, "mlx pack: arguments must not be NULL");
-    *weights = *scales = *biases = NULL;
-    td_dtype type = td_array_dtype(a);
-    int ndim = td_array_ndim(a);
-    int64_t wshape[TD_MAX_DIMS], sshape[TD_MAX_DIMS];
-    int rc = gq_mlx_shapes(type, ndim, td_array_shape(a), wshape, sshape, "mlx pack", err);
-    if (rc)
-        return rc;
-    td_array *w = NULL, *s = NULL, *b = NULL;
-    rc = td_array_new(TD_UINT32, ndim, wshape, NULL, &w, err);
-    if (!rc)
-        rc = td_array_new(TD_FLOAT16, ndim, sshape, NULL, &s, err);
-    if (!rc)
-        rc = td_array_new(TD_FLOAT16, ndim, sshape, NULL, &b, err);
-    if (!rc)
-        rc = gq_mlx_pack(type, td_array_data(a), td_array_nbytes(a),
-                         (uint64_t)td_array_size(s), td_array_data_mut(w), td_array_data_mut(s),
-                         td_array_data_mut(b), "mlx pack", err);
-    if (rc) {
-        td_array_release(w);
-        td_array_release(s);
-        td_array_release(b);
-        return rc;
-    }
-    *weights = w;
-    *scales = s;
-    *biases = b;
     return 0;
 }

@@ -22,7 +22,11 @@
  *  15. tq2_0 256 / 66: u8 qs[64] (4 two-bit digits each); half d   x = (digit - 1) * d
  *  16. mxfp4  32 / 17: e8m0 e; u8 qs[16]                   x = kvalues_mxfp4[nibble] * 2^(e-128)
  * The arithmetic of each type (operand order and rounding included) is exactly that of ggml's
- * dequantize_row_* in ggml-quants.c, so results are bit-identical to llama.cpp's to_float.
+ * dequantize_row_* in ggml-quants.c, so results are bit-identical to llama.cpp's to_float
+ * (checked against libggml-base.so in tests/unit/test_ggml_quants_oracle.c). The one freedom
+ * left is the NaN a NaN-producing block gives (NaN scales, hostile data): when two operands are
+ * NaN, which payload and sign the result carries is the compiler's choice of operand order;
+ * GCC builds match ggml's bits there too, clang builds give a NaN with another payload.
  * Not supported (TD_EDTYPE, naming the type): q8_1 (ggml has no to_float for it), and the
  * grid-based i-quants iq2_xxs, iq2_xs, iq2_s, iq3_xxs, iq3_s, iq1_s, iq1_m.
  *
@@ -38,16 +42,22 @@
  *   q8_0: w = qs + 128 (u8),  scale = d, bias = half(-128 * d)
  * half() rounds to nearest-even; -8*d and -128*d are exact unless they overflow binary16
  * (|d| >= 8192, resp. |d| >= 512), where MLX stores an infinite bias and so do we.
+ * w * scale + bias equals the float32 dequantization exactly, except that a zero can come out
+ * +0 where the reference has -0 (q * d + (-8 * d) is +0; (q - 8) * d is -0 for d < 0).
+ * (Newer MLX also packs q4_k, rounding d * scale to float16, which is not exact; we don't.)
  * Shapes: weights (..., n*bits/32) uint32, scales and biases (..., n/32) float16.
  *
- * Kernels: portable C written so that GCC and clang vectorise the inner loops at -O2, and, on
- * x86-64, AVX2 kernels (ggml_quants_avx2.c) chosen at run time. The choice is a CPU-feature
- * probe done once per process under pthread_once and cached in a static; it is the only static
- * state of the module and is never written after that.
+ * Kernels: portable C written so that GCC and clang vectorise the inner loops at -O2 (all but
+ * the table lookups of iq4_nl, iq4_xs and mxfp4, which need a byte shuffle), and, on x86-64,
+ * AVX2 kernels (ggml_quants_avx2.c, every type but tq1_0) chosen at run time. The choice is a
+ * CPU-feature probe done once per process under pthread_once and cached in a static; it is the only
+ * static state of the module and is never written after that.
  *
- * Threads: gq_dequantize splits large inputs into runs of whole rows (or whole blocks, when a
- * row is larger than a thread's share) over up to GQ_MAX_THREADS pthreads; the caller's thread
- * takes a share too. Every function is reentrant and may be called from many threads at once.
+ * Threads: gq_dequantize splits large inputs over up to GQ_MAX_THREADS pthreads (the caller's
+ * thread works too), in chunks of whole rows (whole blocks when a row is longer than a chunk)
+ * that each thread takes from a shared counter, so that a thread that starts late leaves its
+ * share to the others (one preempted in the middle of a chunk is still waited for). Every
+ * function is reentrant and may be called from many threads at once.
  */
 #ifndef TD_GGML_QUANTS_H
 #define TD_GGML_QUANTS_H
@@ -60,7 +70,9 @@
 /* Upper bound on worker threads per call (including the caller's). */
 #define GQ_MAX_THREADS 16
 /* A call splits over threads only when each thread gets at least this many elements. */
-#define GQ_MIN_ELEMS_PER_THREAD (1u << 18)
+#define GQ_MIN_ELEMS_PER_THREAD (1u << 22)
+/* Threads take work in chunks of about this many elements (whole rows when a row fits). */
+#define GQ_CHUNK_ELEMS (1u << 16)
 
 /* Which kernels to run. AUTO picks AVX2 when the CPU has AVX2, FMA and F16C. */
 typedef enum gq_isa {
@@ -130,13 +142,15 @@ int gq_mlx_bits(td_dtype type);
  * >= 1, innermost a multiple of 32): wshape = shape with the innermost size times bits/32,
  * sshape (scales and biases) = shape with the innermost size / 32. Returns 0, TD_EDTYPE (no
  * packed form), TD_EINVAL (ndim 0, or an innermost size that is not a multiple of 32). */
-int gq_mlx_shapes(td_dtype type, int ndim, const int64_t *shape, int64_t *wshape,
-                  int64_t *sshape, const char *label, td_error *err);
+int gq_mlx_shapes(td_dtype type, int ndim, const int64_t *shape, int64_t *wshape, int64_t *sshape,
+                  const char *label, td_error *err);
 
 /* Packs nblocks blocks of type at src (src_bytes readable) into weights (nblocks * bits
  * uint32 words: 4 per q4 block, 8 per q8_0 block), scales and biases (nblocks float16 bit
- * patterns each), all caller-provided. Returns 0, TD_EDTYPE (no packed form), TD_EINVAL
- * (src_bytes too small, NULL pointers). Single-threaded; the work is a few bytes per element. */
+ * patterns each), all caller-provided. Any of the three may be NULL: that array is not
+ * produced (so a caller that wants one array at a time needs no scratch for the others).
+ * Returns 0, TD_EDTYPE (no packed form), TD_EINVAL (src_bytes too small, src NULL).
+ * Single-threaded; the work is a few bytes per element. */
 int gq_mlx_pack(td_dtype type, const void *src, uint64_t src_bytes, uint64_t nblocks,
                 uint32_t *weights, uint16_t *scales, uint16_t *biases, const char *label,
                 td_error *err);
@@ -155,21 +169,5 @@ gq_kernel gq_avx2_kernel(td_dtype type);
 /* F16C / AVX2 row conversions, bit-identical to gq_f32_to_f16 and gq_f32_to_bf16. */
 void gq_avx2_f32_to_f16(const float *in, uint16_t *out, size_t n);
 void gq_avx2_f32_to_bf16(const float *in, uint16_t *out, size_t n);
-
-/* ---- public API (to move to include/tensord.h) ---- */
-
-/* Dequantizes an array of a GGML block type into a new array of the same shape and dtype out
- * (TD_FLOAT32, TD_FLOAT16 or TD_BFLOAT16). a is borrowed; on success *result holds the only
- * reference to a new, writable array. Large arrays are decoded on several threads.
- * Fails with TD_EDTYPE when a's dtype is not a supported block type or out is not a float
- * type, naming both; nothing is returned then. */
-TD_EXTERN int td_array_dequantize(const td_array *a, td_dtype out, td_array **result,
-                                  td_error *err);
-
-/* MLX's packed form of an array of type q4_0, q4_1 or q8_0 (see above): three new arrays,
- * weights (uint32), scales and biases (float16), each holding one reference for the caller.
- * On failure none is returned. */
-TD_EXTERN int td_array_to_mlx(const td_array *a, td_array **weights, td_array **scales,
-                              td_array **biases, td_error *err);
 
 #endif

@@ -15,15 +15,23 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 
+#include <cpuid.h>
 #include <immintrin.h>
 
 #define GQ_AVX2 __attribute__((target("avx2,fma,f16c")))
 
+/* AVX2 and FMA through the compiler's CPU model (which also checks that the OS saves the YMM
+ * registers); F16C from CPUID leaf 1 (ECX bit 29) directly, as clang 14 does not know the name
+ * "f16c" in __builtin_cpu_supports. */
 int gq_avx2_probe(void)
 {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
+        return 0;
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d))
+        return 0;
+    return (c & (1u << 29)) != 0;
 }
 
 GQ_AVX2 static inline float gq_h2f_avx(uint16_t h)
@@ -185,7 +193,8 @@ GQ_AVX2 static void gq_q3_k_avx2(const uint8_t *x, float *y, uint64_t nb)
             for (int shift = 0; shift < 8; shift += 2, is += 2, bit++, y += 32) {
                 const __m256i mbit = _mm256_set1_epi8((char)(1 << bit));
                 __m256i v = _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(shift)), m3);
-                __m256i clear = _mm256_cmpeq_epi8(_mm256_and_si256(hm, mbit), _mm256_setzero_si256());
+                __m256i clear =
+                    _mm256_cmpeq_epi8(_mm256_and_si256(hm, mbit), _mm256_setzero_si256());
                 v = _mm256_sub_epi8(v, _mm256_and_si256(clear, four));
                 gq_st16(y, gq_lo128(v), _mm256_set1_ps(d_all * (float)sc[is]));
                 gq_st16(y + 16, gq_hi128(v), _mm256_set1_ps(d_all * (float)sc[is + 1]));
@@ -336,7 +345,8 @@ GQ_AVX2 static void gq_iq4_xs_avx2(const uint8_t *x, float *y, uint64_t nb)
         const unsigned scales_h = td__le16(x + 2);
         const uint8_t *scales_l = x + 4;
         for (int ib = 0; ib < 8; ib++, y += 32) {
-            int ls = ((scales_l[ib / 2] >> (4 * (ib % 2))) & 15) | (((scales_h >> (2 * ib)) & 3) << 4);
+            int ls =
+                ((scales_l[ib / 2] >> (4 * (ib % 2))) & 15) | (((scales_h >> (2 * ib)) & 3) << 4);
             gq_lut16(y, x + 8 + 16 * ib, table, _mm256_set1_ps(d * (float)(ls - 32)));
         }
     }

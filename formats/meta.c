@@ -1260,3 +1260,36 @@ int td_meta_get_float(const td_meta *m, const char *key, double *out)
         return TD_EDTYPE;
     return td_value_get_float(v, out);
 }
+
+int td_meta_get_array(const td_meta *m, const char *key, td_type *elem_type, size_t *n,
+                      const void **items)
+{
+    const td_value *v = td_meta_get(m, key);
+    if (!v)
+        return TD_ENOTFOUND;
+    if (v->type != TD_TYPE_ARRAY || td_value_array_type(v) == TD_TYPE_ARRAY)
+        return TD_EDTYPE;
+    if (elem_type)
+        *elem_type = td_value_array_type(v);
+    if (n)
+        *n = td_value_array_len(v);
+    if (items)
+        *items = td_value_array_data(v);
+    return 0;
+}
+
+int td_meta_get_string_at(const td_meta *m, const char *key, size_t i, const char **s,
+                          size_t *len)
+{
+    const td_value *v = td_meta_get(m, key);
+    if (!v)
+        return TD_ENOTFOUND;
+    if (v->type != TD_TYPE_ARRAY || td_value_array_type(v) != TD_TYPE_STRING)
+        return TD_EDTYPE;
+    if (i >= td_value_array_len(v))
+        return TD_ERANGE;
+    const char *p = td_value_string(td_value_array_at(v, i), len);
+    if (s)
+        *s = p;
+    return 0;
+}

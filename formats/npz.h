@@ -54,6 +54,13 @@ int npz_index(const uint8_t *base, size_t len, const char *fname, uint64_t max_i
 int npz_inflate_entry(const td__entry *e, const uint8_t *file, size_t file_len, uint8_t *dst,
                       const char *fname, td_error *err);
 
+/* As npz_inflate_entry, but buf holds e->src.inflated bytes and receives the whole member, npy
+ * header included: the data lands at buf + e->src.skip (a multiple of 64 in files numpy or we
+ * wrote; check before relying on it). One whole-buffer inflate with no scratch copy, which is
+ * the fast path when built with libdeflate; the same checks and errors as npz_inflate_entry. */
+int npz_inflate_member(const td__entry *e, const uint8_t *file, size_t file_len, uint8_t *buf,
+                       const char *fname, td_error *err);
+
 /* Writes an npz of items[0..n) to w: member items[i].name + ".npy", in order, deflated when
  * compressed is non-zero, else stored with 64-byte aligned data. Names must be set (the
  * caller maps MLX's unnamed entries to arr_K) and distinct (TD_EDUP otherwise); names zip

@@ -24,6 +24,10 @@ enum {
     TD__LAYOUT_SWAP = 1u << 0,    /* big-endian elements (complex: each half swapped) */
     TD__LAYOUT_FORTRAN = 1u << 1, /* column-major order */
     TD__LAYOUT_DEFLATE = 1u << 2, /* a deflated npz member: src holds the stream */
+    TD__LAYOUT_DEQUANT = 1u << 3, /* GGML blocks of src.block, dequantized to dtype */
+    TD__LAYOUT_MLX_W = 1u << 4,   /* MLX packed form of src.block: the uint32 weights */
+    TD__LAYOUT_MLX_S = 1u << 5,   /* ... the float16 scales */
+    TD__LAYOUT_MLX_B = 1u << 6,   /* ... the float16 biases */
 };
 
 /* Where the encoded bytes of a non-plain entry are, in region 0. */
@@ -33,6 +37,9 @@ typedef struct td__src {
     uint64_t inflated; /* DEFLATE: bytes the stream inflates to (npy header included) */
     uint64_t skip;     /* DEFLATE: bytes of npy header at the start of the inflated stream */
     uint32_t crc32;    /* DEFLATE: CRC-32 of the inflated stream */
+    td_dtype block;    /* DEQUANT, MLX_*: the GGML block type stored */
+    uint64_t elems;    /* DEQUANT, MLX_*: elements stored (the innermost size is row_elems) */
+    uint64_t row_elems;
 } td__src;
 
 typedef struct td__entry {
@@ -84,6 +91,17 @@ int td__shape_nbytes(td_dtype dtype, uint32_t ndim, const int64_t *shape, uint64
  * Fortran into C order. `file` is region 0. max_inflated bounds the inflated stream. */
 int td__decode_entry(const td__entry *e, const uint8_t *file, size_t file_len, void *dst,
                      const char *fname, td_error *err);
+
+/* td_load_options.dequantize: rewrites every GGML block entry of t as entries to decode:
+ * target TD_FLOAT32, TD_FLOAT16 or TD_BFLOAT16 gives one entry of that dtype; TD_DEQUANT_MLX
+ * gives MLX's packed form (NAME uint32 weights, PREFIX.scales and PREFIX.biases float16, PREFIX
+ * being NAME without ".weight") for q4_0, q4_1 and q8_0, and float16 for the other types.
+ * Entries already decoded elsewhere (npz, npy) are refused: only GGUF holds blocks. */
+int td__table_dequant(td__table *t, int target, const char *fname, td_error *err);
+
+/* Decodes a DEQUANT or MLX_* entry into dst (e->nbytes). */
+int td__decode_dequant(const td__entry *e, const uint8_t *file, size_t file_len, void *dst,
+                       const char *fname, td_error *err);
 
 /* npz: the default bound on inflated bytes when the caller gives none. */
 #define TD__DEFAULT_MAX_INFLATED (16ull << 30)

@@ -14,6 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef TD_HAVE_LIBDEFLATE
+#include <libdeflate.h>
+#endif
+
 #define ZIP__U16_MAX 0xffffu
 #define ZIP__U32_MAX 0xffffffffu
 /* Bytes handed to zlib per call: its counters are 32-bit. */
@@ -29,7 +33,20 @@ static const char *zip__q(const char *name, size_t len, char *out, size_t cap)
 
 uint32_t zip_crc32(uint32_t crc, const void *p, size_t n)
 {
+#ifdef TD_HAVE_LIBDEFLATE
+    return libdeflate_crc32(crc, p, n); /* same CRC, about 4x faster than zlib's */
+#else
     return (uint32_t)crc32_z(crc, (const Bytef *)p, n);
+#endif
+}
+
+const char *zip_deflate_engine(void)
+{
+#ifdef TD_HAVE_LIBDEFLATE
+    return "libdeflate";
+#else
+    return "zlib";
+#endif
 }
 
 int zip_check_name(const char *name, size_t len, const char *fname, td_error *err)
@@ -698,6 +715,29 @@ int zip_inflate_prefix(const uint8_t *src, uint64_t src_len, uint8_t *out, size_
     return rc;
 }
 
+int zip_inflate_whole(const uint8_t *src, uint64_t src_len, uint8_t *out, uint64_t out_len,
+                      uint32_t *crc, const char *what, td_error *err)
+{
+#ifdef TD_HAVE_LIBDEFLATE
+    if (src_len <= SIZE_MAX && out_len <= SIZE_MAX) {
+        struct libdeflate_decompressor *d = libdeflate_alloc_decompressor();
+        if (!d)
+            return td__err(err, TD_ENOMEM, "%s: out of memory inflating", what);
+        /* NULL actual_out: anything but exactly out_len bytes is an error */
+        enum libdeflate_result r =
+            libdeflate_deflate_decompress(d, src, (size_t)src_len, out, (size_t)out_len, NULL);
+        libdeflate_free_decompressor(d);
+        if (r == LIBDEFLATE_SUCCESS) {
+            if (crc)
+                *crc = libdeflate_crc32(0, out, (size_t)out_len);
+            return 0;
+        }
+        /* Failures are rare: let zlib run again and name the problem exactly. */
+    }
+#endif
+    return zip_inflate(src, src_len, 0, out, out_len, crc, what, err);
+}
+
 int zip_verify(const uint8_t *base, size_t len, const char *fname, td_error *err)
 {
     if (!fname)
@@ -749,6 +789,11 @@ struct zip__cd_rec {
 #define ZIP__DOS_DATE   ((1u << 5) | 1)  /* 1980-01-01 */
 #define ZIP__EXT_ATTR   (0100644u << 16) /* regular file, rw-r--r-- */
 #define ZIP__ZBUF       (256u * 1024u)
+/* libdeflate takes the last piece of a deflated member in one call when it is at least this
+ * big (below, zlib is as quick) and at most ZIP__LD_MAX (its output buffer is as big as the
+ * compressed piece; beyond, zlib streams in constant memory). */
+#define ZIP__LD_MIN 4096u
+#define ZIP__LD_MAX (1ull << 30)
 
 void zip_writer_init(zip_writer *zw, td__writer *w, const char *fname)
 {
@@ -764,6 +809,9 @@ void zip_writer_destroy(zip_writer *zw)
     free(zw->recs);
     if (zw->zlib_ready)
         deflateEnd(&zw->zs);
+#ifdef TD_HAVE_LIBDEFLATE
+    libdeflate_free_compressor(zw->ld);
+#endif
     free(zw->zbuf);
     memset(zw, 0, sizeof *zw);
 }
@@ -881,18 +929,34 @@ int zip_writer_begin(zip_writer *zw, const char *name, unsigned method, int leve
     if (zw->w->status)
         return zip__wfail(zw, err);
     zw->data_pos = zw->w->pos;
+    zw->stream_done = 0;
+    zw->level = level;
     zw->crc = 0;
     zw->got = 0;
     zw->csize = 0;
     if (method == ZIP_METHOD_DEFLATE) {
         if (!zw->zbuf && !(zw->zbuf = malloc(ZIP__ZBUF)))
             return td__err(err, TD_ENOMEM, "%s: out of memory for deflate", fname);
-        memset(&zw->zs, 0, sizeof zw->zs);
-        int zrc = deflateInit2(&zw->zs, level, Z_DEFLATED, -MAX_WBITS, 8, Z_DEFAULT_STRATEGY);
+        /* One deflate state serves every member (deflateReset), since setting one up costs
+         * about 256 KiB of fresh memory: an archive of many small members would spend its
+         * time in the allocator. */
+        int zrc = Z_OK;
+        if (zw->zlib_ready && zw->zlevel == level) {
+            zrc = deflateReset(&zw->zs);
+        } else {
+            if (zw->zlib_ready)
+                deflateEnd(&zw->zs);
+            zw->zlib_ready = 0;
+            memset(&zw->zs, 0, sizeof zw->zs);
+            zrc = deflateInit2(&zw->zs, level, Z_DEFLATED, -MAX_WBITS, 8, Z_DEFAULT_STRATEGY);
+            if (zrc == Z_OK) {
+                zw->zlib_ready = 1;
+                zw->zlevel = level;
+            }
+        }
         if (zrc != Z_OK)
             return td__err(err, zrc == Z_MEM_ERROR ? TD_ENOMEM : TD_EINVAL,
                            "%s: cannot start deflate (zlib %d, level %d)", fname, zrc, level);
-        zw->zlib_ready = 1;
     }
     zw->open = 1;
     return 0;
@@ -922,6 +986,8 @@ int zip_writer_data(zip_writer *zw, const void *p, size_t n, td_error *err)
 {
     if (!zw->open)
         return td__err(err, TD_EINVAL, "%s: zip data written outside a member", zw->fname);
+    if (zw->stream_done && n)
+        return td__err(err, TD_EINVAL, "%s: zip data after the last piece", zw->fname);
     zip__cd_rec *r = &zw->recs[zw->n - 1];
     if (n > r->usize - zw->got)
         return td__err(err, TD_EINVAL, "%s: member '%s' gets more than its declared %llu bytes",
@@ -948,6 +1014,62 @@ int zip_writer_data(zip_writer *zw, const void *p, size_t n, td_error *err)
     return 0;
 }
 
+#ifdef TD_HAVE_LIBDEFLATE
+/* The last piece of a deflated member in one libdeflate call. What zlib has taken so far is
+ * flushed to a byte boundary first (Z_FULL_FLUSH: non-final blocks, no back-references across
+ * the flush), so that libdeflate's blocks, the last one final, simply follow and the two form
+ * one valid deflate stream. */
+static int zip__deflate_last(zip_writer *zw, const void *p, size_t n, td_error *err)
+{
+    if (zw->got) {
+        zw->zs.next_in = NULL;
+        zw->zs.avail_in = 0;
+        int rc = zip__deflate_run(zw, Z_FULL_FLUSH, err);
+        if (rc)
+            return rc;
+    }
+    int lvl = zw->level < 0 ? 6 : zw->level;
+    if (zw->ld && zw->ld_level != lvl) {
+        libdeflate_free_compressor(zw->ld);
+        zw->ld = NULL;
+    }
+    if (!zw->ld && !(zw->ld = libdeflate_alloc_compressor(lvl)))
+        return td__err(err, TD_ENOMEM, "%s: cannot set up libdeflate (level %d)", zw->fname, lvl);
+    zw->ld_level = lvl;
+    size_t bound = libdeflate_deflate_compress_bound(zw->ld, n);
+    /* Pages of the bound that the output never reaches are never touched, so this costs the
+     * compressed size, not the bound. */
+    uint8_t *out = malloc(bound ? bound : 1);
+    if (!out)
+        return td__err(err, TD_ENOMEM, "%s: out of memory for %zu compressed bytes", zw->fname,
+                       bound);
+    size_t c = libdeflate_deflate_compress(zw->ld, p, n, out, bound);
+    int rc = 0;
+    if (!c)
+        rc = td__err(err, TD_EIO, "%s: libdeflate failed on %zu bytes", zw->fname, n);
+    else if (td__writer_write(zw->w, out, c))
+        rc = zip__wfail(zw, err);
+    free(out);
+    if (rc)
+        return rc;
+    zw->crc = zip_crc32(zw->crc, p, n);
+    zw->got += n;
+    zw->csize += c;
+    zw->stream_done = 1;
+    return 0;
+}
+#endif
+
+int zip_writer_data_last(zip_writer *zw, const void *p, size_t n, td_error *err)
+{
+#ifdef TD_HAVE_LIBDEFLATE
+    if (zw->open && !zw->stream_done && zw->recs[zw->n - 1].method == ZIP_METHOD_DEFLATE &&
+        n >= ZIP__LD_MIN && n <= ZIP__LD_MAX && n == zw->recs[zw->n - 1].usize - zw->got)
+        return zip__deflate_last(zw, p, n, err);
+#endif
+    return zip_writer_data(zw, p, n, err);
+}
+
 int zip_writer_end(zip_writer *zw, td_error *err)
 {
     if (!zw->open)
@@ -956,14 +1078,12 @@ int zip_writer_end(zip_writer *zw, td_error *err)
     if (zw->got != r->usize)
         return td__err(err, TD_EINVAL, "%s: member '%s' got %llu of its %llu bytes", zw->fname,
                        r->name, (unsigned long long)zw->got, (unsigned long long)r->usize);
-    if (r->method == ZIP_METHOD_DEFLATE) {
+    if (r->method == ZIP_METHOD_DEFLATE && !zw->stream_done) {
         zw->zs.next_in = NULL;
         zw->zs.avail_in = 0;
         int rc = zip__deflate_run(zw, Z_FINISH, err);
         if (rc)
             return rc;
-        deflateEnd(&zw->zs);
-        zw->zlib_ready = 0;
     }
     r->crc32 = zw->crc;
     r->csize = zw->csize;

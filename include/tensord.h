@@ -216,6 +216,27 @@ typedef enum td_provenance {
 TD_EXTERN td_provenance td_array_provenance(const td_array *a);
 
 /* ---------------------------------------------------------------------------------------------
+ * Dequantizing GGML block types: q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k, q4_k, q5_k, q6_k,
+ * q8_k, iq4_nl, iq4_xs, tq1_0, tq2_0, mxfp4 (bit-identical to llama.cpp's to_float; float16 and
+ * bfloat16 round the float32 result to nearest even). MLX's packed form (uint32 weights, float16
+ * scales and biases, groups of 32, w * scale + bias) exists for q4_0, q4_1 and q8_0.
+ */
+/* Dequantizes an array of a GGML block type into a new array of the same shape and dtype out
+ * (TD_FLOAT32, TD_FLOAT16 or TD_BFLOAT16). a is borrowed; on success *result holds the only
+ * reference to a new, writable array. Large arrays are decoded on several threads.
+ * Fails with TD_EDTYPE when a's dtype is not a supported block type or out is not a float
+ * type, naming both; nothing is returned then. */
+TD_EXTERN int td_array_dequantize(const td_array *a, td_dtype out, td_array **result,
+                                  td_error *err);
+
+/* MLX's packed form of an array of type q4_0, q4_1 or q8_0 (see above): three new arrays,
+ * weights (uint32), scales and biases (float16), each holding one reference for the caller.
+ * On failure none is returned. */
+TD_EXTERN int td_array_to_mlx(const td_array *a, td_array **weights, td_array **scales,
+                              td_array **biases, td_error *err);
+
+
+/* ---------------------------------------------------------------------------------------------
  * Dicts: ordered name -> array. File order on load, insertion order on save.
  */
 typedef struct td_dict td_dict;
@@ -323,6 +344,14 @@ TD_EXTERN const td_value *td_value_array_at(const td_value *v, size_t i);
 TD_EXTERN int td_meta_get_string(const td_meta *m, const char *key, const char **s, size_t *len);
 TD_EXTERN int td_meta_get_int(const td_meta *m, const char *key, int64_t *out);
 TD_EXTERN int td_meta_get_float(const td_meta *m, const char *key, double *out);
+/* A one-dimensional array: its element type, length, and packed items (NULL for an array of
+ * strings). TD_EDTYPE for scalars, strings and arrays of arrays. */
+TD_EXTERN int td_meta_get_array(const td_meta *m, const char *key, td_type *elem_type, size_t *n,
+                                const void **items);
+/* Item i of a list of strings (a tokenizer vocabulary, say): borrowed bytes and length.
+ * TD_EDTYPE when the value is not an array of strings, TD_ERANGE when i is past its end. */
+TD_EXTERN int td_meta_get_string_at(const td_meta *m, const char *key, size_t i, const char **s,
+                                    size_t *len);
 
 /* ---------------------------------------------------------------------------------------------
  * Save and load
@@ -351,9 +380,16 @@ typedef struct td_load_options {
     td_load_mode mode;       /* TD_MODE_AUTO */
     const char *socket_path; /* NULL: $TENSORD_SOCKET, then /run/tensord/tensord.sock */
     uint64_t max_inflated;   /* npz: bound on all inflated bytes; 0 = 16 GiB */
-    int dequantize;          /* 0, or a td_dtype to turn GGML blocks into (f32/f16/bf16) */
+    int dequantize;          /* 0: GGML blocks as stored; TD_FLOAT32, TD_FLOAT16, TD_BFLOAT16:
+                                every block tensor dequantized; TD_DEQUANT_MLX: MLX's form */
     unsigned flags;          /* reserved, 0 */
 } td_load_options;
+
+/* td_load_options.dequantize: MLX's packed form, as mx.load gives GGUF files. q4_0, q4_1 and
+ * q8_0 tensors NAME become NAME (uint32 weights), PREFIX.scales and PREFIX.biases (float16,
+ * one per group of 32; w * scale + bias), PREFIX being NAME without ".weight"; other block
+ * types become float16. */
+#define TD_DEQUANT_MLX 0x4d4c58
 
 /* The defaults: every field zero. */
 #define TD_LOAD_OPTIONS_INIT                                                                       \

@@ -44,12 +44,12 @@
 #define TD__PROTO_PREFIX 4
 
 /* Hard bounds, whatever td__proto_limits says. */
-#define TD__PROTO_FDS_MAX   253u               /* the kernel's SCM_MAX_FD */
-#define TD__PROTO_FRAME_MAX (1024u * 1024 * 1024) /* 1 GiB */
-#define TD__PROTO_DEPTH_MAX 32u                /* msgpack-c's unpacker stack */
-#define TD__PROTO_NAME_MAX  65535u             /* tensor names, metadata keys, file names */
-#define TD__PROTO_TEXT_MAX  1024u              /* error messages, software names */
-#define TD__PROTO_FIELDS_MAX 64u               /* keys in a message or options map */
+#define TD__PROTO_FDS_MAX    253u                  /* the kernel's SCM_MAX_FD */
+#define TD__PROTO_FRAME_MAX  (1024u * 1024 * 1024) /* 1 GiB */
+#define TD__PROTO_DEPTH_MAX  32u                   /* msgpack-c's unpacker stack */
+#define TD__PROTO_NAME_MAX   65535u                /* tensor names, metadata keys, file names */
+#define TD__PROTO_TEXT_MAX   1024u                 /* error messages, software names */
+#define TD__PROTO_FIELDS_MAX 64u                   /* keys in a message or options map */
 
 /* Message types. A reply to request type T has type T | TD__PROTO_REPLY; ERROR answers any. */
 enum {
@@ -130,7 +130,7 @@ typedef struct td__proto_hello {
     uint64_t features;    /* request: bits understood; reply: bits both sides will use */
     uint32_t max_frame;   /* the sender's receiving limits (0: not stated) */
     uint32_t max_fds;
-    char *software;       /* "libtensord 0.1.0"; may be NULL; at most TD__PROTO_TEXT_MAX bytes */
+    char *software; /* "libtensord 0.1.0"; may be NULL; at most TD__PROTO_TEXT_MAX bytes */
 } td__proto_hello;
 
 /* LOAD: the file travels as the frame's descriptor 0. */
@@ -173,7 +173,7 @@ typedef struct td__proto_status_req {
 #define TD__PROTO_STATS_MAP(XX)                                                                    \
     XX(entries, "cached files")                                                                    \
     XX(bytes, "bytes held (mapped files and derived buffers)")                                     \
-    XX(derived_bytes, "bytes of derived buffers (decoded, dequantized, snapshots)")                 \
+    XX(derived_bytes, "bytes of derived buffers (decoded, dequantized, snapshots)")                \
     XX(budget, "memory budget in bytes (0: none)")                                                 \
     XX(hits, "loads served from the cache")                                                        \
     XX(misses, "loads that parsed a file")                                                         \
@@ -194,7 +194,7 @@ typedef struct td__proto_stats {
 
 /* One cached file in a STATUS reply. */
 typedef struct td__proto_status_file {
-    char *name;     /* the name the first client gave (owned after decode); may be NULL */
+    char *name; /* the name the first client gave (owned after decode); may be NULL */
     td_format format;
     uint32_t mode;  /* TD__PROTO_MODE_* */
     uint64_t bytes; /* bytes held for the file */
@@ -236,16 +236,16 @@ typedef struct td__proto_msg {
     uint32_t type; /* TD__PROTO_* */
     uint32_t id;   /* request id; replies repeat it; 0 in an ERROR not tied to a request */
     union {
-        td__proto_hello hello;       /* HELLO, HELLO_OK */
-        td__proto_load load;         /* LOAD */
-        td__proto_loaded loaded;     /* LOAD_OK */
-        td__proto_release release;   /* RELEASE, RELEASE_OK */
+        td__proto_hello hello;           /* HELLO, HELLO_OK */
+        td__proto_load load;             /* LOAD */
+        td__proto_loaded loaded;         /* LOAD_OK */
+        td__proto_release release;       /* RELEASE, RELEASE_OK */
         td__proto_status_req status_req; /* STATUS */
-        td__proto_status status;     /* STATUS_OK */
-        td__proto_evict evict;       /* EVICT */
-        td__proto_evicted evicted;   /* EVICT_OK */
-        td__proto_ping ping;         /* PING, PONG */
-        td__proto_error error;       /* ERROR */
+        td__proto_status status;         /* STATUS_OK */
+        td__proto_evict evict;           /* EVICT */
+        td__proto_evicted evicted;       /* EVICT_OK */
+        td__proto_ping ping;             /* PING, PONG */
+        td__proto_error error;           /* ERROR */
     } u;
 } td__proto_msg;
 
@@ -293,11 +293,11 @@ int td__proto_prewalk(const uint8_t *p, size_t n, const td__proto_limits *lim, t
 
 /* An encoded frame on its way out. buf is owned; fds are borrowed from the message. */
 typedef struct td__proto_out {
-    uint8_t *buf;                  /* prefix + body */
-    size_t len;                    /* bytes in buf */
-    size_t cap;                    /* allocated */
-    size_t sent;                   /* bytes written so far */
-    int fds[TD__PROTO_FDS_MAX];    /* to attach to the first byte (borrowed, never closed) */
+    uint8_t *buf;               /* prefix + body */
+    size_t len;                 /* bytes in buf */
+    size_t cap;                 /* allocated */
+    size_t sent;                /* bytes written so far */
+    int fds[TD__PROTO_FDS_MAX]; /* to attach to the first byte (borrowed, never closed) */
     unsigned nfds;
 } td__proto_out;
 
@@ -380,8 +380,9 @@ int td__proto_send_msg(int sock, const td__proto_msg *m, const td__proto_limits 
  * dropped between frames without losing anything. Descriptors arriving with any other byte
  * than a frame's first, more than lim.max_fds on one frame (MSG_CTRUNC), a length of 0 or
  * above lim.max_frame are errors. recvmsg uses MSG_CMSG_CLOEXEC | MSG_DONTWAIT. The body
- * buffer grows with the bytes that actually arrive (at most twice what came), never to the
- * announced length up front.
+ * buffer grows with the bytes that actually arrive (at most twice what came, or 64 KiB), never
+ * to the announced length up front. Protocol sockets must not have SO_PASSCRED set (credentials
+ * would take the control-buffer room sized for max_fds descriptors); use td__proto_peercred.
  */
 typedef struct td__proto_receiver {
     td__proto_limits lim; /* resolved */
@@ -393,14 +394,17 @@ typedef struct td__proto_receiver {
     size_t cap;
     int fds[TD__PROTO_FDS_MAX];
     unsigned nfds;
-    int status; /* sticky: the first error, after which the stream is unusable */
+    int status;     /* sticky: the first error, after which the stream is unusable */
+    bool clean_eof; /* status is TD_ECLOSED from a close between frames */
 } td__proto_receiver;
 
 /* lim: NULL for the defaults; copied. */
 void td__proto_receiver_init(td__proto_receiver *r, const td__proto_limits *lim);
 /* Frees the partial body and closes any descriptors held. No operation on a destroyed one. */
 void td__proto_receiver_destroy(td__proto_receiver *r);
-/* True between frames (nothing of a frame read yet). */
+/* True between frames: nothing of a frame read yet, and no failure other than the peer
+ * closing the connection between two frames (so after TD_ECLOSED, idle tells a clean
+ * disconnect from one in the middle of a frame). */
 bool td__proto_receiver_idle(const td__proto_receiver *r);
 
 /* Reads from sock until a frame is complete or the socket has nothing more. Returns 1 with

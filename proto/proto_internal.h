@@ -14,9 +14,9 @@
 typedef struct td__proto_enc {
     msgpack_packer pk;
     td__proto_out *out;
-    size_t max;                 /* bytes the out may reach, prefix included */
-    int status;                 /* 0, TD_ENOMEM or TD_ELIMIT */
-    td__proto_limits peer;      /* resolved receiver limits */
+    size_t max;            /* bytes the out may reach, prefix included */
+    int status;            /* 0, TD_ENOMEM or TD_ELIMIT */
+    td__proto_limits peer; /* resolved receiver limits */
 } td__proto_enc;
 
 /* Decoder context: limits and where errors go. */

@@ -116,8 +116,8 @@ static int td__value_encode(td__proto_enc *e, const td_value *v, const char *key
         if (n > e->peer.max_str / esz)
             return td__err(err, TD_ELIMIT,
                            "meta '%s': array of %zu %s (%zu bytes, the peer takes %u)",
-                           td__quote(key, strlen(key), q, sizeof q), n, td_type_name(et),
-                           n * esz, e->peer.max_str);
+                           td__quote(key, strlen(key), q, sizeof q), n, td_type_name(et), n * esz,
+                           e->peer.max_str);
         const void *data = td_value_array_data(v);
 #if TD__PROTO_SWAP
         void *sw = td__swap_copy(data, n, esz);
@@ -163,8 +163,7 @@ int td__proto_meta_encode(td__proto_enc *e, const td_meta *m, td_error *err)
 {
     size_t n = td_meta_size(m);
     if (n > e->peer.max_count)
-        return td__err(err, TD_ELIMIT, "meta: %zu keys (the peer takes %u)", n,
-                       e->peer.max_count);
+        return td__err(err, TD_ELIMIT, "meta: %zu keys (the peer takes %u)", n, e->peer.max_count);
     msgpack_pack_map(&e->pk, n);
     for (size_t i = 0; i < n && !e->status; i++) {
         const char *key;
@@ -199,10 +198,10 @@ static int td__scalar_decode(const td__mctx *c, const msgpack_object *o, td_type
         int64_t lo;
         uint64_t hi;
     } range[TD_TYPE_COUNT] = {
-        [TD_TYPE_UINT8] = {0, UINT8_MAX},        [TD_TYPE_INT8] = {INT8_MIN, INT8_MAX},
-        [TD_TYPE_UINT16] = {0, UINT16_MAX},      [TD_TYPE_INT16] = {INT16_MIN, INT16_MAX},
-        [TD_TYPE_UINT32] = {0, UINT32_MAX},      [TD_TYPE_INT32] = {INT32_MIN, INT32_MAX},
-        [TD_TYPE_UINT64] = {0, UINT64_MAX},      [TD_TYPE_INT64] = {INT64_MIN, INT64_MAX},
+        [TD_TYPE_UINT8] = {0, UINT8_MAX},   [TD_TYPE_INT8] = {INT8_MIN, INT8_MAX},
+        [TD_TYPE_UINT16] = {0, UINT16_MAX}, [TD_TYPE_INT16] = {INT16_MIN, INT16_MAX},
+        [TD_TYPE_UINT32] = {0, UINT32_MAX}, [TD_TYPE_INT32] = {INT32_MIN, INT32_MAX},
+        [TD_TYPE_UINT64] = {0, UINT64_MAX}, [TD_TYPE_INT64] = {INT64_MIN, INT64_MAX},
     };
     switch (t) {
     case TD_TYPE_FLOAT32:
@@ -240,8 +239,8 @@ static int td__scalar_decode(const td__mctx *c, const msgpack_object *o, td_type
         if (i < range[t].lo)
             goto range;
     } else {
-        return td__err(c->d->err, TD_EPROTO, "%s '%s': %s value is not an integer", c->what,
-                       c->key, td_type_name(t));
+        return td__err(c->d->err, TD_EPROTO, "%s '%s': %s value is not an integer", c->what, c->key,
+                       td_type_name(t));
     }
     switch (t) {
     case TD_TYPE_UINT8:
@@ -283,8 +282,8 @@ static int td__scalar_decode(const td__mctx *c, const msgpack_object *o, td_type
     }
     return 0;
 range:
-    return td__err(c->d->err, TD_EPROTO, "%s '%s': %s%llu is out of range for %s", c->what,
-                   c->key, neg ? "-" : "",
+    return td__err(c->d->err, TD_EPROTO, "%s '%s': %s%llu is out of range for %s", c->what, c->key,
+                   neg ? "-" : "",
                    neg ? (unsigned long long)(-(i + 1)) + 1ull : (unsigned long long)u,
                    td_type_name(t));
 }
@@ -297,8 +296,7 @@ static int td__value_decode(const td__mctx *c, const msgpack_object *o, unsigned
     int rc;
     *out = NULL;
     if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size < 2)
-        return td__err(d->err, TD_EPROTO, "%s '%s': value is not [type, payload]", c->what,
-                       c->key);
+        return td__err(d->err, TD_EPROTO, "%s '%s': value is not [type, payload]", c->what, c->key);
     const msgpack_object *x = o->via.array.ptr;
     if (x[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER || x[0].via.u64 >= TD_TYPE_COUNT)
         return td__err(d->err, TD_EPROTO, "%s '%s': value type is not a known type", c->what,
@@ -321,8 +319,8 @@ static int td__value_decode(const td__mctx *c, const msgpack_object *o, unsigned
     }
 
     if (depth > TD_META_MAX_DEPTH)
-        return td__err(d->err, TD_ELIMIT, "%s '%s': arrays nested deeper than %d", c->what,
-                       c->key, TD_META_MAX_DEPTH);
+        return td__err(d->err, TD_ELIMIT, "%s '%s': arrays nested deeper than %d", c->what, c->key,
+                       TD_META_MAX_DEPTH);
     if (o->via.array.size < 3)
         return td__err(d->err, TD_EPROTO, "%s '%s': array value is not [9, elem_type, items]",
                        c->what, c->key);
@@ -334,8 +332,8 @@ static int td__value_decode(const td__mctx *c, const msgpack_object *o, unsigned
 
     if (td__type_is_scalar(et)) {
         if (items->type != MSGPACK_OBJECT_BIN)
-            return td__err(d->err, TD_EPROTO, "%s '%s': array of %s: items are not a bin",
-                           c->what, c->key, td_type_name(et));
+            return td__err(d->err, TD_EPROTO, "%s '%s': array of %s: items are not a bin", c->what,
+                           c->key, td_type_name(et));
         size_t esz = td__type_size(et), nb = items->via.bin.size;
         if (nb % esz)
             return td__err(d->err, TD_EPROTO,
@@ -363,8 +361,8 @@ static int td__value_decode(const td__mctx *c, const msgpack_object *o, unsigned
     }
 
     if (items->type != MSGPACK_OBJECT_ARRAY)
-        return td__err(d->err, TD_EPROTO, "%s '%s': array of %s: items are not an array",
-                       c->what, c->key, td_type_name(et));
+        return td__err(d->err, TD_EPROTO, "%s '%s': array of %s: items are not an array", c->what,
+                       c->key, td_type_name(et));
     uint32_t n = items->via.array.size;
     td_value *arr = td_value_new_array(et);
     if (!arr)
@@ -379,8 +377,7 @@ static int td__value_decode(const td__mctx *c, const msgpack_object *o, unsigned
                              c->what, c->key, i);
                 goto fail;
             }
-            if ((rc = td__value_array_push_string(arr, it->via.str.ptr, it->via.str.size,
-                                                  d->err)))
+            if ((rc = td__value_array_push_string(arr, it->via.str.ptr, it->via.str.size, d->err)))
                 goto fail;
             continue;
         }

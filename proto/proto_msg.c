@@ -1,5 +1,6 @@
 /*
- * proto_msg.c - the messages: building, encoding to frames, decoding with strict checks.
+ * proto_msg.c - the messages: building them, the checks shared with the encoder
+ * (proto_enc.c), and decoding with strict checks.
  *
  * Every message is one msgpack map with string keys (PROTOCOL.md, "Messages"). Decoding runs in
  * three steps: the pre-walk (proto_walk.c) bounds every count by the bytes present; msgpack-c
@@ -139,372 +140,48 @@ int td__proto_negotiate(const td__proto_hello *theirs, uint32_t min_version, uin
  * Shared checks
  */
 
+/* The entry's name, quoted for a message (only computed on failure paths). */
+static const char *td__ename(const td__entry *e, char *q, size_t cap)
+{
+    return e->name ? td__quote(e->name, strlen(e->name), q, cap) : "";
+}
+
 int td__proto_entry_check(const td__entry *e, size_t idx, const td__proto_region *regions,
                           uint32_t nregions, int code, const char *what, td_error *err)
 {
     char q[80];
-    const char *name = e->name ? td__quote(e->name, strlen(e->name), q, sizeof q) : "";
     if (e->layout)
-        return td__err(err, code, "%s: entries[%zu] '%s': layout %u is not 0 (send decoded entries)",
-                       what, idx, name, e->layout);
+        return td__err(err, code,
+                       "%s: entries[%zu] '%s': layout %u is not 0 (send decoded entries)", what,
+                       idx, td__ename(e, q, sizeof q), e->layout);
     if (!td__dtype_info(e->dtype))
         return td__err(err, code == TD_EPROTO ? TD_EDTYPE : code,
-                       "%s: entries[%zu] '%s': dtype %d is unknown", what, idx, name,
-                       (int)e->dtype);
+                       "%s: entries[%zu] '%s': dtype %d is unknown", what, idx,
+                       td__ename(e, q, sizeof q), (int)e->dtype);
     if (e->ndim > TD_MAX_DIMS || (e->ndim && !e->shape))
         return td__err(err, code, "%s: entries[%zu] '%s': %u dimensions (at most %d)", what, idx,
-                       name, e->ndim, TD_MAX_DIMS);
+                       td__ename(e, q, sizeof q), e->ndim, TD_MAX_DIMS);
     uint64_t nbytes;
     td_error tmp;
     if (td__shape_nbytes(e->dtype, e->ndim, e->shape, &nbytes, &tmp))
-        return td__err(err, code, "%s: entries[%zu] '%s': shape: %s", what, idx, name,
-                       tmp.message);
+        return td__err(err, code, "%s: entries[%zu] '%s': shape: %s", what, idx,
+                       td__ename(e, q, sizeof q), tmp.message);
     if (nbytes != e->nbytes)
         return td__err(err, code, "%s: entries[%zu] '%s': nbytes %llu, but %s x shape is %llu",
-                       what, idx, name, (unsigned long long)e->nbytes,
+                       what, idx, td__ename(e, q, sizeof q), (unsigned long long)e->nbytes,
                        td_dtype_name(e->dtype), (unsigned long long)nbytes);
     if (e->region >= nregions)
         return td__err(err, code, "%s: entries[%zu] '%s': region %u, but there are %u", what, idx,
-                       name, e->region, nregions);
+                       td__ename(e, q, sizeof q), e->region, nregions);
     uint64_t end;
     if (!td__add_u64(e->offset, e->nbytes, &end) || end > regions[e->region].size)
         return td__err(err, code,
                        "%s: entries[%zu] '%s': bytes %llu + %llu are past the end of region %u "
                        "(%llu bytes)",
-                       what, idx, name, (unsigned long long)e->offset,
+                       what, idx, td__ename(e, q, sizeof q), (unsigned long long)e->offset,
                        (unsigned long long)e->nbytes, e->region,
                        (unsigned long long)regions[e->region].size);
     return 0;
-}
-
-/* ---------------------------------------------------------------------------------------------
- * Encoding
- */
-
-static int td__enc_write(void *data, const char *buf, size_t len)
-{
-    td__proto_enc *e = data;
-    td__proto_out *o = e->out;
-    if (e->status)
-        return -1;
-    if (len > e->max - o->len) {
-        e->status = TD_ELIMIT;
-        return -1;
-    }
-    if (len > o->cap - o->len) {
-        size_t cap = o->cap ? o->cap : 256;
-        while (cap - o->len < len)
-            cap = cap > e->max / 2 ? e->max : cap * 2;
-        uint8_t *nb = realloc(o->buf, cap);
-        if (!nb) {
-            e->status = TD_ENOMEM;
-            return -1;
-        }
-        o->buf = nb;
-        o->cap = cap;
-    }
-    memcpy(o->buf + o->len, buf, len);
-    o->len += len;
-    return 0;
-}
-
-static void td__pk_key(td__proto_enc *e, const char *k)
-{
-    msgpack_pack_str_with_body(&e->pk, k, strlen(k));
-}
-
-static void td__pk_kv_u64(td__proto_enc *e, const char *k, uint64_t v)
-{
-    td__pk_key(e, k);
-    msgpack_pack_uint64(&e->pk, v);
-}
-
-static void td__pk_str_or_nil(td__proto_enc *e, const char *s)
-{
-    if (s)
-        msgpack_pack_str_with_body(&e->pk, s, strlen(s));
-    else
-        msgpack_pack_nil(&e->pk);
-}
-
-/* Checks a string the encoder is about to send against a bound. */
-static int td__enc_text(const char *s, size_t max, const char *what, const char *field,
-                        td_error *err)
-{
-    if (s && strlen(s) > max)
-        return td__err(err, TD_ELIMIT, "%s: %s of %zu bytes (limit %zu)", what, field, strlen(s),
-                       max);
-    return 0;
-}
-
-static int td__enc_add_fd(td__proto_out *o, int fd, const char *what, td_error *err)
-{
-    if (fd < 0)
-        return td__err(err, TD_EINVAL, "%s: descriptor %d is not valid", what, fd);
-    if (o->nfds >= TD__PROTO_FDS_MAX)
-        return td__err(err, TD_ELIMIT, "%s: more than %u descriptors", what, TD__PROTO_FDS_MAX);
-    o->fds[o->nfds++] = fd;
-    return 0;
-}
-
-/* Fields common to every message; n counts the type-specific ones. */
-static void td__enc_head(td__proto_enc *e, const td__proto_msg *m, size_t n, unsigned nfds)
-{
-    msgpack_pack_map(&e->pk, 3 + n);
-    td__pk_kv_u64(e, "type", m->type);
-    td__pk_kv_u64(e, "id", m->id);
-    td__pk_kv_u64(e, "fds", nfds);
-}
-
-static int td__enc_hello(td__proto_enc *e, const td__proto_msg *m, td_error *err)
-{
-    const td__proto_hello *h = &m->u.hello;
-    const char *what = td__proto_type_name(m->type);
-    if (!h->version)
-        return td__err(err, TD_EINVAL, "%s: version 0", what);
-    if (h->min_version > h->version)
-        return td__err(err, TD_EINVAL, "%s: min_version %u above version %u", what,
-                       h->min_version, h->version);
-    int rc = td__enc_text(h->software, TD__PROTO_TEXT_MAX, what, "software", err);
-    if (rc)
-        return rc;
-    td__enc_head(e, m, 5 + (h->software != NULL), 0);
-    td__pk_kv_u64(e, "version", h->version);
-    td__pk_kv_u64(e, "min_version", h->min_version ? h->min_version : h->version);
-    td__pk_kv_u64(e, "features", h->features);
-    td__pk_kv_u64(e, "max_frame", h->max_frame);
-    td__pk_kv_u64(e, "max_fds", h->max_fds);
-    if (h->software) {
-        td__pk_key(e, "software");
-        td__pk_str_or_nil(e, h->software);
-    }
-    return 0;
-}
-
-static int td__enc_load(td__proto_enc *e, const td__proto_msg *m, td_error *err)
-{
-    const td__proto_load *l = &m->u.load;
-    if ((unsigned)l->format > TD_FORMAT_GGUF)
-        return td__err(err, TD_EINVAL, "LOAD: format %d is unknown", (int)l->format);
-    if (l->mode >= TD__PROTO_MODE_COUNT)
-        return td__err(err, TD_EINVAL, "LOAD: mode %u is unknown", l->mode);
-    if (l->dequant && !td__dtype_info((td_dtype)l->dequant))
-        return td__err(err, TD_EINVAL, "LOAD: dequant dtype %u is unknown", l->dequant);
-    int rc = td__enc_text(l->name, TD__PROTO_NAME_MAX, "LOAD", "name", err);
-    if (rc || (rc = td__enc_add_fd(e->out, l->fd, "LOAD", err)))
-        return rc;
-    td__enc_head(e, m, 5 + (l->name != NULL), 1);
-    td__pk_kv_u64(e, "format", (uint64_t)l->format);
-    td__pk_kv_u64(e, "mode", l->mode);
-    td__pk_kv_u64(e, "dequant", l->dequant);
-    td__pk_kv_u64(e, "max_inflated", l->max_inflated);
-    td__pk_kv_u64(e, "flags", l->flags);
-    if (l->name) {
-        td__pk_key(e, "name");
-        td__pk_str_or_nil(e, l->name);
-    }
-    return 0;
-}
-
-static int td__enc_loaded(td__proto_enc *e, const td__proto_msg *m, td_error *err)
-{
-    const td__proto_loaded *l = &m->u.loaded;
-    const td__table *t = l->table;
-    if (!l->lease)
-        return td__err(err, TD_EINVAL, "LOAD_OK: lease 0");
-    if (!t)
-        return td__err(err, TD_EINVAL, "LOAD_OK: no table");
-    if (t->format < TD_FORMAT_NPY || t->format > TD_FORMAT_GGUF)
-        return td__err(err, TD_EINVAL, "LOAD_OK: table format %d is not a file format",
-                       (int)t->format);
-    if (l->nregions > e->peer.max_fds)
-        return td__err(err, TD_ELIMIT, "LOAD_OK: %u regions, the peer takes %u descriptors",
-                       l->nregions, e->peer.max_fds);
-    if (t->n > e->peer.max_count)
-        return td__err(err, TD_ELIMIT, "LOAD_OK: %zu entries, the peer takes %u", t->n,
-                       e->peer.max_count);
-    if (l->nregions && !l->regions)
-        return td__err(err, TD_EINVAL, "LOAD_OK: %u regions but no region array", l->nregions);
-    for (uint32_t i = 0; i < l->nregions; i++) {
-        int rc = td__enc_add_fd(e->out, l->regions[i].fd, "LOAD_OK: region", err);
-        if (rc)
-            return rc;
-    }
-    for (size_t i = 0; i < t->n; i++) {
-        const td__entry *en = &t->entries[i];
-        int rc = td__proto_entry_check(en, i, l->regions, l->nregions, TD_EINVAL, "LOAD_OK", err);
-        if (rc)
-            return rc;
-        if (en->name && strlen(en->name) > TD__PROTO_NAME_MAX)
-            return td__err(err, TD_ELIMIT, "LOAD_OK: entries[%zu]: name of %zu bytes", i,
-                           strlen(en->name));
-    }
-
-    td__enc_head(e, m, 5, l->nregions);
-    td__pk_kv_u64(e, "lease", l->lease);
-    td__pk_kv_u64(e, "format", (uint64_t)t->format);
-    td__pk_key(e, "regions");
-    msgpack_pack_array(&e->pk, l->nregions);
-    for (uint32_t i = 0; i < l->nregions; i++) {
-        msgpack_pack_array(&e->pk, 2);
-        msgpack_pack_uint32(&e->pk, i);
-        msgpack_pack_uint64(&e->pk, l->regions[i].size);
-    }
-    td__pk_key(e, "entries");
-    msgpack_pack_array(&e->pk, t->n);
-    for (size_t i = 0; i < t->n && !e->status; i++) {
-        const td__entry *en = &t->entries[i];
-        msgpack_pack_array(&e->pk, 6);
-        td__pk_str_or_nil(e, en->name);
-        msgpack_pack_uint32(&e->pk, (uint32_t)en->dtype);
-        msgpack_pack_array(&e->pk, en->ndim);
-        for (uint32_t k = 0; k < en->ndim; k++)
-            msgpack_pack_uint64(&e->pk, (uint64_t)en->shape[k]);
-        msgpack_pack_uint32(&e->pk, en->region);
-        msgpack_pack_uint64(&e->pk, en->offset);
-        msgpack_pack_uint64(&e->pk, en->nbytes);
-    }
-    td__pk_key(e, "meta");
-    if (!t->meta) {
-        msgpack_pack_nil(&e->pk);
-        return 0;
-    }
-    return td__proto_meta_encode(e, t->meta, err);
-}
-
-static int td__enc_status(td__proto_enc *e, const td__proto_msg *m, td_error *err)
-{
-    const td__proto_status *s = &m->u.status;
-    if (s->nfiles && !s->files)
-        return td__err(err, TD_EINVAL, "STATUS_OK: %u files but no file array", s->nfiles);
-    if (s->nfiles > e->peer.max_count)
-        return td__err(err, TD_ELIMIT, "STATUS_OK: %u files, the peer takes %u", s->nfiles,
-                       e->peer.max_count);
-    for (uint32_t i = 0; i < s->nfiles; i++) {
-        int rc = td__enc_text(s->files[i].name, TD__PROTO_NAME_MAX, "STATUS_OK", "file name", err);
-        if (rc)
-            return rc;
-    }
-    td__enc_head(e, m, 1 + (s->files != NULL), 0);
-    td__pk_key(e, "stats");
-    size_t nstats = 0;
-#define TD__XX(name, text) nstats++;
-    TD__PROTO_STATS_MAP(TD__XX)
-#undef TD__XX
-    msgpack_pack_map(&e->pk, nstats);
-#define TD__XX(name, text) td__pk_kv_u64(e, #name, s->stats.name);
-    TD__PROTO_STATS_MAP(TD__XX)
-#undef TD__XX
-    if (s->files) {
-        td__pk_key(e, "files");
-        msgpack_pack_array(&e->pk, s->nfiles);
-        for (uint32_t i = 0; i < s->nfiles; i++) {
-            const td__proto_status_file *f = &s->files[i];
-            msgpack_pack_array(&e->pk, 6);
-            td__pk_str_or_nil(e, f->name);
-            msgpack_pack_uint32(&e->pk, (uint32_t)f->format);
-            msgpack_pack_uint32(&e->pk, f->mode);
-            msgpack_pack_uint64(&e->pk, f->bytes);
-            msgpack_pack_uint64(&e->pk, f->leases);
-            msgpack_pack_uint64(&e->pk, f->hits);
-        }
-    }
-    return 0;
-}
-
-static int td__enc_body(td__proto_enc *e, const td__proto_msg *m, td_error *err)
-{
-    int rc;
-    switch (m->type) {
-    case TD__PROTO_HELLO:
-    case TD__PROTO_HELLO_OK:
-        return td__enc_hello(e, m, err);
-    case TD__PROTO_LOAD:
-        return td__enc_load(e, m, err);
-    case TD__PROTO_LOAD_OK:
-        return td__enc_loaded(e, m, err);
-    case TD__PROTO_RELEASE:
-    case TD__PROTO_RELEASE_OK:
-        if (!m->u.release.lease)
-            return td__err(err, TD_EINVAL, "%s: lease 0", td__proto_type_name(m->type));
-        td__enc_head(e, m, 1, 0);
-        td__pk_kv_u64(e, "lease", m->u.release.lease);
-        return 0;
-    case TD__PROTO_STATUS:
-        td__enc_head(e, m, 1, 0);
-        td__pk_kv_u64(e, "flags", m->u.status_req.flags);
-        return 0;
-    case TD__PROTO_STATUS_OK:
-        return td__enc_status(e, m, err);
-    case TD__PROTO_EVICT:
-        if (m->u.evict.fd >= 0 && (rc = td__enc_add_fd(e->out, m->u.evict.fd, "EVICT", err)))
-            return rc;
-        td__enc_head(e, m, 0, m->u.evict.fd >= 0);
-        return 0;
-    case TD__PROTO_EVICT_OK:
-        td__enc_head(e, m, 2, 0);
-        td__pk_kv_u64(e, "entries", m->u.evicted.entries);
-        td__pk_kv_u64(e, "bytes", m->u.evicted.bytes);
-        return 0;
-    case TD__PROTO_PING:
-    case TD__PROTO_PONG:
-        td__enc_head(e, m, 1, 0);
-        td__pk_kv_u64(e, "data", m->u.ping.data);
-        return 0;
-    case TD__PROTO_ERROR: {
-        if (m->u.error.code >= 0)
-            return td__err(err, TD_EINVAL, "ERROR: code %d is not negative", m->u.error.code);
-        size_t n = strnlen(m->u.error.message, sizeof m->u.error.message);
-        td__enc_head(e, m, 2, 0);
-        td__pk_key(e, "code");
-        msgpack_pack_int64(&e->pk, m->u.error.code);
-        td__pk_key(e, "message");
-        msgpack_pack_str_with_body(&e->pk, m->u.error.message, n);
-        return 0;
-    }
-    default:
-        return td__err(err, TD_EINVAL, "cannot encode message type %u", m->type);
-    }
-}
-
-int td__proto_encode(const td__proto_msg *m, const td__proto_limits *peer, td__proto_out *out,
-                     td_error *err)
-{
-    td__proto_enc e;
-    memset(out, 0, sizeof *out);
-    memset(&e, 0, sizeof e);
-    td__proto_limits_resolve(peer, &e.peer);
-    e.out = out;
-    e.max = (size_t)e.peer.max_frame + TD__PROTO_PREFIX;
-    msgpack_packer_init(&e.pk, &e, td__enc_write);
-
-    static const char zero[TD__PROTO_PREFIX];
-    td__enc_write(&e, zero, sizeof zero);
-    int rc = td__enc_body(&e, m, err);
-    if (!rc && e.status == TD_ELIMIT)
-        rc = td__err(err, TD_ELIMIT, "%s: message larger than the peer's limit of %u bytes",
-                     td__proto_type_name(m->type), e.peer.max_frame);
-    else if (!rc && e.status)
-        rc = td__err(err, e.status, "%s: out of memory encoding the message",
-                     td__proto_type_name(m->type));
-    if (!rc && out->nfds > e.peer.max_fds)
-        rc = td__err(err, TD_ELIMIT, "%s: %u descriptors, the peer takes %u",
-                     td__proto_type_name(m->type), out->nfds, e.peer.max_fds);
-    if (rc) {
-        free(out->buf);
-        memset(out, 0, sizeof *out);
-        return rc;
-    }
-    td__put32(out->buf, (uint32_t)(out->len - TD__PROTO_PREFIX));
-    return 0;
-}
-
-void td__proto_out_destroy(td__proto_out *out)
-{
-    if (!out)
-        return;
-    free(out->buf);
-    memset(out, 0, sizeof *out);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -534,8 +211,8 @@ static int td__fields_init(td__fields *f, const td__proto_dec *d, const msgpack_
     for (uint32_t i = 0; i < f->map->size; i++) {
         const msgpack_object *k = &f->map->ptr[i].key;
         if (k->type != MSGPACK_OBJECT_STR)
-            return td__err(d->err, TD_EPROTO, "%s: field %u has a key that is not a string",
-                           what, i);
+            return td__err(d->err, TD_EPROTO, "%s: field %u has a key that is not a string", what,
+                           i);
         for (uint32_t j = 0; j < i; j++) {
             const msgpack_object *k2 = &f->map->ptr[j].key;
             if (k2->via.str.size == k->via.str.size &&
@@ -607,6 +284,7 @@ static int td__copy_str(const td__proto_dec *d, const msgpack_object *o, size_t 
 static int td__elem_u64(const td__proto_dec *d, const msgpack_object *o, uint64_t max,
                         const char *what, size_t idx, const char *field, uint64_t *out)
 {
+    *out = 0;
     if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
         return td__err(d->err, TD_EPROTO, "%s[%zu]: %s is not an unsigned integer", what, idx,
                        field);
@@ -660,14 +338,13 @@ static int td__dec_load(const td__fields *f, td__proto_msg *m)
     if ((rc = td__field_u64(f, "mode", 0, TD__PROTO_MODE_COUNT - 1, &v)))
         return rc;
     l->mode = (uint32_t)v;
-    if ((rc = td__field_u64(f, "dequant", 0, TD_DTYPE_COUNT - 1, &v)))
+    if ((rc = td__field_u64(f, "dequant", 0, TD_DEQUANT_MLX, &v)))
         return rc;
     l->dequant = (uint32_t)v;
     if ((rc = td__field_u64(f, "max_inflated", 0, UINT64_MAX, &l->max_inflated)) ||
         (rc = td__field_u64(f, "flags", 0, UINT64_MAX, &l->flags)))
         return rc;
-    return td__copy_str(f->d, td__field(f, "name"), TD__PROTO_NAME_MAX, f->what, "name",
-                        &l->name);
+    return td__copy_str(f->d, td__field(f, "name"), TD__PROTO_NAME_MAX, f->what, "name", &l->name);
 }
 
 /* LOAD_OK. fdidx[i] receives the frame descriptor index of region i. */
@@ -712,23 +389,30 @@ static int td__dec_loaded(const td__fields *f, td__proto_msg *m, unsigned nfds, 
         l->nregions = i + 1;
         if (r->type != MSGPACK_OBJECT_ARRAY || r->via.array.size < 2)
             return td__err(d->err, TD_EPROTO, "LOAD_OK: regions[%u] is not [fd, size]", i);
-        if ((rc = td__elem_u64(d, &r->via.array.ptr[0], nfds - 1, "LOAD_OK: regions", i, "fd",
-                               &v)))
+        if ((rc = td__elem_u64(d, &r->via.array.ptr[0], nfds - 1, "LOAD_OK: regions", i, "fd", &v)))
             return rc;
         if (used[v]++)
-            return td__err(d->err, TD_EPROTO, "LOAD_OK: regions[%u]: descriptor %llu used twice",
-                           i, (unsigned long long)v);
+            return td__err(d->err, TD_EPROTO, "LOAD_OK: regions[%u]: descriptor %llu used twice", i,
+                           (unsigned long long)v);
         fdidx[i] = (uint8_t)v;
         if ((rc = td__elem_u64(d, &r->via.array.ptr[1], UINT64_MAX, "LOAD_OK: regions", i, "size",
                                &l->regions[i].size)))
             return rc;
     }
 
-    /* Entries. */
+    /* Entries. The table is sized once: the count is bounded by the frame (the pre-walk saw
+     * at least one byte per entry), and this spares a chain of reallocations. */
     const msgpack_object *eo = td__field(f, "entries");
     if (!eo || eo->type != MSGPACK_OBJECT_ARRAY)
         return td__err(d->err, TD_EPROTO, "LOAD_OK: field 'entries' is %s",
                        eo ? "not an array" : "missing");
+    if (eo->via.array.size) {
+        l->table->entries = malloc(eo->via.array.size * sizeof *l->table->entries);
+        if (!l->table->entries)
+            return td__err(d->err, TD_ENOMEM, "LOAD_OK: out of memory for %u entries",
+                           eo->via.array.size);
+        l->table->cap = eo->via.array.size;
+    }
     for (uint32_t i = 0; i < eo->via.array.size; i++) {
         const msgpack_object *a = &eo->via.array.ptr[i];
         if (a->type != MSGPACK_OBJECT_ARRAY || a->via.array.size < 6)
@@ -816,8 +500,7 @@ static int td__dec_status(const td__fields *f, td__proto_msg *m)
         if (!slot)
             continue;
         if (v->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
-            return td__err(d->err, TD_EPROTO, "STATUS_OK: stats[%u] is not an unsigned integer",
-                           i);
+            return td__err(d->err, TD_EPROTO, "STATUS_OK: stats[%u] is not an unsigned integer", i);
         *slot = v->via.u64;
     }
     const msgpack_object *fo = td__field(f, "files");
@@ -844,8 +527,7 @@ static int td__dec_status(const td__fields *f, td__proto_msg *m)
             (rc = td__elem_u64(d, &x[1], TD_FORMAT_GGUF, "STATUS_OK: files", i, "format", &fmt)) ||
             (rc = td__elem_u64(d, &x[2], TD__PROTO_MODE_COUNT - 1, "STATUS_OK: files", i, "mode",
                                &mode)) ||
-            (rc = td__elem_u64(d, &x[3], UINT64_MAX, "STATUS_OK: files", i, "bytes",
-                               &sf->bytes)) ||
+            (rc = td__elem_u64(d, &x[3], UINT64_MAX, "STATUS_OK: files", i, "bytes", &sf->bytes)) ||
             (rc = td__elem_u64(d, &x[4], UINT64_MAX, "STATUS_OK: files", i, "leases",
                                &sf->leases)) ||
             (rc = td__elem_u64(d, &x[5], UINT64_MAX, "STATUS_OK: files", i, "hits", &sf->hits)))
@@ -868,8 +550,8 @@ static int td__dec_error(const td__fields *f, td__proto_msg *m)
         return td__err(d->err, TD_EPROTO, "ERROR: field 'message' is %s",
                        t ? "not a string" : "missing");
     if (t->via.str.size > TD__PROTO_TEXT_MAX)
-        return td__err(d->err, TD_ELIMIT, "ERROR: message of %u bytes (limit %u)",
-                       t->via.str.size, TD__PROTO_TEXT_MAX);
+        return td__err(d->err, TD_ELIMIT, "ERROR: message of %u bytes (limit %u)", t->via.str.size,
+                       TD__PROTO_TEXT_MAX);
     /* Kept on one line and printable: the text ends up in the caller's td_error. */
     size_t n = t->via.str.size;
     if (n > sizeof m->u.error.message - 1)
@@ -917,8 +599,7 @@ int td__proto_decode(const uint8_t *body, size_t len, int *fds, unsigned *nfds,
     if (len > lim.max_frame)
         return td__err(err, TD_ELIMIT, "message of %zu bytes (limit %u)", len, lim.max_frame);
     if (have > lim.max_fds)
-        return td__err(err, TD_ELIMIT, "%u descriptors on one frame (limit %u)", have,
-                       lim.max_fds);
+        return td__err(err, TD_ELIMIT, "%u descriptors on one frame (limit %u)", have, lim.max_fds);
     if ((rc = td__proto_prewalk(body, len, &lim, &walk, err)))
         return rc;
     if (!(body[0] >= 0x80 && body[0] <= 0x8f) && body[0] != 0xde && body[0] != 0xdf)
@@ -959,8 +640,8 @@ int td__proto_decode(const uint8_t *body, size_t len, int *fds, unsigned *nfds,
         goto out;
     }
     if (!td__expected_fds(out->type, have)) {
-        rc = td__err(err, TD_EPROTO, "%s: %u descriptors attached, which this message does not "
-                     "take", what, have);
+        rc = td__err(err, TD_EPROTO,
+                     "%s: %u descriptors attached, which this message does not take", what, have);
         goto out;
     }
 

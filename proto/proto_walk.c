@@ -78,8 +78,8 @@ int td__proto_prewalk(const uint8_t *p, size_t n, const td__proto_limits *lim_in
                            lim.max_objects);
 
         int kind = TD__W_SCALAR;
-        size_t hdr = 0;      /* bytes after the type byte that hold the length or value */
-        uint64_t count = 0;  /* payload bytes (str/bin/fixed) or elements (array/map) */
+        size_t hdr = 0;     /* bytes after the type byte that hold the length or value */
+        uint64_t count = 0; /* payload bytes (str/bin/fixed) or elements (array/map) */
         if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) {
             kind = TD__W_SCALAR;
         } else if (b <= 0x8f) {
@@ -147,8 +147,7 @@ int td__proto_prewalk(const uint8_t *p, size_t n, const td__proto_limits *lim_in
                 hdr = 4;
                 break;
             case 0xc1:
-                return td__err(err, TD_EPROTO, "message: byte 0xc1 (never used) at offset %zu",
-                               at);
+                return td__err(err, TD_EPROTO, "message: byte 0xc1 (never used) at offset %zu", at);
             default: /* 0xc7-0xc9, 0xd4-0xd8: ext types */
                 return td__err(err, TD_EPROTO,
                                "message: ext type 0x%02x at offset %zu is not used by the protocol",
@@ -181,21 +180,20 @@ int td__proto_prewalk(const uint8_t *p, size_t n, const td__proto_limits *lim_in
             if (count > lim.max_count)
                 return td__err(err, TD_ELIMIT,
                                "message: %s of %llu elements at offset %zu (limit %u)",
-                               kind == TD__W_MAP ? "map" : "array", (unsigned long long)count,
-                               at, lim.max_count);
+                               kind == TD__W_MAP ? "map" : "array", (unsigned long long)count, at,
+                               lim.max_count);
             uint64_t elems = kind == TD__W_MAP ? 2 * count : count;
             if (elems > n - pos || pending > n - pos - elems)
                 return td__err(err, TD_EPROTO,
                                "message: %s of %llu elements at offset %zu, only %zu bytes left",
-                               kind == TD__W_MAP ? "map" : "array", (unsigned long long)count,
-                               at, n - pos);
-            zone += count * (kind == TD__W_MAP ? sizeof(msgpack_object_kv)
-                                               : sizeof(msgpack_object));
+                               kind == TD__W_MAP ? "map" : "array", (unsigned long long)count, at,
+                               n - pos);
+            zone +=
+                count * (kind == TD__W_MAP ? sizeof(msgpack_object_kv) : sizeof(msgpack_object));
             if (elems) {
                 if (depth >= lim.max_depth)
-                    return td__err(err, TD_ELIMIT,
-                                   "message: nesting deeper than %u at offset %zu", lim.max_depth,
-                                   at);
+                    return td__err(err, TD_ELIMIT, "message: nesting deeper than %u at offset %zu",
+                                   lim.max_depth, at);
                 rem[depth++] = elems;
                 if (depth > deepest)
                     deepest = depth;

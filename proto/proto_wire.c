@@ -118,11 +118,13 @@ int td__proto_send_step(int sock, td__proto_out *o, td_error *err)
             if (e == EINTR)
                 continue;
             if (e == EAGAIN || e == EWOULDBLOCK)
-                return td__err(err, TD_EAGAIN, "send: socket full after %zu of %zu bytes",
-                               o->sent, o->len);
+                return td__err(err, TD_EAGAIN, "send: socket full after %zu of %zu bytes", o->sent,
+                               o->len);
             if (e == EPIPE || e == ECONNRESET || e == ENOTCONN)
-                return td__err(err, TD_ECLOSED, "send: peer closed the connection after %zu of "
-                               "%zu bytes", o->sent, o->len);
+                return td__err(err, TD_ECLOSED,
+                               "send: peer closed the connection after %zu of "
+                               "%zu bytes",
+                               o->sent, o->len);
             return td__err(err, TD_ESYS, "sendmsg (%zu bytes, %u descriptors): %s",
                            o->len - o->sent, o->sent ? 0 : o->nfds, td__errstr(e, b, sizeof b));
         }
@@ -198,7 +200,7 @@ void td__proto_receiver_destroy(td__proto_receiver *r)
 
 bool td__proto_receiver_idle(const td__proto_receiver *r)
 {
-    return r->hdr_got == 0 && r->nfds == 0 && !r->status;
+    return r->hdr_got == 0 && r->nfds == 0 && (!r->status || r->clean_eof);
 }
 
 /* Records a fatal error: the stream cannot be resynchronised, so everything held is dropped. */
@@ -310,9 +312,11 @@ int td__proto_receiver_step(td__proto_receiver *r, int sock, td__proto_frame *ou
         }
 
         if (k == 0) {
-            if (at == 0 && r->nfds == 0)
-                return td__err(err, td__recv_fail(r, TD_ECLOSED),
-                               "receive: the peer closed the connection");
+            if (at == 0 && r->nfds == 0) {
+                td__recv_fail(r, TD_ECLOSED);
+                r->clean_eof = true;
+                return td__err(err, TD_ECLOSED, "receive: the peer closed the connection");
+            }
             return td__err(err, td__recv_fail(r, TD_ECLOSED),
                            "receive: the peer closed the connection inside a frame (byte %zu of "
                            "%s%u)",

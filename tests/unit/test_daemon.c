@@ -484,6 +484,54 @@ START_TEST(test_modes_agree)
 }
 END_TEST
 
+/* SIGHUP reloads the configuration; pin mode serves loads (locked or not, as RLIMIT_MEMLOCK
+ * allows). */
+START_TEST(test_reload_and_pin)
+{
+    char conf[256], text[512];
+    snprintf(conf, sizeof conf, "%s/tensord.conf", dir);
+    snprintf(text, sizeof text, "max_memory = 1M\nmode %s/ = pin\n", dir);
+    ck_assert_int_eq(tu_write_file(conf, text, strlen(text)), 0);
+    char extra[300];
+    snprintf(extra, sizeof extra, "--config %s", conf);
+    start_daemon(extra);
+    td_status *st = status();
+    ck_assert_uint_eq(st->budget, 1 << 20);
+    td_status_free(st);
+    char path[256];
+    snprintf(path, sizeof path, "%s/p.npz", dir);
+    save_npz(path, 1 << 16, 1.5f, 0);
+    td_load_options opt = TD_LOAD_OPTIONS_INIT;
+    opt.mode = TD_MODE_DAEMON;
+    td_dict *d;
+    td_error err = {0};
+    TU_OK(td_load(path, &opt, &d, NULL, &err), &err);
+    ck_assert(check_ramp(td_dict_get(d, "a"), 1.5f));
+    st = status();
+    ck_assert_str_eq(st->files[0].mode, "pin");
+    td_status_free(st);
+    td_dict_free(d);
+    /* A bad file is refused and the old settings stay. */
+    ck_assert_int_eq(tu_write_file(conf, "max_memory = lots\n", 18), 0);
+    kill(daemon_pid, SIGHUP);
+    usleep(200000);
+    st = status();
+    ck_assert_uint_eq(st->budget, 1 << 20);
+    td_status_free(st);
+    snprintf(text, sizeof text, "max_memory = 2M\n");
+    ck_assert_int_eq(tu_write_file(conf, text, strlen(text)), 0);
+    kill(daemon_pid, SIGHUP);
+    uint64_t budget = 0;
+    for (int tries = 0; tries < 100 && budget != 2 << 20; tries++) {
+        usleep(20000);
+        st = status();
+        budget = st->budget;
+        td_status_free(st);
+    }
+    ck_assert_uint_eq(budget, 2 << 20);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("daemon");
@@ -496,6 +544,7 @@ int main(void)
     tcase_add_test(tc, test_snapshot_truncate);
     tcase_add_test(tc, test_hostile_clients);
     tcase_add_test(tc, test_modes_agree);
+    tcase_add_test(tc, test_reload_and_pin);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

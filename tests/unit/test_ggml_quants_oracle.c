@@ -66,7 +66,8 @@ static int file_exists(const char *p)
 
 static const char *find_oracle(void)
 {
-    static const char *rel = "node_modules/@node-llama-cpp/linux-x64/bins/linux-x64/libggml-base.so";
+    static const char *rel =
+        "node_modules/@node-llama-cpp/linux-x64/bins/linux-x64/libggml-base.so";
     const char *env = getenv("TD_GGML_ORACLE");
     if (env && *env) {
         snprintf(g_or_path, sizeof g_or_path, "%s", env);
@@ -155,18 +156,19 @@ START_TEST(test_traits_layout_and_dtype_table)
         const struct gg_type_traits *tr = g_or.get_type_traits(id);
         size_t be, bb;
         td_dtype_block((td_dtype)t, &be, &bb);
-        ck_assert_msg(strieq(g_or.type_name(id), td_dtype_name((td_dtype)t)),
+        /* block types share ggml's names (case aside); plain ones differ (f32 vs float32) */
+        ck_assert_msg(!td_dtype_is_block((td_dtype)t) ||
+                          strieq(g_or.type_name(id), td_dtype_name((td_dtype)t)),
                       "ggml type %d is '%s', our table says '%s'", id, g_or.type_name(id),
                       td_dtype_name((td_dtype)t));
         ck_assert_msg((size_t)g_or.blck_size(id) == be && g_or.type_size(id) == bb,
                       "%s: ggml block %lld elems / %zu bytes, ours %zu / %zu",
-                      td_dtype_name((td_dtype)t), (long long)g_or.blck_size(id),
-                      g_or.type_size(id), be, bb);
+                      td_dtype_name((td_dtype)t), (long long)g_or.blck_size(id), g_or.type_size(id),
+                      be, bb);
         /* the struct layout: the fields we read agree with the accessor functions */
         ck_assert_msg(tr->blck_size == g_or.blck_size(id) && tr->type_size == g_or.type_size(id) &&
                           strcmp(tr->type_name, g_or.type_name(id)) == 0,
-                      "struct ggml_type_traits layout differs from the declared one (type %d)",
-                      id);
+                      "struct ggml_type_traits layout differs from the declared one (type %d)", id);
         if (gq_supported((td_dtype)t)) {
             ck_assert_msg(tr->is_quantized, "%s: not quantized in ggml", tr->type_name);
             if (t != TD_Q8_K)
@@ -207,9 +209,9 @@ static float rnorm(rng *r)
 
 #define ROW_KINDS 14
 static const char *const g_kind_names[ROW_KINDS] = {
-    "normal",       "zeros",        "huge 1e30",    "near f16 max", "tiny 1e-30",   "subnormal f16",
-    "all negative", "sign by block", "constant",     "outlier",      "scaled 1e4",   "linspace",
-    "mixed zeros",  "skewed"};
+    "normal",        "zeros",        "huge 1e30",     "near f16 max", "tiny 1e-30",
+    "subnormal f16", "all negative", "sign by block", "constant",     "outlier",
+    "scaled 1e4",    "linspace",     "mixed zeros",   "skewed"};
 
 /* Fills row[0..n) with kind k. */
 static void make_row(rng *r, int k, float *row, int64_t n)
@@ -218,34 +220,68 @@ static void make_row(rng *r, int k, float *row, int64_t n)
         float g = rnorm(r);
         float v;
         switch (k) {
-        case 0: v = g; break;
-        case 1: v = 0.0f; break;
-        case 2: v = g * 1e30f; break;
-        case 3: v = g * 3e4f; break;
-        case 4: v = g * 1e-30f; break;
-        case 5: v = g * 3e-7f; break;
-        case 6: v = -fabsf(g); break;
-        case 7: v = ((i / 32) & 1) ? -fabsf(g) - 0.5f : fabsf(g) + 0.5f; break;
-        case 8: v = (float)((i / 32) % 7) - 3.0f; break;
-        case 9: v = (i % 29 == 0) ? g * 1000.0f : g * 0.01f; break;
-        case 10: v = g * 1e4f; break;
-        case 11: v = -3.0f + 8.0f * (float)i / (float)n; break;
-        case 12: v = (i % 3) ? 0.0f : g; break;
-        default: v = fabsf(g) * fabsf(g) + 0.1f * g; break;
+        case 0:
+            v = g;
+            break;
+        case 1:
+            v = 0.0f;
+            break;
+        case 2:
+            v = g * 1e30f;
+            break;
+        case 3:
+            v = g * 3e4f;
+            break;
+        case 4:
+            v = g * 1e-30f;
+            break;
+        case 5:
+            v = g * 3e-7f;
+            break;
+        case 6:
+            v = -fabsf(g);
+            break;
+        case 7:
+            v = ((i / 32) & 1) ? -fabsf(g) - 0.5f : fabsf(g) + 0.5f;
+            break;
+        case 8:
+            v = (float)((i / 32) % 7) - 3.0f;
+            break;
+        case 9:
+            v = (i % 29 == 0) ? g * 1000.0f : g * 0.01f;
+            break;
+        case 10:
+            v = g * 1e4f;
+            break;
+        case 11:
+            v = -3.0f + 8.0f * (float)i / (float)n;
+            break;
+        case 12:
+            v = (i % 3) ? 0.0f : g;
+            break;
+        default:
+            v = fabsf(g) * fabsf(g) + 0.1f * g;
+            break;
         }
         row[i] = v;
     }
 }
 
-/* Bitwise comparison, reporting the first difference. */
+/* Bitwise comparison, reporting the first difference. NaN results (from NaN or infinite
+ * scales in raw blocks) must be NaN, but their sign and payload may differ: when two operands
+ * are NaN, which one the result carries is the compiler's choice of operand order (GCC builds
+ * agree with the oracle in every bit, clang builds do not). They are counted and printed. */
 static void expect_same(const char *what, const char *type, const float *want, const float *got,
                         size_t n, size_t block_elems, const int *row_kind, size_t row_elems)
 {
+    size_t nan_diff = 0;
     for (size_t i = 0; i < n; i++) {
         uint32_t a, b;
         memcpy(&a, &want[i], 4);
         memcpy(&b, &got[i], 4);
-        if (a != b) {
+        if (a != b && isnan(want[i]) && isnan(got[i])) {
+            nan_diff++;
+        } else if (a != b) {
             const char *kind = row_kind ? g_kind_names[row_kind[i / row_elems]] : "raw bytes";
             ck_abort_msg("%s %s: element %zu (block %zu, %s): ggml %.9g (0x%08x), ours %.9g "
                          "(0x%08x)",
@@ -253,23 +289,33 @@ static void expect_same(const char *what, const char *type, const float *want, c
                          b);
         }
     }
+    if (nan_diff)
+        fprintf(stderr, "note: %s %s: %zu NaN results differ in sign or payload only\n", type, what,
+                nan_diff);
+}
+
+static int is_nan16(uint16_t h, int bf)
+{
+    return bf ? (h & 0x7f80) == 0x7f80 && (h & 0x7f) : (h & 0x7c00) == 0x7c00 && (h & 0x3ff);
 }
 
 static void expect_same16(const char *what, const char *type, const uint16_t *want,
-                          const uint16_t *got, size_t n)
+                          const uint16_t *got, size_t n, int bf)
 {
+    /* (ck_assert per element would be slow: Check records every passing assertion) */
     for (size_t i = 0; i < n; i++)
-        ck_assert_msg(want[i] == got[i], "%s %s: element %zu: want 0x%04x, got 0x%04x", type, what,
-                      i, want[i], got[i]);
+        if (want[i] != got[i] && !(is_nan16(want[i], bf) && is_nan16(got[i], bf)))
+            ck_abort_msg("%s %s: element %zu: want 0x%04x, got 0x%04x", type, what, i, want[i],
+                         got[i]);
 }
 
 /* The types we claim, each checked here. */
-static const td_dtype g_types[] = {TD_Q4_0, TD_Q4_1, TD_Q5_0,  TD_Q5_1,   TD_Q8_0,   TD_Q2_K,
-                                   TD_Q3_K, TD_Q4_K, TD_Q5_K,  TD_Q6_K,   TD_Q8_K,   TD_IQ4_NL,
+static const td_dtype g_types[] = {TD_Q4_0,   TD_Q4_1,  TD_Q5_0,  TD_Q5_1, TD_Q8_0, TD_Q2_K,
+                                   TD_Q3_K,   TD_Q4_K,  TD_Q5_K,  TD_Q6_K, TD_Q8_K, TD_IQ4_NL,
                                    TD_IQ4_XS, TD_TQ1_0, TD_TQ2_0, TD_MXFP4};
 #define NTYPES (sizeof g_types / sizeof g_types[0])
 
-#define ROW_ELEMS 4096
+#define ROW_ELEMS  4096
 #define MIN_BLOCKS 10240
 
 static gg_to_float_t oracle_to_float(int id, const char *ggml_name)
@@ -337,24 +383,25 @@ static void compare_all(td_dtype t, int id, const uint8_t *q, size_t nblocks, co
                 continue;
             gq_options oo = {2, (gq_isa)isa};
             memset(h_got, 0xa5, n * 2);
-            TU_OK(gq_dequantize(t, q, nblocks * bb, n, ROW_ELEMS, ot, h_got, n * 2, &oo, gname,
-                                &err),
-                  &err);
+            TU_OK(
+                gq_dequantize(t, q, nblocks * bb, n, ROW_ELEMS, ot, h_got, n * 2, &oo, gname, &err),
+                &err);
             snprintf(what, sizeof what, "%s %s %s", label, td_dtype_name(ot),
                      isa == GQ_ISA_AVX2 ? "avx2" : "portable");
-            expect_same16(what, gname, h_want, h_got, n);
+            expect_same16(what, gname, h_want, h_got, n, k);
         }
     }
     /* ggml's own rounding agrees with ours: bfloat16 everywhere, float16 except NaN payloads */
     g_or.fp32_to_bf16_row_ref(want, h_got, (int64_t)n);
     for (size_t i = 0; i < n; i++)
-        ck_assert_msg(h_got[i] == gq_f32_to_bf16(want[i]), "%s bf16 vs ggml at %zu: %04x %04x",
-                      gname, i, h_got[i], gq_f32_to_bf16(want[i]));
+        if (h_got[i] != gq_f32_to_bf16(want[i]))
+            ck_abort_msg("%s bf16 vs ggml at %zu: %04x %04x", gname, i, h_got[i],
+                         gq_f32_to_bf16(want[i]));
     g_or.fp32_to_fp16_row(want, h_got, (int64_t)n);
     for (size_t i = 0; i < n; i++)
-        if (!isnan(want[i]))
-            ck_assert_msg(h_got[i] == gq_f32_to_f16(want[i]), "%s f16 vs ggml at %zu (%g): %04x %04x",
-                          gname, i, (double)want[i], h_got[i], gq_f32_to_f16(want[i]));
+        if (!isnan(want[i]) && h_got[i] != gq_f32_to_f16(want[i]))
+            ck_abort_msg("%s f16 vs ggml at %zu (%g): %04x %04x", gname, i, (double)want[i],
+                         h_got[i], gq_f32_to_f16(want[i]));
     free(want);
     free(got);
     free(h_want);
@@ -435,8 +482,7 @@ START_TEST(test_unsupported_are_named)
         uint8_t blk[512] = {0};
         ck_assert_int_eq(gq_dequantize_blocks((td_dtype)t, blk, 1, y, GQ_ISA_AUTO, &err),
                          TD_EDTYPE);
-        ck_assert_msg(strstr(err.message, td_dtype_name((td_dtype)t)) != NULL, "%s",
-                      err.message);
+        ck_assert_msg(strstr(err.message, td_dtype_name((td_dtype)t)) != NULL, "%s", err.message);
     }
 }
 END_TEST

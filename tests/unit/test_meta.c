@@ -704,6 +704,47 @@ START_TEST(test_concurrent_readers)
 }
 END_TEST
 
+/* The MLX-style conveniences: one number, one string, a 1-D array, a list of strings. */
+START_TEST(test_convenience_accessors)
+{
+    td_meta *m = td_meta_new();
+    td_error err = {0};
+    uint32_t u = 7;
+    int32_t ids[3] = {4, -5, 6};
+    const char *vocab[] = {"<s>", "hello", ""};
+    ck_assert_int_eq(td_meta_set_scalar(m, "n", TD_TYPE_UINT32, &u, &err), 0);
+    ck_assert_int_eq(td_meta_set_string(m, "name", "x", 1, &err), 0);
+    ck_assert_int_eq(td_meta_set_array(m, "ids", TD_TYPE_INT32, ids, 3, &err), 0);
+    ck_assert_int_eq(td_meta_set_strings(m, "vocab", vocab, NULL, 3, &err), 0);
+    td_type t;
+    size_t n, len;
+    const void *items;
+    const char *s;
+    ck_assert_int_eq(td_meta_get_array(m, "ids", &t, &n, &items), 0);
+    ck_assert_int_eq(t, TD_TYPE_INT32);
+    ck_assert_uint_eq(n, 3);
+    ck_assert_mem_eq(items, ids, sizeof ids);
+    ck_assert_int_eq(td_meta_get_array(m, "vocab", &t, &n, &items), 0);
+    ck_assert_int_eq(t, TD_TYPE_STRING);
+    ck_assert_uint_eq(n, 3);
+    ck_assert_ptr_null(items);
+    ck_assert_int_eq(td_meta_get_string_at(m, "vocab", 1, &s, &len), 0);
+    ck_assert_uint_eq(len, 5);
+    ck_assert_mem_eq(s, "hello", 5);
+    ck_assert_int_eq(td_meta_get_string_at(m, "vocab", 2, &s, &len), 0);
+    ck_assert_uint_eq(len, 0);
+    ck_assert_int_eq(td_meta_get_string_at(m, "vocab", 3, &s, &len), TD_ERANGE);
+    ck_assert_int_eq(td_meta_get_string_at(m, "ids", 0, &s, &len), TD_EDTYPE);
+    ck_assert_int_eq(td_meta_get_array(m, "n", &t, &n, &items), TD_EDTYPE);
+    ck_assert_int_eq(td_meta_get_array(m, "missing", &t, &n, &items), TD_ENOTFOUND);
+    int64_t v;
+    ck_assert_int_eq(td_meta_get_int(m, "n", &v), 0);
+    ck_assert_int_eq(v, 7);
+    ck_assert_int_eq(td_meta_get_int(m, "name", &v), TD_EDTYPE);
+    td_meta_free(m);
+}
+END_TEST
+
 static Suite *meta_suite(void)
 {
     Suite *s = suite_create("meta");
@@ -721,6 +762,7 @@ static Suite *meta_suite(void)
     tcase_add_test(tc, test_150k_strings);
     tcase_add_test(tc, test_many_keys);
     tcase_add_test(tc, test_concurrent_readers);
+    tcase_add_test(tc, test_convenience_accessors);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -63,9 +63,9 @@ static void assert_cloexec(int fd)
 }
 
 /* dtypes to cycle through, with an innermost size that suits each (block types need 32/256). */
-static const td_dtype k_dtypes[] = {TD_FLOAT32, TD_FLOAT16, TD_BFLOAT16, TD_INT8,  TD_UINT64,
-                                    TD_BOOL,    TD_Q4_0,    TD_Q8_0,     TD_Q4_K,  TD_Q6_K,
-                                    TD_COMPLEX64, TD_FLOAT8_E4M3};
+static const td_dtype k_dtypes[] = {TD_FLOAT32, TD_FLOAT16, TD_BFLOAT16,  TD_INT8,
+                                    TD_UINT64,  TD_BOOL,    TD_Q4_0,      TD_Q8_0,
+                                    TD_Q4_K,    TD_Q6_K,    TD_COMPLEX64, TD_FLOAT8_E4M3};
 
 /* A table of n entries spread over nregions regions, entries packed one after the other in
  * each region; region sizes go to sizes[] (nregions of them). */
@@ -79,7 +79,8 @@ static td__table *make_table(size_t n, uint32_t nregions, uint64_t *sizes, int w
         sizes[r] = 0;
     for (size_t i = 0; i < n; i++) {
         char name[64];
-        int len = snprintf(name, sizeof name, "blk.%zu.ffn_%s.weight", i / 7, i % 2 ? "up" : "down");
+        int len =
+            snprintf(name, sizeof name, "blk.%zu.ffn_%s.weight", i / 7, i % 2 ? "up" : "down");
         len += snprintf(name + len, sizeof name - (size_t)len, ".%zu", i);
         td__entry *e = td__table_add(t, i == 3 && n > 10 ? NULL : name, (size_t)len, &err);
         ck_assert_msg(e != NULL, "%s", err.message);
@@ -667,6 +668,7 @@ START_TEST(test_receiver_byte_at_a_time)
     close(sv[0]);
     ck_assert_int_eq(td__proto_receiver_step(&r, sv[1], &f, &err), TD_ECLOSED);
     ck_assert_int_eq(td__proto_receiver_step(&r, sv[1], &f, &err), TD_ECLOSED);
+    ck_assert(td__proto_receiver_idle(&r)); /* a clean disconnect */
     td__proto_receiver_destroy(&r);
     td__proto_out_destroy(&o);
     close(sv[1]);

@@ -151,8 +151,8 @@ static int decode_with(const uint8_t *body, size_t len, unsigned nfds, const td_
     int rc = td__proto_decode(body, len, fds, &n, lim, &m, &err);
     long long peak = alloc_peak();
     if (walk)
-        ck_assert_msg(peak == 0, "%lld bytes allocated for a frame the pre-walk refuses (%s)",
-                      peak, err.message);
+        ck_assert_msg(peak == 0, "%lld bytes allocated for a frame the pre-walk refuses (%s)", peak,
+                      err.message);
     else
         ck_assert_msg(peak <= 64 * (long long)len + 65536,
                       "%lld bytes allocated for a %zu-byte frame", peak, len);
@@ -378,8 +378,7 @@ START_TEST(test_every_truncation_point)
             int fds[2] = {-1, -1};
             unsigned nf = 0;
             td__proto_msg m;
-            ck_assert_int_eq(td__proto_parse(s[i].p, cut + 4, fds, &nf, NULL, &m, NULL),
-                             TD_EPROTO);
+            ck_assert_int_eq(td__proto_parse(s[i].p, cut + 4, fds, &nf, NULL, &m, NULL), TD_EPROTO);
             tried++;
         }
         for (size_t cut = 0; cut < 4; cut++) {
@@ -454,8 +453,8 @@ START_TEST(test_bombs_and_counts_past_the_end)
         {"bytes after the message", "\x80\x00", 2, TD_EPROTO, TD_EPROTO},
         {"empty", "", 0, TD_EPROTO, TD_EPROTO},
     };
-    td__proto_limits big = {TD__PROTO_FRAME_MAX, 0, TD__PROTO_DEPTH_MAX, UINT32_MAX, UINT32_MAX,
-                            UINT32_MAX};
+    td__proto_limits big = {TD__PROTO_FRAME_MAX, 0,          TD__PROTO_DEPTH_MAX,
+                            UINT32_MAX,          UINT32_MAX, UINT32_MAX};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const uint8_t *p = (const uint8_t *)cases[i].bytes;
         td_error err = {0};
@@ -523,11 +522,12 @@ START_TEST(test_nesting_and_object_limits)
     td__proto_limits shortarr = {.max_count = 99};
     ck_assert_int_eq(td__proto_prewalk(many, 103, &shortarr, NULL, &err), TD_ELIMIT);
     td__proto_limits shortstr = {.max_str = 3};
-    ck_assert_int_eq(td__proto_prewalk((const uint8_t *)"\xa4" "abcd", 5, &shortstr, NULL, &err),
+    ck_assert_int_eq(td__proto_prewalk((const uint8_t *)"\xa4"
+                                                        "abcd",
+                                       5, &shortstr, NULL, &err),
                      TD_ELIMIT);
-    ck_assert_int_eq(td__proto_prewalk((const uint8_t *)"\xa3\x61\x62\x63", 4, &shortstr, NULL,
-                                       &err),
-                     0);
+    ck_assert_int_eq(
+        td__proto_prewalk((const uint8_t *)"\xa3\x61\x62\x63", 4, &shortstr, NULL, &err), 0);
 }
 END_TEST
 
@@ -652,8 +652,7 @@ START_TEST(test_oversized_frames)
     /* A peer announcing a large frame and sending little: the buffer follows the bytes. */
     {
         int sv[2];
-        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv),
-                         0);
+        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv), 0);
         uint8_t hdr[4 + 100];
         td__put32(hdr, 60u << 20);
         memset(hdr + 4, 0xc0, 100);
@@ -717,17 +716,17 @@ START_TEST(test_wrong_descriptor_counts)
         int recv_rc;    /* from the receiver */
         int dec_rc;     /* from the decoder when the frame arrived */
     } cases[] = {
-        {0, 2, 0, 0, 0, TD_EPROTO},         /* PING declares 0, 2 attached */
-        {1, 0, 0, 0, 0, TD_EPROTO},         /* LOAD declares 1, none attached */
-        {1, 3, 0, 0, 0, TD_EPROTO},         /* LOAD declares 1, 3 attached */
-        {2, 1, 0, 0, 0, TD_EPROTO},         /* LOAD_OK declares 2, 1 attached */
-        {2, 3, 0, 0, 0, TD_EPROTO},         /* LOAD_OK declares 2, 3 attached */
-        {1, 1, 2, 0, 0, 0},                 /* on the prefix's third byte: still this frame's */
-        {1, 1, 4, 0, TD_EPROTO, 0},         /* on the body's first byte */
-        {1, 1, 9, 0, TD_EPROTO, 0},         /* in the body */
-        {2, 6, 0, 4, TD_ELIMIT, 0},         /* more than the receiver takes: MSG_CTRUNC */
-        {2, 2, 0, 1, TD_ELIMIT, 0},         /* the same at the smallest limit */
-        {2, 2, 0, 0, 0, 0},                 /* and the right count works */
+        {0, 2, 0, 0, 0, TD_EPROTO}, /* PING declares 0, 2 attached */
+        {1, 0, 0, 0, 0, TD_EPROTO}, /* LOAD declares 1, none attached */
+        {1, 3, 0, 0, 0, TD_EPROTO}, /* LOAD declares 1, 3 attached */
+        {2, 1, 0, 0, 0, TD_EPROTO}, /* LOAD_OK declares 2, 1 attached */
+        {2, 3, 0, 0, 0, TD_EPROTO}, /* LOAD_OK declares 2, 3 attached */
+        {1, 1, 2, 0, 0, 0},         /* on the prefix's third byte: still this frame's */
+        {1, 1, 4, 0, TD_EPROTO, 0}, /* on the body's first byte */
+        {1, 1, 9, 0, TD_EPROTO, 0}, /* in the body */
+        {2, 6, 0, 4, TD_ELIMIT, 0}, /* more than the receiver takes: MSG_CTRUNC */
+        {2, 2, 0, 1, TD_ELIMIT, 0}, /* the same at the smallest limit */
+        {2, 2, 0, 0, 0, 0},         /* and the right count works */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const sample *sm = cases[i].which == 0 ? ping : cases[i].which == 1 ? load : loaded;
@@ -762,6 +761,7 @@ START_TEST(test_wrong_descriptor_counts)
     td__proto_receiver_init(&r, NULL);
     td__proto_frame f;
     ck_assert_int_eq(td__proto_receiver_step(&r, sv[1], &f, &err), TD_ECLOSED);
+    ck_assert(!td__proto_receiver_idle(&r)); /* not a clean disconnect */
     td__proto_receiver_destroy(&r);
     close(sv[1]);
 

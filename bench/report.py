@@ -1,0 +1,847 @@
+#!/usr/bin/python3
+"""Turns the RESULT lines of bench/run.sh into BENCHMARKS.md and the plots.
+
+  report.py --data DIR --out BENCHMARKS.md --plots bench/plots
+
+DIR holds results.txt (RESULT lines), env.txt (key=value: machine, date, commit, load),
+optionally proto.txt (bench_proto's output), dequant.md (bench_dequant --markdown) and the
+strace summaries. Plots are drawn with gnuplot (pngcairo) from data files written to DIR.
+Every ratio is between figures of the same run.
+"""
+import argparse
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+
+GIB = 1 << 30
+MIB = 1 << 20
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+def read_results(path):
+    out = []
+    with open(path) as f:
+        for line in f:
+            if not line.startswith("RESULT "):
+                continue
+            d = {}
+            for tok in shlex.split(line[7:]):
+                if "=" in tok:
+                    k, v = tok.split("=", 1)
+                    d[k] = v
+            out.append(d)
+    return out
+
+
+def read_env(path):
+    env = {}
+    with open(path) as f:
+        for line in f:
+            if "=" in line:
+                k, v = line.rstrip("\n").split("=", 1)
+                env[k] = v
+    return env
+
+
+def ext(path):
+    return path.rsplit(".", 1)[-1] if "." in path else ""
+
+
+def fnum(d, k):
+    try:
+        return float(d[k])
+    except (KeyError, ValueError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Formatting
+
+def t_us(us):
+    if us is None:
+        return "n/a"
+    if us < 1000:
+        return "%.0f µs" % us if us >= 100 else "%.1f µs" % us
+    if us < 1e6:
+        return "%.2f ms" % (us / 1e3) if us < 1e4 else "%.1f ms" % (us / 1e3)
+    return "%.2f s" % (us / 1e6)
+
+
+def size_name(b):
+    b = int(b)
+    if b >= GIB and b % GIB == 0:
+        return "%d GiB" % (b // GIB)
+    if b >= MIB:
+        return "%g MiB" % round(b / MIB, 1)
+    return "%g KiB" % round(b / 1024, 1)
+
+
+def kib(v):
+    if v is None:
+        return "n/a"
+    v = float(v)
+    if abs(v) >= 1024 * 1024:
+        return "%.2f GiB" % (v / 1024 / 1024)
+    if abs(v) >= 1024:
+        return "%.1f MiB" % (v / 1024)
+    return "%.0f KiB" % v
+
+
+def ratio(x, digits=2):
+    if x is None:
+        return "n/a"
+    if x >= 100:
+        return "%.0f×" % x
+    if x >= 10:
+        return "%.1f×" % x
+    return "%.*f×" % (digits, x)
+
+
+MET = "✅ met"
+MISSED = "❌ missed"
+NA = "➖ n/a"
+
+
+# ---------------------------------------------------------------------------------------------
+# Selecting
+
+class Results:
+    def __init__(self, rows):
+        self.rows = [r for r in rows if r.get("status") in ("ok", "na")]
+        self.failed = [r for r in rows if r.get("status") == "fail"]
+
+    def load(self, label, method, fmt=None):
+        """Median over repeated measurements (median of medians) of a load figure, or None."""
+        v = [fnum(r, "median_us") for r in self.rows
+             if r.get("bench") == "load" and r.get("label") == label and r.get("method") == method
+             and r.get("status") == "ok" and (fmt is None or ext(r.get("file", "")) == fmt)]
+        v = [x for x in v if x is not None]
+        return statistics.median(v) if v else None
+
+    def load_row(self, label, method, fmt=None):
+        for r in self.rows:
+            if (r.get("bench") == "load" and r.get("label") == label
+                    and r.get("method") == method
+                    and (fmt is None or ext(r.get("file", "")) == fmt)):
+                return r
+        return None
+
+    def rss(self, label, method, fmt=None):
+        v = [fnum(r, "rss_growth_kib") for r in self.rows
+             if r.get("bench") == "load" and r.get("label") == label and r.get("method") == method
+             and (fmt is None or ext(r.get("file", "")) == fmt) and "rss_growth_kib" in r]
+        v = [x for x in v if x is not None]
+        return statistics.median(v) if v else None
+
+    def na(self, label, method):
+        return any(r.get("bench") == "load" and r.get("label") == label
+                   and r.get("method") == method and r.get("status") == "na" for r in self.rows)
+
+    def of(self, bench, **kw):
+        return [r for r in self.rows if r.get("bench") == bench
+                and all(r.get(k) == v for k, v in kw.items())]
+
+    def one(self, bench, **kw):
+        x = self.of(bench, **kw)
+        return x[0] if x else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots
+
+def gnuplot(script, cwd):
+    try:
+        subprocess.run(["gnuplot"], input=script.encode(), cwd=cwd, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        return True
+    except (OSError, subprocess.CalledProcessError) as e:
+        sys.stderr.write("report.py: gnuplot failed: %s\n" % getattr(e, "stderr", e))
+        return False
+
+
+def write_dat(path, header, rows):
+    with open(path, "w") as f:
+        f.write("# " + " ".join(header) + "\n")
+        for row in rows:
+            f.write(" ".join("NaN" if v is None else ("%.6g" % v if isinstance(v, float) else str(v))
+                             for v in row) + "\n")
+
+
+PLOT_HEAD = """set terminal pngcairo size 960,600 font "DejaVu Sans,11"
+set grid
+set key outside right top
+"""
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--plots", required=True)
+    a = ap.parse_args()
+    data = os.path.abspath(a.data)
+    plots = os.path.abspath(a.plots)
+    os.makedirs(plots, exist_ok=True)
+    env = read_env(os.path.join(data, "env.txt"))
+    R = Results(read_results(os.path.join(data, "results.txt")))
+    out_dir = os.path.dirname(os.path.abspath(a.out))
+    plot_rel = os.path.relpath(plots, out_dir)
+
+    L = []  # the document
+    w = L.append
+    model_bytes = int(env.get("model_bytes", GIB))
+    quick = env.get("mode") == "quick"
+
+    # ---- header ----
+    w("# tensord benchmarks")
+    w("")
+    w("Written by `bench/run.sh`%s on %s, commit `%s`%s. Every ratio below compares figures "
+      "taken in this one run on this one machine; absolute times move with the machine's load, "
+      "the ratios much less." % (
+          " --quick" if quick else "", env.get("date", "?"), env.get("commit", "?"),
+          " (with %s uncommitted changes in the tree)" % env["dirty"]
+          if env.get("dirty", "0") not in ("0", "") else ""))
+    if quick:
+        w("")
+        w("**Quick mode:** small sizes (the \"1 GiB\" model is %s) and short runs; run "
+          "`bench/run.sh` without `--quick` for the figures the goals are stated for."
+          % size_name(model_bytes))
+    w("")
+    w("## Machine")
+    w("")
+    sysr = R.one("sys")
+    w("| | |")
+    w("|---|---|")
+    cpu = env.get("cpu", "?")
+    hv = env.get("hypervisor", "")
+    w("| CPU | %s, %s cores (%s thread per core)%s |" % (
+        cpu, env.get("cores", "?"), env.get("threads_per_core", "?"),
+        ", virtual machine (%s)" % hv if hv else ""))
+    w("| Memory | %s GiB |" % env.get("mem_gib", "?"))
+    w("| Kernel | %s |" % env.get("kernel", "?"))
+    w("| File system of the bench directory | %s on %s (`%s`) |" % (
+        env.get("fs", "?"), env.get("fs_source", "?"), env.get("data_dir", "?")))
+    w("| Transparent huge pages | `%s` |" % env.get("thp", "?"))
+    w("| numpy | %s (`%s`) |" % (env.get("numpy", "?"), env.get("python", "?")))
+    w("| llama.cpp | %s |" % (
+        "`libggml-base.so` of npm `@node-llama-cpp/linux-x64@3.21.1`"
+        if env.get("oracle", "missing") != "missing" else "not installed: its columns are n/a"))
+    phases = [k[len("loadavg_"):] for k in env if k.startswith("loadavg_")
+              and k not in ("loadavg_start", "loadavg_end")]
+    w("| Load average (1, 5, 15 min) | at the start %s; at the end %s; per phase: %s |" % (
+        env.get("loadavg_start", "?"), env.get("loadavg_end", "?"),
+        ", ".join("%s %s" % (p, env["loadavg_" + p].split()[0]) for p in phases)))
+    if sysr:
+        w("| What the primitives cost here | a null system call %.2f µs; the first touch of a "
+          "fresh 4 KiB anonymous page %.1f µs; memcpy %.1f GB/s |" % (
+              float(sysr["syscall_us"]), float(sysr["fault_us"]), float(sysr["memcpy_gb_s"])))
+    w("| Run time | %s s |" % env.get("seconds_total", "?"))
+    w("")
+    w("The machine was shared with other work during the run (the load average above counts "
+      "runnable tasks on its %s cores), so absolute figures are noisy; each figure is a median "
+      "of repeats, and the goal ratios compare figures taken minutes apart at most." %
+      env.get("cores", "?"))
+    if sysr and float(sysr["syscall_us"]) > 1.0:
+        w("")
+        w("Note the primitives: this is a virtual machine where a system call costs about "
+          "%.1f µs and faulting in a fresh page of anonymous memory about %.0f µs, some 20-100× "
+          "what bare metal charges. Everything that makes system calls (the daemon protocol) or "
+          "allocates and fills memory (every copying loader, and decoding) is slower here than "
+          "it would be on bare metal; zero-copy loads are hit least." % (
+              float(sysr["syscall_us"]), float(sysr["fault_us"])))
+    w("")
+
+    # ---- figures needed by the goals ----
+    goals = []  # (figure, goal, measured, verdict, key)
+
+    # 1. daemon vs embedded, model, 300 tensors.
+    g_emb_st = R.load("goal", "embedded", "safetensors")
+    g_dmn_st = R.load("goal", "daemon", "safetensors")
+    g_emb_gg = R.load("goal", "embedded", "gguf")
+    g_dmn_gg = R.load("goal", "daemon", "gguf")
+    r_st = g_dmn_st / g_emb_st if g_dmn_st and g_emb_st else None
+    r_gg = g_dmn_gg / g_emb_gg if g_dmn_gg and g_emb_gg else None
+    if r_st is None and r_gg is None:
+        v1 = NA
+    else:
+        oks = [x <= 1.5 for x in (r_st, r_gg) if x is not None]
+        v1 = MET if all(oks) else (MISSED if not any(oks) else "⚠️ partly met")
+    goals.append(("daemon warm load vs embedded, %s, 300 tensors" % size_name(model_bytes),
+                  "≤ 1.5×",
+                  "safetensors: %s / %s = **%s**; gguf: %s / %s = **%s**" % (
+                      t_us(g_dmn_st), t_us(g_emb_st), ratio(r_st), t_us(g_dmn_gg),
+                      t_us(g_emb_gg), ratio(r_gg)), v1, "daemon_vs_embedded"))
+
+    # 2. vs read()-copy.
+    rc = R.load("goal", "readcopy")
+    rct = R.load("goal", "readcopy-thp")
+    best = min([x for x in (g_emb_st, g_dmn_st) if x] or [None]) if (g_emb_st or g_dmn_st) else None
+    r_rc_e = rc / g_emb_st if rc and g_emb_st else None
+    r_rc_d = rc / g_dmn_st if rc and g_dmn_st else None
+    r_rct_e = rct / g_emb_st if rct and g_emb_st else None
+    r_rct_d = rct / g_dmn_st if rct and g_dmn_st else None
+    best_plain = max([x for x in (r_rc_e, r_rc_d) if x] or [0]) or None
+    best_thp = max([x for x in (r_rct_e, r_rct_d) if x] or [0]) or None
+    if best_plain is None:
+        v2 = NA
+    elif best_plain >= 1000 and (best_thp or 0) >= 1000:
+        v2 = MET
+    elif best_plain >= 1000:
+        v2 = "⚠️ met against plain read(), missed against the huge-page copy"
+    else:
+        v2 = MISSED
+    goals.append(("daemon or embedded warm load vs read()-copy, %s (safetensors, 300 tensors)"
+                  % size_name(model_bytes), "≥ 1000× faster",
+                  "read() into malloc: %s, **%s** vs embedded, **%s** vs daemon; read() into a "
+                  "huge-page buffer: %s, **%s** / **%s**" % (
+                      t_us(rc), ratio(r_rc_e), ratio(r_rc_d), t_us(rct), ratio(r_rct_e),
+                      ratio(r_rct_d)), v2, "vs_readcopy"))
+
+    # 3. embedded vs numpy mmap, npy, model size (or the largest size measured).
+    sizes = env.get("sizes", "").split()
+    size_labels = ["size-" + s for s in sizes]
+    lab3 = None
+    for s in sizes:
+        b = int(s[:-1]) << {"K": 10, "M": 20, "G": 30}[s[-1]] if s[-1] in "KMG" else int(s)
+        if b == model_bytes:
+            lab3 = "size-" + s
+    if lab3 is None and size_labels:
+        lab3 = size_labels[-1]
+    e3 = R.load(lab3, "embedded", "npy") if lab3 else None
+    n3 = R.load(lab3, "numpy-mmap") if lab3 else None
+    per_size = []
+    for lab in size_labels:
+        e, n = R.load(lab, "embedded", "npy"), R.load(lab, "numpy-mmap")
+        if e and n:
+            per_size.append(n / e)
+    if e3 and n3:
+        v3 = MET if n3 > e3 and all(x > 1 for x in per_size) else (
+            "⚠️ met at this size, not at every size" if n3 > e3 else MISSED)
+    else:
+        v3 = NA
+    goals.append(("embedded load vs numpy `np.load(mmap_mode='r')`, npy, %s" % (
+        lab3[5:] if lab3 else "?"), "faster",
+        "%s vs %s: **%s faster**%s" % (
+            t_us(e3), t_us(n3), ratio(n3 / e3) if e3 and n3 else "n/a",
+            "; at every size %s–%s" % (ratio(min(per_size)), ratio(max(per_size)))
+            if per_size else ""), v3, "vs_numpy_mmap"))
+
+    # 4. total Pss, 8 processes, daemon.
+    m8 = R.one("mem", label="daemon-npz", procs="8")
+    limit = 1.05 * model_bytes / 1024
+    if m8:
+        tot = float(m8["total_kib"])
+        v4 = MET if tot <= limit else MISSED
+        meas = "**%s** (%s in the 8 clients + %s in the daemon), limit %s" % (
+            kib(tot), kib(m8["pss_total_kib"]), kib(m8["daemon_pss_kib"]), kib(limit))
+    else:
+        v4, meas = NA, "not measured"
+    goals.append(("total Pss, 8 processes, %s model (deflated npz), daemon" % size_name(model_bytes),
+                  "≤ 1.05 × model (%s)" % kib(limit), meas, v4, "pss"))
+
+    # 5. decode once.
+    dz = R.one("decode", label="npz")
+    dq = R.one("decode", label="q4_0")
+    parts, oks = [], []
+    if dz and dz.get("status") == "ok":
+        rz = float(dz["ratio"])
+        parts.append("deflated npz: %s vs %s = **%.3f%%**" % (
+            t_us(float(dz["second_us"])), t_us(float(dz["first_us"])), rz * 100))
+        oks.append(rz <= 0.01)
+    else:
+        parts.append("deflated npz: not measured")
+    if dq and dq.get("status") == "ok":
+        rq = float(dq["ratio"])
+        parts.append("q4_0 → f32: %s vs %s = **%.3f%%**" % (
+            t_us(float(dq["second_us"])), t_us(float(dq["first_us"])), rq * 100))
+        oks.append(rq <= 0.01)
+    else:
+        parts.append("q4_0 dequantized: **not available** (%s)" % (
+            "td_load with opt.dequantize returns %s: %s" % (dq.get("code"), dq.get("reason"))
+            if dq else "not measured"))
+    if not oks:
+        v5 = NA
+    elif all(oks) and len(oks) == 2:
+        v5 = MET
+    elif all(oks):
+        v5 = "✅ met for npz; q4_0 n/a"
+    else:
+        v5 = MISSED
+    goals.append(("2nd client load vs 1st, deflated npz and dequantized q4_0", "≤ 1%",
+                  "; ".join(parts), v5, "decode_once"))
+
+    # 6. save vs raw write.
+    sv = R.one("save", method="td_save")
+    sst = R.one("save", method="td_save_safetensors")
+    raw = R.one("save", method="raw_write_fsync")
+    if sv and sst and raw:
+        a6, b6 = float(sv["vs_raw"]), float(sst["vs_raw"])
+        v6 = MET if a6 >= 0.9 and b6 >= 0.9 else MISSED
+        meas = "td_save **%s**, td_save_safetensors **%s** (raw write+fsync %.0f MB/s)" % (
+            ratio(a6), ratio(b6), float(raw["mb_s"]))
+    else:
+        v6, meas = NA, "not measured"
+    goals.append(("save vs raw write (%s, fsync'd)" % size_name(env.get("save_bytes", 0)),
+                  "≥ 0.9×", meas, v6, "save"))
+
+    # 7. savez_compressed vs numpy.
+    tz = R.one("save", method="td_savez_compressed")
+    nz = R.one("save", method="numpy_savez_compressed")
+    if tz and nz:
+        r7 = float(nz["median_s"]) / float(tz["median_s"])
+        v7 = MET if r7 >= 1.5 else MISSED
+        meas = "%s vs %s: **%s**" % ("%.1f MB/s" % float(tz["mb_s"]),
+                                     "%.1f MB/s" % float(nz["mb_s"]), ratio(r7))
+    else:
+        v7, meas, r7 = NA, "not measured", None
+    goals.append(("savez_compressed vs numpy (%s of float32 weights)" % size_name(
+        env.get("zbytes", 0)), "≥ 1.5× faster", meas, v7, "savez"))
+
+    # 8. daemon under load.
+    c64 = R.one("daemon_load", label="load", clients="64")
+    if c64:
+        lps, p99 = float(c64["loads_per_s"]), float(c64["p99_us"])
+        v8 = MET if lps >= 20000 and p99 <= 2000 else MISSED
+        meas = "**%.0f loads/s**, p50 %s, **p99 %s**" % (lps, t_us(float(c64["p50_us"])),
+                                                        t_us(p99))
+    else:
+        v8, meas = NA, "not measured"
+    goals.append(("daemon, 64 clients, %s cores, 300-tensor model" % env.get("cores", "?"),
+                  "≥ 20,000 loads/s, p99 ≤ 2 ms", meas, v8, "load64"))
+
+    w("## Goals")
+    w("")
+    w("| figure | goal | measured | verdict |")
+    w("|---|---|---|---|")
+    for g in goals:
+        w("| %s | %s | %s | %s |" % g[:4])
+    w("")
+    w("Plots: [load latency vs file size](%s/load_vs_size.png), "
+      "[load latency vs tensor count](%s/load_vs_count.png), "
+      "[memory shared by N processes](%s/memory.png), "
+      "[the daemon under load](%s/daemon_load.png)." % ((plot_rel,) * 4))
+    w("")
+    w("The three figures asked for explicitly:")
+    w("")
+    e1 = R.rss("goal-1M", "embedded", "safetensors")
+    e1t = R.load("goal-1M", "embedded", "safetensors")
+    eg = R.rss("goal", "embedded", "safetensors")
+    w("- **Embedded load of a 1 MiB vs a %s safetensors file (300 tensors each):** %s vs %s; "
+      "resident set growth over one load %s vs %s." % (
+          size_name(model_bytes), t_us(e1t), t_us(g_emb_st), kib(e1), kib(eg)))
+    s1 = R.rss("size-1M", "embedded", "safetensors")
+    big = size_labels[-1] if size_labels else None
+    sb = R.rss(big, "embedded", "safetensors") if big else None
+    if s1 is not None and sb is not None:
+        w("  With one tensor per file, across the size sweep: %s at 1 MiB and %s at %s "
+          "(%s vs %s)." % (kib(s1), kib(sb), big[5:], t_us(R.load("size-1M", "embedded",
+                                                                   "safetensors")),
+                           t_us(R.load(big, "embedded", "safetensors"))))
+    w("- **Warm load, %s model with 300 tensors, daemon vs embedded:** safetensors %s vs %s "
+      "(ratio %s); gguf %s vs %s (ratio %s)." % (
+          size_name(model_bytes), t_us(g_dmn_st), t_us(g_emb_st), ratio(r_st), t_us(g_dmn_gg),
+          t_us(g_emb_gg), ratio(r_gg)))
+    if dz and dz.get("status") == "ok":
+        w("- **Deflated npz (%s, 300 members), second client vs first:** %s vs %s, ratio "
+          "%.4f (%.3f%%); the same file loaded embedded (every process inflating for itself): "
+          "%s." % (size_name(model_bytes), t_us(float(dz["second_us"])),
+                   t_us(float(dz["first_us"])), float(dz["ratio"]), float(dz["ratio"]) * 100,
+                   t_us(float(dz["embedded_us"]))))
+    w("")
+
+    # ---- load vs size ----
+    cols = [("embedded", "npy", "tensord embedded (npy)"),
+            ("embedded", "safetensors", "tensord embedded (safetensors)"),
+            ("embedded", "gguf", "tensord embedded (gguf)"),
+            ("daemon", "npy", "tensord daemon (npy)"),
+            ("readcopy", None, "read() into malloc"),
+            ("readcopy-thp", None, "read() into huge pages"),
+            ("numpy-normal", None, "numpy np.load"),
+            ("numpy-mmap", None, "numpy np.load mmap_mode='r'"),
+            ("llama", None, "llama.cpp gguf_init_from_file (no_alloc)"),
+            ("llama-alloc", None, "llama.cpp gguf_init_from_file (loads data)")]
+    if size_labels:
+        w("## Warm load latency against file size")
+        w("")
+        w("One float32 tensor per file, the same bytes as npy, safetensors and gguf. Median of "
+          "warm loads (see *Method*); the load is timed, the release of what it returned is "
+          "not. llama.cpp's `gguf_init_from_file` with `no_alloc` reads the header and builds "
+          "its tensor objects (what llama.cpp does before mapping the data itself); without "
+          "it, it also reads every tensor into memory (measured up to 256 MiB).")
+        w("")
+        w("![load latency vs file size](%s/load_vs_size.png)" % plot_rel)
+        w("")
+        w("| size | " + " | ".join(c[2] for c in cols) + " |")
+        w("|---|" + "---:|" * len(cols))
+        dat = []
+        for s, lab in zip(sizes, size_labels):
+            vals = [R.load(lab, m, f) for m, f, _ in cols]
+            cells = []
+            for (m, f, _), v in zip(cols, vals):
+                cells.append(t_us(v) if v else ("n/a" if R.na(lab, m) else "–"))
+            w("| %s | %s |" % (s, " | ".join(cells)))
+            nb = R.load_row(lab, "embedded", "npy")
+            dat.append([int(nb["bytes"]) if nb else 0] + [v for v in vals])
+        w("")
+        w("Speed-up of tensord embedded (npy) over each baseline (baseline time / ours):")
+        w("")
+        base = [c for c in cols if c[0] not in ("embedded", "daemon")]
+        w("| size | tensord daemon (npy) | " + " | ".join(c[2] for c in base) + " |")
+        w("|---|" + "---:|" * (len(base) + 1))
+        for s, lab in zip(sizes, size_labels):
+            e = R.load(lab, "embedded", "npy")
+            d = R.load(lab, "daemon", "npy")
+            cells = [ratio(e / d) if e and d else "–"]
+            for m, f, _ in base:
+                v = R.load(lab, m, f)
+                cells.append(ratio(v / e) if v and e else "–")
+            w("| %s | %s |" % (s, " | ".join(cells)))
+        w("")
+        w("(The daemon column is embedded / daemon: above 1× the daemon is faster.) Resident "
+          "set growth over one embedded load, kept (the views are not touched):")
+        w("")
+        w("| size | npy | safetensors | gguf |")
+        w("|---|---:|---:|---:|")
+        for s, lab in zip(sizes, size_labels):
+            w("| %s | %s | %s | %s |" % (s, kib(R.rss(lab, "embedded", "npy")),
+                                         kib(R.rss(lab, "embedded", "safetensors")),
+                                         kib(R.rss(lab, "embedded", "gguf"))))
+        w("")
+        write_dat(os.path.join(data, "size.dat"), ["bytes"] + [c[0] for c in cols], dat)
+        titles = [c[2] for c in cols]
+        plot = PLOT_HEAD + """set output "%s/load_vs_size.png"
+set title "Warm load latency against file size (one tensor; median)"
+set logscale xy
+set xlabel "file size (MiB)"
+set ylabel "latency (µs)"
+set format y "10^{%%T}"
+set key outside right top
+plot """ % plots
+        plot += ", ".join('"size.dat" using ($1/1048576):%d with linespoints title "%s"' % (
+            i + 2, t.replace("'", "")) for i, t in enumerate(titles)) + "\n"
+        gnuplot(plot, data)
+
+    # ---- load vs count ----
+    counts = env.get("counts", "").split()
+    if counts:
+        ccols = [("embedded", "safetensors", "tensord embedded (safetensors)"),
+                 ("daemon", "safetensors", "tensord daemon (safetensors)"),
+                 ("embedded", "gguf", "tensord embedded (gguf)"),
+                 ("daemon", "gguf", "tensord daemon (gguf)"),
+                 ("embedded", "npz", "tensord embedded (npz, stored)"),
+                 ("daemon", "npz", "tensord daemon (npz, stored)"),
+                 ("llama", None, "llama.cpp gguf_init_from_file (no_alloc)"),
+                 ("numpy-npz", None, "numpy np.load(npz) + every member"),
+                 ("readcopy-thp", None, "read() into huge pages (safetensors)")]
+        w("## Warm load latency against tensor count")
+        w("")
+        w("%s of float32 in N one-dimensional tensors. numpy has no zero-copy multi-tensor "
+          "format: its column loads a stored npz and reads every member." % size_name(
+              env.get("count_bytes", 0)))
+        w("")
+        w("![load latency vs tensor count](%s/load_vs_count.png)" % plot_rel)
+        w("")
+        w("| tensors | " + " | ".join(c[2] for c in ccols) + " |")
+        w("|---|" + "---:|" * len(ccols))
+        dat = []
+        for n in counts:
+            lab = "count-" + n
+            vals = [R.load(lab, m, f) for m, f, _ in ccols]
+            w("| %s | %s |" % (n, " | ".join(
+                t_us(v) if v else ("n/a" if R.na(lab, m) else "–")
+                for (m, f, _), v in zip(ccols, vals))))
+            dat.append([int(n)] + vals)
+        w("")
+        w("Per tensor (median / N): " + "; ".join(
+            "%s: %s" % (c[2], ", ".join("%s at %s" % (t_us(v / int(n)), n)
+                                        for n, v in zip(counts, [d[i + 1] for d in dat]) if v))
+            for i, c in enumerate(ccols[:4])) + ".")
+        w("")
+        write_dat(os.path.join(data, "count.dat"), ["tensors"] + [c[0] for c in ccols], dat)
+        plot = PLOT_HEAD + """set output "%s/load_vs_count.png"
+set title "Warm load latency against tensor count (%s; median)"
+set logscale xy
+set xlabel "tensors"
+set ylabel "latency (µs)"
+set format y "10^{%%T}"
+plot """ % (plots, size_name(env.get("count_bytes", 0)))
+        plot += ", ".join('"count.dat" using 1:%d with linespoints title "%s"' % (
+            i + 2, c[2].replace("'", "")) for i, c in enumerate(ccols)) + "\n"
+        gnuplot(plot, data)
+
+    # ---- the goals' model in detail ----
+    if g_emb_st or rc:
+        w("## The %s, 300-tensor model" % size_name(model_bytes))
+        w("")
+        w("Measured three times, interleaving embedded and daemon loads (median of the three "
+          "medians).")
+        w("")
+        w("| method | file | warm load | vs embedded (same file) |")
+        w("|---|---|---:|---:|")
+        rows = [("tensord embedded", "safetensors", g_emb_st, g_emb_st),
+                ("tensord daemon", "safetensors", g_dmn_st, g_emb_st),
+                ("tensord embedded", "gguf", g_emb_gg, g_emb_gg),
+                ("tensord daemon", "gguf", g_dmn_gg, g_emb_gg),
+                ("llama.cpp gguf_init_from_file (no_alloc)", "gguf", R.load("goal", "llama"),
+                 g_emb_gg),
+                ("read() into malloc", "safetensors", rc, g_emb_st),
+                ("read() into huge pages", "safetensors", rct, g_emb_st),
+                ("tensord embedded, 1 MiB file", "safetensors", e1t, g_emb_st)]
+        for name, f, v, b in rows:
+            w("| %s | %s | %s | %s |" % (name, f, t_us(v), ratio(v / b) if v and b else "n/a"))
+        w("")
+
+    # ---- memory ----
+    mem = R.of("mem")
+    if mem:
+        mcols = [("embedded-st", "tensord embedded, safetensors (page cache)"),
+                 ("daemon-st", "tensord daemon, safetensors (page cache)"),
+                 ("daemon-npz", "tensord daemon, deflated npz (decoded once, shared memfd)"),
+                 ("embedded-npz", "tensord embedded, deflated npz (each process inflates)"),
+                 ("numpy-npz", "numpy np.load(npz), every member")]
+        w("## Memory shared by N processes holding the same model")
+        w("")
+        w("Each process loads the %s model and reads one byte of every page of every tensor, "
+          "then holds it; the figure is the sum of `Pss` from `/proc/PID/smaps_rollup` over "
+          "the N processes, plus the daemon's own Pss in the daemon columns. The npz holds the "
+          "same 300 tensors deflated (smooth synthetic data that deflates quickly, so that "
+          "the run stays short)." % size_name(model_bytes))
+        w("")
+        w("![memory shared by N processes](%s/memory.png)" % plot_rel)
+        w("")
+        w("| processes | " + " | ".join(c[1] for c in mcols) + " |")
+        w("|---|" + "---:|" * len(mcols))
+        procs = sorted({int(r["procs"]) for r in mem})
+        dat = []
+        for p in procs:
+            vals = []
+            for lab, _ in mcols:
+                r = R.one("mem", label=lab, procs=str(p))
+                vals.append(float(r["total_kib"]) if r else None)
+            w("| %d | %s |" % (p, " | ".join(kib(v) for v in vals)))
+            dat.append([p] + [v / 1048576 if v else None for v in vals])
+        w("")
+        w("Time until all N processes held the model (includes the first decode in the daemon "
+          "columns when the entry was not cached yet): " + "; ".join(
+              "%s: %s" % (lab, ", ".join("%s s at %s" % (r["ready_s"], r["procs"])
+                                         for r in R.of("mem", label=lab)))
+              for lab, _ in mcols if R.of("mem", label=lab)) + ".")
+        w("")
+        write_dat(os.path.join(data, "mem.dat"), ["procs"] + [c[0] for c in mcols], dat)
+        plot = PLOT_HEAD + """set output "%s/memory.png"
+set title "Total Pss of N processes holding the same %s model"
+set xlabel "processes"
+set ylabel "total Pss (GiB)"
+set xtics (1, 2, 4, 8)
+set yrange [0:*]
+plot """ % (plots, size_name(model_bytes))
+        plot += ", ".join('"mem.dat" using 1:%d with linespoints title "%s"' % (
+            i + 2, c[1].replace("'", "")) for i, c in enumerate(mcols)) + "\n"
+        gnuplot(plot, data)
+
+    # ---- decode once ----
+    if dz or dq:
+        w("## Decode once")
+        w("")
+        w("Each round evicts the file from the daemon's cache; a first client process loads it "
+          "in daemon mode (the daemon decodes into a sealed memfd) and holds it, then a second "
+          "client process loads it. Both times are taken around `td_load` in the clients. The "
+          "daemon's counters confirm a miss with one decode, then a hit.")
+        w("")
+        w("| file | first client | second client | second / first | embedded (decodes itself) | miss then hit |")
+        w("|---|---:|---:|---:|---:|---|")
+        for lab, r in (("deflated npz, %s, 300 members" % size_name(model_bytes), dz),
+                       ("q4_0 GGUF %s → float32" % size_name(env.get("q4_bytes", 0)), dq)):
+            if not r:
+                continue
+            if r.get("status") != "ok":
+                w("| %s | n/a | n/a | n/a | n/a | %s: %s |" % (lab, r.get("code"),
+                                                               r.get("reason")))
+            else:
+                w("| %s | %s | %s | %.4f%% | %s | %s |" % (
+                    lab, t_us(float(r["first_us"])), t_us(float(r["second_us"])),
+                    float(r["ratio"]) * 100, t_us(float(r["embedded_us"])),
+                    r["first_miss_second_hit"]))
+        w("")
+
+    # ---- daemon under load ----
+    dl = R.of("daemon_load", label="load")
+    if dl:
+        w("## The daemon under load")
+        w("")
+        w("N client processes each loop for %s s: `td_load` in daemon mode of the cached "
+          "%s 300-tensor safetensors model (connect, HELLO, LOAD with the descriptor, LOAD_OK "
+          "with the table and descriptor, map, build 300 views), timed; then `td_dict_free` "
+          "(unmap, close: the lease ends), untimed. The daemon runs with its defaults (log "
+          "level info: it writes a line per load and per connection)." % (
+              env.get("load_seconds", "?"), size_name(model_bytes)))
+        w("")
+        w("![daemon under load](%s/daemon_load.png)" % plot_rel)
+        w("")
+        w("| clients | loads/s | p50 | p99 | max | failures |")
+        w("|---:|---:|---:|---:|---:|---:|")
+        dat = []
+        for r in sorted(dl, key=lambda r: int(r["clients"])):
+            w("| %s | %.0f | %s | %s | %s | %s |" % (
+                r["clients"], float(r["loads_per_s"]), t_us(float(r["p50_us"])),
+                t_us(float(r["p99_us"])), t_us(float(r["max_us"])), r["failures"]))
+            dat.append([int(r["clients"]), float(r["loads_per_s"]), float(r["p99_us"]) / 1000,
+                        float(r["p50_us"]) / 1000])
+        for r in sorted(R.of("daemon_load", label="load-notice"), key=lambda r: int(r["clients"])):
+            w("| %s, daemon at `--log-level notice` | %.0f | %s | %s | %s | %s |" % (
+                r["clients"], float(r["loads_per_s"]), t_us(float(r["p50_us"])),
+                t_us(float(r["p99_us"])), t_us(float(r["max_us"])), r["failures"]))
+        w("")
+        scr = R.one("syscalls")
+        if scr:
+            cpl = float(scr["client_calls"]) / float(scr["client_loads"])
+            dpl = float(scr["daemon_calls"]) / float(scr["daemon_loads"])
+            w("System calls per load (strace -c): **%.1f in the client, %.1f in the daemon**"
+              "%s." % (cpl, dpl, ", at %.2f µs each for a null call on this machine: about "
+                       "%.0f µs of bare system-call entry per load" % (
+                           float(sysr["syscall_us"]), (cpl + dpl) * float(sysr["syscall_us"]))
+                       if sysr else ""))
+            w("")
+        write_dat(os.path.join(data, "load.dat"), ["clients", "loads_per_s", "p99_ms", "p50_ms"],
+                  dat)
+        plot = PLOT_HEAD + """set output "%s/daemon_load.png"
+set title "tensord under load: N clients loading a cached 300-tensor model"
+set logscale x 2
+set xlabel "concurrent client processes"
+set ylabel "loads per second"
+set y2label "latency (ms)"
+set ytics nomirror
+set y2tics
+set yrange [0:*]
+set y2range [0:*]
+plot "load.dat" using 1:2 with linespoints title "loads/s" axes x1y1, \\
+     "load.dat" using 1:3 with linespoints title "p99 (ms)" axes x1y2, \\
+     "load.dat" using 1:4 with linespoints title "p50 (ms)" axes x1y2, \\
+     20000 with lines dashtype 2 title "goal: 20,000 loads/s" axes x1y1
+""" % plots
+        gnuplot(plot, data)
+
+    # ---- save ----
+    sv_rows = R.of("save")
+    if sv_rows:
+        w("## Save throughput")
+        w("")
+        w("Plain saves: %s of weight-like float32, as one array (`td_save`, .npy) and as 300 "
+          "arrays (`td_save_safetensors`), against the plainest durable write of the same bytes "
+          "(open, write(), fsync, close); tensord's saves are atomic (temporary file, fsync, "
+          "rename, fsync of the directory). The methods take turns in each repeat. Compressed: "
+          "%s in 16 arrays through `td_savez_compressed` and numpy's `savez_compressed` (with an "
+          "fsync before close, like ours), same arrays. Then the deflate engines alone on the "
+          "same bytes, level 6, with their CRC-32." % (
+              size_name(env.get("save_bytes", 0)), size_name(env.get("zbytes", 0))))
+        w("")
+        w("| method | bytes | median | MB/s | notes |")
+        w("|---|---:|---:|---:|---|")
+        for r in sv_rows:
+            if r.get("status") != "ok":
+                w("| %s | | | | n/a |" % r.get("method"))
+                continue
+            notes = []
+            if "vs_raw" in r:
+                notes.append("%s of raw write+fsync" % ratio(float(r["vs_raw"])))
+            if "compressed_bytes" in r and r["compressed_bytes"] != "0":
+                notes.append("output %.1f%% of input" % (
+                    100 * float(r["compressed_bytes"]) / float(r["bytes"])))
+            if "ratio" in r:
+                notes.append("output %.1f%% of input" % (100 * float(r["ratio"])))
+            w("| %s | %s | %.3f s | %.1f | %s |" % (r["method"], size_name(r["bytes"]),
+                                                   float(r["median_s"]), float(r["mb_s"]),
+                                                   "; ".join(notes)))
+        w("")
+
+    # ---- protocol ----
+    proto_path = os.path.join(data, "proto.txt")
+    w("## Wire protocol (bench/bench_proto.c)")
+    w("")
+    if os.path.exists(proto_path) and os.path.getsize(proto_path):
+        w("LOAD round trips on a socketpair between two processes (a 300-tensor table, one "
+          "descriptor each way), and encode/decode throughput of a 300-tensor LOAD_OK:")
+        w("")
+        w("```")
+        with open(proto_path) as f:
+            w(f.read().rstrip())
+        w("```")
+    else:
+        w("Not run: bench_proto %s." % env.get("build_bench_proto", "absent"))
+    w("")
+
+    # ---- dequant ----
+    dq_path = os.path.join(data, "dequant.md")
+    w("## Dequantization throughput by type (bench/bench_dequant.c)")
+    w("")
+    if os.path.exists(dq_path) and os.path.getsize(dq_path):
+        with open(dq_path) as f:
+            w(f.read().rstrip())
+    else:
+        w("Not run: bench_dequant %s." % env.get("build_bench_dequant", "absent"))
+    w("")
+
+    # ---- what limits us ----
+    missed = [g for g in goals if g[3] not in (MET, NA)]
+    w("## What limits us")
+    w("")
+    if not missed:
+        w("Every goal measured in this run is met.")
+        w("")
+    limits_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "limits.md")
+    texts = {}
+    if os.path.exists(limits_path):
+        key = None
+        with open(limits_path) as f:
+            for line in f:
+                if line.startswith("@@ "):
+                    key = line[3:].strip()
+                    texts[key] = []
+                elif key:
+                    texts[key].append(line.rstrip("\n"))
+    for g in missed:
+        w("**%s** (%s; measured %s).%s" % (g[0], g[1], g[2], ""))
+        w("")
+        t = texts.get(g[4])
+        if t:
+            w("\n".join(t).strip())
+        else:
+            w("(No analysis recorded for this figure.)")
+        w("")
+
+    # ---- method ----
+    w("## Method")
+    w("")
+    w("- `bench/run.sh` builds a Release tree (`-DTD_BENCH=ON`), starts `tensord` on a private "
+      "socket with its default settings, generates every model file with libtensord's own "
+      "savers (`bench_gen`, fsync'd, so in the page cache), and removes them afterwards.")
+    w("- Loads (`bench_load`, `numpy_bench.py`): %s warm-up loads, then up to 31 timed loads, "
+      "stopping after %s s once 3 are taken; the median is reported. A copying loader that "
+      "faults in 1 GiB or more per load runs 3 timed loads without warm-up (the page cache is "
+      "already warm), 1 at 4 GiB." % ("2", env.get("load_seconds", "3")))
+    w("- read() into malloc is the plain loader: `malloc(size)` then `read()` the whole file. "
+      "read() into huge pages is the best a copying loader can do: the buffer is an anonymous "
+      "mapping advised `MADV_HUGEPAGE` (numpy does this for large arrays), so it takes 2 MiB "
+      "faults instead of 4 KiB ones.")
+    w("- Memory (`bench_mem`): see that section. Decode once (`bench_decode`), daemon under "
+      "load (`bench_daemon_load`), save (`bench_save`) likewise.")
+    w("- Raw data: `%s/results.txt` (one RESULT line per measurement) and `run.log`." %
+      env.get("data_dir", "?"))
+    if R.failed:
+        w("- **Failed measurements in this run:** " + "; ".join(
+            "`%s`" % r.get("cmd", "?").replace("+", " ") for r in R.failed))
+    w("")
+
+    with open(a.out, "w") as f:
+        f.write("\n".join(L) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+/*
+ * fuzz_gguf.c - libFuzzer target for the GGUF reader (formats/gguf.c).
+ *
+ * Input: the bytes of a .gguf file, as is.
+ *
+ * Path: gguf_index; for an accepted file, besides the common checks (fuzzutil.h): at most 4
+ * dimensions, unique tensor names, tensor data that does not overlap, the metadata walked
+ * with every public accessor, and general.alignment (when present) a u32 power of two. Then
+ * the tensors and metadata are written with gguf_write and read back equal: same tensors,
+ * same bytes, same typed metadata. Tensor names of 64 bytes or more are readable but not
+ * writable (llama.cpp's limit, see gguf.h); files with such names skip the round trip.
+ */
+#include "fuzzutil.h"
+#include "gguf.h"
+
+static void roundtrip(const td__table *t, const uint8_t *data, size_t size)
+{
+    for (size_t i = 0; i < t->n; i++) {
+        const td__entry *e = &t->entries[i];
+        uint64_t nb;
+        if (strlen(e->name) > GGUF_MAX_NAME)
+            return;
+        /* The known finding fz_check_entry tolerated: not writable either. */
+        if (td__shape_nbytes(e->dtype, e->ndim, e->shape, &nb, NULL))
+            return;
+    }
+    td_error err = {0};
+    td__item *items = calloc(t->n ? t->n : 1, sizeof *items);
+    if (!items)
+        fz_die("calloc", NULL);
+    for (size_t i = 0; i < t->n; i++) {
+        const td__entry *e = &t->entries[i];
+        items[i] =
+            (td__item){e->name, e->dtype, (int)e->ndim, e->shape, data + e->offset, e->nbytes};
+    }
+    td__writer w;
+    if (td__writer_init(&w, -1, "rt.gguf", &err))
+        fz_die("writer", &err);
+    if (gguf_write(&w, items, t->n, t->meta, "rt.gguf", &err))
+        fz_die("gguf_write refuses what gguf_index accepted", &err);
+    size_t len;
+    uint8_t *buf = td__writer_take(&w, &len);
+    td__writer_destroy(&w);
+    free(items);
+    if (!buf)
+        fz_die("writer_take", NULL);
+    td__table t2;
+    td__table_init(&t2, TD_FORMAT_GGUF);
+    if (gguf_index(buf, len, "rt.gguf", &t2, &err))
+        fz_die("gguf_index refuses what gguf_write wrote", &err);
+    fz_tables_equal(t, data, size, &t2, buf, len);
+    if (!td__meta_equal(t->meta, t2.meta))
+        fz_die("round trip: metadata differs", NULL);
+    td__table_destroy(&t2);
+    free(buf);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    td_error err = {0};
+    td__table t;
+    td__table_init(&t, TD_FORMAT_GGUF);
+    int rc = gguf_index(data, size, "fuzz.gguf", &t, &err);
+    if (rc) {
+        fz_check_failure(rc, &err, size);
+        if (!strstr(err.message, "fuzz.gguf"))
+            fz_die("message does not name the file", &err);
+        if (t.n || t.meta)
+            fz_die("gguf_index failed but left entries or metadata", NULL);
+        td__table_destroy(&t);
+        return 0;
+    }
+    if (!t.meta)
+        fz_die("gguf_index left no metadata object", NULL);
+    fz_walk_meta(t.meta);
+    const td_value *al = td_meta_get(t.meta, GGUF_KEY_ALIGNMENT);
+    uint64_t align = GGUF_DEFAULT_ALIGNMENT;
+    if (al) {
+        if (td_value_type(al) != TD_TYPE_UINT32 || td_value_get_uint(al, &align) || !align ||
+            (align & (align - 1)) || align > GGUF_MAX_ALIGNMENT)
+            fz_die("accepted a bad general.alignment", NULL);
+    }
+    for (size_t i = 0; i < t.n; i++) {
+        const td__entry *e = &t.entries[i];
+        fz_check_entry(e, size);
+        if (!e->name || e->layout || e->ndim > GGUF_MAX_DIMS)
+            fz_die("a gguf entry without a name, with a layout or more than 4 dims", NULL);
+        fz_touch(data + e->offset, e->nbytes);
+        for (size_t k = 0; k < i; k++) {
+            const td__entry *o = &t.entries[k];
+            if (strcmp(o->name, e->name) == 0)
+                fz_die("gguf_index accepted a duplicate tensor name", NULL);
+            if (e->nbytes && o->nbytes && e->offset < o->offset + o->nbytes &&
+                o->offset < e->offset + e->nbytes)
+                fz_die("gguf_index accepted overlapping tensors", NULL);
+        }
+    }
+    roundtrip(&t, data, size);
+    td__table_destroy(&t);
+    return 0;
+}

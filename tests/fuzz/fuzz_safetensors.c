@@ -1,0 +1,115 @@
+/*
+ * fuzz_safetensors.c - libFuzzer target for the safetensors reader (formats/safetensors.c).
+ *
+ * Input: the bytes of a .safetensors file, as is.
+ *
+ * Path: st_index; for an accepted file, besides the common entry checks (fuzzutil.h), the
+ * tensors' byte ranges must tile the data buffer exactly (sorted: contiguous from its start,
+ * no gaps, no overlaps, ending at the end of the file), as the Rust reference requires. The
+ * tensors and the metadata are then written with st_write and read back equal.
+ */
+#include "fuzzutil.h"
+#include "safetensors.h"
+
+typedef struct range {
+    uint64_t b, e;
+} range;
+
+static int range_cmp(const void *a, const void *b)
+{
+    const range *x = a, *y = b;
+    if (x->b != y->b)
+        return x->b < y->b ? -1 : 1;
+    return x->e < y->e ? -1 : x->e > y->e;
+}
+
+/* The data buffer starts at 8 + N; the ranges must tile [8 + N, size). */
+static void check_tiling(const td__table *t, const uint8_t *data, size_t size)
+{
+    uint64_t start = 8 + td__le64(data);
+    range *r = malloc((t->n ? t->n : 1) * sizeof *r);
+    if (!r)
+        fz_die("malloc", NULL);
+    for (size_t i = 0; i < t->n; i++) {
+        r[i].b = t->entries[i].offset;
+        r[i].e = t->entries[i].offset + t->entries[i].nbytes;
+    }
+    qsort(r, t->n, sizeof *r, range_cmp);
+    uint64_t at = start;
+    for (size_t i = 0; i < t->n; i++) {
+        if (r[i].b != at)
+            fz_die("accepted tensor ranges leave a gap or overlap", NULL);
+        at = r[i].e;
+    }
+    if (at != size)
+        fz_die("accepted tensor ranges do not end at the end of the file", NULL);
+    free(r);
+}
+
+static void roundtrip(const td__table *t, const uint8_t *data, size_t size)
+{
+    td_error err = {0};
+    td__item *items = calloc(t->n ? t->n : 1, sizeof *items);
+    if (!items)
+        fz_die("calloc", NULL);
+    for (size_t i = 0; i < t->n; i++) {
+        const td__entry *e = &t->entries[i];
+        items[i] =
+            (td__item){e->name, e->dtype, (int)e->ndim, e->shape, data + e->offset, e->nbytes};
+    }
+    td__writer w;
+    if (td__writer_init(&w, -1, "rt.safetensors", &err))
+        fz_die("writer", &err);
+    if (st_write(&w, items, t->n, t->meta, "rt.safetensors", &err))
+        fz_die("st_write refuses what st_index accepted", &err);
+    size_t len;
+    uint8_t *buf = td__writer_take(&w, &len);
+    td__writer_destroy(&w);
+    free(items);
+    if (!buf)
+        fz_die("writer_take", NULL);
+    td__table t2;
+    td__table_init(&t2, TD_FORMAT_SAFETENSORS);
+    if (st_index(buf, len, "rt.safetensors", &t2, &err))
+        fz_die("st_index refuses what st_write wrote", &err);
+    fz_tables_equal(t, data, size, &t2, buf, len);
+    if (!td__meta_equal(t->meta, t2.meta))
+        fz_die("round trip: metadata differs", NULL);
+    td__table_destroy(&t2);
+    free(buf);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    td_error err = {0};
+    td__table t;
+    td__table_init(&t, TD_FORMAT_SAFETENSORS);
+    int rc = st_index(data, size, "fuzz.safetensors", &t, &err);
+    if (rc) {
+        fz_check_failure(rc, &err, size);
+        if (!strstr(err.message, "fuzz.safetensors"))
+            fz_die("message does not name the file", &err);
+        td__table_destroy(&t);
+        return 0;
+    }
+    if (!t.meta)
+        fz_die("st_index left no metadata object", NULL);
+    for (size_t i = 0; i < t.n; i++) {
+        const td__entry *e = &t.entries[i];
+        fz_check_entry(e, size);
+        if (!e->name || e->layout)
+            fz_die("a safetensors entry without a name or with a layout", NULL);
+        fz_touch(data + e->offset, e->nbytes);
+        for (size_t k = 0; k < i; k++)
+            if (strcmp(t.entries[k].name, e->name) == 0)
+                fz_die("st_index accepted a duplicate tensor name", NULL);
+    }
+    for (size_t i = 0; i < td_meta_size(t.meta); i++)
+        if (td_value_type(td_meta_at(t.meta, i, NULL)) != TD_TYPE_STRING)
+            fz_die("safetensors metadata that is not a string", NULL);
+    fz_walk_meta(t.meta);
+    check_tiling(&t, data, size);
+    roundtrip(&t, data, size);
+    td__table_destroy(&t);
+    return 0;
+}

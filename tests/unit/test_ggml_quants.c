@@ -1,0 +1,797 @@
+/*
+ * test_ggml_quants.c - dequantization without the llama.cpp oracle: the reference GGUF files
+ * and their float32 results from gguf-py, MLX's packed form (formulas, nibble order, and an
+ * independent numpy transcription of MLX's extract_q*_data), float16 and bfloat16 rounding
+ * against numpy and an independent double-precision rounding, the portable kernels against the
+ * AVX2 ones, the threaded driver, and the td_array API and its errors.
+ */
+#include "dtype.h"
+#include "ggml_quants.h"
+#include "testutil.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- helpers ---- */
+
+static uint64_t g_rs = 0x1234567887654321ull;
+static uint64_t rnd(void)
+{
+    uint64_t z = (g_rs += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static uint32_t fbits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+static float bitsf(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* Check records every passing ck_assert; loops over millions of values compare by hand.
+ * Every bit must match, except that a NaN only has to meet a NaN: which operand's payload and
+ * sign a NaN result carries (d * q + m with both d and m NaN) is the compiler's choice of
+ * instruction operand order, and differs between GCC and clang builds. */
+static void same_bits32(const char *what, const float *want, const float *got, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (fbits(want[i]) != fbits(got[i]) && !(isnan(want[i]) && isnan(got[i])))
+            ck_abort_msg("%s: element %zu: want %.9g (0x%08x), got %.9g (0x%08x)", what, i,
+                         (double)want[i], fbits(want[i]), (double)got[i], fbits(got[i]));
+}
+
+static const char *const g_ref_types[] = {"q4_0", "q4_1", "q5_0", "q5_1", "q8_0"};
+
+typedef struct ref_tensor {
+    td_array *q;   /* the blocks, as a block-typed array */
+    td_array *ref; /* gguf-py's float32 result */
+} ref_tensor;
+
+/* Loads tensor k (0 or 1) of gguf/<type>.gguf from MANIFEST offsets, and its reference. */
+static void load_ref(const char *type, int k, ref_tensor *out)
+{
+    char path[512], rel[128];
+    json_error_t je;
+    json_t *m = json_load_file(tu_testdata("MANIFEST.json", path, sizeof path),
+                               JSON_DECODE_INT_AS_REAL, &je);
+    ck_assert_msg(m != NULL, "MANIFEST.json: %s", je.text);
+    snprintf(rel, sizeof rel, "gguf/%s.gguf", type);
+    json_t *f = json_object_get(json_object_get(m, "files"), rel);
+    ck_assert_ptr_nonnull(f);
+    json_t *t = json_array_get(json_object_get(f, "tensors"), (size_t)k);
+    ck_assert_ptr_nonnull(t);
+    ck_assert_str_eq(json_string_value(json_object_get(t, "dtype")), type);
+    json_t *shp = json_object_get(t, "shape");
+    int64_t shape[4];
+    int ndim = (int)json_array_size(shp);
+    for (int i = 0; i < ndim; i++)
+        shape[i] = (int64_t)json_number_value(json_array_get(shp, (size_t)i));
+    size_t off = (size_t)json_number_value(json_object_get(t, "offset"));
+    size_t nbytes = (size_t)json_number_value(json_object_get(t, "nbytes"));
+    size_t len;
+    uint8_t *file = tu_read_file(tu_testdata(rel, path, sizeof path), &len);
+    ck_assert_ptr_nonnull(file);
+    ck_assert_uint_le(off + nbytes, len);
+    td_dtype dt;
+    ck_assert_int_eq(td_dtype_from_name(type, &dt), 0);
+    td_error err = {0};
+    TU_OK(td_array_new(dt, ndim, shape, file + off, &out->q, &err), &err);
+    ck_assert_uint_eq(td_array_nbytes(out->q), nbytes);
+    free(file);
+    const char *refrel = json_string_value(json_object_get(t, "dequantized_reference"));
+    TU_OK(td_load_array(tu_testdata(refrel, path, sizeof path), NULL, &out->ref, &err), &err);
+    ck_assert_int_eq(td_array_dtype(out->ref), TD_FLOAT32);
+    ck_assert_int_eq(td_array_size(out->ref), td_array_size(out->q));
+    json_decref(m);
+}
+
+static void free_ref(ref_tensor *r)
+{
+    td_array_release(r->q);
+    td_array_release(r->ref);
+}
+
+/* ---- reference files ---- */
+
+START_TEST(test_reference_files)
+{
+    int fds = tu_count_fds();
+    for (size_t ti = 0; ti < sizeof g_ref_types / sizeof *g_ref_types; ti++) {
+        for (int k = 0; k < 2; k++) {
+            ref_tensor r;
+            load_ref(g_ref_types[ti], k, &r);
+            td_error err = {0};
+            char what[96];
+            size_t n = (size_t)td_array_size(r.q), be;
+            td_dtype_block(td_array_dtype(r.q), &be, NULL);
+            const float *want = td_array_data(r.ref);
+
+            td_array *out;
+            TU_OK(td_array_dequantize(r.q, TD_FLOAT32, &out, &err), &err);
+            ck_assert_int_eq(td_array_dtype(out), TD_FLOAT32);
+            ck_assert_int_eq(td_array_ndim(out), td_array_ndim(r.q));
+            for (int d = 0; d < td_array_ndim(out); d++)
+                ck_assert_int_eq(td_array_shape(out)[d], td_array_shape(r.q)[d]);
+            snprintf(what, sizeof what, "%s tensor %d td_array_dequantize", g_ref_types[ti], k);
+            same_bits32(what, want, td_array_data(out), n);
+            td_array_release(out);
+
+            float *got = malloc(n * 4);
+            for (int isa = GQ_ISA_PORTABLE; isa <= GQ_ISA_AVX2; isa++) {
+                if (isa == GQ_ISA_AVX2 && !gq_have_avx2())
+                    continue;
+                TU_OK(gq_dequantize_blocks(td_array_dtype(r.q), td_array_data(r.q), n / be, got,
+                                           (gq_isa)isa, &err),
+                      &err);
+                snprintf(what, sizeof what, "%s tensor %d isa %d", g_ref_types[ti], k, isa);
+                same_bits32(what, want, got, n);
+            }
+            /* float16 / bfloat16 outputs are the rounded float32 reference */
+            for (int o = 0; o < 2; o++) {
+                TU_OK(td_array_dequantize(r.q, o ? TD_BFLOAT16 : TD_FLOAT16, &out, &err), &err);
+                const uint16_t *h = td_array_data(out);
+                for (size_t i = 0; i < n; i++) {
+                    uint16_t w = o ? gq_f32_to_bf16(want[i]) : gq_f32_to_f16(want[i]);
+                    if (h[i] != w)
+                        ck_abort_msg("%s tensor %d %s: element %zu: 0x%04x, want 0x%04x",
+                                     g_ref_types[ti], k, o ? "bf16" : "f16", i, h[i], w);
+                }
+                td_array_release(out);
+            }
+            free(got);
+            free_ref(&r);
+        }
+    }
+    ck_assert_int_eq(tu_count_fds(), fds);
+}
+END_TEST
+
+/* ---- MLX packed form ---- */
+
+/* Checks MLX arrays for nblocks blocks of type at q against the formulas: scale is d's bits,
+ * bias is half(-8d) / m / half(-128d), the weights hold the quantized values in element order,
+ * and w * scale + bias equals want (the float32 dequantization) bit for bit. */
+static void check_mlx(td_dtype type, const uint8_t *q, size_t nblocks, const uint32_t *w,
+                      const uint16_t *s, const uint16_t *b, const float *want, int allow_inf)
+{
+    size_t bb;
+    td_dtype_block(type, NULL, &bb);
+    int bits = gq_mlx_bits(type);
+    for (size_t i = 0; i < nblocks; i++) {
+        const uint8_t *x = q + i * bb;
+        uint16_t d = (uint16_t)(x[0] | x[1] << 8);
+        ck_assert_uint_eq(s[i], d);
+        float df = gq_f16_to_f32(d);
+        uint16_t wantb = type == TD_Q4_1   ? (uint16_t)(x[2] | x[3] << 8)
+                         : type == TD_Q4_0 ? gq_f32_to_f16(-8.0f * df)
+                                           : gq_f32_to_f16(-128.0f * df);
+        if (b[i] != wantb)
+            ck_abort_msg("block %zu: bias 0x%04x, want 0x%04x", i, b[i], wantb);
+        for (int e = 0; e < 32; e++) {
+            unsigned qv, packed;
+            if (bits == 4) {
+                const uint8_t *qs = x + (type == TD_Q4_0 ? 2 : 4);
+                qv = e < 16 ? qs[e] & 15u : qs[e - 16] >> 4;
+                packed = (w[4 * i + e / 8] >> (4 * (e % 8))) & 15u;
+            } else {
+                qv = (uint8_t)(x[2 + e] ^ 0x80);
+                packed = (w[8 * i + e / 4] >> (8 * (e % 4))) & 255u;
+            }
+            if (qv != packed)
+                ck_abort_msg("block %zu element %d: packed %u, want %u", i, e, packed, qv);
+            /* MLX dequantizes in float32: w * scale + bias */
+            volatile float prod = (float)packed * gq_f16_to_f32(s[i]);
+            float v = prod + gq_f16_to_f32(b[i]);
+            float r = want[i * 32 + e];
+            if (isinf(gq_f16_to_f32(b[i])) && allow_inf)
+                continue; /* |d| too large for binary16 bias: MLX stores inf as well */
+            /* Equal as numbers; the sign of a zero can differ: with d < 0 the reference's
+             * (q - 8) * d is -0 where MLX's q * d + (-8 * d) is +0. */
+            if (fbits(v) != fbits(r) && !(v == 0.0f && r == 0.0f))
+                ck_abort_msg("block %zu element %d: w*scale+bias = %.9g, reference %.9g", i, e,
+                             (double)v, (double)r);
+        }
+    }
+}
+
+START_TEST(test_mlx_reference_files)
+{
+    static const char *const types[] = {"q4_0", "q4_1", "q8_0"};
+    for (int ti = 0; ti < 3; ti++) {
+        for (int k = 0; k < 2; k++) {
+            ref_tensor r;
+            load_ref(types[ti], k, &r);
+            td_error err = {0};
+            td_array *w, *s, *b;
+            TU_OK(td_array_to_mlx(r.q, &w, &s, &b, &err), &err);
+            const int64_t *shape = td_array_shape(r.q);
+            int bits = gq_mlx_bits(td_array_dtype(r.q));
+            ck_assert_int_eq(td_array_dtype(w), TD_UINT32);
+            ck_assert_int_eq(td_array_dtype(s), TD_FLOAT16);
+            ck_assert_int_eq(td_array_dtype(b), TD_FLOAT16);
+            ck_assert_int_eq(td_array_ndim(w), 2);
+            ck_assert_int_eq(td_array_shape(w)[0], shape[0]);
+            ck_assert_int_eq(td_array_shape(w)[1], shape[1] * bits / 32);
+            ck_assert_int_eq(td_array_shape(s)[1], shape[1] / 32);
+            ck_assert_int_eq(td_array_shape(b)[1], shape[1] / 32);
+            check_mlx(td_array_dtype(r.q), td_array_data(r.q), (size_t)td_array_size(s),
+                      td_array_data(w), td_array_data(s), td_array_data(b), td_array_data(r.ref),
+                      0);
+            td_array_release(w);
+            td_array_release(s);
+            td_array_release(b);
+            free_ref(&r);
+        }
+    }
+}
+END_TEST
+
+/* Random blocks, including huge and subnormal scales, NaN excluded from the value check. */
+START_TEST(test_mlx_random_blocks)
+{
+    static const td_dtype types[] = {TD_Q4_0, TD_Q4_1, TD_Q8_0};
+    const size_t nb = 20000;
+    for (int ti = 0; ti < 3; ti++) {
+        size_t bb;
+        td_dtype_block(types[ti], NULL, &bb);
+        uint8_t *q = malloc(nb * bb);
+        for (size_t i = 0; i < nb * bb; i++)
+            q[i] = (uint8_t)rnd();
+        for (size_t i = 0; i < nb; i++) { /* no NaN/inf scales or mins: MLX would give NaN too */
+            q[i * bb + 1] &= 0xfb;
+            if (types[ti] == TD_Q4_1)
+                q[i * bb + 3] &= 0xfb;
+        }
+        float *want = malloc(nb * 32 * 4);
+        uint32_t *w = malloc(nb * 8 * 4);
+        uint16_t *s = malloc(nb * 2), *b = malloc(nb * 2);
+        td_error err = {0};
+        TU_OK(gq_dequantize_blocks(types[ti], q, nb, want, GQ_ISA_PORTABLE, &err), &err);
+        TU_OK(gq_mlx_pack(types[ti], q, nb * bb, nb, w, s, b, NULL, &err), &err);
+        check_mlx(types[ti], q, nb, w, s, b, want, 1);
+        /* one array at a time (NULL for the others) gives the same bytes */
+        uint32_t *w1 = malloc(nb * 8 * 4);
+        uint16_t *s1 = malloc(nb * 2), *b1 = malloc(nb * 2);
+        TU_OK(gq_mlx_pack(types[ti], q, nb * bb, nb, w1, NULL, NULL, NULL, &err), &err);
+        TU_OK(gq_mlx_pack(types[ti], q, nb * bb, nb, NULL, s1, NULL, NULL, &err), &err);
+        TU_OK(gq_mlx_pack(types[ti], q, nb * bb, nb, NULL, NULL, b1, NULL, &err), &err);
+        size_t wbytes = nb * (size_t)gq_mlx_bits(types[ti]) * 4; /* bits words per block */
+        ck_assert_int_eq(memcmp(w, w1, wbytes), 0);
+        ck_assert_int_eq(memcmp(s, s1, nb * 2), 0);
+        ck_assert_int_eq(memcmp(b, b1, nb * 2), 0);
+        free(w1);
+        free(s1);
+        free(b1);
+        /* too few source bytes */
+        ck_assert_int_eq(gq_mlx_pack(types[ti], q, nb * bb - 1, nb, w, s, b, "t", &err), TD_EINVAL);
+        free(q);
+        free(want);
+        free(w);
+        free(s);
+        free(b);
+    }
+    td_error err = {0};
+    uint32_t w[8];
+    uint16_t s, b;
+    uint8_t blk[144] = {0};
+    ck_assert_int_eq(
+        gq_mlx_pack(TD_Q4_K, blk, sizeof blk, 1, w, &s, &b, "x.gguf: tensor 'a'", &err), TD_EDTYPE);
+    ck_assert_ptr_nonnull(strstr(err.message, "q4_k"));
+    ck_assert_ptr_nonnull(strstr(err.message, "x.gguf: tensor 'a'"));
+}
+END_TEST
+
+/* An independent transcription of MLX's extract_q4_0/q4_1/q8_0_data in numpy (byte-level
+ * nibble shuffling, float16 arithmetic for the biases) gives the same bytes as ours. */
+START_TEST(test_mlx_matches_numpy_transcription)
+{
+    static const td_dtype types[] = {TD_Q4_0, TD_Q4_1, TD_Q8_0};
+    static const char *script =
+        "import sys, numpy as np\n"
+        "kind, raw, wf, sf, bf = sys.argv[1:6]\n"
+        "data = np.fromfile(raw, dtype=np.uint8)\n"
+        "bb = {'q4_0': 18, 'q4_1': 20, 'q8_0': 34}[kind]\n"
+        "blocks = data.reshape(-1, bb)\n"
+        "n = blocks.shape[0]\n"
+        "scales = blocks[:, 0:2].copy().view(np.float16).reshape(n)\n"
+        "np.seterr(all='ignore')\n"
+        "if kind == 'q4_0':\n"
+        "    biases = (np.float16(-8) * scales).astype(np.float16)\n"
+        "elif kind == 'q4_1':\n"
+        "    biases = blocks[:, 2:4].copy().view(np.float16).reshape(n)\n"
+        "else:\n"
+        "    biases = (np.float16(-128) * scales).astype(np.float16)\n"
+        "w = np.zeros((n, 16 if kind != 'q8_0' else 32), dtype=np.uint8)\n"
+        "if kind == 'q8_0':\n"
+        "    w[:] = blocks[:, 2:] ^ 0x80\n"
+        "else:\n"
+        "    qs = blocks[:, bb - 16:]\n"
+        "    for j in range(16):\n" /* unpack_32_4: first 16 weights from the low bits */
+        "        x = (qs[:, j] & 0x0F).astype(np.uint8)\n"
+        "        if j % 2: x = (x << 4).astype(np.uint8)\n"
+        "        w[:, j // 2] += x\n"
+        "    for j in range(16):\n"
+        "        x = (qs[:, j] >> 4).astype(np.uint8)\n"
+        "        if j % 2: x = (x << 4).astype(np.uint8)\n"
+        "        w[:, 8 + j // 2] += x\n"
+        "ok = (np.fromfile(wf, dtype=np.uint8).tobytes() == w.tobytes() and\n"
+        "      np.fromfile(sf, dtype=np.uint16).tobytes() == scales.view(np.uint16).tobytes() and\n"
+        "      np.fromfile(bf, dtype=np.uint16).tobytes() == biases.view(np.uint16).tobytes())\n"
+        "sys.exit(0 if ok else 3)\n";
+    char dir[64];
+    tu_tmpdir(dir);
+    for (int ti = 0; ti < 3; ti++) {
+        const size_t nb = 4096;
+        size_t bb;
+        td_dtype_block(types[ti], NULL, &bb);
+        uint8_t *q = malloc(nb * bb);
+        for (size_t i = 0; i < nb * bb; i++)
+            q[i] = (uint8_t)rnd();
+        for (size_t i = 0; i < nb; i++) /* finite scales: NaN arithmetic is not MLX's concern */
+            q[i * bb + 1] &= 0xfb;
+        uint32_t *w = malloc(nb * 8 * 4);
+        uint16_t *s = malloc(nb * 2), *b = malloc(nb * 2);
+        td_error err = {0};
+        TU_OK(gq_mlx_pack(types[ti], q, nb * bb, nb, w, s, b, NULL, &err), &err);
+        char raw[128], wf[128], sf[128], bf[128];
+        snprintf(raw, sizeof raw, "%s/raw", dir);
+        snprintf(wf, sizeof wf, "%s/w", dir);
+        snprintf(sf, sizeof sf, "%s/s", dir);
+        snprintf(bf, sizeof bf, "%s/b", dir);
+        ck_assert_int_eq(tu_write_file(raw, q, nb * bb), 0);
+        ck_assert_int_eq(tu_write_file(wf, w, nb * (size_t)gq_mlx_bits(types[ti]) * 4), 0);
+        ck_assert_int_eq(tu_write_file(sf, s, nb * 2), 0);
+        ck_assert_int_eq(tu_write_file(bf, b, nb * 2), 0);
+        const char *args[] = {td_dtype_name(types[ti]), raw, wf, sf, bf, NULL};
+        ck_assert_int_eq(tu_python(script, args), 0);
+        free(q);
+        free(w);
+        free(s);
+        free(b);
+    }
+    tu_rmtree(dir);
+}
+END_TEST
+
+/* ---- float16 and bfloat16 rounding ---- */
+
+/* Values that stress rounding: random bit patterns, values next to every binary16 halfway
+ * point, the subnormal and overflow boundaries, zeros, infinities, NaNs. */
+static float *stress_values(size_t *n_out)
+{
+    size_t cap = (1u << 20) + 65536 * 6 + 64, n = 0;
+    float *v = malloc(cap * 4);
+    for (size_t i = 0; i < (1u << 20); i++)
+        v[n++] = bitsf((uint32_t)rnd());
+    for (uint32_t h = 0; h < 0x7c00; h++) {
+        /* the midpoint between h and h+1, and its two float32 neighbours, both signs */
+        float a = gq_f16_to_f32((uint16_t)h), b = gq_f16_to_f32((uint16_t)(h + 1));
+        float mid = (float)(((double)a + (double)b) / 2);
+        v[n++] = mid;
+        v[n++] = nextafterf(mid, 0.0f);
+        v[n++] = nextafterf(mid, INFINITY);
+        v[n++] = -mid;
+        v[n++] = -nextafterf(mid, 0.0f);
+        v[n++] = -nextafterf(mid, INFINITY);
+    }
+    static const uint32_t special[] = {
+        0,           0x80000000u, 0x7f800000u, 0xff800000u, 0x7fc00000u, 0xffc00001u,
+        0x7f800001u, 0x7fbfffffu, 0x477fefffu, 0x477ff000u, 0x477ff001u, 0x38800000u,
+        0x387fffffu, 0x33000000u, 0x33000001u, 0x32ffffffu, 0x00000001u, 0x7f7fffffu,
+        0xff7fffffu, 0x3f7fffffu, 0x3f808000u, 0x3f818000u, 0x3f80ffffu};
+    for (size_t i = 0; i < sizeof special / sizeof *special; i++)
+        v[n++] = bitsf(special[i]);
+    *n_out = n;
+    return v;
+}
+
+START_TEST(test_f16_rounding_matches_numpy)
+{
+    size_t n;
+    float *v = stress_values(&n);
+    uint16_t *h = malloc(n * 2), *h2 = malloc(n * 2);
+    char dir[64], in[128], out[128];
+    tu_tmpdir(dir);
+    snprintf(in, sizeof in, "%s/in", dir);
+    snprintf(out, sizeof out, "%s/out", dir);
+    ck_assert_int_eq(tu_write_file(in, v, n * 4), 0);
+    const char *args[] = {in, out, NULL};
+    ck_assert_int_eq(tu_python("import sys, numpy as np\n"
+                               "a = np.fromfile(sys.argv[1], dtype=np.float32)\n"
+                               "with np.errstate(all='ignore'):\n"
+                               "    a.astype(np.float16).tofile(sys.argv[2])\n",
+                               args),
+                     0);
+    size_t len;
+    uint16_t *np16 = (uint16_t *)tu_read_file(out, &len);
+    ck_assert_uint_eq(len, n * 2);
+    gq_f32_to_f16_row(v, h, n, GQ_ISA_PORTABLE);
+    gq_f32_to_f16_row(v, h2, n, GQ_ISA_AUTO);
+    for (size_t i = 0; i < n; i++) {
+        if (h[i] != h2[i])
+            ck_abort_msg("0x%08x: portable 0x%04x, auto 0x%04x", fbits(v[i]), h[i], h2[i]);
+        if (h[i] != gq_f32_to_f16(v[i]))
+            ck_abort_msg("0x%08x: row 0x%04x, scalar 0x%04x", fbits(v[i]), h[i],
+                         gq_f32_to_f16(v[i]));
+        if (isnan(v[i])) { /* quiet NaN, sign and top payload kept */
+            uint16_t w = (uint16_t)(((fbits(v[i]) >> 16) & 0x8000u) | 0x7e00u |
+                                    ((fbits(v[i]) >> 13) & 0x3ffu));
+            if (h[i] != w)
+                ck_abort_msg("NaN 0x%08x -> 0x%04x, want 0x%04x", fbits(v[i]), h[i], w);
+        } else if (h[i] != np16[i]) {
+            ck_abort_msg("%.9g (0x%08x): ours 0x%04x, numpy 0x%04x", (double)v[i], fbits(v[i]),
+                         h[i], np16[i]);
+        }
+    }
+    free(np16);
+    free(v);
+    free(h);
+    free(h2);
+    tu_rmtree(dir);
+}
+END_TEST
+
+START_TEST(test_f16_all_halves_round_trip)
+{
+    /* every binary16 value -> float32 (checked against numpy) -> binary16 unchanged */
+    uint16_t *all = malloc(65536 * 2);
+    float *f = malloc(65536 * 4);
+    for (uint32_t i = 0; i < 65536; i++) {
+        all[i] = (uint16_t)i;
+        f[i] = gq_f16_to_f32((uint16_t)i);
+    }
+    char dir[64], in[128], out[128];
+    tu_tmpdir(dir);
+    snprintf(in, sizeof in, "%s/in", dir);
+    snprintf(out, sizeof out, "%s/out", dir);
+    ck_assert_int_eq(tu_write_file(in, all, 65536 * 2), 0);
+    const char *args[] = {in, out, NULL};
+    ck_assert_int_eq(tu_python("import sys, numpy as np\n"
+                               "np.fromfile(sys.argv[1], dtype=np.float16).astype(np.float32)"
+                               ".tofile(sys.argv[2])\n",
+                               args),
+                     0);
+    size_t len;
+    float *np32 = (float *)tu_read_file(out, &len);
+    ck_assert_uint_eq(len, 65536 * 4);
+    for (uint32_t i = 0; i < 65536; i++) {
+        int nan = (i & 0x7c00) == 0x7c00 && (i & 0x3ff);
+        /* numpy keeps payloads, and so do we (a signalling NaN stays signalling) */
+        if (fbits(f[i]) != fbits(np32[i]))
+            ck_abort_msg("half 0x%04x: ours 0x%08x, numpy 0x%08x", i, fbits(f[i]), fbits(np32[i]));
+        uint16_t back = gq_f32_to_f16(f[i]);
+        uint16_t want = nan ? (uint16_t)(i | 0x200) : (uint16_t)i;
+        if (back != want)
+            ck_abort_msg("half 0x%04x -> 0x%04x", i, back);
+    }
+    free(np32);
+    free(all);
+    free(f);
+    tu_rmtree(dir);
+}
+END_TEST
+
+/* bfloat16 by an independent method: the two neighbours in double precision, ties to even. */
+static uint16_t bf16_reference(float x)
+{
+    uint32_t u = fbits(x);
+    if (isnan(x))
+        return (uint16_t)((u >> 16) | 0x40);
+    uint32_t lo = u & 0xffff0000u;
+    uint32_t hi = lo + 0x10000u; /* next bfloat16 away from zero (may become infinity) */
+    double dx = fabs((double)x), dl = fabs((double)bitsf(lo));
+    double dh = (hi & 0x7f800000u) == 0x7f800000u && (lo & 0x7fffffffu) == 0x7f7f0000u
+                    ? ldexp(1.0, 128) /* rounding up from the largest finite: infinity */
+                    : fabs((double)bitsf(hi));
+    if ((lo & 0x7fffffffu) == 0x7f800000u)
+        return (uint16_t)(lo >> 16); /* infinity */
+    double a = dx - dl, b = dh - dx;
+    if (a < b)
+        return (uint16_t)(lo >> 16);
+    if (b < a)
+        return (uint16_t)(hi >> 16);
+    return (uint16_t)(((lo >> 16) & 1) ? hi >> 16 : lo >> 16);
+}
+
+START_TEST(test_bf16_rounding)
+{
+    size_t n;
+    float *v = stress_values(&n);
+    /* add bfloat16 halfway points */
+    float *w = realloc(v, (n + 3 * 65536) * 4);
+    ck_assert_ptr_nonnull(w);
+    v = w;
+    for (uint32_t k = 0; k < 65536; k++) {
+        uint32_t mid = (k << 16) | 0x8000u;
+        v[n++] = bitsf(mid);
+        v[n++] = bitsf(mid - 1);
+        v[n++] = bitsf(mid + 1);
+    }
+    uint16_t *a = malloc(n * 2), *b = malloc(n * 2);
+    gq_f32_to_bf16_row(v, a, n, GQ_ISA_PORTABLE);
+    gq_f32_to_bf16_row(v, b, n, GQ_ISA_AUTO);
+    for (size_t i = 0; i < n; i++) {
+        uint16_t r = bf16_reference(v[i]);
+        if (a[i] != r || b[i] != r)
+            ck_abort_msg("0x%08x: portable 0x%04x, auto 0x%04x, reference 0x%04x", fbits(v[i]),
+                         a[i], b[i], r);
+    }
+    free(v);
+    free(a);
+    free(b);
+}
+END_TEST
+
+/* ---- kernels ---- */
+
+/* Portable and AVX2 kernels agree on random blocks of every supported type. */
+START_TEST(test_portable_vs_avx2)
+{
+    if (!gq_have_avx2()) {
+        fprintf(stderr, "*** no AVX2 on this CPU: test_portable_vs_avx2 skipped\n");
+        return;
+    }
+    int tested = 0;
+    for (int t = 0; t < TD_DTYPE_COUNT; t++) {
+        if (!gq_supported((td_dtype)t))
+            continue;
+        size_t be, bb, nb = 4096;
+        td_dtype_block((td_dtype)t, &be, &bb);
+        uint8_t *q = malloc(nb * bb);
+        for (size_t i = 0; i < nb * bb; i++)
+            q[i] = (uint8_t)rnd();
+        float *a = malloc(nb * be * 4), *b = malloc(nb * be * 4);
+        td_error err = {0};
+        TU_OK(gq_dequantize_blocks((td_dtype)t, q, nb, a, GQ_ISA_PORTABLE, &err), &err);
+        TU_OK(gq_dequantize_blocks((td_dtype)t, q, nb, b, GQ_ISA_AVX2, &err), &err);
+        same_bits32(td_dtype_name((td_dtype)t), a, b, nb * be);
+        free(q);
+        free(a);
+        free(b);
+        tested++;
+    }
+    ck_assert_int_eq(tested, 16);
+}
+END_TEST
+
+/* Hand-made blocks with known values, so that a wrong layout fails here even without the
+ * oracle. */
+START_TEST(test_known_blocks)
+{
+    td_error err = {0};
+    float y[256];
+    /* q4_0: d = 0.5 (0x3800); qs[j] = j | (15-j) << 4 -> x[j] = (j-8)/2, x[j+16] = (7-j)/2 */
+    uint8_t b40[18] = {0x00, 0x38};
+    for (int j = 0; j < 16; j++)
+        b40[2 + j] = (uint8_t)(j | (15 - j) << 4);
+    TU_OK(gq_dequantize_blocks(TD_Q4_0, b40, 1, y, GQ_ISA_AUTO, &err), &err);
+    for (int j = 0; j < 16; j++) {
+        ck_assert_float_eq(y[j], (float)(j - 8) * 0.5f);
+        ck_assert_float_eq(y[j + 16], (float)(7 - j) * 0.5f);
+    }
+    /* q5_0: d = 1, qh = 0x80000001 -> x[0] = (0|16)-16 = 0 + qs, x[31] high bit */
+    uint8_t b50[22] = {0x00, 0x3c, 0x01, 0x00, 0x00, 0x80};
+    for (int j = 0; j < 16; j++)
+        b50[6 + j] = 0x33;
+    TU_OK(gq_dequantize_blocks(TD_Q5_0, b50, 1, y, GQ_ISA_AUTO, &err), &err);
+    ck_assert_float_eq(y[0], 3.0f);   /* 3 | 16 - 16 */
+    ck_assert_float_eq(y[1], -13.0f); /* 3 - 16 */
+    ck_assert_float_eq(y[31], 3.0f);
+    ck_assert_float_eq(y[30], -13.0f);
+    /* q8_k: d = 0.25 as float32, qs[j] = j - 128 */
+    uint8_t b8k[292] = {0};
+    uint32_t quarter = fbits(0.25f);
+    memcpy(b8k, &quarter, 4);
+    for (int j = 0; j < 256; j++)
+        b8k[4 + j] = (uint8_t)(j - 128);
+    TU_OK(gq_dequantize_blocks(TD_Q8_K, b8k, 1, y, GQ_ISA_AUTO, &err), &err);
+    for (int j = 0; j < 256; j++)
+        ck_assert_float_eq(y[j], (float)(int8_t)(uint8_t)(j - 128) * 0.25f);
+    /* iq4_nl: nibble 0 is -127, 15 is 113 */
+    uint8_t bnl[18] = {0x00, 0x3c, 0xf0};
+    TU_OK(gq_dequantize_blocks(TD_IQ4_NL, bnl, 1, y, GQ_ISA_AUTO, &err), &err);
+    ck_assert_float_eq(y[0], -127.0f);
+    ck_assert_float_eq(y[16], 113.0f);
+}
+END_TEST
+
+/* ---- the threaded driver ---- */
+
+typedef struct conc_arg {
+    const td_array *a;
+    td_array *out;
+    int rc;
+} conc_arg;
+
+static void *conc_main(void *p)
+{
+    conc_arg *c = p;
+    td_error err;
+    c->rc = td_array_dequantize(c->a, TD_FLOAT32, &c->out, &err);
+    return NULL;
+}
+
+START_TEST(test_threads_and_splits)
+{
+    const int64_t shape[2] = {1536, 2048}; /* 3M elements, split explicitly below */
+    size_t bb;
+    td_dtype_block(TD_Q4_K, NULL, &bb);
+    size_t nb = (size_t)(shape[0] * shape[1] / 256);
+    uint8_t *q = malloc(nb * bb);
+    for (size_t i = 0; i < nb * bb; i++)
+        q[i] = (uint8_t)rnd();
+    td_error err = {0};
+    td_array *a;
+    TU_OK(td_array_new(TD_Q4_K, 2, shape, q, &a, &err), &err);
+    size_t n = (size_t)(shape[0] * shape[1]);
+    float *ref = malloc(n * 4), *got = malloc((n + 16) * 4);
+    TU_OK(gq_dequantize_blocks(TD_Q4_K, q, nb, ref, GQ_ISA_PORTABLE, &err), &err);
+    static const unsigned threads[] = {0, 1, 2, 3, 7, 16, 99};
+    static const uint64_t rows[] = {0, 256, 2048, 1u << 20};
+    for (size_t ti = 0; ti < sizeof threads / sizeof *threads; ti++) {
+        for (size_t ri = 0; ri < sizeof rows / sizeof *rows; ri++) {
+            gq_options o = {threads[ti], GQ_ISA_AUTO};
+            for (int k = 0; k < 16; k++)
+                got[n + (size_t)k] = 12345.0f; /* canary past the end */
+            TU_OK(gq_dequantize(TD_Q4_K, q, nb * bb, n, rows[ri], TD_FLOAT32, got, n * 4, &o, NULL,
+                                &err),
+                  &err);
+            same_bits32("threaded", ref, got, n);
+            for (int k = 0; k < 16; k++)
+                ck_assert_float_eq(got[n + (size_t)k], 12345.0f);
+        }
+    }
+    /* many callers at once on one array */
+    pthread_t tid[4];
+    conc_arg c[4];
+    for (int i = 0; i < 4; i++) {
+        c[i].a = a;
+        ck_assert_int_eq(pthread_create(&tid[i], NULL, conc_main, &c[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(tid[i], NULL);
+        ck_assert_int_eq(c[i].rc, 0);
+        same_bits32("concurrent", ref, td_array_data(c[i].out), n);
+        td_array_release(c[i].out);
+    }
+    td_array_release(a);
+    free(q);
+    free(ref);
+    free(got);
+}
+END_TEST
+
+START_TEST(test_driver_checks_sizes)
+{
+    td_error err = {0};
+    uint8_t q[18 * 4] = {0};
+    float out[128];
+    uint16_t h[128];
+    ck_assert_int_eq(gq_dequantize(TD_Q4_0, q, sizeof q - 1, 128, 32, TD_FLOAT32, out, sizeof out,
+                                   NULL, "m.gguf: tensor 'w'", &err),
+                     TD_EINVAL);
+    ck_assert_ptr_nonnull(strstr(err.message, "m.gguf: tensor 'w'"));
+    ck_assert_int_eq(gq_dequantize(TD_Q4_0, q, sizeof q, 128, 32, TD_FLOAT32, out, sizeof out - 1,
+                                   NULL, NULL, &err),
+                     TD_EINVAL);
+    ck_assert_int_eq(
+        gq_dequantize(TD_Q4_0, q, sizeof q, 100, 32, TD_FLOAT32, out, sizeof out, NULL, NULL, &err),
+        TD_ERANGE);
+    ck_assert_int_eq(
+        gq_dequantize(TD_Q4_0, q, sizeof q, 128, 32, TD_INT8, out, sizeof out, NULL, NULL, &err),
+        TD_EDTYPE);
+    ck_assert_ptr_nonnull(strstr(err.message, "int8"));
+    ck_assert_int_eq(
+        gq_dequantize(TD_Q4_0, q, sizeof q, 128, 32, TD_FLOAT16, h, sizeof h, NULL, NULL, &err), 0);
+    ck_assert_int_eq(gq_dequantize(TD_Q4_0, NULL, 0, 0, 0, TD_FLOAT32, NULL, 0, NULL, NULL, &err),
+                     0);
+    uint64_t nbytes;
+    ck_assert_int_eq(
+        gq_output_nbytes(TD_Q8_K, (UINT64_MAX / 256) * 256, TD_FLOAT32, &nbytes, NULL, &err),
+        TD_ERANGE);
+    ck_assert_int_eq(gq_output_nbytes(TD_Q8_K, 512, TD_BFLOAT16, &nbytes, NULL, &err), 0);
+    ck_assert_uint_eq(nbytes, 1024);
+}
+END_TEST
+
+/* ---- td_array API ---- */
+
+START_TEST(test_array_api_errors)
+{
+    td_error err = {0};
+    td_array *a, *r = (td_array *)1;
+    const int64_t shape[2] = {2, 256};
+    /* an unsupported block type is named, with the supported list */
+    TU_OK(td_array_new(TD_IQ2_XXS, 2, shape, NULL, &a, &err), &err);
+    ck_assert_int_eq(td_array_dequantize(a, TD_FLOAT32, &r, &err), TD_EDTYPE);
+    ck_assert_ptr_null(r);
+    ck_assert_ptr_nonnull(strstr(err.message, "iq2_xxs"));
+    ck_assert_ptr_nonnull(strstr(err.message, "q4_k"));
+    td_array *w, *s, *b;
+    ck_assert_int_eq(td_array_to_mlx(a, &w, &s, &b, &err), TD_EDTYPE);
+    ck_assert_ptr_null(w);
+    td_array_release(a);
+    /* a plain array */
+    TU_OK(td_array_new(TD_FLOAT32, 2, shape, NULL, &a, &err), &err);
+    ck_assert_int_eq(td_array_dequantize(a, TD_FLOAT32, &r, &err), TD_EDTYPE);
+    ck_assert_ptr_nonnull(strstr(err.message, "float32"));
+    td_array_release(a);
+    /* a bad output dtype */
+    TU_OK(td_array_new(TD_Q8_0, 2, shape, NULL, &a, &err), &err);
+    ck_assert_int_eq(td_array_dequantize(a, TD_FLOAT64, &r, &err), TD_EDTYPE);
+    ck_assert_ptr_nonnull(strstr(err.message, "float64"));
+    ck_assert_int_eq(td_array_dequantize(NULL, TD_FLOAT32, &r, &err), TD_EINVAL);
+    ck_assert_int_eq(td_array_dequantize(a, TD_FLOAT32, NULL, &err), TD_EINVAL);
+    /* outputs of each float type, with shape kept */
+    static const td_dtype outs[] = {TD_FLOAT32, TD_FLOAT16, TD_BFLOAT16};
+    for (int i = 0; i < 3; i++) {
+        TU_OK(td_array_dequantize(a, outs[i], &r, &err), &err);
+        ck_assert_int_eq(td_array_dtype(r), outs[i]);
+        ck_assert_int_eq(td_array_ndim(r), 2);
+        ck_assert_int_eq(td_array_shape(r)[1], 256);
+        ck_assert_uint_eq(td_array_nbytes(r), 512 * td_dtype_size(outs[i]));
+        ck_assert_ptr_nonnull(td_array_data_mut(r));
+        td_array_release(r);
+    }
+    td_array_release(a);
+    /* empty arrays */
+    const int64_t empty[2] = {0, 32};
+    TU_OK(td_array_new(TD_Q4_0, 2, empty, NULL, &a, &err), &err);
+    TU_OK(td_array_dequantize(a, TD_FLOAT16, &r, &err), &err);
+    ck_assert_int_eq(td_array_size(r), 0);
+    td_array_release(r);
+    TU_OK(td_array_to_mlx(a, &w, &s, &b, &err), &err);
+    ck_assert_int_eq(td_array_shape(w)[1], 4);
+    ck_assert_int_eq(td_array_shape(s)[1], 1);
+    td_array_release(w);
+    td_array_release(s);
+    td_array_release(b);
+    td_array_release(a);
+    /* MLX shapes: 3-D, 8-bit */
+    int64_t ws[3], ss[3];
+    const int64_t s3[3] = {2, 3, 64};
+    TU_OK(gq_mlx_shapes(TD_Q8_0, 3, s3, ws, ss, NULL, &err), &err);
+    ck_assert_int_eq(ws[2], 16);
+    ck_assert_int_eq(ss[2], 2);
+    ck_assert_int_eq(ws[0], 2);
+    ck_assert_int_eq(gq_mlx_shapes(TD_Q8_0, 0, s3, ws, ss, NULL, &err), TD_EINVAL);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("ggml_quants");
+    TCase *tc = tcase_create("ggml_quants");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, test_reference_files);
+    tcase_add_test(tc, test_mlx_reference_files);
+    tcase_add_test(tc, test_mlx_random_blocks);
+    tcase_add_test(tc, test_mlx_matches_numpy_transcription);
+    tcase_add_test(tc, test_f16_rounding_matches_numpy);
+    tcase_add_test(tc, test_f16_all_halves_round_trip);
+    tcase_add_test(tc, test_bf16_rounding);
+    tcase_add_test(tc, test_portable_vs_avx2);
+    tcase_add_test(tc, test_known_blocks);
+    tcase_add_test(tc, test_threads_and_splits);
+    tcase_add_test(tc, test_driver_checks_sizes);
+    tcase_add_test(tc, test_array_api_errors);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
