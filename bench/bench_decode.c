@@ -203,7 +203,10 @@ int main(int argc, char **argv)
         close(p1[1]);
         if (rb.code)
             bu_die("second client: %s", rb.message);
-        if (m1 - m0 != 1 || d1 - d0 != 1 || h2 - h1 != 1 || m2 != m1)
+        /* One decode while the first client loaded, none and no miss for the second (the
+         * warm-up file may add a miss for the first client of round 0 and hits to both). */
+        (void)h0;
+        if (m1 == m0 || d1 - d0 != 1 || h2 == h1 || m2 != m1 || d2 != d1)
             misses_ok = 0;
         first[r] = ra.us;
         second[r] = rb.us;

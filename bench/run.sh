@@ -55,7 +55,8 @@ if [ $QUICK = 1 ]; then
     COUNTS="10 100 1000"        # warm load against tensor count ...
     COUNT_BYTES=16M             # ... at this total size
     MODEL_BYTES=64M             # the goals' "1 GiB, 300 tensors" model
-    MEM_PROCS="1 2 4 8"
+    GOAL_ROUNDS=2
+    MEM_PROCS="1 8"
     CLIENTS="1 4 16 64"
     LOAD_SECONDS=1
     MAXSEC=1                    # per load measurement
@@ -64,7 +65,7 @@ if [ $QUICK = 1 ]; then
     SAVE_REPEATS=3
     DECODE_ROUNDS=2
     Q4_BYTES=16M
-    PROTO_ITERS=2000
+    PROTO_ITERS=500
     DEQ_ARGS="-n 1048576 -r 5"
 else
     MODE=full
@@ -72,6 +73,7 @@ else
     COUNTS="10 100 1000 10000"
     COUNT_BYTES=64M
     MODEL_BYTES=1G
+    GOAL_ROUNDS=5
     MEM_PROCS="1 2 4 8"
     CLIENTS="1 2 4 8 16 32 64"
     LOAD_SECONDS=3
@@ -178,6 +180,8 @@ env_kv counts "$COUNTS"
 env_kv count_bytes "$(bytes_of $COUNT_BYTES)"
 env_kv model_bytes "$(bytes_of $MODEL_BYTES)"
 env_kv load_seconds "$LOAD_SECONDS"
+env_kv goal_rounds "$GOAL_ROUNDS"
+env_kv maxsec "$MAXSEC"
 env_kv save_bytes "$(bytes_of $SAVE_BYTES)"
 env_kv zbytes "$(bytes_of $ZBYTES)"
 env_kv q4_bytes "$(bytes_of $Q4_BYTES)"
@@ -316,7 +320,7 @@ if has_phase goal; then
     "$B/bench_gen" --out "$DATA/goal.gguf" --format gguf --from "$GOAL" 2>>"$LOG"
     "$B/bench_gen" --out "$DATA/goal-1M.safetensors" --format safetensors --bytes 1M --tensors 300 2>>"$LOG"
     # Interleave the two modes a few times: the machine's load drifts.
-    for round in 1 2 3; do
+    for round in $(seq $GOAL_ROUNDS); do
         r "$B/bench_load" --label goal --method embedded --file "$GOAL" --rss --max-seconds $MAXSEC
         [ $HAVE_DAEMON = 1 ] && r "$B/bench_load" --label goal --method daemon --socket "$SOCK" --file "$GOAL" --max-seconds $MAXSEC
         r "$B/bench_load" --label goal --method embedded --file "$DATA/goal.gguf" --max-seconds $MAXSEC
@@ -389,9 +393,11 @@ fi
 # ---- decode once ----
 if has_phase decode && [ $HAVE_DAEMON = 1 ]; then
     phase_start decode
-    r "$B/bench_decode" --label npz --file "$MEMZ" --socket "$SOCK" --rounds $DECODE_ROUNDS
+    r "$B/bench_decode" --label npz --file "$MEMZ" --socket "$SOCK" --rounds $DECODE_ROUNDS \
+        --warm-file "$DATA/ping.npy"
     "$B/bench_gen" --out "$DATA/q4.gguf" --format gguf --bytes $Q4_BYTES --tensors 64 --dtype q4_0 2>>"$LOG"
-    r "$B/bench_decode" --label q4_0 --file "$DATA/q4.gguf" --socket "$SOCK" --rounds $DECODE_ROUNDS --dequantize float32
+    r "$B/bench_decode" --label q4_0 --file "$DATA/q4.gguf" --socket "$SOCK" --rounds $DECODE_ROUNDS \
+        --dequantize float32 --warm-file "$DATA/ping.npy"
     rm -f "$DATA/q4.gguf"
     phase_end decode
 fi

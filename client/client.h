@@ -51,7 +51,6 @@ int td__table_to_dict(const td__table *t, td__region *const *regions, size_t nre
 int td__load_embedded(const char *path, td_format format, const td_load_options *opt,
                       td_dict **arrays, td_meta **meta, td_error *err);
 
-
 /* Daemon mode (daemon.c): the socket path the options name, connecting, and a load through the
  * daemon. */
 const char *td__socket_path(const td_load_options *opt);

@@ -90,8 +90,8 @@ static int td__daemon_reply(int sock, uint32_t id, uint32_t want, int timeout_ms
     }
     if (out->type != want || out->id != id) {
         rc = td__err(err, TD_EPROTO, "daemon answered %s #%u, expected %s #%u",
-                     td__proto_type_name(out->type) ? td__proto_type_name(out->type) : "?",
-                     out->id, td__proto_type_name(want), id);
+                     td__proto_type_name(out->type) ? td__proto_type_name(out->type) : "?", out->id,
+                     td__proto_type_name(want), id);
         td__proto_msg_destroy(out);
         return rc;
     }
@@ -177,8 +177,8 @@ int td__daemon_load(const char *path, td_format format, const td_load_options *o
         if (r->size) {
             base = mmap(NULL, (size_t)r->size, PROT_READ, MAP_SHARED, r->fd, 0);
             if (base == MAP_FAILED) {
-                rc = td__err(err, td__err_from_errno(errno), "%s: cannot map region %u: %s",
-                             path, mapped, strerror(errno));
+                rc = td__err(err, td__err_from_errno(errno), "%s: cannot map region %u: %s", path,
+                             mapped, strerror(errno));
                 break;
             }
         }

@@ -27,18 +27,18 @@ struct cache_entry {
     td__cache *cache;
     cache_key key;
     cache_state state;
-    char *name;    /* the file's path (from /proc/self/fd) or the client's name for it */
-    char *path;    /* the path to watch, or NULL */
+    char *name; /* the file's path (from /proc/self/fd) or the client's name for it */
+    char *path; /* the path to watch, or NULL */
     td_format format;
     uint32_t mode;
     uint64_t max_inflated;
-    int file_fd;     /* the first client's descriptor, kept while building */
-    int snap_fd;     /* snapshot memfd, or -1 */
-    void *pin_map;   /* pin mode: the file mapping kept resident */
+    int file_fd;   /* the first client's descriptor, kept while building */
+    int snap_fd;   /* snapshot memfd, or -1 */
+    void *pin_map; /* pin mode: the file mapping kept resident */
     uint64_t file_size;
-    int derived_fd;  /* sealed memfd of decoded entries, or -1 */
+    int derived_fd; /* sealed memfd of decoded entries, or -1 */
     uint64_t derived_len;
-    void *fill_map;  /* while decoding: the writable mapping of derived_fd */
+    void *fill_map; /* while decoding: the writable mapping of derived_fd */
     td__table table;
     uint64_t leases, loads, hits;
     uint64_t decode_ns;
@@ -424,9 +424,8 @@ int cache_acquire(td__cache *c, const cache_request *req, cache_waiter *w, cache
         if (e->superseded || !cache_same_file(&e->key, &key) || e->key.dequant != key.dequant)
             continue;
         if (req->format && e->state == CACHE_READY && e->table.format != req->format)
-            return td__err(err, TD_EFORMAT, "%s: asked to read it as %s, but it is %s",
-                           e->name, td_format_name(req->format),
-                           td_format_name(e->table.format));
+            return td__err(err, TD_EFORMAT, "%s: asked to read it as %s, but it is %s", e->name,
+                           td_format_name(req->format), td_format_name(e->table.format));
         cache_touch(c, e);
         if (e->state == CACHE_LOADING) {
             w->entry = e;
@@ -481,11 +480,9 @@ int cache_acquire(td__cache *c, const cache_request *req, cache_waiter *w, cache
         return rc;
     }
     td__table_init(&e->table, req->format);
-    if (e->mode == TD__PROTO_MODE_SNAPSHOT && c->cfg->max_memory &&
-        key.size > c->cfg->max_memory) {
+    if (e->mode == TD__PROTO_MODE_SNAPSHOT && c->cfg->max_memory && key.size > c->cfg->max_memory) {
         rc = td__err(err, TD_ELIMIT, "%s: a snapshot of %llu bytes exceeds the budget of %llu",
-                     e->name, (unsigned long long)key.size,
-                     (unsigned long long)c->cfg->max_memory);
+                     e->name, (unsigned long long)key.size, (unsigned long long)c->cfg->max_memory);
         cache_free(e);
         return rc;
     }

@@ -45,7 +45,7 @@ typedef struct td__cache_stats {
 
 typedef struct td__cache {
     uv_loop_t *loop;
-    const td__config *cfg; /* borrowed; may be replaced (reload) */
+    const td__config *cfg;    /* borrowed; may be replaced (reload) */
     cache_entry *head, *tail; /* most recently used first */
     size_t n;
     size_t building; /* entries on the thread pool */
@@ -61,11 +61,11 @@ int cache_idle(const td__cache *c);
 
 /* The request a LOAD makes. */
 typedef struct cache_request {
-    int fd;              /* the client's descriptor (borrowed; dup'ed when the entry needs it) */
-    const char *name;    /* the client's name for the file (messages only), may be NULL */
-    td_format format;    /* TD_FORMAT_AUTO: from the content */
-    uint32_t mode;       /* TD__PROTO_MODE_*; DEFAULT: from the config's path rules */
-    uint32_t dequant;    /* 0 or a td_dtype */
+    int fd;           /* the client's descriptor (borrowed; dup'ed when the entry needs it) */
+    const char *name; /* the client's name for the file (messages only), may be NULL */
+    td_format format; /* TD_FORMAT_AUTO: from the content */
+    uint32_t mode;    /* TD__PROTO_MODE_*; DEFAULT: from the config's path rules */
+    uint32_t dequant; /* 0 or a td_dtype */
     uint64_t max_inflated;
 } cache_request;
 

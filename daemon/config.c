@@ -98,8 +98,8 @@ int config_parse_mode(const char *s, uint32_t *mode)
     return TD_EINVAL;
 }
 
-static int config_u32(const char *key, const char *value, uint64_t min, uint64_t max,
-                      uint32_t *out, td_error *err)
+static int config_u32(const char *key, const char *value, uint64_t min, uint64_t max, uint32_t *out,
+                      td_error *err)
 {
     uint64_t v;
     if (config_parse_size(value, &v) || v < min || v > max)
@@ -154,8 +154,9 @@ int config_set(td__config *c, const char *key, const char *value, td_error *err)
     }
     if (strcmp(key, "log_level") == 0) {
         if (log_parse_level(value, &c->log_level))
-            return td__err(err, TD_EINVAL, "log_level: '%s' is not error, warning, notice, info "
-                                           "or debug",
+            return td__err(err, TD_EINVAL,
+                           "log_level: '%s' is not error, warning, notice, info "
+                           "or debug",
                            value);
         return 0;
     }

@@ -23,7 +23,7 @@
 #include <stdint.h>
 
 typedef struct config_rule {
-    char *prefix; /* owned */
+    char *prefix;  /* owned */
     uint32_t mode; /* TD__PROTO_MODE_MAP, _SNAPSHOT or _PIN */
 } config_rule;
 
@@ -44,8 +44,8 @@ typedef struct td__config {
 void config_defaults(td__config *c);
 /* Frees the rules; c can be filled again with config_defaults. */
 void config_destroy(td__config *c);
-/* Reads path into c: its settings replace c's, its mode rules replace c's rules. On failure c is unchanged and *err names the file,
- * the line and the setting. */
+/* Reads path into c: its settings replace c's, its mode rules replace c's rules. On failure c is
+ * unchanged and *err names the file, the line and the setting. */
 int config_load(const char *path, td__config *c, td_error *err);
 /* Applies one "key = value" setting (the file's syntax, also used for --max-memory etc.). */
 int config_set(td__config *c, const char *key, const char *value, td_error *err);

@@ -11,7 +11,7 @@
 
 static atomic_int log_level = LOG_LVL_INFO;
 
-static const char *const log_names[] = {"emerg", "alert", "crit",  "error",
+static const char *const log_names[] = {"emerg",   "alert",  "crit", "error",
                                         "warning", "notice", "info", "debug"};
 
 int log_parse_level(const char *s, int *level)

@@ -205,13 +205,15 @@ static int bind_socket(const char *path, td_error *err)
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"socket", required_argument, NULL, 's'},     {"config", required_argument, NULL, 'c'},
-        {"max-memory", required_argument, NULL, 'm'}, {"log-level", required_argument, NULL, 'l'},
-        {"max-clients", required_argument, NULL, 'C'},
-        {"idle-timeout", required_argument, NULL, 'i'},
-        {"version", no_argument, NULL, 'V'},          {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"socket", required_argument, NULL, 's'},
+                                         {"config", required_argument, NULL, 'c'},
+                                         {"max-memory", required_argument, NULL, 'm'},
+                                         {"log-level", required_argument, NULL, 'l'},
+                                         {"max-clients", required_argument, NULL, 'C'},
+                                         {"idle-timeout", required_argument, NULL, 'i'},
+                                         {"version", no_argument, NULL, 'V'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     static daemon_state d;
     char *ov[8];
     d.overrides = ov;

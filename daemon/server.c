@@ -25,7 +25,7 @@
 /* LOADs one client may have waiting at once. */
 #define SRV_PENDING_MAX 64
 #define SRV_FEATURES                                                                               \
-    (TD__PROTO_F_SNAPSHOT | TD__PROTO_F_PIN | TD__PROTO_F_DEQUANT | TD__PROTO_F_EVICT_FILE |     \
+    (TD__PROTO_F_SNAPSHOT | TD__PROTO_F_PIN | TD__PROTO_F_DEQUANT | TD__PROTO_F_EVICT_FILE |       \
      TD__PROTO_F_STATUS_FILES)
 
 typedef struct srv_out {
@@ -258,8 +258,8 @@ static void srv_reply_loaded(srv_client *cl, uint32_t id, int client_fd, cache_e
     m.u.loaded.regions = regions;
     m.u.loaded.nregions = n;
     log_info("client %llu (pid %d uid %d): load %s: lease %llu, %zu tensors",
-             (unsigned long long)cl->id, (int)cl->cred.pid, (int)cl->cred.uid,
-             cache_entry_name(e), (unsigned long long)lease, cache_entry_table(e)->n);
+             (unsigned long long)cl->id, (int)cl->cred.pid, (int)cl->cred.uid, cache_entry_name(e),
+             (unsigned long long)lease, cache_entry_table(e)->n);
     srv_send(cl, &m, fds, n, 0);
 }
 

@@ -45,8 +45,8 @@ int td__index(td_format format, const uint8_t *base, size_t len, const char *fna
         rc = npy_index(base, len, fname, t, err);
         break;
     case TD_FORMAT_NPZ:
-        rc = npz_index(base, len, fname, max_inflated ? max_inflated : TD__DEFAULT_MAX_INFLATED,
-                       t, err);
+        rc = npz_index(base, len, fname, max_inflated ? max_inflated : TD__DEFAULT_MAX_INFLATED, t,
+                       err);
         break;
     case TD_FORMAT_SAFETENSORS:
         rc = st_index(base, len, fname, t, err);
@@ -73,7 +73,6 @@ int td__index(td_format format, const uint8_t *base, size_t len, const char *fna
     }
     return 0;
 }
-
 
 td_format td__detect_format(const uint8_t *base, size_t len)
 {

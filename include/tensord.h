@@ -235,7 +235,6 @@ TD_EXTERN int td_array_dequantize(const td_array *a, td_dtype out, td_array **re
 TD_EXTERN int td_array_to_mlx(const td_array *a, td_array **weights, td_array **scales,
                               td_array **biases, td_error *err);
 
-
 /* ---------------------------------------------------------------------------------------------
  * Dicts: ordered name -> array. File order on load, insertion order on save.
  */

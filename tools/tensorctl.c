@@ -2,7 +2,7 @@
  * tensorctl - inspect, convert and verify weight files.
  *
  *   tensorctl ls [--json] FILE
- *   tensorctl convert [--compress] SRC DST
+ *   tensorctl convert [--compress] [--dequantize f32|f16|bf16|mlx] SRC DST
  *   tensorctl verify FILE
  *   tensorctl [--socket PATH] status [--json]
  *   tensorctl [--socket PATH] load FILE
@@ -13,6 +13,7 @@
 #include "client.h"
 #include "common.h"
 #include "dtype.h"
+#include "ggml_quants.h"
 #include "zip.h"
 
 #include <errno.h>
@@ -34,7 +35,7 @@
 static void tc_usage(FILE *f)
 {
     fprintf(f, "usage: tensorctl ls [--json] FILE\n"
-               "       tensorctl convert [--compress] SRC DST\n"
+               "       tensorctl convert [--compress] [--dequantize f32|f16|bf16|mlx] SRC DST\n"
                "       tensorctl verify FILE\n"
                "       tensorctl [--socket PATH] status [--json]\n"
                "       tensorctl [--socket PATH] load FILE\n"
@@ -123,6 +124,17 @@ static const char *tc_layout(uint32_t layout)
     if (layout & TD__LAYOUT_FORTRAN)
         return "fortran";
     return "view";
+}
+
+/* For a GGML block tensor tensord can dequantize: the bytes it takes as float32. */
+static int tc_dequant_size(const td__entry *e, uint64_t *nbytes)
+{
+    if (!td_dtype_is_block(e->dtype) || !gq_supported(e->dtype))
+        return 0;
+    uint64_t n = 1;
+    for (uint32_t i = 0; i < e->ndim; i++)
+        n *= (uint64_t)e->shape[i];
+    return gq_output_nbytes(e->dtype, n, TD_FLOAT32, nbytes, NULL, NULL) == 0;
 }
 
 static void tc_shape(const td__entry *e, char *out, size_t cap)
@@ -262,6 +274,11 @@ static void tc_ls_json(const char *path, const tc_file *f)
                 e->layout ? e->src.offset : e->offset, e->nbytes, tc_layout(e->layout));
         if (e->layout & TD__LAYOUT_DEFLATE)
             fprintf(o, ", \"stored_nbytes\": %" PRIu64, e->src.nbytes);
+        uint64_t f32;
+        if (tc_dequant_size(e, &f32))
+            fprintf(o, ", \"dequantized_f32_nbytes\": %" PRIu64, f32);
+        else if (td_dtype_is_block(e->dtype))
+            fputs(", \"dequantized_f32_nbytes\": null", o);
         fputc('}', o);
     }
     fputs("],\n \"metadata\": ", o);
@@ -364,9 +381,18 @@ static void tc_ls_text(const char *path, const tc_file *f)
     for (size_t i = 0; i < f->t.n; i++) {
         const td__entry *e = &f->t.entries[i];
         tc_shape(e, shape, sizeof shape);
-        printf("  %-*s  %-*s  %-*s  %12" PRIu64 "  %12" PRIu64 "  %s\n", (int)wname,
+        char extra[64] = "";
+        uint64_t f32;
+        if (tc_dequant_size(e, &f32))
+            snprintf(extra, sizeof extra, "  (%s blocks; %" PRIu64 " bytes as float32)",
+                     td_dtype_name(e->dtype), f32);
+        else if (td_dtype_is_block(e->dtype))
+            snprintf(extra, sizeof extra, "  (%s blocks; not dequantizable)",
+                     td_dtype_name(e->dtype));
+        printf("  %-*s  %-*s  %-*s  %12" PRIu64 "  %12" PRIu64 "  %s%s\n", (int)wname,
                e->name ? e->name : "(none)", (int)wdtype, td_dtype_name(e->dtype), (int)wshape,
-               shape, e->layout ? e->src.offset : e->offset, e->nbytes, tc_layout(e->layout));
+               shape, e->layout ? e->src.offset : e->offset, e->nbytes, tc_layout(e->layout),
+               extra);
     }
     if (!f->t.meta)
         return;
@@ -457,12 +483,21 @@ static int tc_convert_meta(const td_meta *src, td_format from, td_format to, td_
 
 static int tc_convert(int argc, char **argv)
 {
-    int compress = 0;
+    int compress = 0, dequant = 0;
     const char *src = NULL, *dst = NULL;
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--compress") == 0)
             compress = 1;
-        else if (argv[i][0] == '-' && argv[i][1])
+        else if (strcmp(argv[i], "--dequantize") == 0 && i + 1 < argc) {
+            const char *t = argv[++i];
+            dequant = !strcmp(t, "f32")    ? TD_FLOAT32
+                      : !strcmp(t, "f16")  ? TD_FLOAT16
+                      : !strcmp(t, "bf16") ? TD_BFLOAT16
+                      : !strcmp(t, "mlx")  ? TD_DEQUANT_MLX
+                                           : -1;
+            if (dequant < 0)
+                return tc_usage(stderr), TC_EXIT_USAGE;
+        } else if (argv[i][0] == '-' && argv[i][1])
             return tc_usage(stderr), TC_EXIT_USAGE;
         else if (!src)
             src = argv[i];
@@ -486,6 +521,7 @@ static int tc_convert(int argc, char **argv)
     double t0 = tc_now();
     td_load_options opt = TD_LOAD_OPTIONS_INIT;
     opt.mode = TD_MODE_EMBEDDED;
+    opt.dequantize = dequant;
     td_dict *arrays = NULL;
     td_meta *meta = NULL, *out_meta = NULL;
     int has_meta = from == TD_FORMAT_SAFETENSORS || from == TD_FORMAT_GGUF;
@@ -598,8 +634,8 @@ static int tc_status(const char *sock, int argc, char **argv)
                ", \"budget\": %" PRIu64 ", \"hits\": %" PRIu64 ", \"misses\": %" PRIu64
                ", \"evictions\": %" PRIu64 ", \"clients\": %" PRIu64 ", \"leases\": %" PRIu64
                ", \"decodes\": %" PRIu64 ", \"decode_ns_total\": %" PRIu64
-               ", \"decode_ns_max\": %" PRIu64 ", \"errors\": %" PRIu64
-               ", \"uptime_ms\": %" PRIu64 ", \"files\": [",
+               ", \"decode_ns_max\": %" PRIu64 ", \"errors\": %" PRIu64 ", \"uptime_ms\": %" PRIu64
+               ", \"files\": [",
                st->entries, st->bytes, st->derived_bytes, st->budget, st->hits, st->misses,
                st->evictions, st->clients, st->leases, st->decodes, st->decode_ns_total,
                st->decode_ns_max, st->errors, st->uptime_ms);

@@ -103,7 +103,7 @@ if [ $drc -ne 0 ]; then
     tail -20 "$logs/daemon.log" >&2
 fi
 for f in "$logs"/*.vg; do
-    summary=$(grep -E "ERROR SUMMARY|definitely lost|indirectly lost" "$f" | sed 's/^==[0-9]*== *//' | tr '\n' ' ')
+    summary=$(grep -E "ERROR SUMMARY|in use at exit|definitely lost|indirectly lost" "$f" | sed 's/^==[0-9]*== *//' | tr '\n' ' ')
     note "$(basename "$f" .vg): $summary"
 done
 note "done in $(($(date +%s) - start)) s"

@@ -201,8 +201,7 @@ START_TEST(test_shared_decode_once)
         total += p;
         ck_assert_msg(p <= 16 * 1024 / 4 + 1024, "child %d: Pss_Shmem %lu kB", i, p);
     }
-    ck_assert_msg(total >= 16 * 1024 && total <= 16 * 1024 + 4096, "total Pss_Shmem %lu kB",
-                  total);
+    ck_assert_msg(total >= 16 * 1024 && total <= 16 * 1024 + 4096, "total Pss_Shmem %lu kB", total);
     td_status *st = status();
     ck_assert_uint_eq(st->entries, 1);
     ck_assert_uint_eq(st->misses, 1);
@@ -436,9 +435,12 @@ END_TEST
 START_TEST(test_modes_agree)
 {
     start_daemon(NULL);
-    static const char *files[] = {"npy/big_endian_f4.npy",     "npy/fortran_f8.npy",
-                                  "npz/named.npz",             "npz/compressed.npz",
-                                  "safetensors/dtypes_float.safetensors", "gguf/q4_0.gguf",
+    static const char *files[] = {"npy/big_endian_f4.npy",
+                                  "npy/fortran_f8.npy",
+                                  "npz/named.npz",
+                                  "npz/compressed.npz",
+                                  "safetensors/dtypes_float.safetensors",
+                                  "gguf/q4_0.gguf",
                                   "gguf/all_types.gguf"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         char path[512];

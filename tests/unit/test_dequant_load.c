@@ -140,9 +140,8 @@ START_TEST(test_embedded)
     opt.dequantize = TD_INT8;
     td_dict *d;
     td_error err = {0};
-    ck_assert_int_eq(td_load(tu_testdata("gguf/q4_0.gguf", path, sizeof path), &opt, &d, NULL,
-                             &err),
-                     TD_EINVAL);
+    ck_assert_int_eq(
+        td_load(tu_testdata("gguf/q4_0.gguf", path, sizeof path), &opt, &d, NULL, &err), TD_EINVAL);
     /* td_array_dequantize on a loaded block array agrees with the load option. */
     td_dict *raw;
     TU_OK(td_load(path, NULL, &raw, NULL, &err), &err);

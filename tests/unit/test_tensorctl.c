@@ -127,8 +127,8 @@ END_TEST
  * safetensors -> npy; every step keeps dtype, shape and bytes. */
 START_TEST(test_convert_bit_exact)
 {
-    static const td_dtype types[] = {TD_BOOL,  TD_UINT8,   TD_UINT16,  TD_UINT32,   TD_UINT64,
-                                     TD_INT8,  TD_INT16,   TD_INT32,   TD_INT64,    TD_FLOAT16,
+    static const td_dtype types[] = {TD_BOOL,     TD_UINT8,   TD_UINT16,  TD_UINT32,   TD_UINT64,
+                                     TD_INT8,     TD_INT16,   TD_INT32,   TD_INT64,    TD_FLOAT16,
                                      TD_BFLOAT16, TD_FLOAT32, TD_FLOAT64, TD_COMPLEX64};
     char dir[64], args[1024];
     tu_tmpdir(dir);
