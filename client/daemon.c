@@ -335,6 +335,11 @@ int td_client_status(td_client *c, td_status **out, td_error *err)
         st->files[i].bytes = s->files[i].bytes;
         st->files[i].leases = s->files[i].leases;
         st->files[i].hits = s->files[i].hits;
+        st->files[i].tensors = s->files[i].tensors;
+        st->files[i].file_bytes = s->files[i].file_bytes;
+        st->files[i].derived_bytes = s->files[i].derived_bytes;
+        st->files[i].loads = s->files[i].loads;
+        st->files[i].idle_ms = s->files[i].idle_ms;
     }
     td__proto_msg_destroy(&r);
     *out = st;

@@ -126,6 +126,13 @@ foreach(d LIBDIR INCLUDEDIR)
     set(TD_PC_${d} "\${prefix}/${CMAKE_INSTALL_${d}}")
   endif()
 endforeach()
+# The static library also needs libdeflate when the build uses it.
+set(TD_PC_DEFLATE "")
+set(TD_CONFIG_DEFLATE "")
+if(LIBDEFLATE_FOUND)
+  set(TD_PC_DEFLATE " libdeflate")
+  set(TD_CONFIG_DEFLATE " LIBDEFLATE:libdeflate")
+endif()
 configure_file(${PROJECT_SOURCE_DIR}/cmake/tensord.pc.in ${PROJECT_BINARY_DIR}/tensord.pc @ONLY)
 install(FILES ${PROJECT_BINARY_DIR}/tensord.pc DESTINATION ${TD_PKGCONFIGDIR} COMPONENT devel)
 

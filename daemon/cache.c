@@ -41,6 +41,7 @@ struct cache_entry {
     void *fill_map; /* while decoding: the writable mapping of derived_fd */
     td__table table;
     uint64_t leases, loads, hits;
+    uint64_t last_use; /* uv_now() */
     uint64_t decode_ns;
     int superseded;
     int status; /* of the build */
@@ -328,6 +329,7 @@ static void cache_built(uv_work_t *w, int status)
         return;
     }
     e->state = CACHE_READY;
+    e->last_use = uv_now(c->loop);
     c->bytes += cache_held(e);
     c->stats.decodes += e->derived_len || e->snap_fd >= 0;
     c->stats.decode_ns_total += e->decode_ns;
@@ -438,6 +440,7 @@ int cache_acquire(td__cache *c, const cache_request *req, cache_waiter *w, cache
         e->leases++;
         e->loads++;
         e->hits++;
+        e->last_use = uv_now(c->loop);
         c->stats.hits++;
         *out = e;
         return 0;
@@ -516,6 +519,7 @@ void cache_release(td__cache *c, cache_entry *e)
 {
     if (e->leases)
         e->leases--;
+    e->last_use = uv_now(c->loop);
     if (!e->leases && e->superseded)
         cache_drop(c, e, "file replaced");
     else
@@ -588,6 +592,16 @@ uint64_t cache_entry_leases(const cache_entry *e)
 uint64_t cache_entry_hits(const cache_entry *e)
 {
     return e->hits;
+}
+
+uint64_t cache_entry_loads(const cache_entry *e)
+{
+    return e->loads;
+}
+
+uint64_t cache_entry_last_use(const cache_entry *e)
+{
+    return e->last_use;
 }
 
 cache_entry *cache_first(const td__cache *c)

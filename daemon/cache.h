@@ -100,6 +100,9 @@ uint32_t cache_entry_mode(const cache_entry *e);
 uint64_t cache_entry_bytes(const cache_entry *e);
 uint64_t cache_entry_leases(const cache_entry *e);
 uint64_t cache_entry_hits(const cache_entry *e);
+uint64_t cache_entry_loads(const cache_entry *e);
+/* uv_now() of the last load or release. */
+uint64_t cache_entry_last_use(const cache_entry *e);
 /* Iteration, most recently used first. */
 cache_entry *cache_first(const td__cache *c);
 cache_entry *cache_next(const cache_entry *e);

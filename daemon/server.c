@@ -401,6 +401,11 @@ static void srv_on_status(srv_client *cl, td__proto_msg *m)
             files[i].bytes = cache_entry_bytes(e);
             files[i].leases = cache_entry_leases(e);
             files[i].hits = cache_entry_hits(e);
+            files[i].tensors = cache_entry_table(e)->n;
+            files[i].file_bytes = cache_entry_file_size(e);
+            cache_entry_derived_fd(e, &files[i].derived_bytes);
+            files[i].loads = cache_entry_loads(e);
+            files[i].idle_ms = srv_now_ms(cl->srv) - cache_entry_last_use(e);
         }
         r.u.status.files = files;
         r.u.status.nfiles = (uint32_t)i;

@@ -431,10 +431,14 @@ typedef struct td_client td_client;
 typedef struct td_status_file {
     const char *name; /* the file's path as the daemon saw it */
     td_format format;
-    const char *mode; /* "map", "snapshot" or "pin" */
-    uint64_t bytes;   /* snapshot and derived bytes held for it */
-    uint64_t leases;  /* loads currently held by clients */
-    uint64_t hits;    /* loads served from the cache */
+    const char *mode;                   /* "map", "snapshot" or "pin" */
+    uint64_t bytes;                     /* snapshot and derived bytes held for it */
+    uint64_t leases;                    /* loads currently held by clients */
+    uint64_t hits;                      /* loads served from the cache */
+    uint64_t tensors;                   /* tensors in its table */
+    uint64_t file_bytes, derived_bytes; /* the file's size; decoded bytes in memfds */
+    uint64_t loads;                     /* loads served, the first included */
+    uint64_t idle_ms;                   /* since the last load or release */
 } td_status_file;
 
 typedef struct td_status {

@@ -200,6 +200,12 @@ typedef struct td__proto_status_file {
     uint64_t bytes; /* bytes held for the file */
     uint64_t leases;
     uint64_t hits;
+    /* Since protocol 1 as trailing elements (0 when an older daemon leaves them out): */
+    uint64_t tensors;       /* entries of its table */
+    uint64_t file_bytes;    /* the file's size */
+    uint64_t derived_bytes; /* decoded bytes in memfds */
+    uint64_t loads;         /* loads served, first included */
+    uint64_t idle_ms;       /* milliseconds since the last load or release */
 } td__proto_status_file;
 
 /* STATUS_OK. */

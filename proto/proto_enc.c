@@ -124,7 +124,8 @@ static int td__enc_load(td__proto_enc *e, const td__proto_msg *m, td_error *err)
         return td__err(err, TD_EINVAL, "LOAD: format %d is unknown", (int)l->format);
     if (l->mode >= TD__PROTO_MODE_COUNT)
         return td__err(err, TD_EINVAL, "LOAD: mode %u is unknown", l->mode);
-    if (l->dequant && l->dequant != TD_DEQUANT_MLX && !td__dtype_info((td_dtype)l->dequant))
+    if (l->dequant && l->dequant != TD_FLOAT32 && l->dequant != TD_FLOAT16 &&
+        l->dequant != TD_BFLOAT16 && l->dequant != TD_DEQUANT_MLX)
         return td__err(err, TD_EINVAL, "LOAD: dequant dtype %u is unknown", l->dequant);
     int rc = td__enc_text(l->name, TD__PROTO_NAME_MAX, "LOAD", "name", err);
     if (rc || (rc = td__enc_add_fd(e->out, l->fd, "LOAD", err)))
@@ -240,13 +241,18 @@ static int td__enc_status(td__proto_enc *e, const td__proto_msg *m, td_error *er
         msgpack_pack_array(&e->pk, s->nfiles);
         for (uint32_t i = 0; i < s->nfiles; i++) {
             const td__proto_status_file *f = &s->files[i];
-            msgpack_pack_array(&e->pk, 6);
+            msgpack_pack_array(&e->pk, 11);
             td__pk_str_or_nil(e, f->name);
             msgpack_pack_uint32(&e->pk, (uint32_t)f->format);
             msgpack_pack_uint32(&e->pk, f->mode);
             msgpack_pack_uint64(&e->pk, f->bytes);
             msgpack_pack_uint64(&e->pk, f->leases);
             msgpack_pack_uint64(&e->pk, f->hits);
+            msgpack_pack_uint64(&e->pk, f->tensors);
+            msgpack_pack_uint64(&e->pk, f->file_bytes);
+            msgpack_pack_uint64(&e->pk, f->derived_bytes);
+            msgpack_pack_uint64(&e->pk, f->loads);
+            msgpack_pack_uint64(&e->pk, f->idle_ms);
         }
     }
     return 0;

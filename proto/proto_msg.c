@@ -340,6 +340,10 @@ static int td__dec_load(const td__fields *f, td__proto_msg *m)
     l->mode = (uint32_t)v;
     if ((rc = td__field_u64(f, "dequant", 0, TD_DEQUANT_MLX, &v)))
         return rc;
+    if (v && v != TD_FLOAT32 && v != TD_FLOAT16 && v != TD_BFLOAT16 && v != TD_DEQUANT_MLX)
+        return td__err(f->d->err, TD_EPROTO,
+                       "LOAD: dequant %llu is not float32, float16, bfloat16 or the MLX form",
+                       (unsigned long long)v);
     l->dequant = (uint32_t)v;
     if ((rc = td__field_u64(f, "max_inflated", 0, UINT64_MAX, &l->max_inflated)) ||
         (rc = td__field_u64(f, "flags", 0, UINT64_MAX, &l->flags)))
@@ -532,6 +536,15 @@ static int td__dec_status(const td__fields *f, td__proto_msg *m)
                                &sf->leases)) ||
             (rc = td__elem_u64(d, &x[5], UINT64_MAX, "STATUS_OK: files", i, "hits", &sf->hits)))
             return rc;
+        /* Trailing figures, present from daemons that know them. */
+        uint64_t *extra[] = {&sf->tensors, &sf->file_bytes, &sf->derived_bytes, &sf->loads,
+                             &sf->idle_ms};
+        static const char *const extra_names[] = {"tensors", "file_bytes", "derived_bytes", "loads",
+                                                  "idle_ms"};
+        for (uint32_t k = 0; k < 5 && 6 + k < a->via.array.size; k++)
+            if ((rc = td__elem_u64(d, &x[6 + k], UINT64_MAX, "STATUS_OK: files", i, extra_names[k],
+                                   extra[k])))
+                return rc;
         sf->format = (td_format)fmt;
         sf->mode = (uint32_t)mode;
     }

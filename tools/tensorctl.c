@@ -643,10 +643,13 @@ static int tc_status(const char *sock, int argc, char **argv)
             const td_status_file *f = &st->files[i];
             fputs(i ? ",\n  {\"file\": " : "\n  {\"file\": ", stdout);
             tc_json_str(stdout, f->name, strlen(f->name));
-            printf(", \"format\": \"%s\", \"mode\": \"%s\", \"bytes\": %" PRIu64
-                   ", \"leases\": %" PRIu64 ", \"hits\": %" PRIu64 "}",
+            printf(", \"format\": \"%s\", \"mode\": \"%s\", \"tensors\": %" PRIu64
+                   ", \"file_bytes\": %" PRIu64 ", \"derived_bytes\": %" PRIu64
+                   ", \"bytes\": %" PRIu64 ", \"clients\": %" PRIu64 ", \"loads\": %" PRIu64
+                   ", \"hits\": %" PRIu64 ", \"idle_ms\": %" PRIu64 "}",
                    td_format_name(f->format) ? td_format_name(f->format) : "unknown", f->mode,
-                   f->bytes, f->leases, f->hits);
+                   f->tensors, f->file_bytes, f->derived_bytes, f->bytes, f->leases, f->loads,
+                   f->hits, f->idle_ms);
         }
         fputs("]}\n", stdout);
     } else {
@@ -660,13 +663,15 @@ static int tc_status(const char *sock, int argc, char **argv)
                (double)st->decode_ns_max / 1e6, st->evictions, st->errors,
                (double)st->uptime_ms / 1e3);
         if (st->nfiles)
-            printf("  %-12s %-9s %14s %7s %7s  %s\n", "FORMAT", "MODE", "BYTES", "LEASES", "HITS",
-                   "FILE");
+            printf("  %-11s %-8s %7s %13s %13s %7s %6s %6s %9s  %s\n", "FORMAT", "MODE", "TENSORS",
+                   "FILE BYTES", "DERIVED", "CLIENTS", "LOADS", "HITS", "IDLE", "FILE");
         for (size_t i = 0; i < st->nfiles; i++) {
             const td_status_file *f = &st->files[i];
-            printf("  %-12s %-9s %14" PRIu64 " %7" PRIu64 " %7" PRIu64 "  %s\n",
-                   td_format_name(f->format) ? td_format_name(f->format) : "?", f->mode, f->bytes,
-                   f->leases, f->hits, f->name);
+            printf("  %-11s %-8s %7" PRIu64 " %13" PRIu64 " %13" PRIu64 " %7" PRIu64 " %6" PRIu64
+                   " %6" PRIu64 " %8.1fs  %s\n",
+                   td_format_name(f->format) ? td_format_name(f->format) : "?", f->mode, f->tensors,
+                   f->file_bytes, f->derived_bytes, f->leases, f->loads, f->hits,
+                   (double)f->idle_ms / 1e3, f->name);
         }
     }
     td_status_free(st);

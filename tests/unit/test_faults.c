@@ -112,6 +112,17 @@ static void stop_daemon(void)
     int st;
     waitpid(daemon_pid, &st, 0);
     daemon_pid = -1;
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        /* The log goes with the temporary directory: show its end now. */
+        size_t len;
+        char *log = (char *)tu_read_file(logpath, &len);
+        if (log) {
+            size_t from = len > 6000 ? len - 6000 : 0;
+            printf("faults: tensord exited with status 0x%x; the end of its log:\n%.*s\n", st,
+                   (int)(len - from), log + from);
+            free(log);
+        }
+    }
     ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
                   "tensord exited badly (status 0x%x); see %s", st, logpath);
 }
