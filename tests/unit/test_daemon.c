@@ -22,48 +22,16 @@
 static char dir[64], sock[128], logpath[160];
 static pid_t daemon_pid = -1;
 
-/* Starts tensord on sock with extra arguments; waits until it answers. */
 static void start_daemon(const char *extra)
 {
-    const char *build = getenv("TD_BUILD_DIR");
-    ck_assert_ptr_nonnull(build);
-    char bin[512];
-    snprintf(bin, sizeof bin, "%s/daemon/tensord", build);
-    daemon_pid = fork();
-    ck_assert_int_ge(daemon_pid, 0);
-    if (daemon_pid == 0) {
-        int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        dup2(fd, 2);
-        const char *argv[16] = {bin, "--socket", sock, "--log-level", "debug"};
-        int n = 5;
-        char buf[256];
-        if (extra) {
-            snprintf(buf, sizeof buf, "%s", extra);
-            for (char *t = strtok(buf, " "); t && n < 15; t = strtok(NULL, " "))
-                argv[n++] = t;
-        }
-        argv[n] = NULL;
-        execv(bin, (char *const *)argv);
-        _exit(127);
-    }
-    for (int i = 0; i < 200; i++) {
-        td_client *c;
-        if (td_client_connect(sock, &c, NULL) == 0) {
-            td_client_close(c);
-            return;
-        }
-        usleep(10000);
-    }
-    ck_abort_msg("tensord did not come up on %s", sock);
+    daemon_pid = tu_daemon_start(sock, logpath, extra);
 }
 
 static void stop_daemon(int sig)
 {
     if (daemon_pid <= 0)
         return;
-    kill(daemon_pid, sig);
-    int st;
-    waitpid(daemon_pid, &st, 0);
+    int st = tu_daemon_stop(daemon_pid, sig);
     if (sig == SIGTERM)
         ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "tensord exited badly: %d", st);
     daemon_pid = -1;
@@ -548,9 +516,5 @@ int main(void)
     tcase_add_test(tc, test_modes_agree);
     tcase_add_test(tc, test_reload_and_pin);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return tu_run(s);
 }

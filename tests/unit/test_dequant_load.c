@@ -157,21 +157,13 @@ END_TEST
 
 START_TEST(test_daemon)
 {
-    char dir[64], sock[128], bin[512];
+    char dir[64], sock[128];
     tu_tmpdir(dir);
     snprintf(sock, sizeof sock, "%s/s.sock", dir);
-    snprintf(bin, sizeof bin, "%s/daemon/tensord", getenv("TD_BUILD_DIR"));
-    pid_t pid = fork();
-    if (pid == 0) {
-        int null = open("/dev/null", O_WRONLY);
-        dup2(null, 2);
-        execl(bin, bin, "--socket", sock, (char *)NULL);
-        _exit(127);
-    }
+    pid_t pid = tu_daemon_start(sock, NULL, NULL);
     td_client *c = NULL;
-    for (int i = 0; i < 200 && td_client_connect(sock, &c, NULL); i++)
-        usleep(10000);
-    ck_assert_ptr_nonnull(c);
+    td_error cerr = {0};
+    TU_OK(td_client_connect(sock, &c, &cerr), &cerr);
     setenv("TENSORD_SOCKET", sock, 1);
     check_load(TD_MODE_DAEMON);
     /* A second round is served from the cache: no new decodes. */
@@ -186,9 +178,7 @@ START_TEST(test_daemon)
     td_status_free(before);
     td_status_free(after);
     td_client_close(c);
-    kill(pid, SIGTERM);
-    int st;
-    waitpid(pid, &st, 0);
+    int st = tu_daemon_stop(pid, SIGTERM);
     ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     tu_rmtree(dir);
 }
@@ -202,9 +192,5 @@ int main(void)
     tcase_add_test(tc, test_embedded);
     tcase_add_test(tc, test_daemon);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return tu_run(s);
 }

@@ -191,3 +191,62 @@ void tu_sha256_hex(const void *data, size_t n, char hex[65])
     for (int i = 0; i < 8; i++)
         snprintf(hex + 8 * i, 9, "%08x", h[i]);
 }
+
+int tu_run(Suite *s)
+{
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
+
+pid_t tu_daemon_start(const char *sock, const char *logpath, const char *extra)
+{
+    const char *build = getenv("TD_BUILD_DIR");
+    ck_assert_msg(build != NULL, "TD_BUILD_DIR is not set");
+    char bin[512];
+    snprintf(bin, sizeof bin, "%s/daemon/tensord", build);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        int fd = open(logpath ? logpath : "/dev/null", O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0)
+            dup2(fd, 2);
+        const char *argv[24] = {bin, "--socket", sock, "--log-level", "debug"};
+        int n = 5;
+        char buf[512];
+        if (extra) {
+            snprintf(buf, sizeof buf, "%s", extra);
+            for (char *t = strtok(buf, " "); t && n < 23; t = strtok(NULL, " "))
+                argv[n++] = t;
+        }
+        argv[n] = NULL;
+        execv(bin, (char *const *)argv);
+        _exit(127);
+    }
+    for (int i = 0; i < 500; i++) {
+        td_client *c;
+        if (td_client_connect(sock, &c, NULL) == 0) {
+            td_client_close(c);
+            return pid;
+        }
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid)
+            ck_abort_msg("tensord exited during start-up (status %d)", st);
+        usleep(10000);
+    }
+    ck_abort_msg("tensord did not come up on %s", sock);
+    return -1;
+}
+
+int tu_daemon_stop(pid_t pid, int sig)
+{
+    int st = -1;
+    if (pid <= 0)
+        return st;
+    kill(pid, sig);
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    return st;
+}

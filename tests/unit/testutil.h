@@ -10,6 +10,7 @@
 #include <check.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* $TD_TESTDATA/rel, in a static buffer per call site is not thread-safe: uses out (cap bytes). */
 const char *tu_testdata(const char *rel, char *out, size_t cap);
@@ -27,6 +28,16 @@ int tu_write_file(const char *path, const void *p, size_t len);
 int tu_python(const char *script, const char *const *args);
 /* SHA-256 of p[0..n) as 64 lower-case hex digits + NUL in hex[65]. */
 void tu_sha256_hex(const void *p, size_t n, char hex[65]);
+
+/* Runs suite s (CK_NORMAL output) and returns the exit status for main: 0 when all passed. */
+int tu_run(Suite *s);
+
+/* Starts $TD_BUILD_DIR/daemon/tensord on sock with extra arguments (space-separated, may be
+ * NULL), stderr appended to logpath (NULL: /dev/null), and waits until it answers a HELLO.
+ * Returns its pid; aborts the test when it does not come up. */
+pid_t tu_daemon_start(const char *sock, const char *logpath, const char *extra);
+/* Sends sig and reaps the daemon; returns its wait status. */
+int tu_daemon_stop(pid_t pid, int sig);
 
 /* Check assertion that an int call returned 0, printing the td_error message otherwise. */
 #define TU_OK(call, errp)                                                                          \
