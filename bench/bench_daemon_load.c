@@ -2,7 +2,8 @@
  * bench_daemon_load - the daemon under load: N client processes loading the same cached model
  * through tensord as fast as they can.
  *
- *   bench_daemon_load --file PATH --socket PATH --clients N [--seconds S] [--label TEXT]
+ *   bench_daemon_load --file PATH --socket PATH --clients N [--seconds S] [--daemon-pid PID]
+ *                     [--label TEXT]
  *
  * Each client process makes one untimed load first (so the model is cached and the process
  * warm) and then waits at a barrier. Once every client is there, all of them loop for S seconds
@@ -11,7 +12,9 @@
  * and closes the connection, which ends the lease). Latencies go to a shared anonymous mapping.
  *
  * Prints loads per second (loads completed / time from the start to the last completion), and
- * the 50th and 99th percentile and maximum latency over every load of every client.
+ * the 50th and 99th percentile and maximum latency over every load of every client. Also the CPU
+ * time per load: of the clients (their user + system time over the timed loop, from
+ * getrusage) and, with --daemon-pid, of the daemon (/proc/PID/stat over the same window).
  */
 #include "tensord.h"
 
@@ -21,6 +24,7 @@
 #include <getopt.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -29,6 +33,7 @@
 
 typedef struct shared {
     uint64_t start_ns, deadline_ns;
+    uint64_t cpu_us[MAX_CLIENTS]; /* user + system time of the timed loop */
     uint64_t count[MAX_CLIENTS];
     uint64_t failures[MAX_CLIENTS];
     uint64_t last_ns[MAX_CLIENTS];
@@ -51,6 +56,8 @@ static void client(shared *sh, size_t cap, int idx, const char *file, const td_l
     while (read(go, &c, 1) < 0 && errno == EINTR)
         ;
     uint32_t *lat = sh->lat_ns + (size_t)idx * cap;
+    struct rusage ru0, ru1;
+    getrusage(RUSAGE_SELF, &ru0);
     uint64_t n = 0, fails = 0, now = bu_now_ns(), deadline = sh->deadline_ns;
     while (now < deadline) {
         uint64_t t0 = now;
@@ -70,9 +77,37 @@ static void client(shared *sh, size_t cap, int idx, const char *file, const td_l
         sh->last_ns[idx] = now;
         now = bu_now_ns();
     }
+    getrusage(RUSAGE_SELF, &ru1);
+    sh->cpu_us[idx] = (uint64_t)((ru1.ru_utime.tv_sec - ru0.ru_utime.tv_sec) * 1000000 +
+                                 (ru1.ru_utime.tv_usec - ru0.ru_utime.tv_usec) +
+                                 (ru1.ru_stime.tv_sec - ru0.ru_stime.tv_sec) * 1000000 +
+                                 (ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec));
     sh->count[idx] = n;
     sh->failures[idx] = fails;
     _exit(0);
+}
+
+/* utime + stime of pid in microseconds, or -1. */
+static long long proc_cpu_us(int pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t k = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[k] = '\0';
+    char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+    if (!p)
+        return -1;
+    unsigned long long ut = 0, st = 0;
+    /* After ") ": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
+     */
+    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return -1;
+    long hz = sysconf(_SC_CLK_TCK);
+    return (long long)((ut + st) * 1000000ull / (unsigned long long)(hz > 0 ? hz : 100));
 }
 
 static void usage(void)
@@ -85,14 +120,17 @@ static void usage(void)
 int main(int argc, char **argv)
 {
     const char *file = NULL, *label = "-";
-    int clients = 0;
+    int clients = 0, daemon_pid = 0;
     double seconds = 3;
     td_load_options opt = TD_LOAD_OPTIONS_INIT;
     opt.mode = TD_MODE_DAEMON;
-    static const struct option opts[] = {
-        {"file", required_argument, 0, 'f'},    {"socket", required_argument, 0, 's'},
-        {"clients", required_argument, 0, 'n'}, {"seconds", required_argument, 0, 'S'},
-        {"label", required_argument, 0, 'l'},   {0, 0, 0, 0}};
+    static const struct option opts[] = {{"file", required_argument, 0, 'f'},
+                                         {"socket", required_argument, 0, 's'},
+                                         {"clients", required_argument, 0, 'n'},
+                                         {"seconds", required_argument, 0, 'S'},
+                                         {"label", required_argument, 0, 'l'},
+                                         {"daemon-pid", required_argument, 0, 'p'},
+                                         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -110,6 +148,9 @@ int main(int argc, char **argv)
             break;
         case 'l':
             label = optarg;
+            break;
+        case 'p':
+            daemon_pid = atoi(optarg);
             break;
         default:
             usage();
@@ -149,6 +190,7 @@ int main(int argc, char **argv)
         if (k != 1)
             bu_die("a client failed its first load");
     }
+    long long dcpu0 = daemon_pid > 0 ? proc_cpu_us(daemon_pid) : -1;
     sh->start_ns = bu_now_ns();
     sh->deadline_ns = sh->start_ns + (uint64_t)(seconds * 1e9);
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
@@ -160,11 +202,13 @@ int main(int argc, char **argv)
             ;
         bad += !(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     }
+    long long dcpu1 = daemon_pid > 0 ? proc_cpu_us(daemon_pid) : -1;
     if (bad)
         bu_die("%d clients failed", bad);
-    uint64_t total = 0, fails = 0, end = sh->start_ns;
+    uint64_t total = 0, fails = 0, end = sh->start_ns, ccpu = 0;
     for (int i = 0; i < clients; i++) {
         total += sh->count[i];
+        ccpu += sh->cpu_us[i];
         fails += sh->failures[i];
         if (sh->last_ns[i] > end)
             end = sh->last_ns[i];
@@ -182,9 +226,12 @@ int main(int argc, char **argv)
     double p50 = bu_quantile(v, kept, 0.5), p99 = bu_quantile(v, kept, 0.99);
     double mx = kept ? v[kept - 1] : 0;
     printf("RESULT bench=daemon_load label=%s file=%s clients=%d loads=%llu failures=%llu "
-           "seconds=%.3f loads_per_s=%.1f p50_us=%.1f p99_us=%.1f max_us=%.1f status=ok\n",
+           "seconds=%.3f loads_per_s=%.1f p50_us=%.1f p99_us=%.1f max_us=%.1f "
+           "client_cpu_us_per_load=%.1f daemon_cpu_us_per_load=%.1f status=ok\n",
            label, file, clients, (unsigned long long)total, (unsigned long long)fails, window,
-           window > 0 ? (double)total / window : 0, p50, p99, mx);
+           window > 0 ? (double)total / window : 0, p50, p99, mx,
+           total ? (double)ccpu / (double)total : 0,
+           total && dcpu0 >= 0 && dcpu1 >= 0 ? (double)(dcpu1 - dcpu0) / (double)total : -1.0);
     free(v);
     munmap(sh, size);
     return 0;

@@ -10,9 +10,10 @@
  * process loads it (served from the cache). Both times are taken inside the clients around
  * td_load alone. With --warm-file, each client first loads that (small, other) file through the
  * daemon, untimed, so that what is timed is the file's own cost and not the process's first
- * use of the library (lazy binding, allocator set-up, copy-on-write faults after fork). The daemon's status confirms that the first load was a miss with one decode
- * and the second a hit. For reference, one embedded load of the same file is timed too: what
- * every process pays for itself without the daemon.
+ * use of the library (lazy binding, allocator set-up, copy-on-write faults after fork). The
+ * daemon's status confirms that the first load was a miss with one decode and the second a hit. For
+ * reference, one embedded load of the same file is timed too: what every process pays for itself
+ * without the daemon.
  *
  * When td_load refuses the request with TD_ENOTSUP (dequantization on load not available yet),
  * the result says status=na with the message.
@@ -115,11 +116,13 @@ int main(int argc, char **argv)
     const char *file = NULL, *label = "-", *warm = NULL;
     int rounds = 3;
     td_load_options opt = TD_LOAD_OPTIONS_INIT;
-    static const struct option opts[] = {
-        {"file", required_argument, 0, 'f'},       {"socket", required_argument, 0, 's'},
-        {"rounds", required_argument, 0, 'r'},     {"dequantize", required_argument, 0, 'd'},
-        {"label", required_argument, 0, 'l'},      {"warm-file", required_argument, 0, 'w'},
-        {0, 0, 0, 0}};
+    static const struct option opts[] = {{"file", required_argument, 0, 'f'},
+                                         {"socket", required_argument, 0, 's'},
+                                         {"rounds", required_argument, 0, 'r'},
+                                         {"dequantize", required_argument, 0, 'd'},
+                                         {"label", required_argument, 0, 'l'},
+                                         {"warm-file", required_argument, 0, 'w'},
+                                         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -210,8 +213,8 @@ int main(int argc, char **argv)
             misses_ok = 0;
         first[r] = ra.us;
         second[r] = rb.us;
-        fprintf(stderr, "bench_decode: round %d: first %.1f us, second %.1f us (evicted %llu)\n",
-                r, ra.us, rb.us, (unsigned long long)ne);
+        fprintf(stderr, "bench_decode: round %d: first %.1f us, second %.1f us (evicted %llu)\n", r,
+                ra.us, rb.us, (unsigned long long)ne);
     }
     /* The reference, last (so that the clients fork from a small process): this process
      * decoding for itself. */

@@ -64,12 +64,15 @@ int main(int argc, char **argv)
     const char *out = NULL, *fmt = NULL, *from = NULL, *dtype = "float32";
     uint64_t bytes = 0, tensors = 1, seed = 1;
     bu_fill fill = BU_FILL_RANDOM;
-    static const struct option opts[] = {
-        {"out", required_argument, 0, 'o'},    {"format", required_argument, 0, 'f'},
-        {"bytes", required_argument, 0, 'b'},  {"tensors", required_argument, 0, 't'},
-        {"fill", required_argument, 0, 'F'},   {"dtype", required_argument, 0, 'd'},
-        {"seed", required_argument, 0, 's'},   {"from", required_argument, 0, 'r'},
-        {0, 0, 0, 0}};
+    static const struct option opts[] = {{"out", required_argument, 0, 'o'},
+                                         {"format", required_argument, 0, 'f'},
+                                         {"bytes", required_argument, 0, 'b'},
+                                         {"tensors", required_argument, 0, 't'},
+                                         {"fill", required_argument, 0, 'F'},
+                                         {"dtype", required_argument, 0, 'd'},
+                                         {"seed", required_argument, 0, 's'},
+                                         {"from", required_argument, 0, 'r'},
+                                         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {

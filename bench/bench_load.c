@@ -22,11 +22,14 @@
  * A measurement is: the load, timed; then the release of everything it returned, untimed.
  * --warmup loads (default 2) run first, so the file is in the page cache and the process warm;
  * then up to --repeats (default 31) timed loads, stopping early once --max-seconds (default 5)
- * have passed and at least --min-repeats (default 3) were taken. Prints the median, minimum and 90th percentile.
+ * have passed and at least --min-repeats (default 3) were taken. Prints the median, minimum and
+ * 90th percentile.
  *
  * --rss: before the timed loads, also measure how much this process's resident set grows over
- * one load whose result is kept (VmRSS after minus before), which for a zero-copy loader must
- * not depend on the file's size.
+ * one load whose result is kept (VmRSS after minus before, and its anonymous and file-backed
+ * parts: RssAnon is memory the load allocated, RssFile page-cache pages it mapped, e.g. the
+ * header's page and the kernel's fault-around), which for a zero-copy loader must not depend on
+ * the file's size.
  */
 #include "tensord.h"
 
@@ -111,8 +114,8 @@ static int readcopy(const char *path, int thp, loaded *out)
     uint8_t *buf;
     if (thp) {
         map_len = (n + (2u << 20) - 1) & ~(size_t)((2u << 20) - 1);
-        buf = mmap(NULL, map_len ? map_len : 1, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        buf = mmap(NULL, map_len ? map_len : 1, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                   -1, 0);
         if (buf == MAP_FAILED)
             buf = NULL;
         else
@@ -180,9 +183,10 @@ static void release(loader *l, loaded *x)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: bench_load --method embedded|daemon|readcopy|readcopy-thp|llama|llama-alloc "
-                    "--file PATH [--socket PATH] [--repeats N] [--warmup N] [--max-seconds S] "
-                    "[--min-repeats N] [--rss] [--label TEXT]\n");
+    fprintf(stderr,
+            "usage: bench_load --method embedded|daemon|readcopy|readcopy-thp|llama|llama-alloc "
+            "--file PATH [--socket PATH] [--repeats N] [--warmup N] [--max-seconds S] "
+            "[--min-repeats N] [--rss] [--label TEXT]\n");
     exit(2);
 }
 
@@ -193,13 +197,16 @@ int main(int argc, char **argv)
     const char *label = "-";
     int repeats = 31, warmup = 2, rss = 0, min_repeats = 3;
     double max_seconds = 5;
-    static const struct option opts[] = {
-        {"method", required_argument, 0, 'm'},  {"file", required_argument, 0, 'f'},
-        {"socket", required_argument, 0, 's'},  {"repeats", required_argument, 0, 'r'},
-        {"warmup", required_argument, 0, 'w'},  {"max-seconds", required_argument, 0, 'S'},
-        {"rss", no_argument, 0, 'R'},           {"label", required_argument, 0, 'l'},
-        {"min-repeats", required_argument, 0, 'M'},
-        {0, 0, 0, 0}};
+    static const struct option opts[] = {{"method", required_argument, 0, 'm'},
+                                         {"file", required_argument, 0, 'f'},
+                                         {"socket", required_argument, 0, 's'},
+                                         {"repeats", required_argument, 0, 'r'},
+                                         {"warmup", required_argument, 0, 'w'},
+                                         {"max-seconds", required_argument, 0, 'S'},
+                                         {"rss", no_argument, 0, 'R'},
+                                         {"label", required_argument, 0, 'l'},
+                                         {"min-repeats", required_argument, 0, 'M'},
+                                         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -261,12 +268,15 @@ int main(int argc, char **argv)
         load_once(&l, &x);
         release(&l, &x);
     }
-    long long rss_growth = -1;
+    long long rss_growth = -1, anon_growth = -1, file_growth = -1;
     if (rss) {
         long long before = bu_rss_kib();
+        long long anon0 = bu_proc_kib("/proc/self/status", "RssAnon");
+        long long file0 = bu_proc_kib("/proc/self/status", "RssFile");
         load_once(&l, &x);
-        long long after = bu_rss_kib();
-        rss_growth = after - before;
+        rss_growth = bu_rss_kib() - before;
+        anon_growth = bu_proc_kib("/proc/self/status", "RssAnon") - anon0;
+        file_growth = bu_proc_kib("/proc/self/status", "RssFile") - file0;
         release(&l, &x);
     }
     double *us = calloc((size_t)repeats, sizeof *us);
@@ -293,7 +303,8 @@ int main(int argc, char **argv)
            label, l.method, l.file, (long long)st.st_size,
            strncmp(l.method, "readcopy", 8) ? count : (size_t)0, n, med, mn, p90);
     if (rss)
-        printf(" rss_growth_kib=%lld", rss_growth);
+        printf(" rss_growth_kib=%lld rss_anon_kib=%lld rss_file_kib=%lld", rss_growth, anon_growth,
+               file_growth);
     printf(" status=ok\n");
     free(us);
     return 0;

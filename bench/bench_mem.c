@@ -70,11 +70,13 @@ int main(int argc, char **argv)
     const char *method = NULL, *file = "-", *label = "-";
     int procs = 0, daemon_pid = 0;
     td_load_options opt = TD_LOAD_OPTIONS_INIT;
-    static const struct option opts[] = {
-        {"method", required_argument, 0, 'm'}, {"file", required_argument, 0, 'f'},
-        {"procs", required_argument, 0, 'n'},  {"socket", required_argument, 0, 's'},
-        {"daemon-pid", required_argument, 0, 'p'}, {"label", required_argument, 0, 'l'},
-        {0, 0, 0, 0}};
+    static const struct option opts[] = {{"method", required_argument, 0, 'm'},
+                                         {"file", required_argument, 0, 'f'},
+                                         {"procs", required_argument, 0, 'n'},
+                                         {"socket", required_argument, 0, 's'},
+                                         {"daemon-pid", required_argument, 0, 'p'},
+                                         {"label", required_argument, 0, 'l'},
+                                         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
         switch (c) {

@@ -14,8 +14,8 @@
  * Compressed saves: ZSIZE bytes (same fill) as ZK arrays, timed through td_savez_compressed.
  * --export writes these arrays as a stored npz, for bench/numpy_bench.py savez to time numpy's
  * savez_compressed on the very same arrays. Then the engines alone, on the same bytes: zlib's
- * deflate at level 6 (what td_savez_compressed uses) and, when built with it, libdeflate at
- * level 6, with their CRC-32s.
+ * deflate at level 6 and, when built with it, libdeflate at level 6, with their CRC-32s (the
+ * result line of td_savez_compressed names the engine the library was built with).
  */
 #include "tensord.h"
 
@@ -31,6 +31,10 @@
 #endif
 
 #define MAX_REPEATS 64
+
+/* The library's deflate engine ("zlib" or "libdeflate"), from formats/zip.c; weak, so that
+ * this program still links (and says "unknown") should the function go. */
+__attribute__((weak)) const char *zip_deflate_engine(void);
 
 static void write_all(int fd, const uint8_t *p, size_t n, const char *path)
 {
@@ -126,10 +130,10 @@ int main(int argc, char **argv)
     size_t tensors = 300, ztensors = 16;
     int repeats = 5;
     static const struct option opts[] = {
-        {"dir", required_argument, 0, 'd'},     {"bytes", required_argument, 0, 'b'},
-        {"tensors", required_argument, 0, 't'}, {"zbytes", required_argument, 0, 'z'},
+        {"dir", required_argument, 0, 'd'},      {"bytes", required_argument, 0, 'b'},
+        {"tensors", required_argument, 0, 't'},  {"zbytes", required_argument, 0, 'z'},
         {"ztensors", required_argument, 0, 'Z'}, {"repeats", required_argument, 0, 'r'},
-        {"export", required_argument, 0, 'e'},  {0, 0, 0, 0}};
+        {"export", required_argument, 0, 'e'},   {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -226,8 +230,8 @@ int main(int argc, char **argv)
         }
         unlink(npz);
     }
-    snprintf(extra, sizeof extra, "tensors=%zu compressed_bytes=%llu", ztensors,
-             (unsigned long long)csize);
+    snprintf(extra, sizeof extra, "tensors=%zu compressed_bytes=%llu engine=%s", ztensors,
+             (unsigned long long)csize, zip_deflate_engine ? zip_deflate_engine() : "unknown");
     result("td_savez_compressed", zbytes, t_z, zrep, extra);
     td_dict_free(zd);
 

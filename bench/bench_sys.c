@@ -31,14 +31,14 @@ int main(void)
     /* First touch of fresh anonymous 4 KiB pages (THP off for this mapping), then memcpy
      * between two such buffers once they are resident. */
     double fault[5], copy[5];
-    uint8_t *src = mmap(NULL, FAULT_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                        -1, 0);
+    uint8_t *src =
+        mmap(NULL, FAULT_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (src == MAP_FAILED)
         bu_die("mmap failed");
     memset(src, 1, FAULT_BYTES);
     for (int r = 0; r < 5; r++) {
-        uint8_t *p = mmap(NULL, FAULT_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                          -1, 0);
+        uint8_t *p =
+            mmap(NULL, FAULT_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (p == MAP_FAILED)
             bu_die("mmap failed");
         madvise(p, FAULT_BYTES, MADV_NOHUGEPAGE);

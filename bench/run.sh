@@ -82,7 +82,7 @@ else
     MAXSEC=3
     SAVE_BYTES=256M
     ZBYTES=32M
-    SAVE_REPEATS=3
+    SAVE_REPEATS=5
     DECODE_ROUNDS=3
     Q4_BYTES=128M
     PROTO_ITERS=20000
@@ -190,8 +190,8 @@ env_kv zbytes "$(bytes_of $ZBYTES)"
 env_kv q4_bytes "$(bytes_of $Q4_BYTES)"
 
 avail_disk=$(df -B1 --output=avail "$DATA" | tail -1)
-avail_mem=$(awk '/MemAvailable/ {print $2 * 1024}' /proc/meminfo)
-say "free disk $((avail_disk >> 30)) GiB, available memory $((avail_mem >> 30)) GiB, load $(loadavg)"
+avail_mem_gib=$(awk '/MemAvailable/ {printf "%.1f", $2 / 1048576}' /proc/meminfo)
+say "free disk $((avail_disk >> 30)) GiB, available memory $avail_mem_gib GiB, load $(loadavg)"
 
 # ---- build ----
 say "building (Release) in $BUILD"
@@ -341,7 +341,8 @@ fi
 if has_phase load && [ $HAVE_DAEMON = 1 ]; then
     phase_start load
     for C in $CLIENTS; do
-        r "$B/bench_daemon_load" --label load --file "$GOAL" --socket "$SOCK" --clients $C --seconds $LOAD_SECONDS
+        r "$B/bench_daemon_load" --label load --file "$GOAL" --socket "$SOCK" --clients $C \
+            --seconds $LOAD_SECONDS --daemon-pid $DPID
     done
     # What one load costs in system calls, client and daemon, counted by strace: the client's
     # count is the difference between 220 and 20 loads (start-up calls cancel out), the
@@ -365,8 +366,10 @@ if has_phase load && [ $HAVE_DAEMON = 1 ]; then
     fi
     # The same with the daemon logging at notice instead of info (no line per load).
     start_daemon --log-level notice
-    r "$B/bench_daemon_load" --label load-notice --file "$GOAL" --socket "$SOCK" --clients 64 --seconds $LOAD_SECONDS
-    r "$B/bench_daemon_load" --label load-notice --file "$GOAL" --socket "$SOCK" --clients 1 --seconds $LOAD_SECONDS
+    for C in 1 64; do
+        r "$B/bench_daemon_load" --label load-notice --file "$GOAL" --socket "$SOCK" --clients $C \
+            --seconds $LOAD_SECONDS --daemon-pid $DPID
+    done
     start_daemon
     phase_end load
 fi

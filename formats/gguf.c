@@ -357,14 +357,18 @@ static int gguf_read_tensor(gguf_rd *r, uint64_t i, td__table *t)
                        type);
     const td__dtype_desc *d = td__dtype_info(dtype);
 
-    /* Element count and bytes, checked: the count must fit in an int64 (ggml's own rule). */
-    uint64_t nelem = 1, nbytes;
-    for (uint32_t j = 0; j < n_dims; j++)
-        if (!td__mul_u64(nelem, ne[j], &nelem) || nelem > (uint64_t)INT64_MAX)
+    /* Element count and bytes, checked: the count must fit in an int64 (ggml's own rule), and
+     * so must the product of the non-zero sizes, so that an empty tensor cannot carry a shape
+     * whose other dimensions overflow (the table refuses those everywhere). */
+    uint64_t nelem = 1, nonzero = 1, nbytes;
+    for (uint32_t j = 0; j < n_dims; j++) {
+        if ((ne[j] && (!td__mul_u64(nonzero, ne[j], &nonzero) || nonzero > (uint64_t)INT64_MAX)))
             return td__err(r->err, TD_ERANGE,
                            "%s: tensor '%s': element count overflows at "
                            "ne[%u] = %" PRIu64,
                            r->fname, q, j, ne[j]);
+        nelem *= ne[j];
+    }
     if (n_dims > 0 && ne[0] % d->block_elems != 0)
         return td__err(r->err, TD_EFORMAT,
                        "%s: tensor '%s': ne[0] = %" PRIu64

@@ -8,7 +8,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#define TD__WRITER_BUF (1u << 20)
+#define TD__WRITER_BUF    (1u << 20)
+#define TD__WRITER_DIRECT (64u << 10)
 
 int td__writer_init(td__writer *w, int fd, const char *path, td_error *err)
 {
@@ -67,10 +68,12 @@ int td__writer_write(td__writer *w, const void *p, size_t n)
     if (!td__add_u64(w->pos, n, &pos))
         return w->status = td__err(w->err, TD_ERANGE, "%s: file size overflows", w->path);
     if (w->fd >= 0) {
-        if (w->len + n > w->cap) {
+        /* Large blocks (tensor data) go straight to the file: copying them through the buffer
+         * costs more than the extra write() saves. */
+        if (n >= TD__WRITER_DIRECT || w->len + n > w->cap) {
             if (td__writer_flush(w))
                 return w->status;
-            if (n >= w->cap) { /* large blocks go straight through */
+            if (n >= TD__WRITER_DIRECT) {
                 if (td__write_all(w, p, n))
                     return w->status;
                 w->pos = pos;

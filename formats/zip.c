@@ -543,6 +543,15 @@ int zip_open(const uint8_t *base, size_t len, const char *fname, zip_archive *z,
         p += used;
         z->n = i + 1;
     }
+    /* The directory must hold exactly the members the end record counts: Python's zipfile
+     * goes by the directory's size, so leftover records would be members only it sees. */
+    if (p != end) {
+        rc = td__err(err, TD_EFORMAT,
+                     "%s: central directory has %llu bytes after the %llu members the end record "
+                     "counts",
+                     fname, (unsigned long long)(end - p), (unsigned long long)e.n);
+        goto fail;
+    }
     rc = zip__check_overlap(z, fname, err);
     if (rc)
         goto fail;

@@ -11,29 +11,15 @@
  *      checked to lie inside the file and decoded into a buffer of exactly its size, the
  *      metadata walked with every public accessor. This is what the embedded loader, the daemon
  *      and tensorctl run.
- *   2. The public API, when the client objects are linked into this target: the bytes go into
- *      a memfd and td_load opens /proc/self/fd/N in embedded mode with the format set (so it
- *      maps, indexes, builds views and decodes exactly as for a file on disk). Its result must
- *      agree with path 1 (same success or failure; on success the same arrays and bytes, every
- *      array's bytes readable), it must fill err on failure, name the file, and leave no
- *      descriptor behind. td_load is referenced weakly: tests/fuzz/CMakeLists.txt links
- *      td_formats and td_proto; linking td_client too (see the issue 9 report) turns path 2 on
- *      without changing this file.
+ *   2. The public API: the bytes go into a memfd and td_load opens /proc/self/fd/N in embedded
+ *      mode with the format set (so it maps, indexes, builds views and decodes exactly as for a
+ *      file on disk). Its result must agree with path 1 (same success or failure; on success
+ *      the same arrays, bytes and metadata, every array's bytes readable), it must fill err on
+ *      failure, name the file, return nothing, and leave no descriptor behind.
  */
 #include "fuzzutil.h"
 
 #include <sys/mman.h>
-
-#pragma weak td_load
-#pragma weak td_dict_free
-#pragma weak td_dict_size
-#pragma weak td_dict_at
-#pragma weak td_array_data
-#pragma weak td_array_nbytes
-#pragma weak td_array_dtype
-#pragma weak td_array_ndim
-#pragma weak td_array_shape
-#pragma weak td_meta_free
 
 static int g_memfd = -1;
 static char g_path[64];
@@ -44,15 +30,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    if (td_load) {
-        g_memfd = memfd_create("fuzz_load", MFD_CLOEXEC);
-        if (g_memfd < 0)
-            fz_die("memfd_create", NULL);
-        snprintf(g_path, sizeof g_path, "/proc/self/fd/%d", g_memfd);
-        fprintf(stderr, "fuzz_load: td_load is linked: both paths run\n");
-    } else {
-        fprintf(stderr, "fuzz_load: td_load is not linked: the td__index path only\n");
-    }
+    g_memfd = memfd_create("fuzz_load", MFD_CLOEXEC);
+    if (g_memfd < 0)
+        fz_die("memfd_create", NULL);
+    snprintf(g_path, sizeof g_path, "/proc/self/fd/%d", g_memfd);
     return 0;
 }
 
@@ -173,8 +154,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     indexed x;
     by_index(fmt, data, size, &x);
-    if (td_load)
-        by_td_load(fmt, data, size, &x);
+    by_td_load(fmt, data, size, &x);
     indexed_free(&x);
     return 0;
 }

@@ -26,7 +26,8 @@ fi
 for b in "$daemon" "$demo" "$ctl"; do
     [ -x "$b" ] || { echo "valgrind.sh: $b is not built" >&2; exit 1; }
 done
-if nm -D "$daemon" 2>/dev/null | grep -q __asan_init || nm "$daemon" 2>/dev/null | grep -q __asan_init; then
+# (grep without -q reads all of nm's output: with pipefail, an early exit would SIGPIPE nm.)
+if { nm -D "$daemon"; nm "$daemon"; } 2>/dev/null | grep __asan_init >/dev/null; then
     echo "valgrind.sh: $build is an ASan build; memcheck cannot run it (skipped, not failed)"
     exit 0
 fi

@@ -72,45 +72,14 @@ static pid_t daemon_pid = -1;
  */
 static void start_daemon(const char *extra)
 {
-    const char *build = getenv("TD_BUILD_DIR");
-    ck_assert_ptr_nonnull(build);
-    char bin[512];
-    snprintf(bin, sizeof bin, "%s/daemon/tensord", build);
-    daemon_pid = fork();
-    ck_assert_int_ge(daemon_pid, 0);
-    if (daemon_pid == 0) {
-        int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        dup2(fd, 2);
-        const char *argv[16] = {bin, "--socket", sock, "--log-level", "info"};
-        int n = 5;
-        char buf[256];
-        if (extra) {
-            snprintf(buf, sizeof buf, "%s", extra);
-            for (char *t = strtok(buf, " "); t && n < 15; t = strtok(NULL, " "))
-                argv[n++] = t;
-        }
-        argv[n] = NULL;
-        execv(bin, (char *const *)argv);
-        _exit(127);
-    }
-    for (int i = 0; i < 300; i++) {
-        td_client *c;
-        if (td_client_connect(sock, &c, NULL) == 0) {
-            td_client_close(c);
-            return;
-        }
-        usleep(10000);
-    }
-    ck_abort_msg("tensord did not come up on %s", sock);
+    daemon_pid = tu_daemon_start(sock, logpath, extra);
 }
 
 static void stop_daemon(void)
 {
     if (daemon_pid <= 0)
         return;
-    kill(daemon_pid, SIGTERM);
-    int st;
-    waitpid(daemon_pid, &st, 0);
+    int st = tu_daemon_stop(daemon_pid, SIGTERM);
     daemon_pid = -1;
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
         /* The log goes with the temporary directory: show its end now. */
@@ -787,20 +756,30 @@ START_TEST(test_client_faults)
     int over[MAX_CLIENTS + 40], refused = 0;
     for (int i = 0; i < MAX_CLIENTS + 40; i++)
         over[i] = raw_connect();
-    usleep(200000);
-    for (int i = 0; i < MAX_CLIENTS + 40; i++) {
-        if (over[i] < 0) {
-            refused++;
-            continue;
+    /* Those over the limit are closed at once; the accepted ones only by the idle timeout
+     * (1 s): count what closes within 0.8 s. */
+    int closed[MAX_CLIENTS + 40] = {0};
+    double t0 = now_s();
+    while (now_s() - t0 < 0.8) {
+        for (int i = 0; i < MAX_CLIENTS + 40; i++) {
+            if (closed[i])
+                continue;
+            if (over[i] < 0) {
+                closed[i] = 1;
+                continue;
+            }
+            struct pollfd p = {over[i], POLLIN, 0};
+            char c;
+            if (poll(&p, 1, 0) == 1 && read(over[i], &c, 1) <= 0)
+                closed[i] = 1;
         }
-        struct pollfd p = {over[i], POLLIN, 0};
-        char c;
-        if (poll(&p, 1, 0) == 1 && read(over[i], &c, 1) <= 0)
-            refused++;
+        usleep(10000);
     }
-    for (int i = 0; i < MAX_CLIENTS + 40; i++)
+    for (int i = 0; i < MAX_CLIENTS + 40; i++) {
+        refused += closed[i];
         if (over[i] >= 0)
             close(over[i]);
+    }
     printf("faults: %d connections over a limit of %d: %d closed at once\n", MAX_CLIENTS + 40,
            MAX_CLIENTS, refused);
     ck_assert_int_ge(refused, 40);
@@ -910,7 +889,21 @@ static int count_in_log(const char *needle)
 
 START_TEST(test_truncated_under_daemon)
 {
+    /* Known limitation, documented in README: a load abandoned by the SIGBUS guard loses what
+     * the parser and zlib had allocated at that moment (tens to a few hundred KiB per truncated
+     * load). Under LeakSanitizer the daemon would report it at exit; only those allocation
+     * sites are suppressed, and only for the daemon of this test. */
+    char supp[128];
+    snprintf(supp, sizeof supp, "%s/lsan.supp", dir);
+    static const char rules[] = "leak:zip_open\nleak:npz_index\nleak:zip_inflate\n"
+                                "leak:inflateInit2_\nleak:json_loadb\nleak:st_index\n"
+                                "leak:gguf_index\nleak:td__meta\n";
+    ck_assert_int_eq(tu_write_file(supp, rules, sizeof rules - 1), 0);
+    char lsan[200];
+    snprintf(lsan, sizeof lsan, "suppressions=%s:print_suppressions=0", supp);
+    setenv("LSAN_OPTIONS", lsan, 1);
     start_daemon("--max-memory 1G");
+    unsetenv("LSAN_OPTIONS");
     /* A 64 MiB deflated npz (the daemon inflates it from its mapping: ~0.3 s) and a 64 MiB
      * big-endian npy (byte-swapped from the mapping), kept pristine and copied for each try. */
     char pristine_npz[300], pristine_npy[300], work_npz[300], work_npy[300];
@@ -1003,9 +996,5 @@ int main(void)
     tcase_add_test(tc, test_client_faults);
     tcase_add_test(tc, test_truncated_under_daemon);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return tu_run(s);
 }

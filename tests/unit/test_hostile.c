@@ -1207,10 +1207,7 @@ static const hcase cases[] = {
     {"counts", TD_FORMAT_NPY, "npy_dims_33", npy_dims_33, TD_ELIMIT, 0, 0, NULL},
     {"counts", TD_FORMAT_NPY, "npy_dims_32", npy_dims_32, ACCEPT, 0, CK_NONE, NULL},
     {"counts", TD_FORMAT_NPZ, "npz_count_more", npz_count_more, TD_EFORMAT, 0, 0, NULL},
-    {"counts", TD_FORMAT_NPZ, "npz_count_fewer", npz_count_fewer, TD_EFORMAT, 0, 0,
-     "zip.c: zip_open reads the end record's member count of directory records and ignores "
-     "the directory bytes after them; Python's zipfile reads by directory size and sees both "
-     "members"},
+    {"counts", TD_FORMAT_NPZ, "npz_count_fewer", npz_count_fewer, TD_EFORMAT, 0, 0, NULL},
     {"counts", TD_FORMAT_NPZ, "npz_count_ffff", npz_count_ffff, TD_EFORMAT, 0, 0, NULL},
     {"counts", TD_FORMAT_SAFETENSORS, "st_dims_33", st_dims_33, TD_ELIMIT, 0, 0, NULL},
     {"counts", TD_FORMAT_SAFETENSORS, "st_empty_ok", st_empty_ok, ACCEPT, 0, CK_EMPTY, NULL},
@@ -1551,40 +1548,15 @@ static void write_case(const hcase *c, char *path, size_t cap)
  */
 static int start_daemon(void)
 {
-    const char *build = getenv("TD_BUILD_DIR");
-    if (!build)
-        return 0;
-    char bin[512];
-    snprintf(bin, sizeof bin, "%s/daemon/tensord", build);
-    if (access(bin, X_OK) != 0)
-        return 0;
-    daemon_pid = fork();
-    ck_assert_int_ge(daemon_pid, 0);
-    if (daemon_pid == 0) {
-        int fd = open(logpath, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        dup2(fd, 2);
-        execl(bin, bin, "--socket", sock, "--log-level", "warning", (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 300; i++) {
-        td_client *cl;
-        if (td_client_connect(sock, &cl, NULL) == 0) {
-            td_client_close(cl);
-            return 1;
-        }
-        usleep(10000);
-    }
-    ck_abort_msg("tensord did not come up on %s", sock);
-    return 0;
+    daemon_pid = tu_daemon_start(sock, logpath, "--log-level info");
+    return 1;
 }
 
 static void stop_daemon(void)
 {
     if (daemon_pid <= 0)
         return;
-    kill(daemon_pid, SIGTERM);
-    int st;
-    waitpid(daemon_pid, &st, 0);
+    int st = tu_daemon_stop(daemon_pid, SIGTERM);
     daemon_pid = -1;
     ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "tensord exited badly (status 0x%x)", st);
 }
@@ -1767,12 +1739,9 @@ int main(void)
     tcase_add_test(tc, test_hostile_table);
     tcase_add_test(tc, test_truncation_everywhere);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int rc = tu_run(s);
     free(npy_small.p);
     free(npy_big0.p);
     free(big_comp);
-    return failed ? 1 : 0;
+    return rc;
 }
