@@ -1278,8 +1278,7 @@ int td_meta_get_array(const td_meta *m, const char *key, td_type *elem_type, siz
     return 0;
 }
 
-int td_meta_get_string_at(const td_meta *m, const char *key, size_t i, const char **s,
-                          size_t *len)
+int td_meta_get_string_at(const td_meta *m, const char *key, size_t i, const char **s, size_t *len)
 {
     const td_value *v = td_meta_get(m, key);
     if (!v)

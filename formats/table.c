@@ -117,8 +117,8 @@ int td__shape_nbytes(td_dtype dtype, uint32_t ndim, const int64_t *shape, uint64
     for (uint32_t i = 0; i < ndim; i++) {
         if (shape[i] < 0)
             return td__err(err, TD_ERANGE, "shape[%u] = %lld is negative", i, (long long)shape[i]);
-        if (shape[i] && (!td__mul_u64(nonzero, (uint64_t)shape[i], &nonzero) ||
-                         nonzero > (uint64_t)INT64_MAX))
+        if (shape[i] &&
+            (!td__mul_u64(nonzero, (uint64_t)shape[i], &nonzero) || nonzero > (uint64_t)INT64_MAX))
             return td__err(err, TD_ERANGE, "shape product overflows at shape[%u] = %lld", i,
                            (long long)shape[i]);
         n *= (uint64_t)shape[i];

@@ -124,9 +124,8 @@ static int demo_load(const char *path)
     const td_array *first = td_dict_at(d, 0, NULL);
     printf("[pid %d] %s: %zu array%s, %s\n", (int)getpid(), path, td_dict_size(d),
            td_dict_size(d) == 1 ? "" : "s",
-           first && td_array_provenance(first) == TD_PROVENANCE_DAEMON
-               ? "shared by tensord"
-               : "loaded in this process");
+           first && td_array_provenance(first) == TD_PROVENANCE_DAEMON ? "shared by tensord"
+                                                                       : "loaded in this process");
     for (size_t i = 0; i < td_dict_size(d); i++) {
         const char *name;
         const td_array *a = td_dict_at(d, i, &name);

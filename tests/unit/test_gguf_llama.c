@@ -127,9 +127,7 @@ static int oracle_open(char *why, size_t cap)
                  "%s/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64/libggml-base.so", dir);
     }
     if (access(oracle_path, R_OK) != 0) {
-        snprintf(why, cap,
-                 "%s not found (install " ORACLE_PKG
-                 " with scripts/install-oracle.sh)",
+        snprintf(why, cap, "%s not found (install " ORACLE_PKG " with scripts/install-oracle.sh)",
                  oracle_path);
         return -1;
     }
