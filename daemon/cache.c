@@ -177,6 +177,41 @@ static int cache_same_file(const cache_key *a, const cache_key *b)
 
 /* ---- building, on the thread pool ---- */
 
+/* Decodes t from a private copy of its stored bytes, read from the file with pread. A file
+ * that turns out shorter is TD_ETRUNC, cleanly. */
+static int cache_decode_copy(cache_entry *e, const td__entry *t, uint8_t *dst, td_error *err)
+{
+    uint64_t n = t->src.nbytes;
+    if (n > SIZE_MAX)
+        return td__err(err, TD_ERANGE, "%s: tensor '%s': %llu stored bytes", e->name,
+                       t->name ? t->name : "", (unsigned long long)n);
+    uint8_t *buf = malloc(n ? (size_t)n : 1);
+    if (!buf)
+        return td__err(err, TD_ENOMEM, "%s: tensor '%s': out of memory for %llu bytes", e->name,
+                       t->name ? t->name : "", (unsigned long long)n);
+    int rc = 0;
+    for (uint64_t done = 0; !rc && done < n;) {
+        ssize_t k =
+            pread(e->file_fd, buf + done, (size_t)(n - done), (off_t)(t->src.offset + done));
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0)
+            rc = td__err(err, td__err_from_errno(errno), "%s: read failed: %s", e->name,
+                         strerror(errno));
+        else if (k == 0)
+            rc = td__err(err, TD_ETRUNC, "%s: the file shrank while being read", e->name);
+        else
+            done += (uint64_t)k;
+    }
+    if (!rc) {
+        td__entry local = *t; /* the same entry, its stored bytes now at the start of buf */
+        local.src.offset = 0;
+        rc = td__decode_entry(&local, buf, (size_t)n, dst, e->name, err);
+    }
+    free(buf);
+    return rc;
+}
+
 /* Lays out, decodes and seals every entry that cannot be viewed as stored. */
 static int cache_decode(cache_entry *e, const uint8_t *base, size_t len, td_error *err)
 {
@@ -218,7 +253,14 @@ static int cache_decode(cache_entry *e, const uint8_t *base, size_t len, td_erro
             continue;
         }
         off = (off + 63) / 64 * 64;
-        rc = td__decode_entry(t, base, len, (uint8_t *)map + off, e->name, err);
+        if (e->snap_fd >= 0) {
+            /* A sealed snapshot cannot shrink: decode straight from its mapping. */
+            rc = td__decode_entry(t, base, len, (uint8_t *)map + off, e->name, err);
+        } else {
+            /* The client's file can shrink at any moment: read the stored bytes with pread, so
+             * that the decoders (and what they allocate) never meet a SIGBUS. */
+            rc = cache_decode_copy(e, t, (uint8_t *)map + off, err);
+        }
         t->region = 1;
         t->offset = off;
         t->layout = 0;

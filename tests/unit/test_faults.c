@@ -889,15 +889,16 @@ static int count_in_log(const char *needle)
 
 START_TEST(test_truncated_under_daemon)
 {
-    /* Known limitation, documented in README: a load abandoned by the SIGBUS guard loses what
-     * the parser and zlib had allocated at that moment (tens to a few hundred KiB per truncated
-     * load). Under LeakSanitizer the daemon would report it at exit; only those allocation
-     * sites are suppressed, and only for the daemon of this test. */
+    /* Known limitation, documented in README: decoding reads the file with pread (a shrunken
+     * file is a clean error), but indexing reads headers through the mapping, and a load that
+     * the SIGBUS guard abandons there loses what the parser had allocated at that moment (a few
+     * KiB to tens of KiB). Under LeakSanitizer the daemon would report it at exit; only the
+     * index-time allocation sites are suppressed, and only for the daemon of this test. */
     char supp[128];
     snprintf(supp, sizeof supp, "%s/lsan.supp", dir);
-    static const char rules[] = "leak:zip_open\nleak:npz_index\nleak:zip_inflate\n"
-                                "leak:inflateInit2_\nleak:json_loadb\nleak:st_index\n"
-                                "leak:gguf_index\nleak:td__meta\n";
+    static const char rules[] = "leak:zip_open\nleak:npz_index\nleak:inflateInit2_\n"
+                                "leak:json_loadb\nleak:st_index\nleak:gguf_index\n"
+                                "leak:td__meta\n";
     ck_assert_int_eq(tu_write_file(supp, rules, sizeof rules - 1), 0);
     char lsan[200];
     snprintf(lsan, sizeof lsan, "suppressions=%s:print_suppressions=0", supp);
@@ -926,6 +927,21 @@ START_TEST(test_truncated_under_daemon)
             *npy = tu_read_file(pristine_npy, &npy_len);
     ck_assert(npz && npy);
     daemon_alive();
+    /* One whole load first: the loop's inotify instance (one descriptor for every watch, kept
+     * for the loop's life) belongs to the baseline. */
+    {
+        char warm[300];
+        snprintf(warm, sizeof warm, "%s/warm.npy", dir);
+        ck_assert_int_eq(tu_write_file(warm, npy, npy_len), 0);
+        td_load_options opt = TD_LOAD_OPTIONS_INIT;
+        opt.mode = TD_MODE_DAEMON;
+        opt.socket_path = sock;
+        td_array *a;
+        td_error err = {0};
+        TU_OK(td_load_array(warm, &opt, &a, &err), &err);
+        td_array_release(a);
+        evict_all();
+    }
     int base = settle(-1);
     usleep(200000);
     base = daemon_fds();
@@ -957,10 +973,11 @@ START_TEST(test_truncated_under_daemon)
     int guard = count_in_log("truncated while being read");
     int shrank = count_in_log("shrank");
     printf("faults: %d LOADs of files truncated under the daemon: %d answered with an error, %d "
-           "with a result; SIGBUS guard fired %d times (map mode), snapshot copies found the "
-           "file short %d times; daemon alive\n",
+           "with a result; SIGBUS guard fired %d times (map mode), reads found the file short "
+           "%d times; daemon alive\n",
            tries, errors, results, guard, shrank);
-    ck_assert_int_gt(guard, 0); /* the test did reach the guard */
+    /* The test did reach the daemon's defences: the guard, or a read that found the file short. */
+    ck_assert_int_gt(guard + shrank, 0);
     /* Nothing left behind: the aborted decodes' memfds and mappings are gone. */
     evict_all();
     int after = -1;
