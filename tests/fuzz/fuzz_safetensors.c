@@ -48,35 +48,7 @@ static void check_tiling(const td__table *t, const uint8_t *data, size_t size)
 
 static void roundtrip(const td__table *t, const uint8_t *data, size_t size)
 {
-    td_error err = {0};
-    td__item *items = calloc(t->n ? t->n : 1, sizeof *items);
-    if (!items)
-        fz_die("calloc", NULL);
-    for (size_t i = 0; i < t->n; i++) {
-        const td__entry *e = &t->entries[i];
-        items[i] =
-            (td__item){e->name, e->dtype, (int)e->ndim, e->shape, data + e->offset, e->nbytes};
-    }
-    td__writer w;
-    if (td__writer_init(&w, -1, "rt.safetensors", &err))
-        fz_die("writer", &err);
-    if (st_write(&w, items, t->n, t->meta, "rt.safetensors", &err))
-        fz_die("st_write refuses what st_index accepted", &err);
-    size_t len;
-    uint8_t *buf = td__writer_take(&w, &len);
-    td__writer_destroy(&w);
-    free(items);
-    if (!buf)
-        fz_die("writer_take", NULL);
-    td__table t2;
-    td__table_init(&t2, TD_FORMAT_SAFETENSORS);
-    if (st_index(buf, len, "rt.safetensors", &t2, &err))
-        fz_die("st_index refuses what st_write wrote", &err);
-    fz_tables_equal(t, data, size, &t2, buf, len);
-    if (!td__meta_equal(t->meta, t2.meta))
-        fz_die("round trip: metadata differs", NULL);
-    td__table_destroy(&t2);
-    free(buf);
+    fz_roundtrip(t, data, size, TD_FORMAT_SAFETENSORS, "rt.safetensors", st_write, st_index);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

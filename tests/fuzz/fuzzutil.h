@@ -239,4 +239,47 @@ FZ_FN int fz_lowest_free_fd(void)
     return fd;
 }
 
+/* A codec's writer and reader, for fz_roundtrip. */
+typedef int (*fz_write_fn)(td__writer *w, const td__item *items, size_t n, const td_meta *meta,
+                           const char *fname, td_error *err);
+typedef int (*fz_index_fn)(const uint8_t *base, size_t len, const char *fname, td__table *t,
+                           td_error *err);
+
+/* Writes what t accepted from data (its tensors as viewed, its metadata) with write into memory
+ * under the name fname, indexes the result with index, and dies unless the writer takes it,
+ * the reader takes the result back, and both tables and metadata agree. */
+FZ_FN void fz_roundtrip(const td__table *t, const uint8_t *data, size_t size, td_format format,
+                        const char *fname, fz_write_fn write, fz_index_fn index)
+{
+    td_error err = {0};
+    td__item *items = calloc(t->n ? t->n : 1, sizeof *items);
+    if (!items)
+        fz_die("calloc", NULL);
+    for (size_t i = 0; i < t->n; i++) {
+        const td__entry *e = &t->entries[i];
+        items[i] =
+            (td__item){e->name, e->dtype, (int)e->ndim, e->shape, data + e->offset, e->nbytes};
+    }
+    td__writer w;
+    if (td__writer_init(&w, -1, fname, &err))
+        fz_die("writer", &err);
+    if (write(&w, items, t->n, t->meta, fname, &err))
+        fz_die("the writer refuses what the reader accepted", &err);
+    size_t len;
+    uint8_t *buf = td__writer_take(&w, &len);
+    td__writer_destroy(&w);
+    free(items);
+    if (!buf)
+        fz_die("writer_take", NULL);
+    td__table t2;
+    td__table_init(&t2, format);
+    if (index(buf, len, fname, &t2, &err))
+        fz_die("the reader refuses what the writer wrote", &err);
+    fz_tables_equal(t, data, size, &t2, buf, len);
+    if (!td__meta_equal(t->meta, t2.meta))
+        fz_die("round trip: metadata differs", NULL);
+    td__table_destroy(&t2);
+    free(buf);
+}
+
 #endif
