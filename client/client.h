@@ -47,6 +47,10 @@ void td__array_item(const td_array *a, const char *name, td__item *item);
 int td__table_to_dict(const td__table *t, td__region *const *regions, size_t nregions,
                       const char *fname, td_dict **out, td_error *err);
 
+/* Opens path and maps it whole, read-only and shared. Empty files, directories and other
+ * non-regular files are refused. On success the caller munmaps *base. */
+int td__map_file(const char *path, void **base, size_t *len, td_error *err);
+
 /* Embedded mode: open, map, index, validate, build the dict. */
 int td__load_embedded(const char *path, td_format format, const td_load_options *opt,
                       td_dict **arrays, td_meta **meta, td_error *err);

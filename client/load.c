@@ -53,7 +53,7 @@ int td__table_to_dict(const td__table *t, td__region *const *regions, size_t nre
 
 /* Opens and maps path read-only. Empty files are refused here: there is nothing to map and no
  * format allows them. */
-static int td__map_file(const char *path, void **base, size_t *len, td_error *err)
+int td__map_file(const char *path, void **base, size_t *len, td_error *err)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {

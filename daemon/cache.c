@@ -189,20 +189,7 @@ static int cache_decode_copy(cache_entry *e, const td__entry *t, uint8_t *dst, t
     if (!buf)
         return td__err(err, TD_ENOMEM, "%s: tensor '%s': out of memory for %llu bytes", e->name,
                        t->name ? t->name : "", (unsigned long long)n);
-    int rc = 0;
-    for (uint64_t done = 0; !rc && done < n;) {
-        ssize_t k =
-            pread(e->file_fd, buf + done, (size_t)(n - done), (off_t)(t->src.offset + done));
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k < 0)
-            rc = td__err(err, td__err_from_errno(errno), "%s: read failed: %s", e->name,
-                         strerror(errno));
-        else if (k == 0)
-            rc = td__err(err, TD_ETRUNC, "%s: the file shrank while being read", e->name);
-        else
-            done += (uint64_t)k;
-    }
+    int rc = derive_pread_all(e->file_fd, buf, n, t->src.offset, e->name, err);
     if (!rc) {
         td__entry local = *t; /* the same entry, its stored bytes now at the start of buf */
         local.src.offset = 0;

@@ -59,6 +59,27 @@ int derive_seal(int fd, void *map, uint64_t size, td_error *err)
     return 0;
 }
 
+int derive_pread_all(int fd, void *buf, uint64_t n, uint64_t off, const char *name, td_error *err)
+{
+    uint64_t done = 0;
+    while (done < n) {
+        uint64_t want = n - done < DERIVE_CHUNK ? n - done : DERIVE_CHUNK;
+        ssize_t k = pread(fd, (uint8_t *)buf + done, (size_t)want, (off_t)(off + done));
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0) {
+            int e = errno;
+            return td__err(err, td__err_from_errno(e), "%s: read failed at %llu: %s", name,
+                           (unsigned long long)(off + done), strerror(e));
+        }
+        if (k == 0)
+            return td__err(err, TD_ETRUNC, "%s: the file shrank to %llu bytes while being read",
+                           name, (unsigned long long)(off + done));
+        done += (uint64_t)k;
+    }
+    return 0;
+}
+
 int derive_snapshot(int src_fd, uint64_t size, const char *name, int *fd, td_error *err)
 {
     void *p;
@@ -66,22 +87,7 @@ int derive_snapshot(int src_fd, uint64_t size, const char *name, int *fd, td_err
     int rc = derive_memfd(name, size, &f, &p, err);
     if (rc)
         return rc;
-    uint64_t done = 0;
-    while (!rc && done < size) {
-        size_t want = size - done < DERIVE_CHUNK ? (size_t)(size - done) : DERIVE_CHUNK;
-        ssize_t k = pread(src_fd, (uint8_t *)p + done, want, (off_t)done);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k < 0) {
-            int e = errno;
-            rc = td__err(err, td__err_from_errno(e), "%s: read failed at %llu: %s", name,
-                         (unsigned long long)done, strerror(e));
-        } else if (k == 0) {
-            rc = td__err(err, TD_ETRUNC, "%s: file shrank to %llu bytes while being copied", name,
-                         (unsigned long long)done);
-        }
-        done += k > 0 ? (uint64_t)k : 0;
-    }
+    rc = derive_pread_all(src_fd, p, size, 0, name, err);
     if (!rc)
         rc = derive_seal(f, p, size, err);
     else

@@ -24,6 +24,10 @@ int derive_seal(int fd, void *map, uint64_t size, td_error *err);
  * turns out shorter is TD_ETRUNC. On success *fd is the caller's. */
 int derive_snapshot(int src_fd, uint64_t size, const char *name, int *fd, td_error *err);
 
+/* Reads n bytes at offset off of fd into buf, retrying short reads and EINTR. A file that ends
+ * first is TD_ETRUNC ("NAME: the file shrank ..."). */
+int derive_pread_all(int fd, void *buf, uint64_t n, uint64_t off, const char *name, td_error *err);
+
 /* SIGBUS protection for code that reads client files through a mapping. Install once per
  * process; then wrap each access as
  *     if (sigsetjmp(*derive_bus_begin(&jb), 1)) { ...the file shrank... }

@@ -76,25 +76,11 @@ static int tc_open(const char *path, tc_file *f, td_error *err)
                        "%s: could not infer the file format from the extension (expected .npy, "
                        ".npz, .safetensors or .gguf)",
                        path);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        return td__err(err, td__err_from_errno(e), "%s: cannot open: %s", path, strerror(e));
-    }
-    struct stat st;
-    int rc = 0;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
-        rc = td__err(err, TD_EINVAL, "%s: not a regular file", path);
-    else if (st.st_size == 0)
-        rc = td__err(err, TD_ETRUNC, "%s: file is empty", path);
-    else if ((f->base = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0)) == MAP_FAILED)
-        rc = td__err(err, td__err_from_errno(errno), "%s: cannot map: %s", path, strerror(errno));
-    close(fd);
+    int rc = td__map_file(path, &f->base, &f->len, err);
     if (rc) {
         f->base = NULL;
         return rc;
     }
-    f->len = (size_t)st.st_size;
     td__table_init(&f->t, format);
     rc = td__index(format, f->base, f->len, path, 0, &f->t, err);
     if (rc) {
