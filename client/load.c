@@ -101,7 +101,7 @@ int td__load_embedded(const char *path, td_format format, const td_load_options 
     }
     td__table t;
     td__table_init(&t, format);
-    rc = td__index(format, base, len, path, opt->max_inflated, &t, err);
+    rc = td__index(format, TD__RD_MEM(base, len, path), opt->max_inflated, &t, err);
     if (!rc && opt->dequantize)
         rc = td__table_dequant(&t, opt->dequantize, path, err);
     if (!rc)

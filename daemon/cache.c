@@ -38,7 +38,6 @@ struct cache_entry {
     uint64_t file_size;
     int derived_fd; /* sealed memfd of decoded entries, or -1 */
     uint64_t derived_len;
-    void *fill_map; /* while decoding: the writable mapping of derived_fd */
     td__table table;
     uint64_t leases, loads, hits;
     uint64_t last_use; /* uv_now() */
@@ -189,7 +188,7 @@ static int cache_decode_copy(cache_entry *e, const td__entry *t, uint8_t *dst, t
     if (!buf)
         return td__err(err, TD_ENOMEM, "%s: tensor '%s': out of memory for %llu bytes", e->name,
                        t->name ? t->name : "", (unsigned long long)n);
-    int rc = derive_pread_all(e->file_fd, buf, n, t->src.offset, e->name, err);
+    int rc = td__pread_all(e->file_fd, buf, n, t->src.offset, e->name, err);
     if (!rc) {
         td__entry local = *t; /* the same entry, its stored bytes now at the start of buf */
         local.src.offset = 0;
@@ -199,8 +198,9 @@ static int cache_decode_copy(cache_entry *e, const td__entry *t, uint8_t *dst, t
     return rc;
 }
 
-/* Lays out, decodes and seals every entry that cannot be viewed as stored. */
-static int cache_decode(cache_entry *e, const uint8_t *base, size_t len, td_error *err)
+/* Lays out, decodes and seals every entry that cannot be viewed as stored. snap is the mapped
+ * snapshot (len bytes), or NULL: then stored bytes are read from the client's file. */
+static int cache_decode(cache_entry *e, const uint8_t *snap, size_t len, td_error *err)
 {
     uint64_t total = 0;
     for (size_t i = 0; i < e->table.n; i++) {
@@ -225,10 +225,6 @@ static int cache_decode(cache_entry *e, const uint8_t *base, size_t len, td_erro
     int fd, rc = derive_memfd(e->name, total, &fd, &map, err);
     if (rc)
         return rc;
-    /* Recorded in the entry so that a SIGBUS in the middle can clean up. */
-    e->derived_fd = fd;
-    e->fill_map = map;
-    e->derived_len = total;
     uint64_t off = 0;
     for (size_t i = 0; i < e->table.n && !rc; i++) {
         td__entry *t = &e->table.entries[i];
@@ -240,9 +236,9 @@ static int cache_decode(cache_entry *e, const uint8_t *base, size_t len, td_erro
             continue;
         }
         off = (off + 63) / 64 * 64;
-        if (e->snap_fd >= 0) {
+        if (snap) {
             /* A sealed snapshot cannot shrink: decode straight from its mapping. */
-            rc = td__decode_entry(t, base, len, (uint8_t *)map + off, e->name, err);
+            rc = td__decode_entry(t, snap, len, (uint8_t *)map + off, e->name, err);
         } else {
             /* The client's file can shrink at any moment: read the stored bytes with pread, so
              * that the decoders (and what they allocate) never meet a SIGBUS. */
@@ -257,72 +253,84 @@ static int cache_decode(cache_entry *e, const uint8_t *base, size_t len, td_erro
         rc = derive_seal(fd, map, total, err);
     else
         munmap(map, (size_t)total);
-    e->fill_map = NULL;
     if (rc) {
         close(fd);
-        e->derived_fd = -1;
-        e->derived_len = 0;
+        return rc;
     }
+    e->derived_fd = fd;
+    e->derived_len = total;
+    return 0;
+}
+
+/* Indexes the file r reads into e->table, then derives what needs deriving. */
+static int cache_index(cache_entry *e, td__rd *r, const uint8_t *snap, td_error *err)
+{
+    int rc = 0;
+    if (e->format == TD_FORMAT_AUTO) {
+        const uint8_t *head;
+        uint64_t n = r->len < 9 ? r->len : 9; /* enough for every magic number */
+        if ((rc = td__rd_get(r, 0, n, &head, err)))
+            return rc;
+        e->format = td__detect_format(head, (size_t)n);
+    }
+    td__table_init(&e->table, e->format);
+    if (e->format == TD_FORMAT_AUTO)
+        return td__err(err, TD_ENOTSUP, "%s: not a file format tensord knows", e->name);
+    rc = td__index(e->format, r, e->max_inflated, &e->table, err);
+    if (!rc && e->key.dequant)
+        rc = td__table_dequant(&e->table, (int)e->key.dequant, e->name, err);
+    if (!rc)
+        rc = cache_decode(e, snap, (size_t)e->file_size, err);
     return rc;
 }
 
+/* Keeps a pinned file's pages resident. The mapping is never read here (mlock and madvise
+ * fault pages in inside the kernel, which reports a shrunken file as an error, not a signal). */
+static void cache_pin(cache_entry *e)
+{
+    void *map = mmap(NULL, (size_t)e->file_size, PROT_READ, MAP_SHARED, e->file_fd, 0);
+    if (map == MAP_FAILED) {
+        log_warn("%s: pin: cannot map %llu bytes (%s); not pinned", e->name,
+                 (unsigned long long)e->file_size, strerror(errno));
+        return;
+    }
+    madvise(map, (size_t)e->file_size, MADV_WILLNEED);
+    if (mlock(map, (size_t)e->file_size) < 0)
+        log_warn("%s: pin: mlock of %llu bytes refused (%s); kept mapped, not locked", e->name,
+                 (unsigned long long)e->file_size, strerror(errno));
+    e->pin_map = map;
+}
+
+/* Runs on a worker thread. The client's file can be truncated or rewritten at any moment, so
+ * the daemon reads it only with pread (a descriptor reader for the metadata, copies for what
+ * is decoded): a shrunken file is a clean TD_ETRUNC, never a SIGBUS. A sealed snapshot cannot
+ * change and is read in place through a mapping. */
 static void cache_build(uv_work_t *w)
 {
     cache_entry *e = w->data;
     td_error *err = &e->err;
     uint64_t t0 = cache_now_ns();
-    volatile int rc = 0; /* read after a siglongjmp */
-    if (e->mode == TD__PROTO_MODE_SNAPSHOT)
+    int rc = 0;
+    void *snap = MAP_FAILED;
+    td__rd rd;
+    if (e->mode == TD__PROTO_MODE_SNAPSHOT) {
         rc = derive_snapshot(e->file_fd, e->file_size, e->name, &e->snap_fd, err);
-    int src = e->snap_fd >= 0 ? e->snap_fd : e->file_fd;
-    void *volatile map = MAP_FAILED;
-    if (!rc) {
-        map = mmap(NULL, (size_t)e->file_size, PROT_READ, MAP_SHARED, src, 0);
-        if (map == MAP_FAILED)
-            rc = td__err(err, td__err_from_errno(errno), "%s: cannot map the file: %s", e->name,
+        if (!rc && (snap = mmap(NULL, (size_t)e->file_size, PROT_READ, MAP_SHARED, e->snap_fd,
+                                0)) == MAP_FAILED)
+            rc = td__err(err, td__err_from_errno(errno), "%s: cannot map the snapshot: %s", e->name,
                          strerror(errno));
     }
-    /* A client may truncate its file while we read it: that must fail this load, not kill the
-     * daemon. */
-    sigjmp_buf jb;
-    if (!rc && sigsetjmp(*derive_bus_begin(&jb), 1)) {
-        derive_bus_end();
-        rc = td__err(err, TD_ETRUNC, "%s: the file was truncated while being read", e->name);
-        /* What the parser had allocated at that moment is lost; what we own is freed. */
-        td__table_destroy(&e->table);
-        td__table_init(&e->table, e->format);
-        if (e->fill_map)
-            munmap(e->fill_map, (size_t)e->derived_len);
-        e->fill_map = NULL;
-        if (e->derived_fd >= 0)
-            close(e->derived_fd);
-        e->derived_fd = -1;
-        e->derived_len = 0;
-    } else if (!rc) {
-        if (e->format == TD_FORMAT_AUTO)
-            e->format = td__detect_format(map, (size_t)e->file_size);
-        td__table_init(&e->table, e->format);
-        if (e->format == TD_FORMAT_AUTO)
-            rc = td__err(err, TD_ENOTSUP, "%s: not a file format tensord knows", e->name);
-        else
-            rc = td__index(e->format, map, (size_t)e->file_size, e->name, e->max_inflated,
-                           &e->table, err);
-        if (!rc && e->key.dequant)
-            rc = td__table_dequant(&e->table, (int)e->key.dequant, e->name, err);
-        if (!rc)
-            rc = cache_decode(e, map, (size_t)e->file_size, err);
-        if (!rc && e->mode == TD__PROTO_MODE_PIN) {
-            madvise(map, (size_t)e->file_size, MADV_WILLNEED);
-            if (mlock(map, (size_t)e->file_size) < 0)
-                log_warn("%s: pin: mlock of %llu bytes refused (%s); kept mapped, not locked",
-                         e->name, (unsigned long long)e->file_size, strerror(errno));
-            e->pin_map = map;
-            map = MAP_FAILED;
-        }
-        derive_bus_end();
-    }
-    if (map != MAP_FAILED)
-        munmap(map, (size_t)e->file_size);
+    if (snap != MAP_FAILED)
+        rd = *TD__RD_MEM(snap, e->file_size, e->name);
+    else
+        td__rd_fd(&rd, e->file_fd, e->file_size, 0, e->name);
+    if (!rc)
+        rc = cache_index(e, &rd, snap != MAP_FAILED ? snap : NULL, err);
+    td__rd_close(&rd);
+    if (!rc && e->mode == TD__PROTO_MODE_PIN)
+        cache_pin(e);
+    if (snap != MAP_FAILED)
+        munmap(snap, (size_t)e->file_size);
     e->status = rc;
     e->decode_ns = cache_now_ns() - t0;
 }

@@ -3,16 +3,14 @@
  */
 #include "derive.h"
 #include "log.h"
+#include "reader.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <unistd.h>
-
-#define DERIVE_CHUNK (8u << 20)
 
 int derive_memfd(const char *name, uint64_t size, int *fd, void **map, td_error *err)
 {
@@ -59,27 +57,6 @@ int derive_seal(int fd, void *map, uint64_t size, td_error *err)
     return 0;
 }
 
-int derive_pread_all(int fd, void *buf, uint64_t n, uint64_t off, const char *name, td_error *err)
-{
-    uint64_t done = 0;
-    while (done < n) {
-        uint64_t want = n - done < DERIVE_CHUNK ? n - done : DERIVE_CHUNK;
-        ssize_t k = pread(fd, (uint8_t *)buf + done, (size_t)want, (off_t)(off + done));
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k < 0) {
-            int e = errno;
-            return td__err(err, td__err_from_errno(e), "%s: read failed at %llu: %s", name,
-                           (unsigned long long)(off + done), strerror(e));
-        }
-        if (k == 0)
-            return td__err(err, TD_ETRUNC, "%s: the file shrank to %llu bytes while being read",
-                           name, (unsigned long long)(off + done));
-        done += (uint64_t)k;
-    }
-    return 0;
-}
-
 int derive_snapshot(int src_fd, uint64_t size, const char *name, int *fd, td_error *err)
 {
     void *p;
@@ -87,7 +64,7 @@ int derive_snapshot(int src_fd, uint64_t size, const char *name, int *fd, td_err
     int rc = derive_memfd(name, size, &f, &p, err);
     if (rc)
         return rc;
-    rc = derive_pread_all(src_fd, p, size, 0, name, err);
+    rc = td__pread_all(src_fd, p, size, 0, name, err);
     if (!rc)
         rc = derive_seal(f, p, size, err);
     else
@@ -98,38 +75,4 @@ int derive_snapshot(int src_fd, uint64_t size, const char *name, int *fd, td_err
     }
     *fd = f;
     return 0;
-}
-
-static __thread sigjmp_buf *derive_jb;
-
-static void derive_on_bus(int sig, siginfo_t *si, void *uc)
-{
-    (void)si;
-    (void)uc;
-    if (derive_jb)
-        siglongjmp(*derive_jb, 1);
-    /* Not ours: die as SIGBUS would have made us. */
-    signal(sig, SIG_DFL);
-    raise(sig);
-}
-
-void derive_bus_install(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = derive_on_bus;
-    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGBUS, &sa, NULL);
-}
-
-sigjmp_buf *derive_bus_begin(sigjmp_buf *jb)
-{
-    derive_jb = jb;
-    return jb;
-}
-
-void derive_bus_end(void)
-{
-    derive_jb = NULL;
 }

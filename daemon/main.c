@@ -283,7 +283,6 @@ int main(int argc, char **argv)
     }
     log_set_level(d.cfg.log_level);
     signal(SIGPIPE, SIG_IGN);
-    derive_bus_install();
 
     int fd = -1, n = sd_listen_fds(1);
     if (n > 1) {

@@ -34,9 +34,15 @@ enum {
  * Reader
  */
 
-/* A cursor over the mapped file. */
+/* Metadata is read through windows of at least this many bytes (a descriptor reader copies
+ * each; a mapped reader has the whole file as its one window). */
+#define GGUF_WINDOW (1u << 20)
+
+/* A cursor over the file. */
 typedef struct gguf_rd {
-    const uint8_t *p;
+    td__rd *src;
+    const uint8_t *win; /* file bytes [wlo, whi), valid until the reader closes */
+    size_t wlo, whi;
     size_t len;
     size_t pos;
     const char *fname;
@@ -49,14 +55,33 @@ static size_t gguf_left(const gguf_rd *r)
     return r->len - r->pos;
 }
 
-/* Fails with TD_ETRUNC unless n more bytes are there; `what` names the field. */
+/* Fails with TD_ETRUNC unless n more bytes are there (`what` names the field); then makes them
+ * readable at gguf_at(r). */
 static int gguf_need(gguf_rd *r, uint64_t n, const char *what)
 {
     if (n > gguf_left(r))
         return td__err(r->err, TD_ETRUNC,
                        "%s: %s at offset %zu needs %" PRIu64 " bytes, the file has %zu left",
                        r->fname, what, r->pos, n, gguf_left(r));
+    if (r->win && r->pos >= r->wlo && n <= r->whi - r->pos)
+        return 0;
+    size_t w = n > GGUF_WINDOW ? (size_t)n : GGUF_WINDOW;
+    if (w > gguf_left(r))
+        w = gguf_left(r);
+    int rc = td__rd_get(r->src, r->pos, w, &r->win, r->err);
+    if (rc) {
+        r->win = NULL;
+        return rc;
+    }
+    r->wlo = r->pos;
+    r->whi = r->pos + w;
     return 0;
+}
+
+/* The byte at the cursor, after gguf_need. */
+static const uint8_t *gguf_at(const gguf_rd *r)
+{
+    return r->win + (r->pos - r->wlo);
 }
 
 static int gguf_u32(gguf_rd *r, uint32_t *v, const char *what)
@@ -64,7 +89,7 @@ static int gguf_u32(gguf_rd *r, uint32_t *v, const char *what)
     int rc = gguf_need(r, 4, what);
     if (rc)
         return rc;
-    *v = td__le32(r->p + r->pos);
+    *v = td__le32(gguf_at(r));
     r->pos += 4;
     return 0;
 }
@@ -74,7 +99,7 @@ static int gguf_u64(gguf_rd *r, uint64_t *v, const char *what)
     int rc = gguf_need(r, 8, what);
     if (rc)
         return rc;
-    *v = td__le64(r->p + r->pos);
+    *v = td__le64(gguf_at(r));
     r->pos += 8;
     return 0;
 }
@@ -97,7 +122,9 @@ static int gguf_str(gguf_rd *r, uint64_t max, const uint8_t **s, uint64_t *n, co
                        "%s: %s at offset %zu: length %" PRIu64 " exceeds the limit of %" PRIu64
                        " bytes",
                        r->fname, what, r->pos - 8, len, max);
-    *s = r->p + r->pos;
+    if ((rc = gguf_need(r, len, what)))
+        return rc;
+    *s = gguf_at(r);
     *n = len;
     r->pos += (size_t)len;
     return 0;
@@ -162,9 +189,9 @@ static int gguf_read_array(gguf_rd *r, unsigned depth, const char *what, td_valu
 
     if (td__type_is_scalar((td_type)et)) {
         size_t sz = td__type_size((td_type)et);
-        if ((rc = gguf_check_count(r, n, sz, what)))
+        if ((rc = gguf_check_count(r, n, sz, what)) || (rc = gguf_need(r, n * sz, what)))
             return rc;
-        const uint8_t *p = r->p + r->pos;
+        const uint8_t *p = gguf_at(r);
         if (et == TD_TYPE_BOOL && (rc = gguf_check_bools(r, p, n, what)))
             return rc;
         arr = td__value_new_array_packed((td_type)et, p, (size_t)n);
@@ -246,7 +273,7 @@ static int gguf_read_value(gguf_rd *r, uint32_t type, unsigned depth, const char
         } tmp = {0}; /* aligned copy of the value */
         if ((rc = gguf_need(r, sz, what)))
             return rc;
-        memcpy(tmp.b, r->p + r->pos, sz);
+        memcpy(tmp.b, gguf_at(r), sz);
         if (type == TD_TYPE_BOOL && (rc = gguf_check_bools(r, tmp.b, 1, what)))
             return rc;
         r->pos += sz;
@@ -470,20 +497,24 @@ static int gguf_place_tensors(gguf_rd *r, td__table *t, uint32_t align)
     return 0;
 }
 
-int gguf_index(const uint8_t *base, size_t len, const char *fname, td__table *t, td_error *err)
+int gguf_index(td__rd *src, td__table *t, td_error *err)
 {
-    gguf_rd r = {base, len, 0, fname ? fname : "(gguf)", err, 0};
+    gguf_rd r = {.src = src, .len = (size_t)src->len, .fname = src->fname, .err = err};
     uint32_t version, align;
     uint64_t n_tensors, n_kv, need_kv, need_t, need;
     int rc;
 
     td__table_init(t, TD_FORMAT_GGUF);
-    if (len < GGUF_MAGIC_LEN)
-        return td__err(err, TD_ETRUNC, "%s: %zu bytes is too short for a GGUF file", r.fname, len);
-    if (memcmp(base, GGUF_MAGIC, GGUF_MAGIC_LEN) != 0) {
+    if (r.len < GGUF_MAGIC_LEN)
+        return td__err(err, TD_ETRUNC, "%s: %zu bytes is too short for a GGUF file", r.fname,
+                       r.len);
+    /* A mapped reader shows the whole file at once. */
+    if ((rc = gguf_need(&r, src->base ? r.len : GGUF_MAGIC_LEN, "magic")))
+        return rc;
+    if (memcmp(gguf_at(&r), GGUF_MAGIC, GGUF_MAGIC_LEN) != 0) {
         char q[80];
         return td__err(err, TD_EFORMAT, "%s: not a GGUF file (magic '%s', expected 'GGUF')",
-                       r.fname, td__quote((const char *)base, GGUF_MAGIC_LEN, q, sizeof q));
+                       r.fname, td__quote((const char *)gguf_at(&r), GGUF_MAGIC_LEN, q, sizeof q));
     }
     r.pos = GGUF_MAGIC_LEN;
     if ((rc = gguf_u32(&r, &version, "version")))

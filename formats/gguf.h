@@ -61,7 +61,7 @@
  * costs an allocation; real vocabularies hold a few hundred thousand). */
 #define GGUF_MAX_META_ITEMS (1u << 22)
 
-/* Indexes a whole GGUF file mapped read-only at base[0..len): validates the header, every
+/* Indexes the whole GGUF file r reads: validates the header, every
  * key-value pair and every tensor info, and fills t. Reads the header bytes only, never the
  * tensor data.
  *
@@ -82,9 +82,9 @@
  * Like llama.cpp, a file with tensors must reach the start of its data section, but may end
  * right after the last tensor's bytes (the padding after it is not required).
  *
- * On failure t is left empty (as after td__table_init) and *err is filled. base must stay
- * mapped for the call only; nothing in t points into it. */
-int gguf_index(const uint8_t *base, size_t len, const char *fname, td__table *t, td_error *err);
+ * On failure t is left empty (as after td__table_init) and *err is filled. Nothing in t points
+ * into what r read. */
+int gguf_index(td__rd *r, td__table *t, td_error *err);
 
 /* Writes a whole GGUF v3 file to w: header, meta (may be NULL: no key-value pairs), the tensor
  * infos of items[0..n) in that order, then their bytes, each padded to the alignment.

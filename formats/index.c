@@ -36,23 +36,22 @@ td_format td_format_from_path(const char *path)
     return TD_FORMAT_AUTO;
 }
 
-int td__index(td_format format, const uint8_t *base, size_t len, const char *fname,
-              uint64_t max_inflated, td__table *t, td_error *err)
+int td__index(td_format format, td__rd *r, uint64_t max_inflated, td__table *t, td_error *err)
 {
     int rc;
+    const char *fname = r->fname;
     switch (format) {
     case TD_FORMAT_NPY:
-        rc = npy_index(base, len, fname, t, err);
+        rc = npy_index(r, t, err);
         break;
     case TD_FORMAT_NPZ:
-        rc = npz_index(base, len, fname, max_inflated ? max_inflated : TD__DEFAULT_MAX_INFLATED, t,
-                       err);
+        rc = npz_index(r, max_inflated ? max_inflated : TD__DEFAULT_MAX_INFLATED, t, err);
         break;
     case TD_FORMAT_SAFETENSORS:
-        rc = st_index(base, len, fname, t, err);
+        rc = st_index(r, t, err);
         break;
     case TD_FORMAT_GGUF:
-        rc = gguf_index(base, len, fname, t, err);
+        rc = gguf_index(r, t, err);
         break;
     default:
         return td__err(err, TD_ENOTSUP, "%s: unknown file format %d", fname, (int)format);
@@ -64,12 +63,12 @@ int td__index(td_format format, const uint8_t *base, size_t len, const char *fna
         const td__entry *e = &t->entries[i];
         uint64_t at = e->layout ? e->src.offset : e->offset;
         uint64_t n = e->layout ? e->src.nbytes : e->nbytes;
-        if (at > len || len - at < n)
+        if (at > r->len || r->len - at < n)
             return td__err(err, TD_EFORMAT,
                            "%s: tensor '%s': bytes [%llu, +%llu) outside the "
-                           "file of %zu bytes",
+                           "file of %llu bytes",
                            fname, e->name ? e->name : "", (unsigned long long)at,
-                           (unsigned long long)n, len);
+                           (unsigned long long)n, (unsigned long long)r->len);
     }
     return 0;
 }

@@ -281,15 +281,47 @@ int npy_parse_header(const uint8_t *p, size_t len, const char *what, npy_header 
     return 0;
 }
 
-int npy_index(const uint8_t *base, size_t len, const char *fname, td__table *t, td_error *err)
+size_t npy_header_need(const uint8_t *p, size_t got)
 {
-    npy_header h;
-    int rc = npy_parse_header(base, len, fname, &h, err);
+    if (got < 10 || memcmp(p, NPY_MAGIC, NPY_MAGIC_LEN) != 0 || p[7] != 0)
+        return got;
+    uint64_t need;
+    if (p[6] == 1)
+        need = 10u + td__le16(p + 8);
+    else if ((p[6] == 2 || p[6] == 3) && got >= 12)
+        need = 12u + (uint64_t)td__le32(p + 8);
+    else
+        return got;
+    /* An overlong header is named by the parser from its length field alone. */
+    return need > 12u + NPY_MAX_HEADER ? got : (size_t)need;
+}
+
+int npy_read_header(td__rd *r, uint64_t off, uint64_t avail, const char *what, npy_header *h,
+                    td_error *err)
+{
+    const uint8_t *p;
+    size_t got = avail < 12 ? (size_t)avail : 12;
+    int rc = td__rd_get(r, off, got, &p, err);
     if (rc)
         return rc;
-    if (len - h.data_offset < h.nbytes)
+    size_t need = npy_header_need(p, got);
+    if (need > avail)
+        need = (size_t)avail; /* the parser names the truncated header */
+    if (need > got && (rc = td__rd_get(r, off, need, &p, err)))
+        return rc;
+    return npy_parse_header(p, need > got ? need : got, what, h, err);
+}
+
+int npy_index(td__rd *r, td__table *t, td_error *err)
+{
+    npy_header h;
+    const char *fname = r->fname;
+    int rc = npy_read_header(r, 0, r->len, fname, &h, err);
+    if (rc)
+        return rc;
+    if (r->len - h.data_offset < h.nbytes)
         return td__err(err, TD_ETRUNC, "%s: data of %llu bytes is truncated at %llu", fname,
-                       (unsigned long long)h.nbytes, (unsigned long long)(len - h.data_offset));
+                       (unsigned long long)h.nbytes, (unsigned long long)(r->len - h.data_offset));
     td__entry *e = td__table_add(t, NULL, 0, err);
     if (!e)
         return err ? err->code : TD_ENOMEM;

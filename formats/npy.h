@@ -44,9 +44,19 @@ typedef struct npy_header {
  * member for messages. */
 int npy_parse_header(const uint8_t *p, size_t len, const char *what, npy_header *h, td_error *err);
 
-/* Indexes a whole .npy file mapped at base: one unnamed entry, region 0. Data that is big-endian
- * or Fortran order gets the layout flags, with src pointing at it. */
-int npy_index(const uint8_t *base, size_t len, const char *fname, td__table *t, td_error *err);
+/* How many bytes npy_parse_header reads, judging by the first got bytes of an npy (the magic,
+ * version and header length): got itself while those are incomplete or invalid (the parser
+ * then names the problem), at most 12 + NPY_MAX_HEADER + 1. */
+size_t npy_header_need(const uint8_t *p, size_t got);
+
+/* Reads and parses the npy header at offset off of r, whose npy is avail bytes long (an npz
+ * member, or the whole file): fetches the fixed part, then exactly the header. */
+int npy_read_header(td__rd *r, uint64_t off, uint64_t avail, const char *what, npy_header *h,
+                    td_error *err);
+
+/* Indexes a whole .npy file: one unnamed entry, region 0. Data that is big-endian or Fortran
+ * order gets the layout flags, with src pointing at it. */
+int npy_index(td__rd *r, td__table *t, td_error *err);
 
 /* Builds the magic, version and header for dtype x shape into out (cap >= NPY_HEADER_CAP), so
  * that the data after it starts at a multiple of 64. Version 1.0 unless the header needs 2.0.

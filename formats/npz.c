@@ -25,43 +25,57 @@ static const char *npz__what(char *out, size_t cap, const char *fname, const cha
     return out;
 }
 
+/* Inflates at most cap bytes of the start of deflated member m into buf (*got: how many came).
+ * A mapped reader hands over the whole stream; a descriptor reader copies its start, 4 KiB and
+ * then four times more while the stream needs more input than it has. */
+static int npz__inflate_prefix(td__rd *r, const zip_member *m, uint8_t *buf, size_t cap,
+                               size_t *got, const char *what, td_error *err)
+{
+    uint64_t have = r->base ? m->csize : 4096;
+    for (;;) {
+        if (have > m->csize)
+            have = m->csize;
+        const uint8_t *src;
+        int rc = td__rd_get(r, m->data_offset, have, &src, err);
+        if (rc)
+            return rc;
+        rc = zip_inflate_prefix(src, have, buf, cap, got, what, err);
+        if (rc != TD_ETRUNC || have == m->csize)
+            return rc;
+        have *= 4;
+    }
+}
+
 /* Inflates just the npy header at the start of a deflated member into buf (NPZ__HEADER_MAX
  * bytes): first the 12 bytes that give the header length, then exactly the header. */
-static int npz__inflate_header(const uint8_t *src, const zip_member *m, uint8_t *buf, size_t *got,
+static int npz__inflate_header(td__rd *r, const zip_member *m, uint8_t *buf, size_t *got,
                                const char *what, td_error *err)
 {
     size_t cap = m->usize < 12 ? (size_t)m->usize : 12;
-    int rc = zip_inflate_prefix(src, m->csize, buf, cap, got, what, err);
-    if (rc || *got < 10 || memcmp(buf, NPY_MAGIC, NPY_MAGIC_LEN) != 0)
+    int rc = npz__inflate_prefix(r, m, buf, cap, got, what, err);
+    if (rc)
         return rc;
-    uint64_t need = *got;
-    if (buf[6] == 1)
-        need = 10u + td__le16(buf + 8);
-    else if ((buf[6] == 2 || buf[6] == 3) && *got >= 12)
-        need = 12u + (uint64_t)td__le32(buf + 8);
-    if (need > NPZ__HEADER_MAX)
-        need = NPZ__HEADER_MAX; /* npy_parse_header names the overlong header */
+    uint64_t need = npy_header_need(buf, *got);
     if (need > m->usize)
-        need = m->usize; /* ... or the truncated one */
+        need = m->usize; /* npy_parse_header names the truncated header */
     if (need <= *got)
         return 0;
-    return zip_inflate_prefix(src, m->csize, buf, (size_t)need, got, what, err);
+    return npz__inflate_prefix(r, m, buf, (size_t)need, got, what, err);
 }
 
 /* Adds the entry for member m (name already checked to end in ".npy"). */
-static int npz__add_member(const uint8_t *base, const zip_member *m, uint8_t *hbuf,
-                           const char *fname, td__table *t, td_error *err)
+static int npz__add_member(td__rd *r, const zip_member *m, uint8_t *hbuf, td__table *t,
+                           td_error *err)
 {
     char what[400];
-    npz__what(what, sizeof what, fname, m->name, m->name_len);
-    const uint8_t *src = base + m->data_offset;
+    npz__what(what, sizeof what, r->fname, m->name, m->name_len);
     npy_header h;
     int rc;
     if (m->method == ZIP_METHOD_STORED) {
-        rc = npy_parse_header(src, (size_t)m->csize, what, &h, err);
+        rc = npy_read_header(r, m->data_offset, m->csize, what, &h, err);
     } else {
         size_t got;
-        rc = npz__inflate_header(src, m, hbuf, &got, what, err);
+        rc = npz__inflate_header(r, m, hbuf, &got, what, err);
         if (!rc)
             rc = npy_parse_header(hbuf, got, what, &h, err);
     }
@@ -104,15 +118,13 @@ static int npz__add_member(const uint8_t *base, const zip_member *m, uint8_t *hb
     return td__entry_set_shape(e, h.ndim, h.shape, err);
 }
 
-int npz_index(const uint8_t *base, size_t len, const char *fname, uint64_t max_inflated,
-              td__table *t, td_error *err)
+int npz_index(td__rd *r, uint64_t max_inflated, td__table *t, td_error *err)
 {
-    if (!fname)
-        fname = "(npz)";
+    const char *fname = r->fname;
     if (!max_inflated)
         max_inflated = NPZ__DEFAULT_MAX_INFLATED;
     zip_archive z;
-    int rc = zip_open(base, len, fname, &z, err);
+    int rc = zip_open(r, &z, err);
     if (rc)
         return rc;
     uint8_t *hbuf = NULL;
@@ -146,7 +158,7 @@ int npz_index(const uint8_t *base, size_t len, const char *fname, uint64_t max_i
             rc = td__err(err, TD_ENOMEM, "%s: out of memory", fname);
             goto done;
         }
-        rc = npz__add_member(base, m, hbuf, fname, t, err);
+        rc = npz__add_member(r, m, hbuf, t, err);
         if (rc)
             goto done;
     }

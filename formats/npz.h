@@ -35,15 +35,13 @@
 /* Data of stored members starts at a multiple of this in files we write. */
 #define NPZ_ALIGN 64u
 
-/* Indexes the npz mapped at base[0..len) into t (initialised by the caller, format NPZ).
+/* Indexes the npz r reads into t (initialised by the caller, format NPZ).
  * max_inflated bounds the sum of the declared uncompressed sizes of the deflated members
  * (0 = 16 GiB); an archive that declares more is refused (TD_ELIMIT) before anything is
  * inflated. Each deflated member's declared size must also be within deflate's 1032:1 ratio
  * of its compressed size (zip_open). Duplicate keys are TD_EDUP. On failure t may hold some
- * entries: the caller destroys t either way. base is borrowed; entries hold offsets, not
- * pointers. */
-int npz_index(const uint8_t *base, size_t len, const char *fname, uint64_t max_inflated,
-              td__table *t, td_error *err);
+ * entries: the caller destroys t either way. Entries hold offsets, not pointers. */
+int npz_index(td__rd *r, uint64_t max_inflated, td__table *t, td_error *err);
 
 /* Inflates the deflated member of entry e (layout has TD__LAYOUT_DEFLATE; e->src from
  * npz_index) from file[0..file_len) into dst, which holds e->nbytes: the member's bytes after

@@ -275,35 +275,39 @@ static int st_check_tiling(st_range *r, size_t n, uint64_t data_len, const td__t
     return 0;
 }
 
-int st_index(const uint8_t *base, size_t len, const char *fname, td__table *t, td_error *err)
+int st_index(td__rd *r, td__table *t, td_error *err)
 {
     json_t *root = NULL;
     st_range *ranges = NULL;
+    const uint8_t *hdr;
+    const char *fname = r->fname;
+    uint64_t len = r->len;
     int rc;
-    if (!fname)
-        fname = "(safetensors)";
     if (len < 8)
         return td__err(err, TD_ETRUNC,
-                       "%s: header length: file is %zu bytes, shorter than the 8-byte header "
+                       "%s: header length: file is %llu bytes, shorter than the 8-byte header "
                        "length",
-                       fname, len);
-    uint64_t n = td__le64(base);
+                       fname, (unsigned long long)len);
+    if ((rc = td__rd_get(r, 0, 8, &hdr, err)))
+        return rc;
+    uint64_t n = td__le64(hdr);
     if (n > ST_MAX_HEADER)
         return td__err(err, TD_ELIMIT, "%s: header length: %llu bytes exceeds the limit of %u",
                        fname, (unsigned long long)n, ST_MAX_HEADER);
     if (n > len - 8)
         return td__err(err, TD_ETRUNC,
-                       "%s: header length: %llu bytes runs past the end of the file (%zu bytes "
+                       "%s: header length: %llu bytes runs past the end of the file (%llu bytes "
                        "after the length)",
-                       fname, (unsigned long long)n, len - 8);
-    if (n == 0 || base[8] != '{')
+                       fname, (unsigned long long)n, (unsigned long long)(len - 8));
+    if (n && (rc = td__rd_get(r, 8, n, &hdr, err)))
+        return rc;
+    if (n == 0 || hdr[0] != '{')
         return td__err(err, TD_EFORMAT, "%s: header: does not start with '{' (%s)", fname,
                        n == 0 ? "it is empty" : "first byte differs");
     uint64_t data_start = 8 + n, data_len = len - data_start;
 
     json_error_t je;
-    root =
-        json_loadb((const char *)base + 8, (size_t)n, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
+    root = json_loadb((const char *)hdr, (size_t)n, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
     if (!root) {
         enum json_error_code c = json_error_code(&je);
         rc = c == json_error_duplicate_key   ? TD_EDUP

@@ -30,13 +30,13 @@
 /* The key of the metadata object in the header. */
 #define ST_METADATA_KEY "__metadata__"
 
-/* Parses and validates a whole safetensors file mapped at base[0..len) and appends its tensors
+/* Parses and validates the whole safetensors file r reads and appends its tensors
  * to t in header order: region 0, offset = absolute file offset of the data, layout 0. Sets
  * t->meta (which must be NULL on entry) to a new td_meta holding __metadata__'s strings in
- * header order, empty when the file has none. fname names the file in messages.
+ * header order, empty when the file has none. r->fname names the file in messages.
  * On failure t may hold some entries and a meta; the caller releases them with
  * td__table_destroy, as for every codec. Nothing else is allocated past the call. */
-int st_index(const uint8_t *base, size_t len, const char *fname, td__table *t, td_error *err);
+int st_index(td__rd *r, td__table *t, td_error *err);
 
 /* Writes a whole safetensors file of n items to w: the header lists them in the given order,
  * __metadata__ first when meta has entries (strings only: any other value is TD_EDTYPE naming

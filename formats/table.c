@@ -4,6 +4,7 @@
 #include "table.h"
 #include "common.h"
 #include "dtype.h"
+#include "meta_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,29 @@ void td__table_destroy(td__table *t)
     t->entries = NULL;
     t->meta = NULL;
     t->n = t->cap = 0;
+}
+
+static int td__src_equal(const td__src *a, const td__src *b)
+{
+    return a->offset == b->offset && a->nbytes == b->nbytes && a->inflated == b->inflated &&
+           a->skip == b->skip && a->crc32 == b->crc32 && a->block == b->block &&
+           a->elems == b->elems && a->row_elems == b->row_elems;
+}
+
+int td__table_equal(const td__table *a, const td__table *b)
+{
+    if (a->format != b->format || a->n != b->n || !td__meta_equal(a->meta, b->meta))
+        return 0;
+    for (size_t i = 0; i < a->n; i++) {
+        const td__entry *x = &a->entries[i], *y = &b->entries[i];
+        if ((x->name == NULL) != (y->name == NULL) || (x->name && strcmp(x->name, y->name)) ||
+            x->dtype != y->dtype || x->ndim != y->ndim || x->region != y->region ||
+            x->offset != y->offset || x->nbytes != y->nbytes || x->layout != y->layout ||
+            (x->ndim && memcmp(x->shape, y->shape, x->ndim * sizeof *x->shape)) ||
+            (x->layout && !td__src_equal(&x->src, &y->src)))
+            return 0;
+    }
+    return 1;
 }
 
 td__entry *td__table_add(td__table *t, const char *name, size_t name_len, td_error *err)

@@ -14,6 +14,7 @@
 #ifndef TD_TABLE_H
 #define TD_TABLE_H
 
+#include "reader.h"
 #include "tensord.h"
 
 #include <stddef.h>
@@ -79,6 +80,8 @@ void td__table_destroy(td__table *t);
 td__entry *td__table_add(td__table *t, const char *name, size_t name_len, td_error *err);
 /* Copies ndim sizes into e->shape. */
 int td__entry_set_shape(td__entry *e, uint32_t ndim, const int64_t *shape, td_error *err);
+/* 1 when a and b hold the same entries (every field, src included) and equal metadata. */
+int td__table_equal(const td__table *a, const td__table *b);
 /* Refuses (TD_EDUP) two entries with the same name, naming it and the file. O(n log n). */
 int td__table_check_unique(const td__table *t, const char *file, td_error *err);
 
@@ -106,11 +109,10 @@ int td__decode_dequant(const td__entry *e, const uint8_t *file, size_t file_len,
 /* npz: the default bound on inflated bytes when the caller gives none. */
 #define TD__DEFAULT_MAX_INFLATED (16ull << 30)
 
-/* Indexes a mapped file of a known format into t (every codec, one switch), then checks that
- * every entry's bytes lie inside the file. max_inflated bounds npz inflation (0: the default).
- * t must be initialised. */
-int td__index(td_format format, const uint8_t *base, size_t len, const char *fname,
-              uint64_t max_inflated, td__table *t, td_error *err);
+/* Indexes the file r reads, of a known format, into t (every codec, one switch), then checks
+ * that every entry's bytes lie inside the file. max_inflated bounds npz inflation (0: the
+ * default). t must be initialised. */
+int td__index(td_format format, td__rd *r, uint64_t max_inflated, td__table *t, td_error *err);
 
 /* The format a file's first bytes announce (magic numbers; safetensors by its '{' at byte 8),
  * or TD_FORMAT_AUTO when none. */

@@ -122,26 +122,34 @@ static int zip__z64_take(const uint8_t *z64, size_t z64len, size_t *pos, uint64_
     return 0;
 }
 
-static int zip__find_eocd(const uint8_t *base, size_t len, const char *fname, size_t *pos,
-                          td_error *err)
+/* Finds the end record in the last 64 KiB + 22 bytes: *pos is its offset, *rec its bytes. */
+static int zip__find_eocd(td__rd *r, uint64_t *pos, const uint8_t **rec, td_error *err)
 {
+    const char *fname = r->fname;
+    uint64_t len = r->len;
     if (len < ZIP_EOCD_LEN)
         return td__err(err, TD_ETRUNC,
-                       "%s: %zu bytes is too short for a zip archive (the end record alone is %u)",
-                       fname, len, ZIP_EOCD_LEN);
-    size_t lo = len - ZIP_EOCD_LEN > ZIP_MAX_COMMENT ? len - ZIP_EOCD_LEN - ZIP_MAX_COMMENT : 0;
+                       "%s: %llu bytes is too short for a zip archive (the end record alone is "
+                       "%u)",
+                       fname, (unsigned long long)len, ZIP_EOCD_LEN);
+    uint64_t lo = len - ZIP_EOCD_LEN > ZIP_MAX_COMMENT ? len - ZIP_EOCD_LEN - ZIP_MAX_COMMENT : 0;
+    const uint8_t *tail;
+    int rc = td__rd_get(r, lo, len - lo, &tail, err);
+    if (rc)
+        return rc;
     /* Backwards, so that the record nearest the end wins; its comment must end the file. */
-    for (size_t p = len - ZIP_EOCD_LEN + 1; p-- > lo;) {
-        if (base[p] == 'P' && td__le32(base + p) == ZIP_SIG_EOCD &&
-            (uint64_t)p + ZIP_EOCD_LEN + td__le16(base + p + 20) == len) {
-            *pos = p;
+    for (size_t p = (size_t)(len - lo) - ZIP_EOCD_LEN + 1; p-- > 0;) {
+        if (tail[p] == 'P' && td__le32(tail + p) == ZIP_SIG_EOCD &&
+            lo + p + ZIP_EOCD_LEN + td__le16(tail + p + 20) == len) {
+            *pos = lo + p;
+            *rec = tail + p;
             return 0;
         }
     }
     return td__err(err, TD_EFORMAT,
-                   "%s: no end of central directory record in the last %zu bytes: not a zip "
+                   "%s: no end of central directory record in the last %llu bytes: not a zip "
                    "archive, or truncated",
-                   fname, len - lo);
+                   fname, (unsigned long long)(len - lo));
 }
 
 /* The end records: where the central directory is, how long, how many members. */
@@ -151,22 +159,24 @@ typedef struct zip__end {
     int zip64;
 } zip__end;
 
-static int zip__read_end(const uint8_t *base, size_t len, const char *fname, zip__end *e,
-                         td_error *err)
+static int zip__read_end(td__rd *rd, zip__end *e, td_error *err)
 {
-    size_t eocd = 0;
-    int rc = zip__find_eocd(base, len, fname, &eocd, err);
+    const char *fname = rd->fname;
+    uint64_t eocd = 0;
+    const uint8_t *r = NULL, *loc = NULL;
+    int rc = zip__find_eocd(rd, &eocd, &r, err);
     if (rc)
         return rc;
-    const uint8_t *r = base + eocd;
     uint16_t disk = td__le16(r + 4), cd_disk = td__le16(r + 6);
     uint64_t n_disk = td__le16(r + 8), n = td__le16(r + 10);
     uint64_t cd_size = td__le32(r + 12), cd_offset = td__le32(r + 16);
     memset(e, 0, sizeof *e);
     e->limit = eocd;
 
-    if (eocd >= ZIP_EOCD64_LOC_LEN && td__le32(r - ZIP_EOCD64_LOC_LEN) == ZIP_SIG_EOCD64_LOC) {
-        const uint8_t *loc = r - ZIP_EOCD64_LOC_LEN;
+    if (eocd >= ZIP_EOCD64_LOC_LEN &&
+        (rc = td__rd_get(rd, eocd - ZIP_EOCD64_LOC_LEN, ZIP_EOCD64_LOC_LEN, &loc, err)))
+        return rc;
+    if (loc && td__le32(loc) == ZIP_SIG_EOCD64_LOC) {
         uint32_t z_disk = td__le32(loc + 4), z_disks = td__le32(loc + 16);
         uint64_t roff = td__le64(loc + 8);
         uint64_t loc_pos = eocd - ZIP_EOCD64_LOC_LEN;
@@ -180,7 +190,9 @@ static int zip__read_end(const uint8_t *base, size_t len, const char *fname, zip
                            "%s: zip64 end record offset %llu leaves no room for the record "
                            "before its locator at %llu",
                            fname, (unsigned long long)roff, (unsigned long long)loc_pos);
-        const uint8_t *z = base + roff;
+        const uint8_t *z;
+        if ((rc = td__rd_get(rd, roff, ZIP_EOCD64_LEN, &z, err)))
+            return rc;
         if (td__le32(z) != ZIP_SIG_EOCD64)
             return td__err(err, TD_EFORMAT,
                            "%s: no zip64 end record at offset %llu (signature 0x%08x)", fname,
@@ -242,27 +254,32 @@ static int zip__read_end(const uint8_t *base, size_t len, const char *fname, zip
  * signature, CRC-32, then both sizes as u32 or u64. The descriptor must repeat the central
  * directory's values; *end receives one past its last byte. `wide` says which size width to try
  * first (the local header had a zip64 field). */
-static int zip__check_descriptor(const uint8_t *base, uint64_t at, uint64_t limit,
-                                 const zip_member *m, int wide, uint64_t *end, const char *fname,
-                                 const char *what, td_error *err)
+static int zip__check_descriptor(td__rd *r, uint64_t at, uint64_t limit, const zip_member *m,
+                                 int wide, uint64_t *end, const char *what, td_error *err)
 {
+    /* At most a signature, the CRC and two 64-bit sizes, all before limit. */
+    uint64_t room = limit - at < 24 ? limit - at : 24;
+    const uint8_t *d0;
+    int rc = td__rd_get(r, at, room, &d0, err);
+    if (rc)
+        return rc;
     for (int sig = 1; sig >= 0; sig--) {
-        uint64_t p = at;
+        uint64_t p = 0; /* from at */
         if (sig) {
-            if (limit - p < 4 || td__le32(base + p) != ZIP_SIG_DESCRIPTOR)
+            if (room < 4 || td__le32(d0) != ZIP_SIG_DESCRIPTOR)
                 continue;
             p += 4;
         }
         for (int k = 0; k < 2; k++) {
             int w8 = k == 0 ? wide : !wide;
             uint64_t need = 4 + (w8 ? 16u : 8u);
-            if (limit - p < need)
+            if (room - p < need)
                 continue;
-            const uint8_t *d = base + p;
+            const uint8_t *d = d0 + p;
             uint64_t cs = w8 ? td__le64(d + 4) : td__le32(d + 4);
             uint64_t us = w8 ? td__le64(d + 12) : td__le32(d + 8);
             if (td__le32(d) == m->crc32 && cs == m->csize && us == m->usize) {
-                *end = p + need;
+                *end = at + p + need;
                 return 0;
             }
         }
@@ -270,22 +287,26 @@ static int zip__check_descriptor(const uint8_t *base, uint64_t at, uint64_t limi
     return td__err(err, TD_EFORMAT,
                    "%s: %s: the data descriptor at offset %llu is missing or does not match the "
                    "central directory (crc 0x%08x, sizes %llu/%llu)",
-                   fname, what, (unsigned long long)at, m->crc32, (unsigned long long)m->csize,
+                   r->fname, what, (unsigned long long)at, m->crc32, (unsigned long long)m->csize,
                    (unsigned long long)m->usize);
 }
 
 /* Checks member m's local header against the central directory and fills data_offset and
  * end_offset. Everything the member occupies must lie before `limit` (the directory). */
-static int zip__check_local(const uint8_t *base, uint64_t limit, zip_member *m, uint16_t cflags,
-                            const char *fname, const char *what, td_error *err)
+static int zip__check_local(td__rd *r, uint64_t limit, zip_member *m, uint16_t cflags,
+                            const char *what, td_error *err)
 {
+    const char *fname = r->fname;
     uint64_t lo = m->local_offset;
+    int rc;
     if (lo > limit || limit - lo < ZIP_LOCAL_LEN)
         return td__err(err, TD_EFORMAT,
                        "%s: %s: local header offset %llu is past the start of the central "
                        "directory (%llu)",
                        fname, what, (unsigned long long)lo, (unsigned long long)limit);
-    const uint8_t *h = base + lo;
+    const uint8_t *h, *nx; /* the fixed header; its name and extra field */
+    if ((rc = td__rd_get(r, lo, ZIP_LOCAL_LEN, &h, err)))
+        return rc;
     if (td__le32(h) != ZIP_SIG_LOCAL)
         return td__err(err, TD_EFORMAT, "%s: %s: no local header at offset %llu (0x%08x)", fname,
                        what, (unsigned long long)lo, td__le32(h));
@@ -300,7 +321,9 @@ static int zip__check_local(const uint8_t *base, uint64_t limit, zip_member *m, 
                        "central directory at %llu",
                        fname, what, (unsigned long long)lo, (unsigned long long)nlen,
                        (unsigned long long)xlen, (unsigned long long)limit);
-    if (nlen != m->name_len || memcmp(h + ZIP_LOCAL_LEN, m->name, m->name_len) != 0)
+    if ((rc = td__rd_get(r, lo + ZIP_LOCAL_LEN, nlen + xlen, &nx, err)))
+        return rc;
+    if (nlen != m->name_len || memcmp(nx, m->name, m->name_len) != 0)
         return td__err(err, TD_EFORMAT, "%s: %s: the local header at %llu names another file",
                        fname, what, (unsigned long long)lo);
     if (lflags & (ZIP_FLAG_ENCRYPTED | ZIP_FLAG_STRONG_ENC))
@@ -311,8 +334,7 @@ static int zip__check_local(const uint8_t *base, uint64_t limit, zip_member *m, 
                        fname, what, lmethod, m->method);
     const uint8_t *z64;
     size_t z64len;
-    int rc = zip__extra_find(h + ZIP_LOCAL_LEN + nlen, (size_t)xlen, ZIP_EXTRA_ZIP64, &z64, &z64len,
-                             fname, what, err);
+    rc = zip__extra_find(nx + nlen, (size_t)xlen, ZIP_EXTRA_ZIP64, &z64, &z64len, fname, what, err);
     if (rc)
         return rc;
     uint64_t dend;
@@ -325,8 +347,7 @@ static int zip__check_local(const uint8_t *base, uint64_t limit, zip_member *m, 
     m->data_offset = data;
     m->end_offset = dend;
     if ((lflags | cflags) & ZIP_FLAG_DESCRIPTOR)
-        return zip__check_descriptor(base, dend, limit, m, z64 != NULL, &m->end_offset, fname, what,
-                                     err);
+        return zip__check_descriptor(r, dend, limit, m, z64 != NULL, &m->end_offset, what, err);
     /* No descriptor: the local header's own CRC and sizes must agree with the directory. */
     if (z64 && (lusize == ZIP__U32_MAX || lcsize == ZIP__U32_MAX)) {
         if (z64len >= 16) { /* a local zip64 field holds both sizes */
@@ -375,21 +396,22 @@ static const char *zip__method_name(unsigned m)
     }
 }
 
-/* Reads central directory entry i at cd[0..avail) into m; *used receives its length. */
-static int zip__read_central(const uint8_t *base, const uint8_t *cd, uint64_t avail, size_t i,
-                             uint64_t limit, zip_member *m, uint64_t *used, const char *fname,
-                             td_error *err)
+/* Reads central directory entry i, whose bytes cd[0..avail) start at file offset at, into m;
+ * *used receives its length. */
+static int zip__read_central(td__rd *r, const uint8_t *cd, uint64_t at, uint64_t avail, size_t i,
+                             uint64_t limit, zip_member *m, uint64_t *used, td_error *err)
 {
+    const char *fname = r->fname;
     if (avail < ZIP_CENTRAL_LEN)
         return td__err(err, TD_EFORMAT,
                        "%s: central directory entry %zu at offset %llu is truncated (%llu bytes "
                        "left, need %u)",
-                       fname, i, (unsigned long long)(cd - base), (unsigned long long)avail,
+                       fname, i, (unsigned long long)at, (unsigned long long)avail,
                        ZIP_CENTRAL_LEN);
     if (td__le32(cd) != ZIP_SIG_CENTRAL)
         return td__err(err, TD_EFORMAT,
                        "%s: central directory entry %zu at offset %llu has signature 0x%08x", fname,
-                       i, (unsigned long long)(cd - base), td__le32(cd));
+                       i, (unsigned long long)at, td__le32(cd));
     uint16_t flags = td__le16(cd + 8), method = td__le16(cd + 10);
     uint64_t nlen = td__le16(cd + 28), xlen = td__le16(cd + 30), clen = td__le16(cd + 32);
     if (ZIP_CENTRAL_LEN + nlen + xlen + clen > avail)
@@ -468,7 +490,7 @@ static int zip__read_central(const uint8_t *base, const uint8_t *cd, uint64_t av
                            fname, what, (unsigned long long)m->usize, (unsigned long long)m->csize,
                            ZIP_MAX_RATIO);
     }
-    return zip__check_local(base, limit, m, flags, fname, what, err);
+    return zip__check_local(r, limit, m, flags, what, err);
 }
 
 typedef struct zip__span {
@@ -514,13 +536,15 @@ static int zip__check_overlap(const zip_archive *z, const char *fname, td_error 
     return rc;
 }
 
-int zip_open(const uint8_t *base, size_t len, const char *fname, zip_archive *z, td_error *err)
+int zip_open(td__rd *r, zip_archive *z, td_error *err)
 {
     memset(z, 0, sizeof *z);
-    if (!fname)
-        fname = "(zip)";
+    const char *fname = r->fname;
     zip__end e;
-    int rc = zip__read_end(base, len, fname, &e, err);
+    const uint8_t *cd;
+    int rc = zip__read_end(r, &e, err);
+    if (!rc)
+        rc = td__rd_get(r, e.cd_offset, e.cd_size, &cd, err);
     if (rc)
         return rc;
     if (e.n > SIZE_MAX / sizeof *z->members)
@@ -536,8 +560,8 @@ int zip_open(const uint8_t *base, size_t len, const char *fname, zip_archive *z,
     uint64_t p = e.cd_offset, end = e.cd_offset + e.cd_size;
     for (size_t i = 0; i < (size_t)e.n; i++) {
         uint64_t used = 0;
-        rc = zip__read_central(base, base + p, end - p, i, e.cd_offset, &z->members[i], &used,
-                               fname, err);
+        rc = zip__read_central(r, cd + (p - e.cd_offset), p, end - p, i, e.cd_offset,
+                               &z->members[i], &used, err);
         if (rc)
             goto fail;
         p += used;
@@ -752,7 +776,7 @@ int zip_verify(const uint8_t *base, size_t len, const char *fname, td_error *err
     if (!fname)
         fname = "(zip)";
     zip_archive z;
-    int rc = zip_open(base, len, fname, &z, err);
+    int rc = zip_open(TD__RD_MEM(base, len, fname), &z, err);
     if (rc)
         return rc;
     uint8_t *scratch = malloc(ZIP__SCRATCH);

@@ -37,6 +37,7 @@
 #ifndef TD_ZIP_H
 #define TD_ZIP_H
 
+#include "reader.h"
 #include "tensord.h"
 #include "writer.h"
 
@@ -75,7 +76,7 @@
 
 /* One member, as the central directory describes it, with the positions checked. */
 typedef struct zip_member {
-    const char *name;      /* borrowed: points into the archive bytes, NOT NUL-terminated */
+    const char *name;      /* borrowed from the reader, NOT NUL-terminated */
     size_t name_len;       /* bytes of name */
     uint16_t method;       /* ZIP_METHOD_STORED or ZIP_METHOD_DEFLATE */
     uint16_t flags;        /* general purpose flags from the central directory */
@@ -87,7 +88,8 @@ typedef struct zip_member {
     uint64_t end_offset;   /* one past the member's last byte (data descriptor included) */
 } zip_member;
 
-/* An opened archive: the members in central-directory order. Borrows the archive bytes. */
+/* An opened archive: the members in central-directory order. Member names point into bytes
+ * the reader holds: the archive must be closed before the reader. */
 typedef struct zip_archive {
     size_t n;
     zip_member *members; /* owned */
@@ -95,7 +97,7 @@ typedef struct zip_archive {
     int zip64;           /* the archive has a zip64 end record */
 } zip_archive;
 
-/* Parses and checks the archive base[0..len) (fname is used in messages only). On success *z
+/* Parses and checks the archive r reads (r->fname names it in messages). On success *z
  * holds the members (release with zip_close); on failure *z is empty and nothing leaks.
  * Checks: end records found in the last 64 KiB + 22 bytes, the directory and every local
  * header inside the file, local and central headers agree (name, method; crc and sizes unless
@@ -103,7 +105,7 @@ typedef struct zip_archive {
  * encryption, no '..'/absolute/backslash/NUL names, stored members have usize == csize,
  * deflated members claim at most ZIP_MAX_RATIO x csize (+ slack), no two members overlap and
  * none runs into the central directory. Member data itself is not read. */
-int zip_open(const uint8_t *base, size_t len, const char *fname, zip_archive *z, td_error *err);
+int zip_open(td__rd *r, zip_archive *z, td_error *err);
 
 /* Frees the member list; z can be reused. No operation on an empty or zeroed archive. */
 void zip_close(zip_archive *z);

@@ -82,7 +82,7 @@ static int tc_open(const char *path, tc_file *f, td_error *err)
         return rc;
     }
     td__table_init(&f->t, format);
-    rc = td__index(format, f->base, f->len, path, 0, &f->t, err);
+    rc = td__index(format, TD__RD_MEM(f->base, f->len, path), 0, &f->t, err);
     if (rc) {
         td__table_destroy(&f->t);
         munmap(f->base, f->len);

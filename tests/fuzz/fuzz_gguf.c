@@ -32,7 +32,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     td_error err = {0};
     td__table t;
     td__table_init(&t, TD_FORMAT_GGUF);
-    int rc = gguf_index(data, size, "fuzz.gguf", &t, &err);
+    int rc = gguf_index(TD__RD_MEM(data, size, "fuzz.gguf"), &t, &err);
     if (rc) {
         fz_check_failure(rc, &err, size);
         if (!strstr(err.message, "fuzz.gguf"))

@@ -6,7 +6,7 @@
  *             (td__detect_format, what the daemon does for a LOAD without a format)
  *   bits 3-7  unused (the fuzzer may flip them harmlessly)
  *
- * Two paths, both on every input:
+ * Three paths, all on every input:
  *   1. The shared indexer: td__index on the bytes with a small inflate bound, every entry
  *      checked to lie inside the file and decoded into a buffer of exactly its size, the
  *      metadata walked with every public accessor. This is what the embedded loader, the daemon
@@ -16,6 +16,9 @@
  *      file on disk). Its result must agree with path 1 (same success or failure; on success
  *      the same arrays, bytes and metadata, every array's bytes readable), it must fill err on
  *      failure, name the file, return nothing, and leave no descriptor behind.
+ *   3. The daemon's way: td__index through a descriptor reader (pread copies) of the same memfd.
+ *      It must give exactly what path 1 gave: the same code and message on failure, an
+ *      identical table (every field) and metadata on success.
  */
 #include "fuzzutil.h"
 
@@ -38,7 +41,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 }
 
 typedef struct indexed {
-    int rc;
+    int rc;       /* of indexing, or of the first decode that failed */
+    int index_rc; /* of td__index alone */
+    char message[sizeof(((td_error *)0)->message)];
     td__table t;
     uint8_t **decoded; /* per entry: decoded bytes, or NULL for plain views */
 } indexed;
@@ -49,7 +54,9 @@ static void by_index(td_format fmt, const uint8_t *p, size_t n, indexed *out)
     td_error err = {0};
     td__table_init(&out->t, fmt);
     out->decoded = NULL;
-    out->rc = td__index(fmt, p, n, "fuzz.bin", FZ_MAX_INFLATED, &out->t, &err);
+    out->rc = td__index(fmt, TD__RD_MEM(p, n, "fuzz.bin"), FZ_MAX_INFLATED, &out->t, &err);
+    out->index_rc = out->rc;
+    memcpy(out->message, err.message, sizeof out->message);
     if (out->rc) {
         fz_check_failure(out->rc, &err, n);
         if (!strstr(err.message, "fuzz.bin"))
@@ -84,11 +91,26 @@ static void indexed_free(indexed *x)
     td__table_destroy(&x->t);
 }
 
-/* Path 2, compared with path 1. */
+/* Path 3 (the memfd holds the input), compared with path 1. */
+static void by_descriptor(td_format fmt, size_t n, const indexed *x)
+{
+    td__rd r;
+    td__rd_fd(&r, g_memfd, n, 0, "fuzz.bin");
+    td__table t;
+    td__table_init(&t, fmt);
+    td_error err = {0};
+    int rc = td__index(fmt, &r, FZ_MAX_INFLATED, &t, &err);
+    td__rd_close(&r);
+    if (rc != x->index_rc || (rc && strcmp(err.message, x->message)))
+        fz_die("a descriptor reader indexes otherwise than a mapped one", &err);
+    if (!rc && !td__table_equal(&t, &x->t))
+        fz_die("a descriptor reader builds another table than a mapped one", NULL);
+    td__table_destroy(&t);
+}
+
+/* Path 2 (the memfd holds the input), compared with path 1. */
 static void by_td_load(td_format fmt, const uint8_t *p, size_t n, const indexed *x)
 {
-    if (ftruncate(g_memfd, 0) < 0 || (n && pwrite(g_memfd, p, n, 0) != (ssize_t)n))
-        fz_die("writing the memfd", NULL);
     td_load_options opt = TD_LOAD_OPTIONS_INIT;
     opt.format = fmt;
     opt.mode = TD_MODE_EMBEDDED;
@@ -154,6 +176,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     indexed x;
     by_index(fmt, data, size, &x);
+    if (ftruncate(g_memfd, 0) < 0 || (size && pwrite(g_memfd, data, size, 0) != (ssize_t)size))
+        fz_die("writing the memfd", NULL);
+    by_descriptor(fmt, size, &x);
     by_td_load(fmt, data, size, &x);
     indexed_free(&x);
     return 0;

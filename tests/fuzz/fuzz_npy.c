@@ -27,7 +27,7 @@ static void roundtrip(const td__entry *e, const uint8_t *bytes)
         fz_die("writer_take", NULL);
     td__table t2;
     td__table_init(&t2, TD_FORMAT_NPY);
-    if (npy_index(buf, len, "rt.npy", &t2, &err))
+    if (npy_index(TD__RD_MEM(buf, len, "rt.npy"), &t2, &err))
         fz_die("npy_index refuses what npy_write wrote", &err);
     if (t2.n != 1 || t2.entries[0].layout)
         fz_die("a written .npy is not one plain entry", NULL);
@@ -57,7 +57,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     td__table t;
     td__table_init(&t, TD_FORMAT_NPY);
     memset(&err, 0, sizeof err);
-    rc = npy_index(data, size, "fuzz.npy", &t, &err);
+    rc = npy_index(TD__RD_MEM(data, size, "fuzz.npy"), &t, &err);
     if (rc) {
         fz_check_failure(rc, &err, size);
         if (!strstr(err.message, "fuzz.npy"))

@@ -56,7 +56,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     td_error err = {0};
     td__table t;
     td__table_init(&t, TD_FORMAT_SAFETENSORS);
-    int rc = st_index(data, size, "fuzz.safetensors", &t, &err);
+    int rc = st_index(TD__RD_MEM(data, size, "fuzz.safetensors"), &t, &err);
     if (rc) {
         fz_check_failure(rc, &err, size);
         if (!strstr(err.message, "fuzz.safetensors"))

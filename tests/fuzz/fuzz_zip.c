@@ -73,7 +73,7 @@ static void roundtrip(const td__table *t, const uint8_t *data, size_t size, int 
         fz_die("zip_verify refuses what npz_write wrote", &err);
     td__table t2;
     td__table_init(&t2, TD_FORMAT_NPZ);
-    if (npz_index(buf, len, "rt.npz", FZ_MAX_INFLATED, &t2, &err))
+    if (npz_index(TD__RD_MEM(buf, len, "rt.npz"), FZ_MAX_INFLATED, &t2, &err))
         fz_die("npz_index refuses what npz_write wrote", &err);
     for (size_t i = 0; i < t2.n; i++) {
         const td__entry *e = &t2.entries[i];
@@ -94,7 +94,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     td_error err = {0};
     zip_archive z = {0};
-    int rc = zip_open(data, size, "fuzz.npz", &z, &err);
+    int rc = zip_open(TD__RD_MEM(data, size, "fuzz.npz"), &z, &err);
     if (rc) {
         fz_check_failure(rc, &err, size);
         if (!strstr(err.message, "fuzz.npz"))
@@ -114,7 +114,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     td__table t;
     td__table_init(&t, TD_FORMAT_NPZ);
     memset(&err, 0, sizeof err);
-    rc = npz_index(data, size, "fuzz.npz", FZ_MAX_INFLATED, &t, &err);
+    rc = npz_index(TD__RD_MEM(data, size, "fuzz.npz"), FZ_MAX_INFLATED, &t, &err);
     if (rc) {
         fz_check_failure(rc, &err, size);
         if (!strstr(err.message, "fuzz.npz"))

@@ -242,8 +242,7 @@ FZ_FN int fz_lowest_free_fd(void)
 /* A codec's writer and reader, for fz_roundtrip. */
 typedef int (*fz_write_fn)(td__writer *w, const td__item *items, size_t n, const td_meta *meta,
                            const char *fname, td_error *err);
-typedef int (*fz_index_fn)(const uint8_t *base, size_t len, const char *fname, td__table *t,
-                           td_error *err);
+typedef int (*fz_index_fn)(td__rd *r, td__table *t, td_error *err);
 
 /* Writes what t accepted from data (its tensors as viewed, its metadata) with write into memory
  * under the name fname, indexes the result with index, and dies unless the writer takes it,
@@ -273,7 +272,7 @@ FZ_FN void fz_roundtrip(const td__table *t, const uint8_t *data, size_t size, td
         fz_die("writer_take", NULL);
     td__table t2;
     td__table_init(&t2, format);
-    if (index(buf, len, fname, &t2, &err))
+    if (index(TD__RD_MEM(buf, len, fname), &t2, &err))
         fz_die("the reader refuses what the writer wrote", &err);
     fz_tables_equal(t, data, size, &t2, buf, len);
     if (!td__meta_equal(t->meta, t2.meta))

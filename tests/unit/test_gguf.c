@@ -63,7 +63,7 @@ static int index_exact(const uint8_t *p, size_t len, const char *fname, td__tabl
     if (len)
         memcpy(copy, p, len);
     td__table_init(t, TD_FORMAT_AUTO);
-    int rc = gguf_index(copy, len, fname, t, err);
+    int rc = gguf_index(TD__RD_MEM(copy, len, fname), t, err);
     free(copy);
     return rc;
 }
@@ -341,7 +341,7 @@ START_TEST(test_manifest)
         td__table t;
         td_error err = {0};
         td__table_init(&t, TD_FORMAT_AUTO);
-        TU_OK(gguf_index(p, len, rel, &t, &err), &err);
+        TU_OK(gguf_index(TD__RD_MEM(p, len, rel), &t, &err), &err);
         ck_assert_int_eq(t.format, TD_FORMAT_GGUF);
         ck_assert_ptr_nonnull(t.meta);
 
@@ -404,7 +404,7 @@ START_TEST(test_manifest_u64_max)
     td__table t;
     td_error err = {0};
     td__table_init(&t, TD_FORMAT_AUTO);
-    TU_OK(gguf_index(p, len, "all_types.gguf", &t, &err), &err);
+    TU_OK(gguf_index(TD__RD_MEM(p, len, "all_types.gguf"), &t, &err), &err);
     const td_value *v = td_meta_get(t.meta, "test.u64");
     uint64_t u;
     ck_assert_int_eq(td_value_type(v), TD_TYPE_UINT64);
@@ -437,13 +437,13 @@ START_TEST(test_rewrite_identical)
         td__table a, b;
         td_error err = {0};
         td__table_init(&a, TD_FORMAT_AUTO);
-        TU_OK(gguf_index(p, len, gguf_files[f], &a, &err), &err);
+        TU_OK(gguf_index(TD__RD_MEM(p, len, gguf_files[f]), &a, &err), &err);
         td__item *items = items_of(&a, p);
         int rc;
         uint8_t *out = write_mem(items, a.n, a.meta, &olen, &rc, &err);
         TU_OK(rc, &err);
         td__table_init(&b, TD_FORMAT_AUTO);
-        TU_OK(gguf_index(out, olen, "mem.gguf", &b, &err), &err);
+        TU_OK(gguf_index(TD__RD_MEM(out, olen, "mem.gguf"), &b, &err), &err);
         assert_same_tables(&a, p, &b, out);
         ck_assert_msg(olen == len && memcmp(out, p, len) == 0,
                       "%s: rewritten file differs (%zu vs %zu bytes)", gguf_files[f], olen, len);
@@ -1282,7 +1282,7 @@ START_TEST(test_sparse_1gib)
     td__table t;
     td_error err = {0};
     td__table_init(&t, TD_FORMAT_AUTO);
-    TU_OK(gguf_index(base, len, "big.gguf", &t, &err), &err);
+    TU_OK(gguf_index(TD__RD_MEM(base, len, "big.gguf"), &t, &err), &err);
     double t1 = now_ms();
     long rss1 = resident_kb();
     ck_assert_uint_eq(t.n, 257);

@@ -312,7 +312,7 @@ static void oracle_check_file(const char *path, const char *what)
     td__table t;
     td_error err = {0};
     td__table_init(&t, TD_FORMAT_AUTO);
-    TU_OK(gguf_index(p, len, path, &t, &err), &err);
+    TU_OK(gguf_index(TD__RD_MEM(p, len, path), &t, &err), &err);
     cmp_all(ctx, gctx, &t, p, 1, what);
     td__table_destroy(&t);
     free(p);
@@ -560,7 +560,7 @@ START_TEST(test_llama_writes_we_read)
     td__table t;
     td_error err = {0};
     td__table_init(&t, TD_FORMAT_AUTO);
-    TU_OK(gguf_index(p, len, path, &t, &err), &err);
+    TU_OK(gguf_index(TD__RD_MEM(p, len, path), &t, &err), &err);
     cmp_all(g, NULL, &t, p, 0, "llama-written, its context");
     /* against what it was given: names, types, shapes (ggml writes n_dims without trailing 1s),
      * bytes */

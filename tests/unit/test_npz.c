@@ -294,7 +294,7 @@ static uint8_t *index_file(const char *path, td__table *t, size_t *len)
     ck_assert_msg(p != NULL, "cannot read %s", path);
     td__table_init(t, TD_FORMAT_NPZ);
     td_error err = {0};
-    TU_OK(npz_index(p, *len, path, 0, t, &err), &err);
+    TU_OK(npz_index(TD__RD_MEM(p, *len, path), 0, t, &err), &err);
     return p;
 }
 
@@ -393,7 +393,7 @@ START_TEST(test_stored_members_are_zero_copy)
     td__table t;
     td__table_init(&t, TD_FORMAT_NPZ);
     td_error err = {0};
-    TU_OK(npz_index(bytes, len, path, 0, &t, &err), &err);
+    TU_OK(npz_index(TD__RD_MEM(bytes, len, path), 0, &t, &err), &err);
     const td__entry *e = NULL;
     for (size_t i = 0; i < t.n; i++)
         if (strcmp(t.entries[i].name, "big") == 0)
@@ -700,7 +700,7 @@ START_TEST(test_zip64_written_numpy_reads)
     ck_assert_int_eq(tu_write_file(path, p, len), 0);
     numpy_check(path, d);
     zip_archive z;
-    TU_OK(zip_open(p, len, path, &z, &err), &err);
+    TU_OK(zip_open(TD__RD_MEM(p, len, path), &z, &err), &err);
     ck_assert(z.zip64);
     zip_close(&z);
     free(p);
@@ -886,7 +886,7 @@ static int index_and_decode(const uint8_t *src, size_t len)
     td__table t;
     td__table_init(&t, TD_FORMAT_NPZ);
     td_error err = {0};
-    int rc = npz_index(p, len, "x.npz", 1u << 24, &t, &err);
+    int rc = npz_index(TD__RD_MEM(p, len, "x.npz"), 1u << 24, &t, &err);
     for (size_t i = 0; !rc && i < t.n; i++) {
         const td__entry *e = &t.entries[i];
         if (!e->layout) {
@@ -970,18 +970,18 @@ START_TEST(test_bound_is_checked_before_inflating)
     uint8_t *p = tu_read_file(path, &len);
     zip_archive z;
     td_error err = {0};
-    TU_OK(zip_open(p, len, path, &z, &err), &err);
+    TU_OK(zip_open(TD__RD_MEM(p, len, path), &z, &err), &err);
     uint64_t at = z.members[0].data_offset;
     zip_close(&z);
     memset(p + at, 0xff, 8); /* corrupt the first stream */
     td__table t;
     td__table_init(&t, TD_FORMAT_NPZ);
-    ck_assert_int_eq(npz_index(p, len, path, 2500000, &t, &err), TD_ELIMIT);
+    ck_assert_int_eq(npz_index(TD__RD_MEM(p, len, path), 2500000, &t, &err), TD_ELIMIT);
     ck_assert(strstr(err.message, "max_inflated") != NULL);
     ck_assert_uint_eq(t.n, 0);
     td__table_destroy(&t);
     td__table_init(&t, TD_FORMAT_NPZ);
-    ck_assert_int_ne(npz_index(p, len, path, 3100000, &t, &err), TD_ELIMIT);
+    ck_assert_int_ne(npz_index(TD__RD_MEM(p, len, path), 3100000, &t, &err), TD_ELIMIT);
     td__table_destroy(&t);
     free(p);
 }

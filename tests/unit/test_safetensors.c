@@ -40,7 +40,7 @@ static int run_index(const uint8_t *p, size_t len, td_error *err, size_t *n)
     td__table t;
     td__table_init(&t, TD_FORMAT_SAFETENSORS);
     memset(err, 0, sizeof *err);
-    int rc = st_index(p, len, FN, &t, err);
+    int rc = st_index(TD__RD_MEM(p, len, FN), &t, err);
     if (n)
         *n = t.n;
     if (!rc) {
@@ -128,7 +128,7 @@ START_TEST(test_manifest_files)
         td__table t;
         td_error err = {0};
         td__table_init(&t, TD_FORMAT_SAFETENSORS);
-        TU_OK(st_index(buf, len, rel, &t, &err), &err);
+        TU_OK(st_index(TD__RD_MEM(buf, len, rel), &t, &err), &err);
         json_t *jt = json_object_get(f, "tensors");
         ck_assert_uint_eq(t.n, json_array_size(jt));
         for (size_t i = 0; i < t.n; i++) {
@@ -210,7 +210,7 @@ START_TEST(test_header_order_kept)
     td__table t;
     td_error err = {0};
     td__table_init(&t, TD_FORMAT_SAFETENSORS);
-    TU_OK(st_index(buf, len, "data_order", &t, &err), &err);
+    TU_OK(st_index(TD__RD_MEM(buf, len, "data_order"), &t, &err), &err);
     ck_assert_uint_eq(t.n, 4);
     ck_assert_str_eq(t.entries[0].name, "alpha");
     ck_assert_str_eq(t.entries[1].name, "beta");
@@ -504,7 +504,7 @@ START_TEST(test_metadata)
     td__table t;
     td_error err = {0};
     td__table_init(&t, TD_FORMAT_SAFETENSORS);
-    TU_OK(st_index(p, len, FN, &t, &err), &err);
+    TU_OK(st_index(TD__RD_MEM(p, len, FN), &t, &err), &err);
     ck_assert_uint_eq(t.n, 1);
     ck_assert_uint_eq(td_meta_size(t.meta), 3);
     const char *k;
@@ -680,7 +680,7 @@ START_TEST(test_write_round_trip)
 
     td__table t;
     td__table_init(&t, TD_FORMAT_SAFETENSORS);
-    TU_OK(st_index(p, len, FN, &t, &err), &err);
+    TU_OK(st_index(TD__RD_MEM(p, len, FN), &t, &err), &err);
     ck_assert_uint_eq(t.n, s.n);
     for (size_t i = 0; i < s.n; i++) {
         const td__entry *e = &t.entries[i];

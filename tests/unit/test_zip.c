@@ -357,7 +357,7 @@ START_TEST(test_good_archives)
         uint8_t *base = load(fn, &len);
         zip_archive z;
         td_error err = {0};
-        int rc = zip_open(base, len, fn, &z, &err);
+        int rc = zip_open(TD__RD_MEM(base, len, fn), &z, &err);
         ck_assert_msg(rc == 0, "%s: %s", fn, err.message);
         ck_assert_msg(z.n == count, "%s: %zu members, expected %zu", fn, z.n, count);
         for (size_t i = 0; i < count; i++) {
@@ -423,7 +423,7 @@ START_TEST(test_bad_archives)
         uint8_t *base = load(fn, &len);
         zip_archive z;
         td_error err = {0};
-        int rc = zip_open(base, len, fn, &z, &err);
+        int rc = zip_open(TD__RD_MEM(base, len, fn), &z, &err);
         if (strcmp(stage, "verify") == 0) {
             ck_assert_msg(rc == 0, "%s: open failed: %s", fn, err.message);
             /* inflating alone must fail too, except for a bad CRC, which only the CRC shows */
@@ -481,7 +481,7 @@ static int open_exact(const uint8_t *p, size_t n, zip_archive *z, td_error *err)
 {
     uint8_t *c = malloc(n ? n : 1);
     memcpy(c, p, n);
-    int rc = zip_open(c, n, "cut.zip", z, err);
+    int rc = zip_open(TD__RD_MEM(c, n, "cut.zip"), z, err);
     if (rc == 0) {
         check_members_content(c, n, z);
         zip_close(z);
@@ -535,7 +535,7 @@ START_TEST(test_corruption_everywhere)
          * (which zip_open never reads) only near its ends. */
         zip_archive z;
         td_error err = {0};
-        TU_OK(zip_open(base, len, small_files[k], &z, &err), &err);
+        TU_OK(zip_open(TD__RD_MEM(base, len, small_files[k]), &z, &err), &err);
         uint8_t *in_data = calloc(len, 1);
         for (size_t i = 0; i < z.n; i++)
             for (uint64_t b = z.members[i].data_offset;
@@ -550,7 +550,7 @@ START_TEST(test_corruption_everywhere)
                 uint8_t *c = malloc(len);
                 memcpy(c, base, len);
                 c[pos] ^= flips[f];
-                int rc = zip_open(c, len, "mut.zip", &z, &err);
+                int rc = zip_open(TD__RD_MEM(c, len, "mut.zip"), &z, &err);
                 if (rc == 0) {
                     opened++;
                     for (size_t i = 0; i < z.n; i++) {
@@ -648,7 +648,7 @@ static void check_written(const uint8_t *p, size_t len, const wmember *ms, size_
 {
     zip_archive z;
     td_error err = {0};
-    TU_OK(zip_open(p, len, "mem.zip", &z, &err), &err);
+    TU_OK(zip_open(TD__RD_MEM(p, len, "mem.zip"), &z, &err), &err);
     ck_assert_uint_eq(z.n, n);
     for (size_t i = 0; i < n; i++) {
         const zip_member *m = &z.members[i];
@@ -707,7 +707,7 @@ START_TEST(test_writer_roundtrip)
         check_written(p, len, ms, n);
         zip_archive z;
         td_error err = {0};
-        TU_OK(zip_open(p, len, "mem.zip", &z, &err), &err);
+        TU_OK(zip_open(TD__RD_MEM(p, len, "mem.zip"), &z, &err), &err);
         ck_assert_int_eq(z.zip64, force);
         zip_close(&z);
         /* Saving the same members twice gives the same bytes (fixed timestamps). */
@@ -733,7 +733,7 @@ START_TEST(test_writer_alignment_every_offset)
         uint8_t *p = write_zip(ms, 2, 0, &len);
         zip_archive z;
         td_error err = {0};
-        TU_OK(zip_open(p, len, "mem.zip", &z, &err), &err);
+        TU_OK(zip_open(TD__RD_MEM(p, len, "mem.zip"), &z, &err), &err);
         ck_assert_uint_eq((z.members[0].data_offset) % 64, 0);
         ck_assert_uint_eq((z.members[1].data_offset + 128) % 64, 0);
         check_members_content(p, len, &z);
@@ -764,7 +764,7 @@ START_TEST(test_writer_many_members)
     uint8_t *p = write_zip(ms, n, 0, &len);
     zip_archive z;
     td_error err = {0};
-    TU_OK(zip_open(p, len, "mem.zip", &z, &err), &err);
+    TU_OK(zip_open(TD__RD_MEM(p, len, "mem.zip"), &z, &err), &err);
     ck_assert_uint_eq(z.n, n);
     ck_assert_int_eq(z.zip64, 1);
     check_members_content(p, len, &z);
@@ -857,7 +857,7 @@ START_TEST(test_inflate_prefix)
     uint8_t *base = load("py_deflated.zip", &len);
     zip_archive z;
     td_error err = {0};
-    TU_OK(zip_open(base, len, "py_deflated.zip", &z, &err), &err);
+    TU_OK(zip_open(TD__RD_MEM(base, len, "py_deflated.zip"), &z, &err), &err);
     const zip_member *m = &z.members[3]; /* 70000 bytes */
     ck_assert_uint_eq(m->usize, 70000);
     uint8_t buf[100];
@@ -919,7 +919,7 @@ START_TEST(test_writer_huge)
     uint8_t *base = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
     ck_assert(base != MAP_FAILED);
     zip_archive z;
-    TU_OK(zip_open(base, (size_t)st.st_size, path, &z, &err), &err);
+    TU_OK(zip_open(TD__RD_MEM(base, (size_t)st.st_size, path), &z, &err), &err);
     ck_assert_uint_eq(z.n, 2);
     ck_assert_uint_eq(z.members[0].usize, big);
     ck_assert_uint_gt(z.members[1].local_offset, 0xffffffffull);

@@ -1,0 +1,98 @@
+/*
+ * reader.c - mapped and descriptor readers for the codecs (see reader.h).
+ */
+#include "reader.h"
+#include "common.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define TD__RD_PIECE (8u << 20)
+
+struct td__rd_buf {
+    td__rd_buf *next;
+    uint8_t bytes[];
+};
+
+void td__rd_fd(td__rd *r, int fd, uint64_t len, uint64_t budget, const char *fname)
+{
+    memset(r, 0, sizeof *r);
+    r->len = len;
+    r->fd = fd;
+    r->budget = budget ? budget : TD__RD_BUDGET;
+    r->fname = td__rd_name(fname);
+}
+
+int td__pread_all(int fd, void *buf, uint64_t n, uint64_t off, const char *fname, td_error *err)
+{
+    uint64_t done = 0;
+    while (done < n) {
+        uint64_t want = n - done < TD__RD_PIECE ? n - done : TD__RD_PIECE;
+        ssize_t k = pread(fd, (uint8_t *)buf + done, (size_t)want, (off_t)(off + done));
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0) {
+            int e = errno;
+            return td__err(err, td__err_from_errno(e), "%s: read failed at offset %llu: %s", fname,
+                           (unsigned long long)(off + done), strerror(e));
+        }
+        if (k == 0)
+            return td__err(err, TD_ETRUNC, "%s: the file shrank to %llu bytes while being read",
+                           fname, (unsigned long long)(off + done));
+        done += (uint64_t)k;
+    }
+    return 0;
+}
+
+int td__rd_get(td__rd *r, uint64_t off, uint64_t n, const uint8_t **p, td_error *err)
+{
+    static const uint8_t none[1];
+    if (off > r->len || r->len - off < n)
+        return td__err(err, TD_ETRUNC,
+                       "%s: %llu bytes at offset %llu run past the end of the file (%llu bytes)",
+                       r->fname, (unsigned long long)n, (unsigned long long)off,
+                       (unsigned long long)r->len);
+    if (r->base) {
+        *p = r->base + off;
+        return 0;
+    }
+    if (n == 0) {
+        *p = none;
+        return 0;
+    }
+    if (n > r->budget - r->copied)
+        return td__err(err, TD_ELIMIT,
+                       "%s: reading %llu bytes of metadata at offset %llu would copy more than "
+                       "%llu bytes in all",
+                       r->fname, (unsigned long long)n, (unsigned long long)off,
+                       (unsigned long long)r->budget);
+    if (n > SIZE_MAX - sizeof(td__rd_buf))
+        return td__err(err, TD_ENOMEM, "%s: %llu bytes at offset %llu", r->fname,
+                       (unsigned long long)n, (unsigned long long)off);
+    td__rd_buf *b = malloc(sizeof *b + (size_t)n);
+    if (!b)
+        return td__err(err, TD_ENOMEM, "%s: out of memory reading %llu bytes at offset %llu",
+                       r->fname, (unsigned long long)n, (unsigned long long)off);
+    int rc = td__pread_all(r->fd, b->bytes, n, off, r->fname, err);
+    if (rc) {
+        free(b);
+        return rc;
+    }
+    b->next = r->bufs;
+    r->bufs = b;
+    r->copied += n;
+    *p = b->bytes;
+    return 0;
+}
+
+void td__rd_close(td__rd *r)
+{
+    while (r->bufs) {
+        td__rd_buf *next = r->bufs->next;
+        free(r->bufs);
+        r->bufs = next;
+    }
+    r->copied = 0;
+}
