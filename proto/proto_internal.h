@@ -26,11 +26,19 @@ typedef struct td__proto_dec {
 } td__proto_dec;
 
 /* 1 when o is a str equal to the NUL-terminated s. */
+/* The bytes of a msgpack str or bin, never NULL: msgpack-c leaves ptr NULL for an empty one, and
+ * memcmp, memchr and memcpy must not be given NULL even with a length of 0. */
+static inline const char *td__proto_bytes(const msgpack_object *o)
+{
+    const char *p = o->type == MSGPACK_OBJECT_BIN ? o->via.bin.ptr : o->via.str.ptr;
+    return p ? p : "";
+}
+
 static inline int td__proto_str_is(const msgpack_object *o, const char *s)
 {
     size_t n = strlen(s);
     return o->type == MSGPACK_OBJECT_STR && o->via.str.size == n &&
-           memcmp(o->via.str.ptr, s, n) == 0;
+           memcmp(td__proto_bytes(o), s, n) == 0;
 }
 
 /* Packs the metadata m as the protocol's typed map (PROTOCOL.md, "Metadata"). Refuses what the

@@ -307,7 +307,7 @@ static int td__value_decode(const td__mctx *c, const msgpack_object *o, unsigned
         if (x[1].type != MSGPACK_OBJECT_STR)
             return td__err(d->err, TD_EPROTO, "%s '%s': string value is not a str", c->what,
                            c->key);
-        *out = td_value_new_string(x[1].via.str.ptr, x[1].via.str.size);
+        *out = td_value_new_string(td__proto_bytes(&x[1]), x[1].via.str.size);
         return *out ? 0 : td__err(d->err, TD_ENOMEM, "%s '%s': out of memory", c->what, c->key);
     }
     if (t != TD_TYPE_ARRAY) {
@@ -339,7 +339,7 @@ static int td__value_decode(const td__mctx *c, const msgpack_object *o, unsigned
             return td__err(d->err, TD_EPROTO,
                            "%s '%s': array of %s: %zu bytes is not a multiple of %zu", c->what,
                            c->key, td_type_name(et), nb, esz);
-        const uint8_t *p = (const uint8_t *)items->via.bin.ptr;
+        const uint8_t *p = (const uint8_t *)td__proto_bytes(items);
         if (et == TD_TYPE_BOOL)
             for (size_t i = 0; i < nb; i++)
                 if (p[i] > 1)
@@ -377,7 +377,8 @@ static int td__value_decode(const td__mctx *c, const msgpack_object *o, unsigned
                              c->what, c->key, i);
                 goto fail;
             }
-            if ((rc = td__value_array_push_string(arr, it->via.str.ptr, it->via.str.size, d->err)))
+            if ((rc = td__value_array_push_string(arr, td__proto_bytes(it), it->via.str.size,
+                                                  d->err)))
                 goto fail;
             continue;
         }
@@ -418,18 +419,19 @@ int td__proto_meta_decode(const td__proto_dec *d, const msgpack_object *o, const
     for (uint32_t i = 0; i < o->via.map.size; i++) {
         const msgpack_object *k = &o->via.map.ptr[i].key;
         if (k->type != MSGPACK_OBJECT_STR || k->via.str.size == 0 ||
-            k->via.str.size > TD__PROTO_NAME_MAX || memchr(k->via.str.ptr, '\0', k->via.str.size)) {
+            k->via.str.size > TD__PROTO_NAME_MAX ||
+            memchr(td__proto_bytes(k), '\0', k->via.str.size)) {
             rc = td__err(d->err, TD_EPROTO,
                          "%s: key %u is not a string of 1 to %u bytes without NUL", what, i,
                          TD__PROTO_NAME_MAX);
             goto fail;
         }
-        td__quote(k->via.str.ptr, k->via.str.size, c.key, sizeof c.key);
+        td__quote(td__proto_bytes(k), k->via.str.size, c.key, sizeof c.key);
         td_value *v;
         if ((rc = td__value_decode(&c, &o->via.map.ptr[i].val, 1, &v)))
             goto fail;
         /* Takes v; a key seen twice is TD_EDUP. */
-        if ((rc = td__meta_add_taking(m, k->via.str.ptr, k->via.str.size, v, d->err))) {
+        if ((rc = td__meta_add_taking(m, td__proto_bytes(k), k->via.str.size, v, d->err))) {
             if (rc == TD_EDUP || rc == TD_EFORMAT)
                 rc = td__err_prefix(d->err, rc, what);
             goto fail;

@@ -216,10 +216,10 @@ static int td__fields_init(td__fields *f, const td__proto_dec *d, const msgpack_
         for (uint32_t j = 0; j < i; j++) {
             const msgpack_object *k2 = &f->map->ptr[j].key;
             if (k2->via.str.size == k->via.str.size &&
-                memcmp(k2->via.str.ptr, k->via.str.ptr, k->via.str.size) == 0) {
+                memcmp(td__proto_bytes(k2), td__proto_bytes(k), k->via.str.size) == 0) {
                 char q[80];
                 return td__err(d->err, TD_EPROTO, "%s: field '%s' appears twice", what,
-                               td__quote(k->via.str.ptr, k->via.str.size, q, sizeof q));
+                               td__quote(td__proto_bytes(k), k->via.str.size, q, sizeof q));
             }
         }
     }
@@ -269,12 +269,12 @@ static int td__copy_str(const td__proto_dec *d, const msgpack_object *o, size_t 
     size_t n = o->via.str.size;
     if (n > max)
         return td__err(d->err, TD_ELIMIT, "%s: %s of %zu bytes (limit %zu)", what, field, n, max);
-    if (memchr(o->via.str.ptr, '\0', n))
+    if (memchr(td__proto_bytes(o), '\0', n))
         return td__err(d->err, TD_EPROTO, "%s: %s contains a NUL byte", what, field);
     char *s = malloc(n + 1);
     if (!s)
         return td__err(d->err, TD_ENOMEM, "%s: out of memory for %s", what, field);
-    memcpy(s, o->via.str.ptr, n);
+    memcpy(s, td__proto_bytes(o), n);
     s[n] = '\0';
     *out = s;
     return 0;
@@ -428,7 +428,7 @@ static int td__dec_loaded(const td__fields *f, td__proto_msg *m, unsigned nfds, 
         const char *name = NULL;
         size_t name_len = 0;
         if (x[0].type == MSGPACK_OBJECT_STR) {
-            name = x[0].via.str.ptr;
+            name = td__proto_bytes(&x[0]);
             name_len = x[0].via.str.size;
             if (!name_len || name_len > TD__PROTO_NAME_MAX || memchr(name, '\0', name_len))
                 return td__err(d->err, TD_EPROTO,
@@ -570,7 +570,7 @@ static int td__dec_error(const td__fields *f, td__proto_msg *m)
     if (n > sizeof m->u.error.message - 1)
         n = sizeof m->u.error.message - 1;
     for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)t->via.str.ptr[i];
+        unsigned char ch = (unsigned char)td__proto_bytes(t)[i];
         m->u.error.message[i] = ch < 0x20 || ch == 0x7f ? '?' : (char)ch;
     }
     m->u.error.message[n] = '\0';
