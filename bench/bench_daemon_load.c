@@ -3,13 +3,15 @@
  * through tensord as fast as they can.
  *
  *   bench_daemon_load --file PATH --socket PATH --clients N [--seconds S] [--daemon-pid PID]
- *                     [--label TEXT]
+ *                     [--label TEXT] [--client]
  *
  * Each client process makes one untimed load first (so the model is cached and the process
  * warm) and then waits at a barrier. Once every client is there, all of them loop for S seconds
  * (default 3): td_load in TD_MODE_DAEMON (connect, HELLO, LOAD with the descriptor, LOAD_OK with
  * the table and descriptors, map, build the views), timed, then td_dict_free (untimed: unmaps
- * and closes the connection, which ends the lease). Latencies go to a shared anonymous mapping.
+ * and closes the connection, which ends the lease). With --client each process keeps one
+ * td_client instead and loads with td_client_load (no connection or handshake per load; freeing
+ * sends RELEASE). Latencies go to a shared anonymous mapping.
  *
  * Prints loads per second (loads completed / time from the start to the last completion), and
  * the 50th and 99th percentile and maximum latency over every load of every client. Also the CPU
@@ -40,12 +42,24 @@ typedef struct shared {
     uint32_t lat_ns[]; /* MAX_CLIENTS slices of cap entries */
 } shared;
 
+/* One load, through cl when there is one. */
+static int load(td_client *cl, const char *file, const td_load_options *opt, td_dict **d,
+                td_error *err)
+{
+    return cl ? td_client_load(cl, file, opt, d, NULL, err) : td_load(file, opt, d, NULL, err);
+}
+
 static void client(shared *sh, size_t cap, int idx, const char *file, const td_load_options *opt,
-                   int ready, int go)
+                   int use_client, int ready, int go)
 {
     td_dict *d;
     td_error err = {0};
-    if (td_load(file, opt, &d, NULL, &err)) {
+    td_client *cl = NULL;
+    if (use_client && td_client_connect(opt->socket_path, &cl, &err)) {
+        fprintf(stderr, "bench_daemon_load: client %d: %s\n", idx, err.message);
+        _exit(1);
+    }
+    if (load(cl, file, opt, &d, &err)) {
         fprintf(stderr, "bench_daemon_load: client %d: %s\n", idx, err.message);
         _exit(1);
     }
@@ -61,7 +75,7 @@ static void client(shared *sh, size_t cap, int idx, const char *file, const td_l
     uint64_t n = 0, fails = 0, now = bu_now_ns(), deadline = sh->deadline_ns;
     while (now < deadline) {
         uint64_t t0 = now;
-        int rc = td_load(file, opt, &d, NULL, &err);
+        int rc = load(cl, file, opt, &d, &err);
         now = bu_now_ns();
         if (rc) {
             fails++;
@@ -84,6 +98,7 @@ static void client(shared *sh, size_t cap, int idx, const char *file, const td_l
                                  (ru1.ru_stime.tv_usec - ru0.ru_stime.tv_usec));
     sh->count[idx] = n;
     sh->failures[idx] = fails;
+    td_client_close(cl);
     _exit(0);
 }
 
@@ -113,24 +128,22 @@ static long long proc_cpu_us(int pid)
 static void usage(void)
 {
     fprintf(stderr, "usage: bench_daemon_load --file PATH --socket PATH --clients N "
-                    "[--seconds S] [--label TEXT]\n");
+                    "[--seconds S] [--label TEXT] [--client]\n");
     exit(2);
 }
 
 int main(int argc, char **argv)
 {
     const char *file = NULL, *label = "-";
-    int clients = 0, daemon_pid = 0;
+    int clients = 0, daemon_pid = 0, use_client = 0;
     double seconds = 3;
     td_load_options opt = TD_LOAD_OPTIONS_INIT;
     opt.mode = TD_MODE_DAEMON;
-    static const struct option opts[] = {{"file", required_argument, 0, 'f'},
-                                         {"socket", required_argument, 0, 's'},
-                                         {"clients", required_argument, 0, 'n'},
-                                         {"seconds", required_argument, 0, 'S'},
-                                         {"label", required_argument, 0, 'l'},
-                                         {"daemon-pid", required_argument, 0, 'p'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"file", required_argument, 0, 'f'},    {"socket", required_argument, 0, 's'},
+        {"clients", required_argument, 0, 'n'}, {"seconds", required_argument, 0, 'S'},
+        {"label", required_argument, 0, 'l'},   {"daemon-pid", required_argument, 0, 'p'},
+        {"client", no_argument, 0, 'c'},        {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -151,6 +164,9 @@ int main(int argc, char **argv)
             break;
         case 'p':
             daemon_pid = atoi(optarg);
+            break;
+        case 'c':
+            use_client = 1;
             break;
         default:
             usage();
@@ -177,7 +193,7 @@ int main(int argc, char **argv)
         if (pids[i] == 0) {
             close(ready[0]);
             close(go[1]);
-            client(sh, cap, i, file, &opt, ready[1], go[0]);
+            client(sh, cap, i, file, &opt, use_client, ready[1], go[0]);
         }
     }
     close(ready[1]);

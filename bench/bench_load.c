@@ -6,7 +6,9 @@
  *
  * METHOD:
  *   embedded     td_load, TD_MODE_EMBEDDED (maps the file, indexes it, builds views)
- *   daemon       td_load, TD_MODE_DAEMON through tensord at --socket ($TENSORD_SOCKET)
+ *   daemon       td_load, TD_MODE_DAEMON through tensord at --socket ($TENSORD_SOCKET): a
+ *                connection of its own per load
+ *   client       td_client_load through one td_client kept open (connected before timing)
  *   readcopy     the plain loader: open, fstat, malloc the size, read() it all, close
  *   readcopy-thp the same into an anonymous mapping advised MADV_HUGEPAGE (what numpy does for
  *                large arrays): far fewer page faults, the best case of a copying loader
@@ -63,6 +65,7 @@ typedef struct loader {
     td_load_options opt;
     llama_api ll;
     int no_alloc;
+    td_client *client; /* method client */
 } loader;
 
 /* What one load returned, to release after the clock stops. */
@@ -152,7 +155,11 @@ static void load_once(loader *l, loaded *out)
 {
     memset(out, 0, sizeof *out);
     td_error err = {0};
-    if (!strcmp(l->method, "embedded") || !strcmp(l->method, "daemon")) {
+    if (l->client) {
+        if (td_client_load(l->client, l->file, &l->opt, &out->dict, NULL, &err))
+            bu_die("%s: %s (%s)", l->method, err.message, td_err_name(err.code));
+        out->count = td_dict_size(out->dict);
+    } else if (!strcmp(l->method, "embedded") || !strcmp(l->method, "daemon")) {
         if (td_load(l->file, &l->opt, &out->dict, NULL, &err))
             bu_die("%s: %s (%s)", l->method, err.message, td_err_name(err.code));
         out->count = td_dict_size(out->dict);
@@ -183,10 +190,11 @@ static void release(loader *l, loaded *x)
 
 static void usage(void)
 {
-    fprintf(stderr,
-            "usage: bench_load --method embedded|daemon|readcopy|readcopy-thp|llama|llama-alloc "
-            "--file PATH [--socket PATH] [--repeats N] [--warmup N] [--max-seconds S] "
-            "[--min-repeats N] [--rss] [--label TEXT]\n");
+    fprintf(
+        stderr,
+        "usage: bench_load --method embedded|daemon|client|readcopy|readcopy-thp|llama|llama-alloc "
+        "--file PATH [--socket PATH] [--repeats N] [--warmup N] [--max-seconds S] "
+        "[--min-repeats N] [--rss] [--label TEXT]\n");
     exit(2);
 }
 
@@ -247,6 +255,10 @@ int main(int argc, char **argv)
         l.opt.mode = TD_MODE_EMBEDDED;
     } else if (!strcmp(l.method, "daemon")) {
         l.opt.mode = TD_MODE_DAEMON;
+    } else if (!strcmp(l.method, "client")) {
+        td_error err = {0};
+        if (td_client_connect(l.opt.socket_path, &l.client, &err))
+            bu_die("client: %s", err.message);
     } else if (!strcmp(l.method, "llama") || !strcmp(l.method, "llama-alloc")) {
         l.no_alloc = !strcmp(l.method, "llama");
         char path[1024];
@@ -307,5 +319,6 @@ int main(int argc, char **argv)
                file_growth);
     printf(" status=ok\n");
     free(us);
+    td_client_close(l.client);
     return 0;
 }

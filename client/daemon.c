@@ -5,9 +5,12 @@
  * LOAD (the descriptor attached) in one go, read HELLO_OK and LOAD_OK, map each region the
  * reply carries read-only, close the descriptors, and build the same views as embedded mode.
  *
- * The connection stays open as long as any array of the load lives: it is the lease. When the
- * last array goes, the connection closes and the daemon drops the lease. If the daemon dies,
- * the mappings stay valid (they are ours), and the next load connects afresh.
+ * td_load makes a connection per load, and it stays open as long as any array of the load
+ * lives: it is the lease. When the last array goes, the connection closes and the daemon drops
+ * the lease. A td_client keeps one connection for all its requests (the handshake once); the
+ * last array of a load made through it sends RELEASE instead, whose reply is read later, in
+ * batches. If the daemon dies, the mappings stay valid (they are ours), and the next load
+ * connects afresh.
  */
 #include "client.h"
 #include "common.h"
@@ -98,18 +101,43 @@ static int td__daemon_reply(int sock, uint32_t id, uint32_t want, int timeout_ms
     return 0;
 }
 
-/* The connection that holds a load's lease; closed with the last region. */
+/* Request ids with this bit are RELEASEs, whose replies nobody waits for. */
+#define TD__RELEASE_ID 0x80000000u
+/* RELEASEs a td_client lets go unanswered before it reads their replies. */
+#define TD__RELEASE_BATCH 32u
+
+struct td_client {
+    atomic_long refs;     /* the caller's (until td_client_close) and one per live lease */
+    pthread_mutex_t lock; /* one request at a time on sock */
+    int sock;             /* -1 while not connected */
+    uint64_t gen;         /* connections made so far; a lease belongs to one */
+    uint32_t next_id;     /* of requests; RELEASE ids have TD__RELEASE_ID set */
+    uint32_t next_rid;
+    unsigned unanswered; /* RELEASEs sent whose replies are not read yet */
+    char *socket_path;
+};
+
+/* A load's hold on its daemon entry, shared by the regions of the load. td_load gives each load
+ * a connection of its own, closed with the last region (the daemon then drops the lease); a
+ * td_client sends RELEASE over its connection instead. */
 typedef struct td__lease {
     atomic_long refs;
-    int sock;
+    int sock;          /* td_load: the load's connection */
+    td_client *client; /* td_client_load: the client, referenced */
+    uint64_t id, gen;  /* ... the lease and the connection it was granted on */
 } td__lease;
+
+static void td__client_release(td_client *c, uint64_t lease, uint64_t gen);
 
 static void td__lease_unref(td__lease *l)
 {
-    if (atomic_fetch_sub_explicit(&l->refs, 1, memory_order_acq_rel) == 1) {
+    if (atomic_fetch_sub_explicit(&l->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    if (l->client)
+        td__client_release(l->client, l->id, l->gen);
+    else
         close(l->sock);
-        free(l);
-    }
+    free(l);
 }
 
 static void td__daemon_region_release(void *ctx, void *base, size_t len)
@@ -119,57 +147,14 @@ static void td__daemon_region_release(void *ctx, void *base, size_t len)
     td__lease_unref(ctx);
 }
 
-int td__daemon_load(const char *path, td_format format, const td_load_options *opt,
-                    td_dict **arrays, td_meta **meta, td_error *err)
+/* Maps the regions of a LOAD_OK and builds the arrays (and metadata) over them. Consumes the
+ * reply and the caller's reference on lease; each region takes one of its own. */
+static int td__daemon_adopt(const char *path, td__proto_msg *reply, td__lease *lease,
+                            td_dict **arrays, td_meta **meta, td_error *err)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        return td__err(err, td__err_from_errno(e), "%s: cannot open: %s", path, strerror(e));
-    }
-    int sock;
-    int rc = td__daemon_connect(td__socket_path(opt), &sock, err);
-    if (rc) {
-        close(fd);
-        return rc;
-    }
-    td__lease *lease = malloc(sizeof *lease);
-    if (!lease) {
-        close(fd);
-        close(sock);
-        return td__err(err, TD_ENOMEM, "%s: out of memory", path);
-    }
-    atomic_init(&lease->refs, 1);
-    lease->sock = sock;
-
-    td__proto_msg m, hello, reply;
-    rc = td__daemon_hello(sock, err);
-    if (!rc) {
-        td__proto_msg_init(&m, TD__PROTO_LOAD, 2);
-        m.u.load.fd = fd;
-        m.u.load.format = format;
-        m.u.load.mode = TD__PROTO_MODE_DEFAULT;
-        m.u.load.dequant = opt ? (uint32_t)opt->dequantize : 0;
-        m.u.load.max_inflated = opt ? opt->max_inflated : 0;
-        m.u.load.name = (char *)path;
-        rc = td__proto_send_msg(sock, &m, NULL, TD__HELLO_TIMEOUT_MS, err);
-    }
-    close(fd); /* the daemon has its own copy now */
-    if (!rc) {
-        rc = td__daemon_reply(sock, 1, TD__PROTO_HELLO_OK, TD__HELLO_TIMEOUT_MS, &hello, err);
-        if (!rc)
-            td__proto_msg_destroy(&hello);
-    }
-    if (!rc)
-        rc = td__daemon_reply(sock, 2, TD__PROTO_LOAD_OK, TD__LOAD_TIMEOUT_MS, &reply, err);
-    if (rc) {
-        td__lease_unref(lease);
-        return td__err_prefix(err, rc, path);
-    }
-
-    /* Map every region; each holds a reference on the lease. */
-    td__proto_loaded *ld = &reply.u.loaded;
-    td__region *regions[TD__PROTO_FDS_MAX];
+    int rc = 0;
+    td__proto_loaded *ld = &reply->u.loaded;
+    td__region *regions[TD__PROTO_FDS_MAX] = {0};
     uint32_t mapped = 0;
     for (; !rc && mapped < ld->nregions; mapped++) {
         td__proto_region *r = &ld->regions[mapped];
@@ -203,19 +188,196 @@ int td__daemon_load(const char *path, td_format format, const td_load_options *o
     }
     for (uint32_t i = 0; i < mapped; i++)
         td__region_release(regions[i]);
-    td__proto_msg_destroy(&reply); /* closes the region descriptors: the mappings stay */
-    td__lease_unref(lease);        /* the regions hold the lease from here on */
+    td__proto_msg_destroy(reply); /* closes the region descriptors: the mappings stay */
+    td__lease_unref(lease);       /* the regions hold the lease from here on */
     return rc;
+}
+
+/* The LOAD request for fd. */
+static void td__load_msg(td__proto_msg *m, uint32_t id, int fd, const char *path, td_format format,
+                         const td_load_options *opt)
+{
+    td__proto_msg_init(m, TD__PROTO_LOAD, id);
+    m->u.load.fd = fd;
+    m->u.load.format = format;
+    m->u.load.mode = TD__PROTO_MODE_DEFAULT;
+    m->u.load.dequant = opt ? (uint32_t)opt->dequantize : 0;
+    m->u.load.max_inflated = opt ? opt->max_inflated : 0;
+    m->u.load.name = (char *)path;
+}
+
+int td__daemon_load(const char *path, td_format format, const td_load_options *opt,
+                    td_dict **arrays, td_meta **meta, td_error *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        return td__err(err, td__err_from_errno(e), "%s: cannot open: %s", path, strerror(e));
+    }
+    int sock;
+    int rc = td__daemon_connect(td__socket_path(opt), &sock, err);
+    if (rc) {
+        close(fd);
+        return rc;
+    }
+    td__lease *lease = calloc(1, sizeof *lease);
+    if (!lease) {
+        close(fd);
+        close(sock);
+        return td__err(err, TD_ENOMEM, "%s: out of memory", path);
+    }
+    atomic_init(&lease->refs, 1);
+    lease->sock = sock;
+
+    td__proto_msg m, hello, reply;
+    rc = td__daemon_hello(sock, err);
+    if (!rc) {
+        td__load_msg(&m, 2, fd, path, format, opt);
+        rc = td__proto_send_msg(sock, &m, NULL, TD__HELLO_TIMEOUT_MS, err);
+    }
+    close(fd); /* the daemon has its own copy now */
+    if (!rc) {
+        rc = td__daemon_reply(sock, 1, TD__PROTO_HELLO_OK, TD__HELLO_TIMEOUT_MS, &hello, err);
+        if (!rc)
+            td__proto_msg_destroy(&hello);
+    }
+    if (!rc)
+        rc = td__daemon_reply(sock, 2, TD__PROTO_LOAD_OK, TD__LOAD_TIMEOUT_MS, &reply, err);
+    if (rc) {
+        td__lease_unref(lease);
+        return td__err_prefix(err, rc, path);
+    }
+    return td__daemon_adopt(path, &reply, lease, arrays, meta, err);
 }
 
 /* ---- td_client ---- */
 
-struct td_client {
-    pthread_mutex_t lock;
-    int sock;
-    uint32_t next_id;
-    char *socket_path;
-};
+static void td__client_unref(td_client *c)
+{
+    if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    pthread_mutex_destroy(&c->lock);
+    free(c->socket_path);
+    free(c);
+}
+
+/* Forgets the connection (a later call makes a new one); its leases end in the daemon. */
+static void td__client_drop(td_client *c)
+{
+    if (c->sock >= 0)
+        close(c->sock);
+    c->sock = -1;
+    c->unanswered = 0;
+}
+
+/* Connects and shakes hands unless connected. Under the lock. */
+static int td__client_open(td_client *c, td_error *err)
+{
+    if (c->sock >= 0)
+        return 0;
+    int rc = td__daemon_connect(c->socket_path, &c->sock, err);
+    if (rc) {
+        c->sock = -1;
+        return rc;
+    }
+    td__proto_msg r;
+    rc = td__daemon_hello(c->sock, err);
+    if (!rc)
+        rc = td__daemon_reply(c->sock, 1, TD__PROTO_HELLO_OK, TD__HELLO_TIMEOUT_MS, &r, err);
+    if (rc) {
+        td__client_drop(c);
+        return rc;
+    }
+    td__proto_msg_destroy(&r);
+    c->gen++;
+    c->next_id = 2;
+    c->next_rid = 1;
+    return 0;
+}
+
+/* Receives the next frame that is not a RELEASE's reply. Under the lock. */
+static int td__client_recv(td_client *c, int timeout_ms, td__proto_msg *out, td_error *err)
+{
+    for (;;) {
+        int rc = td__proto_recv_msg(c->sock, NULL, out, timeout_ms, err);
+        if (rc || !(out->id & TD__RELEASE_ID))
+            return rc;
+        td__proto_msg_destroy(out);
+        if (c->unanswered)
+            c->unanswered--;
+    }
+}
+
+/* Sends m (its id is set here) and reads its reply of type want, connecting first when needed.
+ * A connection that breaks (the daemon restarted) is made again once and the request resent;
+ * any other failure of the connection itself drops it, so that the next call starts clean. */
+static int td__client_call(td_client *c, td__proto_msg *m, uint32_t want, int timeout_ms,
+                           td__proto_msg *reply, uint64_t *gen, td_error *err)
+{
+    pthread_mutex_lock(&c->lock);
+    int rc = TD_ECLOSED;
+    for (int attempt = 0; attempt < 2 && rc == TD_ECLOSED; attempt++) {
+        if ((rc = td__client_open(c, err)))
+            break;
+        m->id = c->next_id++;
+        if (c->next_id & TD__RELEASE_ID)
+            c->next_id = 2;
+        rc = td__proto_send_msg(c->sock, m, NULL, TD__HELLO_TIMEOUT_MS, err);
+        if (!rc)
+            rc = td__client_recv(c, timeout_ms, reply, err);
+        if (rc) {
+            td__client_drop(c);
+            continue;
+        }
+        if (reply->type == TD__PROTO_ERROR) { /* the daemon's answer: the connection is fine */
+            rc = reply->u.error.code < 0 ? reply->u.error.code : TD_EPROTO;
+            td__err(err, rc, "%s", reply->u.error.message);
+            td__proto_msg_destroy(reply);
+            break;
+        }
+        if (reply->type != want || reply->id != m->id) {
+            rc = td__err(err, TD_EPROTO, "daemon answered %s #%u, expected %s #%u",
+                         td__proto_type_name(reply->type) ? td__proto_type_name(reply->type) : "?",
+                         reply->id, td__proto_type_name(want), m->id);
+            td__proto_msg_destroy(reply);
+            td__client_drop(c);
+        }
+    }
+    if (gen)
+        *gen = c->gen;
+    pthread_mutex_unlock(&c->lock);
+    return rc;
+}
+
+/* The last region of a load made through c is gone: give the lease back, unless its connection
+ * is (the daemon then dropped it already). Replies are read in batches, not waited for. */
+static void td__client_release(td_client *c, uint64_t lease, uint64_t gen)
+{
+    pthread_mutex_lock(&c->lock);
+    if (c->sock >= 0 && c->gen == gen) {
+        td__proto_msg m;
+        td_error err = {0};
+        td__proto_msg_init(&m, TD__PROTO_RELEASE, TD__RELEASE_ID | c->next_rid++);
+        c->next_rid &= ~TD__RELEASE_ID;
+        m.u.release.lease = lease;
+        int rc = td__proto_send_msg(c->sock, &m, NULL, TD__HELLO_TIMEOUT_MS, &err);
+        if (!rc && ++c->unanswered >= TD__RELEASE_BATCH) {
+            while (!rc && c->unanswered) {
+                td__proto_msg r;
+                rc = td__proto_recv_msg(c->sock, NULL, &r, TD__HELLO_TIMEOUT_MS, &err);
+                if (!rc) {
+                    rc = r.id & TD__RELEASE_ID ? 0 : TD_EPROTO; /* nothing else is pending */
+                    td__proto_msg_destroy(&r);
+                    c->unanswered--;
+                }
+            }
+        }
+        if (rc)
+            td__client_drop(c);
+    }
+    pthread_mutex_unlock(&c->lock);
+    td__client_unref(c);
+}
 
 int td_client_connect(const char *socket_path, td_client **out, td_error *err)
 {
@@ -227,24 +389,15 @@ int td_client_connect(const char *socket_path, td_client **out, td_error *err)
         free(c);
         return td__err(err, TD_ENOMEM, "out of memory");
     }
-    int rc = td__daemon_connect(path, &c->sock, err);
-    if (!rc) {
-        td__proto_msg r;
-        rc = td__daemon_hello(c->sock, err);
-        if (!rc)
-            rc = td__daemon_reply(c->sock, 1, TD__PROTO_HELLO_OK, TD__HELLO_TIMEOUT_MS, &r, err);
-        if (!rc)
-            td__proto_msg_destroy(&r);
-        if (rc)
-            close(c->sock);
-    }
+    atomic_init(&c->refs, 1);
+    c->sock = -1;
+    int rc = td__client_open(c, err);
     if (rc) {
         free(c->socket_path);
         free(c);
         return rc;
     }
     pthread_mutex_init(&c->lock, NULL);
-    c->next_id = 2;
     *out = c;
     return 0;
 }
@@ -253,32 +406,42 @@ void td_client_close(td_client *c)
 {
     if (!c)
         return;
-    close(c->sock);
-    pthread_mutex_destroy(&c->lock);
-    free(c->socket_path);
-    free(c);
-}
-
-/* One request and its reply under the lock. */
-static int td__client_call(td_client *c, td__proto_msg *m, uint32_t want, td__proto_msg *reply,
-                           td_error *err)
-{
     pthread_mutex_lock(&c->lock);
-    m->id = c->next_id++;
-    int rc = td__proto_send_msg(c->sock, m, NULL, TD__HELLO_TIMEOUT_MS, err);
-    if (!rc)
-        rc = td__daemon_reply(c->sock, m->id, want, TD__LOAD_TIMEOUT_MS, reply, err);
+    td__client_drop(c); /* the daemon ends the leases still held */
     pthread_mutex_unlock(&c->lock);
-    return rc;
+    td__client_unref(c);
 }
 
 int td_client_load(td_client *c, const char *path, const td_load_options *opt, td_dict **arrays,
                    td_meta **meta, td_error *err)
 {
-    td_load_options o = opt ? *opt : (td_load_options)TD_LOAD_OPTIONS_INIT;
-    o.mode = TD_MODE_DAEMON;
-    o.socket_path = c->socket_path;
-    return td_load(path, &o, arrays, meta, err);
+    td_format format;
+    int rc = td__load_check(path, opt, arrays, meta, &format, err);
+    if (rc)
+        return rc;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        return td__err(err, td__err_from_errno(e), "%s: cannot open: %s", path, strerror(e));
+    }
+    td__lease *lease = calloc(1, sizeof *lease);
+    if (!lease) {
+        close(fd);
+        return td__err(err, TD_ENOMEM, "%s: out of memory", path);
+    }
+    td__proto_msg m, reply;
+    td__load_msg(&m, 0, fd, path, format, opt);
+    rc = td__client_call(c, &m, TD__PROTO_LOAD_OK, TD__LOAD_TIMEOUT_MS, &reply, &lease->gen, err);
+    close(fd);
+    if (rc) {
+        free(lease);
+        return td__err_prefix(err, rc, path);
+    }
+    atomic_init(&lease->refs, 1);
+    atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+    lease->client = c;
+    lease->id = reply.u.loaded.lease;
+    return td__daemon_adopt(path, &reply, lease, arrays, meta, err);
 }
 
 int td_client_ping(td_client *c, td_error *err)
@@ -286,7 +449,7 @@ int td_client_ping(td_client *c, td_error *err)
     td__proto_msg m, r;
     td__proto_msg_init(&m, TD__PROTO_PING, 0);
     m.u.ping.data = 0x7464;
-    int rc = td__client_call(c, &m, TD__PROTO_PONG, &r, err);
+    int rc = td__client_call(c, &m, TD__PROTO_PONG, TD__HELLO_TIMEOUT_MS, &r, NULL, err);
     if (rc)
         return rc;
     rc = r.u.ping.data == 0x7464 ? 0 : td__err(err, TD_EPROTO, "PONG carries the wrong data");
@@ -299,7 +462,7 @@ int td_client_status(td_client *c, td_status **out, td_error *err)
     td__proto_msg m, r;
     td__proto_msg_init(&m, TD__PROTO_STATUS, 0);
     m.u.status_req.flags = TD__PROTO_STATUS_FILES;
-    int rc = td__client_call(c, &m, TD__PROTO_STATUS_OK, &r, err);
+    int rc = td__client_call(c, &m, TD__PROTO_STATUS_OK, TD__HELLO_TIMEOUT_MS, &r, NULL, err);
     if (rc)
         return rc;
     const td__proto_status *s = &r.u.status;
@@ -369,7 +532,7 @@ int td_client_evict(td_client *c, const char *path, uint64_t *entries, uint64_t 
         }
     }
     m.u.evict.fd = fd;
-    int rc = td__client_call(c, &m, TD__PROTO_EVICT_OK, &r, err);
+    int rc = td__client_call(c, &m, TD__PROTO_EVICT_OK, TD__LOAD_TIMEOUT_MS, &r, NULL, err);
     if (fd >= 0)
         close(fd);
     if (rc)

@@ -76,43 +76,45 @@ static int td__dict_reindex(td_dict *d, size_t want)
     return 0;
 }
 
+int td__dict_reserve(td_dict *d, size_t n)
+{
+    if (n > d->cap) {
+        td__dict_entry *v = realloc(d->v, n * sizeof *v);
+        if (!v)
+            return TD_ENOMEM;
+        d->v = v;
+        d->cap = n;
+    }
+    if (n * 2 > d->index_cap && td__dict_reindex(d, n))
+        return TD_ENOMEM;
+    return 0;
+}
+
 static int td__dict_add(td_dict *d, const char *name, td_array *a, td_error *err)
 {
     if (!d || !a)
         return td__err(err, TD_EINVAL, "dict: NULL %s", d ? "array" : "dict");
     if (d->n >= UINT32_MAX - 1)
         return td__err(err, TD_ELIMIT, "dict: too many entries");
+    if (name && !*name)
+        return td__err(err, TD_EINVAL, "dict: empty name");
+    if (td__dict_reserve(d, d->n == d->cap ? (d->cap ? d->cap * 2 : 16) : d->cap))
+        return td__err(err, TD_ENOMEM, "dict: out of memory");
     char *copy = NULL;
     if (name) {
-        char q[80];
-        if (!*name)
-            return td__err(err, TD_EINVAL, "dict: empty name");
-        if (td_dict_get(d, name))
+        size_t slot = td__dict_slot(d, name);
+        if (d->index[slot]) {
+            char q[80];
             return td__err(err, TD_EDUP, "dict: name '%s' already present",
                            td__quote(name, strlen(name), q, sizeof q));
-        copy = strdup(name);
-        if (!copy)
-            return td__err(err, TD_ENOMEM, "dict: out of memory");
-    }
-    if (d->n == d->cap) {
-        size_t cap = d->cap ? d->cap * 2 : 16;
-        td__dict_entry *v = realloc(d->v, cap * sizeof *v);
-        if (!v) {
-            free(copy);
-            return td__err(err, TD_ENOMEM, "dict: out of memory");
         }
-        d->v = v;
-        d->cap = cap;
-    }
-    if ((d->n + 1) * 2 > d->index_cap && td__dict_reindex(d, d->n + 1)) {
-        free(copy);
-        return td__err(err, TD_ENOMEM, "dict: out of memory");
+        if (!(copy = strdup(name)))
+            return td__err(err, TD_ENOMEM, "dict: out of memory");
+        d->index[slot] = (uint32_t)(d->n + 1);
     }
     d->v[d->n].name = copy;
     d->v[d->n].a = td_array_retain(a);
     d->n++;
-    if (copy)
-        d->index[td__dict_slot(d, copy)] = (uint32_t)d->n;
     return 0;
 }
 

@@ -16,8 +16,10 @@ int td__table_to_dict(const td__table *t, td__region *const *regions, size_t nre
                       const char *fname, td_dict **out, td_error *err)
 {
     td_dict *d = td_dict_new();
-    if (!d)
+    if (!d || td__dict_reserve(d, t->n)) {
+        td_dict_free(d);
         return td__err(err, TD_ENOMEM, "%s: out of memory", fname);
+    }
     int rc = 0;
     for (size_t i = 0; i < t->n && !rc; i++) {
         const td__entry *e = &t->entries[i];
@@ -119,26 +121,37 @@ int td__load_embedded(const char *path, td_format format, const td_load_options 
     return rc;
 }
 
+int td__load_check(const char *path, const td_load_options *opt, td_dict **arrays, td_meta **meta,
+                   td_format *format, td_error *err)
+{
+    *format = TD_FORMAT_AUTO;
+    if (!path || !arrays)
+        return td__err(err, TD_EINVAL, "[load] path and arrays must not be NULL");
+    *arrays = NULL;
+    if (meta)
+        *meta = NULL;
+    *format = opt && opt->format ? opt->format : td_format_from_path(path);
+    if (!td_format_name(*format))
+        return td__err(err, TD_ENOTSUP,
+                       "%s: could not infer the file format from the extension (expected .npy, "
+                       ".npz, .safetensors or .gguf)",
+                       path);
+    if (meta && (*format == TD_FORMAT_NPY || *format == TD_FORMAT_NPZ))
+        return td__err(err, TD_ENOMETA, "%s: %s files have no metadata", path,
+                       td_format_name(*format));
+    return 0;
+}
+
 int td_load(const char *path, const td_load_options *opt, td_dict **arrays, td_meta **meta,
             td_error *err)
 {
     static const td_load_options defaults = TD_LOAD_OPTIONS_INIT;
     if (!opt)
         opt = &defaults;
-    if (!path || !arrays)
-        return td__err(err, TD_EINVAL, "[load] path and arrays must not be NULL");
-    *arrays = NULL;
-    if (meta)
-        *meta = NULL;
-    td_format format = opt->format ? opt->format : td_format_from_path(path);
-    if (!td_format_name(format))
-        return td__err(err, TD_ENOTSUP,
-                       "%s: could not infer the file format from the extension (expected .npy, "
-                       ".npz, .safetensors or .gguf)",
-                       path);
-    if (meta && (format == TD_FORMAT_NPY || format == TD_FORMAT_NPZ))
-        return td__err(err, TD_ENOMETA, "%s: %s files have no metadata", path,
-                       td_format_name(format));
+    td_format format;
+    int rc = td__load_check(path, opt, arrays, meta, &format, err);
+    if (rc)
+        return rc;
     if (opt->mode != TD_MODE_EMBEDDED && opt->mode != TD_MODE_DAEMON && opt->mode != TD_MODE_AUTO)
         return td__err(err, TD_EINVAL, "%s: unknown load mode %d", path, (int)opt->mode);
     switch (opt->mode) {
@@ -147,7 +160,7 @@ int td_load(const char *path, const td_load_options *opt, td_dict **arrays, td_m
     case TD_MODE_DAEMON:
         return td__daemon_load(path, format, opt, arrays, meta, err);
     case TD_MODE_AUTO: {
-        int rc = td__daemon_load(path, format, opt, arrays, meta, err);
+        rc = td__daemon_load(path, format, opt, arrays, meta, err);
         /* The daemon could not serve this (not there, gone, too busy, an older daemon that
          * lacks a feature): do it ourselves. What it found wrong with the file stands. */
         switch (rc) {

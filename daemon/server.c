@@ -85,10 +85,33 @@ static uint64_t srv_now_ms(const td__server *srv)
 
 /* ---- replies ---- */
 
-/* Encodes m and queues it. fds (n <= 2) are duplicated for the queue. On failure the client is
- * closed (we cannot answer it any more). */
-static void srv_send(srv_client *cl, const td__proto_msg *m, const int *fds, unsigned nfds,
-                     int close_after)
+static void srv_out_free(srv_out *o)
+{
+    for (unsigned k = 0; k < o->nfds; k++)
+        close(o->fds[k]);
+    td__proto_out_destroy(&o->out);
+    free(o);
+}
+
+/* Duplicates the descriptors a queued frame still has to carry: the caller's may be closed
+ * before the frame goes out. */
+static int srv_out_own_fds(srv_out *o, td_error *err)
+{
+    for (unsigned i = 0; i < o->out.nfds; i++) {
+        o->fds[i] = fcntl(o->out.fds[i], F_DUPFD_CLOEXEC, 3);
+        if (o->fds[i] < 0)
+            return td__err(err, TD_ESYS, "cannot duplicate a descriptor: %s", strerror(errno));
+        o->nfds++;
+        o->out.fds[i] = o->fds[i];
+    }
+    return 0;
+}
+
+/* Encodes m and sends it, or queues what the socket does not take at once. m's descriptors go
+ * with the frame's first byte; only when that byte has to wait are they duplicated for the
+ * queue (the caller may close its own right after). On failure the client is closed (we cannot
+ * answer it any more). */
+static void srv_send(srv_client *cl, const td__proto_msg *m, int close_after)
 {
     if (cl->closed)
         return;
@@ -98,26 +121,9 @@ static void srv_send(srv_client *cl, const td__proto_msg *m, const int *fds, uns
         srv_client_close(cl, "out of memory for a reply");
         return;
     }
-    for (unsigned i = 0; i < nfds; i++) {
-        o->fds[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 3);
-        if (o->fds[i] < 0) {
-            for (unsigned k = 0; k < i; k++)
-                close(o->fds[k]);
-            free(o);
-            td__proto_msg er;
-            td__err(&err, TD_ESYS, "cannot duplicate a descriptor: %s", strerror(errno));
-            td__proto_msg_error(&er, m->id, err.code, &err);
-            srv_send(cl, &er, NULL, 0, 0);
-            return;
-        }
-        o->nfds++;
-    }
     int rc = td__proto_encode(m, &cl->peer, &o->out, &err);
     if (rc) {
-        for (unsigned k = 0; k < o->nfds; k++)
-            close(o->fds[k]);
-        td__proto_out_destroy(&o->out);
-        free(o);
+        srv_out_free(o);
         log_warn("client %llu (pid %d): reply %s not encodable: %s", (unsigned long long)cl->id,
                  (int)cl->cred.pid, td__proto_type_name(m->type), err.message);
         if (m->type == TD__PROTO_ERROR) {
@@ -126,13 +132,33 @@ static void srv_send(srv_client *cl, const td__proto_msg *m, const int *fds, uns
         }
         td__proto_msg er;
         td__proto_msg_error(&er, m->id, rc, &err);
-        srv_send(cl, &er, NULL, 0, close_after);
+        srv_send(cl, &er, close_after);
         return;
     }
-    /* The frame carries our duplicates, not the caller's descriptors. */
-    for (unsigned i = 0; i < o->out.nfds && i < o->nfds; i++)
-        o->out.fds[i] = o->fds[i];
     o->close_after = close_after;
+    if (!cl->out_head) {
+        rc = td__proto_send_step(cl->fd, &o->out, &err);
+        if (!rc) {
+            srv_out_free(o);
+            if (close_after)
+                srv_client_close(cl, "closed after an error");
+            else
+                srv_flush(cl); /* nothing queued: a closing client may go now */
+            return;
+        }
+        if (rc != TD_EAGAIN) {
+            srv_out_free(o);
+            srv_client_close(cl, err.message);
+            return;
+        }
+    }
+    if (o->out.sent == 0 && srv_out_own_fds(o, &err)) {
+        srv_out_free(o);
+        td__proto_msg er;
+        td__proto_msg_error(&er, m->id, err.code, &err);
+        srv_send(cl, &er, 0);
+        return;
+    }
     if (cl->out_tail)
         cl->out_tail->next = o;
     else
@@ -148,15 +174,7 @@ static void srv_send_error(srv_client *cl, uint32_t id, int code, const td_error
     td__proto_msg m;
     td__proto_msg_error(&m, id, code, err);
     cl->srv->errors++;
-    srv_send(cl, &m, NULL, 0, close_after);
-}
-
-static void srv_out_free(srv_out *o)
-{
-    for (unsigned k = 0; k < o->nfds; k++)
-        close(o->fds[k]);
-    td__proto_out_destroy(&o->out);
-    free(o);
+    srv_send(cl, &m, close_after);
 }
 
 static void srv_poll_cb(uv_poll_t *h, int status, int events);
@@ -260,7 +278,7 @@ static void srv_reply_loaded(srv_client *cl, uint32_t id, int client_fd, cache_e
     log_info("client %llu (pid %d uid %d): load %s: lease %llu, %zu tensors",
              (unsigned long long)cl->id, (int)cl->cred.pid, (int)cl->cred.uid, cache_entry_name(e),
              (unsigned long long)lease, cache_entry_table(e)->n);
-    srv_send(cl, &m, fds, n, 0);
+    srv_send(cl, &m, 0);
 }
 
 static void srv_req_free(srv_req *r)
@@ -348,7 +366,7 @@ static void srv_on_release(srv_client *cl, td__proto_msg *m)
         td__proto_msg r;
         td__proto_msg_init(&r, TD__PROTO_RELEASE_OK, m->id);
         r.u.release.lease = id;
-        srv_send(cl, &r, NULL, 0, 0);
+        srv_send(cl, &r, 0);
         return;
     }
     td_error err;
@@ -410,7 +428,7 @@ static void srv_on_status(srv_client *cl, td__proto_msg *m)
         r.u.status.files = files;
         r.u.status.nfiles = (uint32_t)i;
     }
-    srv_send(cl, &r, NULL, 0, 0);
+    srv_send(cl, &r, 0);
     free(files);
 }
 
@@ -435,7 +453,7 @@ static void srv_on_evict(srv_client *cl, td__proto_msg *m)
     td__proto_msg_init(&r, TD__PROTO_EVICT_OK, m->id);
     r.u.evicted.entries = n;
     r.u.evicted.bytes = bytes;
-    srv_send(cl, &r, NULL, 0, 0);
+    srv_send(cl, &r, 0);
 }
 
 static void srv_on_hello(srv_client *cl, td__proto_msg *m)
@@ -464,7 +482,7 @@ static void srv_on_hello(srv_client *cl, td__proto_msg *m)
     char software[48];
     snprintf(software, sizeof software, "tensord %s", td_version_string());
     r.u.hello.software = software;
-    srv_send(cl, &r, NULL, 0, 0);
+    srv_send(cl, &r, 0);
 }
 
 static void srv_dispatch(srv_client *cl, td__proto_frame *f)
@@ -505,7 +523,7 @@ static void srv_dispatch(srv_client *cl, td__proto_frame *f)
             td__proto_msg r;
             td__proto_msg_init(&r, TD__PROTO_PONG, m.id);
             r.u.ping.data = m.u.ping.data;
-            srv_send(cl, &r, NULL, 0, 0);
+            srv_send(cl, &r, 0);
             break;
         }
         default:

@@ -423,8 +423,10 @@ TD_EXTERN int td_load_array(const char *path, const td_load_options *opt, td_arr
 /* ---------------------------------------------------------------------------------------------
  * The daemon
  *
- * td_load talks to tensord by itself (td_load_options.mode). A td_client is an explicit
- * connection for the rest: status, eviction, liveness. It is thread-safe.
+ * td_load talks to tensord by itself (td_load_options.mode), one connection per load. A td_client
+ * is an explicit connection, kept open for every request made through it: loads (the fastest
+ * way to load through the daemon: no connection set-up or handshake per load), status,
+ * eviction, liveness. It is thread-safe, and reconnects by itself when the daemon restarts.
  */
 typedef struct td_client td_client;
 
@@ -454,7 +456,9 @@ typedef struct td_status {
  * TD_ECONNECT when no daemon answers. */
 TD_EXTERN int td_client_connect(const char *socket_path, td_client **out, td_error *err);
 TD_EXTERN void td_client_close(td_client *c);
-/* td_load through this client's daemon (mode forced to TD_MODE_DAEMON). */
+/* td_load through this client's connection (opt->mode is ignored: always the daemon). The lease
+ * is given back (RELEASE) when the last array of the load goes. Arrays stay valid after
+ * td_client_close, which ends the leases still held. */
 TD_EXTERN int td_client_load(td_client *c, const char *path, const td_load_options *opt,
                              td_dict **arrays, td_meta **meta, td_error *err);
 TD_EXTERN int td_client_ping(td_client *c, td_error *err);

@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -502,6 +503,116 @@ START_TEST(test_reload_and_pin)
 }
 END_TEST
 
+/* ---- td_client: one connection for many loads ---- */
+
+typedef struct client_job {
+    td_client *c;
+    const char *path;
+    int loads;
+    int failures;
+} client_job;
+
+static void *client_thread(void *arg)
+{
+    client_job *j = arg;
+    for (int i = 0; i < j->loads; i++) {
+        td_dict *d;
+        td_error err = {0};
+        if (td_client_load(j->c, j->path, NULL, &d, NULL, &err)) {
+            fprintf(stderr, "client thread: %s\n", err.message);
+            j->failures++;
+            continue;
+        }
+        const td_array *a = td_dict_get(d, "a");
+        if (!a || !check_ramp(a, 0.25f) || td_array_provenance(a) != TD_PROVENANCE_DAEMON)
+            j->failures++;
+        td_dict_free(d); /* sends RELEASE over the shared connection */
+    }
+    return NULL;
+}
+
+START_TEST(test_client_connection)
+{
+    start_daemon(NULL);
+    char path[256];
+    snprintf(path, sizeof path, "%s/c.npz", dir);
+    save_npz(path, 50000, 0.25f, 1); /* deflated: decoded once by the daemon */
+    int fds = tu_count_fds();
+    td_client *c;
+    td_error err = {0};
+    TU_OK(td_client_connect(sock, &c, &err), &err);
+
+    /* 4 threads x 300 loads on one connection, each released when freed. */
+    pthread_t th[4];
+    client_job jobs[4];
+    for (int i = 0; i < 4; i++) {
+        jobs[i] = (client_job){c, path, 300, 0};
+        ck_assert_int_eq(pthread_create(&th[i], NULL, client_thread, &jobs[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_int_eq(jobs[i].failures, 0);
+    }
+    /* STATUS goes over the same connection after every RELEASE: the daemon saw them all, and
+     * this client is the only one connected (the loads made no connections of their own). */
+    td_status *st;
+    TU_OK(td_client_status(c, &st, &err), &err);
+    ck_assert_uint_eq(st->leases, 0);
+    ck_assert_uint_eq(st->clients, 1);
+    ck_assert_uint_eq(st->hits + st->misses, 1200);
+    ck_assert_uint_eq(st->decodes, 1);
+    td_status_free(st);
+
+    /* Held arrays keep their leases; closing the client ends them, the arrays stay valid. */
+    td_dict *held[3];
+    for (int i = 0; i < 3; i++)
+        TU_OK(td_client_load(c, path, NULL, &held[i], NULL, &err), &err);
+    TU_OK(td_client_status(c, &st, &err), &err);
+    ck_assert_uint_eq(st->leases, 3);
+    td_status_free(st);
+    td_client_close(c);
+    for (int i = 0; i < 3; i++)
+        ck_assert(check_ramp(td_dict_get(held[i], "a"), 0.25f));
+    st = status();
+    ck_assert_uint_eq(st->leases, 0);
+    td_status_free(st);
+    for (int i = 0; i < 3; i++)
+        td_dict_free(held[i]); /* nothing to release any more: the client is gone */
+
+    /* The daemon restarts under a client: the next request reconnects by itself. */
+    TU_OK(td_client_connect(sock, &c, &err), &err);
+    td_dict *before;
+    TU_OK(td_client_load(c, path, NULL, &before, NULL, &err), &err);
+    stop_daemon(SIGKILL);
+    start_daemon(NULL);
+    td_dict *after;
+    TU_OK(td_client_load(c, path, NULL, &after, NULL, &err), &err);
+    ck_assert(check_ramp(td_dict_get(before, "a"), 0.25f));
+    ck_assert(check_ramp(td_dict_get(after, "a"), 0.25f));
+    td_dict_free(before); /* its lease died with the old daemon: no RELEASE is sent */
+    TU_OK(td_client_status(c, &st, &err), &err);
+    ck_assert_uint_eq(st->leases, 1);
+    td_status_free(st);
+    td_dict_free(after);
+    TU_OK(td_client_ping(c, &err), &err); /* reads the RELEASE's reply on the way */
+    TU_OK(td_client_status(c, &st, &err), &err);
+    ck_assert_uint_eq(st->leases, 0);
+    td_status_free(st);
+    /* An error is the daemon's answer, not a broken connection. */
+    char bad[256];
+    snprintf(bad, sizeof bad, "%s/bad.npy", dir);
+    ck_assert_int_eq(tu_write_file(bad, "not an npy file", 15), 0);
+    ck_assert_int_eq(td_client_load(c, bad, NULL, &after, NULL, &err), TD_EFORMAT);
+    ck_assert_msg(strstr(err.message, "bad.npy"), "%s", err.message);
+    TU_OK(td_client_ping(c, &err), &err);
+    TU_OK(td_client_status(c, &st, &err), &err);
+    ck_assert_uint_eq(st->clients, 1);
+    td_status_free(st);
+    td_client_close(c);
+    ck_assert_int_eq(tu_count_fds(), fds);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("daemon");
@@ -515,6 +626,7 @@ int main(void)
     tcase_add_test(tc, test_hostile_clients);
     tcase_add_test(tc, test_modes_agree);
     tcase_add_test(tc, test_reload_and_pin);
+    tcase_add_test(tc, test_client_connection);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
