@@ -326,8 +326,10 @@ if has_phase goal; then
     for round in $(seq $GOAL_ROUNDS); do
         r "$B/bench_load" --label goal --method embedded --file "$GOAL" --rss --max-seconds $MAXSEC
         [ $HAVE_DAEMON = 1 ] && r "$B/bench_load" --label goal --method daemon --socket "$SOCK" --file "$GOAL" --max-seconds $MAXSEC
+        [ $HAVE_DAEMON = 1 ] && r "$B/bench_load" --label goal --method client --socket "$SOCK" --file "$GOAL" --max-seconds $MAXSEC
         r "$B/bench_load" --label goal --method embedded --file "$DATA/goal.gguf" --max-seconds $MAXSEC
         [ $HAVE_DAEMON = 1 ] && r "$B/bench_load" --label goal --method daemon --socket "$SOCK" --file "$DATA/goal.gguf" --max-seconds $MAXSEC
+        [ $HAVE_DAEMON = 1 ] && r "$B/bench_load" --label goal --method client --socket "$SOCK" --file "$DATA/goal.gguf" --max-seconds $MAXSEC
         r "$B/bench_load" --label goal-1M --method embedded --file "$DATA/goal-1M.safetensors" --rss --max-seconds $MAXSEC
     done
     r "$B/bench_load" --label goal --method llama --file "$DATA/goal.gguf" --max-seconds $MAXSEC
@@ -343,26 +345,30 @@ if has_phase load && [ $HAVE_DAEMON = 1 ]; then
     for C in $CLIENTS; do
         r "$B/bench_daemon_load" --label load --file "$GOAL" --socket "$SOCK" --clients $C \
             --seconds $LOAD_SECONDS --daemon-pid $DPID
+        r "$B/bench_daemon_load" --label load-client --client --file "$GOAL" --socket "$SOCK" \
+            --clients $C --seconds $LOAD_SECONDS --daemon-pid $DPID
     done
     # What one load costs in system calls, client and daemon, counted by strace: the client's
     # count is the difference between 220 and 20 loads (start-up calls cancel out), the
     # daemon's is everything it did during the 220-load run.
     if command -v strace >/dev/null; then
-        sc_client() { # loads -> calls
-            strace -c -f -o "$DATA/strace-client-$1.txt" "$B/bench_load" --method daemon --socket "$SOCK" \
-                --file "$GOAL" --warmup 0 --repeats $1 --max-seconds 1000 >>"$LOG" 2>&1
-            awk '$NF == "total" {print $(NF-2)}' "$DATA/strace-client-$1.txt"
+        sc_client() { # method loads -> calls
+            strace -c -f -o "$DATA/strace-client-$1-$2.txt" "$B/bench_load" --method $1 --socket "$SOCK" \
+                --file "$GOAL" --warmup 0 --repeats $2 --max-seconds 1000 >>"$LOG" 2>&1
+            awk '$NF == "total" {print $(NF-2)}' "$DATA/strace-client-$1-$2.txt"
         }
-        c20=$(sc_client 20)
-        timeout 120 strace -c -f -p "$DPID" -o "$DATA/strace-daemon.txt" 2>>"$LOG" &
-        SPID=$!
-        sleep 1
-        c220=$(sc_client 220)
-        sleep 0.5
-        kill -INT $SPID 2>/dev/null
-        wait $SPID 2>/dev/null
-        dm=$(awk '$NF == "total" {print $(NF-2)}' "$DATA/strace-daemon.txt" 2>/dev/null)
-        echo "RESULT bench=syscalls client_loads=200 client_calls=$((${c220:-0} - ${c20:-0})) daemon_loads=220 daemon_calls=${dm:-0} status=ok" >>"$RES"
+        for M in daemon client; do
+            c20=$(sc_client $M 20)
+            timeout 120 strace -c -f -p "$DPID" -o "$DATA/strace-daemon-$M.txt" 2>>"$LOG" &
+            SPID=$!
+            sleep 1
+            c220=$(sc_client $M 220)
+            sleep 0.5
+            kill -INT $SPID 2>/dev/null
+            wait $SPID 2>/dev/null
+            dm=$(awk '$NF == "total" {print $(NF-2)}' "$DATA/strace-daemon-$M.txt" 2>/dev/null)
+            echo "RESULT bench=syscalls method=$M client_loads=200 client_calls=$((${c220:-0} - ${c20:-0})) daemon_loads=220 daemon_calls=${dm:-0} status=ok" >>"$RES"
+        done
     fi
     # The same with the daemon logging at notice instead of info (no line per load).
     start_daemon --log-level notice

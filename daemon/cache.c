@@ -39,6 +39,9 @@ struct cache_entry {
     int derived_fd; /* sealed memfd of decoded entries, or -1 */
     uint64_t derived_len;
     td__table table;
+    uint8_t *reply_tail; /* the table as LOAD_OK encodes it for peers with reply_lim */
+    size_t reply_tail_len;
+    td__proto_limits reply_lim;
     uint64_t leases, loads, hits;
     uint64_t last_use; /* uv_now() */
     uint64_t decode_ns;
@@ -114,6 +117,7 @@ static void cache_free(cache_entry *e)
     if (e->watch && !uv_is_closing((uv_handle_t *)e->watch))
         uv_close((uv_handle_t *)e->watch, cache_watch_closed);
     td__table_destroy(&e->table);
+    free(e->reply_tail);
     free(e->name);
     free(e->path);
     free(e);
@@ -583,6 +587,28 @@ void cache_enforce_budget(td__cache *c)
         if (e->state == CACHE_READY && !e->leases && cache_held(e))
             cache_drop(c, e, "over the memory budget");
     }
+}
+
+const uint8_t *cache_entry_reply_tail(const cache_entry *e, const td__proto_limits *lim,
+                                      size_t *len)
+{
+    if (!e->reply_tail || memcmp(&e->reply_lim, lim, sizeof *lim) != 0)
+        return NULL;
+    *len = e->reply_tail_len;
+    return e->reply_tail;
+}
+
+void cache_entry_keep_reply_tail(cache_entry *e, const td__proto_limits *lim, const uint8_t *p,
+                                 size_t len)
+{
+    uint8_t *copy = malloc(len ? len : 1);
+    if (!copy)
+        return; /* the table is encoded each time instead */
+    memcpy(copy, p, len);
+    free(e->reply_tail);
+    e->reply_tail = copy;
+    e->reply_tail_len = len;
+    e->reply_lim = *lim;
 }
 
 const td__table *cache_entry_table(const cache_entry *e)

@@ -16,6 +16,7 @@
 #define TD_DAEMON_CACHE_H
 
 #include "config.h"
+#include "proto.h"
 #include "table.h"
 
 #include <stdint.h>
@@ -90,6 +91,13 @@ int cache_key_of(int fd, uint32_t dequant, cache_key *key, td_error *err);
 
 /* What the server reads of an entry. */
 const td__table *cache_entry_table(const cache_entry *e);
+/* The entry's table as a LOAD_OK to a peer with limits lim encodes it (td__proto_loaded.tail),
+ * kept from an earlier reply, or NULL. Valid until the next keep or the entry's end. */
+const uint8_t *cache_entry_reply_tail(const cache_entry *e, const td__proto_limits *lim,
+                                      size_t *len);
+/* Keeps a copy of p[0..len), those bytes for limits lim (one set of limits at a time). */
+void cache_entry_keep_reply_tail(cache_entry *e, const td__proto_limits *lim, const uint8_t *p,
+                                 size_t len);
 /* The descriptors of regions 1.. (region 0 is the client's own descriptor in map and pin mode,
  * the snapshot memfd in snapshot mode: region0_fd() gives that one or -1) and their sizes. */
 int cache_entry_region0_fd(const cache_entry *e);

@@ -275,6 +275,16 @@ static void srv_reply_loaded(srv_client *cl, uint32_t id, int client_fd, cache_e
     m.u.loaded.table = (td__table *)cache_entry_table(e);
     m.u.loaded.regions = regions;
     m.u.loaded.nregions = n;
+    /* The table never changes: encode it once (for peers with these limits) and splice the
+     * bytes into every later reply. */
+    m.u.loaded.tail = cache_entry_reply_tail(e, &cl->peer, &m.u.loaded.tail_len);
+    if (!m.u.loaded.tail) {
+        td__proto_out o;
+        if (td__proto_encode(&m, &cl->peer, &o, &err) == 0)
+            cache_entry_keep_reply_tail(e, &cl->peer, o.buf + o.tail, o.len - o.tail);
+        td__proto_out_destroy(&o);
+        m.u.loaded.tail = cache_entry_reply_tail(e, &cl->peer, &m.u.loaded.tail_len);
+    }
     log_info("client %llu (pid %d uid %d): load %s: lease %llu, %zu tensors",
              (unsigned long long)cl->id, (int)cl->cred.pid, (int)cl->cred.uid, cache_entry_name(e),
              (unsigned long long)lease, cache_entry_table(e)->n);

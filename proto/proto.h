@@ -156,6 +156,11 @@ typedef struct td__proto_loaded {
     td__table *table;          /* format, entries (layout 0) and meta (NULL: none) */
     td__proto_region *regions; /* nregions */
     uint32_t nregions;         /* = descriptors on the frame, <= TD__PROTO_FDS_MAX */
+    /* Sending only: the bytes an earlier td__proto_encode of this same table, regions and peer
+     * limits wrote after the regions (buf[tail..len) of its td__proto_out), spliced in as they
+     * are instead of encoding and checking the table again; NULL to encode it. */
+    const uint8_t *tail;
+    size_t tail_len;
 } td__proto_loaded;
 
 /* RELEASE and RELEASE_OK. */
@@ -305,6 +310,7 @@ typedef struct td__proto_out {
     size_t sent;                /* bytes written so far */
     int fds[TD__PROTO_FDS_MAX]; /* to attach to the first byte (borrowed, never closed) */
     unsigned nfds;
+    size_t tail; /* LOAD_OK: where the table's entries and metadata start in buf */
 } td__proto_out;
 
 /* Encodes m as a frame into *out (initialised here; td__proto_out_destroy frees it, also after

@@ -167,7 +167,7 @@ static int td__enc_loaded(td__proto_enc *e, const td__proto_msg *m, td_error *er
         if (rc)
             return rc;
     }
-    for (size_t i = 0; i < t->n; i++) {
+    for (size_t i = 0; i < t->n && !l->tail; i++) {
         const td__entry *en = &t->entries[i];
         int rc = td__proto_entry_check(en, i, l->regions, l->nregions, TD_EINVAL, "LOAD_OK", err);
         if (rc)
@@ -186,6 +186,19 @@ static int td__enc_loaded(td__proto_enc *e, const td__proto_msg *m, td_error *er
         msgpack_pack_array(&e->pk, 2);
         msgpack_pack_uint32(&e->pk, i);
         msgpack_pack_uint64(&e->pk, l->regions[i].size);
+    }
+    e->out->tail = e->out->len;
+    if (l->tail) {
+        td__proto_out *o = e->out;
+        if (l->tail_len <= e->max - o->len && l->tail_len > o->cap - o->len) {
+            uint8_t *nb = realloc(o->buf, o->len + l->tail_len); /* the exact size, at once */
+            if (nb) {
+                o->buf = nb;
+                o->cap = o->len + l->tail_len;
+            }
+        }
+        td__enc_write(e, (const char *)l->tail, l->tail_len);
+        return 0;
     }
     td__pk_key(e, "entries");
     msgpack_pack_array(&e->pk, t->n);

@@ -501,6 +501,30 @@ START_TEST(test_roundtrip_100k_tensors)
     assert_tables_equal(t, b.u.loaded.table);
     ck_assert_ptr_nonnull(td_meta_get(b.u.loaded.table->meta, "tokenizer.ggml.scores"));
     td__proto_msg_destroy(&b);
+
+    /* What the daemon does for every later reply: the table's bytes spliced in as they are,
+     * with another id and lease. The frame is the same but for those. */
+    m.id = 43;
+    m.u.loaded.lease = 100;
+    m.u.loaded.tail = o.buf + o.tail;
+    m.u.loaded.tail_len = o.len - o.tail;
+    td__proto_out o2;
+    double t3 = now_s();
+    TU_OK(td__proto_encode(&m, NULL, &o2, &err), &err);
+    double t4 = now_s();
+    fprintf(stderr, "the same reply with the table's bytes spliced in: encode %.3f ms\n",
+            (t4 - t3) * 1e3);
+    ck_assert_uint_eq(o2.len, o.len);
+    ck_assert_uint_eq(o2.tail, o.tail);
+    ck_assert(memcmp(o2.buf + o2.tail, o.buf + o.tail, o.len - o.tail) == 0);
+    int fds2[2] = {dup(regions[0].fd), dup(regions[1].fd)};
+    nfds = 2;
+    TU_OK(td__proto_parse(o2.buf, o2.len, fds2, &nfds, NULL, &b, &err), &err);
+    ck_assert_uint_eq(b.id, 43);
+    ck_assert_uint_eq(b.u.loaded.lease, 100);
+    assert_tables_equal(t, b.u.loaded.table);
+    td__proto_msg_destroy(&b);
+    td__proto_out_destroy(&o2);
     td__proto_out_destroy(&o);
     close(regions[0].fd);
     close(regions[1].fd);
