@@ -42,18 +42,22 @@ int td__array_alloc(td_dtype dtype, uint32_t ndim, const int64_t *shape, td_arra
 /* Fills item with a borrowed description of a. */
 void td__array_item(const td_array *a, const char *name, td__item *item);
 
-/* Turns a table whose entries are all viewable (or decodable from region 0 = base/len) into a
- * dict, viewing into regions[entry.region]. Decodes entries with a layout into owned arrays. */
 /* Makes room for n entries in all (index included), so that adding up to n allocates only the
  * names. TD_ENOMEM leaves d as it was. */
 int td__dict_reserve(td_dict *d, size_t n);
+/* td_dict_set that keeps name itself (malloc'd) instead of a copy: the dict's on success, still
+ * the caller's on failure. */
+int td__dict_set_taking(td_dict *d, char *name, td_array *a, td_error *err);
 
 /* td_load's checks of its arguments (path and arrays set, a known format, no metadata asked of
  * npy or npz); *format receives the format, from opt or the extension. Clears *arrays, *meta. */
 int td__load_check(const char *path, const td_load_options *opt, td_dict **arrays, td_meta **meta,
                    td_format *format, td_error *err);
-int td__table_to_dict(const td__table *t, td__region *const *regions, size_t nregions,
-                      const char *fname, td_dict **out, td_error *err);
+/* Turns a table whose entries are all viewable (or decodable from region 0 = base/len) into a
+ * dict, viewing into regions[entry.region]. Decodes entries with a layout into owned arrays.
+ * The entries' names move into the dict (left NULL in t); t is destroyed by its owner after. */
+int td__table_to_dict(td__table *t, td__region *const *regions, size_t nregions, const char *fname,
+                      td_dict **out, td_error *err);
 
 /* Opens path and maps it whole, read-only and shared. Empty files, directories and other
  * non-regular files are refused. On success the caller munmaps *base. */

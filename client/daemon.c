@@ -329,6 +329,14 @@ static int td__client_call(td_client *c, td__proto_msg *m, uint32_t want, int ti
             td__client_drop(c);
             continue;
         }
+        if (reply->type == TD__PROTO_ERROR && reply->id == 0) {
+            /* Not an answer: the daemon says why it is closing the connection. */
+            rc = td__err(err, TD_ECLOSED, "the daemon closed the connection: %s",
+                         reply->u.error.message);
+            td__proto_msg_destroy(reply);
+            td__client_drop(c);
+            continue;
+        }
         if (reply->type == TD__PROTO_ERROR) { /* the daemon's answer: the connection is fine */
             rc = reply->u.error.code < 0 ? reply->u.error.code : TD_EPROTO;
             td__err(err, rc, "%s", reply->u.error.message);

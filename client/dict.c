@@ -90,7 +90,9 @@ int td__dict_reserve(td_dict *d, size_t n)
     return 0;
 }
 
-static int td__dict_add(td_dict *d, const char *name, td_array *a, td_error *err)
+/* Adds a under name (NULL: unnamed), storing `owned` as the name when it is not NULL (it then
+ * holds the same text, and is the dict's on success only) and a copy otherwise. */
+static int td__dict_insert(td_dict *d, const char *name, char *owned, td_array *a, td_error *err)
 {
     if (!d || !a)
         return td__err(err, TD_EINVAL, "dict: NULL %s", d ? "array" : "dict");
@@ -108,7 +110,7 @@ static int td__dict_add(td_dict *d, const char *name, td_array *a, td_error *err
             return td__err(err, TD_EDUP, "dict: name '%s' already present",
                            td__quote(name, strlen(name), q, sizeof q));
         }
-        if (!(copy = strdup(name)))
+        if (!(copy = owned ? owned : strdup(name)))
             return td__err(err, TD_ENOMEM, "dict: out of memory");
         d->index[slot] = (uint32_t)(d->n + 1);
     }
@@ -116,6 +118,18 @@ static int td__dict_add(td_dict *d, const char *name, td_array *a, td_error *err
     d->v[d->n].a = td_array_retain(a);
     d->n++;
     return 0;
+}
+
+static int td__dict_add(td_dict *d, const char *name, td_array *a, td_error *err)
+{
+    return td__dict_insert(d, name, NULL, a, err);
+}
+
+int td__dict_set_taking(td_dict *d, char *name, td_array *a, td_error *err)
+{
+    if (!name)
+        return td__err(err, TD_EINVAL, "dict: NULL name");
+    return td__dict_insert(d, name, name, a, err);
 }
 
 int td_dict_set(td_dict *d, const char *name, td_array *a, td_error *err)

@@ -12,8 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-int td__table_to_dict(const td__table *t, td__region *const *regions, size_t nregions,
-                      const char *fname, td_dict **out, td_error *err)
+int td__table_to_dict(td__table *t, td__region *const *regions, size_t nregions, const char *fname,
+                      td_dict **out, td_error *err)
 {
     td_dict *d = td_dict_new();
     if (!d || td__dict_reserve(d, t->n)) {
@@ -22,7 +22,7 @@ int td__table_to_dict(const td__table *t, td__region *const *regions, size_t nre
     }
     int rc = 0;
     for (size_t i = 0; i < t->n && !rc; i++) {
-        const td__entry *e = &t->entries[i];
+        td__entry *e = &t->entries[i];
         td_array *a = NULL;
         if (e->layout) {
             rc = td__array_alloc(e->dtype, e->ndim, e->shape, &a, err);
@@ -41,8 +41,13 @@ int td__table_to_dict(const td__table *t, td__region *const *regions, size_t nre
                 rc = td__array_view(regions[e->region], e->dtype, e->ndim, e->shape,
                                     (const uint8_t *)r->base + e->offset, e->nbytes, &a, err);
         }
-        if (!rc)
-            rc = e->name ? td_dict_set(d, e->name, a, err) : td_dict_push(d, a, err);
+        if (!rc && e->name) {
+            rc = td__dict_set_taking(d, e->name, a, err);
+            if (!rc)
+                e->name = NULL; /* the dict's now */
+        } else if (!rc) {
+            rc = td_dict_push(d, a, err);
+        }
         td_array_release(a);
     }
     if (rc) {

@@ -1,12 +1,13 @@
 /*
  * test_dict.c - td_dict: insertion order, lookups by name across index growth, duplicate and
- * empty names refused without changing the dict, unnamed entries, and the reserve the loaders
- * use.
+ * empty names refused without changing the dict, unnamed entries, and what the loaders use:
+ * the reserve and names handed over instead of copied.
  */
 #include "client.h"
 #include "testutil.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static td_array *scalar(float v)
@@ -79,6 +80,25 @@ START_TEST(test_refusals)
 }
 END_TEST
 
+START_TEST(test_set_taking)
+{
+    td_dict *d = td_dict_new();
+    td_error err = {0};
+    td_array *a = scalar(1), *b = scalar(2);
+    char *name = strdup("w");
+    TU_OK(td__dict_set_taking(d, name, a, &err), &err); /* the dict's now */
+    char *again = strdup("w");
+    ck_assert_int_eq(td__dict_set_taking(d, again, b, &err), TD_EDUP);
+    free(again); /* refused: still ours (LeakSanitizer would see it otherwise) */
+    ck_assert_int_eq(td__dict_set_taking(d, NULL, b, &err), TD_EINVAL);
+    ck_assert(value(td_dict_get(d, "w")) == 1);
+    ck_assert_uint_eq(td_dict_size(d), 1);
+    td_array_release(a);
+    td_array_release(b);
+    td_dict_free(d);
+}
+END_TEST
+
 START_TEST(test_reserve)
 {
     td_dict *d = td_dict_new();
@@ -107,6 +127,7 @@ int main(void)
     TCase *tc = tcase_create("dict");
     tcase_add_test(tc, test_order_and_lookup);
     tcase_add_test(tc, test_refusals);
+    tcase_add_test(tc, test_set_taking);
     tcase_add_test(tc, test_reserve);
     suite_add_tcase(s, tc);
     return tu_run(s);
