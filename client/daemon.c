@@ -106,12 +106,19 @@ static int td__daemon_reply(int sock, uint32_t id, uint32_t want, int timeout_ms
 /* RELEASEs a td_client lets go unanswered before it reads their replies. */
 #define TD__RELEASE_BATCH 32u
 
+/* A lease given back while another thread had the connection: sent by whoever has it next. */
+typedef struct td__rel {
+    struct td__rel *next;
+    uint64_t lease, gen;
+} td__rel;
+
 struct td_client {
-    atomic_long refs;     /* the caller's (until td_client_close) and one per live lease */
-    pthread_mutex_t lock; /* one request at a time on sock */
-    int sock;             /* -1 while not connected */
-    uint64_t gen;         /* connections made so far; a lease belongs to one */
-    uint32_t next_id;     /* of requests; RELEASE ids have TD__RELEASE_ID set */
+    atomic_long refs;        /* the caller's (until td_client_close) and one per live lease */
+    _Atomic(td__rel *) rels; /* leases waiting to be given back (a lock-free stack) */
+    pthread_mutex_t lock;    /* one request at a time on sock */
+    int sock;                /* -1 while not connected */
+    uint64_t gen;            /* connections made so far; a lease belongs to one */
+    uint32_t next_id;        /* of requests; RELEASE ids have TD__RELEASE_ID set */
     uint32_t next_rid;
     unsigned unanswered; /* RELEASEs sent whose replies are not read yet */
     char *socket_path;
@@ -128,6 +135,7 @@ typedef struct td__lease {
 } td__lease;
 
 static void td__client_release(td_client *c, uint64_t lease, uint64_t gen);
+static void td__client_unlock(td_client *c);
 
 static void td__lease_unref(td__lease *l)
 {
@@ -256,6 +264,11 @@ static void td__client_unref(td_client *c)
 {
     if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
         return;
+    /* Closed, and its connection with it: the daemon ended those leases already. */
+    for (td__rel *r = atomic_exchange(&c->rels, NULL), *next; r; r = next) {
+        next = r->next;
+        free(r);
+    }
     pthread_mutex_destroy(&c->lock);
     free(c->socket_path);
     free(c);
@@ -353,37 +366,73 @@ static int td__client_call(td_client *c, td__proto_msg *m, uint32_t want, int ti
     }
     if (gen)
         *gen = c->gen;
-    pthread_mutex_unlock(&c->lock);
+    td__client_unlock(c);
     return rc;
 }
 
-/* The last region of a load made through c is gone: give the lease back, unless its connection
- * is (the daemon then dropped it already). Replies are read in batches, not waited for. */
-static void td__client_release(td_client *c, uint64_t lease, uint64_t gen)
+/* Sends RELEASE for lease, unless the connection it was granted on is gone (the daemon then
+ * ended it already). Replies are not waited for: they are read with the next request's, or here
+ * once TD__RELEASE_BATCH are unread. Under the lock. */
+static void td__client_send_release(td_client *c, uint64_t lease, uint64_t gen)
 {
-    pthread_mutex_lock(&c->lock);
-    if (c->sock >= 0 && c->gen == gen) {
-        td__proto_msg m;
-        td_error err = {0};
-        td__proto_msg_init(&m, TD__PROTO_RELEASE, TD__RELEASE_ID | c->next_rid++);
-        c->next_rid &= ~TD__RELEASE_ID;
-        m.u.release.lease = lease;
-        int rc = td__proto_send_msg(c->sock, &m, NULL, TD__HELLO_TIMEOUT_MS, &err);
-        if (!rc && ++c->unanswered >= TD__RELEASE_BATCH) {
-            while (!rc && c->unanswered) {
-                td__proto_msg r;
-                rc = td__proto_recv_msg(c->sock, NULL, &r, TD__HELLO_TIMEOUT_MS, &err);
-                if (!rc) {
-                    rc = r.id & TD__RELEASE_ID ? 0 : TD_EPROTO; /* nothing else is pending */
-                    td__proto_msg_destroy(&r);
-                    c->unanswered--;
-                }
+    if (c->sock < 0 || c->gen != gen)
+        return;
+    td__proto_msg m;
+    td_error err = {0};
+    td__proto_msg_init(&m, TD__PROTO_RELEASE, TD__RELEASE_ID | c->next_rid++);
+    c->next_rid &= ~TD__RELEASE_ID;
+    m.u.release.lease = lease;
+    int rc = td__proto_send_msg(c->sock, &m, NULL, TD__HELLO_TIMEOUT_MS, &err);
+    if (!rc && ++c->unanswered >= TD__RELEASE_BATCH) {
+        while (!rc && c->unanswered) {
+            td__proto_msg r;
+            rc = td__proto_recv_msg(c->sock, NULL, &r, TD__HELLO_TIMEOUT_MS, &err);
+            if (!rc) {
+                rc = r.id & TD__RELEASE_ID ? 0 : TD_EPROTO; /* nothing else is pending */
+                td__proto_msg_destroy(&r);
+                c->unanswered--;
             }
         }
-        if (rc)
-            td__client_drop(c);
     }
-    pthread_mutex_unlock(&c->lock);
+    if (rc)
+        td__client_drop(c);
+}
+
+/* Gives back every queued lease, then unlocks; a lease queued meanwhile by a thread that found
+ * the lock taken is sent here too, so none waits for a later request. */
+static void td__client_unlock(td_client *c)
+{
+    for (;;) {
+        for (td__rel *r = atomic_exchange(&c->rels, NULL), *next; r; r = next) {
+            next = r->next;
+            td__client_send_release(c, r->lease, r->gen);
+            free(r);
+        }
+        pthread_mutex_unlock(&c->lock);
+        if (!atomic_load(&c->rels) || pthread_mutex_trylock(&c->lock) != 0)
+            return;
+    }
+}
+
+/* The last region of a load made through c is gone. Freeing arrays never waits for another
+ * thread's request on the connection: the lease is queued, and sent by this thread if the
+ * connection is free, else by the thread that has it. */
+static void td__client_release(td_client *c, uint64_t lease, uint64_t gen)
+{
+    td__rel *r = malloc(sizeof *r);
+    if (r) {
+        r->lease = lease;
+        r->gen = gen;
+        r->next = atomic_load(&c->rels);
+        while (!atomic_compare_exchange_weak(&c->rels, &r->next, r))
+            ;
+        if (pthread_mutex_trylock(&c->lock) == 0)
+            td__client_unlock(c);
+    } else { /* no memory for the queue: wait for the connection */
+        pthread_mutex_lock(&c->lock);
+        td__client_send_release(c, lease, gen);
+        td__client_unlock(c);
+    }
     td__client_unref(c);
 }
 
@@ -398,6 +447,7 @@ int td_client_connect(const char *socket_path, td_client **out, td_error *err)
         return td__err(err, TD_ENOMEM, "out of memory");
     }
     atomic_init(&c->refs, 1);
+    atomic_init(&c->rels, NULL);
     c->sock = -1;
     int rc = td__client_open(c, err);
     if (rc) {
@@ -416,7 +466,7 @@ void td_client_close(td_client *c)
         return;
     pthread_mutex_lock(&c->lock);
     td__client_drop(c); /* the daemon ends the leases still held */
-    pthread_mutex_unlock(&c->lock);
+    td__client_unlock(c);
     td__client_unref(c);
 }
 

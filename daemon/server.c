@@ -109,17 +109,18 @@ static int srv_out_own_fds(srv_out *o, td_error *err)
 
 /* Encodes m and sends it, or queues what the socket does not take at once. m's descriptors go
  * with the frame's first byte; only when that byte has to wait are they duplicated for the
- * queue (the caller may close its own right after). On failure the client is closed (we cannot
- * answer it any more). */
-static void srv_send(srv_client *cl, const td__proto_msg *m, int close_after)
+ * queue (the caller may close its own right after). Returns 0 when m went out or is queued;
+ * otherwise an ERROR went in its place, or the client is closed (we cannot answer it any more),
+ * and the code says why. */
+static int srv_send(srv_client *cl, const td__proto_msg *m, int close_after)
 {
     if (cl->closed)
-        return;
+        return TD_ECLOSED;
     srv_out *o = calloc(1, sizeof *o);
     td_error err = {0};
     if (!o) {
         srv_client_close(cl, "out of memory for a reply");
-        return;
+        return TD_ENOMEM;
     }
     int rc = td__proto_encode(m, &cl->peer, &o->out, &err);
     if (rc) {
@@ -128,12 +129,12 @@ static void srv_send(srv_client *cl, const td__proto_msg *m, int close_after)
                  (int)cl->cred.pid, td__proto_type_name(m->type), err.message);
         if (m->type == TD__PROTO_ERROR) {
             srv_client_close(cl, "cannot encode an error reply");
-            return;
+            return rc;
         }
         td__proto_msg er;
         td__proto_msg_error(&er, m->id, rc, &err);
         srv_send(cl, &er, close_after);
-        return;
+        return rc;
     }
     o->close_after = close_after;
     if (!cl->out_head) {
@@ -144,20 +145,20 @@ static void srv_send(srv_client *cl, const td__proto_msg *m, int close_after)
                 srv_client_close(cl, "closed after an error");
             else
                 srv_flush(cl); /* nothing queued: a closing client may go now */
-            return;
+            return 0;
         }
         if (rc != TD_EAGAIN) {
             srv_out_free(o);
             srv_client_close(cl, err.message);
-            return;
+            return rc;
         }
     }
-    if (o->out.sent == 0 && srv_out_own_fds(o, &err)) {
+    if (o->out.sent == 0 && (rc = srv_out_own_fds(o, &err))) {
         srv_out_free(o);
         td__proto_msg er;
         td__proto_msg_error(&er, m->id, err.code, &err);
         srv_send(cl, &er, 0);
-        return;
+        return rc;
     }
     if (cl->out_tail)
         cl->out_tail->next = o;
@@ -166,6 +167,7 @@ static void srv_send(srv_client *cl, const td__proto_msg *m, int close_after)
     cl->out_tail = o;
     cl->out_n++;
     srv_flush(cl);
+    return 0;
 }
 
 static void srv_send_error(srv_client *cl, uint32_t id, int code, const td_error *err,
@@ -252,9 +254,7 @@ static void srv_reply_loaded(srv_client *cl, uint32_t id, int client_fd, cache_e
         cl->leases = l;
         cl->cap_leases = cap;
     }
-    uint64_t lease = ++cl->next_lease;
-    cl->leases[cl->nleases++] = (srv_lease){lease, e};
-    cl->loads++;
+    uint64_t lease = cl->next_lease + 1; /* committed once the reply is out */
 
     td__proto_region regions[2];
     int fds[2];
@@ -285,10 +285,19 @@ static void srv_reply_loaded(srv_client *cl, uint32_t id, int client_fd, cache_e
         td__proto_out_destroy(&o);
         m.u.loaded.tail = cache_entry_reply_tail(e, &cl->peer, &m.u.loaded.tail_len);
     }
+    if (srv_send(cl, &m, 0) || cl->closed) {
+        /* An ERROR went instead (a table over the peer's limits...), or the client is gone
+         * (its leases were released as it closed): this lease was never granted. */
+        cache_release(&cl->srv->cache, e);
+        return;
+    }
+    /* Nothing the client sends can be read before this returns to the loop. */
+    cl->next_lease = lease;
+    cl->leases[cl->nleases++] = (srv_lease){lease, e};
+    cl->loads++;
     log_info("client %llu (pid %d uid %d): load %s: lease %llu, %zu tensors",
              (unsigned long long)cl->id, (int)cl->cred.pid, (int)cl->cred.uid, cache_entry_name(e),
              (unsigned long long)lease, cache_entry_table(e)->n);
-    srv_send(cl, &m, 0);
 }
 
 static void srv_req_free(srv_req *r)

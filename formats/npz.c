@@ -25,13 +25,14 @@ static const char *npz__what(char *out, size_t cap, const char *fname, const cha
     return out;
 }
 
-/* Inflates at most cap bytes of the start of deflated member m into buf (*got: how many came).
- * A mapped reader hands over the whole stream; a descriptor reader copies its start, 4 KiB and
- * then four times more while the stream needs more input than it has. */
+/* Inflates at most cap bytes of the start of deflated member m into buf (*got: how many came),
+ * from the first 4 KiB of the stream, then four times more while it needs more input. Both
+ * readers take the same steps (zlib may look past the bytes it outputs, so the input it is given
+ * decides which errors show up here): a descriptor reader then copies only the start. */
 static int npz__inflate_prefix(td__rd *r, const zip_member *m, uint8_t *buf, size_t cap,
                                size_t *got, const char *what, td_error *err)
 {
-    uint64_t have = r->base ? m->csize : 4096;
+    uint64_t have = 4096;
     for (;;) {
         if (have > m->csize)
             have = m->csize;

@@ -613,6 +613,112 @@ START_TEST(test_client_connection)
 }
 END_TEST
 
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+typedef struct slow_load {
+    td_client *c;
+    const char *path;
+    double start, end; /* of the td_client_load call */
+    int rc;
+} slow_load;
+
+static void *slow_load_thread(void *arg)
+{
+    slow_load *s = arg;
+    td_dict *d;
+    td_error err = {0};
+    s->start = now_s();
+    s->rc = td_client_load(s->c, s->path, NULL, &d, NULL, &err);
+    s->end = now_s();
+    if (!s->rc)
+        td_dict_free(d);
+    return NULL;
+}
+
+/* Freeing arrays never waits for another thread's request on the same td_client: while one
+ * thread's first load of a big deflated npz keeps the connection (the daemon inflates 192 MiB),
+ * another frees what it loaded earlier and returns at once, not when that load ends (the free
+ * must take under a quarter of the load's time, which a free that waited could not); the lease
+ * is given back right after that load. */
+START_TEST(test_client_release_does_not_wait)
+{
+    start_daemon(NULL);
+    char small[256], big[256];
+    snprintf(small, sizeof small, "%s/small.npz", dir);
+    snprintf(big, sizeof big, "%s/big.npz", dir);
+    save_npz(small, 1000, 1.0f, 0);
+    save_npz(big, 32 << 20, 1.0f, 1);
+    td_client *c;
+    td_error err = {0};
+    TU_OK(td_client_connect(sock, &c, &err), &err);
+    td_dict *held;
+    TU_OK(td_client_load(c, small, NULL, &held, NULL, &err), &err);
+    slow_load s = {c, big, 0, 0, -1};
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, slow_load_thread, &s), 0);
+    usleep(100000); /* the big LOAD is in flight, the connection taken */
+    double t0 = now_s();
+    td_dict_free(held);
+    double freed = now_s() - t0;
+    pthread_join(th, NULL);
+    TU_OK(s.rc, &err);
+    double load = s.end - s.start;
+    fprintf(stderr, "daemon: td_dict_free took %.3f ms during another thread's %.0f ms load\n",
+            freed * 1e3, load * 1e3);
+    ck_assert_msg(freed < load / 4, "td_dict_free waited %.0f ms for a %.0f ms load", freed * 1e3,
+                  load * 1e3);
+    td_status *st;
+    TU_OK(td_client_status(c, &st, &err), &err);
+    ck_assert_uint_eq(st->leases, 0);
+    td_status_free(st);
+    td_client_close(c);
+}
+END_TEST
+
+/* A reply the client cannot take (a metadata string over its 16 MiB limit) is an error, and the
+ * lease the daemon was about to grant with it is not kept: the connection does not fill up. */
+START_TEST(test_unsendable_reply_keeps_no_lease)
+{
+    start_daemon(NULL);
+    char path[256];
+    snprintf(path, sizeof path, "%s/bigstr.gguf", dir);
+    size_t n = 17u << 20;
+    char *big = malloc(n);
+    ck_assert_ptr_nonnull(big);
+    memset(big, 'x', n);
+    td_meta *m = td_meta_new();
+    td_error err = {0};
+    TU_OK(td_meta_set_string(m, "big", big, n, &err), &err);
+    free(big);
+    td_dict *d = td_dict_new();
+    td_array *a = ramp(16, 1.0f);
+    TU_OK(td_dict_set(d, "a", a, &err), &err);
+    TU_OK(td_save_gguf(path, d, m, &err), &err);
+    td_array_release(a);
+    td_dict_free(d);
+    td_meta_free(m);
+
+    td_client *c;
+    TU_OK(td_client_connect(sock, &c, &err), &err);
+    for (int i = 0; i < 3; i++) {
+        td_meta *mm;
+        ck_assert_int_eq(td_client_load(c, path, NULL, &d, &mm, &err), TD_ELIMIT);
+        ck_assert_msg(strstr(err.message, "bigstr.gguf"), "%s", err.message);
+    }
+    td_status *st;
+    TU_OK(td_client_status(c, &st, &err), &err);
+    ck_assert_uint_eq(st->leases, 0);
+    ck_assert_uint_eq(st->clients, 1); /* the same connection all along */
+    td_status_free(st);
+    td_client_close(c);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("daemon");
@@ -627,6 +733,8 @@ int main(void)
     tcase_add_test(tc, test_modes_agree);
     tcase_add_test(tc, test_reload_and_pin);
     tcase_add_test(tc, test_client_connection);
+    tcase_add_test(tc, test_unsendable_reply_keeps_no_lease);
+    tcase_add_test(tc, test_client_release_does_not_wait);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
