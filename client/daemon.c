@@ -118,6 +118,7 @@ struct td_client {
     pthread_mutex_t lock;    /* one request at a time on sock */
     int sock;                /* -1 while not connected */
     uint64_t gen;            /* connections made so far; a lease belongs to one */
+    pid_t pid;               /* the process that made the connection */
     uint32_t next_id;        /* of requests; RELEASE ids have TD__RELEASE_ID set */
     uint32_t next_rid;
     unsigned unanswered; /* RELEASEs sent whose replies are not read yet */
@@ -286,6 +287,13 @@ static void td__client_drop(td_client *c)
 /* Connects and shakes hands unless connected. Under the lock. */
 static int td__client_open(td_client *c, td_error *err)
 {
+    if (c->sock >= 0 && c->pid != getpid()) {
+        /* A child after fork(): the socket is its parent's connection, and so are the leases.
+         * Closing our copy of the descriptor leaves the parent's alone. */
+        close(c->sock);
+        c->sock = -1;
+        c->gen++;
+    }
     if (c->sock >= 0)
         return 0;
     int rc = td__daemon_connect(c->socket_path, &c->sock, err);
@@ -303,6 +311,7 @@ static int td__client_open(td_client *c, td_error *err)
     }
     td__proto_msg_destroy(&r);
     c->gen++;
+    c->pid = getpid();
     c->next_id = 2;
     c->next_rid = 1;
     return 0;
@@ -375,8 +384,8 @@ static int td__client_call(td_client *c, td__proto_msg *m, uint32_t want, int ti
  * once TD__RELEASE_BATCH are unread. Under the lock. */
 static void td__client_send_release(td_client *c, uint64_t lease, uint64_t gen)
 {
-    if (c->sock < 0 || c->gen != gen)
-        return;
+    if (c->sock < 0 || c->gen != gen || c->pid != getpid())
+        return; /* another connection's lease, or the parent's after fork() */
     td__proto_msg m;
     td_error err = {0};
     td__proto_msg_init(&m, TD__PROTO_RELEASE, TD__RELEASE_ID | c->next_rid++);

@@ -680,6 +680,60 @@ START_TEST(test_client_release_does_not_wait)
 }
 END_TEST
 
+/* A td_client used in a child after fork() makes its own connection: the child's loads work, its
+ * frees of what the parent loaded send nothing, and the parent's connection is undisturbed. */
+START_TEST(test_client_after_fork)
+{
+    start_daemon(NULL);
+    char path[256];
+    snprintf(path, sizeof path, "%s/f.npz", dir);
+    save_npz(path, 5000, 2.0f, 1);
+    td_client *c;
+    td_error err = {0};
+    TU_OK(td_client_connect(sock, &c, &err), &err);
+    td_dict *parent;
+    TU_OK(td_client_load(c, path, NULL, &parent, NULL, &err), &err);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        int bad = 0;
+        td_dict *d;
+        td_status *st;
+        if (td_client_load(c, path, NULL, &d, NULL, &err) || !check_ramp(td_dict_get(d, "a"), 2.0f))
+            bad |= 1;
+        else
+            td_dict_free(d);
+        td_dict_free(parent); /* the parent's lease: nothing is sent for it */
+        if (td_client_status(c, &st, &err))
+            bad |= 2;
+        else {
+            bad |= st->leases != 1 ? 4 : 0; /* the parent's, still held by its connection */
+            bad |= st->clients != 2 ? 8 : 0;
+            td_status_free(st);
+        }
+        td_client_close(c);
+        _exit(bad);
+    }
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child: status %d", status);
+    td_dict *again;
+    TU_OK(td_client_load(c, path, NULL, &again, NULL, &err), &err);
+    ck_assert(check_ramp(td_dict_get(parent, "a"), 2.0f));
+    td_status *st;
+    TU_OK(td_client_status(c, &st, &err), &err);
+    ck_assert_uint_eq(st->leases, 2);
+    td_status_free(st);
+    td_dict_free(parent);
+    td_dict_free(again);
+    TU_OK(td_client_status(c, &st, &err), &err);
+    ck_assert_uint_eq(st->leases, 0);
+    ck_assert_uint_eq(st->clients, 1);
+    td_status_free(st);
+    td_client_close(c);
+}
+END_TEST
+
 /* A reply the client cannot take (a metadata string over its 16 MiB limit) is an error, and the
  * lease the daemon was about to grant with it is not kept: the connection does not fill up. */
 START_TEST(test_unsendable_reply_keeps_no_lease)
@@ -735,6 +789,7 @@ int main(void)
     tcase_add_test(tc, test_client_connection);
     tcase_add_test(tc, test_unsendable_reply_keeps_no_lease);
     tcase_add_test(tc, test_client_release_does_not_wait);
+    tcase_add_test(tc, test_client_after_fork);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
