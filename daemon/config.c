@@ -15,6 +15,7 @@ void config_defaults(td__config *c)
     memset(c, 0, sizeof *c);
     c->max_memory = 0;
     c->max_clients = 256;
+    c->max_clients_per_uid = 128;
     c->max_frame = TD__PROTO_DEFAULT_MAX_FRAME;
     c->max_leases = 4096;
     c->max_entries = 1024;
@@ -139,6 +140,8 @@ int config_set(td__config *c, const char *key, const char *value, td_error *err)
     }
     if (strcmp(key, "max_clients") == 0)
         return config_u32(key, value, 1, 65536, &c->max_clients, err);
+    if (strcmp(key, "max_clients_per_uid") == 0)
+        return config_u32(key, value, 1, 65536, &c->max_clients_per_uid, err);
     if (strcmp(key, "max_frame") == 0)
         return config_u32(key, value, 4096, TD__PROTO_FRAME_MAX, &c->max_frame, err);
     if (strcmp(key, "max_leases") == 0)

@@ -4,6 +4,7 @@
  * The file has one setting per line, '#' starts a comment:
  *   max_memory = 8G          budget for derived and snapshot bytes (K, M, G, T suffixes; 0: none)
  *   max_clients = 256
+ *   max_clients_per_uid = 128   connections one user (uid) may hold at once
  *   max_frame = 64M          largest request frame accepted
  *   max_leases = 4096        leases one client may hold
  *   max_entries = 1024       cached files
@@ -30,6 +31,7 @@ typedef struct config_rule {
 typedef struct td__config {
     uint64_t max_memory;
     uint32_t max_clients;
+    uint32_t max_clients_per_uid;
     uint32_t max_frame;
     uint32_t max_leases;
     uint32_t max_entries;

@@ -673,6 +673,17 @@ static void srv_accept_one(td__server *srv, int fd)
         close(fd);
         return;
     }
+    /* One user cannot take every slot from the others. */
+    size_t same_uid = 0;
+    for (const srv_client *o = srv->clients; o; o = o->next)
+        same_uid += o->cred.uid == cred.uid;
+    if (same_uid >= srv->cfg->max_clients_per_uid) {
+        log_warn("refusing a client (pid %d uid %d): that user has %zu connections "
+                 "(max_clients_per_uid)",
+                 (int)cred.pid, (int)cred.uid, same_uid);
+        close(fd);
+        return;
+    }
     srv_client *cl = calloc(1, sizeof *cl);
     if (!cl) {
         close(fd);

@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -734,6 +735,58 @@ START_TEST(test_client_after_fork)
 }
 END_TEST
 
+/* 1 when the daemon closed fd at once (a refused connection), 0 when it keeps it open. */
+static int closed_by_daemon(int fd)
+{
+    struct pollfd p = {fd, POLLIN, 0};
+    if (poll(&p, 1, 1000) <= 0)
+        return 0;
+    char c;
+    return read(fd, &c, 1) == 0;
+}
+
+/* max_clients_per_uid: one user's connections beyond it are refused, and a slot it frees is
+ * taken again. */
+START_TEST(test_clients_per_uid)
+{
+    char conf[256];
+    snprintf(conf, sizeof conf, "%s/tensord.conf", dir);
+    static const char text[] = "max_clients_per_uid = 3\n";
+    ck_assert_int_eq(tu_write_file(conf, text, sizeof text - 1), 0);
+    char extra[300];
+    snprintf(extra, sizeof extra, "--config %s", conf);
+    start_daemon(extra);
+    /* The start-up check's connection may still count for a moment: retry a refused one. */
+    int fds[3];
+    for (int i = 0; i < 3; i++) {
+        int tries = 0;
+        while ((fds[i] = raw_connect()) >= 0 && closed_by_daemon(fds[i]) && ++tries < 20) {
+            close(fds[i]);
+            usleep(100000);
+        }
+        ck_assert_msg(tries < 20, "connection %d refused", i + 1);
+    }
+    int extra_fd = raw_connect();
+    ck_assert_msg(closed_by_daemon(extra_fd), "a 4th connection of one uid was kept");
+    close(extra_fd);
+    td_client *c;
+    td_error err = {0};
+    ck_assert_int_ne(td_client_connect(sock, &c, &err), 0);
+    close(fds[0]);
+    usleep(200000);
+    TU_OK(td_client_connect(sock, &c, &err), &err); /* the freed slot */
+    TU_OK(td_client_ping(c, &err), &err);
+    td_client_close(c);
+    close(fds[1]);
+    close(fds[2]);
+    size_t len;
+    char *log = (char *)tu_read_file(logpath, &len);
+    ck_assert_ptr_nonnull(log);
+    ck_assert_ptr_nonnull(memmem(log, len, "max_clients_per_uid", 19));
+    free(log);
+}
+END_TEST
+
 /* A reply the client cannot take (a metadata string over its 16 MiB limit) is an error, and the
  * lease the daemon was about to grant with it is not kept: the connection does not fill up. */
 START_TEST(test_unsendable_reply_keeps_no_lease)
@@ -790,6 +843,7 @@ int main(void)
     tcase_add_test(tc, test_unsendable_reply_keeps_no_lease);
     tcase_add_test(tc, test_client_release_does_not_wait);
     tcase_add_test(tc, test_client_after_fork);
+    tcase_add_test(tc, test_clients_per_uid);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
