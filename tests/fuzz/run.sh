@@ -159,7 +159,10 @@ regress_target() {
     local -a inputs=()
     [ -d "$here/corpus_$t" ] && inputs+=("$here/corpus_$t"/*)
     [ -d "$here/regressions/$t" ] && inputs+=("$here/regressions/$t"/*)
-    [ ${#inputs[@]} -eq 0 ] && return 0
+    if [ ${#inputs[@]} -eq 0 ]; then
+        echo "fuzz_$t: no seeds or regressions to replay (run.sh seeds)" >&2
+        return 1
+    fi
     if "$bin" -runs=1 "${inputs[@]}" >/dev/null 2>"${TMPDIR:-/tmp}/regress_$t.log"; then
         echo "fuzz_$t: ${#inputs[@]} inputs replayed clean"
     else

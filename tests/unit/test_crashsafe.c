@@ -267,6 +267,11 @@ static void run_format(fmt f)
            "%d times (%d after the rename, %d completed)\n",
            fmts[f].name, t_save * 1e3, t_first * 1e3, KILLS, before_tmp + mid_write, before_tmp,
            mid_write, renamed + completed, renamed, completed);
+    /* The kills did land where it matters: while the temporary was being written (the old file
+     * must survive) and after the rename (the new one must be whole). */
+    ck_assert_msg(mid_write > 0, "%s: no kill landed while the temporary was written",
+                  fmts[f].name);
+    ck_assert_msg(renamed + completed > 0, "%s: no kill landed after the rename", fmts[f].name);
     tu_rmtree(dir);
 }
 

@@ -250,3 +250,14 @@ int tu_daemon_stop(pid_t pid, int sig)
         ;
     return st;
 }
+
+td_status *tu_daemon_status(const char *sock)
+{
+    td_client *c;
+    td_error err = {0};
+    TU_OK(td_client_connect(sock, &c, &err), &err);
+    td_status *st;
+    TU_OK(td_client_status(c, &st, &err), &err);
+    td_client_close(c);
+    return st;
+}

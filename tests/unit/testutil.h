@@ -36,6 +36,9 @@ int tu_run(Suite *s);
  * NULL), stderr appended to logpath (NULL: /dev/null), and waits until it answers a HELLO.
  * Returns its pid; aborts the test when it does not come up. */
 pid_t tu_daemon_start(const char *sock, const char *logpath, const char *extra);
+/* The STATUS of the daemon on sock, over a connection of its own (aborts the test on failure);
+ * free with td_status_free. */
+td_status *tu_daemon_status(const char *sock);
 /* Sends sig and reaps the daemon; returns its wait status. */
 int tu_daemon_stop(pid_t pid, int sig);
 
