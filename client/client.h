@@ -59,6 +59,9 @@ int td__load_check(const char *path, const td_load_options *opt, td_dict **array
 int td__table_to_dict(td__table *t, td__region *const *regions, size_t nregions, const char *fname,
                       td_dict **out, td_error *err);
 
+/* Opens path read-only (close-on-exec) into *fd; "PATH: cannot open: REASON" otherwise. */
+int td__open_ro(const char *path, int *fd, td_error *err);
+
 /* Opens path and maps it whole, read-only and shared. Empty files, directories and other
  * non-regular files are refused. On success the caller munmaps *base. */
 int td__map_file(const char *path, void **base, size_t *len, td_error *err);

@@ -78,13 +78,11 @@ static int td__daemon_hello(int sock, td_error *err)
     return td__proto_send_msg(sock, &m, NULL, TD__HELLO_TIMEOUT_MS, err);
 }
 
-/* Reads the reply to request id of type want: 0, or the daemon's error code and message. */
-static int td__daemon_reply(int sock, uint32_t id, uint32_t want, int timeout_ms,
-                            td__proto_msg *out, td_error *err)
+/* Checks that out answers request id with type want: 0, or the daemon's error code and message
+ * (out is then destroyed). A reply of another type or id is TD_EPROTO. */
+static int td__reply_check(td__proto_msg *out, uint32_t id, uint32_t want, td_error *err)
 {
-    int rc = td__proto_recv_msg(sock, NULL, out, timeout_ms, err);
-    if (rc)
-        return rc;
+    int rc;
     if (out->type == TD__PROTO_ERROR) {
         rc = out->u.error.code < 0 ? out->u.error.code : TD_EPROTO;
         td__err(err, rc, "%s", out->u.error.message);
@@ -99,6 +97,14 @@ static int td__daemon_reply(int sock, uint32_t id, uint32_t want, int timeout_ms
         return rc;
     }
     return 0;
+}
+
+/* Reads the reply to request id of type want (td__reply_check). */
+static int td__daemon_reply(int sock, uint32_t id, uint32_t want, int timeout_ms,
+                            td__proto_msg *out, td_error *err)
+{
+    int rc = td__proto_recv_msg(sock, NULL, out, timeout_ms, err);
+    return rc ? rc : td__reply_check(out, id, want, err);
 }
 
 /* Request ids with this bit are RELEASEs, whose replies nobody waits for. */
@@ -218,15 +224,13 @@ static void td__load_msg(td__proto_msg *m, uint32_t id, int fd, const char *path
 int td__daemon_load(const char *path, td_format format, const td_load_options *opt,
                     td_dict **arrays, td_meta **meta, td_error *err)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        return td__err(err, td__err_from_errno(e), "%s: cannot open: %s", path, strerror(e));
-    }
-    int sock;
-    int rc = td__daemon_connect(td__socket_path(opt), &sock, err);
+    int fd, sock;
+    int rc = td__open_ro(path, &fd, err);
+    if (!rc)
+        rc = td__daemon_connect(td__socket_path(opt), &sock, err);
     if (rc) {
-        close(fd);
+        if (fd >= 0)
+            close(fd);
         return rc;
     }
     td__lease *lease = calloc(1, sizeof *lease);
@@ -359,19 +363,10 @@ static int td__client_call(td_client *c, td__proto_msg *m, uint32_t want, int ti
             td__client_drop(c);
             continue;
         }
-        if (reply->type == TD__PROTO_ERROR) { /* the daemon's answer: the connection is fine */
-            rc = reply->u.error.code < 0 ? reply->u.error.code : TD_EPROTO;
-            td__err(err, rc, "%s", reply->u.error.message);
-            td__proto_msg_destroy(reply);
-            break;
-        }
-        if (reply->type != want || reply->id != m->id) {
-            rc = td__err(err, TD_EPROTO, "daemon answered %s #%u, expected %s #%u",
-                         td__proto_type_name(reply->type) ? td__proto_type_name(reply->type) : "?",
-                         reply->id, td__proto_type_name(want), m->id);
-            td__proto_msg_destroy(reply);
+        /* The daemon's error answer leaves the connection fine; a wrong reply does not. */
+        if ((rc = td__reply_check(reply, m->id, want, err)) == TD_EPROTO)
             td__client_drop(c);
-        }
+        break;
     }
     if (gen)
         *gen = c->gen;
@@ -486,11 +481,9 @@ int td_client_load(td_client *c, const char *path, const td_load_options *opt, t
     int rc = td__load_check(path, opt, arrays, meta, &format, err);
     if (rc)
         return rc;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        return td__err(err, td__err_from_errno(e), "%s: cannot open: %s", path, strerror(e));
-    }
+    int fd;
+    if ((rc = td__open_ro(path, &fd, err)))
+        return rc;
     td__lease *lease = calloc(1, sizeof *lease);
     if (!lease) {
         close(fd);
@@ -590,16 +583,11 @@ int td_client_evict(td_client *c, const char *path, uint64_t *entries, uint64_t 
 {
     td__proto_msg m, r;
     td__proto_msg_init(&m, TD__PROTO_EVICT, 0);
-    int fd = -1;
-    if (path) {
-        fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0) {
-            int e = errno;
-            return td__err(err, td__err_from_errno(e), "%s: cannot open: %s", path, strerror(e));
-        }
-    }
+    int fd = -1, rc;
+    if (path && (rc = td__open_ro(path, &fd, err)))
+        return rc;
     m.u.evict.fd = fd;
-    int rc = td__client_call(c, &m, TD__PROTO_EVICT_OK, TD__LOAD_TIMEOUT_MS, &r, NULL, err);
+    rc = td__client_call(c, &m, TD__PROTO_EVICT_OK, TD__LOAD_TIMEOUT_MS, &r, NULL, err);
     if (fd >= 0)
         close(fd);
     if (rc)

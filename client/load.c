@@ -58,17 +58,24 @@ int td__table_to_dict(td__table *t, td__region *const *regions, size_t nregions,
     return 0;
 }
 
+int td__open_ro(const char *path, int *fd, td_error *err)
+{
+    *fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (*fd >= 0)
+        return 0;
+    int e = errno;
+    return td__err(err, td__err_from_errno(e), "%s: cannot open: %s", path, strerror(e));
+}
+
 /* Opens and maps path read-only. Empty files are refused here: there is nothing to map and no
  * format allows them. */
 int td__map_file(const char *path, void **base, size_t *len, td_error *err)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        return td__err(err, td__err_from_errno(e), "%s: cannot open: %s", path, strerror(e));
-    }
+    int fd;
+    int rc = td__open_ro(path, &fd, err);
+    if (rc)
+        return rc;
     struct stat st;
-    int rc = 0;
     if (fstat(fd, &st) < 0) {
         int e = errno;
         rc = td__err(err, td__err_from_errno(e), "%s: cannot stat: %s", path, strerror(e));

@@ -127,7 +127,7 @@ static void cache_free(cache_entry *e)
  * too: it is locked in memory for us). */
 static uint64_t cache_held(const cache_entry *e)
 {
-    return (e->snap_fd >= 0 || e->pin_map ? e->file_size : 0) + e->derived_len;
+    return (e->snap_fd >= 0 || e->pin_map ? e->file_size : 0) + e->derived_len + e->reply_tail_len;
 }
 
 static void cache_drop(td__cache *c, cache_entry *e, const char *why)
@@ -202,9 +202,9 @@ static int cache_decode_copy(cache_entry *e, const td__entry *t, uint8_t *dst, t
     return rc;
 }
 
-/* Lays out, decodes and seals every entry that cannot be viewed as stored. snap is the mapped
- * snapshot (len bytes), or NULL: then stored bytes are read from the client's file. */
-static int cache_decode(cache_entry *e, const uint8_t *snap, size_t len, td_error *err)
+/* Lays out, decodes and seals every entry that cannot be viewed as stored: from r's mapping
+ * when it is a mapped reader (a sealed snapshot), else from pread copies of the client's file. */
+static int cache_decode(cache_entry *e, const td__rd *r, td_error *err)
 {
     uint64_t total = 0;
     for (size_t i = 0; i < e->table.n; i++) {
@@ -240,9 +240,9 @@ static int cache_decode(cache_entry *e, const uint8_t *snap, size_t len, td_erro
             continue;
         }
         off = (off + 63) / 64 * 64;
-        if (snap) {
+        if (r->base) {
             /* A sealed snapshot cannot shrink: decode straight from its mapping. */
-            rc = td__decode_entry(t, snap, len, (uint8_t *)map + off, e->name, err);
+            rc = td__decode_entry(t, r->base, (size_t)r->len, (uint8_t *)map + off, e->name, err);
         } else {
             /* The client's file can shrink at any moment: read the stored bytes with pread, so
              * that the decoders (and what they allocate) never meet a SIGBUS. */
@@ -267,7 +267,7 @@ static int cache_decode(cache_entry *e, const uint8_t *snap, size_t len, td_erro
 }
 
 /* Indexes the file r reads into e->table, then derives what needs deriving. */
-static int cache_index(cache_entry *e, td__rd *r, const uint8_t *snap, td_error *err)
+static int cache_index(cache_entry *e, td__rd *r, td_error *err)
 {
     int rc = 0;
     if (e->format == TD_FORMAT_AUTO) {
@@ -284,7 +284,7 @@ static int cache_index(cache_entry *e, td__rd *r, const uint8_t *snap, td_error 
     if (!rc && e->key.dequant)
         rc = td__table_dequant(&e->table, (int)e->key.dequant, e->name, err);
     if (!rc)
-        rc = cache_decode(e, snap, (size_t)e->file_size, err);
+        rc = cache_decode(e, r, err);
     return rc;
 }
 
@@ -329,7 +329,7 @@ static void cache_build(uv_work_t *w)
     else
         td__rd_fd(&rd, e->file_fd, e->file_size, 0, e->name);
     if (!rc)
-        rc = cache_index(e, &rd, snap != MAP_FAILED ? snap : NULL, err);
+        rc = cache_index(e, &rd, err);
     td__rd_close(&rd);
     if (!rc && e->mode == TD__PROTO_MODE_PIN)
         cache_pin(e);

@@ -77,6 +77,7 @@ struct srv_client {
 
 static void srv_client_close(srv_client *cl, const char *why);
 static void srv_flush(srv_client *cl);
+static void srv_update_poll(srv_client *cl);
 
 static uint64_t srv_now_ms(const td__server *srv)
 {
@@ -137,7 +138,8 @@ static int srv_send(srv_client *cl, const td__proto_msg *m, int close_after)
         return rc;
     }
     o->close_after = close_after;
-    if (!cl->out_head) {
+    int tried = !cl->out_head;
+    if (tried) {
         rc = td__proto_send_step(cl->fd, &o->out, &err);
         if (!rc) {
             srv_out_free(o);
@@ -166,7 +168,10 @@ static int srv_send(srv_client *cl, const td__proto_msg *m, int close_after)
         cl->out_head = o;
     cl->out_tail = o;
     cl->out_n++;
-    srv_flush(cl);
+    if (tried)
+        srv_update_poll(cl); /* the socket is full: wait until it is writable */
+    else
+        srv_flush(cl);
     return 0;
 }
 

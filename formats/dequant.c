@@ -48,8 +48,7 @@ static int dq_add(td__table *out, const td__entry *e, const char *suffix, uint32
 
 int td__table_dequant(td__table *t, int target, const char *fname, td_error *err)
 {
-    if (target != TD_FLOAT32 && target != TD_FLOAT16 && target != TD_BFLOAT16 &&
-        target != TD_DEQUANT_MLX)
+    if (!td__dequant_target_ok(target))
         return td__err(err, TD_EINVAL,
                        "%s: dequantize to %d: not float32, float16, bfloat16 or the MLX form",
                        fname, target);

@@ -65,7 +65,8 @@ static int gguf_need(gguf_rd *r, uint64_t n, const char *what)
                        r->fname, what, r->pos, n, gguf_left(r));
     if (r->win && r->pos >= r->wlo && n <= r->whi - r->pos)
         return 0;
-    size_t w = n > GGUF_WINDOW ? (size_t)n : GGUF_WINDOW;
+    /* A mapped reader shows the rest of the file at once. */
+    size_t w = r->src->base ? gguf_left(r) : n > GGUF_WINDOW ? (size_t)n : GGUF_WINDOW;
     if (w > gguf_left(r))
         w = gguf_left(r);
     int rc = td__rd_get(r->src, r->pos, w, &r->win, r->err);
@@ -508,8 +509,7 @@ int gguf_index(td__rd *src, td__table *t, td_error *err)
     if (r.len < GGUF_MAGIC_LEN)
         return td__err(err, TD_ETRUNC, "%s: %zu bytes is too short for a GGUF file", r.fname,
                        r.len);
-    /* A mapped reader shows the whole file at once. */
-    if ((rc = gguf_need(&r, src->base ? r.len : GGUF_MAGIC_LEN, "magic")))
+    if ((rc = gguf_need(&r, GGUF_MAGIC_LEN, "magic")))
         return rc;
     if (memcmp(gguf_at(&r), GGUF_MAGIC, GGUF_MAGIC_LEN) != 0) {
         char q[80];

@@ -300,7 +300,8 @@ int npy_read_header(td__rd *r, uint64_t off, uint64_t avail, const char *what, n
                     td_error *err)
 {
     const uint8_t *p;
-    size_t got = avail < 12 ? (size_t)avail : 12;
+    /* Enough for the headers numpy writes (64 to a few hundred bytes): usually one read. */
+    size_t got = avail < 4096 ? (size_t)avail : 4096;
     int rc = td__rd_get(r, off, got, &p, err);
     if (rc)
         return rc;

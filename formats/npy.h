@@ -50,7 +50,7 @@ int npy_parse_header(const uint8_t *p, size_t len, const char *what, npy_header 
 size_t npy_header_need(const uint8_t *p, size_t got);
 
 /* Reads and parses the npy header at offset off of r, whose npy is avail bytes long (an npz
- * member, or the whole file): fetches the fixed part, then exactly the header. */
+ * member, or the whole file): fetches up to 4 KiB, then the rest of a longer header. */
 int npy_read_header(td__rd *r, uint64_t off, uint64_t avail, const char *what, npy_header *h,
                     td_error *err);
 

@@ -195,12 +195,19 @@ static int npz__crc_check(const td__entry *e, uint32_t crc, const char *what, td
     return 0;
 }
 
+/* "FILE: tensor 'NAME'" into what (400 bytes), then npz__check_src. */
+static int npz__begin(const td__entry *e, size_t file_len, const char *fname, char *what,
+                      td_error *err)
+{
+    snprintf(what, 400, "%s: tensor '%s'", fname ? fname : "(npz)", e->name ? e->name : "");
+    return npz__check_src(e, file_len, what, err);
+}
+
 int npz_inflate_entry(const td__entry *e, const uint8_t *file, size_t file_len, uint8_t *dst,
                       const char *fname, td_error *err)
 {
     char what[400];
-    snprintf(what, sizeof what, "%s: tensor '%s'", fname ? fname : "(npz)", e->name ? e->name : "");
-    int rc = npz__check_src(e, file_len, what, err);
+    int rc = npz__begin(e, file_len, fname, what, err);
     if (rc)
         return rc;
     uint32_t crc = 0;
@@ -214,12 +221,11 @@ int npz_inflate_entry(const td__entry *e, const uint8_t *file, size_t file_len, 
         if (!tmp)
             return td__err(err, TD_ENOMEM, "%s: out of memory for %llu inflated bytes", what,
                            (unsigned long long)e->src.inflated);
-        rc = zip_inflate_whole(file + e->src.offset, e->src.nbytes, tmp, e->src.inflated, &crc,
-                               what, err);
+        rc = npz_inflate_member(e, file, file_len, tmp, fname, err);
         if (!rc)
             memcpy(dst, tmp + e->src.skip, (size_t)e->nbytes);
         free(tmp);
-        return rc ? rc : npz__crc_check(e, crc, what, err);
+        return rc;
     }
 #endif
     rc = zip_inflate(file + e->src.offset, e->src.nbytes, e->src.skip, dst, e->nbytes, &crc, what,
@@ -231,8 +237,7 @@ int npz_inflate_member(const td__entry *e, const uint8_t *file, size_t file_len,
                        const char *fname, td_error *err)
 {
     char what[400];
-    snprintf(what, sizeof what, "%s: tensor '%s'", fname ? fname : "(npz)", e->name ? e->name : "");
-    int rc = npz__check_src(e, file_len, what, err);
+    int rc = npz__begin(e, file_len, fname, what, err);
     if (rc)
         return rc;
     uint32_t crc = 0;

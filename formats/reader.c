@@ -13,6 +13,7 @@
 
 struct td__rd_buf {
     td__rd_buf *next;
+    uint64_t off, n; /* the file bytes it holds */
     uint8_t bytes[];
 };
 
@@ -62,6 +63,14 @@ int td__rd_get(td__rd *r, uint64_t off, uint64_t n, const uint8_t **p, td_error 
         *p = none;
         return 0;
     }
+    /* Codecs often read a fixed part, then the whole structure from the same offset: serve it
+     * from the last copy when it holds the range. */
+    const td__rd_buf *last = r->bufs;
+    if (last && off >= last->off && off - last->off <= last->n &&
+        n <= last->n - (off - last->off)) {
+        *p = last->bytes + (off - last->off);
+        return 0;
+    }
     if (n > r->budget - r->copied)
         return td__err(err, TD_ELIMIT,
                        "%s: reading %llu bytes of metadata at offset %llu would copy more than "
@@ -80,6 +89,8 @@ int td__rd_get(td__rd *r, uint64_t off, uint64_t n, const uint8_t **p, td_error 
         free(b);
         return rc;
     }
+    b->off = off;
+    b->n = n;
     b->next = r->bufs;
     r->bufs = b;
     r->copied += n;

@@ -95,6 +95,14 @@ int td__shape_nbytes(td_dtype dtype, uint32_t ndim, const int64_t *shape, uint64
 int td__decode_entry(const td__entry *e, const uint8_t *file, size_t file_len, void *dst,
                      const char *fname, td_error *err);
 
+/* 1 when target is a td_load_options.dequantize value other than 0: TD_FLOAT32, TD_FLOAT16,
+ * TD_BFLOAT16 or TD_DEQUANT_MLX. */
+static inline int td__dequant_target_ok(long long target)
+{
+    return target == TD_FLOAT32 || target == TD_FLOAT16 || target == TD_BFLOAT16 ||
+           target == TD_DEQUANT_MLX;
+}
+
 /* td_load_options.dequantize: rewrites every GGML block entry of t as entries to decode:
  * target TD_FLOAT32, TD_FLOAT16 or TD_BFLOAT16 gives one entry of that dtype; TD_DEQUANT_MLX
  * gives MLX's packed form (NAME uint32 weights, PREFIX.scales and PREFIX.biases float16, PREFIX

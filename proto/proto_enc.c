@@ -124,8 +124,7 @@ static int td__enc_load(td__proto_enc *e, const td__proto_msg *m, td_error *err)
         return td__err(err, TD_EINVAL, "LOAD: format %d is unknown", (int)l->format);
     if (l->mode >= TD__PROTO_MODE_COUNT)
         return td__err(err, TD_EINVAL, "LOAD: mode %u is unknown", l->mode);
-    if (l->dequant && l->dequant != TD_FLOAT32 && l->dequant != TD_FLOAT16 &&
-        l->dequant != TD_BFLOAT16 && l->dequant != TD_DEQUANT_MLX)
+    if (l->dequant && !td__dequant_target_ok(l->dequant))
         return td__err(err, TD_EINVAL, "LOAD: dequant dtype %u is unknown", l->dequant);
     int rc = td__enc_text(l->name, TD__PROTO_NAME_MAX, "LOAD", "name", err);
     if (rc || (rc = td__enc_add_fd(e->out, l->fd, "LOAD", err)))
@@ -189,14 +188,6 @@ static int td__enc_loaded(td__proto_enc *e, const td__proto_msg *m, td_error *er
     }
     e->out->tail = e->out->len;
     if (l->tail) {
-        td__proto_out *o = e->out;
-        if (l->tail_len <= e->max - o->len && l->tail_len > o->cap - o->len) {
-            uint8_t *nb = realloc(o->buf, o->len + l->tail_len); /* the exact size, at once */
-            if (nb) {
-                o->buf = nb;
-                o->cap = o->len + l->tail_len;
-            }
-        }
         td__enc_write(e, (const char *)l->tail, l->tail_len);
         return 0;
     }

@@ -340,7 +340,7 @@ static int td__dec_load(const td__fields *f, td__proto_msg *m)
     l->mode = (uint32_t)v;
     if ((rc = td__field_u64(f, "dequant", 0, TD_DEQUANT_MLX, &v)))
         return rc;
-    if (v && v != TD_FLOAT32 && v != TD_FLOAT16 && v != TD_BFLOAT16 && v != TD_DEQUANT_MLX)
+    if (v && !td__dequant_target_ok((long long)v))
         return td__err(f->d->err, TD_EPROTO,
                        "LOAD: dequant %llu is not float32, float16, bfloat16 or the MLX form",
                        (unsigned long long)v);
