@@ -257,8 +257,6 @@ def placeholders(env, R, sysr, data, rm_st, rm_gg, rct):
     i1 = R.one("daemon_load", label="load", clients="64")
     ph["notice_lps"] = "%.0f" % float(n1["loads_per_s"]) if n1 else "?"
     ph["info_lps"] = "%.0f" % float(i1["loads_per_s"]) if i1 else "?"
-    if i1:
-        ph["tdload_lps"] = "%.0f" % float(i1["loads_per_s"])
     ph["cores"] = env.get("cores", "?")
     ph["loadavg_goal"] = env.get("loadavg_goal", "?").split()[0] if env.get("loadavg_goal") else "?"
     ph["loadavg_load"] = env.get("loadavg_load", "?").split()[0] if env.get("loadavg_load") else "?"
@@ -267,7 +265,6 @@ def placeholders(env, R, sysr, data, rm_st, rm_gg, rct):
         ph["syscall_us"] = "%.1f" % su
         ph["fault_us"] = "%.0f" % fu
         ph["memcpy_gb_s"] = "%.1f" % float(sysr["memcpy_gb_s"])
-        ph["buf_ms"] = "%.0f" % (256 * fu / 1000)
     for method, suffix in (("client", ""), ("daemon", "_tdload")):
         sc = R.one("syscalls", method=method)
         if sc:

@@ -4,7 +4,7 @@
 #
 #   bench/run.sh [--quick] [--keep] [--dir DIR] [--build DIR] [--out FILE] [--phases LIST]
 #
-#   --quick    small sizes and short runs (about 2 minutes); the full run takes about 15 minutes
+#   --quick    small sizes and short runs (about 2 minutes); the full run takes about 10 minutes
 #              on a 2-core machine and needs about 10 GiB of free disk and memory
 #   --keep     keep the generated model files and logs (DIR) afterwards
 #   --dir      where the model files go (default BUILD/bench-data; its file system is reported)
@@ -238,7 +238,6 @@ if [ $HAVE_DAEMON = 1 ]; then
     start_daemon || HAVE_DAEMON=0
 fi
 env_kv have_daemon $HAVE_DAEMON
-[ $HAVE_DAEMON = 1 ] && env_kv daemon_args "tensord --socket $SOCK (defaults: log level info, max_memory 8G)"
 
 phase_start() { say "phase $1 (load $(loadavg))"; env_kv "loadavg_$1" "$(loadavg)"; P_T0=$(date +%s); }
 phase_end() { env_kv "seconds_$1" $(($(date +%s) - P_T0)); }

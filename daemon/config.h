@@ -2,7 +2,7 @@
  * config.h - the daemon's settings: defaults, /etc/tensord/tensord.conf, command-line overrides.
  *
  * The file has one setting per line, '#' starts a comment:
- *   max_memory = 8G          budget for derived and snapshot bytes (K, M, G, T suffixes; 0: none)
+ *   max_memory = 0           budget for derived and snapshot bytes (K, M, G, T suffixes; 0: none)
  *   max_clients = 256
  *   max_clients_per_uid = 128   connections one user (uid) may hold at once
  *   max_frame = 64M          largest request frame accepted
