@@ -113,7 +113,13 @@ static int srv_out_own_fds(srv_out *o, td_error *err)
  * queue (the caller may close its own right after). Returns 0 when m went out or is queued;
  * otherwise an ERROR went in its place, or the client is closed (we cannot answer it any more),
  * and the code says why. */
-static int srv_send(srv_client *cl, const td__proto_msg *m, int close_after)
+typedef struct srv_encoded {
+    void (*fn)(const td__proto_out *out, void *ctx); /* sees the frame once it is encoded */
+    void *ctx;
+} srv_encoded;
+
+static int srv_send_seen(srv_client *cl, const td__proto_msg *m, int close_after,
+                         const srv_encoded *seen)
 {
     if (cl->closed)
         return TD_ECLOSED;
@@ -134,9 +140,11 @@ static int srv_send(srv_client *cl, const td__proto_msg *m, int close_after)
         }
         td__proto_msg er;
         td__proto_msg_error(&er, m->id, rc, &err);
-        srv_send(cl, &er, close_after);
+        srv_send_seen(cl, &er, close_after, NULL);
         return rc;
     }
+    if (seen)
+        seen->fn(&o->out, seen->ctx);
     o->close_after = close_after;
     int tried = !cl->out_head;
     if (tried) {
@@ -159,7 +167,7 @@ static int srv_send(srv_client *cl, const td__proto_msg *m, int close_after)
         srv_out_free(o);
         td__proto_msg er;
         td__proto_msg_error(&er, m->id, err.code, &err);
-        srv_send(cl, &er, 0);
+        srv_send_seen(cl, &er, 0, NULL);
         return rc;
     }
     if (cl->out_tail)
@@ -173,6 +181,11 @@ static int srv_send(srv_client *cl, const td__proto_msg *m, int close_after)
     else
         srv_flush(cl);
     return 0;
+}
+
+static int srv_send(srv_client *cl, const td__proto_msg *m, int close_after)
+{
+    return srv_send_seen(cl, m, close_after, NULL);
 }
 
 static void srv_send_error(srv_client *cl, uint32_t id, int code, const td_error *err,
@@ -238,6 +251,17 @@ static void srv_flush(srv_client *cl)
 
 /* ---- requests ---- */
 
+typedef struct srv_tail_ctx {
+    cache_entry *e;
+    const td__proto_limits *lim;
+} srv_tail_ctx;
+
+static void srv_keep_tail(const td__proto_out *out, void *ctx)
+{
+    const srv_tail_ctx *k = ctx;
+    cache_entry_keep_reply_tail(k->e, k->lim, out->buf + out->tail, out->len - out->tail);
+}
+
 static void srv_reply_loaded(srv_client *cl, uint32_t id, int client_fd, cache_entry *e)
 {
     td_error err = {0};
@@ -280,17 +304,12 @@ static void srv_reply_loaded(srv_client *cl, uint32_t id, int client_fd, cache_e
     m.u.loaded.table = (td__table *)cache_entry_table(e);
     m.u.loaded.regions = regions;
     m.u.loaded.nregions = n;
-    /* The table never changes: encode it once (for peers with these limits) and splice the
-     * bytes into every later reply. */
+    /* The table never changes: the first reply (for peers with these limits) keeps its encoded
+     * bytes, and every later reply splices them in. */
     m.u.loaded.tail = cache_entry_reply_tail(e, &cl->peer, &m.u.loaded.tail_len);
-    if (!m.u.loaded.tail) {
-        td__proto_out o;
-        if (td__proto_encode(&m, &cl->peer, &o, &err) == 0)
-            cache_entry_keep_reply_tail(e, &cl->peer, o.buf + o.tail, o.len - o.tail);
-        td__proto_out_destroy(&o);
-        m.u.loaded.tail = cache_entry_reply_tail(e, &cl->peer, &m.u.loaded.tail_len);
-    }
-    if (srv_send(cl, &m, 0) || cl->closed) {
+    srv_tail_ctx keep = {e, &cl->peer};
+    srv_encoded seen = {srv_keep_tail, &keep};
+    if (srv_send_seen(cl, &m, 0, m.u.loaded.tail ? NULL : &seen) || cl->closed) {
         /* An ERROR went instead (a table over the peer's limits...), or the client is gone
          * (its leases were released as it closed): this lease was never granted. */
         cache_release(&cl->srv->cache, e);

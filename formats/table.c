@@ -51,19 +51,24 @@ int td__table_equal(const td__table *a, const td__table *b)
     return 1;
 }
 
+int td__table_reserve(td__table *t, size_t cap, td_error *err)
+{
+    if (cap <= t->cap)
+        return 0;
+    if (cap > SIZE_MAX / sizeof *t->entries)
+        return td__err(err, TD_ENOMEM, "tensor table: too many entries (%zu)", cap);
+    td__entry *e = realloc(t->entries, cap * sizeof *e);
+    if (!e)
+        return td__err(err, TD_ENOMEM, "tensor table: out of memory for %zu entries", cap);
+    t->entries = e;
+    t->cap = cap;
+    return 0;
+}
+
 td__entry *td__table_add(td__table *t, const char *name, size_t name_len, td_error *err)
 {
-    if (t->n == t->cap) {
-        size_t cap = t->cap ? t->cap * 2 : 16;
-        if (cap > SIZE_MAX / sizeof *t->entries)
-            return td__err(err, TD_ENOMEM, "tensor table: too many entries (%zu)", t->n), NULL;
-        td__entry *e = realloc(t->entries, cap * sizeof *e);
-        if (!e)
-            return td__err(err, TD_ENOMEM, "tensor table: out of memory at %zu entries", t->n),
-                   NULL;
-        t->entries = e;
-        t->cap = cap;
-    }
+    if (t->n == t->cap && td__table_reserve(t, t->cap ? t->cap * 2 : 16, err))
+        return NULL;
     td__entry *e = &t->entries[t->n];
     memset(e, 0, sizeof *e);
     if (name) {

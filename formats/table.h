@@ -75,6 +75,8 @@ typedef struct td__item {
 void td__table_init(td__table *t, td_format format);
 /* Frees every entry, the metadata and the entry array; t can be reused after td__table_init. */
 void td__table_destroy(td__table *t);
+/* Makes room for cap entries in all (TD_ENOMEM leaves t as it was). */
+int td__table_reserve(td__table *t, size_t cap, td_error *err);
 /* Appends a zeroed entry whose name is a copy of name[0..name_len) (name may be NULL for no
  * name). Returns the entry, valid until the next append, or NULL with *err filled. */
 td__entry *td__table_add(td__table *t, const char *name, size_t name_len, td_error *err);

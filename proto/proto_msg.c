@@ -410,13 +410,8 @@ static int td__dec_loaded(const td__fields *f, td__proto_msg *m, unsigned nfds, 
     if (!eo || eo->type != MSGPACK_OBJECT_ARRAY)
         return td__err(d->err, TD_EPROTO, "LOAD_OK: field 'entries' is %s",
                        eo ? "not an array" : "missing");
-    if (eo->via.array.size) {
-        l->table->entries = malloc(eo->via.array.size * sizeof *l->table->entries);
-        if (!l->table->entries)
-            return td__err(d->err, TD_ENOMEM, "LOAD_OK: out of memory for %u entries",
-                           eo->via.array.size);
-        l->table->cap = eo->via.array.size;
-    }
+    if ((rc = td__table_reserve(l->table, eo->via.array.size, d->err)))
+        return td__err_prefix(d->err, rc, "LOAD_OK");
     for (uint32_t i = 0; i < eo->via.array.size; i++) {
         const msgpack_object *a = &eo->via.array.ptr[i];
         if (a->type != MSGPACK_OBJECT_ARRAY || a->via.array.size < 6)
