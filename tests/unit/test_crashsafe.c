@@ -169,13 +169,6 @@ static int check_and_remove_temporaries(const char *target)
     return n;
 }
 
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
 /* Forks a child that makes version k and saves it over path; returns once the child is about
  * to call the save (it says so on a pipe), so that the caller's clock starts with the save. */
 static pid_t spawn_save(fmt f, const char *path, int k)
@@ -208,10 +201,10 @@ static void run_format(fmt f)
 
     /* How long making and saving a version takes (the timing save doubles as version 0). The
      * children do the same: make version k, save it. */
-    double t0 = now_s();
+    double t0 = tu_now_s();
     td_dict *v0 = version(f, 0);
     TU_OK(save(f, path, v0, &err), &err);
-    double t_first = now_s() - t0;
+    double t_first = tu_now_s() - t0;
     td_dict_free(v0);
     /* Children save slower than one warm save in the parent (page faults, writeback of the
      * previous child's pages): time three child saves, from the moment they call the save to
@@ -219,11 +212,11 @@ static void run_format(fmt f)
     double ts[3];
     for (int i = 0; i < 3; i++) {
         pid_t pid = spawn_save(f, path, 0);
-        t0 = now_s();
+        t0 = tu_now_s();
         int st;
         ck_assert_int_eq(waitpid(pid, &st, 0), pid);
         ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-        ts[i] = now_s() - t0;
+        ts[i] = tu_now_s() - t0;
     }
     /* The median: one slow sample (writeback, a busy machine) must not stretch the window. */
     double t_save = ts[0] > ts[1] ? (ts[1] > ts[2] ? ts[1] : (ts[0] > ts[2] ? ts[2] : ts[0]))

@@ -316,21 +316,6 @@ static int raw_connect(void)
     return fd;
 }
 
-static int daemon_fds(void)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/fd", (int)daemon_pid);
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "ls %s | wc -l > %s/fds.txt", path, dir);
-    ck_assert_int_eq(system(cmd), 0);
-    snprintf(cmd, sizeof cmd, "%s/fds.txt", dir);
-    size_t len;
-    char *s = (char *)tu_read_file(cmd, &len);
-    int n = atoi(s);
-    free(s);
-    return n;
-}
-
 /* Misbehaving clients: garbage, a half frame left hanging, a frame claiming 4 GiB, a client
  * that dies mid-request. The daemon keeps serving and its descriptors return to the baseline. */
 START_TEST(test_hostile_clients)
@@ -346,7 +331,7 @@ START_TEST(test_hostile_clients)
     TU_OK(td_load(path, &opt, &d, NULL, &err), &err);
     td_dict_free(d);
     usleep(100000);
-    int base = daemon_fds();
+    int base = tu_count_pid_fds(daemon_pid);
 
     int g = raw_connect();
     ck_assert_int_eq(write(g, "\x10\0\0\0garbage garbage!", 20), 20);
@@ -387,7 +372,7 @@ START_TEST(test_hostile_clients)
     int after = -1;
     for (int tries = 0; tries < 100 && after != base; tries++) {
         usleep(20000);
-        after = daemon_fds();
+        after = tu_count_pid_fds(daemon_pid);
     }
     ck_assert_int_eq(after, base);
     TU_OK(td_load(path, &opt, &d, NULL, &err), &err);
@@ -608,13 +593,6 @@ START_TEST(test_client_connection)
 }
 END_TEST
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 typedef struct slow_load {
     td_client *c;
     const char *path;
@@ -627,9 +605,9 @@ static void *slow_load_thread(void *arg)
     slow_load *s = arg;
     td_dict *d;
     td_error err = {0};
-    s->start = now_s();
+    s->start = tu_now_s();
     s->rc = td_client_load(s->c, s->path, NULL, &d, NULL, &err);
-    s->end = now_s();
+    s->end = tu_now_s();
     if (!s->rc)
         td_dict_free(d);
     return NULL;
@@ -657,9 +635,9 @@ START_TEST(test_client_release_does_not_wait)
     pthread_t th;
     ck_assert_int_eq(pthread_create(&th, NULL, slow_load_thread, &s), 0);
     usleep(100000); /* the big LOAD is in flight, the connection taken */
-    double t0 = now_s();
+    double t0 = tu_now_s();
     td_dict_free(held);
-    double freed = now_s() - t0;
+    double freed = tu_now_s() - t0;
     pthread_join(th, NULL);
     TU_OK(s.rc, &err);
     double load = s.end - s.start;

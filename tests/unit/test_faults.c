@@ -108,20 +108,6 @@ static void daemon_alive(void)
     td_client_close(c);
 }
 
-static int daemon_fds(void)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/fd", (int)daemon_pid);
-    DIR *d = opendir(path);
-    ck_assert_ptr_nonnull(d);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        n += e->d_name[0] != '.';
-    closedir(d);
-    return n;
-}
-
 static long daemon_rss_kib(void)
 {
     char path[64], line[256];
@@ -166,7 +152,7 @@ static int settle(int want)
     int n = -1;
     for (int i = 0; i < 250 && n != want; i++) {
         usleep(20000);
-        n = daemon_fds();
+        n = tu_count_pid_fds(daemon_pid);
     }
     return n;
 }
@@ -450,16 +436,9 @@ static void dying_client(unsigned seed)
  */
 static double t_start;
 
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
 static void setup(void)
 {
-    t_start = now_s();
+    t_start = tu_now_s();
     tu_tmpdir(dir);
     snprintf(sock, sizeof sock, "%s/tensord.sock", dir);
     snprintf(logpath, sizeof logpath, "%s/tensord.log", dir);
@@ -470,7 +449,7 @@ static void setup(void)
 
 static void teardown(void)
 {
-    printf("faults: test took %.1f s\n", now_s() - t_start);
+    printf("faults: test took %.1f s\n", tu_now_s() - t_start);
     stop_daemon();
     tu_rmtree(dir);
 }
@@ -503,7 +482,7 @@ START_TEST(test_client_faults)
     }
     int base_fds = settle(-1);
     usleep(200000);
-    base_fds = daemon_fds();
+    base_fds = tu_count_pid_fds(daemon_pid);
     long base_rss = daemon_rss_kib();
 
     good = mmap(NULL, sizeof *good, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -755,8 +734,8 @@ START_TEST(test_client_faults)
     /* Those over the limit are closed at once; the accepted ones only by the idle timeout
      * (1 s): count what closes within 0.8 s. */
     int closed[MAX_CLIENTS + 40] = {0};
-    double t0 = now_s();
-    while (now_s() - t0 < 0.8) {
+    double t0 = tu_now_s();
+    while (tu_now_s() - t0 < 0.8) {
         for (int i = 0; i < MAX_CLIENTS + 40; i++) {
             if (closed[i] || over[i] < 0)
                 continue;
@@ -939,7 +918,7 @@ START_TEST(test_truncated_under_daemon)
     }
     int base = settle(-1);
     usleep(200000);
-    base = daemon_fds();
+    base = tu_count_pid_fds(daemon_pid);
 
     static const useconds_t delays[] = {0, 500, 2000, 10000, 40000};
     int errors = 0, results = 0, tries = 0;
@@ -978,7 +957,7 @@ START_TEST(test_truncated_under_daemon)
     int after = -1;
     for (int i = 0; i < 150 && after != base; i++) {
         usleep(20000);
-        after = daemon_fds();
+        after = tu_count_pid_fds(daemon_pid);
     }
     ck_assert_int_eq(after, base);
     /* And the daemon still serves a whole file. */

@@ -1562,20 +1562,6 @@ static void stop_daemon(void)
     ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "tensord exited badly (status 0x%x)", st);
 }
 
-static int daemon_fds(void)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/fd", (int)daemon_pid);
-    int n = 0;
-    DIR *d = opendir(path);
-    ck_assert_ptr_nonnull(d);
-    struct dirent *e;
-    while ((e = readdir(d)))
-        n += e->d_name[0] != '.';
-    closedir(d);
-    return n;
-}
-
 static void daemon_alive(void)
 {
     ck_assert_msg(waitpid(daemon_pid, NULL, WNOHANG) == 0, "tensord died; see %s", logpath);
@@ -1646,7 +1632,7 @@ START_TEST(test_hostile_table)
         td_dict_free(d);
         unlink(path);
         evict_and_wait_idle();
-        base_fds = daemon_fds();
+        base_fds = tu_count_pid_fds(daemon_pid);
     }
     int per_class_fail[16] = {0}, per_class_ok[16] = {0};
     const char *classes[16] = {0};
@@ -1677,7 +1663,7 @@ START_TEST(test_hostile_table)
         int after = -1;
         for (int tries = 0; tries < 100 && after != base_fds; tries++) {
             usleep(20000);
-            after = daemon_fds();
+            after = tu_count_pid_fds(daemon_pid);
         }
         ck_assert_int_eq(after, base_fds);
         printf("hostile: daemon descriptors %d before, %d after\n", base_fds, after);

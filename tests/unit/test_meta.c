@@ -13,13 +13,6 @@
 #include <string.h>
 #include <time.h>
 
-static double tu_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 START_TEST(test_type_names)
 {
     static const char *const want[TD_TYPE_COUNT] = {
@@ -564,15 +557,15 @@ START_TEST(test_150k_strings)
         items[i] = words[i];
     }
     td_meta *m = td_meta_new();
-    double t0 = tu_now();
+    double t0 = tu_now_s();
     TU_OK(td_meta_set_strings(m, "tokenizer.ggml.tokens", items, lens, TU_NTOK, &err), &err);
-    double t1 = tu_now();
+    double t1 = tu_now_s();
     /* no ck_assert inside timed loops: each one costs Check a write() */
     int rc = 0;
     td_value *a = td_value_new_array(TD_TYPE_STRING);
     for (size_t i = 0; i < TU_NTOK; i++)
         rc |= td__value_array_push_string(a, items[i], lens[i], &err);
-    double t2 = tu_now();
+    double t2 = tu_now_s();
     TU_OK(rc, &err);
     td_value *b = td_value_new_array(TD_TYPE_STRING);
     TU_OK(td__value_array_reserve(b, TU_NTOK, &err), &err);
@@ -581,7 +574,7 @@ START_TEST(test_150k_strings)
         rc |= td_value_array_push(b, s, &err);
         td_value_free(s);
     }
-    double t3 = tu_now();
+    double t3 = tu_now_s();
     TU_OK(rc, &err);
     TU_OK(td_meta_set_value(m, "pushed", a, &err), &err);
     TU_OK(td_meta_set_value(m, "public", b, &err), &err);
@@ -595,9 +588,9 @@ START_TEST(test_150k_strings)
         ck_assert_uint_eq(len, lens[i]);
         ck_assert_str_eq(s, words[i]);
     }
-    double t4 = tu_now();
+    double t4 = tu_now_s();
     td_meta *c = td_meta_copy(m);
-    double t5 = tu_now();
+    double t5 = tu_now_s();
     ck_assert(td__meta_equal(m, c));
     fprintf(stderr,
             "test_meta: %d strings: set_strings %.1f ms, push_string %.1f ms, public push %.1f "
@@ -622,13 +615,13 @@ START_TEST(test_many_keys)
     char key[64];
     int rc = 0;
     size_t bad = 0;
-    double t0 = tu_now();
+    double t0 = tu_now_s();
     for (size_t i = 0; i < n; i++) {
         snprintf(key, sizeof key, "blk.%zu.attn.weight", i);
         uint64_t v = i;
         rc |= td_meta_set_scalar(m, key, TD_TYPE_UINT64, &v, &err);
     }
-    double t1 = tu_now();
+    double t1 = tu_now_s();
     TU_OK(rc, &err);
     for (size_t i = 0; i < n; i++) {
         snprintf(key, sizeof key, "blk.%zu.attn.weight", i);
@@ -638,7 +631,7 @@ START_TEST(test_many_keys)
         if (td_meta_get_int(m, key, &v) || v != (int64_t)i || strcmp(k, key))
             bad++;
     }
-    double t2 = tu_now();
+    double t2 = tu_now_s();
     ck_assert_uint_eq(bad, 0);
     ck_assert_ptr_null(td_meta_get(m, "blk.100000.attn.weight"));
     fprintf(stderr, "test_meta: %zu keys: insert %.1f ms, lookup %.1f ms\n", n, (t1 - t0) * 1e3,

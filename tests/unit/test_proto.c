@@ -22,13 +22,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* A memfd of size bytes whose first bytes say which region it is. */
 static int make_region(uint64_t size, int tag)
 {
@@ -488,14 +481,14 @@ START_TEST(test_roundtrip_100k_tensors)
     m.u.loaded.table = t;
     m.u.loaded.regions = regions;
     m.u.loaded.nregions = 2;
-    double t0 = now_s();
+    double t0 = tu_now_s();
     td__proto_out o;
     TU_OK(td__proto_encode(&m, NULL, &o, &err), &err);
-    double t1 = now_s();
+    double t1 = tu_now_s();
     int fds[2] = {dup(regions[0].fd), dup(regions[1].fd)};
     unsigned nfds = 2;
     TU_OK(td__proto_parse(o.buf, o.len, fds, &nfds, NULL, &b, &err), &err);
-    double t2 = now_s();
+    double t2 = tu_now_s();
     fprintf(stderr, "100k tensors + 150k tokens: frame %zu bytes, encode %.1f ms, decode %.1f ms\n",
             o.len, (t1 - t0) * 1e3, (t2 - t1) * 1e3);
     assert_tables_equal(t, b.u.loaded.table);
@@ -509,9 +502,9 @@ START_TEST(test_roundtrip_100k_tensors)
     m.u.loaded.tail = o.buf + o.tail;
     m.u.loaded.tail_len = o.len - o.tail;
     td__proto_out o2;
-    double t3 = now_s();
+    double t3 = tu_now_s();
     TU_OK(td__proto_encode(&m, NULL, &o2, &err), &err);
-    double t4 = now_s();
+    double t4 = tu_now_s();
     fprintf(stderr, "the same reply with the table's bytes spliced in: encode %.3f ms\n",
             (t4 - t3) * 1e3);
     ck_assert_uint_eq(o2.len, o.len);
@@ -753,9 +746,9 @@ START_TEST(test_timeouts)
     int sv[2];
     ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     td__proto_msg b;
-    double t0 = now_s();
+    double t0 = tu_now_s();
     ck_assert_int_eq(td__proto_recv_msg(sv[1], NULL, &b, 50, &err), TD_EAGAIN);
-    double dt = now_s() - t0;
+    double dt = tu_now_s() - t0;
     ck_assert_msg(dt >= 0.045 && dt < 2.0, "timed out after %.3f s", dt);
     ck_assert_ptr_nonnull(strstr(err.message, "timed out"));
 

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 const char *tu_testdata(const char *rel, char *out, size_t cap)
@@ -43,18 +44,30 @@ void tu_rmtree(const char *dir)
     nftw(dir, tu_rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-int tu_count_fds(void)
+int tu_count_pid_fds(pid_t pid)
 {
-    DIR *d = opendir("/proc/self/fd");
-    if (!d)
-        return -1;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    ck_assert_msg(d != NULL, "%s: %s", path, strerror(errno));
     int n = 0;
     struct dirent *e;
     while ((e = readdir(d)))
-        if (e->d_name[0] != '.')
-            n++;
+        n += e->d_name[0] != '.';
     closedir(d);
-    return n - 1; /* the directory's own descriptor */
+    return n;
+}
+
+int tu_count_fds(void)
+{
+    return tu_count_pid_fds(getpid()) - 1; /* the directory's own descriptor */
+}
+
+double tu_now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 uint8_t *tu_read_file(const char *path, size_t *len)

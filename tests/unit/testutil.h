@@ -20,6 +20,10 @@ const char *tu_tmpdir(char *out);
 void tu_rmtree(const char *dir);
 /* Number of open descriptors of this process (/proc/self/fd). */
 int tu_count_fds(void);
+/* Number of open descriptors of process pid (/proc/PID/fd); aborts the test if unreadable. */
+int tu_count_pid_fds(pid_t pid);
+/* CLOCK_MONOTONIC in seconds. */
+double tu_now_s(void);
 /* Reads a whole file into malloc'd memory; NULL on failure. */
 uint8_t *tu_read_file(const char *path, size_t *len);
 /* Writes len bytes to path (truncating); 0 on success. */
