@@ -106,75 +106,7 @@ static void assert_same_tables(const td__table *a, const uint8_t *abase, const t
     ck_assert_msg(td__meta_equal(a->meta, b->meta), "metadata differs");
 }
 
-/* A little-endian byte builder for hand-made (often hostile) files. */
-typedef struct gb {
-    uint8_t *p;
-    size_t len, cap;
-} gb;
-
-static void gb_put(gb *b, const void *p, size_t n)
-{
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n)
-            cap *= 2;
-        b->p = realloc(b->p, cap);
-        ck_assert_ptr_nonnull(b->p);
-        b->cap = cap;
-    }
-    if (n)
-        memcpy(b->p + b->len, p, n);
-    b->len += n;
-}
-static void gb_u8(gb *b, uint8_t v)
-{
-    gb_put(b, &v, 1);
-}
-static void gb_u32(gb *b, uint32_t v)
-{
-    uint8_t x[4];
-    td__put32(x, v);
-    gb_put(b, x, 4);
-}
-static void gb_u64(gb *b, uint64_t v)
-{
-    uint8_t x[8];
-    td__put64(x, v);
-    gb_put(b, x, 8);
-}
-static void gb_str(gb *b, const char *s)
-{
-    gb_u64(b, strlen(s));
-    gb_put(b, s, strlen(s));
-}
-static void gb_pad(gb *b, size_t align)
-{
-    while (b->len % align)
-        gb_u8(b, 0);
-}
-static void gb_header(gb *b, uint32_t version, uint64_t nt, uint64_t nkv)
-{
-    gb_put(b, "GGUF", 4);
-    gb_u32(b, version);
-    gb_u64(b, nt);
-    gb_u64(b, nkv);
-}
-/* A tensor info with ne given innermost first. */
-static void gb_tensor(gb *b, const char *name, uint32_t ndims, const uint64_t *ne, uint32_t type,
-                      uint64_t off)
-{
-    gb_str(b, name);
-    gb_u32(b, ndims);
-    for (uint32_t i = 0; i < ndims; i++)
-        gb_u64(b, ne[i]);
-    gb_u32(b, type);
-    gb_u64(b, off);
-}
-static void gb_zeros(gb *b, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        gb_u8(b, 0);
-}
+typedef tu_buf gb;
 
 /* ---------------------------------------------------------------------------------------------
  * The reference files against MANIFEST.json
@@ -796,12 +728,12 @@ static void expect_fail(gb *b, int code, const char *want, const char *what)
 static void gb_valid(gb *b)
 {
     uint64_t ne[1] = {4};
-    gb_header(b, 3, 1, 1);
-    gb_str(b, "k");
-    gb_u32(b, TD_TYPE_UINT32);
-    gb_u32(b, 1);
-    gb_tensor(b, "t", 1, ne, 0, 0);
-    gb_pad(b, 32);
+    tu_gguf_header(b, 3, 1, 1);
+    tu_gguf_str(b, "k");
+    tu_buf_u32(b, TD_TYPE_UINT32);
+    tu_buf_u32(b, 1);
+    tu_gguf_tensor(b, "t", 1, ne, 0, 0);
+    tu_buf_pad(b, 32);
 }
 
 START_TEST(test_hostile)
@@ -811,7 +743,7 @@ START_TEST(test_hostile)
 
     /* sanity: the valid base works */
     gb_valid(&b);
-    gb_zeros(&b, 32);
+    tu_buf_zeros(&b, 32);
     {
         td__table t;
         td_error err = {0};
@@ -824,274 +756,274 @@ START_TEST(test_hostile)
 
     /* header */
     expect_fail(&b, TD_ETRUNC, NULL, "empty");
-    gb_put(&b, "GGML", 4);
-    gb_u32(&b, 3);
+    tu_buf_put(&b, "GGML", 4);
+    tu_buf_u32(&b, 3);
     expect_fail(&b, TD_EFORMAT, "magic", "magic");
-    gb_header(&b, 1, 0, 0);
+    tu_gguf_header(&b, 1, 0, 0);
     expect_fail(&b, TD_EVERSION, "version 1", "v1");
-    gb_header(&b, 4, 0, 0);
+    tu_gguf_header(&b, 4, 0, 0);
     expect_fail(&b, TD_EVERSION, "version 4", "v4");
-    gb_header(&b, 0, 0, 0);
+    tu_gguf_header(&b, 0, 0, 0);
     expect_fail(&b, TD_EVERSION, NULL, "v0");
-    gb_header(&b, 0x03000000u, 0, 0);
+    tu_gguf_header(&b, 0x03000000u, 0, 0);
     expect_fail(&b, TD_ENOTSUP, "big-endian", "byte-swapped");
-    gb_header(&b, 3, 1ull << 62, 0);
+    tu_gguf_header(&b, 3, 1ull << 62, 0);
     expect_fail(&b, TD_EFORMAT, "4611686018427387904", "n_tensors 2^62");
-    gb_header(&b, 3, 0, 1ull << 62);
+    tu_gguf_header(&b, 3, 0, 1ull << 62);
     expect_fail(&b, TD_EFORMAT, "4611686018427387904", "n_kv 2^62");
-    gb_header(&b, 3, UINT64_MAX, UINT64_MAX);
+    tu_gguf_header(&b, 3, UINT64_MAX, UINT64_MAX);
     expect_fail(&b, TD_EFORMAT, NULL, "counts 2^64-1");
-    gb_header(&b, 3, 0, 2);
-    gb_zeros(&b, 20);
+    tu_gguf_header(&b, 3, 0, 2);
+    tu_buf_zeros(&b, 20);
     expect_fail(&b, TD_EFORMAT, NULL, "n_kv past file");
 
     /* keys and values */
-    gb_header(&b, 3, 0, 1);
-    gb_u64(&b, 1ull << 40);
-    gb_put(&b, "abcdefgh", 8);
+    tu_gguf_header(&b, 3, 0, 1);
+    tu_buf_u64(&b, 1ull << 40);
+    tu_buf_put(&b, "abcdefgh", 8);
     expect_fail(&b, TD_ETRUNC, "1099511627776", "key length 2^40");
-    gb_header(&b, 3, 0, 1);
-    gb_str(&b, "s");
-    gb_u32(&b, TD_TYPE_STRING);
-    gb_u64(&b, 1ull << 40);
-    gb_zeros(&b, 16);
+    tu_gguf_header(&b, 3, 0, 1);
+    tu_gguf_str(&b, "s");
+    tu_buf_u32(&b, TD_TYPE_STRING);
+    tu_buf_u64(&b, 1ull << 40);
+    tu_buf_zeros(&b, 16);
     expect_fail(&b, TD_ETRUNC, "1099511627776", "string length 2^40");
-    gb_header(&b, 3, 0, 1);
-    gb_str(&b, "s");
-    gb_u32(&b, TD_TYPE_STRING);
-    gb_u64(&b, UINT64_MAX);
+    tu_gguf_header(&b, 3, 0, 1);
+    tu_gguf_str(&b, "s");
+    tu_buf_u32(&b, TD_TYPE_STRING);
+    tu_buf_u64(&b, UINT64_MAX);
     expect_fail(&b, TD_ETRUNC, NULL, "string length 2^64-1");
-    gb_header(&b, 3, 0, 1);
-    gb_str(&b, "a");
-    gb_u32(&b, TD_TYPE_ARRAY);
-    gb_u32(&b, TD_TYPE_UINT8);
-    gb_u64(&b, 100);
-    gb_zeros(&b, 99);
+    tu_gguf_header(&b, 3, 0, 1);
+    tu_gguf_str(&b, "a");
+    tu_buf_u32(&b, TD_TYPE_ARRAY);
+    tu_buf_u32(&b, TD_TYPE_UINT8);
+    tu_buf_u64(&b, 100);
+    tu_buf_zeros(&b, 99);
     expect_fail(&b, TD_ETRUNC, "'a'", "u8 array count past the file");
-    gb_header(&b, 3, 0, 1);
-    gb_str(&b, "a");
-    gb_u32(&b, TD_TYPE_ARRAY);
-    gb_u32(&b, TD_TYPE_UINT64);
-    gb_u64(&b, 1ull << 61); /* x 8 bytes overflows */
-    gb_zeros(&b, 64);
+    tu_gguf_header(&b, 3, 0, 1);
+    tu_gguf_str(&b, "a");
+    tu_buf_u32(&b, TD_TYPE_ARRAY);
+    tu_buf_u32(&b, TD_TYPE_UINT64);
+    tu_buf_u64(&b, 1ull << 61); /* x 8 bytes overflows */
+    tu_buf_zeros(&b, 64);
     expect_fail(&b, TD_ETRUNC, NULL, "u64 array count x size overflows");
-    gb_header(&b, 3, 0, 1);
-    gb_str(&b, "a");
-    gb_u32(&b, TD_TYPE_ARRAY);
-    gb_u32(&b, TD_TYPE_STRING);
-    gb_u64(&b, 1ull << 62);
-    gb_zeros(&b, 64);
+    tu_gguf_header(&b, 3, 0, 1);
+    tu_gguf_str(&b, "a");
+    tu_buf_u32(&b, TD_TYPE_ARRAY);
+    tu_buf_u32(&b, TD_TYPE_STRING);
+    tu_buf_u64(&b, 1ull << 62);
+    tu_buf_zeros(&b, 64);
     expect_fail(&b, TD_ETRUNC, NULL, "string array count 2^62");
-    gb_header(&b, 3, 0, 1);
-    gb_str(&b, "a");
-    gb_u32(&b, TD_TYPE_ARRAY);
-    gb_u32(&b, TD_TYPE_STRING);
-    gb_u64(&b, 2);
-    gb_str(&b, "x");
-    gb_u64(&b, 1ull << 40);
+    tu_gguf_header(&b, 3, 0, 1);
+    tu_gguf_str(&b, "a");
+    tu_buf_u32(&b, TD_TYPE_ARRAY);
+    tu_buf_u32(&b, TD_TYPE_STRING);
+    tu_buf_u64(&b, 2);
+    tu_gguf_str(&b, "x");
+    tu_buf_u64(&b, 1ull << 40);
     expect_fail(&b, TD_ETRUNC, NULL, "string in array past the file");
-    gb_header(&b, 3, 0, 1);
-    gb_str(&b, "deep");
-    gb_u32(&b, TD_TYPE_ARRAY);
+    tu_gguf_header(&b, 3, 0, 1);
+    tu_gguf_str(&b, "deep");
+    tu_buf_u32(&b, TD_TYPE_ARRAY);
     for (int i = 0; i < 1000; i++) {
-        gb_u32(&b, TD_TYPE_ARRAY);
-        gb_u64(&b, 1);
+        tu_buf_u32(&b, TD_TYPE_ARRAY);
+        tu_buf_u64(&b, 1);
     }
-    gb_u32(&b, TD_TYPE_UINT8);
-    gb_u64(&b, 0);
+    tu_buf_u32(&b, TD_TYPE_UINT8);
+    tu_buf_u64(&b, 0);
     expect_fail(&b, TD_ELIMIT, "nested deeper", "arrays 1000 deep");
-    gb_header(&b, 3, 0, 1);
-    gb_str(&b, "deep");
-    gb_u32(&b, TD_TYPE_ARRAY);
+    tu_gguf_header(&b, 3, 0, 1);
+    tu_gguf_str(&b, "deep");
+    tu_buf_u32(&b, TD_TYPE_ARRAY);
     for (int i = 0; i < TD_META_MAX_DEPTH; i++) { /* one level too deep */
-        gb_u32(&b, TD_TYPE_ARRAY);
-        gb_u64(&b, 1);
+        tu_buf_u32(&b, TD_TYPE_ARRAY);
+        tu_buf_u64(&b, 1);
     }
-    gb_u32(&b, TD_TYPE_UINT8);
-    gb_u64(&b, 0);
+    tu_buf_u32(&b, TD_TYPE_UINT8);
+    tu_buf_u64(&b, 0);
     expect_fail(&b, TD_ELIMIT, NULL, "arrays MAX_DEPTH+1 deep");
     /* more strings than GGUF_MAX_META_ITEMS, all present in the file: refused before any is
      * allocated */
-    gb_header(&b, 3, 0, 1);
-    gb_str(&b, "many");
-    gb_u32(&b, TD_TYPE_ARRAY);
-    gb_u32(&b, TD_TYPE_STRING);
-    gb_u64(&b, (uint64_t)GGUF_MAX_META_ITEMS + 1);
-    gb_zeros(&b, ((size_t)GGUF_MAX_META_ITEMS + 1) * 8);
+    tu_gguf_header(&b, 3, 0, 1);
+    tu_gguf_str(&b, "many");
+    tu_buf_u32(&b, TD_TYPE_ARRAY);
+    tu_buf_u32(&b, TD_TYPE_STRING);
+    tu_buf_u64(&b, (uint64_t)GGUF_MAX_META_ITEMS + 1);
+    tu_buf_zeros(&b, ((size_t)GGUF_MAX_META_ITEMS + 1) * 8);
     expect_fail(&b, TD_ELIMIT, "limit", "too many strings");
-    gb_header(&b, 3, 0, 1);
-    gb_str(&b, "v");
-    gb_u32(&b, 13);
-    gb_zeros(&b, 8);
+    tu_gguf_header(&b, 3, 0, 1);
+    tu_gguf_str(&b, "v");
+    tu_buf_u32(&b, 13);
+    tu_buf_zeros(&b, 8);
     expect_fail(&b, TD_EFORMAT, "13", "value type 13");
-    gb_header(&b, 3, 0, 1);
-    gb_str(&b, "v");
-    gb_u32(&b, 999);
-    gb_zeros(&b, 8);
+    tu_gguf_header(&b, 3, 0, 1);
+    tu_gguf_str(&b, "v");
+    tu_buf_u32(&b, 999);
+    tu_buf_zeros(&b, 8);
     expect_fail(&b, TD_EFORMAT, "999", "value type 999");
-    gb_header(&b, 3, 0, 1);
-    gb_str(&b, "v");
-    gb_u32(&b, TD_TYPE_ARRAY);
-    gb_u32(&b, 13);
-    gb_u64(&b, 0);
+    tu_gguf_header(&b, 3, 0, 1);
+    tu_gguf_str(&b, "v");
+    tu_buf_u32(&b, TD_TYPE_ARRAY);
+    tu_buf_u32(&b, 13);
+    tu_buf_u64(&b, 0);
     expect_fail(&b, TD_EFORMAT, NULL, "array element type 13");
-    gb_header(&b, 3, 0, 1);
-    gb_str(&b, "v");
-    gb_u32(&b, TD_TYPE_BOOL);
-    gb_u8(&b, 2);
-    gb_zeros(&b, 8);
+    tu_gguf_header(&b, 3, 0, 1);
+    tu_gguf_str(&b, "v");
+    tu_buf_u32(&b, TD_TYPE_BOOL);
+    tu_buf_u8(&b, 2);
+    tu_buf_zeros(&b, 8);
     expect_fail(&b, TD_EFORMAT, "bool", "bool 2");
-    gb_header(&b, 3, 0, 1);
-    gb_str(&b, "v");
-    gb_u32(&b, TD_TYPE_ARRAY);
-    gb_u32(&b, TD_TYPE_BOOL);
-    gb_u64(&b, 3);
-    gb_u8(&b, 0);
-    gb_u8(&b, 1);
-    gb_u8(&b, 255);
+    tu_gguf_header(&b, 3, 0, 1);
+    tu_gguf_str(&b, "v");
+    tu_buf_u32(&b, TD_TYPE_ARRAY);
+    tu_buf_u32(&b, TD_TYPE_BOOL);
+    tu_buf_u64(&b, 3);
+    tu_buf_u8(&b, 0);
+    tu_buf_u8(&b, 1);
+    tu_buf_u8(&b, 255);
     expect_fail(&b, TD_EFORMAT, "bool", "bool array 255");
-    gb_header(&b, 3, 0, 1);
-    gb_str(&b, "");
-    gb_u32(&b, TD_TYPE_UINT8);
-    gb_u8(&b, 1);
-    gb_zeros(&b, 8);
+    tu_gguf_header(&b, 3, 0, 1);
+    tu_gguf_str(&b, "");
+    tu_buf_u32(&b, TD_TYPE_UINT8);
+    tu_buf_u8(&b, 1);
+    tu_buf_zeros(&b, 8);
     expect_fail(&b, TD_EFORMAT, "empty", "empty key");
-    gb_header(&b, 3, 0, 1);
-    gb_u64(&b, 3);
-    gb_put(&b, "a\0b", 3);
-    gb_u32(&b, TD_TYPE_UINT8);
-    gb_u8(&b, 1);
-    gb_zeros(&b, 8);
+    tu_gguf_header(&b, 3, 0, 1);
+    tu_buf_u64(&b, 3);
+    tu_buf_put(&b, "a\0b", 3);
+    tu_buf_u32(&b, TD_TYPE_UINT8);
+    tu_buf_u8(&b, 1);
+    tu_buf_zeros(&b, 8);
     expect_fail(&b, TD_EFORMAT, "NUL", "NUL in key");
-    gb_header(&b, 3, 0, 2);
-    gb_str(&b, "dup");
-    gb_u32(&b, TD_TYPE_UINT8);
-    gb_u8(&b, 1);
-    gb_str(&b, "dup");
-    gb_u32(&b, TD_TYPE_UINT16);
-    gb_u32(&b, 2);
+    tu_gguf_header(&b, 3, 0, 2);
+    tu_gguf_str(&b, "dup");
+    tu_buf_u32(&b, TD_TYPE_UINT8);
+    tu_buf_u8(&b, 1);
+    tu_gguf_str(&b, "dup");
+    tu_buf_u32(&b, TD_TYPE_UINT16);
+    tu_buf_u32(&b, 2);
     expect_fail(&b, TD_EDUP, "dup", "duplicate keys");
 
     /* alignment */
     static const uint32_t bad_align[] = {0, 3, 48, 1u << 31};
     static const int bad_code[] = {TD_EFORMAT, TD_EFORMAT, TD_EFORMAT, TD_ELIMIT};
     for (int i = 0; i < 4; i++) {
-        gb_header(&b, 3, 1, 1);
-        gb_str(&b, "general.alignment");
-        gb_u32(&b, TD_TYPE_UINT32);
-        gb_u32(&b, bad_align[i]);
-        gb_tensor(&b, "t", 1, ne1, 0, 0);
-        gb_zeros(&b, 64);
+        tu_gguf_header(&b, 3, 1, 1);
+        tu_gguf_str(&b, "general.alignment");
+        tu_buf_u32(&b, TD_TYPE_UINT32);
+        tu_buf_u32(&b, bad_align[i]);
+        tu_gguf_tensor(&b, "t", 1, ne1, 0, 0);
+        tu_buf_zeros(&b, 64);
         expect_fail(&b, bad_code[i], "general.alignment", "bad alignment");
     }
-    gb_header(&b, 3, 0, 1);
-    gb_str(&b, "general.alignment");
-    gb_u32(&b, TD_TYPE_UINT64);
-    gb_u64(&b, 32);
+    tu_gguf_header(&b, 3, 0, 1);
+    tu_gguf_str(&b, "general.alignment");
+    tu_buf_u32(&b, TD_TYPE_UINT64);
+    tu_buf_u64(&b, 32);
     expect_fail(&b, TD_EFORMAT, "uint32", "alignment as u64");
 
     /* tensor infos */
-    gb_header(&b, 3, 1, 0);
-    gb_tensor(&b, "t999", 1, ne1, 999, 0);
-    gb_zeros(&b, 64);
+    tu_gguf_header(&b, 3, 1, 0);
+    tu_gguf_tensor(&b, "t999", 1, ne1, 999, 0);
+    tu_buf_zeros(&b, 64);
     expect_fail(&b, TD_EDTYPE, "999", "type id 999");
-    gb_header(&b, 3, 1, 0);
-    gb_tensor(&b, "t4", 1, ne1, 4, 0); /* Q4_2, removed */
-    gb_zeros(&b, 64);
+    tu_gguf_header(&b, 3, 1, 0);
+    tu_gguf_tensor(&b, "t4", 1, ne1, 4, 0); /* Q4_2, removed */
+    tu_buf_zeros(&b, 64);
     expect_fail(&b, TD_EDTYPE, "'t4'", "removed type id 4");
-    gb_header(&b, 3, 1, 0);
-    gb_tensor(&b, "t5", 5, (uint64_t[]){1, 1, 1, 1, 4}, 0, 0);
-    gb_zeros(&b, 64);
+    tu_gguf_header(&b, 3, 1, 0);
+    tu_gguf_tensor(&b, "t5", 5, (uint64_t[]){1, 1, 1, 1, 4}, 0, 0);
+    tu_buf_zeros(&b, 64);
     expect_fail(&b, TD_EFORMAT, "n_dims 5", "5 dims");
-    gb_header(&b, 3, 1, 0);
-    gb_tensor(&b, "big", 2, (uint64_t[]){1ull << 32, 1ull << 32}, 0, 0);
-    gb_zeros(&b, 64);
+    tu_gguf_header(&b, 3, 1, 0);
+    tu_gguf_tensor(&b, "big", 2, (uint64_t[]){1ull << 32, 1ull << 32}, 0, 0);
+    tu_buf_zeros(&b, 64);
     expect_fail(&b, TD_ERANGE, "'big'", "ne product overflows");
-    gb_header(&b, 3, 1, 0);
-    gb_tensor(&b, "big", 1, (uint64_t[]){1ull << 62}, 0, 0);
-    gb_zeros(&b, 64);
+    tu_gguf_header(&b, 3, 1, 0);
+    tu_gguf_tensor(&b, "big", 1, (uint64_t[]){1ull << 62}, 0, 0);
+    tu_buf_zeros(&b, 64);
     expect_fail(&b, TD_ERANGE, "'big'", "byte size overflows");
-    gb_header(&b, 3, 1, 0);
-    gb_tensor(&b, "big", 4, (uint64_t[]){1ull << 20, 1ull << 20, 1ull << 20, 1ull << 4}, 1, 0);
-    gb_zeros(&b, 64);
+    tu_gguf_header(&b, 3, 1, 0);
+    tu_gguf_tensor(&b, "big", 4, (uint64_t[]){1ull << 20, 1ull << 20, 1ull << 20, 1ull << 4}, 1, 0);
+    tu_buf_zeros(&b, 64);
     expect_fail(&b, TD_ERANGE, "'big'", "4-D product overflows");
-    gb_header(&b, 3, 1, 0);
-    gb_tensor(&b, "neg", 2, (uint64_t[]){4, (uint64_t)-1}, 0, 0);
-    gb_zeros(&b, 64);
+    tu_gguf_header(&b, 3, 1, 0);
+    tu_gguf_tensor(&b, "neg", 2, (uint64_t[]){4, (uint64_t)-1}, 0, 0);
+    tu_buf_zeros(&b, 64);
     expect_fail(&b, TD_EFORMAT, "negative", "negative ne");
-    gb_header(&b, 3, 1, 0);
-    gb_tensor(&b, "q", 2, (uint64_t[]){33, 2}, 2, 0);
-    gb_zeros(&b, 96);
+    tu_gguf_header(&b, 3, 1, 0);
+    tu_gguf_tensor(&b, "q", 2, (uint64_t[]){33, 2}, 2, 0);
+    tu_buf_zeros(&b, 96);
     expect_fail(&b, TD_EFORMAT, "block", "q4_0 ne[0] 33");
-    gb_header(&b, 3, 1, 0);
-    gb_tensor(&b, "", 1, ne1, 0, 0);
-    gb_zeros(&b, 64);
+    tu_gguf_header(&b, 3, 1, 0);
+    tu_gguf_tensor(&b, "", 1, ne1, 0, 0);
+    tu_buf_zeros(&b, 64);
     expect_fail(&b, TD_EFORMAT, "empty name", "empty tensor name");
-    gb_header(&b, 3, 1, 0);
-    gb_u64(&b, 3);
-    gb_put(&b, "t\0x", 3);
-    gb_u32(&b, 1);
-    gb_u64(&b, 4);
-    gb_u32(&b, 0);
-    gb_u64(&b, 0);
-    gb_zeros(&b, 64);
+    tu_gguf_header(&b, 3, 1, 0);
+    tu_buf_u64(&b, 3);
+    tu_buf_put(&b, "t\0x", 3);
+    tu_buf_u32(&b, 1);
+    tu_buf_u64(&b, 4);
+    tu_buf_u32(&b, 0);
+    tu_buf_u64(&b, 0);
+    tu_buf_zeros(&b, 64);
     expect_fail(&b, TD_EFORMAT, "NUL", "NUL in tensor name");
-    gb_header(&b, 3, 1, 0);
-    gb_u64(&b, 1ull << 40);
-    gb_zeros(&b, 64);
+    tu_gguf_header(&b, 3, 1, 0);
+    tu_buf_u64(&b, 1ull << 40);
+    tu_buf_zeros(&b, 64);
     expect_fail(&b, TD_ETRUNC, "1099511627776", "tensor name length 2^40");
 
     /* offsets */
-    gb_header(&b, 3, 1, 0);
-    gb_tensor(&b, "far", 1, ne1, 0, 1ull << 40);
-    gb_pad(&b, 32);
-    gb_zeros(&b, 64);
+    tu_gguf_header(&b, 3, 1, 0);
+    tu_gguf_tensor(&b, "far", 1, ne1, 0, 1ull << 40);
+    tu_buf_pad(&b, 32);
+    tu_buf_zeros(&b, 64);
     expect_fail(&b, TD_ETRUNC, "'far'", "offset past EOF");
-    gb_header(&b, 3, 1, 0);
-    gb_tensor(&b, "wrap", 1, ne1, 0, UINT64_MAX - 31);
-    gb_pad(&b, 32);
-    gb_zeros(&b, 64);
+    tu_gguf_header(&b, 3, 1, 0);
+    tu_gguf_tensor(&b, "wrap", 1, ne1, 0, UINT64_MAX - 31);
+    tu_buf_pad(&b, 32);
+    tu_buf_zeros(&b, 64);
     expect_fail(&b, TD_ETRUNC, "'wrap'", "offset + size wraps");
-    gb_header(&b, 3, 1, 0);
-    gb_tensor(&b, "tail", 1, (uint64_t[]){16}, 0, 32);
-    gb_pad(&b, 32);
-    gb_zeros(&b, 95); /* one byte short */
+    tu_gguf_header(&b, 3, 1, 0);
+    tu_gguf_tensor(&b, "tail", 1, (uint64_t[]){16}, 0, 32);
+    tu_buf_pad(&b, 32);
+    tu_buf_zeros(&b, 95); /* one byte short */
     expect_fail(&b, TD_ETRUNC, "'tail'", "data one byte short");
-    gb_header(&b, 3, 1, 0);
-    gb_tensor(&b, "mis", 1, ne1, 0, 4);
-    gb_pad(&b, 32);
-    gb_zeros(&b, 64);
+    tu_gguf_header(&b, 3, 1, 0);
+    tu_gguf_tensor(&b, "mis", 1, ne1, 0, 4);
+    tu_buf_pad(&b, 32);
+    tu_buf_zeros(&b, 64);
     expect_fail(&b, TD_EFORMAT, "not aligned to 32", "misaligned offset");
-    gb_header(&b, 3, 2, 0);
-    gb_tensor(&b, "a", 1, (uint64_t[]){16}, 0, 0); /* 64 bytes */
-    gb_tensor(&b, "b", 1, (uint64_t[]){8}, 0, 32);
-    gb_pad(&b, 32);
-    gb_zeros(&b, 128);
+    tu_gguf_header(&b, 3, 2, 0);
+    tu_gguf_tensor(&b, "a", 1, (uint64_t[]){16}, 0, 0); /* 64 bytes */
+    tu_gguf_tensor(&b, "b", 1, (uint64_t[]){8}, 0, 32);
+    tu_buf_pad(&b, 32);
+    tu_buf_zeros(&b, 128);
     expect_fail(&b, TD_EFORMAT, "overlaps", "overlapping tensors");
-    gb_header(&b, 3, 3, 0);
-    gb_tensor(&b, "late", 1, (uint64_t[]){8}, 0, 64);
-    gb_tensor(&b, "early", 1, (uint64_t[]){24}, 0, 0); /* 96 bytes: into "late" */
-    gb_tensor(&b, "other", 1, (uint64_t[]){8}, 0, 128);
-    gb_pad(&b, 32);
-    gb_zeros(&b, 192);
+    tu_gguf_header(&b, 3, 3, 0);
+    tu_gguf_tensor(&b, "late", 1, (uint64_t[]){8}, 0, 64);
+    tu_gguf_tensor(&b, "early", 1, (uint64_t[]){24}, 0, 0); /* 96 bytes: into "late" */
+    tu_gguf_tensor(&b, "other", 1, (uint64_t[]){8}, 0, 128);
+    tu_buf_pad(&b, 32);
+    tu_buf_zeros(&b, 192);
     expect_fail(&b, TD_EFORMAT, "overlaps", "overlap out of order");
-    gb_header(&b, 3, 2, 0);
-    gb_tensor(&b, "same", 1, ne1, 0, 0);
-    gb_tensor(&b, "same", 1, ne1, 0, 32);
-    gb_pad(&b, 32);
-    gb_zeros(&b, 64);
+    tu_gguf_header(&b, 3, 2, 0);
+    tu_gguf_tensor(&b, "same", 1, ne1, 0, 0);
+    tu_gguf_tensor(&b, "same", 1, ne1, 0, 32);
+    tu_buf_pad(&b, 32);
+    tu_buf_zeros(&b, 64);
     expect_fail(&b, TD_EDUP, "'same'", "duplicate tensor names");
-    gb_header(&b, 3, 1, 0);
-    gb_tensor(&b, "t", 1, ne1, 0, 0);
+    tu_gguf_header(&b, 3, 1, 0);
+    tu_gguf_tensor(&b, "t", 1, ne1, 0, 0);
     expect_fail(&b, TD_ETRUNC, NULL, "no data section");
 
     /* legal corner cases: version 2, empty tensors sharing an offset, tensors out of order */
-    gb_header(&b, 2, 3, 0);
-    gb_tensor(&b, "z", 2, (uint64_t[]){4, 0}, 0, 32);
-    gb_tensor(&b, "y", 1, (uint64_t[]){8}, 0, 32);
-    gb_tensor(&b, "x", 1, (uint64_t[]){8}, 0, 0);
-    gb_pad(&b, 32);
-    gb_zeros(&b, 64);
+    tu_gguf_header(&b, 2, 3, 0);
+    tu_gguf_tensor(&b, "z", 2, (uint64_t[]){4, 0}, 0, 32);
+    tu_gguf_tensor(&b, "y", 1, (uint64_t[]){8}, 0, 32);
+    tu_gguf_tensor(&b, "x", 1, (uint64_t[]){8}, 0, 0);
+    tu_buf_pad(&b, 32);
+    tu_buf_zeros(&b, 64);
     {
         td__table t;
         td_error err = {0};
@@ -1241,21 +1173,21 @@ START_TEST(test_sparse_1gib)
     snprintf(path, sizeof path, "%s/big.gguf", dir);
     /* 256 f32 tensors of 1 MiB each, then one of 768 MiB: 1 GiB of data, all holes */
     gb b = {0};
-    gb_header(&b, 3, 257, 1);
-    gb_str(&b, "general.architecture");
-    gb_u32(&b, TD_TYPE_STRING);
-    gb_str(&b, "sparse");
+    tu_gguf_header(&b, 3, 257, 1);
+    tu_gguf_str(&b, "general.architecture");
+    tu_buf_u32(&b, TD_TYPE_STRING);
+    tu_gguf_str(&b, "sparse");
     uint64_t off = 0;
     for (int i = 0; i < 256; i++) {
         char name[32];
         snprintf(name, sizeof name, "blk.%d.weight", i);
-        gb_tensor(&b, name, 2, (uint64_t[]){512, 512}, 0, off);
+        tu_gguf_tensor(&b, name, 2, (uint64_t[]){512, 512}, 0, off);
         off += 1 << 20;
     }
-    gb_tensor(&b, "big", 2, (uint64_t[]){16384, 12288}, 0, off);
+    tu_gguf_tensor(&b, "big", 2, (uint64_t[]){16384, 12288}, 0, off);
     off += 768ull << 20;
     ck_assert_uint_eq(off, 1ull << 30);
-    gb_pad(&b, 32);
+    tu_buf_pad(&b, 32);
     size_t hdr = b.len;
     int fds = tu_count_fds();
     int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);

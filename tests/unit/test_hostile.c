@@ -36,71 +36,18 @@
 /* ---------------------------------------------------------------------------------------------
  * Byte buffers
  */
-typedef struct buf {
-    uint8_t *p;
-    size_t len, cap;
-} buf;
+typedef tu_buf buf;
 
-static void b_put(buf *b, const void *p, size_t n)
-{
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n)
-            cap *= 2;
-        b->p = realloc(b->p, cap);
-        ck_assert_ptr_nonnull(b->p);
-        b->cap = cap;
-    }
-    if (n)
-        memcpy(b->p + b->len, p, n);
-    b->len += n;
-}
-static void b_u8(buf *b, uint8_t v)
-{
-    b_put(b, &v, 1);
-}
-static void b_u16(buf *b, uint16_t v)
-{
-    uint8_t x[2] = {(uint8_t)v, (uint8_t)(v >> 8)};
-    b_put(b, x, 2);
-}
-static void b_u32(buf *b, uint32_t v)
-{
-    b_u16(b, (uint16_t)v);
-    b_u16(b, (uint16_t)(v >> 16));
-}
-static void b_u64(buf *b, uint64_t v)
-{
-    b_u32(b, (uint32_t)v);
-    b_u32(b, (uint32_t)(v >> 32));
-}
 static void b_str(buf *b, const char *s)
 {
-    b_put(b, s, strlen(s));
-}
-static void b_zeros(buf *b, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        b_u8(b, 0);
-}
-static void b_set32(buf *b, size_t at, uint32_t v)
-{
-    ck_assert_uint_le(at + 4, b->len);
-    for (int i = 0; i < 4; i++)
-        b->p[at + i] = (uint8_t)(v >> (8 * i));
-}
-static void b_set16(buf *b, size_t at, uint16_t v)
-{
-    ck_assert_uint_le(at + 2, b->len);
-    b->p[at] = (uint8_t)v;
-    b->p[at + 1] = (uint8_t)(v >> 8);
+    tu_buf_put(b, s, strlen(s));
 }
 /* The float32 ramp every valid tensor here holds: value i is i + 0.5. */
 static void b_ramp_f32(buf *b, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         float f = (float)i + 0.5f;
-        b_put(b, &f, 4);
+        tu_buf_put(b, &f, 4);
     }
 }
 
@@ -115,17 +62,17 @@ static void npy_hdr(buf *b, int version, const char *dict, size_t align)
     size_t hl = strlen(dict) + 1;
     if (align)
         hl += (align - (pre + hl) % align) % align;
-    b_put(b, "\x93NUMPY", 6);
-    b_u8(b, (uint8_t)version);
-    b_u8(b, 0);
+    tu_buf_put(b, "\x93NUMPY", 6);
+    tu_buf_u8(b, (uint8_t)version);
+    tu_buf_u8(b, 0);
     if (version == 1)
-        b_u16(b, (uint16_t)hl);
+        tu_buf_u16(b, (uint16_t)hl);
     else
-        b_u32(b, (uint32_t)hl);
+        tu_buf_u32(b, (uint32_t)hl);
     b_str(b, dict);
     for (size_t i = strlen(dict) + 1; i < hl; i++)
-        b_u8(b, ' ');
-    b_u8(b, '\n');
+        tu_buf_u8(b, ' ');
+    tu_buf_u8(b, '\n');
 }
 
 /* A valid npy of a float32 ramp of n elements with shape text sh. */
@@ -140,7 +87,7 @@ static void npy_f32(buf *b, const char *shape, size_t n)
 static void npy_with_dict(buf *b, const char *dict, size_t data)
 {
     npy_hdr(b, 1, dict, 64);
-    b_zeros(b, data);
+    tu_buf_zeros(b, data);
 }
 
 #define NPY_DICT(descr, fortran, shape)                                                            \
@@ -164,13 +111,13 @@ static void npy_dims_32(buf *b)
 static void npy_hlen_past_end(buf *b)
 {
     npy_ok(b);
-    b_set16(b, 8, 0xfff0);
+    tu_buf_set16(b, 8, 0xfff0);
 }
 static void npy_v2_hlen_huge(buf *b)
 {
     npy_hdr(b, 2, NPY_DICT("<f4", "False", "(2,)"), 64);
     b_ramp_f32(b, 2);
-    b_set32(b, 8, 0xffffffffu);
+    tu_buf_set32(b, 8, 0xffffffffu);
 }
 static void npy_hlen_over_limit(buf *b)
 {
@@ -333,20 +280,20 @@ static void zip_build(buf *b, const zmember *m, size_t n, zinfo *zi)
         uint64_t us =
             m[i].usize_set ? m[i].usize_set : (uint64_t)((int64_t)m[i].len + m[i].usize_adj);
         zi->local[i] = b->len;
-        b_u32(b, 0x04034b50u);
-        b_u16(b, 20);
-        b_u16(b, m[i].flags);
-        b_u16(b, m[i].method);
-        b_u16(b, 0);
-        b_u16(b, 0x21);
-        b_u32(b, crc[i]);
-        b_u32(b, (uint32_t)clen);
-        b_u32(b, (uint32_t)us);
-        b_u16(b, (uint16_t)lnl);
-        b_u16(b, 0);
-        b_put(b, ln, lnl);
+        tu_buf_u32(b, 0x04034b50u);
+        tu_buf_u16(b, 20);
+        tu_buf_u16(b, m[i].flags);
+        tu_buf_u16(b, m[i].method);
+        tu_buf_u16(b, 0);
+        tu_buf_u16(b, 0x21);
+        tu_buf_u32(b, crc[i]);
+        tu_buf_u32(b, (uint32_t)clen);
+        tu_buf_u32(b, (uint32_t)us);
+        tu_buf_u16(b, (uint16_t)lnl);
+        tu_buf_u16(b, 0);
+        tu_buf_put(b, ln, lnl);
         zi->data[i] = b->len;
-        b_put(b, comp ? comp : m[i].data, clen);
+        tu_buf_put(b, comp ? comp : m[i].data, clen);
         free(comp);
     }
     zi->cd_start = b->len;
@@ -355,34 +302,35 @@ static void zip_build(buf *b, const zmember *m, size_t n, zinfo *zi)
         uint64_t us =
             m[i].usize_set ? m[i].usize_set : (uint64_t)((int64_t)m[i].len + m[i].usize_adj);
         zi->central[i] = b->len;
-        b_u32(b, 0x02014b50u);
-        b_u16(b, 20);
-        b_u16(b, 20);
-        b_u16(b, m[i].flags);
-        b_u16(b, m[i].method);
-        b_u16(b, 0);
-        b_u16(b, 0x21);
-        b_u32(b, crc[i]);
-        b_u32(b, (uint32_t)csize[i]);
-        b_u32(b, (uint32_t)us);
-        b_u16(b, (uint16_t)nl);
-        b_u16(b, 0);
-        b_u16(b, 0);
-        b_u16(b, 0);
-        b_u16(b, 0);
-        b_u32(b, 0);
-        b_u32(b, (uint32_t)(m[i].same_local_as ? zi->local[m[i].same_local_as - 1] : zi->local[i]));
-        b_put(b, m[i].name, nl);
+        tu_buf_u32(b, 0x02014b50u);
+        tu_buf_u16(b, 20);
+        tu_buf_u16(b, 20);
+        tu_buf_u16(b, m[i].flags);
+        tu_buf_u16(b, m[i].method);
+        tu_buf_u16(b, 0);
+        tu_buf_u16(b, 0x21);
+        tu_buf_u32(b, crc[i]);
+        tu_buf_u32(b, (uint32_t)csize[i]);
+        tu_buf_u32(b, (uint32_t)us);
+        tu_buf_u16(b, (uint16_t)nl);
+        tu_buf_u16(b, 0);
+        tu_buf_u16(b, 0);
+        tu_buf_u16(b, 0);
+        tu_buf_u16(b, 0);
+        tu_buf_u32(b, 0);
+        tu_buf_u32(
+            b, (uint32_t)(m[i].same_local_as ? zi->local[m[i].same_local_as - 1] : zi->local[i]));
+        tu_buf_put(b, m[i].name, nl);
     }
     zi->eocd = b->len;
-    b_u32(b, 0x06054b50u);
-    b_u16(b, 0);
-    b_u16(b, 0);
-    b_u16(b, (uint16_t)n);
-    b_u16(b, (uint16_t)n);
-    b_u32(b, (uint32_t)(zi->eocd - zi->cd_start));
-    b_u32(b, (uint32_t)zi->cd_start);
-    b_u16(b, 0);
+    tu_buf_u32(b, 0x06054b50u);
+    tu_buf_u16(b, 0);
+    tu_buf_u16(b, 0);
+    tu_buf_u16(b, (uint16_t)n);
+    tu_buf_u16(b, (uint16_t)n);
+    tu_buf_u32(b, (uint32_t)(zi->eocd - zi->cd_start));
+    tu_buf_u32(b, (uint32_t)zi->cd_start);
+    tu_buf_u16(b, 0);
 }
 
 /* Npy contents for members, kept for the whole run. */
@@ -394,7 +342,7 @@ static void make_members(void)
         npy_f32(&npy_small, "(2, 3)", 6);
     if (!npy_big0.len) {
         npy_hdr(&npy_big0, 1, NPY_DICT("<f4", "False", "(4194304,)"), 64);
-        b_zeros(&npy_big0, 16u << 20);
+        tu_buf_zeros(&npy_big0, 16u << 20);
     }
 }
 
@@ -418,88 +366,88 @@ static void npz_count_more(buf *b)
     zinfo zi;
     zmember m[] = {ZM("a.npy", 0), ZM("b.npy", 0)};
     zip_build(b, m, 2, &zi);
-    b_set16(b, zi.eocd + 8, 3);
-    b_set16(b, zi.eocd + 10, 3);
+    tu_buf_set16(b, zi.eocd + 8, 3);
+    tu_buf_set16(b, zi.eocd + 10, 3);
 }
 static void npz_count_fewer(buf *b)
 {
     zinfo zi;
     zmember m[] = {ZM("a.npy", 0), ZM("b.npy", 0)};
     zip_build(b, m, 2, &zi);
-    b_set16(b, zi.eocd + 8, 1);
-    b_set16(b, zi.eocd + 10, 1);
+    tu_buf_set16(b, zi.eocd + 8, 1);
+    tu_buf_set16(b, zi.eocd + 10, 1);
 }
 static void npz_count_ffff(buf *b)
 {
     zinfo zi;
     zmember m[] = {ZM("a.npy", 0)};
     zip_build(b, m, 1, &zi);
-    b_set16(b, zi.eocd + 8, 0xffff);
-    b_set16(b, zi.eocd + 10, 0xffff);
+    tu_buf_set16(b, zi.eocd + 8, 0xffff);
+    tu_buf_set16(b, zi.eocd + 10, 0xffff);
 }
 static void npz_name_len_past_cd(buf *b)
 {
     zinfo zi;
     zmember m[] = {ZM("a.npy", 0)};
     zip_build(b, m, 1, &zi);
-    b_set16(b, zi.central[0] + 28, 0xfff0);
+    tu_buf_set16(b, zi.central[0] + 28, 0xfff0);
 }
 static void npz_extra_len_past_cd(buf *b)
 {
     zinfo zi;
     zmember m[] = {ZM("a.npy", 0)};
     zip_build(b, m, 1, &zi);
-    b_set16(b, zi.central[0] + 30, 0x8000);
+    tu_buf_set16(b, zi.central[0] + 30, 0x8000);
 }
 static void npz_comment_past_end(buf *b)
 {
     zinfo zi;
     zmember m[] = {ZM("a.npy", 0)};
     zip_build(b, m, 1, &zi);
-    b_set16(b, zi.eocd + 20, 500);
+    tu_buf_set16(b, zi.eocd + 20, 500);
 }
 static void npz_local_name_len(buf *b)
 {
     zinfo zi;
     zmember m[] = {ZM("a.npy", 0)};
     zip_build(b, m, 1, &zi);
-    b_set16(b, zi.local[0] + 26, 0xffff);
+    tu_buf_set16(b, zi.local[0] + 26, 0xffff);
 }
 static void npz_csize_past_end(buf *b)
 {
     zinfo zi;
     zmember m[] = {ZM("a.npy", 0)};
     zip_build(b, m, 1, &zi);
-    b_set32(b, zi.central[0] + 20, 0x7fffffff);
-    b_set32(b, zi.central[0] + 24, 0x7fffffff);
+    tu_buf_set32(b, zi.central[0] + 20, 0x7fffffff);
+    tu_buf_set32(b, zi.central[0] + 24, 0x7fffffff);
 }
 static void npz_local_off_past_end(buf *b)
 {
     zinfo zi;
     zmember m[] = {ZM("a.npy", 0)};
     zip_build(b, m, 1, &zi);
-    b_set32(b, zi.central[0] + 42, 0x40000000);
+    tu_buf_set32(b, zi.central[0] + 42, 0x40000000);
 }
 static void npz_cd_off_past_end(buf *b)
 {
     zinfo zi;
     zmember m[] = {ZM("a.npy", 0)};
     zip_build(b, m, 1, &zi);
-    b_set32(b, zi.eocd + 16, 0x7ffffff0);
+    tu_buf_set32(b, zi.eocd + 16, 0x7ffffff0);
 }
 static void npz_cd_off_into_data(buf *b)
 {
     zinfo zi;
     zmember m[] = {ZM("a.npy", 0)};
     zip_build(b, m, 1, &zi);
-    b_set32(b, zi.eocd + 16, (uint32_t)zi.data[0]);
+    tu_buf_set32(b, zi.eocd + 16, (uint32_t)zi.data[0]);
 }
 static void npz_local_off_into_cd(buf *b)
 {
     zinfo zi;
     zmember m[] = {ZM("a.npy", 0)};
     zip_build(b, m, 1, &zi);
-    b_set32(b, zi.central[0] + 42, (uint32_t)zi.cd_start);
+    tu_buf_set32(b, zi.central[0] + 42, (uint32_t)zi.cd_start);
 }
 static void npz_overlap_same_local(buf *b)
 {
@@ -516,10 +464,10 @@ static void npz_overlap_csize(buf *b)
     zmember m[] = {ZM("a.npy", 0), ZM("b.npy", 0)};
     zip_build(b, m, 2, &zi);
     uint32_t more = (uint32_t)(npy_small.len + 40);
-    b_set32(b, zi.central[0] + 20, more);
-    b_set32(b, zi.central[0] + 24, more);
-    b_set32(b, zi.local[0] + 18, more);
-    b_set32(b, zi.local[0] + 22, more);
+    tu_buf_set32(b, zi.central[0] + 20, more);
+    tu_buf_set32(b, zi.central[0] + 24, more);
+    tu_buf_set32(b, zi.local[0] + 18, more);
+    tu_buf_set32(b, zi.local[0] + 22, more);
 }
 static void npz_unaligned_stored(buf *b)
 {
@@ -591,8 +539,8 @@ static void npz_ratio(buf *b)
     zmember m[] = {ZM("a.npy", 8)};
     zip_build(b, m, 1, &zi);
     uint32_t csize = td__le32(b->p + zi.central[0] + 20);
-    b_set32(b, zi.central[0] + 24, csize * 2000);
-    b_set32(b, zi.local[0] + 22, csize * 2000);
+    tu_buf_set32(b, zi.central[0] + 24, csize * 2000);
+    tu_buf_set32(b, zi.local[0] + 22, csize * 2000);
 }
 static void npz_bomb_real(buf *b)
 {
@@ -676,12 +624,12 @@ static void st_file(buf *b, const char *json, size_t data_len, int pad)
 {
     size_t n = strlen(json);
     size_t padded = pad ? n + (8 - (8 + n) % 8) % 8 : n;
-    b_u64(b, padded);
+    tu_buf_u64(b, padded);
     b_str(b, json);
     for (size_t i = n; i < padded; i++)
-        b_u8(b, ' ');
+        tu_buf_u8(b, ' ');
     b_ramp_f32(b, data_len / 4);
-    b_zeros(b, data_len % 4);
+    tu_buf_zeros(b, data_len % 4);
 }
 static void st_ok(buf *b)
 {
@@ -705,22 +653,22 @@ ST_CASE(st_empty_ok, "{}", 0)
 static void st_hlen_past_end(buf *b)
 {
     st_ok(b);
-    b_set32(b, 0, 4096);
+    tu_buf_set32(b, 0, 4096);
 }
 static void st_hlen_huge(buf *b)
 {
     st_ok(b);
-    b_set32(b, 0, 0);
-    b_set32(b, 4, 0x80000000u);
+    tu_buf_set32(b, 0, 0);
+    tu_buf_set32(b, 4, 0x80000000u);
 }
 static void st_hlen_over_cap(buf *b)
 {
     st_ok(b);
-    b_set32(b, 0, 100000001);
+    tu_buf_set32(b, 0, 100000001);
 }
 static void st_hlen_zero(buf *b)
 {
-    b_u64(b, 0);
+    tu_buf_u64(b, 0);
     b_ramp_f32(b, 2);
 }
 static void st_not_object(buf *b)
@@ -750,7 +698,7 @@ static void st_unaligned_ok(buf *b)
     const char *j = "{\"u\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},\"a\":{"
                     "\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[1,9]}}";
     st_file(b, j, 0, 1);
-    b_u8(b, 7);
+    tu_buf_u8(b, 7);
     b_ramp_f32(b, 2);
 }
 static void st_unaligned_header_ok(buf *b)
@@ -808,113 +756,85 @@ static void st_deep_json(buf *b)
 /* ---------------------------------------------------------------------------------------------
  * gguf
  */
-static void g_str(buf *b, const char *s)
-{
-    b_u64(b, strlen(s));
-    b_str(b, s);
-}
-static void g_head(buf *b, uint64_t nt, uint64_t nkv)
-{
-    b_str(b, "GGUF");
-    b_u32(b, 3);
-    b_u64(b, nt);
-    b_u64(b, nkv);
-}
 static void g_kv_u32(buf *b, const char *k, uint32_t v)
 {
-    g_str(b, k);
-    b_u32(b, TD_TYPE_UINT32);
-    b_u32(b, v);
-}
-/* A tensor info: name, dims (ne innermost first), GGML type, offset. */
-static void g_tensor(buf *b, const char *name, uint32_t nd, const uint64_t *ne, uint32_t type,
-                     uint64_t off)
-{
-    g_str(b, name);
-    b_u32(b, nd);
-    for (uint32_t i = 0; i < nd; i++)
-        b_u64(b, ne[i]);
-    b_u32(b, type);
-    b_u64(b, off);
-}
-static void g_pad(buf *b, size_t align)
-{
-    while (b->len % align)
-        b_u8(b, 0);
+    tu_gguf_str(b, k);
+    tu_buf_u32(b, TD_TYPE_UINT32);
+    tu_buf_u32(b, v);
 }
 /* Two F32 tensors a [2,3] at 0 and b [2] at 32, alignment 32, one string KV. */
 static void gguf_ok(buf *b)
 {
     uint64_t ne_a[2] = {3, 2}, ne_b[1] = {2};
-    g_head(b, 2, 1);
-    g_str(b, "general.name");
-    b_u32(b, TD_TYPE_STRING);
-    g_str(b, "hostile");
-    g_tensor(b, "a", 2, ne_a, 0, 0);
-    g_tensor(b, "b", 1, ne_b, 0, 32);
-    g_pad(b, 32);
+    tu_gguf_header(b, 3, 2, 1);
+    tu_gguf_str(b, "general.name");
+    tu_buf_u32(b, TD_TYPE_STRING);
+    tu_gguf_str(b, "hostile");
+    tu_gguf_tensor(b, "a", 2, ne_a, 0, 0);
+    tu_gguf_tensor(b, "b", 1, ne_b, 0, 32);
+    tu_buf_pad(b, 32);
     b_ramp_f32(b, 6);
-    b_zeros(b, 8);
+    tu_buf_zeros(b, 8);
     b_ramp_f32(b, 2);
 }
 /* One F32 tensor "t" of ne elements, after kvs written by kv(). */
 static void g_one(buf *b, uint64_t nkv, void (*kv)(buf *), uint64_t ne0, uint32_t type,
                   uint64_t off, size_t align, size_t data)
 {
-    g_head(b, 1, nkv);
+    tu_gguf_header(b, 3, 1, nkv);
     if (kv)
         kv(b);
     uint64_t ne[1] = {ne0};
-    g_tensor(b, "t", 1, ne, type, off);
-    g_pad(b, align);
+    tu_gguf_tensor(b, "t", 1, ne, type, off);
+    tu_buf_pad(b, align);
     b_ramp_f32(b, data / 4);
 }
 static void gguf_n_tensors_huge(buf *b)
 {
-    g_head(b, 1ull << 62, 0);
-    b_zeros(b, 64);
+    tu_gguf_header(b, 3, 1ull << 62, 0);
+    tu_buf_zeros(b, 64);
 }
 static void gguf_n_kv_max(buf *b)
 {
-    g_head(b, 0, UINT64_MAX);
-    b_zeros(b, 64);
+    tu_gguf_header(b, 3, 0, UINT64_MAX);
+    tu_buf_zeros(b, 64);
 }
 static void gguf_array_count_past_end(buf *b)
 {
-    g_head(b, 0, 1);
-    g_str(b, "arr");
-    b_u32(b, TD_TYPE_ARRAY);
-    b_u32(b, TD_TYPE_UINT32);
-    b_u64(b, 1ull << 40);
-    b_zeros(b, 16);
+    tu_gguf_header(b, 3, 0, 1);
+    tu_gguf_str(b, "arr");
+    tu_buf_u32(b, TD_TYPE_ARRAY);
+    tu_buf_u32(b, TD_TYPE_UINT32);
+    tu_buf_u64(b, 1ull << 40);
+    tu_buf_zeros(b, 16);
 }
 static void gguf_array_count_overflow(buf *b)
 {
-    g_head(b, 0, 1);
-    g_str(b, "arr");
-    b_u32(b, TD_TYPE_ARRAY);
-    b_u32(b, TD_TYPE_UINT64);
-    b_u64(b, 1ull << 61); /* x 8 bytes = 2^64 */
-    b_zeros(b, 16);
+    tu_gguf_header(b, 3, 0, 1);
+    tu_gguf_str(b, "arr");
+    tu_buf_u32(b, TD_TYPE_ARRAY);
+    tu_buf_u32(b, TD_TYPE_UINT64);
+    tu_buf_u64(b, 1ull << 61); /* x 8 bytes = 2^64 */
+    tu_buf_zeros(b, 16);
 }
 static void gguf_key_len_huge(buf *b)
 {
-    g_head(b, 0, 1);
-    b_u64(b, 1ull << 40);
+    tu_gguf_header(b, 3, 0, 1);
+    tu_buf_u64(b, 1ull << 40);
     b_str(b, "abcdefgh");
 }
 static void gguf_str_len_max(buf *b)
 {
-    g_head(b, 0, 1);
-    g_str(b, "s");
-    b_u32(b, TD_TYPE_STRING);
-    b_u64(b, UINT64_MAX);
+    tu_gguf_header(b, 3, 0, 1);
+    tu_gguf_str(b, "s");
+    tu_buf_u32(b, TD_TYPE_STRING);
+    tu_buf_u64(b, UINT64_MAX);
     b_str(b, "abc");
 }
 static void gguf_name_len_past_end(buf *b)
 {
-    g_head(b, 1, 0);
-    b_u64(b, 4096);
+    tu_gguf_header(b, 3, 1, 0);
+    tu_buf_u64(b, 4096);
     b_str(b, "t");
 }
 static void gguf_off_past_end(buf *b)
@@ -932,19 +852,19 @@ static void gguf_data_short(buf *b)
 static void gguf_overlap(buf *b)
 {
     uint64_t ne[1] = {8};
-    g_head(b, 2, 0);
-    g_tensor(b, "a", 1, ne, 0, 0);
-    g_tensor(b, "b", 1, ne, 0, 0);
-    g_pad(b, 32);
+    tu_gguf_header(b, 3, 2, 0);
+    tu_gguf_tensor(b, "a", 1, ne, 0, 0);
+    tu_gguf_tensor(b, "b", 1, ne, 0, 0);
+    tu_buf_pad(b, 32);
     b_ramp_f32(b, 8);
 }
 static void gguf_overlap_partial(buf *b)
 {
     uint64_t ne[1] = {16};
-    g_head(b, 2, 0);
-    g_tensor(b, "a", 1, ne, 0, 0);
-    g_tensor(b, "b", 1, ne, 0, 32);
-    g_pad(b, 32);
+    tu_gguf_header(b, 3, 2, 0);
+    tu_gguf_tensor(b, "a", 1, ne, 0, 0);
+    tu_gguf_tensor(b, "b", 1, ne, 0, 32);
+    tu_buf_pad(b, 32);
     b_ramp_f32(b, 24);
 }
 static void gguf_misaligned(buf *b)
@@ -969,15 +889,15 @@ static void kv_align_64(buf *b)
 }
 static void kv_align_u64(buf *b)
 {
-    g_str(b, "general.alignment");
-    b_u32(b, TD_TYPE_UINT64);
-    b_u64(b, 32);
+    tu_gguf_str(b, "general.alignment");
+    tu_buf_u32(b, TD_TYPE_UINT64);
+    tu_buf_u64(b, 32);
 }
 static void kv_align_string(buf *b)
 {
-    g_str(b, "general.alignment");
-    b_u32(b, TD_TYPE_STRING);
-    g_str(b, "32");
+    tu_gguf_str(b, "general.alignment");
+    tu_buf_u32(b, TD_TYPE_STRING);
+    tu_gguf_str(b, "32");
 }
 static void gguf_align_0(buf *b)
 {
@@ -1002,52 +922,52 @@ static void gguf_align_string(buf *b)
 static void gguf_align_64_ok(buf *b)
 {
     uint64_t ne_a[1] = {3}, ne_b[1] = {2};
-    g_head(b, 2, 1);
+    tu_gguf_header(b, 3, 2, 1);
     kv_align_64(b);
-    g_tensor(b, "a", 1, ne_a, 0, 0);
-    g_tensor(b, "b", 1, ne_b, 0, 64);
-    g_pad(b, 64);
+    tu_gguf_tensor(b, "a", 1, ne_a, 0, 0);
+    tu_gguf_tensor(b, "b", 1, ne_b, 0, 64);
+    tu_buf_pad(b, 64);
     b_ramp_f32(b, 3);
-    b_zeros(b, 64 - 12);
+    tu_buf_zeros(b, 64 - 12);
     b_ramp_f32(b, 2);
 }
 static void gguf_align_64_misaligned(buf *b)
 {
     /* Offset 32 is aligned to the default but not to the file's 64. */
     uint64_t ne_a[1] = {3}, ne_b[1] = {2};
-    g_head(b, 2, 1);
+    tu_gguf_header(b, 3, 2, 1);
     kv_align_64(b);
-    g_tensor(b, "a", 1, ne_a, 0, 0);
-    g_tensor(b, "b", 1, ne_b, 0, 32);
-    g_pad(b, 64);
+    tu_gguf_tensor(b, "a", 1, ne_a, 0, 0);
+    tu_gguf_tensor(b, "b", 1, ne_b, 0, 32);
+    tu_buf_pad(b, 64);
     b_ramp_f32(b, 3);
-    b_zeros(b, 32 - 12);
+    tu_buf_zeros(b, 32 - 12);
     b_ramp_f32(b, 2);
 }
 static void gguf_overflow(buf *b)
 {
     uint64_t ne[3] = {1ull << 32, 1ull << 32, 1ull << 32};
-    g_head(b, 1, 0);
-    g_tensor(b, "t", 3, ne, 0, 0);
-    g_pad(b, 32);
-    b_zeros(b, 32);
+    tu_gguf_header(b, 3, 1, 0);
+    tu_gguf_tensor(b, "t", 3, ne, 0, 0);
+    tu_buf_pad(b, 32);
+    tu_buf_zeros(b, 32);
 }
 static void gguf_overflow_bytes(buf *b)
 {
     /* 2^62 elements fit in an i64, their bytes (x4) do not fit in a u64. */
     uint64_t ne[2] = {1ull << 31, 1ull << 31};
-    g_head(b, 1, 0);
-    g_tensor(b, "t", 2, ne, 0, 0);
-    g_pad(b, 32);
-    b_zeros(b, 32);
+    tu_gguf_header(b, 3, 1, 0);
+    tu_gguf_tensor(b, "t", 2, ne, 0, 0);
+    tu_buf_pad(b, 32);
+    tu_buf_zeros(b, 32);
 }
 static void gguf_ne_negative(buf *b)
 {
     uint64_t ne[2] = {4, UINT64_MAX};
-    g_head(b, 1, 0);
-    g_tensor(b, "t", 2, ne, 0, 0);
-    g_pad(b, 32);
-    b_zeros(b, 32);
+    tu_gguf_header(b, 3, 1, 0);
+    tu_gguf_tensor(b, "t", 2, ne, 0, 0);
+    tu_buf_pad(b, 32);
+    tu_buf_zeros(b, 32);
 }
 static void gguf_block_partial(buf *b)
 {
@@ -1057,9 +977,9 @@ static void gguf_block_partial(buf *b)
 static void gguf_dims_5(buf *b)
 {
     uint64_t ne[5] = {1, 1, 1, 1, 2};
-    g_head(b, 1, 0);
-    g_tensor(b, "t", 5, ne, 0, 0);
-    g_pad(b, 32);
+    tu_gguf_header(b, 3, 1, 0);
+    tu_gguf_tensor(b, "t", 5, ne, 0, 0);
+    tu_buf_pad(b, 32);
     b_ramp_f32(b, 2);
 }
 static void kv_dup(buf *b)
@@ -1074,32 +994,32 @@ static void gguf_dup_kv(buf *b)
 static void gguf_dup_tensor(buf *b)
 {
     uint64_t ne[1] = {2};
-    g_head(b, 2, 0);
-    g_tensor(b, "t", 1, ne, 0, 0);
-    g_tensor(b, "t", 1, ne, 0, 32);
-    g_pad(b, 32);
+    tu_gguf_header(b, 3, 2, 0);
+    tu_gguf_tensor(b, "t", 1, ne, 0, 0);
+    tu_gguf_tensor(b, "t", 1, ne, 0, 32);
+    tu_buf_pad(b, 32);
     b_ramp_f32(b, 8);
     b_ramp_f32(b, 2);
 }
 static void kv_type_13(buf *b)
 {
-    g_str(b, "v");
-    b_u32(b, 13);
-    b_u32(b, 0);
+    tu_gguf_str(b, "v");
+    tu_buf_u32(b, 13);
+    tu_buf_u32(b, 0);
 }
 static void kv_elem_type_99(buf *b)
 {
-    g_str(b, "v");
-    b_u32(b, TD_TYPE_ARRAY);
-    b_u32(b, 99);
-    b_u64(b, 1);
-    b_u32(b, 0);
+    tu_gguf_str(b, "v");
+    tu_buf_u32(b, TD_TYPE_ARRAY);
+    tu_buf_u32(b, 99);
+    tu_buf_u64(b, 1);
+    tu_buf_u32(b, 0);
 }
 static void kv_bool_2(buf *b)
 {
-    g_str(b, "v");
-    b_u32(b, TD_TYPE_BOOL);
-    b_u8(b, 2);
+    tu_gguf_str(b, "v");
+    tu_buf_u32(b, TD_TYPE_BOOL);
+    tu_buf_u8(b, 2);
 }
 static void gguf_kv_type_13(buf *b)
 {
@@ -1124,15 +1044,15 @@ static void gguf_type_removed(buf *b)
 /* Arrays of arrays, depth levels deep, innermost one u8 element. */
 static void kv_nested(buf *b, int depth)
 {
-    g_str(b, "nested");
-    b_u32(b, TD_TYPE_ARRAY);
+    tu_gguf_str(b, "nested");
+    tu_buf_u32(b, TD_TYPE_ARRAY);
     for (int i = 1; i < depth; i++) {
-        b_u32(b, TD_TYPE_ARRAY);
-        b_u64(b, 1);
+        tu_buf_u32(b, TD_TYPE_ARRAY);
+        tu_buf_u64(b, 1);
     }
-    b_u32(b, TD_TYPE_UINT8);
-    b_u64(b, 1);
-    b_u8(b, 7);
+    tu_buf_u32(b, TD_TYPE_UINT8);
+    tu_buf_u64(b, 1);
+    tu_buf_u8(b, 7);
     g_kv_u32(b, "after", 42);
 }
 static void kv_nested_2(buf *b)

@@ -274,3 +274,92 @@ td_status *tu_daemon_status(const char *sock)
     td_client_close(c);
     return st;
 }
+
+void tu_buf_put(tu_buf *b, const void *p, size_t n)
+{
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n)
+            cap *= 2;
+        b->p = realloc(b->p, cap);
+        ck_assert_ptr_nonnull(b->p);
+        b->cap = cap;
+    }
+    if (n)
+        memcpy(b->p + b->len, p, n);
+    b->len += n;
+}
+
+void tu_buf_u8(tu_buf *b, uint8_t v)
+{
+    tu_buf_put(b, &v, 1);
+}
+
+void tu_buf_u16(tu_buf *b, uint16_t v)
+{
+    uint8_t x[2] = {(uint8_t)v, (uint8_t)(v >> 8)};
+    tu_buf_put(b, x, 2);
+}
+
+void tu_buf_u32(tu_buf *b, uint32_t v)
+{
+    tu_buf_u16(b, (uint16_t)v);
+    tu_buf_u16(b, (uint16_t)(v >> 16));
+}
+
+void tu_buf_u64(tu_buf *b, uint64_t v)
+{
+    tu_buf_u32(b, (uint32_t)v);
+    tu_buf_u32(b, (uint32_t)(v >> 32));
+}
+
+void tu_buf_zeros(tu_buf *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        tu_buf_u8(b, 0);
+}
+
+void tu_buf_pad(tu_buf *b, size_t align)
+{
+    while (b->len % align)
+        tu_buf_u8(b, 0);
+}
+
+void tu_buf_set16(tu_buf *b, size_t at, uint16_t v)
+{
+    ck_assert_uint_le(at + 2, b->len);
+    b->p[at] = (uint8_t)v;
+    b->p[at + 1] = (uint8_t)(v >> 8);
+}
+
+void tu_buf_set32(tu_buf *b, size_t at, uint32_t v)
+{
+    ck_assert_uint_le(at + 4, b->len);
+    for (int i = 0; i < 4; i++)
+        b->p[at + i] = (uint8_t)(v >> (8 * i));
+}
+
+void tu_gguf_str(tu_buf *b, const char *s)
+{
+    tu_buf_u64(b, strlen(s));
+    tu_buf_put(b, s, strlen(s));
+}
+
+void tu_gguf_header(tu_buf *b, uint32_t version, uint64_t nt, uint64_t nkv)
+{
+    tu_buf_put(b, "GGUF", 4);
+    tu_buf_u32(b, version);
+    tu_buf_u64(b, nt);
+    tu_buf_u64(b, nkv);
+}
+
+void tu_gguf_tensor(tu_buf *b, const char *name, uint32_t ndims, const uint64_t *ne, uint32_t type,
+                    uint64_t off)
+{
+    tu_gguf_str(b, name);
+    tu_buf_u32(b, ndims);
+    for (uint32_t i = 0; i < ndims; i++)
+        tu_buf_u64(b, ne[i]);
+    tu_buf_u32(b, type);
+    tu_buf_u64(b, off);
+}

@@ -33,6 +33,28 @@ int tu_python(const char *script, const char *const *args);
 /* SHA-256 of p[0..n) as 64 lower-case hex digits + NUL in hex[65]. */
 void tu_sha256_hex(const void *p, size_t n, char hex[65]);
 
+/* A growing byte buffer for hand-made (often hostile) files; integers little-endian. Every
+ * function aborts the test when out of memory or out of bounds. Free p when done. */
+typedef struct tu_buf {
+    uint8_t *p;
+    size_t len, cap;
+} tu_buf;
+void tu_buf_put(tu_buf *b, const void *p, size_t n);
+void tu_buf_u8(tu_buf *b, uint8_t v);
+void tu_buf_u16(tu_buf *b, uint16_t v);
+void tu_buf_u32(tu_buf *b, uint32_t v);
+void tu_buf_u64(tu_buf *b, uint64_t v);
+void tu_buf_zeros(tu_buf *b, size_t n);
+void tu_buf_pad(tu_buf *b, size_t align); /* zeros up to a multiple of align */
+void tu_buf_set16(tu_buf *b, size_t at, uint16_t v);
+void tu_buf_set32(tu_buf *b, size_t at, uint32_t v);
+/* GGUF pieces: a string (u64 length, bytes), the header (version, tensor and KV counts), a
+ * tensor info (name, ne innermost first, GGML type, offset). */
+void tu_gguf_str(tu_buf *b, const char *s);
+void tu_gguf_header(tu_buf *b, uint32_t version, uint64_t nt, uint64_t nkv);
+void tu_gguf_tensor(tu_buf *b, const char *name, uint32_t ndims, const uint64_t *ne, uint32_t type,
+                    uint64_t off);
+
 /* Runs suite s (CK_NORMAL output) and returns the exit status for main: 0 when all passed. */
 int tu_run(Suite *s);
 
