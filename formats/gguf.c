@@ -622,45 +622,9 @@ static int gguf_check_value(const td_value *v, unsigned depth, const char *fname
 /* Writes one scalar's bytes, exactly as the value holds them. */
 static void gguf_write_scalar(td__writer *w, const td_value *v)
 {
-    td_type type = td_value_type(v);
-    uint64_t u = 0;
-    int64_t s = 0;
-    double d = 0;
     uint8_t b[8];
-    switch (type) {
-    case TD_TYPE_UINT8:
-    case TD_TYPE_UINT16:
-    case TD_TYPE_UINT32:
-    case TD_TYPE_UINT64:
-    case TD_TYPE_BOOL:
-        td_value_get_uint(v, &u);
-        break;
-    case TD_TYPE_INT8:
-    case TD_TYPE_INT16:
-    case TD_TYPE_INT32:
-    case TD_TYPE_INT64:
-        td_value_get_int(v, &s);
-        u = (uint64_t)s;
-        break;
-    case TD_TYPE_FLOAT32: {
-        td_value_get_float(v, &d);
-        float f = (float)d; /* exact: the value was a float */
-        uint32_t x;
-        memcpy(&x, &f, 4);
-        u = x;
-        break;
-    }
-    case TD_TYPE_FLOAT64:
-        td_value_get_float(v, &d);
-        memcpy(&u, &d, 8);
-        break;
-    default:
-        break;
-    }
-    if (type == TD_TYPE_BOOL)
-        u = u != 0;
-    td__put64(b, u);
-    td__writer_write(w, b, td__type_size(type));
+    td__scalar_store(b, v);
+    td__writer_write(w, b, td__type_size(td_value_type(v)));
 }
 
 static void gguf_write_value(td__writer *w, const td_value *v);

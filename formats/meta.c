@@ -194,8 +194,7 @@ static void td__scalar_load(td_value *v, td_type t, const void *p)
     }
 }
 
-/* Writes the scalar v as its C type to p (td__type_size(v->type) bytes). */
-static void td__scalar_store(void *p, const td_value *v)
+void td__scalar_store(void *p, const td_value *v)
 {
     switch (v->type) {
     case TD_TYPE_UINT8:

@@ -67,6 +67,10 @@ int td__value_array_push_string(td_value *arr, const char *s, size_t len, td_err
  * TD_META_MAX_DEPTH with TD_ELIMIT. */
 unsigned td__value_depth(const td_value *v);
 
+/* Writes the scalar v as its C type to p (td__type_size(v->type) bytes), exactly as the value
+ * holds it: a float keeps its bits (a signalling NaN stays one). */
+void td__scalar_store(void *p, const td_value *v);
+
 /* Deep equality: same type, same bits (floats are compared bit for bit, so NaN equals the same
  * NaN and 0.0 differs from -0.0), same strings, same arrays. NULL equals only NULL. */
 int td__value_equal(const td_value *a, const td_value *b);
