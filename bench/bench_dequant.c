@@ -15,7 +15,7 @@
  * and the ratio ours / ggml. Every result is compared bit for bit with ggml's before timing.
  *
  * Columns: ggml = to_float; portable = our plain C kernels; auto = our run-time choice (AVX2
- * when the CPU has it), one thread; threaded = gq_dequantize with automatic threads;
+ * when the CPU has it), one thread; threaded = td__gq_dequantize with automatic threads;
  * f16 = ours to float16 (decode + round, one thread) against ggml's to_float followed by
  * ggml_fp32_to_fp16_row.
  */
@@ -177,7 +177,7 @@ int main(int argc, char **argv)
         src[i] = rnorm();
 
     printf("# dequantize %zu elements per call, median of %d, %s, ggml: %s\n", n, reps,
-           gq_have_avx2() ? "AVX2 available" : "no AVX2",
+           td__gq_have_avx2() ? "AVX2 available" : "no AVX2",
            G.lib ? "libggml-base.so 3.21.1" : "none");
     if (markdown) {
         printf("| type | ggml to_float Melem/s | ours portable | ours auto | auto/ggml | "
@@ -189,7 +189,7 @@ int main(int argc, char **argv)
     }
     int bad = 0;
     for (int t = 0; t < TD_DTYPE_COUNT; t++) {
-        if (!gq_supported((td_dtype)t))
+        if (!td__gq_supported((td_dtype)t))
             continue;
         if (only && strcmp(only, td_dtype_name((td_dtype)t)))
             continue;
@@ -208,11 +208,11 @@ int main(int argc, char **argv)
             }
         }
         td_error err = {0};
-        gq_options thr = {0, GQ_ISA_AUTO};
+        td__gq_options thr = {0, GQ_ISA_AUTO};
         /* correctness first */
         if (tf) {
             tf(q, ref, (int64_t)n);
-            gq_dequantize_blocks((td_dtype)t, q, nb, out, GQ_ISA_AUTO, &err);
+            td__gq_dequantize_blocks((td_dtype)t, q, nb, out, GQ_ISA_AUTO, &err);
             if (memcmp(ref, out, n * 4)) {
                 fprintf(stderr, "%s: MISMATCH with ggml\n", td_dtype_name((td_dtype)t));
                 bad = 1;
@@ -232,18 +232,19 @@ int main(int argc, char **argv)
                 tg16[r] = now() - t0;
             }
             t0 = now();
-            gq_dequantize_blocks((td_dtype)t, q, nb, out, GQ_ISA_PORTABLE, &err);
+            td__gq_dequantize_blocks((td_dtype)t, q, nb, out, GQ_ISA_PORTABLE, &err);
             tp[r] = now() - t0;
             t0 = now();
-            gq_dequantize_blocks((td_dtype)t, q, nb, out, GQ_ISA_AUTO, &err);
+            td__gq_dequantize_blocks((td_dtype)t, q, nb, out, GQ_ISA_AUTO, &err);
             ta[r] = now() - t0;
             t0 = now();
-            gq_dequantize((td_dtype)t, q, nb * bb, n, 4096, TD_FLOAT32, out, n * 4, &thr, NULL,
-                          &err);
+            td__gq_dequantize((td_dtype)t, q, nb * bb, n, 4096, TD_FLOAT32, out, n * 4, &thr, NULL,
+                              &err);
             tt[r] = now() - t0;
-            gq_options one = {1, GQ_ISA_AUTO};
+            td__gq_options one = {1, GQ_ISA_AUTO};
             t0 = now();
-            gq_dequantize((td_dtype)t, q, nb * bb, n, 4096, TD_FLOAT16, h, n * 2, &one, NULL, &err);
+            td__gq_dequantize((td_dtype)t, q, nb * bb, n, 4096, TD_FLOAT16, h, n * 2, &one, NULL,
+                              &err);
             to16[r] = now() - t0;
         }
         double me = (double)n * 1e-6;

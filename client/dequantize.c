@@ -1,6 +1,6 @@
 /*
  * dequantize.c - the array-level dequantizers: td_array_dequantize and td_array_to_mlx, on top
- * of formats/ggml_quants.c.
+ * of quant/ggml_quants.c.
  */
 #include "client.h"
 #include "common.h"
@@ -24,7 +24,7 @@ int td_array_dequantize(const td_array *a, td_dtype out, td_array **result, td_e
     const int64_t *shape = td_array_shape(a);
     uint64_t nelems = (uint64_t)td_array_size(a);
     uint64_t nbytes;
-    int rc = gq_output_nbytes(type, nelems, out, &nbytes, "dequantize", err);
+    int rc = td__gq_output_nbytes(type, nelems, out, &nbytes, "dequantize", err);
     if (rc)
         return rc;
     if (nbytes > SIZE_MAX - 64)
@@ -35,9 +35,9 @@ int td_array_dequantize(const td_array *a, td_dtype out, td_array **result, td_e
     if (!buf)
         return td__err(err, TD_ENOMEM, "dequantize: out of memory for %llu bytes",
                        (unsigned long long)nbytes);
-    rc = gq_dequantize(type, td_array_data(a), td_array_nbytes(a), nelems,
-                       ndim ? (uint64_t)shape[ndim - 1] : 0, out, buf, nbytes, NULL, "dequantize",
-                       err);
+    rc = td__gq_dequantize(type, td_array_data(a), td_array_nbytes(a), nelems,
+                           ndim ? (uint64_t)shape[ndim - 1] : 0, out, buf, nbytes, NULL,
+                           "dequantize", err);
     if (rc == 0)
         rc = td_array_wrap(out, ndim, shape, buf, gq_free_buffer, NULL, result, err);
     if (rc)
@@ -54,7 +54,7 @@ int td_array_to_mlx(const td_array *a, td_array **weights, td_array **scales, td
     td_dtype type = td_array_dtype(a);
     int ndim = td_array_ndim(a);
     int64_t wshape[TD_MAX_DIMS], sshape[TD_MAX_DIMS];
-    int rc = gq_mlx_shapes(type, ndim, td_array_shape(a), wshape, sshape, "mlx pack", err);
+    int rc = td__gq_mlx_shapes(type, ndim, td_array_shape(a), wshape, sshape, "mlx pack", err);
     if (rc)
         return rc;
     td_array *w = NULL, *s = NULL, *b = NULL;
@@ -64,9 +64,9 @@ int td_array_to_mlx(const td_array *a, td_array **weights, td_array **scales, td
     if (!rc)
         rc = td_array_new(TD_FLOAT16, ndim, sshape, NULL, &b, err);
     if (!rc)
-        rc = gq_mlx_pack(type, td_array_data(a), td_array_nbytes(a), (uint64_t)td_array_size(s),
-                         td_array_data_mut(w), td_array_data_mut(s), td_array_data_mut(b),
-                         "mlx pack", err);
+        rc = td__gq_mlx_pack(type, td_array_data(a), td_array_nbytes(a), (uint64_t)td_array_size(s),
+                             td_array_data_mut(w), td_array_data_mut(s), td_array_data_mut(b),
+                             "mlx pack", err);
     if (rc) {
         td_array_release(w);
         td_array_release(s);

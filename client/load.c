@@ -4,6 +4,8 @@
  */
 #include "client.h"
 #include "common.h"
+#include "index.h"
+#include "dequant.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -32,13 +32,13 @@ static int td__write_job(td__writer *w, const td__save_job *job, const char *pat
 {
     switch (job->format) {
     case TD_FORMAT_NPY:
-        return npy_write(w, &job->items[0], path, err);
+        return td__npy_write(w, &job->items[0], path, err);
     case TD_FORMAT_NPZ:
-        return npz_write(w, job->items, job->n, job->compressed, path, err);
+        return td__npz_write(w, job->items, job->n, job->compressed, path, err);
     case TD_FORMAT_SAFETENSORS:
-        return st_write(w, job->items, job->n, job->meta, path, err);
+        return td__st_write(w, job->items, job->n, job->meta, path, err);
     case TD_FORMAT_GGUF:
-        return gguf_write(w, job->items, job->n, job->meta, path, err);
+        return td__gguf_write(w, job->items, job->n, job->meta, path, err);
     default:
         return td__err(err, TD_EINVAL, "%s: unknown format", path);
     }

@@ -1,15 +1,17 @@
 /*
  * cache.c - see cache.h.
  *
- * An entry's life: cache_acquire creates it (LOADING) and queues cache_build on the thread pool;
- * cache_built, back on the loop, makes it READY and hands a lease to every waiter, or fails the
- * waiters and frees it. While LOADING only the worker touches the build fields; the loop thread
- * touches only the list links and the waiters.
+ * An entry's life: td__cache_acquire creates it (LOADING) and queues td__cache_build on the thread
+ * pool; td__cache_built, back on the loop, makes it READY and hands a lease to every waiter, or
+ * fails the waiters and frees it. While LOADING only the worker touches the build fields; the loop
+ * thread touches only the list links and the waiters.
  */
 #include "cache.h"
 #include "derive.h"
 #include "log.h"
 #include "proto.h"
+#include "index.h"
+#include "dequant.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -20,13 +22,13 @@
 #include <time.h>
 #include <unistd.h>
 
-typedef enum { CACHE_LOADING, CACHE_READY } cache_state;
+typedef enum { CACHE_LOADING, CACHE_READY } td__cache_state;
 
-struct cache_entry {
-    cache_entry *prev, *next;
+struct td__cache_entry {
+    td__cache_entry *prev, *next;
     td__cache *cache;
-    cache_key key;
-    cache_state state;
+    td__cache_key key;
+    td__cache_state state;
     char *name; /* the file's path (from /proc/self/fd) or the client's name for it */
     char *path; /* the path to watch, or NULL */
     td_format format;
@@ -48,31 +50,31 @@ struct cache_entry {
     int superseded;
     int status; /* of the build */
     td_error err;
-    cache_waiter waiters; /* list head */
+    td__cache_waiter waiters; /* list head */
     uv_work_t work;
     uv_fs_event_t *watch;
 };
 
-static uint64_t cache_now_ns(void)
+static uint64_t td__cache_now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-void cache_init(td__cache *c, uv_loop_t *loop, const td__config *cfg)
+void td__cache_init(td__cache *c, uv_loop_t *loop, const td__config *cfg)
 {
     memset(c, 0, sizeof *c);
     c->loop = loop;
     c->cfg = cfg;
 }
 
-int cache_idle(const td__cache *c)
+int td__cache_idle(const td__cache *c)
 {
     return c->building == 0;
 }
 
-static void cache_unlink(td__cache *c, cache_entry *e)
+static void td__cache_unlink(td__cache *c, td__cache_entry *e)
 {
     if (e->prev)
         e->prev->next = e->next;
@@ -86,7 +88,7 @@ static void cache_unlink(td__cache *c, cache_entry *e)
     c->n--;
 }
 
-static void cache_push_front(td__cache *c, cache_entry *e)
+static void td__cache_push_front(td__cache *c, td__cache_entry *e)
 {
     e->prev = NULL;
     e->next = c->head;
@@ -98,13 +100,13 @@ static void cache_push_front(td__cache *c, cache_entry *e)
     c->n++;
 }
 
-static void cache_watch_closed(uv_handle_t *h)
+static void td__cache_watch_closed(uv_handle_t *h)
 {
     free(h);
 }
 
 /* Frees an entry already unlinked from the list. */
-static void cache_free(cache_entry *e)
+static void td__cache_free(td__cache_entry *e)
 {
     if (e->file_fd >= 0)
         close(e->file_fd);
@@ -115,7 +117,7 @@ static void cache_free(cache_entry *e)
     if (e->pin_map)
         munmap(e->pin_map, (size_t)e->file_size);
     if (e->watch && !uv_is_closing((uv_handle_t *)e->watch))
-        uv_close((uv_handle_t *)e->watch, cache_watch_closed);
+        uv_close((uv_handle_t *)e->watch, td__cache_watch_closed);
     td__table_destroy(&e->table);
     free(e->reply_tail);
     free(e->name);
@@ -125,31 +127,31 @@ static void cache_free(cache_entry *e)
 
 /* Bytes an entry holds in the daemon: its snapshot and derived buffers (a pinned file counts
  * too: it is locked in memory for us). */
-static uint64_t cache_held(const cache_entry *e)
+static uint64_t td__cache_held(const td__cache_entry *e)
 {
     return (e->snap_fd >= 0 || e->pin_map ? e->file_size : 0) + e->derived_len + e->reply_tail_len;
 }
 
-static void cache_drop(td__cache *c, cache_entry *e, const char *why)
+static void td__cache_drop(td__cache *c, td__cache_entry *e, const char *why)
 {
-    log_info("evict %s (%s, %llu bytes)", e->name, why, (unsigned long long)cache_held(e));
-    c->bytes -= cache_held(e);
+    td__log_info("evict %s (%s, %llu bytes)", e->name, why, (unsigned long long)td__cache_held(e));
+    c->bytes -= td__cache_held(e);
     c->stats.evictions++;
-    cache_unlink(c, e);
-    cache_free(e);
+    td__cache_unlink(c, e);
+    td__cache_free(e);
 }
 
-void cache_destroy(td__cache *c)
+void td__cache_destroy(td__cache *c)
 {
     while (c->head) {
-        cache_entry *e = c->head;
-        cache_unlink(c, e);
-        cache_free(e);
+        td__cache_entry *e = c->head;
+        td__cache_unlink(c, e);
+        td__cache_free(e);
     }
     c->bytes = 0;
 }
 
-int cache_key_of(int fd, uint32_t dequant, cache_key *key, td_error *err)
+int td__cache_key_of(int fd, uint32_t dequant, td__cache_key *key, td_error *err)
 {
     struct stat st;
     if (fstat(fd, &st) < 0)
@@ -172,7 +174,7 @@ int cache_key_of(int fd, uint32_t dequant, cache_key *key, td_error *err)
     return 0;
 }
 
-static int cache_same_file(const cache_key *a, const cache_key *b)
+static int td__cache_same_file(const td__cache_key *a, const td__cache_key *b)
 {
     return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
            a->mtime_sec == b->mtime_sec && a->mtime_nsec == b->mtime_nsec;
@@ -182,7 +184,8 @@ static int cache_same_file(const cache_key *a, const cache_key *b)
 
 /* Decodes t from a private copy of its stored bytes, read from the file with pread. A file
  * that turns out shorter is TD_ETRUNC, cleanly. */
-static int cache_decode_copy(cache_entry *e, const td__entry *t, uint8_t *dst, td_error *err)
+static int td__cache_decode_copy(td__cache_entry *e, const td__entry *t, uint8_t *dst,
+                                 td_error *err)
 {
     uint64_t n = t->src.nbytes;
     if (n > SIZE_MAX)
@@ -204,7 +207,7 @@ static int cache_decode_copy(cache_entry *e, const td__entry *t, uint8_t *dst, t
 
 /* Lays out, decodes and seals every entry that cannot be viewed as stored: from r's mapping
  * when it is a mapped reader (a sealed snapshot), else from pread copies of the client's file. */
-static int cache_decode(cache_entry *e, const td__rd *r, td_error *err)
+static int td__cache_decode(td__cache_entry *e, const td__rd *r, td_error *err)
 {
     uint64_t total = 0;
     for (size_t i = 0; i < e->table.n; i++) {
@@ -226,7 +229,7 @@ static int cache_decode(cache_entry *e, const td__rd *r, td_error *err)
         return 0;
     }
     void *map;
-    int fd, rc = derive_memfd(e->name, total, &fd, &map, err);
+    int fd, rc = td__derive_memfd(e->name, total, &fd, &map, err);
     if (rc)
         return rc;
     uint64_t off = 0;
@@ -246,7 +249,7 @@ static int cache_decode(cache_entry *e, const td__rd *r, td_error *err)
         } else {
             /* The client's file can shrink at any moment: read the stored bytes with pread, so
              * that the decoders (and what they allocate) never meet a SIGBUS. */
-            rc = cache_decode_copy(e, t, (uint8_t *)map + off, err);
+            rc = td__cache_decode_copy(e, t, (uint8_t *)map + off, err);
         }
         t->region = 1;
         t->offset = off;
@@ -254,7 +257,7 @@ static int cache_decode(cache_entry *e, const td__rd *r, td_error *err)
         off += t->nbytes;
     }
     if (!rc)
-        rc = derive_seal(fd, map, total, err);
+        rc = td__derive_seal(fd, map, total, err);
     else
         munmap(map, (size_t)total);
     if (rc) {
@@ -267,7 +270,7 @@ static int cache_decode(cache_entry *e, const td__rd *r, td_error *err)
 }
 
 /* Indexes the file r reads into e->table, then derives what needs deriving. */
-static int cache_index(cache_entry *e, td__rd *r, td_error *err)
+static int td__cache_index(td__cache_entry *e, td__rd *r, td_error *err)
 {
     int rc = 0;
     if (e->format == TD_FORMAT_AUTO) {
@@ -284,24 +287,24 @@ static int cache_index(cache_entry *e, td__rd *r, td_error *err)
     if (!rc && e->key.dequant)
         rc = td__table_dequant(&e->table, (int)e->key.dequant, e->name, err);
     if (!rc)
-        rc = cache_decode(e, r, err);
+        rc = td__cache_decode(e, r, err);
     return rc;
 }
 
 /* Keeps a pinned file's pages resident. The mapping is never read here (mlock and madvise
  * fault pages in inside the kernel, which reports a shrunken file as an error, not a signal). */
-static void cache_pin(cache_entry *e)
+static void td__cache_pin(td__cache_entry *e)
 {
     void *map = mmap(NULL, (size_t)e->file_size, PROT_READ, MAP_SHARED, e->file_fd, 0);
     if (map == MAP_FAILED) {
-        log_warn("%s: pin: cannot map %llu bytes (%s); not pinned", e->name,
-                 (unsigned long long)e->file_size, strerror(errno));
+        td__log_warn("%s: pin: cannot map %llu bytes (%s); not pinned", e->name,
+                     (unsigned long long)e->file_size, strerror(errno));
         return;
     }
     madvise(map, (size_t)e->file_size, MADV_WILLNEED);
     if (mlock(map, (size_t)e->file_size) < 0)
-        log_warn("%s: pin: mlock of %llu bytes refused (%s); kept mapped, not locked", e->name,
-                 (unsigned long long)e->file_size, strerror(errno));
+        td__log_warn("%s: pin: mlock of %llu bytes refused (%s); kept mapped, not locked", e->name,
+                     (unsigned long long)e->file_size, strerror(errno));
     e->pin_map = map;
 }
 
@@ -309,16 +312,16 @@ static void cache_pin(cache_entry *e)
  * the daemon reads it only with pread (a descriptor reader for the metadata, copies for what
  * is decoded): a shrunken file is a clean TD_ETRUNC, never a SIGBUS. A sealed snapshot cannot
  * change and is read in place through a mapping. */
-static void cache_build(uv_work_t *w)
+static void td__cache_build(uv_work_t *w)
 {
-    cache_entry *e = w->data;
+    td__cache_entry *e = w->data;
     td_error *err = &e->err;
-    uint64_t t0 = cache_now_ns();
+    uint64_t t0 = td__cache_now_ns();
     int rc = 0;
     void *snap = MAP_FAILED;
     td__rd rd;
     if (e->mode == TD__PROTO_MODE_SNAPSHOT) {
-        rc = derive_snapshot(e->file_fd, e->file_size, e->name, &e->snap_fd, err);
+        rc = td__derive_snapshot(e->file_fd, e->file_size, e->name, &e->snap_fd, err);
         if (!rc && (snap = mmap(NULL, (size_t)e->file_size, PROT_READ, MAP_SHARED, e->snap_fd,
                                 0)) == MAP_FAILED)
             rc = td__err(err, td__err_from_errno(errno), "%s: cannot map the snapshot: %s", e->name,
@@ -329,21 +332,21 @@ static void cache_build(uv_work_t *w)
     else
         td__rd_fd(&rd, e->file_fd, e->file_size, 0, e->name);
     if (!rc)
-        rc = cache_index(e, &rd, err);
+        rc = td__cache_index(e, &rd, err);
     td__rd_close(&rd);
     if (!rc && e->mode == TD__PROTO_MODE_PIN)
-        cache_pin(e);
+        td__cache_pin(e);
     if (snap != MAP_FAILED)
         munmap(snap, (size_t)e->file_size);
     e->status = rc;
-    e->decode_ns = cache_now_ns() - t0;
+    e->decode_ns = td__cache_now_ns() - t0;
 }
 
-static void cache_watch_cb(uv_fs_event_t *h, const char *filename, int events, int status);
+static void td__cache_watch_cb(uv_fs_event_t *h, const char *filename, int events, int status);
 
-static void cache_built(uv_work_t *w, int status)
+static void td__cache_built(uv_work_t *w, int status)
 {
-    cache_entry *e = w->data;
+    td__cache_entry *e = w->data;
     td__cache *c = e->cache;
     c->building--;
     if (status == UV_ECANCELED && !e->status)
@@ -354,37 +357,37 @@ static void cache_built(uv_work_t *w, int status)
         close(e->file_fd);
         e->file_fd = -1;
     }
-    cache_waiter *q = e->waiters.next;
+    td__cache_waiter *q = e->waiters.next;
     e->waiters.next = e->waiters.prev = &e->waiters;
     if (e->status) {
-        log_warn("load %s failed: %s", e->name, e->err.message);
-        cache_unlink(c, e);
+        td__log_warn("load %s failed: %s", e->name, e->err.message);
+        td__cache_unlink(c, e);
         while (q != &e->waiters) {
-            cache_waiter *next = q->next;
+            td__cache_waiter *next = q->next;
             q->next = q->prev = NULL;
             q->entry = NULL;
             q->done(q, NULL, e->status, &e->err);
             q = next;
         }
-        cache_free(e);
+        td__cache_free(e);
         return;
     }
     e->state = CACHE_READY;
     e->last_use = uv_now(c->loop);
-    c->bytes += cache_held(e);
+    c->bytes += td__cache_held(e);
     c->stats.decodes += e->derived_len || e->snap_fd >= 0;
     c->stats.decode_ns_total += e->decode_ns;
     if (e->decode_ns > c->stats.decode_ns_max)
         c->stats.decode_ns_max = e->decode_ns;
-    log_info("indexed %s: %s, %zu tensors, mode %s, %llu derived bytes, %.1f ms", e->name,
-             td_format_name(e->table.format), e->table.n, config_mode_name(e->mode),
-             (unsigned long long)e->derived_len, (double)e->decode_ns / 1e6);
+    td__log_info("indexed %s: %s, %zu tensors, mode %s, %llu derived bytes, %.1f ms", e->name,
+                 td_format_name(e->table.format), e->table.n, td__config_mode_name(e->mode),
+                 (unsigned long long)e->derived_len, (double)e->decode_ns / 1e6);
     if (e->path) {
         e->watch = malloc(sizeof *e->watch);
         if (e->watch && uv_fs_event_init(c->loop, e->watch) == 0) {
             e->watch->data = e;
-            if (uv_fs_event_start(e->watch, cache_watch_cb, e->path, 0) != 0) {
-                uv_close((uv_handle_t *)e->watch, cache_watch_closed);
+            if (uv_fs_event_start(e->watch, td__cache_watch_cb, e->path, 0) != 0) {
+                uv_close((uv_handle_t *)e->watch, td__cache_watch_closed);
                 e->watch = NULL;
             }
         } else {
@@ -394,7 +397,7 @@ static void cache_built(uv_work_t *w, int status)
     }
     int first = 1;
     while (q != &e->waiters) {
-        cache_waiter *next = q->next;
+        td__cache_waiter *next = q->next;
         q->next = q->prev = NULL;
         q->entry = NULL;
         e->leases++;
@@ -407,16 +410,16 @@ static void cache_built(uv_work_t *w, int status)
         q->done(q, e, 0, NULL);
         q = next;
     }
-    cache_enforce_budget(c);
+    td__cache_enforce_budget(c);
 }
 
 /* The file behind an entry changed on disk: if the path now names another file (replaced by
  * rename, rewritten), the entry is superseded and goes as soon as nobody holds it. */
-static void cache_watch_cb(uv_fs_event_t *h, const char *filename, int events, int status)
+static void td__cache_watch_cb(uv_fs_event_t *h, const char *filename, int events, int status)
 {
     (void)filename;
     (void)events;
-    cache_entry *e = h->data;
+    td__cache_entry *e = h->data;
     if (status < 0 || !e->path)
         return;
     struct stat st;
@@ -428,14 +431,14 @@ static void cache_watch_cb(uv_fs_event_t *h, const char *filename, int events, i
     e->superseded = 1;
     uv_fs_event_stop(h);
     if (!e->leases)
-        cache_drop(e->cache, e, "file replaced");
+        td__cache_drop(e->cache, e, "file replaced");
 }
 
 /* ---- the loop side ---- */
 
 /* The path a descriptor was opened as, for config rules and watching; NULL when the kernel has
  * none worth using (deleted files, anonymous files). */
-static char *cache_fd_path(int fd)
+static char *td__cache_fd_path(int fd)
 {
     char link[64], buf[4096];
     snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
@@ -448,28 +451,28 @@ static char *cache_fd_path(int fd)
     return strdup(buf);
 }
 
-static void cache_touch(td__cache *c, cache_entry *e)
+static void td__cache_touch(td__cache *c, td__cache_entry *e)
 {
     if (c->head != e) {
-        cache_unlink(c, e);
-        cache_push_front(c, e);
+        td__cache_unlink(c, e);
+        td__cache_push_front(c, e);
     }
 }
 
-int cache_acquire(td__cache *c, const cache_request *req, cache_waiter *w, cache_entry **out,
-                  td_error *err)
+int td__cache_acquire(td__cache *c, const td__cache_request *req, td__cache_waiter *w,
+                      td__cache_entry **out, td_error *err)
 {
-    cache_key key;
-    int rc = cache_key_of(req->fd, req->dequant, &key, err);
+    td__cache_key key;
+    int rc = td__cache_key_of(req->fd, req->dequant, &key, err);
     if (rc)
         return rc;
-    for (cache_entry *e = c->head; e; e = e->next) {
-        if (e->superseded || !cache_same_file(&e->key, &key) || e->key.dequant != key.dequant)
+    for (td__cache_entry *e = c->head; e; e = e->next) {
+        if (e->superseded || !td__cache_same_file(&e->key, &key) || e->key.dequant != key.dequant)
             continue;
         if (req->format && e->state == CACHE_READY && e->table.format != req->format)
             return td__err(err, TD_EFORMAT, "%s: asked to read it as %s, but it is %s", e->name,
                            td_format_name(req->format), td_format_name(e->table.format));
-        cache_touch(c, e);
+        td__cache_touch(c, e);
         if (e->state == CACHE_LOADING) {
             w->entry = e;
             w->prev = e->waiters.prev;
@@ -487,9 +490,9 @@ int cache_acquire(td__cache *c, const cache_request *req, cache_waiter *w, cache
         return 0;
     }
     if (c->n >= c->cfg->max_entries) {
-        for (cache_entry *old = c->tail; old; old = old->prev) {
+        for (td__cache_entry *old = c->tail; old; old = old->prev) {
             if (old->state == CACHE_READY && !old->leases) {
-                cache_drop(c, old, "too many cached files");
+                td__cache_drop(c, old, "too many cached files");
                 break;
             }
         }
@@ -497,7 +500,7 @@ int cache_acquire(td__cache *c, const cache_request *req, cache_waiter *w, cache
             return td__err(err, TD_ELIMIT, "the cache holds %zu files, all in use (max_entries)",
                            c->n);
     }
-    cache_entry *e = calloc(1, sizeof *e);
+    td__cache_entry *e = calloc(1, sizeof *e);
     if (!e)
         return td__err(err, TD_ENOMEM, "out of memory");
     e->cache = c;
@@ -508,8 +511,8 @@ int cache_acquire(td__cache *c, const cache_request *req, cache_waiter *w, cache
     e->format = req->format;
     e->max_inflated = req->max_inflated ? req->max_inflated : c->cfg->max_inflated;
     e->waiters.next = e->waiters.prev = &e->waiters;
-    e->path = cache_fd_path(req->fd);
-    e->mode = req->mode ? req->mode : config_mode_for(c->cfg, e->path);
+    e->path = td__cache_fd_path(req->fd);
+    e->mode = req->mode ? req->mode : td__config_mode_for(c->cfg, e->path);
     if (e->path)
         e->name = strdup(e->path);
     else if (req->name)
@@ -520,33 +523,33 @@ int cache_acquire(td__cache *c, const cache_request *req, cache_waiter *w, cache
     if (!e->name || e->file_fd < 0) {
         rc = td__err(err, e->file_fd < 0 ? TD_ESYS : TD_ENOMEM, "cannot keep the descriptor: %s",
                      strerror(errno));
-        cache_free(e);
+        td__cache_free(e);
         return rc;
     }
     td__table_init(&e->table, req->format);
     if (e->mode == TD__PROTO_MODE_SNAPSHOT && c->cfg->max_memory && key.size > c->cfg->max_memory) {
         rc = td__err(err, TD_ELIMIT, "%s: a snapshot of %llu bytes exceeds the budget of %llu",
                      e->name, (unsigned long long)key.size, (unsigned long long)c->cfg->max_memory);
-        cache_free(e);
+        td__cache_free(e);
         return rc;
     }
     e->work.data = e;
-    rc = uv_queue_work(c->loop, &e->work, cache_build, cache_built);
+    rc = uv_queue_work(c->loop, &e->work, td__cache_build, td__cache_built);
     if (rc) {
         rc = td__err(err, TD_ESYS, "cannot queue the load: %s", uv_strerror(rc));
-        cache_free(e);
+        td__cache_free(e);
         return rc;
     }
     c->building++;
     c->stats.misses++;
-    cache_push_front(c, e);
+    td__cache_push_front(c, e);
     w->entry = e;
     w->prev = w->next = &e->waiters;
     e->waiters.next = e->waiters.prev = w;
     return 1;
 }
 
-void cache_cancel(cache_waiter *w)
+void td__cache_cancel(td__cache_waiter *w)
 {
     if (!w->entry)
         return;
@@ -556,41 +559,41 @@ void cache_cancel(cache_waiter *w)
     w->entry = NULL;
 }
 
-void cache_release(td__cache *c, cache_entry *e)
+void td__cache_release(td__cache *c, td__cache_entry *e)
 {
     if (e->leases)
         e->leases--;
     e->last_use = uv_now(c->loop);
     if (!e->leases && e->superseded)
-        cache_drop(c, e, "file replaced");
+        td__cache_drop(c, e, "file replaced");
     else
-        cache_enforce_budget(c);
+        td__cache_enforce_budget(c);
 }
 
-void cache_evict(td__cache *c, const cache_key *key, uint64_t *entries, uint64_t *bytes)
+void td__cache_evict(td__cache *c, const td__cache_key *key, uint64_t *entries, uint64_t *bytes)
 {
-    for (cache_entry *e = c->tail, *prev; e; e = prev) {
+    for (td__cache_entry *e = c->tail, *prev; e; e = prev) {
         prev = e->prev;
-        if (e->state != CACHE_READY || e->leases || (key && !cache_same_file(&e->key, key)))
+        if (e->state != CACHE_READY || e->leases || (key && !td__cache_same_file(&e->key, key)))
             continue;
         *entries += 1;
-        *bytes += cache_held(e);
-        cache_drop(c, e, "evict request");
+        *bytes += td__cache_held(e);
+        td__cache_drop(c, e, "evict request");
     }
 }
 
-void cache_enforce_budget(td__cache *c)
+void td__cache_enforce_budget(td__cache *c)
 {
     uint64_t budget = c->cfg->max_memory;
-    for (cache_entry *e = c->tail, *prev; budget && e && c->bytes > budget; e = prev) {
+    for (td__cache_entry *e = c->tail, *prev; budget && e && c->bytes > budget; e = prev) {
         prev = e->prev;
-        if (e->state == CACHE_READY && !e->leases && cache_held(e))
-            cache_drop(c, e, "over the memory budget");
+        if (e->state == CACHE_READY && !e->leases && td__cache_held(e))
+            td__cache_drop(c, e, "over the memory budget");
     }
 }
 
-const uint8_t *cache_entry_reply_tail(const cache_entry *e, const td__proto_limits *lim,
-                                      size_t *len)
+const uint8_t *td__cache_entry_reply_tail(const td__cache_entry *e, const td__proto_limits *lim,
+                                          size_t *len)
 {
     if (!e->reply_tail || memcmp(&e->reply_lim, lim, sizeof *lim) != 0)
         return NULL;
@@ -598,8 +601,8 @@ const uint8_t *cache_entry_reply_tail(const cache_entry *e, const td__proto_limi
     return e->reply_tail;
 }
 
-void cache_entry_keep_reply_tail(cache_entry *e, const td__proto_limits *lim, const uint8_t *p,
-                                 size_t len)
+void td__cache_entry_keep_reply_tail(td__cache_entry *e, const td__proto_limits *lim,
+                                     const uint8_t *p, size_t len)
 {
     uint8_t *copy = malloc(len ? len : 1);
     if (!copy)
@@ -611,68 +614,68 @@ void cache_entry_keep_reply_tail(cache_entry *e, const td__proto_limits *lim, co
     e->reply_lim = *lim;
 }
 
-const td__table *cache_entry_table(const cache_entry *e)
+const td__table *td__cache_entry_table(const td__cache_entry *e)
 {
     return &e->table;
 }
 
-int cache_entry_region0_fd(const cache_entry *e)
+int td__cache_entry_region0_fd(const td__cache_entry *e)
 {
     return e->snap_fd;
 }
 
-int cache_entry_derived_fd(const cache_entry *e, uint64_t *size)
+int td__cache_entry_derived_fd(const td__cache_entry *e, uint64_t *size)
 {
     *size = e->derived_len;
     return e->derived_fd;
 }
 
-uint64_t cache_entry_file_size(const cache_entry *e)
+uint64_t td__cache_entry_file_size(const td__cache_entry *e)
 {
     return e->file_size;
 }
 
-const char *cache_entry_name(const cache_entry *e)
+const char *td__cache_entry_name(const td__cache_entry *e)
 {
     return e->name;
 }
 
-uint32_t cache_entry_mode(const cache_entry *e)
+uint32_t td__cache_entry_mode(const td__cache_entry *e)
 {
     return e->mode;
 }
 
-uint64_t cache_entry_bytes(const cache_entry *e)
+uint64_t td__cache_entry_bytes(const td__cache_entry *e)
 {
-    return cache_held(e);
+    return td__cache_held(e);
 }
 
-uint64_t cache_entry_leases(const cache_entry *e)
+uint64_t td__cache_entry_leases(const td__cache_entry *e)
 {
     return e->leases;
 }
 
-uint64_t cache_entry_hits(const cache_entry *e)
+uint64_t td__cache_entry_hits(const td__cache_entry *e)
 {
     return e->hits;
 }
 
-uint64_t cache_entry_loads(const cache_entry *e)
+uint64_t td__cache_entry_loads(const td__cache_entry *e)
 {
     return e->loads;
 }
 
-uint64_t cache_entry_last_use(const cache_entry *e)
+uint64_t td__cache_entry_last_use(const td__cache_entry *e)
 {
     return e->last_use;
 }
 
-cache_entry *cache_first(const td__cache *c)
+td__cache_entry *td__cache_first(const td__cache *c)
 {
     return c->head;
 }
 
-cache_entry *cache_next(const cache_entry *e)
+td__cache_entry *td__cache_next(const td__cache_entry *e)
 {
     return e->next;
 }

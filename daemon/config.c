@@ -4,13 +4,14 @@
 #include "config.h"
 #include "log.h"
 #include "proto.h"
+#include "index.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 
-void config_defaults(td__config *c)
+void td__config_defaults(td__config *c)
 {
     memset(c, 0, sizeof *c);
     c->max_memory = 0;
@@ -24,7 +25,7 @@ void config_defaults(td__config *c)
     c->log_level = LOG_LVL_INFO;
 }
 
-void config_destroy(td__config *c)
+void td__config_destroy(td__config *c)
 {
     for (size_t i = 0; i < c->nrules; i++)
         free(c->rules[i].prefix);
@@ -33,7 +34,7 @@ void config_destroy(td__config *c)
     c->nrules = 0;
 }
 
-int config_parse_size(const char *s, uint64_t *out)
+int td__config_parse_size(const char *s, uint64_t *out)
 {
     if (!s || !isdigit((unsigned char)*s))
         return TD_EINVAL;
@@ -74,7 +75,7 @@ int config_parse_size(const char *s, uint64_t *out)
     return 0;
 }
 
-const char *config_mode_name(uint32_t mode)
+const char *td__config_mode_name(uint32_t mode)
 {
     switch (mode) {
     case TD__PROTO_MODE_MAP:
@@ -88,10 +89,10 @@ const char *config_mode_name(uint32_t mode)
     }
 }
 
-int config_parse_mode(const char *s, uint32_t *mode)
+int td__config_parse_mode(const char *s, uint32_t *mode)
 {
     for (uint32_t m = TD__PROTO_MODE_MAP; m < TD__PROTO_MODE_COUNT; m++) {
-        if (strcmp(s, config_mode_name(m)) == 0) {
+        if (strcmp(s, td__config_mode_name(m)) == 0) {
             *mode = m;
             return 0;
         }
@@ -99,18 +100,18 @@ int config_parse_mode(const char *s, uint32_t *mode)
     return TD_EINVAL;
 }
 
-static int config_u32(const char *key, const char *value, uint64_t min, uint64_t max, uint32_t *out,
-                      td_error *err)
+static int td__config_u32(const char *key, const char *value, uint64_t min, uint64_t max,
+                          uint32_t *out, td_error *err)
 {
     uint64_t v;
-    if (config_parse_size(value, &v) || v < min || v > max)
+    if (td__config_parse_size(value, &v) || v < min || v > max)
         return td__err(err, TD_EINVAL, "%s: '%s' is not a number in [%llu, %llu]", key, value,
                        (unsigned long long)min, (unsigned long long)max);
     *out = (uint32_t)v;
     return 0;
 }
 
-int config_set(td__config *c, const char *key, const char *value, td_error *err)
+int td__config_set(td__config *c, const char *key, const char *value, td_error *err)
 {
     if (strncmp(key, "mode ", 5) == 0) {
         const char *prefix = key + 5;
@@ -119,10 +120,10 @@ int config_set(td__config *c, const char *key, const char *value, td_error *err)
         uint32_t mode;
         if (*prefix != '/')
             return td__err(err, TD_EINVAL, "mode: prefix '%s' is not an absolute path", prefix);
-        if (config_parse_mode(value, &mode))
+        if (td__config_parse_mode(value, &mode))
             return td__err(err, TD_EINVAL, "mode %s: '%s' is not map, snapshot or pin", prefix,
                            value);
-        config_rule *r = realloc(c->rules, (c->nrules + 1) * sizeof *r);
+        td__config_rule *r = realloc(c->rules, (c->nrules + 1) * sizeof *r);
         if (!r)
             return td__err(err, TD_ENOMEM, "out of memory");
         c->rules = r;
@@ -133,30 +134,30 @@ int config_set(td__config *c, const char *key, const char *value, td_error *err)
     }
     if (strcmp(key, "max_memory") == 0 || strcmp(key, "max_inflated") == 0) {
         uint64_t v;
-        if (config_parse_size(value, &v))
+        if (td__config_parse_size(value, &v))
             return td__err(err, TD_EINVAL, "%s: '%s' is not a size (e.g. 512M, 8G)", key, value);
         *(key[4] == 'm' ? &c->max_memory : &c->max_inflated) = v;
         return 0;
     }
     if (strcmp(key, "max_clients") == 0)
-        return config_u32(key, value, 1, 65536, &c->max_clients, err);
+        return td__config_u32(key, value, 1, 65536, &c->max_clients, err);
     if (strcmp(key, "max_clients_per_uid") == 0)
-        return config_u32(key, value, 1, 65536, &c->max_clients_per_uid, err);
+        return td__config_u32(key, value, 1, 65536, &c->max_clients_per_uid, err);
     if (strcmp(key, "max_frame") == 0)
-        return config_u32(key, value, 4096, TD__PROTO_FRAME_MAX, &c->max_frame, err);
+        return td__config_u32(key, value, 4096, TD__PROTO_FRAME_MAX, &c->max_frame, err);
     if (strcmp(key, "max_leases") == 0)
-        return config_u32(key, value, 1, 1u << 20, &c->max_leases, err);
+        return td__config_u32(key, value, 1, 1u << 20, &c->max_leases, err);
     if (strcmp(key, "max_entries") == 0)
-        return config_u32(key, value, 1, 1u << 20, &c->max_entries, err);
+        return td__config_u32(key, value, 1, 1u << 20, &c->max_entries, err);
     if (strcmp(key, "idle_timeout") == 0) {
         uint32_t s = 0;
-        int rc = config_u32(key, value, 1, 86400, &s, err);
+        int rc = td__config_u32(key, value, 1, 86400, &s, err);
         if (!rc)
             c->idle_timeout_ms = s * 1000;
         return rc;
     }
     if (strcmp(key, "log_level") == 0) {
-        if (log_parse_level(value, &c->log_level))
+        if (td__log_parse_level(value, &c->log_level))
             return td__err(err, TD_EINVAL,
                            "log_level: '%s' is not error, warning, notice, info "
                            "or debug",
@@ -166,7 +167,7 @@ int config_set(td__config *c, const char *key, const char *value, td_error *err)
     return td__err(err, TD_EINVAL, "unknown setting '%s'", key);
 }
 
-static char *config_trim(char *s)
+static char *td__config_trim(char *s)
 {
     while (isspace((unsigned char)*s))
         s++;
@@ -176,7 +177,7 @@ static char *config_trim(char *s)
     return s;
 }
 
-int config_load(const char *path, td__config *c, td_error *err)
+int td__config_load(const char *path, td__config *c, td_error *err)
 {
     FILE *f = fopen(path, "re");
     if (!f) {
@@ -196,7 +197,7 @@ int config_load(const char *path, td__config *c, td_error *err)
         char *hash = strchr(line, '#');
         if (hash)
             *hash = '\0';
-        char *s = config_trim(line);
+        char *s = td__config_trim(line);
         if (!*s)
             continue;
         char *eq = strchr(s, '=');
@@ -205,7 +206,7 @@ int config_load(const char *path, td__config *c, td_error *err)
             break;
         }
         *eq = '\0';
-        rc = config_set(&n, config_trim(s), config_trim(eq + 1), err);
+        rc = td__config_set(&n, td__config_trim(s), td__config_trim(eq + 1), err);
         if (rc) {
             char msg[sizeof err->message];
             snprintf(msg, sizeof msg, "%s:%u", path, lineno);
@@ -214,15 +215,15 @@ int config_load(const char *path, td__config *c, td_error *err)
     }
     fclose(f);
     if (rc) {
-        config_destroy(&n);
+        td__config_destroy(&n);
         return rc;
     }
-    config_destroy(c);
+    td__config_destroy(c);
     *c = n;
     return 0;
 }
 
-uint32_t config_mode_for(const td__config *c, const char *path)
+uint32_t td__config_mode_for(const td__config *c, const char *path)
 {
     uint32_t mode = TD__PROTO_MODE_MAP;
     size_t best = 0;

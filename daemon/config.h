@@ -23,10 +23,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef struct config_rule {
+typedef struct td__config_rule {
     char *prefix;  /* owned */
     uint32_t mode; /* TD__PROTO_MODE_MAP, _SNAPSHOT or _PIN */
-} config_rule;
+} td__config_rule;
 
 typedef struct td__config {
     uint64_t max_memory;
@@ -38,25 +38,25 @@ typedef struct td__config {
     uint32_t idle_timeout_ms;
     uint64_t max_inflated;
     int log_level;
-    config_rule *rules; /* owned */
+    td__config_rule *rules; /* owned */
     size_t nrules;
 } td__config;
 
 /* The built-in defaults. */
-void config_defaults(td__config *c);
-/* Frees the rules; c can be filled again with config_defaults. */
-void config_destroy(td__config *c);
+void td__config_defaults(td__config *c);
+/* Frees the rules; c can be filled again with td__config_defaults. */
+void td__config_destroy(td__config *c);
 /* Reads path into c: its settings replace c's, its mode rules replace c's rules. On failure c is
  * unchanged and *err names the file, the line and the setting. */
-int config_load(const char *path, td__config *c, td_error *err);
+int td__config_load(const char *path, td__config *c, td_error *err);
 /* Applies one "key = value" setting (the file's syntax, also used for --max-memory etc.). */
-int config_set(td__config *c, const char *key, const char *value, td_error *err);
+int td__config_set(td__config *c, const char *key, const char *value, td_error *err);
 /* "64M" -> 67108864; 0 or TD_EINVAL. */
-int config_parse_size(const char *s, uint64_t *out);
+int td__config_parse_size(const char *s, uint64_t *out);
 /* The mode for a file path: the longest matching rule, else TD__PROTO_MODE_MAP. */
-uint32_t config_mode_for(const td__config *c, const char *path);
+uint32_t td__config_mode_for(const td__config *c, const char *path);
 /* "map", "snapshot", "pin" and back. */
-const char *config_mode_name(uint32_t mode);
-int config_parse_mode(const char *s, uint32_t *mode);
+const char *td__config_mode_name(uint32_t mode);
+int td__config_parse_mode(const char *s, uint32_t *mode);
 
 #endif

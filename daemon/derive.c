@@ -12,7 +12,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-int derive_memfd(const char *name, uint64_t size, int *fd, void **map, td_error *err)
+int td__derive_memfd(const char *name, uint64_t size, int *fd, void **map, td_error *err)
 {
     if (size == 0 || size > SIZE_MAX)
         return td__err(err, TD_EINVAL, "derived buffer of %llu bytes", (unsigned long long)size);
@@ -43,7 +43,7 @@ int derive_memfd(const char *name, uint64_t size, int *fd, void **map, td_error 
     return 0;
 }
 
-int derive_seal(int fd, void *map, uint64_t size, td_error *err)
+int td__derive_seal(int fd, void *map, uint64_t size, td_error *err)
 {
     /* F_SEAL_WRITE is refused while a writable shared mapping exists: unmap first. */
     if (map && munmap(map, (size_t)size) < 0) {
@@ -57,16 +57,16 @@ int derive_seal(int fd, void *map, uint64_t size, td_error *err)
     return 0;
 }
 
-int derive_snapshot(int src_fd, uint64_t size, const char *name, int *fd, td_error *err)
+int td__derive_snapshot(int src_fd, uint64_t size, const char *name, int *fd, td_error *err)
 {
     void *p;
     int f;
-    int rc = derive_memfd(name, size, &f, &p, err);
+    int rc = td__derive_memfd(name, size, &f, &p, err);
     if (rc)
         return rc;
     rc = td__pread_all(src_fd, p, size, 0, name, err);
     if (!rc)
-        rc = derive_seal(f, p, size, err);
+        rc = td__derive_seal(f, p, size, err);
     else
         munmap(p, (size_t)size);
     if (rc) {

@@ -11,17 +11,17 @@
 
 static atomic_int log_level = LOG_LVL_INFO;
 
-static const char *const log_names[] = {"emerg",   "alert",  "crit", "error",
-                                        "warning", "notice", "info", "debug"};
+static const char *const td__log_names[] = {"emerg",   "alert",  "crit", "error",
+                                            "warning", "notice", "info", "debug"};
 
-int log_parse_level(const char *s, int *level)
+int td__log_parse_level(const char *s, int *level)
 {
     if (s && s[0] >= '3' && s[0] <= '7' && !s[1]) {
         *level = s[0] - '0';
         return 0;
     }
     for (int i = LOG_LVL_ERR; s && i <= LOG_LVL_DEBUG; i++) {
-        if (strcasecmp(s, log_names[i]) == 0 || (i == LOG_LVL_ERR && !strcasecmp(s, "err")) ||
+        if (strcasecmp(s, td__log_names[i]) == 0 || (i == LOG_LVL_ERR && !strcasecmp(s, "err")) ||
             (i == LOG_LVL_WARN && !strcasecmp(s, "warn"))) {
             *level = i;
             return 0;
@@ -30,22 +30,22 @@ int log_parse_level(const char *s, int *level)
     return TD_EINVAL;
 }
 
-const char *log_level_name(int level)
+const char *td__log_level_name(int level)
 {
-    return level >= 0 && level <= LOG_LVL_DEBUG ? log_names[level] : "?";
+    return level >= 0 && level <= LOG_LVL_DEBUG ? td__log_names[level] : "?";
 }
 
-void log_set_level(int level)
+void td__log_set_level(int level)
 {
     atomic_store(&log_level, level);
 }
 
-int log_get_level(void)
+int td__log_get_level(void)
 {
     return atomic_load(&log_level);
 }
 
-void log_msg(int level, const char *fmt, ...)
+void td__log_msg(int level, const char *fmt, ...)
 {
     if (level > atomic_load(&log_level))
         return;
@@ -61,5 +61,5 @@ void log_msg(int level, const char *fmt, ...)
     if (getenv("JOURNAL_STREAM"))
         fprintf(stderr, "<%d>%s\n", level, line);
     else
-        fprintf(stderr, "tensord: %s: %s\n", log_level_name(level), line);
+        fprintf(stderr, "tensord: %s: %s\n", td__log_level_name(level), line);
 }

@@ -13,17 +13,17 @@
 enum { LOG_LVL_ERR = 3, LOG_LVL_WARN = 4, LOG_LVL_NOTICE = 5, LOG_LVL_INFO = 6, LOG_LVL_DEBUG = 7 };
 
 /* Parses "error", "warning", "notice", "info" or "debug" (or a digit 3..7). 0 or TD_EINVAL. */
-int log_parse_level(const char *s, int *level);
-const char *log_level_name(int level);
-void log_set_level(int level);
-int log_get_level(void);
+int td__log_parse_level(const char *s, int *level);
+const char *td__log_level_name(int level);
+void td__log_set_level(int level);
+int td__log_get_level(void);
 /* Writes one line (control characters in the text become '?') when level <= the set level. */
-void log_msg(int level, const char *fmt, ...) TD__PRINTF(2, 3);
+void td__log_msg(int level, const char *fmt, ...) TD__PRINTF(2, 3);
 
-#define log_err(...)    log_msg(LOG_LVL_ERR, __VA_ARGS__)
-#define log_warn(...)   log_msg(LOG_LVL_WARN, __VA_ARGS__)
-#define log_notice(...) log_msg(LOG_LVL_NOTICE, __VA_ARGS__)
-#define log_info(...)   log_msg(LOG_LVL_INFO, __VA_ARGS__)
-#define log_debug(...)  log_msg(LOG_LVL_DEBUG, __VA_ARGS__)
+#define td__log_err(...)    td__log_msg(LOG_LVL_ERR, __VA_ARGS__)
+#define td__log_warn(...)   td__log_msg(LOG_LVL_WARN, __VA_ARGS__)
+#define td__log_notice(...) td__log_msg(LOG_LVL_NOTICE, __VA_ARGS__)
+#define td__log_info(...)   td__log_msg(LOG_LVL_INFO, __VA_ARGS__)
+#define td__log_debug(...)  td__log_msg(LOG_LVL_DEBUG, __VA_ARGS__)
 
 #endif

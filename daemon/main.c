@@ -57,21 +57,21 @@ static void usage(FILE *f)
 /* Defaults, then the file, then the command line. */
 static int load_config(daemon_state *d, td__config *out, td_error *err)
 {
-    config_defaults(out);
+    td__config_defaults(out);
     if (d->config_path && (d->config_explicit || access(d->config_path, F_OK) == 0)) {
-        int rc = config_load(d->config_path, out, err);
+        int rc = td__config_load(d->config_path, out, err);
         if (rc) {
-            config_destroy(out);
+            td__config_destroy(out);
             return rc;
         }
     }
     for (int i = 0; i < d->noverrides; i++) {
         char *eq = strchr(d->overrides[i], '=');
         *eq = '\0';
-        int rc = config_set(out, d->overrides[i], eq + 1, err);
+        int rc = td__config_set(out, d->overrides[i], eq + 1, err);
         *eq = '=';
         if (rc) {
-            config_destroy(out);
+            td__config_destroy(out);
             return rc;
         }
     }
@@ -81,7 +81,7 @@ static int load_config(daemon_state *d, td__config *out, td_error *err)
 static void notify_status(daemon_state *d)
 {
     td__proto_stats st;
-    server_stats(&d->srv, &st);
+    td__server_stats(&d->srv, &st);
     sd_notifyf(0, "STATUS=%llu files, %llu bytes derived, %llu clients, %llu hits, %llu misses",
                (unsigned long long)st.entries, (unsigned long long)st.derived_bytes,
                (unsigned long long)st.clients, (unsigned long long)st.hits,
@@ -103,8 +103,8 @@ static void close_handle(uv_handle_t *h, void *arg)
 static void on_drained(td__server *srv)
 {
     daemon_state *d = (daemon_state *)((char *)srv - offsetof(daemon_state, srv));
-    log_notice("stopped");
-    server_destroy(&d->srv);
+    td__log_notice("stopped");
+    td__server_destroy(&d->srv);
     uv_walk(&d->loop, close_handle, NULL);
 }
 
@@ -112,13 +112,13 @@ static void on_drained(td__server *srv)
 static void on_drain_timer(uv_timer_t *t)
 {
     daemon_state *d = t->data;
-    server_check_drained(&d->srv);
+    td__server_check_drained(&d->srv);
 }
 
 static void on_drain_deadline(uv_timer_t *t)
 {
     daemon_state *d = t->data;
-    log_warn("requests still in flight after %d ms; exiting anyway", DRAIN_TIMEOUT_MS);
+    td__log_warn("requests still in flight after %d ms; exiting anyway", DRAIN_TIMEOUT_MS);
     d->srv.on_drained = NULL;
     uv_stop(&d->loop);
 }
@@ -130,24 +130,24 @@ static void on_signal(uv_signal_t *s, int signum)
         td__config fresh;
         td_error err = {0};
         if (load_config(d, &fresh, &err)) {
-            log_err("reload refused, keeping the old settings: %s", err.message);
+            td__log_err("reload refused, keeping the old settings: %s", err.message);
             return;
         }
-        config_destroy(&d->cfg);
+        td__config_destroy(&d->cfg);
         d->cfg = fresh; /* the server and cache point at d->cfg */
-        log_set_level(d->cfg.log_level);
-        cache_enforce_budget(&d->srv.cache);
-        log_notice("configuration reloaded");
+        td__log_set_level(d->cfg.log_level);
+        td__cache_enforce_budget(&d->srv.cache);
+        td__log_notice("configuration reloaded");
         return;
     }
     if (d->srv.draining)
         return;
-    log_notice("%s: draining", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    td__log_notice("%s: draining", signum == SIGTERM ? "SIGTERM" : "SIGINT");
     sd_notify(0, "STOPPING=1");
     if (d->own_socket)
         unlink(d->socket_path);
     d->srv.on_drained = on_drained;
-    server_drain(&d->srv);
+    td__server_drain(&d->srv);
     uv_timer_stop(&d->status_timer);
     uv_timer_start(&d->drain_timer, on_drain_timer, 50, 50);
     uv_timer_init(&d->loop, &d->deadline);
@@ -185,7 +185,7 @@ static int bind_socket(const char *path, td_error *err)
                                 : "%s: exists and is not a socket",
                            path);
         }
-        log_notice("%s: removing a stale socket", path);
+        td__log_notice("%s: removing a stale socket", path);
         unlink(path);
         if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
             e = errno;
@@ -281,33 +281,33 @@ int main(int argc, char **argv)
         fprintf(stderr, "tensord: %s\n", err.message);
         return 1;
     }
-    log_set_level(d.cfg.log_level);
+    td__log_set_level(d.cfg.log_level);
     signal(SIGPIPE, SIG_IGN);
 
     int fd = -1, n = sd_listen_fds(1);
     if (n > 1) {
-        log_err("systemd passed %d sockets; expected one", n);
+        td__log_err("systemd passed %d sockets; expected one", n);
         return 1;
     }
     if (n == 1) {
         fd = SD_LISTEN_FDS_START;
         if (sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0) <= 0) {
-            log_err("the socket systemd passed is not a listening Unix stream socket");
+            td__log_err("the socket systemd passed is not a listening Unix stream socket");
             return 1;
         }
-        log_info("serving the socket systemd passed");
+        td__log_info("serving the socket systemd passed");
     } else {
         fd = bind_socket(d.socket_path, &err);
         if (fd < 0) {
-            log_err("%s", err.message);
+            td__log_err("%s", err.message);
             return 1;
         }
         d.own_socket = 1;
-        log_info("serving %s", d.socket_path);
+        td__log_info("serving %s", d.socket_path);
     }
     uv_loop_init(&d.loop);
-    if (server_init(&d.srv, &d.loop, &d.cfg, fd, &err) || server_start(&d.srv, &err)) {
-        log_err("%s", err.message);
+    if (td__server_init(&d.srv, &d.loop, &d.cfg, fd, &err) || td__server_start(&d.srv, &err)) {
+        td__log_err("%s", err.message);
         if (d.own_socket)
             unlink(d.socket_path);
         return 1;
@@ -324,18 +324,18 @@ int main(int argc, char **argv)
     uv_timer_init(&d.loop, &d.drain_timer);
     d.status_timer.data = d.drain_timer.data = &d;
     uv_timer_start(&d.status_timer, on_status_timer, 5000, 5000);
-    log_notice("ready (budget %llu bytes, max %u clients)", (unsigned long long)d.cfg.max_memory,
-               d.cfg.max_clients);
+    td__log_notice("ready (budget %llu bytes, max %u clients)",
+                   (unsigned long long)d.cfg.max_memory, d.cfg.max_clients);
     sd_notify(0, "READY=1");
     notify_status(&d);
 
     uv_run(&d.loop, UV_RUN_DEFAULT);
     /* Close what uv_stop may have left, and let the close callbacks run. */
-    server_destroy(&d.srv);
+    td__server_destroy(&d.srv);
     uv_walk(&d.loop, close_handle, NULL);
     uv_run(&d.loop, UV_RUN_DEFAULT);
     uv_loop_close(&d.loop);
-    config_destroy(&d.cfg);
+    td__config_destroy(&d.cfg);
     for (int i = 0; i < d.noverrides; i++)
         free(ov[i]);
     return d.exit_code;

@@ -28,29 +28,29 @@
     (TD__PROTO_F_SNAPSHOT | TD__PROTO_F_PIN | TD__PROTO_F_DEQUANT | TD__PROTO_F_EVICT_FILE |       \
      TD__PROTO_F_STATUS_FILES)
 
-typedef struct srv_out {
-    struct srv_out *next;
+typedef struct td__server_out {
+    struct td__server_out *next;
     td__proto_out out;
     int fds[2]; /* owned duplicates, closed once sent */
     unsigned nfds;
     int close_after; /* close the connection once this frame is out */
-} srv_out;
+} td__server_out;
 
-typedef struct srv_req {
-    cache_waiter w; /* first: the waiter's done() finds the request */
-    struct srv_req *next, *prev;
-    srv_client *cl;
+typedef struct td__server_req {
+    td__cache_waiter w; /* first: the waiter's done() finds the request */
+    struct td__server_req *next, *prev;
+    td__server_client *cl;
     uint32_t id;
     int fd; /* the client's file descriptor, owned */
-} srv_req;
+} td__server_req;
 
-typedef struct srv_lease {
+typedef struct td__server_lease {
     uint64_t id;
-    cache_entry *e;
-} srv_lease;
+    td__cache_entry *e;
+} td__server_lease;
 
-struct srv_client {
-    srv_client *next, *prev;
+struct td__server_client {
+    td__server_client *next, *prev;
     td__server *srv;
     int fd;
     uv_poll_t poll;
@@ -63,11 +63,11 @@ struct srv_client {
     int hello;
     uint64_t features;
     td__proto_limits peer;
-    srv_out *out_head, *out_tail;
+    td__server_out *out_head, *out_tail;
     size_t out_n;
-    srv_req pending; /* list head */
+    td__server_req pending; /* list head */
     size_t npending;
-    srv_lease *leases;
+    td__server_lease *leases;
     size_t nleases, cap_leases;
     uint64_t next_lease;
     uint64_t loads;
@@ -75,18 +75,18 @@ struct srv_client {
     int closed;
 };
 
-static void srv_client_close(srv_client *cl, const char *why);
-static void srv_flush(srv_client *cl);
-static void srv_update_poll(srv_client *cl);
+static void td__server_client_close(td__server_client *cl, const char *why);
+static void td__server_flush(td__server_client *cl);
+static void td__server_update_poll(td__server_client *cl);
 
-static uint64_t srv_now_ms(const td__server *srv)
+static uint64_t td__server_now_ms(const td__server *srv)
 {
     return uv_now(srv->loop);
 }
 
 /* ---- replies ---- */
 
-static void srv_out_free(srv_out *o)
+static void td__server_out_free(td__server_out *o)
 {
     for (unsigned k = 0; k < o->nfds; k++)
         close(o->fds[k]);
@@ -96,7 +96,7 @@ static void srv_out_free(srv_out *o)
 
 /* Duplicates the descriptors a queued frame still has to carry: the caller's may be closed
  * before the frame goes out. */
-static int srv_out_own_fds(srv_out *o, td_error *err)
+static int td__server_out_own_fds(td__server_out *o, td_error *err)
 {
     for (unsigned i = 0; i < o->out.nfds; i++) {
         o->fds[i] = fcntl(o->out.fds[i], F_DUPFD_CLOEXEC, 3);
@@ -113,34 +113,34 @@ static int srv_out_own_fds(srv_out *o, td_error *err)
  * queue (the caller may close its own right after). Returns 0 when m went out or is queued;
  * otherwise an ERROR went in its place, or the client is closed (we cannot answer it any more),
  * and the code says why. */
-typedef struct srv_encoded {
+typedef struct td__server_encoded {
     void (*fn)(const td__proto_out *out, void *ctx); /* sees the frame once it is encoded */
     void *ctx;
-} srv_encoded;
+} td__server_encoded;
 
-static int srv_send_seen(srv_client *cl, const td__proto_msg *m, int close_after,
-                         const srv_encoded *seen)
+static int td__server_send_seen(td__server_client *cl, const td__proto_msg *m, int close_after,
+                                const td__server_encoded *seen)
 {
     if (cl->closed)
         return TD_ECLOSED;
-    srv_out *o = calloc(1, sizeof *o);
+    td__server_out *o = calloc(1, sizeof *o);
     td_error err = {0};
     if (!o) {
-        srv_client_close(cl, "out of memory for a reply");
+        td__server_client_close(cl, "out of memory for a reply");
         return TD_ENOMEM;
     }
     int rc = td__proto_encode(m, &cl->peer, &o->out, &err);
     if (rc) {
-        srv_out_free(o);
-        log_warn("client %llu (pid %d): reply %s not encodable: %s", (unsigned long long)cl->id,
-                 (int)cl->cred.pid, td__proto_type_name(m->type), err.message);
+        td__server_out_free(o);
+        td__log_warn("client %llu (pid %d): reply %s not encodable: %s", (unsigned long long)cl->id,
+                     (int)cl->cred.pid, td__proto_type_name(m->type), err.message);
         if (m->type == TD__PROTO_ERROR) {
-            srv_client_close(cl, "cannot encode an error reply");
+            td__server_client_close(cl, "cannot encode an error reply");
             return rc;
         }
         td__proto_msg er;
         td__proto_msg_error(&er, m->id, rc, &err);
-        srv_send_seen(cl, &er, close_after, NULL);
+        td__server_send_seen(cl, &er, close_after, NULL);
         return rc;
     }
     if (seen)
@@ -150,24 +150,24 @@ static int srv_send_seen(srv_client *cl, const td__proto_msg *m, int close_after
     if (tried) {
         rc = td__proto_send_step(cl->fd, &o->out, &err);
         if (!rc) {
-            srv_out_free(o);
+            td__server_out_free(o);
             if (close_after)
-                srv_client_close(cl, "closed after an error");
+                td__server_client_close(cl, "closed after an error");
             else
-                srv_flush(cl); /* nothing queued: a closing client may go now */
+                td__server_flush(cl); /* nothing queued: a closing client may go now */
             return 0;
         }
         if (rc != TD_EAGAIN) {
-            srv_out_free(o);
-            srv_client_close(cl, err.message);
+            td__server_out_free(o);
+            td__server_client_close(cl, err.message);
             return rc;
         }
     }
-    if (o->out.sent == 0 && (rc = srv_out_own_fds(o, &err))) {
-        srv_out_free(o);
+    if (o->out.sent == 0 && (rc = td__server_out_own_fds(o, &err))) {
+        td__server_out_free(o);
         td__proto_msg er;
         td__proto_msg_error(&er, m->id, err.code, &err);
-        srv_send_seen(cl, &er, 0, NULL);
+        td__server_send_seen(cl, &er, 0, NULL);
         return rc;
     }
     if (cl->out_tail)
@@ -177,31 +177,31 @@ static int srv_send_seen(srv_client *cl, const td__proto_msg *m, int close_after
     cl->out_tail = o;
     cl->out_n++;
     if (tried)
-        srv_update_poll(cl); /* the socket is full: wait until it is writable */
+        td__server_update_poll(cl); /* the socket is full: wait until it is writable */
     else
-        srv_flush(cl);
+        td__server_flush(cl);
     return 0;
 }
 
-static int srv_send(srv_client *cl, const td__proto_msg *m, int close_after)
+static int td__server_send(td__server_client *cl, const td__proto_msg *m, int close_after)
 {
-    return srv_send_seen(cl, m, close_after, NULL);
+    return td__server_send_seen(cl, m, close_after, NULL);
 }
 
-static void srv_send_error(srv_client *cl, uint32_t id, int code, const td_error *err,
-                           int close_after)
+static void td__server_send_error(td__server_client *cl, uint32_t id, int code, const td_error *err,
+                                  int close_after)
 {
     td__proto_msg m;
     td__proto_msg_error(&m, id, code, err);
     cl->srv->errors++;
-    srv_send(cl, &m, close_after);
+    td__server_send(cl, &m, close_after);
 }
 
-static void srv_poll_cb(uv_poll_t *h, int status, int events);
+static void td__server_poll_cb(uv_poll_t *h, int status, int events);
 
 /* Polls for what the client needs now: readable unless closing or backed up, writable while
  * replies wait. */
-static void srv_update_poll(srv_client *cl)
+static void td__server_update_poll(td__server_client *cl)
 {
     if (cl->closed)
         return;
@@ -214,21 +214,21 @@ static void srv_update_poll(srv_client *cl)
         return;
     cl->poll_events = ev;
     if (ev)
-        uv_poll_start(&cl->poll, ev, srv_poll_cb);
+        uv_poll_start(&cl->poll, ev, td__server_poll_cb);
     else
         uv_poll_stop(&cl->poll);
 }
 
-static void srv_flush(srv_client *cl)
+static void td__server_flush(td__server_client *cl)
 {
     while (!cl->closed && cl->out_head) {
-        srv_out *o = cl->out_head;
+        td__server_out *o = cl->out_head;
         td_error err = {0};
         int rc = td__proto_send_step(cl->fd, &o->out, &err);
         if (rc == TD_EAGAIN)
             break;
         if (rc) {
-            srv_client_close(cl, err.message);
+            td__server_client_close(cl, err.message);
             return;
         }
         cl->out_head = o->next;
@@ -236,48 +236,49 @@ static void srv_flush(srv_client *cl)
             cl->out_tail = NULL;
         cl->out_n--;
         int close_after = o->close_after;
-        srv_out_free(o);
+        td__server_out_free(o);
         if (close_after) {
-            srv_client_close(cl, "closed after an error");
+            td__server_client_close(cl, "closed after an error");
             return;
         }
     }
     if (cl->closing && !cl->out_head && !cl->npending) {
-        srv_client_close(cl, "shutting down");
+        td__server_client_close(cl, "shutting down");
         return;
     }
-    srv_update_poll(cl);
+    td__server_update_poll(cl);
 }
 
 /* ---- requests ---- */
 
-typedef struct srv_tail_ctx {
-    cache_entry *e;
+typedef struct td__server_tail_ctx {
+    td__cache_entry *e;
     const td__proto_limits *lim;
-} srv_tail_ctx;
+} td__server_tail_ctx;
 
-static void srv_keep_tail(const td__proto_out *out, void *ctx)
+static void td__server_keep_tail(const td__proto_out *out, void *ctx)
 {
-    const srv_tail_ctx *k = ctx;
-    cache_entry_keep_reply_tail(k->e, k->lim, out->buf + out->tail, out->len - out->tail);
+    const td__server_tail_ctx *k = ctx;
+    td__cache_entry_keep_reply_tail(k->e, k->lim, out->buf + out->tail, out->len - out->tail);
 }
 
-static void srv_reply_loaded(srv_client *cl, uint32_t id, int client_fd, cache_entry *e)
+static void td__server_reply_loaded(td__server_client *cl, uint32_t id, int client_fd,
+                                    td__cache_entry *e)
 {
     td_error err = {0};
     if (cl->nleases >= cl->srv->cfg->max_leases) {
-        cache_release(&cl->srv->cache, e);
+        td__cache_release(&cl->srv->cache, e);
         td__err(&err, TD_ELIMIT, "this connection holds %zu leases (max_leases)", cl->nleases);
-        srv_send_error(cl, id, err.code, &err, 0);
+        td__server_send_error(cl, id, err.code, &err, 0);
         return;
     }
     if (cl->nleases == cl->cap_leases) {
         size_t cap = cl->cap_leases ? cl->cap_leases * 2 : 8;
-        srv_lease *l = realloc(cl->leases, cap * sizeof *l);
+        td__server_lease *l = realloc(cl->leases, cap * sizeof *l);
         if (!l) {
-            cache_release(&cl->srv->cache, e);
+            td__cache_release(&cl->srv->cache, e);
             td__err(&err, TD_ENOMEM, "out of memory");
-            srv_send_error(cl, id, err.code, &err, 0);
+            td__server_send_error(cl, id, err.code, &err, 0);
             return;
         }
         cl->leases = l;
@@ -287,12 +288,12 @@ static void srv_reply_loaded(srv_client *cl, uint32_t id, int client_fd, cache_e
 
     td__proto_region regions[2];
     int fds[2];
-    int snap = cache_entry_region0_fd(e);
+    int snap = td__cache_entry_region0_fd(e);
     fds[0] = snap >= 0 ? snap : client_fd;
-    regions[0] = (td__proto_region){fds[0], cache_entry_file_size(e)};
+    regions[0] = (td__proto_region){fds[0], td__cache_entry_file_size(e)};
     uint32_t n = 1;
     uint64_t dsize;
-    int dfd = cache_entry_derived_fd(e, &dsize);
+    int dfd = td__cache_entry_derived_fd(e, &dsize);
     if (dfd >= 0) {
         fds[1] = dfd;
         regions[1] = (td__proto_region){dfd, dsize};
@@ -301,37 +302,37 @@ static void srv_reply_loaded(srv_client *cl, uint32_t id, int client_fd, cache_e
     td__proto_msg m;
     td__proto_msg_init(&m, TD__PROTO_LOAD_OK, id);
     m.u.loaded.lease = lease;
-    m.u.loaded.table = (td__table *)cache_entry_table(e);
+    m.u.loaded.table = (td__table *)td__cache_entry_table(e);
     m.u.loaded.regions = regions;
     m.u.loaded.nregions = n;
     /* The table never changes: the first reply (for peers with these limits) keeps its encoded
      * bytes, and every later reply splices them in. */
-    m.u.loaded.tail = cache_entry_reply_tail(e, &cl->peer, &m.u.loaded.tail_len);
-    srv_tail_ctx keep = {e, &cl->peer};
-    srv_encoded seen = {srv_keep_tail, &keep};
-    if (srv_send_seen(cl, &m, 0, m.u.loaded.tail ? NULL : &seen) || cl->closed) {
+    m.u.loaded.tail = td__cache_entry_reply_tail(e, &cl->peer, &m.u.loaded.tail_len);
+    td__server_tail_ctx keep = {e, &cl->peer};
+    td__server_encoded seen = {td__server_keep_tail, &keep};
+    if (td__server_send_seen(cl, &m, 0, m.u.loaded.tail ? NULL : &seen) || cl->closed) {
         /* An ERROR went instead (a table over the peer's limits...), or the client is gone
          * (its leases were released as it closed): this lease was never granted. */
-        cache_release(&cl->srv->cache, e);
+        td__cache_release(&cl->srv->cache, e);
         return;
     }
     /* Nothing the client sends can be read before this returns to the loop. */
     cl->next_lease = lease;
-    cl->leases[cl->nleases++] = (srv_lease){lease, e};
+    cl->leases[cl->nleases++] = (td__server_lease){lease, e};
     cl->loads++;
-    log_info("client %llu (pid %d uid %d): load %s: lease %llu, %zu tensors",
-             (unsigned long long)cl->id, (int)cl->cred.pid, (int)cl->cred.uid, cache_entry_name(e),
-             (unsigned long long)lease, cache_entry_table(e)->n);
+    td__log_info("client %llu (pid %d uid %d): load %s: lease %llu, %zu tensors",
+                 (unsigned long long)cl->id, (int)cl->cred.pid, (int)cl->cred.uid,
+                 td__cache_entry_name(e), (unsigned long long)lease, td__cache_entry_table(e)->n);
 }
 
-static void srv_req_free(srv_req *r)
+static void td__server_req_free(td__server_req *r)
 {
     if (r->fd >= 0)
         close(r->fd);
     free(r);
 }
 
-static void srv_req_unlink(srv_req *r)
+static void td__server_req_unlink(td__server_req *r)
 {
     r->prev->next = r->next;
     r->next->prev = r->prev;
@@ -339,44 +340,45 @@ static void srv_req_unlink(srv_req *r)
 }
 
 /* An entry this request waited for is built (e != NULL, with a lease for us) or failed. */
-static void srv_load_done(cache_waiter *w, cache_entry *e, int status, const td_error *err)
+static void td__server_load_done(td__cache_waiter *w, td__cache_entry *e, int status,
+                                 const td_error *err)
 {
-    srv_req *r = (srv_req *)w;
-    srv_client *cl = r->cl;
-    srv_req_unlink(r);
+    td__server_req *r = (td__server_req *)w;
+    td__server_client *cl = r->cl;
+    td__server_req_unlink(r);
     if (status)
-        srv_send_error(cl, r->id, status, err, 0);
+        td__server_send_error(cl, r->id, status, err, 0);
     else
-        srv_reply_loaded(cl, r->id, r->fd, e);
-    srv_req_free(r);
+        td__server_reply_loaded(cl, r->id, r->fd, e);
+    td__server_req_free(r);
     if (!cl->closed)
-        srv_flush(cl);
-    server_check_drained(cl->srv);
+        td__server_flush(cl);
+    td__server_check_drained(cl->srv);
 }
 
-static void srv_on_load(srv_client *cl, td__proto_msg *m)
+static void td__server_on_load(td__server_client *cl, td__proto_msg *m)
 {
     td_error err = {0};
     td__proto_load *ld = &m->u.load;
     if (cl->npending >= SRV_PENDING_MAX) {
         td__err(&err, TD_ELIMIT, "%zu loads already waiting on this connection", cl->npending);
-        srv_send_error(cl, m->id, err.code, &err, 0);
+        td__server_send_error(cl, m->id, err.code, &err, 0);
         return;
     }
-    srv_req *r = calloc(1, sizeof *r);
+    td__server_req *r = calloc(1, sizeof *r);
     if (!r) {
         td__err(&err, TD_ENOMEM, "out of memory");
-        srv_send_error(cl, m->id, err.code, &err, 0);
+        td__server_send_error(cl, m->id, err.code, &err, 0);
         return;
     }
     r->cl = cl;
     r->id = m->id;
     r->fd = ld->fd; /* ours now */
     ld->fd = -1;
-    r->w.done = srv_load_done;
-    cache_request q = {r->fd, ld->name, ld->format, ld->mode, ld->dequant, ld->max_inflated};
-    cache_entry *e = NULL;
-    int rc = cache_acquire(&cl->srv->cache, &q, &r->w, &e, &err);
+    r->w.done = td__server_load_done;
+    td__cache_request q = {r->fd, ld->name, ld->format, ld->mode, ld->dequant, ld->max_inflated};
+    td__cache_entry *e = NULL;
+    int rc = td__cache_acquire(&cl->srv->cache, &q, &r->w, &e, &err);
     if (rc == 1) {
         r->next = &cl->pending;
         r->prev = cl->pending.prev;
@@ -386,44 +388,44 @@ static void srv_on_load(srv_client *cl, td__proto_msg *m)
         return;
     }
     if (rc == 0)
-        srv_reply_loaded(cl, m->id, r->fd, e);
+        td__server_reply_loaded(cl, m->id, r->fd, e);
     else {
         char name[80];
-        log_info("client %llu (pid %d): load %s refused: %s", (unsigned long long)cl->id,
-                 (int)cl->cred.pid,
-                 ld->name ? td__quote(ld->name, strlen(ld->name), name, sizeof name) : "(fd)",
-                 err.message);
-        srv_send_error(cl, m->id, rc, &err, 0);
+        td__log_info("client %llu (pid %d): load %s refused: %s", (unsigned long long)cl->id,
+                     (int)cl->cred.pid,
+                     ld->name ? td__quote(ld->name, strlen(ld->name), name, sizeof name) : "(fd)",
+                     err.message);
+        td__server_send_error(cl, m->id, rc, &err, 0);
     }
-    srv_req_free(r);
+    td__server_req_free(r);
 }
 
-static void srv_on_release(srv_client *cl, td__proto_msg *m)
+static void td__server_on_release(td__server_client *cl, td__proto_msg *m)
 {
     uint64_t id = m->u.release.lease;
     for (size_t i = 0; i < cl->nleases; i++) {
         if (cl->leases[i].id != id)
             continue;
-        cache_release(&cl->srv->cache, cl->leases[i].e);
+        td__cache_release(&cl->srv->cache, cl->leases[i].e);
         cl->leases[i] = cl->leases[--cl->nleases];
         td__proto_msg r;
         td__proto_msg_init(&r, TD__PROTO_RELEASE_OK, m->id);
         r.u.release.lease = id;
-        srv_send(cl, &r, 0);
+        td__server_send(cl, &r, 0);
         return;
     }
     td_error err;
     td__err(&err, TD_ENOTFOUND, "no lease %llu on this connection", (unsigned long long)id);
-    srv_send_error(cl, m->id, err.code, &err, 0);
+    td__server_send_error(cl, m->id, err.code, &err, 0);
 }
 
-void server_stats(const td__server *srv, td__proto_stats *st)
+void td__server_stats(const td__server *srv, td__proto_stats *st)
 {
     memset(st, 0, sizeof *st);
     const td__cache *c = &srv->cache;
-    for (const cache_entry *e = cache_first(c); e; e = cache_next(e)) {
+    for (const td__cache_entry *e = td__cache_first(c); e; e = td__cache_next(e)) {
         st->entries++;
-        st->leases += cache_entry_leases(e);
+        st->leases += td__cache_entry_leases(e);
     }
     st->bytes = c->bytes;
     st->derived_bytes = c->bytes;
@@ -436,14 +438,14 @@ void server_stats(const td__server *srv, td__proto_stats *st)
     st->decode_ns_total = c->stats.decode_ns_total;
     st->decode_ns_max = c->stats.decode_ns_max;
     st->errors = srv->errors;
-    st->uptime_ms = srv_now_ms(srv) - srv->started_ms;
+    st->uptime_ms = td__server_now_ms(srv) - srv->started_ms;
 }
 
-static void srv_on_status(srv_client *cl, td__proto_msg *m)
+static void td__server_on_status(td__server_client *cl, td__proto_msg *m)
 {
     td__proto_msg r;
     td__proto_msg_init(&r, TD__PROTO_STATUS_OK, m->id);
-    server_stats(cl->srv, &r.u.status.stats);
+    td__server_stats(cl->srv, &r.u.status.stats);
     td__proto_status_file *files = NULL;
     if (m->u.status_req.flags & TD__PROTO_STATUS_FILES) {
         size_t n = r.u.status.stats.entries;
@@ -451,55 +453,57 @@ static void srv_on_status(srv_client *cl, td__proto_msg *m)
         if (!files) {
             td_error err;
             td__err(&err, TD_ENOMEM, "out of memory");
-            srv_send_error(cl, m->id, err.code, &err, 0);
+            td__server_send_error(cl, m->id, err.code, &err, 0);
             return;
         }
         size_t i = 0;
-        for (cache_entry *e = cache_first(&cl->srv->cache); e && i < n; e = cache_next(e), i++) {
-            files[i].name = (char *)cache_entry_name(e);
-            files[i].format = cache_entry_table(e)->format;
-            files[i].mode = cache_entry_mode(e);
-            files[i].bytes = cache_entry_bytes(e);
-            files[i].leases = cache_entry_leases(e);
-            files[i].hits = cache_entry_hits(e);
-            files[i].tensors = cache_entry_table(e)->n;
-            files[i].file_bytes = cache_entry_file_size(e);
-            cache_entry_derived_fd(e, &files[i].derived_bytes);
-            files[i].loads = cache_entry_loads(e);
-            files[i].idle_ms = srv_now_ms(cl->srv) - cache_entry_last_use(e);
+        for (td__cache_entry *e = td__cache_first(&cl->srv->cache); e && i < n;
+             e = td__cache_next(e), i++) {
+            files[i].name = (char *)td__cache_entry_name(e);
+            files[i].format = td__cache_entry_table(e)->format;
+            files[i].mode = td__cache_entry_mode(e);
+            files[i].bytes = td__cache_entry_bytes(e);
+            files[i].leases = td__cache_entry_leases(e);
+            files[i].hits = td__cache_entry_hits(e);
+            files[i].tensors = td__cache_entry_table(e)->n;
+            files[i].file_bytes = td__cache_entry_file_size(e);
+            td__cache_entry_derived_fd(e, &files[i].derived_bytes);
+            files[i].loads = td__cache_entry_loads(e);
+            files[i].idle_ms = td__server_now_ms(cl->srv) - td__cache_entry_last_use(e);
         }
         r.u.status.files = files;
         r.u.status.nfiles = (uint32_t)i;
     }
-    srv_send(cl, &r, 0);
+    td__server_send(cl, &r, 0);
     free(files);
 }
 
-static void srv_on_evict(srv_client *cl, td__proto_msg *m)
+static void td__server_on_evict(td__server_client *cl, td__proto_msg *m)
 {
     td_error err = {0};
     uint64_t n = 0, bytes = 0;
     if (m->u.evict.fd >= 0) {
-        cache_key key;
-        int rc = cache_key_of(m->u.evict.fd, 0, &key, &err);
+        td__cache_key key;
+        int rc = td__cache_key_of(m->u.evict.fd, 0, &key, &err);
         if (rc) {
-            srv_send_error(cl, m->id, rc, &err, 0);
+            td__server_send_error(cl, m->id, rc, &err, 0);
             return;
         }
-        cache_evict(&cl->srv->cache, &key, &n, &bytes);
+        td__cache_evict(&cl->srv->cache, &key, &n, &bytes);
     } else {
-        cache_evict(&cl->srv->cache, NULL, &n, &bytes);
+        td__cache_evict(&cl->srv->cache, NULL, &n, &bytes);
     }
-    log_info("client %llu (pid %d): evict: %llu entries, %llu bytes", (unsigned long long)cl->id,
-             (int)cl->cred.pid, (unsigned long long)n, (unsigned long long)bytes);
+    td__log_info("client %llu (pid %d): evict: %llu entries, %llu bytes",
+                 (unsigned long long)cl->id, (int)cl->cred.pid, (unsigned long long)n,
+                 (unsigned long long)bytes);
     td__proto_msg r;
     td__proto_msg_init(&r, TD__PROTO_EVICT_OK, m->id);
     r.u.evicted.entries = n;
     r.u.evicted.bytes = bytes;
-    srv_send(cl, &r, 0);
+    td__server_send(cl, &r, 0);
 }
 
-static void srv_on_hello(srv_client *cl, td__proto_msg *m)
+static void td__server_on_hello(td__server_client *cl, td__proto_msg *m)
 {
     td_error err = {0};
     uint32_t version;
@@ -507,7 +511,7 @@ static void srv_on_hello(srv_client *cl, td__proto_msg *m)
     int rc = td__proto_negotiate(&m->u.hello, TD__PROTO_MIN_VERSION, TD__PROTO_VERSION,
                                  SRV_FEATURES, &version, &agreed, &err);
     if (rc) {
-        srv_send_error(cl, m->id, rc, &err, 1);
+        td__server_send_error(cl, m->id, rc, &err, 1);
         return;
     }
     cl->hello = 1;
@@ -525,67 +529,67 @@ static void srv_on_hello(srv_client *cl, td__proto_msg *m)
     char software[48];
     snprintf(software, sizeof software, "tensord %s", td_version_string());
     r.u.hello.software = software;
-    srv_send(cl, &r, 0);
+    td__server_send(cl, &r, 0);
 }
 
-static void srv_dispatch(srv_client *cl, td__proto_frame *f)
+static void td__server_dispatch(td__server_client *cl, td__proto_frame *f)
 {
     td__proto_msg m;
     td_error err = {0};
     td__proto_limits lim = {.max_frame = cl->srv->cfg->max_frame, .max_fds = 2};
     int rc = td__proto_decode_frame(f, &lim, &m, &err);
     if (rc) {
-        log_info("client %llu (pid %d): bad request: %s", (unsigned long long)cl->id,
-                 (int)cl->cred.pid, err.message);
+        td__log_info("client %llu (pid %d): bad request: %s", (unsigned long long)cl->id,
+                     (int)cl->cred.pid, err.message);
         /* An unknown message type leaves the stream intact; anything else does not. */
-        srv_send_error(cl, m.id, rc, &err, rc != TD_ENOTSUP);
+        td__server_send_error(cl, m.id, rc, &err, rc != TD_ENOTSUP);
         return;
     }
     if (!cl->hello && m.type != TD__PROTO_HELLO) {
         td__err(&err, TD_EPROTO, "the first message must be HELLO, not %s",
                 td__proto_type_name(m.type));
-        srv_send_error(cl, m.id, err.code, &err, 1);
+        td__server_send_error(cl, m.id, err.code, &err, 1);
     } else {
         switch (m.type) {
         case TD__PROTO_HELLO:
-            srv_on_hello(cl, &m);
+            td__server_on_hello(cl, &m);
             break;
         case TD__PROTO_LOAD:
-            srv_on_load(cl, &m);
+            td__server_on_load(cl, &m);
             break;
         case TD__PROTO_RELEASE:
-            srv_on_release(cl, &m);
+            td__server_on_release(cl, &m);
             break;
         case TD__PROTO_STATUS:
-            srv_on_status(cl, &m);
+            td__server_on_status(cl, &m);
             break;
         case TD__PROTO_EVICT:
-            srv_on_evict(cl, &m);
+            td__server_on_evict(cl, &m);
             break;
         case TD__PROTO_PING: {
             td__proto_msg r;
             td__proto_msg_init(&r, TD__PROTO_PONG, m.id);
             r.u.ping.data = m.u.ping.data;
-            srv_send(cl, &r, 0);
+            td__server_send(cl, &r, 0);
             break;
         }
         default:
             td__err(&err, TD_ENOTSUP, "%s is not a request", td__proto_type_name(m.type));
-            srv_send_error(cl, m.id, err.code, &err, 0);
+            td__server_send_error(cl, m.id, err.code, &err, 0);
             break;
         }
     }
     td__proto_msg_destroy(&m);
 }
 
-static void srv_timer_cb(uv_timer_t *t)
+static void td__server_timer_cb(uv_timer_t *t)
 {
-    srv_client *cl = t->data;
-    srv_client_close(cl, cl->hello ? "a frame left unfinished past idle_timeout"
-                                   : "no HELLO within idle_timeout");
+    td__server_client *cl = t->data;
+    td__server_client_close(cl, cl->hello ? "a frame left unfinished past idle_timeout"
+                                          : "no HELLO within idle_timeout");
 }
 
-static void srv_read(srv_client *cl)
+static void td__server_read(td__server_client *cl)
 {
     for (int frames = 0; !cl->closed && !cl->closing && frames < 16; frames++) {
         if (cl->out_n >= SRV_OUT_HIGH)
@@ -596,12 +600,12 @@ static void srv_read(srv_client *cl)
         if (rc == 0)
             break;
         if (rc < 0) {
-            srv_client_close(cl, rc == TD_ECLOSED && td__proto_receiver_idle(&cl->rx)
-                                     ? "disconnected"
-                                     : err.message);
+            td__server_client_close(cl, rc == TD_ECLOSED && td__proto_receiver_idle(&cl->rx)
+                                            ? "disconnected"
+                                            : err.message);
             return;
         }
-        srv_dispatch(cl, &f);
+        td__server_dispatch(cl, &f);
         td__proto_frame_destroy(&f);
     }
     if (cl->closed)
@@ -610,64 +614,64 @@ static void srv_read(srv_client *cl)
     if (cl->hello) {
         if (!td__proto_receiver_idle(&cl->rx)) {
             if (!uv_is_active((uv_handle_t *)&cl->timer))
-                uv_timer_start(&cl->timer, srv_timer_cb, cl->srv->cfg->idle_timeout_ms, 0);
+                uv_timer_start(&cl->timer, td__server_timer_cb, cl->srv->cfg->idle_timeout_ms, 0);
         } else {
             uv_timer_stop(&cl->timer);
         }
     }
 }
 
-static void srv_poll_cb(uv_poll_t *h, int status, int events)
+static void td__server_poll_cb(uv_poll_t *h, int status, int events)
 {
-    srv_client *cl = h->data;
+    td__server_client *cl = h->data;
     if (status < 0) {
-        srv_client_close(cl, uv_strerror(status));
+        td__server_client_close(cl, uv_strerror(status));
         return;
     }
     if (events & UV_WRITABLE)
-        srv_flush(cl);
+        td__server_flush(cl);
     if (!cl->closed && (events & UV_READABLE))
-        srv_read(cl);
+        td__server_read(cl);
     if (!cl->closed)
-        srv_update_poll(cl);
+        td__server_update_poll(cl);
 }
 
 /* ---- connections ---- */
 
-static void srv_handle_closed(uv_handle_t *h)
+static void td__server_handle_closed(uv_handle_t *h)
 {
-    srv_client *cl = h->data;
+    td__server_client *cl = h->data;
     if (--cl->open_handles == 0) {
         td__server *srv = cl->srv;
         free(cl);
-        server_check_drained(srv);
+        td__server_check_drained(srv);
     }
 }
 
-static void srv_client_close(srv_client *cl, const char *why)
+static void td__server_client_close(td__server_client *cl, const char *why)
 {
     if (cl->closed)
         return;
     cl->closed = 1;
     td__server *srv = cl->srv;
-    log_info("client %llu (pid %d uid %d): closed (%s), %llu loads, %zu leases released",
-             (unsigned long long)cl->id, (int)cl->cred.pid, (int)cl->cred.uid, why,
-             (unsigned long long)cl->loads, cl->nleases);
+    td__log_info("client %llu (pid %d uid %d): closed (%s), %llu loads, %zu leases released",
+                 (unsigned long long)cl->id, (int)cl->cred.pid, (int)cl->cred.uid, why,
+                 (unsigned long long)cl->loads, cl->nleases);
     while (cl->pending.next != &cl->pending) {
-        srv_req *r = cl->pending.next;
-        cache_cancel(&r->w);
-        srv_req_unlink(r);
-        srv_req_free(r);
+        td__server_req *r = cl->pending.next;
+        td__cache_cancel(&r->w);
+        td__server_req_unlink(r);
+        td__server_req_free(r);
     }
     for (size_t i = 0; i < cl->nleases; i++)
-        cache_release(&srv->cache, cl->leases[i].e);
+        td__cache_release(&srv->cache, cl->leases[i].e);
     free(cl->leases);
     cl->leases = NULL;
     cl->nleases = 0;
     while (cl->out_head) {
-        srv_out *o = cl->out_head;
+        td__server_out *o = cl->out_head;
         cl->out_head = o->next;
-        srv_out_free(o);
+        td__server_out_free(o);
     }
     cl->out_tail = NULL;
     cl->out_n = 0;
@@ -682,33 +686,33 @@ static void srv_client_close(srv_client *cl, const char *why)
     uv_poll_stop(&cl->poll);
     close(cl->fd);
     cl->fd = -1;
-    uv_close((uv_handle_t *)&cl->poll, srv_handle_closed);
-    uv_close((uv_handle_t *)&cl->timer, srv_handle_closed);
+    uv_close((uv_handle_t *)&cl->poll, td__server_handle_closed);
+    uv_close((uv_handle_t *)&cl->timer, td__server_handle_closed);
 }
 
-static void srv_accept_one(td__server *srv, int fd)
+static void td__server_accept_one(td__server *srv, int fd)
 {
     td_error err = {0};
     td__proto_cred cred = {0, 0, 0};
     td__proto_peercred(fd, &cred, &err);
     if (srv->nclients >= srv->cfg->max_clients) {
-        log_warn("refusing a client (pid %d uid %d): %zu clients connected (max_clients)",
-                 (int)cred.pid, (int)cred.uid, srv->nclients);
+        td__log_warn("refusing a client (pid %d uid %d): %zu clients connected (max_clients)",
+                     (int)cred.pid, (int)cred.uid, srv->nclients);
         close(fd);
         return;
     }
     /* One user cannot take every slot from the others. */
     size_t same_uid = 0;
-    for (const srv_client *o = srv->clients; o; o = o->next)
+    for (const td__server_client *o = srv->clients; o; o = o->next)
         same_uid += o->cred.uid == cred.uid;
     if (same_uid >= srv->cfg->max_clients_per_uid) {
-        log_warn("refusing a client (pid %d uid %d): that user has %zu connections "
-                 "(max_clients_per_uid)",
-                 (int)cred.pid, (int)cred.uid, same_uid);
+        td__log_warn("refusing a client (pid %d uid %d): that user has %zu connections "
+                     "(max_clients_per_uid)",
+                     (int)cred.pid, (int)cred.uid, same_uid);
         close(fd);
         return;
     }
-    srv_client *cl = calloc(1, sizeof *cl);
+    td__server_client *cl = calloc(1, sizeof *cl);
     if (!cl) {
         close(fd);
         return;
@@ -734,13 +738,13 @@ static void srv_accept_one(td__server *srv, int fd)
         srv->clients->prev = cl;
     srv->clients = cl;
     srv->nclients++;
-    log_debug("client %llu (pid %d uid %d gid %d): connected", (unsigned long long)cl->id,
-              (int)cred.pid, (int)cred.uid, (int)cred.gid);
-    uv_timer_start(&cl->timer, srv_timer_cb, srv->cfg->idle_timeout_ms, 0);
-    srv_update_poll(cl);
+    td__log_debug("client %llu (pid %d uid %d gid %d): connected", (unsigned long long)cl->id,
+                  (int)cred.pid, (int)cred.uid, (int)cred.gid);
+    uv_timer_start(&cl->timer, td__server_timer_cb, srv->cfg->idle_timeout_ms, 0);
+    td__server_update_poll(cl);
 }
 
-static void srv_accept_cb(uv_poll_t *h, int status, int events)
+static void td__server_accept_cb(uv_poll_t *h, int status, int events)
 {
     (void)events;
     td__server *srv = h->data;
@@ -752,21 +756,21 @@ static void srv_accept_cb(uv_poll_t *h, int status, int events)
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
             if (errno != EAGAIN && errno != EWOULDBLOCK)
-                log_warn("accept: %s", strerror(errno));
+                td__log_warn("accept: %s", strerror(errno));
             return;
         }
-        srv_accept_one(srv, fd);
+        td__server_accept_one(srv, fd);
     }
 }
 
-int server_init(td__server *srv, uv_loop_t *loop, td__config *cfg, int listen_fd, td_error *err)
+int td__server_init(td__server *srv, uv_loop_t *loop, td__config *cfg, int listen_fd, td_error *err)
 {
     memset(srv, 0, sizeof *srv);
     srv->loop = loop;
     srv->cfg = cfg;
     srv->listen_fd = listen_fd;
     srv->started_ms = uv_now(loop);
-    cache_init(&srv->cache, loop, cfg);
+    td__cache_init(&srv->cache, loop, cfg);
     int fl = fcntl(listen_fd, F_GETFL);
     if (fl < 0 || fcntl(listen_fd, F_SETFL, fl | O_NONBLOCK) < 0)
         return td__err(err, TD_ESYS, "listening socket: %s", strerror(errno));
@@ -776,26 +780,26 @@ int server_init(td__server *srv, uv_loop_t *loop, td__config *cfg, int listen_fd
     return 0;
 }
 
-int server_start(td__server *srv, td_error *err)
+int td__server_start(td__server *srv, td_error *err)
 {
-    int rc = uv_poll_start(&srv->listen_poll, UV_READABLE, srv_accept_cb);
+    int rc = uv_poll_start(&srv->listen_poll, UV_READABLE, td__server_accept_cb);
     if (rc)
         return td__err(err, TD_ESYS, "listening socket: %s", uv_strerror(rc));
     srv->listening = 1;
     return 0;
 }
 
-static void srv_listen_closed(uv_handle_t *h)
+static void td__server_listen_closed(uv_handle_t *h)
 {
     td__server *srv = h->data;
     close(srv->listen_fd);
     srv->listen_fd = -1;
-    server_check_drained(srv);
+    td__server_check_drained(srv);
 }
 
-void server_check_drained(td__server *srv)
+void td__server_check_drained(td__server *srv)
 {
-    if (!srv->draining || srv->clients || srv->listen_fd >= 0 || !cache_idle(&srv->cache) ||
+    if (!srv->draining || srv->clients || srv->listen_fd >= 0 || !td__cache_idle(&srv->cache) ||
         !srv->on_drained)
         return;
     void (*cb)(td__server *) = srv->on_drained;
@@ -803,21 +807,21 @@ void server_check_drained(td__server *srv)
     cb(srv);
 }
 
-void server_drain(td__server *srv)
+void td__server_drain(td__server *srv)
 {
     if (srv->draining)
         return;
     srv->draining = 1;
     srv->listening = 0;
-    uv_close((uv_handle_t *)&srv->listen_poll, srv_listen_closed);
-    for (srv_client *cl = srv->clients, *next; cl; cl = next) {
+    uv_close((uv_handle_t *)&srv->listen_poll, td__server_listen_closed);
+    for (td__server_client *cl = srv->clients, *next; cl; cl = next) {
         next = cl->next;
         cl->closing = 1;
-        srv_flush(cl);
+        td__server_flush(cl);
     }
 }
 
-void server_destroy(td__server *srv)
+void td__server_destroy(td__server *srv)
 {
-    cache_destroy(&srv->cache);
+    td__cache_destroy(&srv->cache);
 }

@@ -14,7 +14,7 @@
 
 #include <uv.h>
 
-typedef struct srv_client srv_client;
+typedef struct td__server_client td__server_client;
 
 typedef struct td__server {
     uv_loop_t *loop;
@@ -23,7 +23,7 @@ typedef struct td__server {
     int listen_fd;
     uv_poll_t listen_poll;
     int listening;
-    srv_client *clients;
+    td__server_client *clients;
     size_t nclients;
     uint64_t next_client_id;
     uint64_t errors;
@@ -33,17 +33,18 @@ typedef struct td__server {
 } td__server;
 
 /* Sets up the server on loop with a listening socket (taken: the server closes it). */
-int server_init(td__server *srv, uv_loop_t *loop, td__config *cfg, int listen_fd, td_error *err);
+int td__server_init(td__server *srv, uv_loop_t *loop, td__config *cfg, int listen_fd,
+                    td_error *err);
 /* Starts accepting. */
-int server_start(td__server *srv, td_error *err);
+int td__server_start(td__server *srv, td_error *err);
 /* Stops accepting, lets requests in flight finish, closes clients as they go idle, and calls
  * on_drained when nothing is left (not before the thread pool is idle). */
-void server_drain(td__server *srv);
+void td__server_drain(td__server *srv);
 /* Calls on_drained if draining is complete (the main loop asks after thread-pool work ends). */
-void server_check_drained(td__server *srv);
+void td__server_check_drained(td__server *srv);
 /* Frees what is left (after the loop has stopped). */
-void server_destroy(td__server *srv);
+void td__server_destroy(td__server *srv);
 /* The figures of a STATUS reply. */
-void server_stats(const td__server *srv, td__proto_stats *st);
+void td__server_stats(const td__server *srv, td__proto_stats *st);
 
 #endif

@@ -6,6 +6,8 @@
 #include "dtype.h"
 #include "npz.h"
 #include "table.h"
+#include "index.h"
+#include "dequant.h"
 
 #include <stdlib.h>
 
@@ -115,7 +117,7 @@ int td__decode_entry(const td__entry *e, const uint8_t *file, size_t file_len, v
                                fname, e->name ? e->name : "", (unsigned long long)e->nbytes);
             out = tmp;
         }
-        int rc = npz_inflate_entry(e, file, file_len, out, fname, err);
+        int rc = td__npz_inflate_entry(e, file, file_len, out, fname, err);
         if (rc) {
             free(tmp);
             return rc;

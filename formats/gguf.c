@@ -1,5 +1,5 @@
 /*
- * gguf.c - GGUF reader (gguf_index) and writer (gguf_write); see gguf.h for the layout.
+ * gguf.c - GGUF reader (td__gguf_index) and writer (td__gguf_write); see gguf.h for the layout.
  *
  * The reader trusts nothing: every count is compared with the bytes left before it sizes
  * anything, every sum and product is checked, nesting is bounded, and the tensor data is never
@@ -498,7 +498,7 @@ static int gguf_place_tensors(gguf_rd *r, td__table *t, uint32_t align)
     return 0;
 }
 
-int gguf_index(td__rd *src, td__table *t, td_error *err)
+int td__gguf_index(td__rd *src, td__table *t, td_error *err)
 {
     gguf_rd r = {.src = src, .len = (size_t)src->len, .fname = src->fname, .err = err};
     uint32_t version, align;
@@ -724,8 +724,8 @@ static int gguf_check_item(const td__item *it, size_t i, const char *fname, td_e
     return 0;
 }
 
-int gguf_write(td__writer *w, const td__item *items, size_t n, const td_meta *meta,
-               const char *fname, td_error *err)
+int td__gguf_write(td__writer *w, const td__item *items, size_t n, const td_meta *meta,
+                   const char *fname, td_error *err)
 {
     const char *f = fname ? fname : "(gguf)";
     size_t n_kv = meta ? td_meta_size(meta) : 0;

@@ -84,7 +84,7 @@
  *
  * On failure t is left empty (as after td__table_init) and *err is filled. Nothing in t points
  * into what r read. */
-int gguf_index(td__rd *r, td__table *t, td_error *err);
+int td__gguf_index(td__rd *r, td__table *t, td_error *err);
 
 /* Writes a whole GGUF v3 file to w: header, meta (may be NULL: no key-value pairs), the tensor
  * infos of items[0..n) in that order, then their bytes, each padded to the alignment.
@@ -98,7 +98,7 @@ int gguf_index(td__rd *r, td__table *t, td_error *err);
  * 4), shapes (block types: innermost size a multiple of the block), nbytes against the shape,
  * and the metadata (non-empty keys, valid types, nesting depth). items and meta are borrowed.
  * On failure *err is filled and w may hold a partial file, which the caller discards. */
-int gguf_write(td__writer *w, const td__item *items, size_t n, const td_meta *meta,
-               const char *fname, td_error *err);
+int td__gguf_write(td__writer *w, const td__item *items, size_t n, const td_meta *meta,
+                   const char *fname, td_error *err);
 
 #endif

@@ -8,6 +8,7 @@
 #include "npz.h"
 #include "safetensors.h"
 #include "table.h"
+#include "index.h"
 
 const char *td_format_name(td_format f)
 {
@@ -42,16 +43,16 @@ int td__index(td_format format, td__rd *r, uint64_t max_inflated, td__table *t, 
     const char *fname = r->fname;
     switch (format) {
     case TD_FORMAT_NPY:
-        rc = npy_index(r, t, err);
+        rc = td__npy_index(r, t, err);
         break;
     case TD_FORMAT_NPZ:
-        rc = npz_index(r, max_inflated ? max_inflated : TD__DEFAULT_MAX_INFLATED, t, err);
+        rc = td__npz_index(r, max_inflated ? max_inflated : TD__DEFAULT_MAX_INFLATED, t, err);
         break;
     case TD_FORMAT_SAFETENSORS:
-        rc = st_index(r, t, err);
+        rc = td__st_index(r, t, err);
         break;
     case TD_FORMAT_GGUF:
-        rc = gguf_index(r, t, err);
+        rc = td__gguf_index(r, t, err);
         break;
     default:
         return td__err(err, TD_ENOTSUP, "%s: unknown file format %d", fname, (int)format);

@@ -90,7 +90,7 @@ static int npy_bool(npy_lex *x, int *v)
 }
 
 /* A tuple of non-negative integers: "()", "(3,)", "(2L, 3L)", "(2, 3, )". */
-static int npy_shape(npy_lex *x, npy_header *h)
+static int npy_shape(npy_lex *x, td__npy_header *h)
 {
     if (npy_expect(x, '(', "to open shape"))
         return x->err ? x->err->code : TD_EFORMAT;
@@ -137,7 +137,7 @@ static int npy_shape(npy_lex *x, npy_header *h)
 }
 
 /* descr: [<>|=]? kind size. */
-static int npy_descr(npy_lex *x, const char *s, size_t n, npy_header *h)
+static int npy_descr(npy_lex *x, const char *s, size_t n, td__npy_header *h)
 {
     char shown[40];
     td__quote(s, n, shown, sizeof shown);
@@ -176,7 +176,8 @@ static int npy_descr(npy_lex *x, const char *s, size_t n, npy_header *h)
     return td__err(x->err, TD_EDTYPE, "%s: npy header: descr '%s' %s", x->what, shown, why);
 }
 
-int npy_parse_header(const uint8_t *p, size_t len, const char *what, npy_header *h, td_error *err)
+int td__npy_parse_header(const uint8_t *p, size_t len, const char *what, td__npy_header *h,
+                         td_error *err)
 {
     memset(h, 0, sizeof *h);
     if (len < NPY_MAGIC_LEN + 2 || memcmp(p, NPY_MAGIC, NPY_MAGIC_LEN) != 0) {
@@ -281,7 +282,7 @@ int npy_parse_header(const uint8_t *p, size_t len, const char *what, npy_header 
     return 0;
 }
 
-size_t npy_header_need(const uint8_t *p, size_t got)
+size_t td__npy_header_need(const uint8_t *p, size_t got)
 {
     if (got < 10 || memcmp(p, NPY_MAGIC, NPY_MAGIC_LEN) != 0 || p[7] != 0)
         return got;
@@ -296,8 +297,8 @@ size_t npy_header_need(const uint8_t *p, size_t got)
     return need > 12u + NPY_MAX_HEADER ? got : (size_t)need;
 }
 
-int npy_read_header(td__rd *r, uint64_t off, uint64_t avail, const char *what, npy_header *h,
-                    td_error *err)
+int td__npy_read_header(td__rd *r, uint64_t off, uint64_t avail, const char *what,
+                        td__npy_header *h, td_error *err)
 {
     const uint8_t *p;
     /* Enough for the headers numpy writes (64 to a few hundred bytes): usually one read. */
@@ -305,19 +306,19 @@ int npy_read_header(td__rd *r, uint64_t off, uint64_t avail, const char *what, n
     int rc = td__rd_get(r, off, got, &p, err);
     if (rc)
         return rc;
-    size_t need = npy_header_need(p, got);
+    size_t need = td__npy_header_need(p, got);
     if (need > avail)
         need = (size_t)avail; /* the parser names the truncated header */
     if (need > got && (rc = td__rd_get(r, off, need, &p, err)))
         return rc;
-    return npy_parse_header(p, need > got ? need : got, what, h, err);
+    return td__npy_parse_header(p, need > got ? need : got, what, h, err);
 }
 
-int npy_index(td__rd *r, td__table *t, td_error *err)
+int td__npy_index(td__rd *r, td__table *t, td_error *err)
 {
-    npy_header h;
+    td__npy_header h;
     const char *fname = r->fname;
-    int rc = npy_read_header(r, 0, r->len, fname, &h, err);
+    int rc = td__npy_read_header(r, 0, r->len, fname, &h, err);
     if (rc)
         return rc;
     if (r->len - h.data_offset < h.nbytes)
@@ -338,8 +339,8 @@ int npy_index(td__rd *r, td__table *t, td_error *err)
     return td__entry_set_shape(e, h.ndim, h.shape, err);
 }
 
-int npy_build_header(td_dtype dtype, int ndim, const int64_t *shape, uint8_t *out, size_t cap,
-                     size_t *out_len, const char *what, td_error *err)
+int td__npy_build_header(td_dtype dtype, int ndim, const int64_t *shape, uint8_t *out, size_t cap,
+                         size_t *out_len, const char *what, td_error *err)
 {
     char order;
     const char *descr = td__dtype_npy_descr(dtype, &order);
@@ -378,12 +379,12 @@ int npy_build_header(td_dtype dtype, int ndim, const int64_t *shape, uint8_t *ou
     return 0;
 }
 
-int npy_write(td__writer *w, const td__item *item, const char *fname, td_error *err)
+int td__npy_write(td__writer *w, const td__item *item, const char *fname, td_error *err)
 {
     uint8_t hdr[NPY_HEADER_CAP];
     size_t hlen;
-    int rc =
-        npy_build_header(item->dtype, item->ndim, item->shape, hdr, sizeof hdr, &hlen, fname, err);
+    int rc = td__npy_build_header(item->dtype, item->ndim, item->shape, hdr, sizeof hdr, &hlen,
+                                  fname, err);
     if (rc)
         return rc;
     td__writer_write(w, hdr, hlen);

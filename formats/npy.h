@@ -26,10 +26,10 @@
 #define NPY_MAGIC_LEN 6
 /* Headers longer than this are refused (numpy itself refuses 10000 bytes by default). */
 #define NPY_MAX_HEADER 65536u
-/* Room for any header npy_build_header writes. */
+/* Room for any header td__npy_build_header writes. */
 #define NPY_HEADER_CAP 2048u
 
-typedef struct npy_header {
+typedef struct td__npy_header {
     td_dtype dtype;
     int big_endian; /* data needs byte swapping */
     int fortran;    /* data is column-major (only set when ndim >= 2) */
@@ -37,34 +37,35 @@ typedef struct npy_header {
     int64_t shape[TD_MAX_DIMS];
     uint64_t data_offset; /* bytes from the start of the .npy to the data */
     uint64_t nbytes;      /* data bytes */
-} npy_header;
+} td__npy_header;
 
 /* Parses the magic, version and header dict at p[0..len). len may cover only the header (npz
  * members are parsed from an inflated prefix); the data is not checked. what names the file or
  * member for messages. */
-int npy_parse_header(const uint8_t *p, size_t len, const char *what, npy_header *h, td_error *err);
+int td__npy_parse_header(const uint8_t *p, size_t len, const char *what, td__npy_header *h,
+                         td_error *err);
 
-/* How many bytes npy_parse_header reads, judging by the first got bytes of an npy (the magic,
+/* How many bytes td__npy_parse_header reads, judging by the first got bytes of an npy (the magic,
  * version and header length): got itself while those are incomplete or invalid (the parser
  * then names the problem), at most 12 + NPY_MAX_HEADER + 1. */
-size_t npy_header_need(const uint8_t *p, size_t got);
+size_t td__npy_header_need(const uint8_t *p, size_t got);
 
 /* Reads and parses the npy header at offset off of r, whose npy is avail bytes long (an npz
  * member, or the whole file): fetches up to 4 KiB, then the rest of a longer header. */
-int npy_read_header(td__rd *r, uint64_t off, uint64_t avail, const char *what, npy_header *h,
-                    td_error *err);
+int td__npy_read_header(td__rd *r, uint64_t off, uint64_t avail, const char *what,
+                        td__npy_header *h, td_error *err);
 
 /* Indexes a whole .npy file: one unnamed entry, region 0. Data that is big-endian or Fortran
  * order gets the layout flags, with src pointing at it. */
-int npy_index(td__rd *r, td__table *t, td_error *err);
+int td__npy_index(td__rd *r, td__table *t, td_error *err);
 
 /* Builds the magic, version and header for dtype x shape into out (cap >= NPY_HEADER_CAP), so
  * that the data after it starts at a multiple of 64. Version 1.0 unless the header needs 2.0.
  * TD_EDTYPE when npy cannot hold dtype. */
-int npy_build_header(td_dtype dtype, int ndim, const int64_t *shape, uint8_t *out, size_t cap,
-                     size_t *out_len, const char *what, td_error *err);
+int td__npy_build_header(td_dtype dtype, int ndim, const int64_t *shape, uint8_t *out, size_t cap,
+                         size_t *out_len, const char *what, td_error *err);
 
 /* Writes a whole .npy of item to w. */
-int npy_write(td__writer *w, const td__item *item, const char *fname, td_error *err);
+int td__npy_write(td__writer *w, const td__item *item, const char *fname, td_error *err);
 
 #endif

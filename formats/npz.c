@@ -13,7 +13,7 @@
 #define NPZ__DEFAULT_MAX_INFLATED (16ull << 30)
 /* The most of a deflated member inflated while indexing: the longest npy header we accept. */
 #define NPZ__HEADER_MAX (12u + NPY_MAX_HEADER)
-/* With libdeflate, npz_inflate_entry inflates members of this size range whole (see there). */
+/* With libdeflate, td__npz_inflate_entry inflates members of this size range whole (see there). */
 #define NPZ__WHOLE_MIN (4u << 10)
 #define NPZ__WHOLE_MAX (256ull << 20)
 
@@ -29,7 +29,7 @@ static const char *npz__what(char *out, size_t cap, const char *fname, const cha
  * from the first 4 KiB of the stream, then four times more while it needs more input. Both
  * readers take the same steps (zlib may look past the bytes it outputs, so the input it is given
  * decides which errors show up here): a descriptor reader then copies only the start. */
-static int npz__inflate_prefix(td__rd *r, const zip_member *m, uint8_t *buf, size_t cap,
+static int npz__inflate_prefix(td__rd *r, const td__zip_member *m, uint8_t *buf, size_t cap,
                                size_t *got, const char *what, td_error *err)
 {
     uint64_t have = 4096;
@@ -40,7 +40,7 @@ static int npz__inflate_prefix(td__rd *r, const zip_member *m, uint8_t *buf, siz
         int rc = td__rd_get(r, m->data_offset, have, &src, err);
         if (rc)
             return rc;
-        rc = zip_inflate_prefix(src, have, buf, cap, got, what, err);
+        rc = td__zip_inflate_prefix(src, have, buf, cap, got, what, err);
         if (rc != TD_ETRUNC || have == m->csize)
             return rc;
         have *= 4;
@@ -49,36 +49,36 @@ static int npz__inflate_prefix(td__rd *r, const zip_member *m, uint8_t *buf, siz
 
 /* Inflates just the npy header at the start of a deflated member into buf (NPZ__HEADER_MAX
  * bytes): first the 12 bytes that give the header length, then exactly the header. */
-static int npz__inflate_header(td__rd *r, const zip_member *m, uint8_t *buf, size_t *got,
+static int npz__inflate_header(td__rd *r, const td__zip_member *m, uint8_t *buf, size_t *got,
                                const char *what, td_error *err)
 {
     size_t cap = m->usize < 12 ? (size_t)m->usize : 12;
     int rc = npz__inflate_prefix(r, m, buf, cap, got, what, err);
     if (rc)
         return rc;
-    uint64_t need = npy_header_need(buf, *got);
+    uint64_t need = td__npy_header_need(buf, *got);
     if (need > m->usize)
-        need = m->usize; /* npy_parse_header names the truncated header */
+        need = m->usize; /* td__npy_parse_header names the truncated header */
     if (need <= *got)
         return 0;
     return npz__inflate_prefix(r, m, buf, (size_t)need, got, what, err);
 }
 
 /* Adds the entry for member m (name already checked to end in ".npy"). */
-static int npz__add_member(td__rd *r, const zip_member *m, uint8_t *hbuf, td__table *t,
+static int npz__add_member(td__rd *r, const td__zip_member *m, uint8_t *hbuf, td__table *t,
                            td_error *err)
 {
     char what[400];
     npz__what(what, sizeof what, r->fname, m->name, m->name_len);
-    npy_header h;
+    td__npy_header h;
     int rc;
     if (m->method == ZIP_METHOD_STORED) {
-        rc = npy_read_header(r, m->data_offset, m->csize, what, &h, err);
+        rc = td__npy_read_header(r, m->data_offset, m->csize, what, &h, err);
     } else {
         size_t got;
         rc = npz__inflate_header(r, m, hbuf, &got, what, err);
         if (!rc)
-            rc = npy_parse_header(hbuf, got, what, &h, err);
+            rc = td__npy_parse_header(hbuf, got, what, &h, err);
     }
     if (rc)
         return rc;
@@ -119,20 +119,20 @@ static int npz__add_member(td__rd *r, const zip_member *m, uint8_t *hbuf, td__ta
     return td__entry_set_shape(e, h.ndim, h.shape, err);
 }
 
-int npz_index(td__rd *r, uint64_t max_inflated, td__table *t, td_error *err)
+int td__npz_index(td__rd *r, uint64_t max_inflated, td__table *t, td_error *err)
 {
     const char *fname = r->fname;
     if (!max_inflated)
         max_inflated = NPZ__DEFAULT_MAX_INFLATED;
-    zip_archive z;
-    int rc = zip_open(r, &z, err);
+    td__zip_archive z;
+    int rc = td__zip_open(r, &z, err);
     if (rc)
         return rc;
     uint8_t *hbuf = NULL;
     /* The bound first, from the directory alone: a bomb is refused before any inflating. */
     uint64_t total = 0;
     for (size_t i = 0; i < z.n; i++) {
-        const zip_member *m = &z.members[i];
+        const td__zip_member *m = &z.members[i];
         if (m->method != ZIP_METHOD_DEFLATE)
             continue;
         if (!td__add_u64(total, m->usize, &total) || total > max_inflated) {
@@ -147,7 +147,7 @@ int npz_index(td__rd *r, uint64_t max_inflated, td__table *t, td_error *err)
         }
     }
     for (size_t i = 0; i < z.n; i++) {
-        const zip_member *m = &z.members[i];
+        const td__zip_member *m = &z.members[i];
         if (m->name_len <= 4 || memcmp(m->name + m->name_len - 4, ".npy", 4) != 0) {
             char what[400];
             rc = td__err(err, TD_EFORMAT,
@@ -166,11 +166,11 @@ int npz_index(td__rd *r, uint64_t max_inflated, td__table *t, td_error *err)
     rc = td__table_check_unique(t, fname, err);
 done:
     free(hbuf);
-    zip_close(&z);
+    td__zip_close(&z);
     return rc;
 }
 
-/* Checks what npz_index put in e before inflating from it. */
+/* Checks what td__npz_index put in e before inflating from it. */
 static int npz__check_src(const td__entry *e, size_t file_len, const char *what, td_error *err)
 {
     uint64_t want;
@@ -203,8 +203,8 @@ static int npz__begin(const td__entry *e, size_t file_len, const char *fname, ch
     return npz__check_src(e, file_len, what, err);
 }
 
-int npz_inflate_entry(const td__entry *e, const uint8_t *file, size_t file_len, uint8_t *dst,
-                      const char *fname, td_error *err)
+int td__npz_inflate_entry(const td__entry *e, const uint8_t *file, size_t file_len, uint8_t *dst,
+                          const char *fname, td_error *err)
 {
     char what[400];
     int rc = npz__begin(e, file_len, fname, what, err);
@@ -214,35 +214,35 @@ int npz_inflate_entry(const td__entry *e, const uint8_t *file, size_t file_len, 
 #ifdef TD_HAVE_LIBDEFLATE
     /* libdeflate needs the whole member, header included, in one buffer: inflate into a
      * scratch copy and move the data (a copy costs a few percent of an inflate). Bigger
-     * members stream through zlib instead of doubling their memory; npz_inflate_member
+     * members stream through zlib instead of doubling their memory; td__npz_inflate_member
      * avoids the copy for callers that can hold the header. */
     if (e->src.inflated >= NPZ__WHOLE_MIN && e->src.inflated <= NPZ__WHOLE_MAX) {
         uint8_t *tmp = malloc((size_t)e->src.inflated);
         if (!tmp)
             return td__err(err, TD_ENOMEM, "%s: out of memory for %llu inflated bytes", what,
                            (unsigned long long)e->src.inflated);
-        rc = npz_inflate_member(e, file, file_len, tmp, fname, err);
+        rc = td__npz_inflate_member(e, file, file_len, tmp, fname, err);
         if (!rc)
             memcpy(dst, tmp + e->src.skip, (size_t)e->nbytes);
         free(tmp);
         return rc;
     }
 #endif
-    rc = zip_inflate(file + e->src.offset, e->src.nbytes, e->src.skip, dst, e->nbytes, &crc, what,
-                     err);
+    rc = td__zip_inflate(file + e->src.offset, e->src.nbytes, e->src.skip, dst, e->nbytes, &crc,
+                         what, err);
     return rc ? rc : npz__crc_check(e, crc, what, err);
 }
 
-int npz_inflate_member(const td__entry *e, const uint8_t *file, size_t file_len, uint8_t *buf,
-                       const char *fname, td_error *err)
+int td__npz_inflate_member(const td__entry *e, const uint8_t *file, size_t file_len, uint8_t *buf,
+                           const char *fname, td_error *err)
 {
     char what[400];
     int rc = npz__begin(e, file_len, fname, what, err);
     if (rc)
         return rc;
     uint32_t crc = 0;
-    rc = zip_inflate_whole(file + e->src.offset, e->src.nbytes, buf, e->src.inflated, &crc, what,
-                           err);
+    rc = td__zip_inflate_whole(file + e->src.offset, e->src.nbytes, buf, e->src.inflated, &crc,
+                               what, err);
     return rc ? rc : npz__crc_check(e, crc, what, err);
 }
 
@@ -276,16 +276,16 @@ static int npz__check_names(const td__item *items, size_t n, const char *fname, 
     return rc;
 }
 
-int npz_write(td__writer *w, const td__item *items, size_t n, int compressed, const char *fname,
-              td_error *err)
+int td__npz_write(td__writer *w, const td__item *items, size_t n, int compressed, const char *fname,
+                  td_error *err)
 {
     if (!fname)
         fname = "(npz)";
     int rc = npz__check_names(items, n, fname, err);
     if (rc)
         return rc;
-    zip_writer zw;
-    zip_writer_init(&zw, w, fname);
+    td__zip_writer zw;
+    td__zip_writer_init(&zw, w, fname);
     char *mname = NULL;
     size_t mcap = 0;
     for (size_t i = 0; i < n && !rc; i++) {
@@ -315,22 +315,23 @@ int npz_write(td__writer *w, const td__item *items, size_t n, int compressed, co
             break;
         uint8_t hdr[NPY_HEADER_CAP];
         size_t hlen;
-        rc = npy_build_header(it->dtype, it->ndim, it->shape, hdr, sizeof hdr, &hlen, what, err);
+        rc =
+            td__npy_build_header(it->dtype, it->ndim, it->shape, hdr, sizeof hdr, &hlen, what, err);
         if (rc)
             break;
         uint64_t usize = hlen + it->nbytes; /* nbytes < 2^63 (td__shape_nbytes) */
-        rc = zip_writer_begin(&zw, mname, compressed ? ZIP_METHOD_DEFLATE : ZIP_METHOD_STORED, -1,
-                              usize, NPZ_ALIGN, hlen, err);
+        rc = td__zip_writer_begin(&zw, mname, compressed ? ZIP_METHOD_DEFLATE : ZIP_METHOD_STORED,
+                                  -1, usize, NPZ_ALIGN, hlen, err);
         if (!rc)
-            rc = zip_writer_data(&zw, hdr, hlen, err);
+            rc = td__zip_writer_data(&zw, hdr, hlen, err);
         if (!rc)
-            rc = zip_writer_data_last(&zw, it->data, (size_t)it->nbytes, err);
+            rc = td__zip_writer_data_last(&zw, it->data, (size_t)it->nbytes, err);
         if (!rc)
-            rc = zip_writer_end(&zw, err);
+            rc = td__zip_writer_end(&zw, err);
     }
     if (!rc)
-        rc = zip_writer_finish(&zw, err);
-    zip_writer_destroy(&zw);
+        rc = td__zip_writer_finish(&zw, err);
+    td__zip_writer_destroy(&zw);
     free(mname);
     return rc;
 }

@@ -275,7 +275,7 @@ static int st_check_tiling(st_range *r, size_t n, uint64_t data_len, const td__t
     return 0;
 }
 
-int st_index(td__rd *r, td__table *t, td_error *err)
+int td__st_index(td__rd *r, td__table *t, td_error *err)
 {
     json_t *root = NULL;
     st_range *ranges = NULL;
@@ -438,8 +438,8 @@ fail:
     return NULL;
 }
 
-int st_write(td__writer *w, const td__item *items, size_t n, const td_meta *meta, const char *fname,
-             td_error *err)
+int td__st_write(td__writer *w, const td__item *items, size_t n, const td_meta *meta,
+                 const char *fname, td_error *err)
 {
     char q[80];
     int rc = 0;

@@ -36,7 +36,7 @@
  * header order, empty when the file has none. r->fname names the file in messages.
  * On failure t may hold some entries and a meta; the caller releases them with
  * td__table_destroy, as for every codec. Nothing else is allocated past the call. */
-int st_index(td__rd *r, td__table *t, td_error *err);
+int td__st_index(td__rd *r, td__table *t, td_error *err);
 
 /* Writes a whole safetensors file of n items to w: the header lists them in the given order,
  * __metadata__ first when meta has entries (strings only: any other value is TD_EDTYPE naming
@@ -45,7 +45,7 @@ int st_index(td__rd *r, td__table *t, td_error *err);
  * is a multiple of 8. Unnamed items are TD_EINVAL, repeated names TD_EDUP, dtypes safetensors
  * cannot hold (complex128, GGML blocks) TD_EDTYPE, an nbytes that does not match the shape
  * TD_EINVAL. items and meta are borrowed. The caller owns w (flush, fsync, rename). */
-int st_write(td__writer *w, const td__item *items, size_t n, const td_meta *meta, const char *fname,
-             td_error *err);
+int td__st_write(td__writer *w, const td__item *items, size_t n, const td_meta *meta,
+                 const char *fname, td_error *err);
 
 #endif

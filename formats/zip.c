@@ -22,7 +22,7 @@
 #define ZIP__U32_MAX 0xffffffffu
 /* Bytes handed to zlib per call: its counters are 32-bit. */
 #define ZIP__ZCHUNK (1u << 30)
-/* Scratch for inflated bytes that are checked but not kept (zip_verify, npy headers). */
+/* Scratch for inflated bytes that are checked but not kept (td__zip_verify, npy headers). */
 #define ZIP__SCRATCH (256u * 1024u)
 
 /* Quotes a member name for messages. */
@@ -31,7 +31,7 @@ static const char *zip__q(const char *name, size_t len, char *out, size_t cap)
     return td__quote(name, len, out, cap);
 }
 
-uint32_t zip_crc32(uint32_t crc, const void *p, size_t n)
+uint32_t td__zip_crc32(uint32_t crc, const void *p, size_t n)
 {
 #ifdef TD_HAVE_LIBDEFLATE
     return libdeflate_crc32(crc, p, n); /* same CRC, about 4x faster than zlib's */
@@ -40,7 +40,7 @@ uint32_t zip_crc32(uint32_t crc, const void *p, size_t n)
 #endif
 }
 
-const char *zip_deflate_engine(void)
+const char *td__zip_deflate_engine(void)
 {
 #ifdef TD_HAVE_LIBDEFLATE
     return "libdeflate";
@@ -49,7 +49,7 @@ const char *zip_deflate_engine(void)
 #endif
 }
 
-int zip_check_name(const char *name, size_t len, const char *fname, td_error *err)
+int td__zip_check_name(const char *name, size_t len, const char *fname, td_error *err)
 {
     char q[80];
     if (len == 0)
@@ -254,7 +254,7 @@ static int zip__read_end(td__rd *rd, zip__end *e, td_error *err)
  * signature, CRC-32, then both sizes as u32 or u64. The descriptor must repeat the central
  * directory's values; *end receives one past its last byte. `wide` says which size width to try
  * first (the local header had a zip64 field). */
-static int zip__check_descriptor(td__rd *r, uint64_t at, uint64_t limit, const zip_member *m,
+static int zip__check_descriptor(td__rd *r, uint64_t at, uint64_t limit, const td__zip_member *m,
                                  int wide, uint64_t *end, const char *what, td_error *err)
 {
     /* At most a signature, the CRC and two 64-bit sizes, all before limit. */
@@ -293,7 +293,7 @@ static int zip__check_descriptor(td__rd *r, uint64_t at, uint64_t limit, const z
 
 /* Checks member m's local header against the central directory and fills data_offset and
  * end_offset. Everything the member occupies must lie before `limit` (the directory). */
-static int zip__check_local(td__rd *r, uint64_t limit, zip_member *m, uint16_t cflags,
+static int zip__check_local(td__rd *r, uint64_t limit, td__zip_member *m, uint16_t cflags,
                             const char *what, td_error *err)
 {
     const char *fname = r->fname;
@@ -399,7 +399,7 @@ static const char *zip__method_name(unsigned m)
 /* Reads central directory entry i, whose bytes cd[0..avail) start at file offset at, into m;
  * *used receives its length. */
 static int zip__read_central(td__rd *r, const uint8_t *cd, uint64_t at, uint64_t avail, size_t i,
-                             uint64_t limit, zip_member *m, uint64_t *used, td_error *err)
+                             uint64_t limit, td__zip_member *m, uint64_t *used, td_error *err)
 {
     const char *fname = r->fname;
     if (avail < ZIP_CENTRAL_LEN)
@@ -434,7 +434,7 @@ static int zip__read_central(td__rd *r, const uint8_t *cd, uint64_t at, uint64_t
 
     char q[80], what[128];
     snprintf(what, sizeof what, "member %s", zip__q(m->name, m->name_len, q, sizeof q));
-    int rc = zip_check_name(m->name, m->name_len, fname, err);
+    int rc = td__zip_check_name(m->name, m->name_len, fname, err);
     if (rc)
         return rc;
     if (flags & (ZIP_FLAG_ENCRYPTED | ZIP_FLAG_STRONG_ENC | ZIP_FLAG_CD_ENC))
@@ -506,7 +506,7 @@ static int zip__span_cmp(const void *a, const void *b)
 
 /* No two members may share bytes (a zip that overlaps members can make a few KiB expand to
  * gigabytes, and lets two names alias one buffer). */
-static int zip__check_overlap(const zip_archive *z, const char *fname, td_error *err)
+static int zip__check_overlap(const td__zip_archive *z, const char *fname, td_error *err)
 {
     if (z->n < 2)
         return 0;
@@ -522,7 +522,7 @@ static int zip__check_overlap(const zip_archive *z, const char *fname, td_error 
     int rc = 0;
     for (size_t i = 1; i < z->n; i++) {
         if (s[i].start < s[i - 1].end) {
-            const zip_member *a = &z->members[s[i - 1].index], *b = &z->members[s[i].index];
+            const td__zip_member *a = &z->members[s[i - 1].index], *b = &z->members[s[i].index];
             char qa[80], qb[80];
             rc = td__err(
                 err, TD_EFORMAT, "%s: members %s (bytes %llu..%llu) and %s (from %llu) overlap",
@@ -536,7 +536,7 @@ static int zip__check_overlap(const zip_archive *z, const char *fname, td_error 
     return rc;
 }
 
-int zip_open(td__rd *r, zip_archive *z, td_error *err)
+int td__zip_open(td__rd *r, td__zip_archive *z, td_error *err)
 {
     memset(z, 0, sizeof *z);
     const char *fname = r->fname;
@@ -581,11 +581,11 @@ int zip_open(td__rd *r, zip_archive *z, td_error *err)
         goto fail;
     return 0;
 fail:
-    zip_close(z);
+    td__zip_close(z);
     return rc;
 }
 
-void zip_close(zip_archive *z)
+void td__zip_close(td__zip_archive *z)
 {
     free(z->members);
     memset(z, 0, sizeof *z);
@@ -684,8 +684,8 @@ static int zip__inflate_loop(const uint8_t *src, uint64_t src_len, uint64_t skip
     return rc;
 }
 
-int zip_inflate(const uint8_t *src, uint64_t src_len, uint64_t skip, uint8_t *dst, uint64_t dst_len,
-                uint32_t *crc, const char *what, td_error *err)
+int td__zip_inflate(const uint8_t *src, uint64_t src_len, uint64_t skip, uint8_t *dst,
+                    uint64_t dst_len, uint32_t *crc, const char *what, td_error *err)
 {
     uint8_t stack[4096];
     uint8_t *scratch = stack;
@@ -702,8 +702,8 @@ int zip_inflate(const uint8_t *src, uint64_t src_len, uint64_t skip, uint8_t *ds
     return rc;
 }
 
-int zip_inflate_prefix(const uint8_t *src, uint64_t src_len, uint8_t *out, size_t cap,
-                       size_t *out_len, const char *what, td_error *err)
+int td__zip_inflate_prefix(const uint8_t *src, uint64_t src_len, uint8_t *out, size_t cap,
+                           size_t *out_len, const char *what, td_error *err)
 {
     *out_len = 0;
     if (cap > ZIP__ZCHUNK)
@@ -748,8 +748,8 @@ int zip_inflate_prefix(const uint8_t *src, uint64_t src_len, uint8_t *out, size_
     return rc;
 }
 
-int zip_inflate_whole(const uint8_t *src, uint64_t src_len, uint8_t *out, uint64_t out_len,
-                      uint32_t *crc, const char *what, td_error *err)
+int td__zip_inflate_whole(const uint8_t *src, uint64_t src_len, uint8_t *out, uint64_t out_len,
+                          uint32_t *crc, const char *what, td_error *err)
 {
 #ifdef TD_HAVE_LIBDEFLATE
     if (src_len <= SIZE_MAX && out_len <= SIZE_MAX) {
@@ -768,30 +768,30 @@ int zip_inflate_whole(const uint8_t *src, uint64_t src_len, uint8_t *out, uint64
         /* Failures are rare: let zlib run again and name the problem exactly. */
     }
 #endif
-    return zip_inflate(src, src_len, 0, out, out_len, crc, what, err);
+    return td__zip_inflate(src, src_len, 0, out, out_len, crc, what, err);
 }
 
-int zip_verify(const uint8_t *base, size_t len, const char *fname, td_error *err)
+int td__zip_verify(const uint8_t *base, size_t len, const char *fname, td_error *err)
 {
     if (!fname)
         fname = "(zip)";
-    zip_archive z;
-    int rc = zip_open(TD__RD_MEM(base, len, fname), &z, err);
+    td__zip_archive z;
+    int rc = td__zip_open(TD__RD_MEM(base, len, fname), &z, err);
     if (rc)
         return rc;
     uint8_t *scratch = malloc(ZIP__SCRATCH);
     if (!scratch) {
-        zip_close(&z);
+        td__zip_close(&z);
         return td__err(err, TD_ENOMEM, "%s: out of memory", fname);
     }
     for (size_t i = 0; i < z.n && !rc; i++) {
-        const zip_member *m = &z.members[i];
+        const td__zip_member *m = &z.members[i];
         char q[80], what[400];
         snprintf(what, sizeof what, "%s: member %s", fname,
                  zip__q(m->name, m->name_len, q, sizeof q));
         uint32_t crc = 0;
         if (m->method == ZIP_METHOD_STORED)
-            crc = zip_crc32(0, base + m->data_offset, (size_t)m->csize);
+            crc = td__zip_crc32(0, base + m->data_offset, (size_t)m->csize);
         else
             rc = zip__inflate_loop(base + m->data_offset, m->csize, m->usize, NULL, 0, scratch,
                                    ZIP__SCRATCH, &crc, what, err);
@@ -800,14 +800,14 @@ int zip_verify(const uint8_t *base, size_t len, const char *fname, td_error *err
                          crc, m->crc32);
     }
     free(scratch);
-    zip_close(&z);
+    td__zip_close(&z);
     return rc;
 }
 
 /* ------------------------------------------------------------------------------------------ */
 /* Writer */
 
-struct zip__cd_rec {
+struct td__zip__cd_rec {
     char *name; /* owned */
     size_t name_len;
     uint16_t method, flags;
@@ -828,14 +828,14 @@ struct zip__cd_rec {
 #define ZIP__LD_MIN 4096u
 #define ZIP__LD_MAX (1ull << 30)
 
-void zip_writer_init(zip_writer *zw, td__writer *w, const char *fname)
+void td__zip_writer_init(td__zip_writer *zw, td__writer *w, const char *fname)
 {
     memset(zw, 0, sizeof *zw);
     zw->w = w;
     zw->fname = fname ? fname : "(zip)";
 }
 
-void zip_writer_destroy(zip_writer *zw)
+void td__zip_writer_destroy(td__zip_writer *zw)
 {
     for (size_t i = 0; i < zw->n; i++)
         free(zw->recs[i].name);
@@ -850,7 +850,7 @@ void zip_writer_destroy(zip_writer *zw)
 }
 
 /* The writer's status, making sure *err says something when the writer reported elsewhere. */
-static int zip__wfail(zip_writer *zw, td_error *err)
+static int zip__wfail(td__zip_writer *zw, td_error *err)
 {
     int rc = zw->w->status ? zw->w->status : TD_EIO;
     if (err && err != zw->w->err)
@@ -866,14 +866,14 @@ static int zip__has_high_bit(const char *s, size_t n)
     return 0;
 }
 
-int zip_writer_begin(zip_writer *zw, const char *name, unsigned method, int level, uint64_t usize,
-                     uint64_t align, uint64_t align_at, td_error *err)
+int td__zip_writer_begin(td__zip_writer *zw, const char *name, unsigned method, int level,
+                         uint64_t usize, uint64_t align, uint64_t align_at, td_error *err)
 {
     const char *fname = zw->fname;
     if (zw->open)
         return td__err(err, TD_EINVAL, "%s: zip member started before the last one ended", fname);
     size_t nlen = strlen(name);
-    int rc = zip_check_name(name, nlen, fname, err);
+    int rc = td__zip_check_name(name, nlen, fname, err);
     if (rc)
         return rc;
     if (nlen > ZIP__U16_MAX)
@@ -888,19 +888,19 @@ int zip_writer_begin(zip_writer *zw, const char *name, unsigned method, int leve
         size_t cap = zw->cap ? zw->cap * 2 : 16;
         if (cap > SIZE_MAX / sizeof *zw->recs)
             return td__err(err, TD_ENOMEM, "%s: too many members", fname);
-        zip__cd_rec *r = realloc(zw->recs, cap * sizeof *r);
+        td__zip__cd_rec *r = realloc(zw->recs, cap * sizeof *r);
         if (!r)
             return td__err(err, TD_ENOMEM, "%s: out of memory at %zu members", fname, zw->n);
         zw->recs = r;
         zw->cap = cap;
     }
-    zip__cd_rec *r = &zw->recs[zw->n];
+    td__zip__cd_rec *r = &zw->recs[zw->n];
     memset(r, 0, sizeof *r);
     r->name = malloc(nlen + 1);
     if (!r->name)
         return td__err(err, TD_ENOMEM, "%s: out of memory", fname);
     memcpy(r->name, name, nlen + 1);
-    zw->n++; /* from here on zip_writer_destroy frees the name */
+    zw->n++; /* from here on td__zip_writer_destroy frees the name */
     r->name_len = nlen;
     r->method = (uint16_t)method;
     r->flags = zip__has_high_bit(name, nlen) ? ZIP_FLAG_UTF8 : 0;
@@ -996,7 +996,7 @@ int zip_writer_begin(zip_writer *zw, const char *name, unsigned method, int leve
 }
 
 /* Runs deflate over the pending input with `flush`, writing out whatever it produces. */
-static int zip__deflate_run(zip_writer *zw, int flush, td_error *err)
+static int zip__deflate_run(td__zip_writer *zw, int flush, td_error *err)
 {
     for (;;) {
         zw->zs.next_out = zw->zbuf;
@@ -1015,17 +1015,17 @@ static int zip__deflate_run(zip_writer *zw, int flush, td_error *err)
     }
 }
 
-int zip_writer_data(zip_writer *zw, const void *p, size_t n, td_error *err)
+int td__zip_writer_data(td__zip_writer *zw, const void *p, size_t n, td_error *err)
 {
     if (!zw->open)
         return td__err(err, TD_EINVAL, "%s: zip data written outside a member", zw->fname);
     if (zw->stream_done && n)
         return td__err(err, TD_EINVAL, "%s: zip data after the last piece", zw->fname);
-    zip__cd_rec *r = &zw->recs[zw->n - 1];
+    td__zip__cd_rec *r = &zw->recs[zw->n - 1];
     if (n > r->usize - zw->got)
         return td__err(err, TD_EINVAL, "%s: member '%s' gets more than its declared %llu bytes",
                        zw->fname, r->name, (unsigned long long)r->usize);
-    zw->crc = zip_crc32(zw->crc, p, n);
+    zw->crc = td__zip_crc32(zw->crc, p, n);
     zw->got += n;
     if (r->method == ZIP_METHOD_STORED) {
         if (td__writer_write(zw->w, p, n))
@@ -1052,7 +1052,7 @@ int zip_writer_data(zip_writer *zw, const void *p, size_t n, td_error *err)
  * flushed to a byte boundary first (Z_FULL_FLUSH: non-final blocks, no back-references across
  * the flush), so that libdeflate's blocks, the last one final, simply follow and the two form
  * one valid deflate stream. */
-static int zip__deflate_last(zip_writer *zw, const void *p, size_t n, td_error *err)
+static int zip__deflate_last(td__zip_writer *zw, const void *p, size_t n, td_error *err)
 {
     if (zw->got) {
         zw->zs.next_in = NULL;
@@ -1085,7 +1085,7 @@ static int zip__deflate_last(zip_writer *zw, const void *p, size_t n, td_error *
     free(out);
     if (rc)
         return rc;
-    zw->crc = zip_crc32(zw->crc, p, n);
+    zw->crc = td__zip_crc32(zw->crc, p, n);
     zw->got += n;
     zw->csize += c;
     zw->stream_done = 1;
@@ -1093,21 +1093,21 @@ static int zip__deflate_last(zip_writer *zw, const void *p, size_t n, td_error *
 }
 #endif
 
-int zip_writer_data_last(zip_writer *zw, const void *p, size_t n, td_error *err)
+int td__zip_writer_data_last(td__zip_writer *zw, const void *p, size_t n, td_error *err)
 {
 #ifdef TD_HAVE_LIBDEFLATE
     if (zw->open && !zw->stream_done && zw->recs[zw->n - 1].method == ZIP_METHOD_DEFLATE &&
         n >= ZIP__LD_MIN && n <= ZIP__LD_MAX && n == zw->recs[zw->n - 1].usize - zw->got)
         return zip__deflate_last(zw, p, n, err);
 #endif
-    return zip_writer_data(zw, p, n, err);
+    return td__zip_writer_data(zw, p, n, err);
 }
 
-int zip_writer_end(zip_writer *zw, td_error *err)
+int td__zip_writer_end(td__zip_writer *zw, td_error *err)
 {
     if (!zw->open)
         return td__err(err, TD_EINVAL, "%s: zip member ended twice", zw->fname);
-    zip__cd_rec *r = &zw->recs[zw->n - 1];
+    td__zip__cd_rec *r = &zw->recs[zw->n - 1];
     if (zw->got != r->usize)
         return td__err(err, TD_EINVAL, "%s: member '%s' got %llu of its %llu bytes", zw->fname,
                        r->name, (unsigned long long)zw->got, (unsigned long long)r->usize);
@@ -1139,14 +1139,14 @@ int zip_writer_end(zip_writer *zw, td_error *err)
     return 0;
 }
 
-int zip_writer_finish(zip_writer *zw, td_error *err)
+int td__zip_writer_finish(td__zip_writer *zw, td_error *err)
 {
     if (zw->open)
         return td__err(err, TD_EINVAL, "%s: archive finished inside a member", zw->fname);
     td__writer *w = zw->w;
     uint64_t cd_offset = w->pos;
     for (size_t i = 0; i < zw->n; i++) {
-        const zip__cd_rec *r = &zw->recs[i];
+        const td__zip__cd_rec *r = &zw->recs[i];
         uint8_t x[28];
         size_t xl = 4;
         uint32_t us = (uint32_t)r->usize, cs = (uint32_t)r->csize, off = (uint32_t)r->local_offset;

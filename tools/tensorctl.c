@@ -15,6 +15,7 @@
 #include "dtype.h"
 #include "ggml_quants.h"
 #include "zip.h"
+#include "index.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -115,12 +116,12 @@ static const char *tc_layout(uint32_t layout)
 /* For a GGML block tensor tensord can dequantize: the bytes it takes as float32. */
 static int tc_dequant_size(const td__entry *e, uint64_t *nbytes)
 {
-    if (!td_dtype_is_block(e->dtype) || !gq_supported(e->dtype))
+    if (!td_dtype_is_block(e->dtype) || !td__gq_supported(e->dtype))
         return 0;
     uint64_t n = 1;
     for (uint32_t i = 0; i < e->ndim; i++)
         n *= (uint64_t)e->shape[i];
-    return gq_output_nbytes(e->dtype, n, TD_FLOAT32, nbytes, NULL, NULL) == 0;
+    return td__gq_output_nbytes(e->dtype, n, TD_FLOAT32, nbytes, NULL, NULL) == 0;
 }
 
 static void tc_shape(const td__entry *e, char *out, size_t cap)
@@ -577,7 +578,7 @@ static int tc_verify(int argc, char **argv)
         return tc_fail(&err);
     int rc = 0;
     if (f.t.format == TD_FORMAT_NPZ)
-        rc = zip_verify(f.base, f.len, path, &err);
+        rc = td__zip_verify(f.base, f.len, path, &err);
     uint64_t decoded = 0;
     for (size_t i = 0; !rc && i < f.t.n; i++) {
         const td__entry *e = &f.t.entries[i];

@@ -3,10 +3,10 @@
  *
  * Input: the bytes of a .gguf file, as is.
  *
- * Path: gguf_index; for an accepted file, besides the common checks (fuzzutil.h): at most 4
+ * Path: td__gguf_index; for an accepted file, besides the common checks (fuzzutil.h): at most 4
  * dimensions, unique tensor names, tensor data that does not overlap, the metadata walked
  * with every public accessor, and general.alignment (when present) a u32 power of two. Then
- * the tensors and metadata are written with gguf_write and read back equal: same tensors,
+ * the tensors and metadata are written with td__gguf_write and read back equal: same tensors,
  * same bytes, same typed metadata. Tensor names of 64 bytes or more are readable but not
  * writable (llama.cpp's limit, see gguf.h); files with such names skip the round trip.
  */
@@ -24,7 +24,7 @@ static void roundtrip(const td__table *t, const uint8_t *data, size_t size)
         if (td__shape_nbytes(e->dtype, e->ndim, e->shape, &nb, NULL))
             return;
     }
-    fz_roundtrip(t, data, size, TD_FORMAT_GGUF, "rt.gguf", gguf_write, gguf_index);
+    fz_roundtrip(t, data, size, TD_FORMAT_GGUF, "rt.gguf", td__gguf_write, td__gguf_index);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -32,18 +32,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     td_error err = {0};
     td__table t;
     td__table_init(&t, TD_FORMAT_GGUF);
-    int rc = gguf_index(TD__RD_MEM(data, size, "fuzz.gguf"), &t, &err);
+    int rc = td__gguf_index(TD__RD_MEM(data, size, "fuzz.gguf"), &t, &err);
     if (rc) {
         fz_check_failure(rc, &err, size);
         if (!strstr(err.message, "fuzz.gguf"))
             fz_die("message does not name the file", &err);
         if (t.n || t.meta)
-            fz_die("gguf_index failed but left entries or metadata", NULL);
+            fz_die("td__gguf_index failed but left entries or metadata", NULL);
         td__table_destroy(&t);
         return 0;
     }
     if (!t.meta)
-        fz_die("gguf_index left no metadata object", NULL);
+        fz_die("td__gguf_index left no metadata object", NULL);
     fz_walk_meta(t.meta);
     const td_value *al = td_meta_get(t.meta, GGUF_KEY_ALIGNMENT);
     uint64_t align = GGUF_DEFAULT_ALIGNMENT;
@@ -61,10 +61,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (size_t k = 0; k < i; k++) {
             const td__entry *o = &t.entries[k];
             if (strcmp(o->name, e->name) == 0)
-                fz_die("gguf_index accepted a duplicate tensor name", NULL);
+                fz_die("td__gguf_index accepted a duplicate tensor name", NULL);
             if (e->nbytes && o->nbytes && e->offset < o->offset + o->nbytes &&
                 o->offset < e->offset + e->nbytes)
-                fz_die("gguf_index accepted overlapping tensors", NULL);
+                fz_die("td__gguf_index accepted overlapping tensors", NULL);
         }
     }
     roundtrip(&t, data, size);

@@ -21,6 +21,7 @@
  *      identical table (every field) and metadata on success.
  */
 #include "fuzzutil.h"
+#include "index.h"
 
 #include <sys/mman.h>
 

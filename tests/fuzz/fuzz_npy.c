@@ -3,10 +3,10 @@
  *
  * Input: the bytes of a .npy file, as is (so that any .npy is a seed).
  *
- * Path: npy_parse_header on the whole input, then npy_index; for an accepted file the entry is
- * decoded (byte swap, Fortran to C order) into a buffer of exactly its size, written again
- * with npy_write and read back: same dtype, same shape, same bytes. See fuzzutil.h for the
- * oracles common to every codec target.
+ * Path: td__npy_parse_header on the whole input, then td__npy_index; for an accepted file the entry
+ * is decoded (byte swap, Fortran to C order) into a buffer of exactly its size, written again with
+ * td__npy_write and read back: same dtype, same shape, same bytes. See fuzzutil.h for the oracles
+ * common to every codec target.
  */
 #include "fuzzutil.h"
 #include "npy.h"
@@ -18,8 +18,8 @@ static void roundtrip(const td__entry *e, const uint8_t *bytes)
     if (td__writer_init(&w, -1, "rt.npy", &err))
         fz_die("writer", &err);
     td__item item = {NULL, e->dtype, (int)e->ndim, e->shape, bytes, e->nbytes};
-    if (npy_write(&w, &item, "rt.npy", &err))
-        fz_die("npy_write refuses an array npy_index accepted", &err);
+    if (td__npy_write(&w, &item, "rt.npy", &err))
+        fz_die("td__npy_write refuses an array td__npy_index accepted", &err);
     size_t len;
     uint8_t *buf = td__writer_take(&w, &len);
     td__writer_destroy(&w);
@@ -27,8 +27,8 @@ static void roundtrip(const td__entry *e, const uint8_t *bytes)
         fz_die("writer_take", NULL);
     td__table t2;
     td__table_init(&t2, TD_FORMAT_NPY);
-    if (npy_index(TD__RD_MEM(buf, len, "rt.npy"), &t2, &err))
-        fz_die("npy_index refuses what npy_write wrote", &err);
+    if (td__npy_index(TD__RD_MEM(buf, len, "rt.npy"), &t2, &err))
+        fz_die("td__npy_index refuses what td__npy_write wrote", &err);
     if (t2.n != 1 || t2.entries[0].layout)
         fz_die("a written .npy is not one plain entry", NULL);
     /* Compare through the decoded bytes: e may have a layout, so present it as a plain entry
@@ -45,8 +45,8 @@ static void roundtrip(const td__entry *e, const uint8_t *bytes)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     td_error err = {0};
-    npy_header h;
-    int rc = npy_parse_header(data, size, "fuzz.npy", &h, &err);
+    td__npy_header h;
+    int rc = td__npy_parse_header(data, size, "fuzz.npy", &h, &err);
     if (rc) {
         fz_check_failure(rc, &err, size);
     } else {
@@ -57,7 +57,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     td__table t;
     td__table_init(&t, TD_FORMAT_NPY);
     memset(&err, 0, sizeof err);
-    rc = npy_index(TD__RD_MEM(data, size, "fuzz.npy"), &t, &err);
+    rc = td__npy_index(TD__RD_MEM(data, size, "fuzz.npy"), &t, &err);
     if (rc) {
         fz_check_failure(rc, &err, size);
         if (!strstr(err.message, "fuzz.npy"))
@@ -66,7 +66,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     if (t.n != 1 || t.entries[0].name)
-        fz_die("npy_index made other than one unnamed entry", NULL);
+        fz_die("td__npy_index made other than one unnamed entry", NULL);
     const td__entry *e = &t.entries[0];
     fz_check_entry(e, size);
     uint8_t *owned;

@@ -3,10 +3,10 @@
  *
  * Input: the bytes of a .safetensors file, as is.
  *
- * Path: st_index; for an accepted file, besides the common entry checks (fuzzutil.h), the
+ * Path: td__st_index; for an accepted file, besides the common entry checks (fuzzutil.h), the
  * tensors' byte ranges must tile the data buffer exactly (sorted: contiguous from its start,
  * no gaps, no overlaps, ending at the end of the file), as the Rust reference requires. The
- * tensors and the metadata are then written with st_write and read back equal.
+ * tensors and the metadata are then written with td__st_write and read back equal.
  */
 #include "fuzzutil.h"
 #include "safetensors.h"
@@ -48,7 +48,8 @@ static void check_tiling(const td__table *t, const uint8_t *data, size_t size)
 
 static void roundtrip(const td__table *t, const uint8_t *data, size_t size)
 {
-    fz_roundtrip(t, data, size, TD_FORMAT_SAFETENSORS, "rt.safetensors", st_write, st_index);
+    fz_roundtrip(t, data, size, TD_FORMAT_SAFETENSORS, "rt.safetensors", td__st_write,
+                 td__st_index);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -56,7 +57,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     td_error err = {0};
     td__table t;
     td__table_init(&t, TD_FORMAT_SAFETENSORS);
-    int rc = st_index(TD__RD_MEM(data, size, "fuzz.safetensors"), &t, &err);
+    int rc = td__st_index(TD__RD_MEM(data, size, "fuzz.safetensors"), &t, &err);
     if (rc) {
         fz_check_failure(rc, &err, size);
         if (!strstr(err.message, "fuzz.safetensors"))
@@ -65,7 +66,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     if (!t.meta)
-        fz_die("st_index left no metadata object", NULL);
+        fz_die("td__st_index left no metadata object", NULL);
     for (size_t i = 0; i < t.n; i++) {
         const td__entry *e = &t.entries[i];
         fz_check_entry(e, size);
@@ -74,7 +75,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fz_touch(data + e->offset, e->nbytes);
         for (size_t k = 0; k < i; k++)
             if (strcmp(t.entries[k].name, e->name) == 0)
-                fz_die("st_index accepted a duplicate tensor name", NULL);
+                fz_die("td__st_index accepted a duplicate tensor name", NULL);
     }
     for (size_t i = 0; i < td_meta_size(t.meta); i++)
         if (td_value_type(td_meta_at(t.meta, i, NULL)) != TD_TYPE_STRING)

@@ -90,7 +90,7 @@ FZ_FN void fz_check_entry(const td__entry *e, size_t file_len)
     td_error err = {0};
     if (td__shape_nbytes(e->dtype, e->ndim, e->shape, &nbytes, &err)) {
         /* Finding gguf-empty-dims (tests/fuzz/regressions/gguf/empty_tensor_huge_dims.gguf):
-         * gguf_index accepts an empty tensor whose other dimensions multiply past INT64_MAX,
+         * td__gguf_index accepts an empty tensor whose other dimensions multiply past INT64_MAX,
          * which the table (td__shape_nbytes), the gguf writer and the daemon's LOAD_OK encoder
          * refuse. Tolerated only when TD_FUZZ_KNOWN names it, so that long local runs can go
          * past it until it is fixed. */

@@ -131,10 +131,10 @@ START_TEST(test_reference_files)
 
             float *got = malloc(n * 4);
             for (int isa = GQ_ISA_PORTABLE; isa <= GQ_ISA_AVX2; isa++) {
-                if (isa == GQ_ISA_AVX2 && !gq_have_avx2())
+                if (isa == GQ_ISA_AVX2 && !td__gq_have_avx2())
                     continue;
-                TU_OK(gq_dequantize_blocks(td_array_dtype(r.q), td_array_data(r.q), n / be, got,
-                                           (gq_isa)isa, &err),
+                TU_OK(td__gq_dequantize_blocks(td_array_dtype(r.q), td_array_data(r.q), n / be, got,
+                                               (td__gq_isa)isa, &err),
                       &err);
                 snprintf(what, sizeof what, "%s tensor %d isa %d", g_ref_types[ti], k, isa);
                 same_bits32(what, want, got, n);
@@ -144,7 +144,7 @@ START_TEST(test_reference_files)
                 TU_OK(td_array_dequantize(r.q, o ? TD_BFLOAT16 : TD_FLOAT16, &out, &err), &err);
                 const uint16_t *h = td_array_data(out);
                 for (size_t i = 0; i < n; i++) {
-                    uint16_t w = o ? gq_f32_to_bf16(want[i]) : gq_f32_to_f16(want[i]);
+                    uint16_t w = o ? td__gq_f32_to_bf16(want[i]) : td__gq_f32_to_f16(want[i]);
                     if (h[i] != w)
                         ck_abort_msg("%s tensor %d %s: element %zu: 0x%04x, want 0x%04x",
                                      g_ref_types[ti], k, o ? "bf16" : "f16", i, h[i], w);
@@ -169,15 +169,15 @@ static void check_mlx(td_dtype type, const uint8_t *q, size_t nblocks, const uin
 {
     size_t bb;
     td_dtype_block(type, NULL, &bb);
-    int bits = gq_mlx_bits(type);
+    int bits = td__gq_mlx_bits(type);
     for (size_t i = 0; i < nblocks; i++) {
         const uint8_t *x = q + i * bb;
         uint16_t d = (uint16_t)(x[0] | x[1] << 8);
         ck_assert_uint_eq(s[i], d);
-        float df = gq_f16_to_f32(d);
+        float df = td__gq_f16_to_f32(d);
         uint16_t wantb = type == TD_Q4_1   ? (uint16_t)(x[2] | x[3] << 8)
-                         : type == TD_Q4_0 ? gq_f32_to_f16(-8.0f * df)
-                                           : gq_f32_to_f16(-128.0f * df);
+                         : type == TD_Q4_0 ? td__gq_f32_to_f16(-8.0f * df)
+                                           : td__gq_f32_to_f16(-128.0f * df);
         if (b[i] != wantb)
             ck_abort_msg("block %zu: bias 0x%04x, want 0x%04x", i, b[i], wantb);
         for (int e = 0; e < 32; e++) {
@@ -193,10 +193,10 @@ static void check_mlx(td_dtype type, const uint8_t *q, size_t nblocks, const uin
             if (qv != packed)
                 ck_abort_msg("block %zu element %d: packed %u, want %u", i, e, packed, qv);
             /* MLX dequantizes in float32: w * scale + bias */
-            volatile float prod = (float)packed * gq_f16_to_f32(s[i]);
-            float v = prod + gq_f16_to_f32(b[i]);
+            volatile float prod = (float)packed * td__gq_f16_to_f32(s[i]);
+            float v = prod + td__gq_f16_to_f32(b[i]);
             float r = want[i * 32 + e];
-            if (isinf(gq_f16_to_f32(b[i])) && allow_inf)
+            if (isinf(td__gq_f16_to_f32(b[i])) && allow_inf)
                 continue; /* |d| too large for binary16 bias: MLX stores inf as well */
             /* Equal as numbers; the sign of a zero can differ: with d < 0 the reference's
              * (q - 8) * d is -0 where MLX's q * d + (-8 * d) is +0. */
@@ -218,7 +218,7 @@ START_TEST(test_mlx_reference_files)
             td_array *w, *s, *b;
             TU_OK(td_array_to_mlx(r.q, &w, &s, &b, &err), &err);
             const int64_t *shape = td_array_shape(r.q);
-            int bits = gq_mlx_bits(td_array_dtype(r.q));
+            int bits = td__gq_mlx_bits(td_array_dtype(r.q));
             ck_assert_int_eq(td_array_dtype(w), TD_UINT32);
             ck_assert_int_eq(td_array_dtype(s), TD_FLOAT16);
             ck_assert_int_eq(td_array_dtype(b), TD_FLOAT16);
@@ -259,16 +259,16 @@ START_TEST(test_mlx_random_blocks)
         uint32_t *w = malloc(nb * 8 * 4);
         uint16_t *s = malloc(nb * 2), *b = malloc(nb * 2);
         td_error err = {0};
-        TU_OK(gq_dequantize_blocks(types[ti], q, nb, want, GQ_ISA_PORTABLE, &err), &err);
-        TU_OK(gq_mlx_pack(types[ti], q, nb * bb, nb, w, s, b, NULL, &err), &err);
+        TU_OK(td__gq_dequantize_blocks(types[ti], q, nb, want, GQ_ISA_PORTABLE, &err), &err);
+        TU_OK(td__gq_mlx_pack(types[ti], q, nb * bb, nb, w, s, b, NULL, &err), &err);
         check_mlx(types[ti], q, nb, w, s, b, want, 1);
         /* one array at a time (NULL for the others) gives the same bytes */
         uint32_t *w1 = malloc(nb * 8 * 4);
         uint16_t *s1 = malloc(nb * 2), *b1 = malloc(nb * 2);
-        TU_OK(gq_mlx_pack(types[ti], q, nb * bb, nb, w1, NULL, NULL, NULL, &err), &err);
-        TU_OK(gq_mlx_pack(types[ti], q, nb * bb, nb, NULL, s1, NULL, NULL, &err), &err);
-        TU_OK(gq_mlx_pack(types[ti], q, nb * bb, nb, NULL, NULL, b1, NULL, &err), &err);
-        size_t wbytes = nb * (size_t)gq_mlx_bits(types[ti]) * 4; /* bits words per block */
+        TU_OK(td__gq_mlx_pack(types[ti], q, nb * bb, nb, w1, NULL, NULL, NULL, &err), &err);
+        TU_OK(td__gq_mlx_pack(types[ti], q, nb * bb, nb, NULL, s1, NULL, NULL, &err), &err);
+        TU_OK(td__gq_mlx_pack(types[ti], q, nb * bb, nb, NULL, NULL, b1, NULL, &err), &err);
+        size_t wbytes = nb * (size_t)td__gq_mlx_bits(types[ti]) * 4; /* bits words per block */
         ck_assert_int_eq(memcmp(w, w1, wbytes), 0);
         ck_assert_int_eq(memcmp(s, s1, nb * 2), 0);
         ck_assert_int_eq(memcmp(b, b1, nb * 2), 0);
@@ -276,7 +276,8 @@ START_TEST(test_mlx_random_blocks)
         free(s1);
         free(b1);
         /* too few source bytes */
-        ck_assert_int_eq(gq_mlx_pack(types[ti], q, nb * bb - 1, nb, w, s, b, "t", &err), TD_EINVAL);
+        ck_assert_int_eq(td__gq_mlx_pack(types[ti], q, nb * bb - 1, nb, w, s, b, "t", &err),
+                         TD_EINVAL);
         free(q);
         free(want);
         free(w);
@@ -288,7 +289,8 @@ START_TEST(test_mlx_random_blocks)
     uint16_t s, b;
     uint8_t blk[144] = {0};
     ck_assert_int_eq(
-        gq_mlx_pack(TD_Q4_K, blk, sizeof blk, 1, w, &s, &b, "x.gguf: tensor 'a'", &err), TD_EDTYPE);
+        td__gq_mlx_pack(TD_Q4_K, blk, sizeof blk, 1, w, &s, &b, "x.gguf: tensor 'a'", &err),
+        TD_EDTYPE);
     ck_assert_ptr_nonnull(strstr(err.message, "q4_k"));
     ck_assert_ptr_nonnull(strstr(err.message, "x.gguf: tensor 'a'"));
 }
@@ -345,14 +347,14 @@ START_TEST(test_mlx_matches_numpy_transcription)
         uint32_t *w = malloc(nb * 8 * 4);
         uint16_t *s = malloc(nb * 2), *b = malloc(nb * 2);
         td_error err = {0};
-        TU_OK(gq_mlx_pack(types[ti], q, nb * bb, nb, w, s, b, NULL, &err), &err);
+        TU_OK(td__gq_mlx_pack(types[ti], q, nb * bb, nb, w, s, b, NULL, &err), &err);
         char raw[128], wf[128], sf[128], bf[128];
         snprintf(raw, sizeof raw, "%s/raw", dir);
         snprintf(wf, sizeof wf, "%s/w", dir);
         snprintf(sf, sizeof sf, "%s/s", dir);
         snprintf(bf, sizeof bf, "%s/b", dir);
         ck_assert_int_eq(tu_write_file(raw, q, nb * bb), 0);
-        ck_assert_int_eq(tu_write_file(wf, w, nb * (size_t)gq_mlx_bits(types[ti]) * 4), 0);
+        ck_assert_int_eq(tu_write_file(wf, w, nb * (size_t)td__gq_mlx_bits(types[ti]) * 4), 0);
         ck_assert_int_eq(tu_write_file(sf, s, nb * 2), 0);
         ck_assert_int_eq(tu_write_file(bf, b, nb * 2), 0);
         const char *args[] = {td_dtype_name(types[ti]), raw, wf, sf, bf, NULL};
@@ -378,7 +380,7 @@ static float *stress_values(size_t *n_out)
         v[n++] = bitsf((uint32_t)rnd());
     for (uint32_t h = 0; h < 0x7c00; h++) {
         /* the midpoint between h and h+1, and its two float32 neighbours, both signs */
-        float a = gq_f16_to_f32((uint16_t)h), b = gq_f16_to_f32((uint16_t)(h + 1));
+        float a = td__gq_f16_to_f32((uint16_t)h), b = td__gq_f16_to_f32((uint16_t)(h + 1));
         float mid = (float)(((double)a + (double)b) / 2);
         v[n++] = mid;
         v[n++] = nextafterf(mid, 0.0f);
@@ -418,14 +420,14 @@ START_TEST(test_f16_rounding_matches_numpy)
     size_t len;
     uint16_t *np16 = (uint16_t *)tu_read_file(out, &len);
     ck_assert_uint_eq(len, n * 2);
-    gq_f32_to_f16_row(v, h, n, GQ_ISA_PORTABLE);
-    gq_f32_to_f16_row(v, h2, n, GQ_ISA_AUTO);
+    td__gq_f32_to_f16_row(v, h, n, GQ_ISA_PORTABLE);
+    td__gq_f32_to_f16_row(v, h2, n, GQ_ISA_AUTO);
     for (size_t i = 0; i < n; i++) {
         if (h[i] != h2[i])
             ck_abort_msg("0x%08x: portable 0x%04x, auto 0x%04x", fbits(v[i]), h[i], h2[i]);
-        if (h[i] != gq_f32_to_f16(v[i]))
+        if (h[i] != td__gq_f32_to_f16(v[i]))
             ck_abort_msg("0x%08x: row 0x%04x, scalar 0x%04x", fbits(v[i]), h[i],
-                         gq_f32_to_f16(v[i]));
+                         td__gq_f32_to_f16(v[i]));
         if (isnan(v[i])) { /* quiet NaN, sign and top payload kept */
             uint16_t w = (uint16_t)(((fbits(v[i]) >> 16) & 0x8000u) | 0x7e00u |
                                     ((fbits(v[i]) >> 13) & 0x3ffu));
@@ -451,7 +453,7 @@ START_TEST(test_f16_all_halves_round_trip)
     float *f = malloc(65536 * 4);
     for (uint32_t i = 0; i < 65536; i++) {
         all[i] = (uint16_t)i;
-        f[i] = gq_f16_to_f32((uint16_t)i);
+        f[i] = td__gq_f16_to_f32((uint16_t)i);
     }
     char dir[64], in[128], out[128];
     tu_tmpdir(dir);
@@ -472,7 +474,7 @@ START_TEST(test_f16_all_halves_round_trip)
         /* numpy keeps payloads, and so do we (a signalling NaN stays signalling) */
         if (fbits(f[i]) != fbits(np32[i]))
             ck_abort_msg("half 0x%04x: ours 0x%08x, numpy 0x%08x", i, fbits(f[i]), fbits(np32[i]));
-        uint16_t back = gq_f32_to_f16(f[i]);
+        uint16_t back = td__gq_f32_to_f16(f[i]);
         uint16_t want = nan ? (uint16_t)(i | 0x200) : (uint16_t)i;
         if (back != want)
             ck_abort_msg("half 0x%04x -> 0x%04x", i, back);
@@ -521,8 +523,8 @@ START_TEST(test_bf16_rounding)
         v[n++] = bitsf(mid + 1);
     }
     uint16_t *a = malloc(n * 2), *b = malloc(n * 2);
-    gq_f32_to_bf16_row(v, a, n, GQ_ISA_PORTABLE);
-    gq_f32_to_bf16_row(v, b, n, GQ_ISA_AUTO);
+    td__gq_f32_to_bf16_row(v, a, n, GQ_ISA_PORTABLE);
+    td__gq_f32_to_bf16_row(v, b, n, GQ_ISA_AUTO);
     for (size_t i = 0; i < n; i++) {
         uint16_t r = bf16_reference(v[i]);
         if (a[i] != r || b[i] != r)
@@ -540,13 +542,13 @@ END_TEST
 /* Portable and AVX2 kernels agree on random blocks of every supported type. */
 START_TEST(test_portable_vs_avx2)
 {
-    if (!gq_have_avx2()) {
+    if (!td__gq_have_avx2()) {
         fprintf(stderr, "*** no AVX2 on this CPU: test_portable_vs_avx2 skipped\n");
         return;
     }
     int tested = 0;
     for (int t = 0; t < TD_DTYPE_COUNT; t++) {
-        if (!gq_supported((td_dtype)t))
+        if (!td__gq_supported((td_dtype)t))
             continue;
         size_t be, bb, nb = 4096;
         td_dtype_block((td_dtype)t, &be, &bb);
@@ -555,8 +557,8 @@ START_TEST(test_portable_vs_avx2)
             q[i] = (uint8_t)rnd();
         float *a = malloc(nb * be * 4), *b = malloc(nb * be * 4);
         td_error err = {0};
-        TU_OK(gq_dequantize_blocks((td_dtype)t, q, nb, a, GQ_ISA_PORTABLE, &err), &err);
-        TU_OK(gq_dequantize_blocks((td_dtype)t, q, nb, b, GQ_ISA_AVX2, &err), &err);
+        TU_OK(td__gq_dequantize_blocks((td_dtype)t, q, nb, a, GQ_ISA_PORTABLE, &err), &err);
+        TU_OK(td__gq_dequantize_blocks((td_dtype)t, q, nb, b, GQ_ISA_AVX2, &err), &err);
         same_bits32(td_dtype_name((td_dtype)t), a, b, nb * be);
         free(q);
         free(a);
@@ -577,7 +579,7 @@ START_TEST(test_known_blocks)
     uint8_t b40[18] = {0x00, 0x38};
     for (int j = 0; j < 16; j++)
         b40[2 + j] = (uint8_t)(j | (15 - j) << 4);
-    TU_OK(gq_dequantize_blocks(TD_Q4_0, b40, 1, y, GQ_ISA_AUTO, &err), &err);
+    TU_OK(td__gq_dequantize_blocks(TD_Q4_0, b40, 1, y, GQ_ISA_AUTO, &err), &err);
     for (int j = 0; j < 16; j++) {
         ck_assert_float_eq(y[j], (float)(j - 8) * 0.5f);
         ck_assert_float_eq(y[j + 16], (float)(7 - j) * 0.5f);
@@ -586,7 +588,7 @@ START_TEST(test_known_blocks)
     uint8_t b50[22] = {0x00, 0x3c, 0x01, 0x00, 0x00, 0x80};
     for (int j = 0; j < 16; j++)
         b50[6 + j] = 0x33;
-    TU_OK(gq_dequantize_blocks(TD_Q5_0, b50, 1, y, GQ_ISA_AUTO, &err), &err);
+    TU_OK(td__gq_dequantize_blocks(TD_Q5_0, b50, 1, y, GQ_ISA_AUTO, &err), &err);
     ck_assert_float_eq(y[0], 3.0f);   /* 3 | 16 - 16 */
     ck_assert_float_eq(y[1], -13.0f); /* 3 - 16 */
     ck_assert_float_eq(y[31], 3.0f);
@@ -597,12 +599,12 @@ START_TEST(test_known_blocks)
     memcpy(b8k, &quarter, 4);
     for (int j = 0; j < 256; j++)
         b8k[4 + j] = (uint8_t)(j - 128);
-    TU_OK(gq_dequantize_blocks(TD_Q8_K, b8k, 1, y, GQ_ISA_AUTO, &err), &err);
+    TU_OK(td__gq_dequantize_blocks(TD_Q8_K, b8k, 1, y, GQ_ISA_AUTO, &err), &err);
     for (int j = 0; j < 256; j++)
         ck_assert_float_eq(y[j], (float)(int8_t)(uint8_t)(j - 128) * 0.25f);
     /* iq4_nl: nibble 0 is -127, 15 is 113 */
     uint8_t bnl[18] = {0x00, 0x3c, 0xf0};
-    TU_OK(gq_dequantize_blocks(TD_IQ4_NL, bnl, 1, y, GQ_ISA_AUTO, &err), &err);
+    TU_OK(td__gq_dequantize_blocks(TD_IQ4_NL, bnl, 1, y, GQ_ISA_AUTO, &err), &err);
     ck_assert_float_eq(y[0], -127.0f);
     ck_assert_float_eq(y[16], 113.0f);
 }
@@ -638,16 +640,16 @@ START_TEST(test_threads_and_splits)
     TU_OK(td_array_new(TD_Q4_K, 2, shape, q, &a, &err), &err);
     size_t n = (size_t)(shape[0] * shape[1]);
     float *ref = malloc(n * 4), *got = malloc((n + 16) * 4);
-    TU_OK(gq_dequantize_blocks(TD_Q4_K, q, nb, ref, GQ_ISA_PORTABLE, &err), &err);
+    TU_OK(td__gq_dequantize_blocks(TD_Q4_K, q, nb, ref, GQ_ISA_PORTABLE, &err), &err);
     static const unsigned threads[] = {0, 1, 2, 3, 7, 16, 99};
     static const uint64_t rows[] = {0, 256, 2048, 1u << 20};
     for (size_t ti = 0; ti < sizeof threads / sizeof *threads; ti++) {
         for (size_t ri = 0; ri < sizeof rows / sizeof *rows; ri++) {
-            gq_options o = {threads[ti], GQ_ISA_AUTO};
+            td__gq_options o = {threads[ti], GQ_ISA_AUTO};
             for (int k = 0; k < 16; k++)
                 got[n + (size_t)k] = 12345.0f; /* canary past the end */
-            TU_OK(gq_dequantize(TD_Q4_K, q, nb * bb, n, rows[ri], TD_FLOAT32, got, n * 4, &o, NULL,
-                                &err),
+            TU_OK(td__gq_dequantize(TD_Q4_K, q, nb * bb, n, rows[ri], TD_FLOAT32, got, n * 4, &o,
+                                    NULL, &err),
                   &err);
             same_bits32("threaded", ref, got, n);
             for (int k = 0; k < 16; k++)
@@ -680,29 +682,30 @@ START_TEST(test_driver_checks_sizes)
     uint8_t q[18 * 4] = {0};
     float out[128];
     uint16_t h[128];
-    ck_assert_int_eq(gq_dequantize(TD_Q4_0, q, sizeof q - 1, 128, 32, TD_FLOAT32, out, sizeof out,
-                                   NULL, "m.gguf: tensor 'w'", &err),
+    ck_assert_int_eq(td__gq_dequantize(TD_Q4_0, q, sizeof q - 1, 128, 32, TD_FLOAT32, out,
+                                       sizeof out, NULL, "m.gguf: tensor 'w'", &err),
                      TD_EINVAL);
     ck_assert_ptr_nonnull(strstr(err.message, "m.gguf: tensor 'w'"));
-    ck_assert_int_eq(gq_dequantize(TD_Q4_0, q, sizeof q, 128, 32, TD_FLOAT32, out, sizeof out - 1,
-                                   NULL, NULL, &err),
+    ck_assert_int_eq(td__gq_dequantize(TD_Q4_0, q, sizeof q, 128, 32, TD_FLOAT32, out,
+                                       sizeof out - 1, NULL, NULL, &err),
                      TD_EINVAL);
-    ck_assert_int_eq(
-        gq_dequantize(TD_Q4_0, q, sizeof q, 100, 32, TD_FLOAT32, out, sizeof out, NULL, NULL, &err),
-        TD_ERANGE);
-    ck_assert_int_eq(
-        gq_dequantize(TD_Q4_0, q, sizeof q, 128, 32, TD_INT8, out, sizeof out, NULL, NULL, &err),
-        TD_EDTYPE);
+    ck_assert_int_eq(td__gq_dequantize(TD_Q4_0, q, sizeof q, 100, 32, TD_FLOAT32, out, sizeof out,
+                                       NULL, NULL, &err),
+                     TD_ERANGE);
+    ck_assert_int_eq(td__gq_dequantize(TD_Q4_0, q, sizeof q, 128, 32, TD_INT8, out, sizeof out,
+                                       NULL, NULL, &err),
+                     TD_EDTYPE);
     ck_assert_ptr_nonnull(strstr(err.message, "int8"));
     ck_assert_int_eq(
-        gq_dequantize(TD_Q4_0, q, sizeof q, 128, 32, TD_FLOAT16, h, sizeof h, NULL, NULL, &err), 0);
-    ck_assert_int_eq(gq_dequantize(TD_Q4_0, NULL, 0, 0, 0, TD_FLOAT32, NULL, 0, NULL, NULL, &err),
-                     0);
+        td__gq_dequantize(TD_Q4_0, q, sizeof q, 128, 32, TD_FLOAT16, h, sizeof h, NULL, NULL, &err),
+        0);
+    ck_assert_int_eq(
+        td__gq_dequantize(TD_Q4_0, NULL, 0, 0, 0, TD_FLOAT32, NULL, 0, NULL, NULL, &err), 0);
     uint64_t nbytes;
     ck_assert_int_eq(
-        gq_output_nbytes(TD_Q8_K, (UINT64_MAX / 256) * 256, TD_FLOAT32, &nbytes, NULL, &err),
+        td__gq_output_nbytes(TD_Q8_K, (UINT64_MAX / 256) * 256, TD_FLOAT32, &nbytes, NULL, &err),
         TD_ERANGE);
-    ck_assert_int_eq(gq_output_nbytes(TD_Q8_K, 512, TD_BFLOAT16, &nbytes, NULL, &err), 0);
+    ck_assert_int_eq(td__gq_output_nbytes(TD_Q8_K, 512, TD_BFLOAT16, &nbytes, NULL, &err), 0);
     ck_assert_uint_eq(nbytes, 1024);
 }
 END_TEST
@@ -763,11 +766,11 @@ START_TEST(test_array_api_errors)
     /* MLX shapes: 3-D, 8-bit */
     int64_t ws[3], ss[3];
     const int64_t s3[3] = {2, 3, 64};
-    TU_OK(gq_mlx_shapes(TD_Q8_0, 3, s3, ws, ss, NULL, &err), &err);
+    TU_OK(td__gq_mlx_shapes(TD_Q8_0, 3, s3, ws, ss, NULL, &err), &err);
     ck_assert_int_eq(ws[2], 16);
     ck_assert_int_eq(ss[2], 2);
     ck_assert_int_eq(ws[0], 2);
-    ck_assert_int_eq(gq_mlx_shapes(TD_Q8_0, 0, s3, ws, ss, NULL, &err), TD_EINVAL);
+    ck_assert_int_eq(td__gq_mlx_shapes(TD_Q8_0, 0, s3, ws, ss, NULL, &err), TD_EINVAL);
 }
 END_TEST
 

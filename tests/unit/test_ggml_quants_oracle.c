@@ -143,7 +143,7 @@ static int strieq(const char *a, const char *b)
 }
 
 /* Every dtype with a GGML id: the library agrees on name, block size and block bytes (this
- * checks formats/dtype.c against ggml), and the traits struct layout is the one declared. */
+ * checks core/dtype.c against ggml), and the traits struct layout is the one declared. */
 START_TEST(test_traits_layout_and_dtype_table)
 {
     if (!need_oracle("traits/dtype table"))
@@ -169,7 +169,7 @@ START_TEST(test_traits_layout_and_dtype_table)
         ck_assert_msg(tr->blck_size == g_or.blck_size(id) && tr->type_size == g_or.type_size(id) &&
                           strcmp(tr->type_name, g_or.type_name(id)) == 0,
                       "struct ggml_type_traits layout differs from the declared one (type %d)", id);
-        if (gq_supported((td_dtype)t)) {
+        if (td__gq_supported((td_dtype)t)) {
             ck_assert_msg(tr->is_quantized, "%s: not quantized in ggml", tr->type_name);
             if (t != TD_Q8_K)
                 ck_assert_msg(tr->to_float != NULL, "%s: ggml has no to_float", tr->type_name);
@@ -351,13 +351,13 @@ static void compare_all(td_dtype t, int id, const uint8_t *q, size_t nblocks, co
     to_float(q, want, (int64_t)n);
 
     memset(got, 0xa5, n * sizeof(float));
-    TU_OK(gq_dequantize_blocks(t, q, nblocks, got, GQ_ISA_PORTABLE, &err), &err);
+    TU_OK(td__gq_dequantize_blocks(t, q, nblocks, got, GQ_ISA_PORTABLE, &err), &err);
     snprintf(what, sizeof what, "%s portable", label);
     expect_same(what, gname, want, got, n, be, row_kind, ROW_ELEMS);
 
-    if (gq_have_avx2()) {
+    if (td__gq_have_avx2()) {
         memset(got, 0xa5, n * sizeof(float));
-        TU_OK(gq_dequantize_blocks(t, q, nblocks, got, GQ_ISA_AVX2, &err), &err);
+        TU_OK(td__gq_dequantize_blocks(t, q, nblocks, got, GQ_ISA_AVX2, &err), &err);
         snprintf(what, sizeof what, "%s avx2", label);
         expect_same(what, gname, want, got, n, be, row_kind, ROW_ELEMS);
     } else {
@@ -365,9 +365,10 @@ static void compare_all(td_dtype t, int id, const uint8_t *q, size_t nblocks, co
     }
 
     /* the threaded driver, forced to split into 3 shares of whole rows */
-    gq_options o = {3, GQ_ISA_AUTO};
+    td__gq_options o = {3, GQ_ISA_AUTO};
     memset(got, 0xa5, n * sizeof(float));
-    TU_OK(gq_dequantize(t, q, nblocks * bb, n, ROW_ELEMS, TD_FLOAT32, got, n * 4, &o, gname, &err),
+    TU_OK(td__gq_dequantize(t, q, nblocks * bb, n, ROW_ELEMS, TD_FLOAT32, got, n * 4, &o, gname,
+                            &err),
           &err);
     snprintf(what, sizeof what, "%s threaded", label);
     expect_same(what, gname, want, got, n, be, row_kind, ROW_ELEMS);
@@ -377,15 +378,15 @@ static void compare_all(td_dtype t, int id, const uint8_t *q, size_t nblocks, co
     for (int k = 0; k < 2; k++) {
         td_dtype ot = k ? TD_BFLOAT16 : TD_FLOAT16;
         for (size_t i = 0; i < n; i++)
-            h_want[i] = k ? gq_f32_to_bf16(want[i]) : gq_f32_to_f16(want[i]);
+            h_want[i] = k ? td__gq_f32_to_bf16(want[i]) : td__gq_f32_to_f16(want[i]);
         for (int isa = GQ_ISA_PORTABLE; isa <= GQ_ISA_AVX2; isa++) {
-            if (isa == GQ_ISA_AVX2 && !gq_have_avx2())
+            if (isa == GQ_ISA_AVX2 && !td__gq_have_avx2())
                 continue;
-            gq_options oo = {2, (gq_isa)isa};
+            td__gq_options oo = {2, (td__gq_isa)isa};
             memset(h_got, 0xa5, n * 2);
-            TU_OK(
-                gq_dequantize(t, q, nblocks * bb, n, ROW_ELEMS, ot, h_got, n * 2, &oo, gname, &err),
-                &err);
+            TU_OK(td__gq_dequantize(t, q, nblocks * bb, n, ROW_ELEMS, ot, h_got, n * 2, &oo, gname,
+                                    &err),
+                  &err);
             snprintf(what, sizeof what, "%s %s %s", label, td_dtype_name(ot),
                      isa == GQ_ISA_AVX2 ? "avx2" : "portable");
             expect_same16(what, gname, h_want, h_got, n, k);
@@ -394,14 +395,14 @@ static void compare_all(td_dtype t, int id, const uint8_t *q, size_t nblocks, co
     /* ggml's own rounding agrees with ours: bfloat16 everywhere, float16 except NaN payloads */
     g_or.fp32_to_bf16_row_ref(want, h_got, (int64_t)n);
     for (size_t i = 0; i < n; i++)
-        if (h_got[i] != gq_f32_to_bf16(want[i]))
+        if (h_got[i] != td__gq_f32_to_bf16(want[i]))
             ck_abort_msg("%s bf16 vs ggml at %zu: %04x %04x", gname, i, h_got[i],
-                         gq_f32_to_bf16(want[i]));
+                         td__gq_f32_to_bf16(want[i]));
     g_or.fp32_to_fp16_row(want, h_got, (int64_t)n);
     for (size_t i = 0; i < n; i++)
-        if (!isnan(want[i]) && h_got[i] != gq_f32_to_f16(want[i]))
+        if (!isnan(want[i]) && h_got[i] != td__gq_f32_to_f16(want[i]))
             ck_abort_msg("%s f16 vs ggml at %zu (%g): %04x %04x", gname, i, (double)want[i],
-                         h_got[i], gq_f32_to_f16(want[i]));
+                         h_got[i], td__gq_f32_to_f16(want[i]));
     free(want);
     free(got);
     free(h_want);
@@ -475,12 +476,12 @@ START_TEST(test_unsupported_are_named)
     if (!need_oracle("unsupported types"))
         return;
     for (int t = 0; t < TD_DTYPE_COUNT; t++) {
-        if (!td_dtype_is_block((td_dtype)t) || gq_supported((td_dtype)t))
+        if (!td_dtype_is_block((td_dtype)t) || td__gq_supported((td_dtype)t))
             continue;
         td_error err = {0};
         float y[256];
         uint8_t blk[512] = {0};
-        ck_assert_int_eq(gq_dequantize_blocks((td_dtype)t, blk, 1, y, GQ_ISA_AUTO, &err),
+        ck_assert_int_eq(td__gq_dequantize_blocks((td_dtype)t, blk, 1, y, GQ_ISA_AUTO, &err),
                          TD_EDTYPE);
         ck_assert_msg(strstr(err.message, td_dtype_name((td_dtype)t)) != NULL, "%s", err.message);
     }

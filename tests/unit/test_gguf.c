@@ -42,13 +42,13 @@ static uint8_t *read_testdata(const char *rel, size_t *len)
     return p;
 }
 
-/* Writes items/meta with gguf_write into memory; returns the bytes (free()). */
+/* Writes items/meta with td__gguf_write into memory; returns the bytes (free()). */
 static uint8_t *write_mem(const td__item *items, size_t n, const td_meta *meta, size_t *len,
                           int *rc, td_error *err)
 {
     td__writer w;
     ck_assert_int_eq(td__writer_init(&w, -1, "mem.gguf", err), 0);
-    *rc = gguf_write(&w, items, n, meta, "mem.gguf", err);
+    *rc = td__gguf_write(&w, items, n, meta, "mem.gguf", err);
     uint8_t *p = td__writer_take(&w, len);
     td__writer_destroy(&w);
     return p;
@@ -63,7 +63,7 @@ static int index_exact(const uint8_t *p, size_t len, const char *fname, td__tabl
     if (len)
         memcpy(copy, p, len);
     td__table_init(t, TD_FORMAT_AUTO);
-    int rc = gguf_index(TD__RD_MEM(copy, len, fname), t, err);
+    int rc = td__gguf_index(TD__RD_MEM(copy, len, fname), t, err);
     free(copy);
     return rc;
 }
@@ -273,7 +273,7 @@ START_TEST(test_manifest)
         td__table t;
         td_error err = {0};
         td__table_init(&t, TD_FORMAT_AUTO);
-        TU_OK(gguf_index(TD__RD_MEM(p, len, rel), &t, &err), &err);
+        TU_OK(td__gguf_index(TD__RD_MEM(p, len, rel), &t, &err), &err);
         ck_assert_int_eq(t.format, TD_FORMAT_GGUF);
         ck_assert_ptr_nonnull(t.meta);
 
@@ -336,7 +336,7 @@ START_TEST(test_manifest_u64_max)
     td__table t;
     td_error err = {0};
     td__table_init(&t, TD_FORMAT_AUTO);
-    TU_OK(gguf_index(TD__RD_MEM(p, len, "all_types.gguf"), &t, &err), &err);
+    TU_OK(td__gguf_index(TD__RD_MEM(p, len, "all_types.gguf"), &t, &err), &err);
     const td_value *v = td_meta_get(t.meta, "test.u64");
     uint64_t u;
     ck_assert_int_eq(td_value_type(v), TD_TYPE_UINT64);
@@ -369,13 +369,13 @@ START_TEST(test_rewrite_identical)
         td__table a, b;
         td_error err = {0};
         td__table_init(&a, TD_FORMAT_AUTO);
-        TU_OK(gguf_index(TD__RD_MEM(p, len, gguf_files[f]), &a, &err), &err);
+        TU_OK(td__gguf_index(TD__RD_MEM(p, len, gguf_files[f]), &a, &err), &err);
         td__item *items = items_of(&a, p);
         int rc;
         uint8_t *out = write_mem(items, a.n, a.meta, &olen, &rc, &err);
         TU_OK(rc, &err);
         td__table_init(&b, TD_FORMAT_AUTO);
-        TU_OK(gguf_index(TD__RD_MEM(out, olen, "mem.gguf"), &b, &err), &err);
+        TU_OK(td__gguf_index(TD__RD_MEM(out, olen, "mem.gguf"), &b, &err), &err);
         assert_same_tables(&a, p, &b, out);
         ck_assert_msg(olen == len && memcmp(out, p, len) == 0,
                       "%s: rewritten file differs (%zu vs %zu bytes)", gguf_files[f], olen, len);
@@ -1207,7 +1207,7 @@ START_TEST(test_sparse_1gib)
     td__table t;
     td_error err = {0};
     td__table_init(&t, TD_FORMAT_AUTO);
-    TU_OK(gguf_index(TD__RD_MEM(base, len, "big.gguf"), &t, &err), &err);
+    TU_OK(td__gguf_index(TD__RD_MEM(base, len, "big.gguf"), &t, &err), &err);
     double t1 = (tu_now_s() * 1e3);
     long rss1 = resident_kb();
     ck_assert_uint_eq(t.n, 257);

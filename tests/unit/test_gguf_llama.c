@@ -10,10 +10,10 @@
  *
  * Both directions, compared on every key, value type, value, tensor name, type, shape (ne),
  * offset and byte:
- *   - what gguf_write writes, llama.cpp reads (with its data loaded, so that it also checks the
+ *   - what td__gguf_write writes, llama.cpp reads (with its data loaded, so that it also checks the
  *     layout: offsets the running padded total, the file padded at the end);
  *   - what llama.cpp writes (gguf_init_empty, gguf_set_*, gguf_add_tensor, gguf_write_to_file),
- *     gguf_index reads;
+ *     td__gguf_index reads;
  *   - the reference files, read by both.
  * And our dtype table's block geometry against ggml_blck_size / ggml_type_size for every id.
  *
@@ -312,7 +312,7 @@ static void oracle_check_file(const char *path, const char *what)
     td__table t;
     td_error err = {0};
     td__table_init(&t, TD_FORMAT_AUTO);
-    TU_OK(gguf_index(TD__RD_MEM(p, len, path), &t, &err), &err);
+    TU_OK(td__gguf_index(TD__RD_MEM(p, len, path), &t, &err), &err);
     cmp_all(ctx, gctx, &t, p, 1, what);
     td__table_destroy(&t);
     free(p);
@@ -345,7 +345,7 @@ START_TEST(test_dtype_table)
             if (be == 0) /* removed ids (4, 5, 31-33, 36-38) */
                 continue;
             printf("WARNING: GGML type id %d (block %" PRId64 " elements, %zu bytes) is missing "
-                   "from formats/dtype.c\n",
+                   "from core/dtype.c\n",
                    id, be, bb);
             missing++;
             continue;
@@ -469,7 +469,7 @@ START_TEST(test_we_write_llama_reads)
         size_t len;
         td__writer w;
         TU_OK(td__writer_init(&w, -1, path, &err), &err);
-        TU_OK(gguf_write(&w, items, n, m, path, &err), &err);
+        TU_OK(td__gguf_write(&w, items, n, m, path, &err), &err);
         uint8_t *p = td__writer_take(&w, &len);
         td__writer_destroy(&w);
         ck_assert_int_eq(tu_write_file(path, p, len), 0);
@@ -560,7 +560,7 @@ START_TEST(test_llama_writes_we_read)
     td__table t;
     td_error err = {0};
     td__table_init(&t, TD_FORMAT_AUTO);
-    TU_OK(gguf_index(TD__RD_MEM(p, len, path), &t, &err), &err);
+    TU_OK(td__gguf_index(TD__RD_MEM(p, len, path), &t, &err), &err);
     cmp_all(g, NULL, &t, p, 0, "llama-written, its context");
     /* against what it was given: names, types, shapes (ggml writes n_dims without trailing 1s),
      * bytes */

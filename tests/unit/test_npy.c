@@ -36,7 +36,7 @@ static uint8_t *mk_npy(const char *dict, const void *data, size_t dlen, size_t *
 static int index_buf(const uint8_t *p, size_t len, td__table *t, td_error *err)
 {
     td__table_init(t, TD_FORMAT_NPY);
-    return npy_index(TD__RD_MEM(p, len, "mem.npy"), t, err);
+    return td__npy_index(TD__RD_MEM(p, len, "mem.npy"), t, err);
 }
 
 START_TEST(test_header_variants)
@@ -392,7 +392,7 @@ START_TEST(test_reference_files)
         base = bytes;
         td__table t;
         td__table_init(&t, TD_FORMAT_NPY);
-        TU_OK(npy_index(TD__RD_MEM(base, len, rel), &t, &err), &err);
+        TU_OK(td__npy_index(TD__RD_MEM(base, len, rel), &t, &err), &err);
         uint64_t off = t.entries[0].layout ? t.entries[0].src.offset : t.entries[0].offset;
         ck_assert_uint_eq(off, (uint64_t)json_number_value(json_object_get(tensor, "offset")));
         td__table_destroy(&t);

@@ -14,6 +14,7 @@
 #include "testutil.h"
 #include "writer.h"
 #include "zip.h"
+#include "index.h"
 
 #include <fcntl.h>
 #include <jansson.h>
@@ -287,14 +288,14 @@ static int check_expect(const char *expect, const char *dir)
     return lines;
 }
 
-/* Indexes a file with npz_index; returns the bytes (caller frees) and fills t. */
+/* Indexes a file with td__npz_index; returns the bytes (caller frees) and fills t. */
 static uint8_t *index_file(const char *path, td__table *t, size_t *len)
 {
     uint8_t *p = tu_read_file(path, len);
     ck_assert_msg(p != NULL, "cannot read %s", path);
     td__table_init(t, TD_FORMAT_NPZ);
     td_error err = {0};
-    TU_OK(npz_index(TD__RD_MEM(p, *len, path), 0, t, &err), &err);
+    TU_OK(td__npz_index(TD__RD_MEM(p, *len, path), 0, t, &err), &err);
     return p;
 }
 
@@ -357,13 +358,13 @@ START_TEST(test_layouts)
                 ck_assert_uint_eq(e->src.inflated, e->src.skip + e->nbytes);
                 ck_assert(e->src.offset + e->src.nbytes <= len);
                 ck_assert_uint_eq(e->src.skip % 64, 0); /* numpy pads its headers */
-                /* npz_inflate_entry gives the member's data bytes, header dropped */
+                /* td__npz_inflate_entry gives the member's data bytes, header dropped */
                 uint8_t *buf = malloc(e->nbytes ? e->nbytes : 1);
                 td_error err = {0};
-                TU_OK(npz_inflate_entry(e, p, len, buf, path, &err), &err);
+                TU_OK(td__npz_inflate_entry(e, p, len, buf, path, &err), &err);
                 /* the whole member, header included, has the same data after the header */
                 uint8_t *whole = malloc(e->src.inflated);
-                TU_OK(npz_inflate_member(e, p, len, whole, path, &err), &err);
+                TU_OK(td__npz_inflate_member(e, p, len, whole, path, &err), &err);
                 ck_assert(memcmp(whole, "\x93NUMPY", 6) == 0);
                 ck_assert(memcmp(whole + e->src.skip, buf, e->nbytes) == 0);
                 free(whole);
@@ -393,7 +394,7 @@ START_TEST(test_stored_members_are_zero_copy)
     td__table t;
     td__table_init(&t, TD_FORMAT_NPZ);
     td_error err = {0};
-    TU_OK(npz_index(TD__RD_MEM(bytes, len, path), 0, &t, &err), &err);
+    TU_OK(td__npz_index(TD__RD_MEM(bytes, len, path), 0, &t, &err), &err);
     const td__entry *e = NULL;
     for (size_t i = 0; i < t.n; i++)
         if (strcmp(t.entries[i].name, "big") == 0)
@@ -562,7 +563,7 @@ START_TEST(test_we_write_numpy_reads)
             }
         }
         td__table_destroy(&t);
-        TU_OK(zip_verify(p, len, path, &err), &err);
+        TU_OK(td__zip_verify(p, len, path, &err), &err);
         free(p);
         td_dict *back = NULL;
         TU_OK(load_npz(path, 0, &back, &err), &err);
@@ -642,18 +643,18 @@ START_TEST(test_savez_naming_and_refusals)
     ck_assert_int_eq(access(path, F_OK), -1);
     td_dict_free(d);
     td_array_release(a);
-    /* npz_write itself refuses missing and repeated names */
+    /* td__npz_write itself refuses missing and repeated names */
     td__item items[2] = {{"x", TD_UINT8, 1, qs, "", 0}, {"x", TD_UINT8, 1, qs, "", 0}};
     int64_t z[1] = {0};
     items[0].shape = items[1].shape = z;
     td__writer w;
     TU_OK(td__writer_init(&w, -1, "mem", &err), &err);
-    ck_assert_int_eq(npz_write(&w, items, 2, 0, "mem", &err), TD_EDUP);
+    ck_assert_int_eq(td__npz_write(&w, items, 2, 0, "mem", &err), TD_EDUP);
     items[1].name = NULL;
-    ck_assert_int_eq(npz_write(&w, items, 2, 0, "mem", &err), TD_EINVAL);
+    ck_assert_int_eq(td__npz_write(&w, items, 2, 0, "mem", &err), TD_EINVAL);
     items[1].name = "y";
     items[1].nbytes = 5; /* does not match the shape */
-    ck_assert_int_eq(npz_write(&w, items, 2, 0, "mem", &err), TD_EINVAL);
+    ck_assert_int_eq(td__npz_write(&w, items, 2, 0, "mem", &err), TD_EINVAL);
     td__writer_destroy(&w);
     tu_rmtree(dir);
 }
@@ -666,8 +667,8 @@ START_TEST(test_zip64_written_numpy_reads)
     td_error err = {0};
     td__writer w;
     TU_OK(td__writer_init(&w, -1, "z64.npz", &err), &err);
-    zip_writer zw;
-    zip_writer_init(&zw, &w, "z64.npz");
+    td__zip_writer zw;
+    td__zip_writer_init(&zw, &w, "z64.npz");
     zw.force_zip64 = 1;
     size_t unnamed = 0;
     for (size_t i = 0; i < td_dict_size(d); i++) {
@@ -680,17 +681,18 @@ START_TEST(test_zip64_written_numpy_reads)
             snprintf(mname, sizeof mname, "arr_%zu.npy", unnamed++);
         uint8_t hdr[NPY_HEADER_CAP];
         size_t hl;
-        TU_OK(npy_build_header(td_array_dtype(a), td_array_ndim(a), td_array_shape(a), hdr,
-                               sizeof hdr, &hl, mname, &err),
+        TU_OK(td__npy_build_header(td_array_dtype(a), td_array_ndim(a), td_array_shape(a), hdr,
+                                   sizeof hdr, &hl, mname, &err),
               &err);
         unsigned method = i % 2 ? ZIP_METHOD_DEFLATE : ZIP_METHOD_STORED;
-        TU_OK(zip_writer_begin(&zw, mname, method, 9, hl + td_array_nbytes(a), 64, hl, &err), &err);
-        TU_OK(zip_writer_data(&zw, hdr, hl, &err), &err);
-        TU_OK(zip_writer_data(&zw, td_array_data(a), td_array_nbytes(a), &err), &err);
-        TU_OK(zip_writer_end(&zw, &err), &err);
+        TU_OK(td__zip_writer_begin(&zw, mname, method, 9, hl + td_array_nbytes(a), 64, hl, &err),
+              &err);
+        TU_OK(td__zip_writer_data(&zw, hdr, hl, &err), &err);
+        TU_OK(td__zip_writer_data(&zw, td_array_data(a), td_array_nbytes(a), &err), &err);
+        TU_OK(td__zip_writer_end(&zw, &err), &err);
     }
-    TU_OK(zip_writer_finish(&zw, &err), &err);
-    zip_writer_destroy(&zw);
+    TU_OK(td__zip_writer_finish(&zw, &err), &err);
+    td__zip_writer_destroy(&zw);
     size_t len;
     uint8_t *p = td__writer_take(&w, &len);
     td__writer_destroy(&w);
@@ -699,10 +701,10 @@ START_TEST(test_zip64_written_numpy_reads)
     snprintf(path, sizeof path, "%s/z64.npz", dir);
     ck_assert_int_eq(tu_write_file(path, p, len), 0);
     numpy_check(path, d);
-    zip_archive z;
-    TU_OK(zip_open(TD__RD_MEM(p, len, path), &z, &err), &err);
+    td__zip_archive z;
+    TU_OK(td__zip_open(TD__RD_MEM(p, len, path), &z, &err), &err);
     ck_assert(z.zip64);
-    zip_close(&z);
+    td__zip_close(&z);
     free(p);
     td_dict_free(d);
     tu_rmtree(dir);
@@ -746,7 +748,7 @@ START_TEST(test_manifest)
         td__table t;
         size_t len;
         uint8_t *p = index_file(path, &t, &len);
-        TU_OK(zip_verify(p, len, path, &err), &err);
+        TU_OK(td__zip_verify(p, len, path, &err), &err);
         json_t *tensors = json_object_get(fe, "tensors");
         ck_assert_uint_eq(td_dict_size(d), json_array_size(tensors));
         ck_assert_uint_eq(t.n, json_array_size(tensors));
@@ -857,7 +859,7 @@ START_TEST(test_hostile)
             td_dict_free(d);
             size_t len;
             uint8_t *p = tu_read_file(fpath, &len);
-            rc = zip_verify(p, len, fpath, &err);
+            rc = td__zip_verify(p, len, fpath, &err);
             free(p);
         } else {
             ck_assert_msg(rc != 0, "%s: loaded", fn);
@@ -886,7 +888,7 @@ static int index_and_decode(const uint8_t *src, size_t len)
     td__table t;
     td__table_init(&t, TD_FORMAT_NPZ);
     td_error err = {0};
-    int rc = npz_index(TD__RD_MEM(p, len, "x.npz"), 1u << 24, &t, &err);
+    int rc = td__npz_index(TD__RD_MEM(p, len, "x.npz"), 1u << 24, &t, &err);
     for (size_t i = 0; !rc && i < t.n; i++) {
         const td__entry *e = &t.entries[i];
         if (!e->layout) {
@@ -918,7 +920,7 @@ static uint8_t *small_npz(int compressed, size_t *len)
     td__writer w;
     td_error err = {0};
     TU_OK(td__writer_init(&w, -1, "small.npz", &err), &err);
-    TU_OK(npz_write(&w, items, 3, compressed, "small.npz", &err), &err);
+    TU_OK(td__npz_write(&w, items, 3, compressed, "small.npz", &err), &err);
     uint8_t *p = td__writer_take(&w, len);
     td__writer_destroy(&w);
     return p;
@@ -968,20 +970,20 @@ START_TEST(test_bound_is_checked_before_inflating)
     snprintf(path, sizeof path, "%s/ok_bound.npz", g_dir);
     size_t len;
     uint8_t *p = tu_read_file(path, &len);
-    zip_archive z;
+    td__zip_archive z;
     td_error err = {0};
-    TU_OK(zip_open(TD__RD_MEM(p, len, path), &z, &err), &err);
+    TU_OK(td__zip_open(TD__RD_MEM(p, len, path), &z, &err), &err);
     uint64_t at = z.members[0].data_offset;
-    zip_close(&z);
+    td__zip_close(&z);
     memset(p + at, 0xff, 8); /* corrupt the first stream */
     td__table t;
     td__table_init(&t, TD_FORMAT_NPZ);
-    ck_assert_int_eq(npz_index(TD__RD_MEM(p, len, path), 2500000, &t, &err), TD_ELIMIT);
+    ck_assert_int_eq(td__npz_index(TD__RD_MEM(p, len, path), 2500000, &t, &err), TD_ELIMIT);
     ck_assert(strstr(err.message, "max_inflated") != NULL);
     ck_assert_uint_eq(t.n, 0);
     td__table_destroy(&t);
     td__table_init(&t, TD_FORMAT_NPZ);
-    ck_assert_int_ne(npz_index(TD__RD_MEM(p, len, path), 3100000, &t, &err), TD_ELIMIT);
+    ck_assert_int_ne(td__npz_index(TD__RD_MEM(p, len, path), 3100000, &t, &err), TD_ELIMIT);
     td__table_destroy(&t);
     free(p);
 }
@@ -1010,7 +1012,7 @@ static Suite *npz_suite(void)
 
 int main(void)
 {
-    printf("deflate engine: %s\n", zip_deflate_engine());
+    printf("deflate engine: %s\n", td__zip_deflate_engine());
     SRunner *sr = srunner_create(npz_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

@@ -17,6 +17,7 @@
 #include "common.h"
 #include "table.h"
 #include "testutil.h"
+#include "index.h"
 
 #include <fcntl.h>
 #include <jansson.h>

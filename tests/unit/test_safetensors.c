@@ -1,6 +1,6 @@
 /*
- * test_safetensors.c - st_index / st_write against the reference files in MANIFEST.json, round
- * trips for every dtype (checked by an independent Python reader too), and hostile inputs:
+ * test_safetensors.c - td__st_index / td__st_write against the reference files in MANIFEST.json,
+ * round trips for every dtype (checked by an independent Python reader too), and hostile inputs:
  * every truncation, bad header lengths, malformed JSON and entries, offsets that overlap, leave
  * gaps or run past the end, overflowing shapes, duplicates, unknown dtypes, bad metadata, and
  * random corruption. Then the same through td_load / td_save_safetensors.
@@ -34,13 +34,13 @@ static uint8_t *mk(const char *hdr, size_t hdr_len, size_t data_len, size_t *len
     return p;
 }
 
-/* st_index on a fresh table; the table is destroyed before returning, n gets the count. */
+/* td__st_index on a fresh table; the table is destroyed before returning, n gets the count. */
 static int run_index(const uint8_t *p, size_t len, td_error *err, size_t *n)
 {
     td__table t;
     td__table_init(&t, TD_FORMAT_SAFETENSORS);
     memset(err, 0, sizeof *err);
-    int rc = st_index(TD__RD_MEM(p, len, FN), &t, err);
+    int rc = td__st_index(TD__RD_MEM(p, len, FN), &t, err);
     if (n)
         *n = t.n;
     if (!rc) {
@@ -128,7 +128,7 @@ START_TEST(test_manifest_files)
         td__table t;
         td_error err = {0};
         td__table_init(&t, TD_FORMAT_SAFETENSORS);
-        TU_OK(st_index(TD__RD_MEM(buf, len, rel), &t, &err), &err);
+        TU_OK(td__st_index(TD__RD_MEM(buf, len, rel), &t, &err), &err);
         json_t *jt = json_object_get(f, "tensors");
         ck_assert_uint_eq(t.n, json_array_size(jt));
         for (size_t i = 0; i < t.n; i++) {
@@ -210,7 +210,7 @@ START_TEST(test_header_order_kept)
     td__table t;
     td_error err = {0};
     td__table_init(&t, TD_FORMAT_SAFETENSORS);
-    TU_OK(st_index(TD__RD_MEM(buf, len, "data_order"), &t, &err), &err);
+    TU_OK(td__st_index(TD__RD_MEM(buf, len, "data_order"), &t, &err), &err);
     ck_assert_uint_eq(t.n, 4);
     ck_assert_str_eq(t.entries[0].name, "alpha");
     ck_assert_str_eq(t.entries[1].name, "beta");
@@ -504,7 +504,7 @@ START_TEST(test_metadata)
     td__table t;
     td_error err = {0};
     td__table_init(&t, TD_FORMAT_SAFETENSORS);
-    TU_OK(st_index(TD__RD_MEM(p, len, FN), &t, &err), &err);
+    TU_OK(td__st_index(TD__RD_MEM(p, len, FN), &t, &err), &err);
     ck_assert_uint_eq(t.n, 1);
     ck_assert_uint_eq(td_meta_size(t.meta), 3);
     const char *k;
@@ -654,7 +654,7 @@ static uint8_t *write_mem(const td__item *items, size_t n, const td_meta *meta, 
 {
     td__writer w;
     ck_assert_int_eq(td__writer_init(&w, -1, FN, err), 0);
-    *rc = st_write(&w, items, n, meta, FN, err);
+    *rc = td__st_write(&w, items, n, meta, FN, err);
     uint8_t *p = td__writer_take(&w, len);
     td__writer_destroy(&w);
     return p;
@@ -680,7 +680,7 @@ START_TEST(test_write_round_trip)
 
     td__table t;
     td__table_init(&t, TD_FORMAT_SAFETENSORS);
-    TU_OK(st_index(TD__RD_MEM(p, len, FN), &t, &err), &err);
+    TU_OK(td__st_index(TD__RD_MEM(p, len, FN), &t, &err), &err);
     ck_assert_uint_eq(t.n, s.n);
     for (size_t i = 0; i < s.n; i++) {
         const td__entry *e = &t.entries[i];
@@ -779,7 +779,7 @@ START_TEST(test_write_python_reader)
     ck_assert_int_ge(fd, 0);
     td__writer w;
     TU_OK(td__writer_init(&w, fd, path, &err), &err);
-    TU_OK(st_write(&w, s.items, s.n, meta, path, &err), &err);
+    TU_OK(td__st_write(&w, s.items, s.n, meta, path, &err), &err);
     TU_OK(td__writer_flush(&w), &err);
     td__writer_destroy(&w);
     close(fd);

@@ -312,11 +312,11 @@ static uint8_t *load(const char *name, size_t *len)
     return p;
 }
 
-/* Checks every member's bytes (stored: in place; deflated: zip_inflate) and zip_verify. */
-static void check_members_content(const uint8_t *base, size_t len, const zip_archive *z)
+/* Checks every member's bytes (stored: in place; deflated: td__zip_inflate) and td__zip_verify. */
+static void check_members_content(const uint8_t *base, size_t len, const td__zip_archive *z)
 {
     for (size_t i = 0; i < z->n; i++) {
-        const zip_member *m = &z->members[i];
+        const td__zip_member *m = &z->members[i];
         ck_assert(m->data_offset + m->csize <= len);
         ck_assert(m->end_offset <= z->cd_offset);
         uint8_t *buf = malloc(m->usize ? m->usize : 1);
@@ -324,15 +324,16 @@ static void check_members_content(const uint8_t *base, size_t len, const zip_arc
         td_error err = {0};
         if (m->method == ZIP_METHOD_STORED) {
             memcpy(buf, base + m->data_offset, m->usize);
-            crc = zip_crc32(0, buf, m->usize);
+            crc = td__zip_crc32(0, buf, m->usize);
         } else {
-            TU_OK(zip_inflate(base + m->data_offset, m->csize, 0, buf, m->usize, &crc, "t", &err),
-                  &err);
+            TU_OK(
+                td__zip_inflate(base + m->data_offset, m->csize, 0, buf, m->usize, &crc, "t", &err),
+                &err);
             /* the whole-buffer path (libdeflate when built with it) agrees */
             uint8_t *buf2 = malloc(m->usize ? m->usize : 1);
             uint32_t crc2 = 0;
-            TU_OK(zip_inflate_whole(base + m->data_offset, m->csize, buf2, m->usize, &crc2, "t",
-                                    &err),
+            TU_OK(td__zip_inflate_whole(base + m->data_offset, m->csize, buf2, m->usize, &crc2, "t",
+                                        &err),
                   &err);
             ck_assert_uint_eq(crc2, crc);
             ck_assert(memcmp(buf, buf2, m->usize) == 0);
@@ -355,9 +356,9 @@ START_TEST(test_good_archives)
     while (fscanf(f, "%127s %zu", fn, &count) == 2) {
         size_t len;
         uint8_t *base = load(fn, &len);
-        zip_archive z;
+        td__zip_archive z;
         td_error err = {0};
-        int rc = zip_open(TD__RD_MEM(base, len, fn), &z, &err);
+        int rc = td__zip_open(TD__RD_MEM(base, len, fn), &z, &err);
         ck_assert_msg(rc == 0, "%s: %s", fn, err.message);
         ck_assert_msg(z.n == count, "%s: %zu members, expected %zu", fn, z.n, count);
         for (size_t i = 0; i < count; i++) {
@@ -365,7 +366,7 @@ START_TEST(test_good_archives)
             unsigned idx, method;
             size_t size;
             ck_assert_int_eq(fscanf(f, "%127s %u %zu %u", name, &idx, &size, &method), 4);
-            const zip_member *m = &z.members[i];
+            const td__zip_member *m = &z.members[i];
             ck_assert_msg(m->name_len == strlen(name) && memcmp(m->name, name, m->name_len) == 0,
                           "%s: member %zu is '%.*s', expected '%s'", fn, i, (int)m->name_len,
                           m->name, name);
@@ -378,14 +379,15 @@ START_TEST(test_good_archives)
                 ck_assert_uint_eq(m->csize, size);
                 memcpy(got, base + m->data_offset, size);
             } else {
-                TU_OK(zip_inflate(base + m->data_offset, m->csize, 0, got, size, &crc, name, &err),
+                TU_OK(td__zip_inflate(base + m->data_offset, m->csize, 0, got, size, &crc, name,
+                                      &err),
                       &err);
                 ck_assert_uint_eq(crc, m->crc32);
                 /* and with a skip: the first bytes are dropped, the CRC still covers them */
                 if (size > 10) {
                     uint32_t crc2 = 0;
-                    TU_OK(zip_inflate(base + m->data_offset, m->csize, 10, got + 10, size - 10,
-                                      &crc2, name, &err),
+                    TU_OK(td__zip_inflate(base + m->data_offset, m->csize, 10, got + 10, size - 10,
+                                          &crc2, name, &err),
                           &err);
                     ck_assert_uint_eq(crc2, m->crc32);
                 }
@@ -394,10 +396,10 @@ START_TEST(test_good_archives)
             free(got);
             free(want);
         }
-        TU_OK(zip_verify(base, len, fn, &err), &err);
+        TU_OK(td__zip_verify(base, len, fn, &err), &err);
         if (strcmp(fn, "py_many.zip") == 0 || strcmp(fn, "craft_z64.zip") == 0)
             ck_assert_msg(z.zip64, "%s should have zip64 end records", fn);
-        zip_close(&z);
+        td__zip_close(&z);
         free(base);
         files++;
     }
@@ -421,21 +423,21 @@ START_TEST(test_bad_archives)
         ck_assert(fn && stage && code && sub);
         size_t len;
         uint8_t *base = load(fn, &len);
-        zip_archive z;
+        td__zip_archive z;
         td_error err = {0};
-        int rc = zip_open(TD__RD_MEM(base, len, fn), &z, &err);
+        int rc = td__zip_open(TD__RD_MEM(base, len, fn), &z, &err);
         if (strcmp(stage, "verify") == 0) {
             ck_assert_msg(rc == 0, "%s: open failed: %s", fn, err.message);
             /* inflating alone must fail too, except for a bad CRC, which only the CRC shows */
             for (size_t i = 0; i < z.n; i++) {
-                const zip_member *m = &z.members[i];
+                const td__zip_member *m = &z.members[i];
                 if (m->method != ZIP_METHOD_DEFLATE)
                     continue;
                 uint8_t *buf = malloc(m->usize ? m->usize : 1);
                 uint32_t crc;
                 td_error e2 = {0};
-                int r2 =
-                    zip_inflate(base + m->data_offset, m->csize, 0, buf, m->usize, &crc, fn, &e2);
+                int r2 = td__zip_inflate(base + m->data_offset, m->csize, 0, buf, m->usize, &crc,
+                                         fn, &e2);
                 if (strcmp(code, "TD_ECHECKSUM") == 0)
                     ck_assert(r2 == 0 && crc != m->crc32);
                 else
@@ -443,18 +445,18 @@ START_TEST(test_bad_archives)
                 /* the whole-buffer path fails the same way, with the same message */
                 td_error e3 = {0};
                 uint32_t crc3;
-                int r3 = zip_inflate_whole(base + m->data_offset, m->csize, buf, m->usize, &crc3,
-                                           fn, &e3);
+                int r3 = td__zip_inflate_whole(base + m->data_offset, m->csize, buf, m->usize,
+                                               &crc3, fn, &e3);
                 ck_assert_int_eq(r3, r2);
                 ck_assert_str_eq(e3.message, e2.message);
                 if (r2 == 0)
                     ck_assert_uint_eq(crc3, crc);
                 free(buf);
             }
-            zip_close(&z);
-            rc = zip_verify(base, len, fn, &err);
+            td__zip_close(&z);
+            rc = td__zip_verify(base, len, fn, &err);
         } else if (rc == 0) {
-            zip_close(&z);
+            td__zip_close(&z);
         }
         ck_assert_msg(rc != 0, "%s: accepted", fn);
         ck_assert_msg(strcmp(td_err_name(rc), code) == 0, "%s: %s (%s), expected %s", fn,
@@ -477,14 +479,14 @@ static const char *small_files[] = {"py_stored_s.zip",   "py_deflated_s.zip",   
                                     "craft_local64.zip", "craft_desc_nosig.zip", "py_empty.zip"};
 
 /* Opens p[0..n) from an exact-size heap copy, so that ASan sees any read past the end. */
-static int open_exact(const uint8_t *p, size_t n, zip_archive *z, td_error *err)
+static int open_exact(const uint8_t *p, size_t n, td__zip_archive *z, td_error *err)
 {
     uint8_t *c = malloc(n ? n : 1);
     memcpy(c, p, n);
-    int rc = zip_open(TD__RD_MEM(c, n, "cut.zip"), z, err);
+    int rc = td__zip_open(TD__RD_MEM(c, n, "cut.zip"), z, err);
     if (rc == 0) {
         check_members_content(c, n, z);
-        zip_close(z);
+        td__zip_close(z);
     }
     free(c);
     return rc;
@@ -495,7 +497,7 @@ START_TEST(test_truncation_everywhere)
     for (size_t k = 0; k < sizeof small_files / sizeof small_files[0]; k++) {
         size_t len;
         uint8_t *base = load(small_files[k], &len);
-        zip_archive z;
+        td__zip_archive z;
         td_error err = {0};
         /* Every prefix (sampled inside the one long member's data): the end record is gone
          * or cut. */
@@ -532,17 +534,17 @@ START_TEST(test_corruption_everywhere)
         size_t len;
         uint8_t *base = load(small_files[k], &len);
         /* Headers, descriptors and the directory are corrupted at every byte; member data
-         * (which zip_open never reads) only near its ends. */
-        zip_archive z;
+         * (which td__zip_open never reads) only near its ends. */
+        td__zip_archive z;
         td_error err = {0};
-        TU_OK(zip_open(TD__RD_MEM(base, len, small_files[k]), &z, &err), &err);
+        TU_OK(td__zip_open(TD__RD_MEM(base, len, small_files[k]), &z, &err), &err);
         uint8_t *in_data = calloc(len, 1);
         for (size_t i = 0; i < z.n; i++)
             for (uint64_t b = z.members[i].data_offset;
                  b < z.members[i].data_offset + z.members[i].csize; b++)
                 in_data[b] = b - z.members[i].data_offset >= 16 &&
                              z.members[i].data_offset + z.members[i].csize - b > 16;
-        zip_close(&z);
+        td__zip_close(&z);
         for (size_t pos = 0; pos < len; pos++) {
             if (in_data[pos])
                 continue;
@@ -550,7 +552,7 @@ START_TEST(test_corruption_everywhere)
                 uint8_t *c = malloc(len);
                 memcpy(c, base, len);
                 c[pos] ^= flips[f];
-                int rc = zip_open(TD__RD_MEM(c, len, "mut.zip"), &z, &err);
+                int rc = td__zip_open(TD__RD_MEM(c, len, "mut.zip"), &z, &err);
                 if (rc == 0) {
                     opened++;
                     for (size_t i = 0; i < z.n; i++) {
@@ -558,8 +560,8 @@ START_TEST(test_corruption_everywhere)
                         ck_assert(z.members[i].csize <= len - z.members[i].data_offset);
                         ck_assert(z.members[i].end_offset <= z.cd_offset);
                     }
-                    zip_close(&z);
-                    zip_verify(c, len, "mut.zip", &err); /* may pass or fail; must not crash */
+                    td__zip_close(&z);
+                    td__zip_verify(c, len, "mut.zip", &err); /* may pass or fail; must not crash */
                 } else {
                     refused++;
                     ck_assert(err.message[0] != '\0');
@@ -585,37 +587,37 @@ typedef struct wmember {
     uint64_t align_at; /* stored: data byte that must be 64-aligned */
 } wmember;
 
-/* Writes members with zip_writer into a memory writer, piece by piece (uneven pieces). */
+/* Writes members with td__zip_writer into a memory writer, piece by piece (uneven pieces). */
 static uint8_t *write_zip(const wmember *ms, size_t n, int force64, size_t *len)
 {
     td__writer w;
     td_error err = {0};
     TU_OK(td__writer_init(&w, -1, "mem.zip", &err), &err);
-    zip_writer zw;
-    zip_writer_init(&zw, &w, "mem.zip");
+    td__zip_writer zw;
+    td__zip_writer_init(&zw, &w, "mem.zip");
     zw.force_zip64 = force64;
     for (size_t i = 0; i < n; i++) {
         uint8_t *d = content(ms[i].idx, ms[i].size);
-        TU_OK(zip_writer_begin(&zw, ms[i].name, ms[i].method, -1, ms[i].size, 64, ms[i].align_at,
-                               &err),
+        TU_OK(td__zip_writer_begin(&zw, ms[i].name, ms[i].method, -1, ms[i].size, 64,
+                                   ms[i].align_at, &err),
               &err);
         size_t off = 0, piece = 1;
         while (off < ms[i].size) {
             size_t k = ms[i].size - off < piece ? ms[i].size - off : piece;
-            /* the last piece through zip_writer_data_last: with libdeflate, a deflated member
+            /* the last piece through td__zip_writer_data_last: with libdeflate, a deflated member
              * is then zlib blocks (flushed) followed by libdeflate blocks */
             if (off + k == ms[i].size)
-                TU_OK(zip_writer_data_last(&zw, d + off, k, &err), &err);
+                TU_OK(td__zip_writer_data_last(&zw, d + off, k, &err), &err);
             else
-                TU_OK(zip_writer_data(&zw, d + off, k, &err), &err);
+                TU_OK(td__zip_writer_data(&zw, d + off, k, &err), &err);
             off += k;
             piece = piece * 3 + 1;
         }
-        TU_OK(zip_writer_end(&zw, &err), &err);
+        TU_OK(td__zip_writer_end(&zw, &err), &err);
         free(d);
     }
-    TU_OK(zip_writer_finish(&zw, &err), &err);
-    zip_writer_destroy(&zw);
+    TU_OK(td__zip_writer_finish(&zw, &err), &err);
+    td__zip_writer_destroy(&zw);
     uint8_t *p = td__writer_take(&w, len);
     td__writer_destroy(&w);
     return p;
@@ -646,12 +648,12 @@ static const char *check_py =
 /* Checks a written archive with our reader, Python's zipfile and (when installed) unzip. */
 static void check_written(const uint8_t *p, size_t len, const wmember *ms, size_t n)
 {
-    zip_archive z;
+    td__zip_archive z;
     td_error err = {0};
-    TU_OK(zip_open(TD__RD_MEM(p, len, "mem.zip"), &z, &err), &err);
+    TU_OK(td__zip_open(TD__RD_MEM(p, len, "mem.zip"), &z, &err), &err);
     ck_assert_uint_eq(z.n, n);
     for (size_t i = 0; i < n; i++) {
-        const zip_member *m = &z.members[i];
+        const td__zip_member *m = &z.members[i];
         ck_assert(m->name_len == strlen(ms[i].name) && !memcmp(m->name, ms[i].name, m->name_len));
         ck_assert_uint_eq(m->usize, ms[i].size);
         ck_assert_uint_eq(m->method, ms[i].method);
@@ -661,8 +663,8 @@ static void check_written(const uint8_t *p, size_t len, const wmember *ms, size_
                           (unsigned long long)m->data_offset, (unsigned long long)ms[i].align_at);
     }
     check_members_content(p, len, &z);
-    zip_close(&z);
-    TU_OK(zip_verify(p, len, "mem.zip", &err), &err);
+    td__zip_close(&z);
+    TU_OK(td__zip_verify(p, len, "mem.zip", &err), &err);
 
     char dir[64], path[128];
     tu_tmpdir(dir);
@@ -705,11 +707,11 @@ START_TEST(test_writer_roundtrip)
         size_t len;
         uint8_t *p = write_zip(ms, n, force, &len);
         check_written(p, len, ms, n);
-        zip_archive z;
+        td__zip_archive z;
         td_error err = {0};
-        TU_OK(zip_open(TD__RD_MEM(p, len, "mem.zip"), &z, &err), &err);
+        TU_OK(td__zip_open(TD__RD_MEM(p, len, "mem.zip"), &z, &err), &err);
         ck_assert_int_eq(z.zip64, force);
-        zip_close(&z);
+        td__zip_close(&z);
         /* Saving the same members twice gives the same bytes (fixed timestamps). */
         size_t len2;
         uint8_t *p2 = write_zip(ms, n, force, &len2);
@@ -731,13 +733,13 @@ START_TEST(test_writer_alignment_every_offset)
         };
         size_t len;
         uint8_t *p = write_zip(ms, 2, 0, &len);
-        zip_archive z;
+        td__zip_archive z;
         td_error err = {0};
-        TU_OK(zip_open(TD__RD_MEM(p, len, "mem.zip"), &z, &err), &err);
+        TU_OK(td__zip_open(TD__RD_MEM(p, len, "mem.zip"), &z, &err), &err);
         ck_assert_uint_eq((z.members[0].data_offset) % 64, 0);
         ck_assert_uint_eq((z.members[1].data_offset + 128) % 64, 0);
         check_members_content(p, len, &z);
-        zip_close(&z);
+        td__zip_close(&z);
         free(p);
     }
     /* and once through the outside readers */
@@ -762,13 +764,13 @@ START_TEST(test_writer_many_members)
     }
     size_t len;
     uint8_t *p = write_zip(ms, n, 0, &len);
-    zip_archive z;
+    td__zip_archive z;
     td_error err = {0};
-    TU_OK(zip_open(TD__RD_MEM(p, len, "mem.zip"), &z, &err), &err);
+    TU_OK(td__zip_open(TD__RD_MEM(p, len, "mem.zip"), &z, &err), &err);
     ck_assert_uint_eq(z.n, n);
     ck_assert_int_eq(z.zip64, 1);
     check_members_content(p, len, &z);
-    zip_close(&z);
+    td__zip_close(&z);
     char dir[64], path[128];
     tu_tmpdir(dir);
     snprintf(path, sizeof path, "%s/many.zip", dir);
@@ -793,21 +795,22 @@ START_TEST(test_writer_misuse)
     td__writer w;
     td_error err = {0};
     TU_OK(td__writer_init(&w, -1, "mem.zip", &err), &err);
-    zip_writer zw;
-    zip_writer_init(&zw, &w, "mem.zip");
+    td__zip_writer zw;
+    td__zip_writer_init(&zw, &w, "mem.zip");
     static const char *bad_names[] = {"", "../x.npy", "a/../../x", "/abs.npy", "a\\b.npy", ".."};
     for (size_t i = 0; i < sizeof bad_names / sizeof bad_names[0]; i++)
-        ck_assert_int_eq(zip_writer_begin(&zw, bad_names[i], 0, -1, 1, 64, 0, &err), TD_EFORMAT);
-    ck_assert_int_eq(zip_writer_begin(&zw, "ok", 12, -1, 1, 64, 0, &err), TD_EINVAL);
-    ck_assert_int_eq(zip_writer_begin(&zw, "ok", 0, -1, 1, 48, 0, &err), TD_EINVAL);
-    ck_assert_int_eq(zip_writer_data(&zw, "x", 1, &err), TD_EINVAL);
-    TU_OK(zip_writer_begin(&zw, "ok", 8, -1, 3, 64, 0, &err), &err);
-    ck_assert_int_eq(zip_writer_begin(&zw, "again", 8, -1, 3, 64, 0, &err), TD_EINVAL);
-    ck_assert_int_eq(zip_writer_data(&zw, "abcd", 4, &err), TD_EINVAL); /* more than declared */
-    TU_OK(zip_writer_data(&zw, "ab", 2, &err), &err);
-    ck_assert_int_eq(zip_writer_end(&zw, &err), TD_EINVAL); /* fewer than declared */
-    ck_assert_int_eq(zip_writer_finish(&zw, &err), TD_EINVAL);
-    zip_writer_destroy(&zw); /* mid-member, with zlib state: must not leak (ASan) */
+        ck_assert_int_eq(td__zip_writer_begin(&zw, bad_names[i], 0, -1, 1, 64, 0, &err),
+                         TD_EFORMAT);
+    ck_assert_int_eq(td__zip_writer_begin(&zw, "ok", 12, -1, 1, 64, 0, &err), TD_EINVAL);
+    ck_assert_int_eq(td__zip_writer_begin(&zw, "ok", 0, -1, 1, 48, 0, &err), TD_EINVAL);
+    ck_assert_int_eq(td__zip_writer_data(&zw, "x", 1, &err), TD_EINVAL);
+    TU_OK(td__zip_writer_begin(&zw, "ok", 8, -1, 3, 64, 0, &err), &err);
+    ck_assert_int_eq(td__zip_writer_begin(&zw, "again", 8, -1, 3, 64, 0, &err), TD_EINVAL);
+    ck_assert_int_eq(td__zip_writer_data(&zw, "abcd", 4, &err), TD_EINVAL); /* more than declared */
+    TU_OK(td__zip_writer_data(&zw, "ab", 2, &err), &err);
+    ck_assert_int_eq(td__zip_writer_end(&zw, &err), TD_EINVAL); /* fewer than declared */
+    ck_assert_int_eq(td__zip_writer_finish(&zw, &err), TD_EINVAL);
+    td__zip_writer_destroy(&zw); /* mid-member, with zlib state: must not leak (ASan) */
     td__writer_destroy(&w);
 }
 END_TEST
@@ -824,22 +827,22 @@ START_TEST(test_writer_fd)
     td__writer w;
     td_error err = {0};
     TU_OK(td__writer_init(&w, fd, path, &err), &err);
-    zip_writer zw;
-    zip_writer_init(&zw, &w, path);
+    td__zip_writer zw;
+    td__zip_writer_init(&zw, &w, path);
     const wmember ms[] = {{"a.npy", 1, 3000000, ZIP_METHOD_STORED, 128},
                           {"b.npy", 2, 2000000, ZIP_METHOD_DEFLATE, 0}};
     for (size_t i = 0; i < 2; i++) {
         uint8_t *d = content(ms[i].idx, ms[i].size);
-        TU_OK(zip_writer_begin(&zw, ms[i].name, ms[i].method, -1, ms[i].size, 64, ms[i].align_at,
-                               &err),
+        TU_OK(td__zip_writer_begin(&zw, ms[i].name, ms[i].method, -1, ms[i].size, 64,
+                                   ms[i].align_at, &err),
               &err);
-        TU_OK(zip_writer_data(&zw, d, ms[i].size, &err), &err);
-        TU_OK(zip_writer_end(&zw, &err), &err);
+        TU_OK(td__zip_writer_data(&zw, d, ms[i].size, &err), &err);
+        TU_OK(td__zip_writer_end(&zw, &err), &err);
         free(d);
     }
-    TU_OK(zip_writer_finish(&zw, &err), &err);
+    TU_OK(td__zip_writer_finish(&zw, &err), &err);
     TU_OK(td__writer_flush(&w), &err);
-    zip_writer_destroy(&zw);
+    td__zip_writer_destroy(&zw);
     td__writer_destroy(&w);
     close(fd);
     size_t len;
@@ -855,26 +858,26 @@ START_TEST(test_inflate_prefix)
 {
     size_t len;
     uint8_t *base = load("py_deflated.zip", &len);
-    zip_archive z;
+    td__zip_archive z;
     td_error err = {0};
-    TU_OK(zip_open(TD__RD_MEM(base, len, "py_deflated.zip"), &z, &err), &err);
-    const zip_member *m = &z.members[3]; /* 70000 bytes */
+    TU_OK(td__zip_open(TD__RD_MEM(base, len, "py_deflated.zip"), &z, &err), &err);
+    const td__zip_member *m = &z.members[3]; /* 70000 bytes */
     ck_assert_uint_eq(m->usize, 70000);
     uint8_t buf[100];
     size_t got;
-    TU_OK(zip_inflate_prefix(base + m->data_offset, m->csize, buf, 37, &got, "p", &err), &err);
+    TU_OK(td__zip_inflate_prefix(base + m->data_offset, m->csize, buf, 37, &got, "p", &err), &err);
     ck_assert_uint_eq(got, 37);
     for (size_t j = 0; j < 37; j++)
         ck_assert_uint_eq(buf[j], content_byte(3, j));
     /* a stream shorter than the cap ends early */
     m = &z.members[1]; /* 1 byte */
-    TU_OK(zip_inflate_prefix(base + m->data_offset, m->csize, buf, 100, &got, "p", &err), &err);
+    TU_OK(td__zip_inflate_prefix(base + m->data_offset, m->csize, buf, 100, &got, "p", &err), &err);
     ck_assert_uint_eq(got, 1);
     /* a cut stream is refused */
     m = &z.members[3];
-    ck_assert_int_eq(zip_inflate_prefix(base + m->data_offset, 3, buf, 100, &got, "p", &err),
+    ck_assert_int_eq(td__zip_inflate_prefix(base + m->data_offset, 3, buf, 100, &got, "p", &err),
                      TD_ETRUNC);
-    zip_close(&z);
+    td__zip_close(&z);
     free(base);
 }
 END_TEST
@@ -895,37 +898,37 @@ START_TEST(test_writer_huge)
     td__writer w;
     td_error err = {0};
     TU_OK(td__writer_init(&w, fd, path, &err), &err);
-    zip_writer zw;
-    zip_writer_init(&zw, &w, path);
+    td__zip_writer zw;
+    td__zip_writer_init(&zw, &w, path);
     uint64_t big = (4ull << 30) + 4096;
     size_t chunk = 64u << 20;
     uint8_t *d = content(9, chunk);
-    TU_OK(zip_writer_begin(&zw, "big.bin", ZIP_METHOD_STORED, -1, big, 64, 0, &err), &err);
+    TU_OK(td__zip_writer_begin(&zw, "big.bin", ZIP_METHOD_STORED, -1, big, 64, 0, &err), &err);
     for (uint64_t off = 0; off < big; off += chunk) {
         size_t k = big - off < chunk ? (size_t)(big - off) : chunk;
-        TU_OK(zip_writer_data(&zw, d, k, &err), &err);
+        TU_OK(td__zip_writer_data(&zw, d, k, &err), &err);
     }
-    TU_OK(zip_writer_end(&zw, &err), &err);
+    TU_OK(td__zip_writer_end(&zw, &err), &err);
     uint8_t *small = content(3, 1000);
-    TU_OK(zip_writer_begin(&zw, "after.bin", ZIP_METHOD_DEFLATE, -1, 1000, 64, 0, &err), &err);
-    TU_OK(zip_writer_data(&zw, small, 1000, &err), &err);
-    TU_OK(zip_writer_end(&zw, &err), &err);
-    TU_OK(zip_writer_finish(&zw, &err), &err);
+    TU_OK(td__zip_writer_begin(&zw, "after.bin", ZIP_METHOD_DEFLATE, -1, 1000, 64, 0, &err), &err);
+    TU_OK(td__zip_writer_data(&zw, small, 1000, &err), &err);
+    TU_OK(td__zip_writer_end(&zw, &err), &err);
+    TU_OK(td__zip_writer_finish(&zw, &err), &err);
     TU_OK(td__writer_flush(&w), &err);
-    zip_writer_destroy(&zw);
+    td__zip_writer_destroy(&zw);
     td__writer_destroy(&w);
     struct stat st;
     ck_assert_int_eq(fstat(fd, &st), 0);
     uint8_t *base = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
     ck_assert(base != MAP_FAILED);
-    zip_archive z;
-    TU_OK(zip_open(TD__RD_MEM(base, (size_t)st.st_size, path), &z, &err), &err);
+    td__zip_archive z;
+    TU_OK(td__zip_open(TD__RD_MEM(base, (size_t)st.st_size, path), &z, &err), &err);
     ck_assert_uint_eq(z.n, 2);
     ck_assert_uint_eq(z.members[0].usize, big);
     ck_assert_uint_gt(z.members[1].local_offset, 0xffffffffull);
     ck_assert_int_eq(z.zip64, 1);
-    zip_close(&z);
-    TU_OK(zip_verify(base, (size_t)st.st_size, path, &err), &err);
+    td__zip_close(&z);
+    TU_OK(td__zip_verify(base, (size_t)st.st_size, path, &err), &err);
     munmap(base, (size_t)st.st_size);
     close(fd);
     const char *args[] = {path, NULL};
@@ -974,7 +977,7 @@ static Suite *zip_suite(void)
 
 int main(void)
 {
-    printf("deflate engine: %s\n", zip_deflate_engine());
+    printf("deflate engine: %s\n", td__zip_deflate_engine());
     SRunner *sr = srunner_create(zip_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

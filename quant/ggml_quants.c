@@ -57,7 +57,7 @@ static inline float gq_h2f(uint16_t h)
     return gq_bits_f32(bits | sign);
 }
 
-float gq_f16_to_f32(uint16_t h)
+float td__gq_f16_to_f32(uint16_t h)
 {
     return gq_h2f(h);
 }
@@ -85,7 +85,7 @@ static inline uint16_t gq_f2h(float f)
     return (uint16_t)(r | sign);
 }
 
-uint16_t gq_f32_to_f16(float f)
+uint16_t td__gq_f32_to_f16(float f)
 {
     return gq_f2h(f);
 }
@@ -100,7 +100,7 @@ static inline uint16_t gq_f2bf(float f)
     return (uint16_t)((nan & is_nan) | (r & ~is_nan));
 }
 
-uint16_t gq_f32_to_bf16(float f)
+uint16_t td__gq_f32_to_bf16(float f)
 {
     return gq_f2bf(f);
 }
@@ -457,7 +457,7 @@ static void gq_mxfp4_c(const uint8_t *restrict x, float *restrict y, uint64_t nb
  * Kernel selection
  */
 
-static gq_kernel gq_portable_kernel(td_dtype type)
+static td__gq_kernel gq_portable_kernel(td_dtype type)
 {
     switch (type) {
     case TD_Q4_0:
@@ -497,12 +497,12 @@ static gq_kernel gq_portable_kernel(td_dtype type)
     }
 }
 
-int gq_supported(td_dtype type)
+int td__gq_supported(td_dtype type)
 {
     return gq_portable_kernel(type) != NULL;
 }
 
-const char *gq_supported_names(void)
+const char *td__gq_supported_names(void)
 {
     return "q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k, q4_k, q5_k, q6_k, q8_k, iq4_nl, iq4_xs, "
            "tq1_0, tq2_0, mxfp4";
@@ -514,27 +514,27 @@ static int gq_cpu_avx2;
 
 static void gq_cpu_probe(void)
 {
-    gq_cpu_avx2 = gq_avx2_probe();
+    gq_cpu_avx2 = td__gq_avx2_probe();
 }
 
-int gq_have_avx2(void)
+int td__gq_have_avx2(void)
 {
     pthread_once(&gq_cpu_once, gq_cpu_probe);
     return gq_cpu_avx2;
 }
 
 /* Resolves AUTO and checks that AVX2 is there when asked for. */
-static int gq_resolve_isa(gq_isa isa, gq_isa *out, td_error *err)
+static int gq_resolve_isa(td__gq_isa isa, td__gq_isa *out, td_error *err)
 {
     switch (isa) {
     case GQ_ISA_AUTO:
-        *out = gq_have_avx2() ? GQ_ISA_AVX2 : GQ_ISA_PORTABLE;
+        *out = td__gq_have_avx2() ? GQ_ISA_AVX2 : GQ_ISA_PORTABLE;
         return 0;
     case GQ_ISA_PORTABLE:
         *out = isa;
         return 0;
     case GQ_ISA_AVX2:
-        if (!gq_have_avx2())
+        if (!td__gq_have_avx2())
             return td__err(err, TD_ENOTSUP,
                            "dequantize: the AVX2 kernels need a CPU with AVX2, "
                            "FMA and F16C");
@@ -546,9 +546,9 @@ static int gq_resolve_isa(gq_isa isa, gq_isa *out, td_error *err)
 }
 
 /* The kernel for type under a resolved isa: AVX2 where there is one, else portable. */
-static gq_kernel gq_pick(td_dtype type, gq_isa isa)
+static td__gq_kernel gq_pick(td_dtype type, td__gq_isa isa)
 {
-    gq_kernel k = isa == GQ_ISA_AVX2 ? gq_avx2_kernel(type) : NULL;
+    td__gq_kernel k = isa == GQ_ISA_AVX2 ? td__gq_avx2_kernel(type) : NULL;
     return k ? k : gq_portable_kernel(type);
 }
 
@@ -562,17 +562,17 @@ static int gq_unsupported(td_dtype type, const char *label, td_error *err)
                        name ? name : "(invalid)", name ? "'" : "");
     return td__err(err, TD_EDTYPE,
                    "%s%sdequantizing block type '%s' is not supported (supported: %s)",
-                   label ? label : "", label ? ": " : "", name, gq_supported_names());
+                   label ? label : "", label ? ": " : "", name, td__gq_supported_names());
 }
 
-int gq_dequantize_blocks(td_dtype type, const void *blocks, uint64_t nblocks, float *out,
-                         gq_isa isa, td_error *err)
+int td__gq_dequantize_blocks(td_dtype type, const void *blocks, uint64_t nblocks, float *out,
+                             td__gq_isa isa, td_error *err)
 {
-    gq_isa r = GQ_ISA_PORTABLE;
+    td__gq_isa r = GQ_ISA_PORTABLE;
     int rc = gq_resolve_isa(isa, &r, err);
     if (rc)
         return rc;
-    gq_kernel k = gq_pick(type, r);
+    td__gq_kernel k = gq_pick(type, r);
     if (!k)
         return gq_unsupported(type, NULL, err);
     if (nblocks && (!blocks || !out))
@@ -583,19 +583,19 @@ int gq_dequantize_blocks(td_dtype type, const void *blocks, uint64_t nblocks, fl
     return 0;
 }
 
-void gq_f32_to_f16_row(const float *in, uint16_t *out, size_t n, gq_isa isa)
+void td__gq_f32_to_f16_row(const float *in, uint16_t *out, size_t n, td__gq_isa isa)
 {
-    if (isa != GQ_ISA_PORTABLE && gq_have_avx2()) {
-        gq_avx2_f32_to_f16(in, out, n);
+    if (isa != GQ_ISA_PORTABLE && td__gq_have_avx2()) {
+        td__gq_avx2_f32_to_f16(in, out, n);
         return;
     }
     gq_f2h_row_c(in, out, n);
 }
 
-void gq_f32_to_bf16_row(const float *in, uint16_t *out, size_t n, gq_isa isa)
+void td__gq_f32_to_bf16_row(const float *in, uint16_t *out, size_t n, td__gq_isa isa)
 {
-    if (isa != GQ_ISA_PORTABLE && gq_have_avx2()) {
-        gq_avx2_f32_to_bf16(in, out, n);
+    if (isa != GQ_ISA_PORTABLE && td__gq_have_avx2()) {
+        td__gq_avx2_f32_to_bf16(in, out, n);
         return;
     }
     gq_f2bf_row_c(in, out, n);
@@ -610,8 +610,8 @@ void gq_f32_to_bf16_row(const float *in, uint16_t *out, size_t n, gq_isa isa)
 #define GQ_TILE_ELEMS 4096u
 
 typedef struct gq_share {
-    gq_kernel kernel;
-    gq_isa isa;
+    td__gq_kernel kernel;
+    td__gq_isa isa;
     td_dtype out_type;
     const uint8_t *src; /* first block of this share */
     void *dst;          /* first output element of this share */
@@ -635,9 +635,9 @@ static void gq_run_share(const gq_share *s)
         size_t ne = (size_t)nb * s->block_elems;
         s->kernel(src, tile, nb);
         if (s->out_type == TD_FLOAT16)
-            gq_f32_to_f16_row(tile, dst, ne, s->isa);
+            td__gq_f32_to_f16_row(tile, dst, ne, s->isa);
         else
-            gq_f32_to_bf16_row(tile, dst, ne, s->isa);
+            td__gq_f32_to_bf16_row(tile, dst, ne, s->isa);
         src += nb * s->block_bytes;
         dst += ne;
         done += nb;
@@ -700,10 +700,10 @@ static unsigned gq_auto_threads(uint64_t nelems)
     return (unsigned)n;
 }
 
-int gq_output_nbytes(td_dtype type, uint64_t nelems, td_dtype out_type, uint64_t *nbytes,
-                     const char *label, td_error *err)
+int td__gq_output_nbytes(td_dtype type, uint64_t nelems, td_dtype out_type, uint64_t *nbytes,
+                         const char *label, td_error *err)
 {
-    if (!gq_supported(type))
+    if (!td__gq_supported(type))
         return gq_unsupported(type, label, err);
     if (out_type != TD_FLOAT32 && out_type != TD_FLOAT16 && out_type != TD_BFLOAT16) {
         const char *n = td_dtype_name(out_type);
@@ -725,25 +725,25 @@ int gq_output_nbytes(td_dtype type, uint64_t nelems, td_dtype out_type, uint64_t
     return 0;
 }
 
-int gq_dequantize(td_dtype type, const void *src, uint64_t src_bytes, uint64_t nelems,
-                  uint64_t row_elems, td_dtype out_type, void *dst, uint64_t dst_bytes,
-                  const gq_options *opt, const char *label, td_error *err)
+int td__gq_dequantize(td_dtype type, const void *src, uint64_t src_bytes, uint64_t nelems,
+                      uint64_t row_elems, td_dtype out_type, void *dst, uint64_t dst_bytes,
+                      const td__gq_options *opt, const char *label, td_error *err)
 {
-    static const gq_options defaults = {0, GQ_ISA_AUTO};
+    static const td__gq_options defaults = {0, GQ_ISA_AUTO};
     const char *lb = label ? label : "dequantize", *sep = ": ";
     if (!opt)
         opt = &defaults;
     uint64_t out_bytes;
-    int rc = gq_output_nbytes(type, nelems, out_type, &out_bytes, label, err);
+    int rc = td__gq_output_nbytes(type, nelems, out_type, &out_bytes, label, err);
     if (rc)
         return rc;
-    gq_isa isa = GQ_ISA_PORTABLE;
+    td__gq_isa isa = GQ_ISA_PORTABLE;
     rc = gq_resolve_isa(opt->isa, &isa, err);
     if (rc)
         return rc;
     const td__dtype_desc *info = td__dtype_info(type);
     const uint64_t nblocks = nelems / info->block_elems;
-    /* No overflow: gq_output_nbytes checked nelems * 2 (at least), and no block type stores
+    /* No overflow: td__gq_output_nbytes checked nelems * 2 (at least), and no block type stores
      * more than 36 bytes per 32 elements. */
     const uint64_t in_bytes = nblocks * info->block_bytes;
     if (src_bytes < in_bytes)
@@ -813,7 +813,7 @@ int gq_dequantize(td_dtype type, const void *src, uint64_t src_bytes, uint64_t n
  * MLX's packed form
  */
 
-int gq_mlx_bits(td_dtype type)
+int td__gq_mlx_bits(td_dtype type)
 {
     switch (type) {
     case TD_Q4_0:
@@ -834,10 +834,10 @@ static int gq_no_mlx(td_dtype type, const char *label, td_error *err)
                    label ? label : "", label ? ": " : "", n ? n : "(invalid)");
 }
 
-int gq_mlx_shapes(td_dtype type, int ndim, const int64_t *shape, int64_t *wshape, int64_t *sshape,
-                  const char *label, td_error *err)
+int td__gq_mlx_shapes(td_dtype type, int ndim, const int64_t *shape, int64_t *wshape,
+                      int64_t *sshape, const char *label, td_error *err)
 {
-    int bits = gq_mlx_bits(type);
+    int bits = td__gq_mlx_bits(type);
     if (!bits)
         return gq_no_mlx(type, label, err);
     if (ndim < 1 || ndim > TD_MAX_DIMS || !shape)
@@ -872,11 +872,11 @@ static void gq_mlx_q4(const uint8_t *restrict qs, uint32_t *restrict w)
     }
 }
 
-int gq_mlx_pack(td_dtype type, const void *src, uint64_t src_bytes, uint64_t nblocks,
-                uint32_t *weights, uint16_t *scales, uint16_t *biases, const char *label,
-                td_error *err)
+int td__gq_mlx_pack(td_dtype type, const void *src, uint64_t src_bytes, uint64_t nblocks,
+                    uint32_t *weights, uint16_t *scales, uint16_t *biases, const char *label,
+                    td_error *err)
 {
-    int bits = gq_mlx_bits(type);
+    int bits = td__gq_mlx_bits(type);
     if (!bits)
         return gq_no_mlx(type, label, err);
     size_t bb;

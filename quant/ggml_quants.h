@@ -53,7 +53,7 @@
  * CPU-feature probe done once per process under pthread_once and cached in a static; it is the only
  * static state of the module and is never written after that.
  *
- * Threads: gq_dequantize splits large inputs over up to GQ_MAX_THREADS pthreads (the caller's
+ * Threads: td__gq_dequantize splits large inputs over up to GQ_MAX_THREADS pthreads (the caller's
  * thread works too), in chunks of whole rows (whole blocks when a row is longer than a chunk)
  * that each thread takes from a shared counter, so that a thread that starts late leaves its
  * share to the others (one preempted in the middle of a chunk is still waited for). Every
@@ -75,34 +75,34 @@
 #define GQ_CHUNK_ELEMS (1u << 16)
 
 /* Which kernels to run. AUTO picks AVX2 when the CPU has AVX2, FMA and F16C. */
-typedef enum gq_isa {
+typedef enum td__gq_isa {
     GQ_ISA_AUTO = 0,
     GQ_ISA_PORTABLE, /* plain C, the reference in the tests */
     GQ_ISA_AVX2      /* TD_ENOTSUP when the CPU lacks it */
-} gq_isa;
+} td__gq_isa;
 
-/* Options for gq_dequantize; NULL means all zero. */
-typedef struct gq_options {
+/* Options for td__gq_dequantize; NULL means all zero. */
+typedef struct td__gq_options {
     unsigned nthreads; /* 0: automatic (online CPUs, at most GQ_MAX_THREADS); 1: caller only */
-    gq_isa isa;        /* GQ_ISA_AUTO */
-} gq_options;
+    td__gq_isa isa;    /* GQ_ISA_AUTO */
+} td__gq_options;
 
 /* 1 when gq can dequantize type (a GGML block type listed above), else 0. */
-int gq_supported(td_dtype type);
+int td__gq_supported(td_dtype type);
 
 /* The supported type names, comma-separated, for messages. Static; never NULL. */
-const char *gq_supported_names(void);
+const char *td__gq_supported_names(void);
 
 /* 1 when this CPU (and OS) can run the AVX2 kernels. Thread-safe (pthread_once). */
-int gq_have_avx2(void);
+int td__gq_have_avx2(void);
 
 /* Decodes nblocks whole blocks of type at blocks (nblocks * block_bytes readable bytes, any
  * alignment) into out[0 .. nblocks * block_elems) as float32, in the calling thread, with the
  * kernels isa names. blocks and out must not overlap.
  * Returns 0; TD_EDTYPE when type is not supported (the message names it); TD_ENOTSUP when
  * isa is GQ_ISA_AVX2 and the CPU lacks it; TD_EINVAL for NULL pointers with nblocks > 0. */
-int gq_dequantize_blocks(td_dtype type, const void *blocks, uint64_t nblocks, float *out,
-                         gq_isa isa, td_error *err);
+int td__gq_dequantize_blocks(td_dtype type, const void *blocks, uint64_t nblocks, float *out,
+                             td__gq_isa isa, td_error *err);
 
 /* The decoder the loader and the daemon use: decodes nelems elements of type from src
  * (src_bytes readable) into the caller's buffer dst (dst_bytes writable) as out_type
@@ -116,34 +116,34 @@ int gq_dequantize_blocks(td_dtype type, const void *blocks, uint64_t nblocks, fl
  * Returns 0 or TD_EDTYPE (type or out_type not supported), TD_EINVAL (sizes), TD_ENOTSUP
  * (AVX2 asked for but missing). Thread-creation failures are not errors: the caller's thread
  * then does the remaining work itself. On failure dst may be partly written. */
-int gq_dequantize(td_dtype type, const void *src, uint64_t src_bytes, uint64_t nelems,
-                  uint64_t row_elems, td_dtype out_type, void *dst, uint64_t dst_bytes,
-                  const gq_options *opt, const char *label, td_error *err);
+int td__gq_dequantize(td_dtype type, const void *src, uint64_t src_bytes, uint64_t nelems,
+                      uint64_t row_elems, td_dtype out_type, void *dst, uint64_t dst_bytes,
+                      const td__gq_options *opt, const char *label, td_error *err);
 
 /* Output bytes of nelems elements of type dequantized to out_type, with checked arithmetic.
  * Returns 0, TD_EDTYPE or TD_ERANGE (overflow, or nelems not a multiple of the block). */
-int gq_output_nbytes(td_dtype type, uint64_t nelems, td_dtype out_type, uint64_t *nbytes,
-                     const char *label, td_error *err);
+int td__gq_output_nbytes(td_dtype type, uint64_t nelems, td_dtype out_type, uint64_t *nbytes,
+                         const char *label, td_error *err);
 
 /* Round-to-nearest-even conversions from float32, bit-exact between the portable and the F16C
  * paths (NaN: quiet, sign and top payload bits kept). The row versions convert n values. */
-uint16_t gq_f32_to_f16(float f);
-uint16_t gq_f32_to_bf16(float f);
-float gq_f16_to_f32(uint16_t h);
-void gq_f32_to_f16_row(const float *in, uint16_t *out, size_t n, gq_isa isa);
-void gq_f32_to_bf16_row(const float *in, uint16_t *out, size_t n, gq_isa isa);
+uint16_t td__gq_f32_to_f16(float f);
+uint16_t td__gq_f32_to_bf16(float f);
+float td__gq_f16_to_f32(uint16_t h);
+void td__gq_f32_to_f16_row(const float *in, uint16_t *out, size_t n, td__gq_isa isa);
+void td__gq_f32_to_bf16_row(const float *in, uint16_t *out, size_t n, td__gq_isa isa);
 
 /* ---- MLX packed form ---- */
 
 /* Bits per packed weight for type: 4 (q4_0, q4_1), 8 (q8_0), 0 when MLX has no packed form. */
-int gq_mlx_bits(td_dtype type);
+int td__gq_mlx_bits(td_dtype type);
 
 /* Shapes of the three MLX arrays for an array of type with shape[0..ndim) (in elements, ndim
  * >= 1, innermost a multiple of 32): wshape = shape with the innermost size times bits/32,
  * sshape (scales and biases) = shape with the innermost size / 32. Returns 0, TD_EDTYPE (no
  * packed form), TD_EINVAL (ndim 0, or an innermost size that is not a multiple of 32). */
-int gq_mlx_shapes(td_dtype type, int ndim, const int64_t *shape, int64_t *wshape, int64_t *sshape,
-                  const char *label, td_error *err);
+int td__gq_mlx_shapes(td_dtype type, int ndim, const int64_t *shape, int64_t *wshape,
+                      int64_t *sshape, const char *label, td_error *err);
 
 /* Packs nblocks blocks of type at src (src_bytes readable) into weights (nblocks * bits
  * uint32 words: 4 per q4 block, 8 per q8_0 block), scales and biases (nblocks float16 bit
@@ -151,23 +151,23 @@ int gq_mlx_shapes(td_dtype type, int ndim, const int64_t *shape, int64_t *wshape
  * produced (so a caller that wants one array at a time needs no scratch for the others).
  * Returns 0, TD_EDTYPE (no packed form), TD_EINVAL (src_bytes too small, src NULL).
  * Single-threaded; the work is a few bytes per element. */
-int gq_mlx_pack(td_dtype type, const void *src, uint64_t src_bytes, uint64_t nblocks,
-                uint32_t *weights, uint16_t *scales, uint16_t *biases, const char *label,
-                td_error *err);
+int td__gq_mlx_pack(td_dtype type, const void *src, uint64_t src_bytes, uint64_t nblocks,
+                    uint32_t *weights, uint16_t *scales, uint16_t *biases, const char *label,
+                    td_error *err);
 
 /* ---- internal: the kernel interface shared with ggml_quants_avx2.c ---- */
 
 /* Decodes nblocks whole blocks at x into y (nblocks * block_elems floats). */
-typedef void (*gq_kernel)(const uint8_t *x, float *y, uint64_t nblocks);
+typedef void (*td__gq_kernel)(const uint8_t *x, float *y, uint64_t nblocks);
 
 /* 1 when the CPU and OS support AVX2, FMA and F16C (0 on other architectures). Called once,
- * through gq_have_avx2. */
-int gq_avx2_probe(void);
+ * through td__gq_have_avx2. */
+int td__gq_avx2_probe(void);
 /* The AVX2 kernel for type, or NULL when there is none (the portable one is used then). Only
- * call it after gq_have_avx2() returned 1. */
-gq_kernel gq_avx2_kernel(td_dtype type);
-/* F16C / AVX2 row conversions, bit-identical to gq_f32_to_f16 and gq_f32_to_bf16. */
-void gq_avx2_f32_to_f16(const float *in, uint16_t *out, size_t n);
-void gq_avx2_f32_to_bf16(const float *in, uint16_t *out, size_t n);
+ * call it after td__gq_have_avx2() returned 1. */
+td__gq_kernel td__gq_avx2_kernel(td_dtype type);
+/* F16C / AVX2 row conversions, bit-identical to td__gq_f32_to_f16 and td__gq_f32_to_bf16. */
+void td__gq_avx2_f32_to_f16(const float *in, uint16_t *out, size_t n);
+void td__gq_avx2_f32_to_bf16(const float *in, uint16_t *out, size_t n);
 
 #endif

@@ -7,6 +7,7 @@
 #include "dtype.h"
 #include "ggml_quants.h"
 #include "table.h"
+#include "dequant.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,14 +79,14 @@ int td__table_dequant(td__table *t, int target, const char *fname, td_error *err
                          label);
             break;
         }
-        if (!gq_supported(e->dtype)) {
+        if (!td__gq_supported(e->dtype)) {
             rc = td__err(err, TD_EDTYPE, "%s: cannot dequantize %s (supported: %s)", label,
-                         td_dtype_name(e->dtype), gq_supported_names());
+                         td_dtype_name(e->dtype), td__gq_supported_names());
             break;
         }
-        if (target == TD_DEQUANT_MLX && gq_mlx_bits(e->dtype)) {
+        if (target == TD_DEQUANT_MLX && td__gq_mlx_bits(e->dtype)) {
             int64_t ws[TD_MAX_DIMS], ss[TD_MAX_DIMS];
-            rc = gq_mlx_shapes(e->dtype, (int)e->ndim, e->shape, ws, ss, label, err);
+            rc = td__gq_mlx_shapes(e->dtype, (int)e->ndim, e->shape, ws, ss, label, err);
             if (!rc)
                 rc = dq_add(&out, e, NULL, TD__LAYOUT_MLX_W, TD_UINT32, e->ndim, ws, fname, err);
             if (!rc)
@@ -121,13 +122,13 @@ int td__decode_dequant(const td__entry *e, const uint8_t *file, size_t file_len,
         return td__err(err, TD_ETRUNC, "%s: data past the end of the file", label);
     const uint8_t *src = file + e->src.offset;
     if (e->layout & TD__LAYOUT_DEQUANT)
-        return gq_dequantize(e->src.block, src, e->src.nbytes, e->src.elems, e->src.row_elems,
-                             e->dtype, dst, e->nbytes, NULL, label, err);
+        return td__gq_dequantize(e->src.block, src, e->src.nbytes, e->src.elems, e->src.row_elems,
+                                 e->dtype, dst, e->nbytes, NULL, label, err);
     size_t be, bb;
     td_dtype_block(e->src.block, &be, &bb);
     uint64_t nblocks = e->src.elems / be;
-    return gq_mlx_pack(e->src.block, src, e->src.nbytes, nblocks,
-                       e->layout & TD__LAYOUT_MLX_W ? dst : NULL,
-                       e->layout & TD__LAYOUT_MLX_S ? dst : NULL,
-                       e->layout & TD__LAYOUT_MLX_B ? dst : NULL, label, err);
+    return td__gq_mlx_pack(e->src.block, src, e->src.nbytes, nblocks,
+                           e->layout & TD__LAYOUT_MLX_W ? dst : NULL,
+                           e->layout & TD__LAYOUT_MLX_S ? dst : NULL,
+                           e->layout & TD__LAYOUT_MLX_B ? dst : NULL, label, err);
 }

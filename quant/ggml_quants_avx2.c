@@ -3,7 +3,7 @@
  *
  * Each function carries __attribute__((target("avx2,fma,f16c"))), so the file needs no special
  * compiler flags and the rest of the library stays baseline x86-64. ggml_quants.c calls these
- * only after gq_have_avx2() said the CPU has the features.
+ * only after td__gq_have_avx2() said the CPU has the features.
  *
  * The arithmetic is the portable kernels' (and ggml's), lane by lane: integer values are formed
  * exactly, converted to float, multiplied by the same scale, and a bias added or subtracted
@@ -23,7 +23,7 @@
 /* AVX2 and FMA through the compiler's CPU model (which also checks that the OS saves the YMM
  * registers); F16C from CPUID leaf 1 (ECX bit 29) directly, as clang 14 does not know the name
  * "f16c" in __builtin_cpu_supports. */
-int gq_avx2_probe(void)
+int td__gq_avx2_probe(void)
 {
     __builtin_cpu_init();
     if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
@@ -381,7 +381,7 @@ GQ_AVX2 static void gq_tq2_0_avx2(const uint8_t *x, float *y, uint64_t nb)
     }
 }
 
-gq_kernel gq_avx2_kernel(td_dtype type)
+td__gq_kernel td__gq_avx2_kernel(td_dtype type)
 {
     switch (type) {
     case TD_Q4_0:
@@ -419,7 +419,7 @@ gq_kernel gq_avx2_kernel(td_dtype type)
     }
 }
 
-GQ_AVX2 void gq_avx2_f32_to_f16(const float *in, uint16_t *out, size_t n)
+GQ_AVX2 void td__gq_avx2_f32_to_f16(const float *in, uint16_t *out, size_t n)
 {
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
@@ -429,10 +429,10 @@ GQ_AVX2 void gq_avx2_f32_to_f16(const float *in, uint16_t *out, size_t n)
         _mm_storeu_si128((__m128i *)(out + i + 8), b);
     }
     for (; i < n; i++)
-        out[i] = gq_f32_to_f16(in[i]);
+        out[i] = td__gq_f32_to_f16(in[i]);
 }
 
-GQ_AVX2 void gq_avx2_f32_to_bf16(const float *in, uint16_t *out, size_t n)
+GQ_AVX2 void td__gq_avx2_f32_to_bf16(const float *in, uint16_t *out, size_t n)
 {
     const __m256i bias = _mm256_set1_epi32(0x7fff), one = _mm256_set1_epi32(1);
     const __m256i absm = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000);
@@ -452,32 +452,32 @@ GQ_AVX2 void gq_avx2_f32_to_bf16(const float *in, uint16_t *out, size_t n)
         _mm256_storeu_si256((__m256i *)(out + i), p);
     }
     for (; i < n; i++)
-        out[i] = gq_f32_to_bf16(in[i]);
+        out[i] = td__gq_f32_to_bf16(in[i]);
 }
 
 #else /* not x86-64: no AVX2 kernels */
 
-int gq_avx2_probe(void)
+int td__gq_avx2_probe(void)
 {
     return 0;
 }
 
-gq_kernel gq_avx2_kernel(td_dtype type)
+td__gq_kernel td__gq_avx2_kernel(td_dtype type)
 {
     (void)type;
     return NULL;
 }
 
-void gq_avx2_f32_to_f16(const float *in, uint16_t *out, size_t n)
+void td__gq_avx2_f32_to_f16(const float *in, uint16_t *out, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        out[i] = gq_f32_to_f16(in[i]);
+        out[i] = td__gq_f32_to_f16(in[i]);
 }
 
-void gq_avx2_f32_to_bf16(const float *in, uint16_t *out, size_t n)
+void td__gq_avx2_f32_to_bf16(const float *in, uint16_t *out, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        out[i] = gq_f32_to_bf16(in[i]);
+        out[i] = td__gq_f32_to_bf16(in[i]);
 }
 
 #endif

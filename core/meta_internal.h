@@ -1,5 +1,5 @@
 /*
- * meta_internal.h - internal helpers around td_meta / td_value (formats/meta.c) for the codecs
+ * meta_internal.h - internal helpers around td_meta / td_value (core/meta.c) for the codecs
  * and the wire protocol: fast construction without a temporary td_value per item, pre-sizing,
  * and comparison.
  *

@@ -92,11 +92,6 @@ int td__table_check_unique(const td__table *t, const char *file, td_error *err);
 int td__shape_nbytes(td_dtype dtype, uint32_t ndim, const int64_t *shape, uint64_t *nbytes,
                      td_error *err);
 
-/* Decodes an entry with a non-zero layout into dst (e->nbytes): inflates, byte-swaps, turns
- * Fortran into C order. `file` is region 0. max_inflated bounds the inflated stream. */
-int td__decode_entry(const td__entry *e, const uint8_t *file, size_t file_len, void *dst,
-                     const char *fname, td_error *err);
-
 /* 1 when target is a td_load_options.dequantize value other than 0: TD_FLOAT32, TD_FLOAT16,
  * TD_BFLOAT16 or TD_DEQUANT_MLX. */
 static inline int td__dequant_target_ok(long long target)
@@ -104,28 +99,5 @@ static inline int td__dequant_target_ok(long long target)
     return target == TD_FLOAT32 || target == TD_FLOAT16 || target == TD_BFLOAT16 ||
            target == TD_DEQUANT_MLX;
 }
-
-/* td_load_options.dequantize: rewrites every GGML block entry of t as entries to decode:
- * target TD_FLOAT32, TD_FLOAT16 or TD_BFLOAT16 gives one entry of that dtype; TD_DEQUANT_MLX
- * gives MLX's packed form (NAME uint32 weights, PREFIX.scales and PREFIX.biases float16, PREFIX
- * being NAME without ".weight") for q4_0, q4_1 and q8_0, and float16 for the other types.
- * Entries already decoded elsewhere (npz, npy) are refused: only GGUF holds blocks. */
-int td__table_dequant(td__table *t, int target, const char *fname, td_error *err);
-
-/* Decodes a DEQUANT or MLX_* entry into dst (e->nbytes). */
-int td__decode_dequant(const td__entry *e, const uint8_t *file, size_t file_len, void *dst,
-                       const char *fname, td_error *err);
-
-/* npz: the default bound on inflated bytes when the caller gives none. */
-#define TD__DEFAULT_MAX_INFLATED (16ull << 30)
-
-/* Indexes the file r reads, of a known format, into t (every codec, one switch), then checks
- * that every entry's bytes lie inside the file. max_inflated bounds npz inflation (0: the
- * default). t must be initialised. */
-int td__index(td_format format, td__rd *r, uint64_t max_inflated, td__table *t, td_error *err);
-
-/* The format a file's first bytes announce (magic numbers; safetensors by its '{' at byte 8),
- * or TD_FORMAT_AUTO when none. */
-td_format td__detect_format(const uint8_t *base, size_t len);
 
 #endif

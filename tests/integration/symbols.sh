@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# symbols.sh - libtensord keeps to one namespace. Every global symbol defined in libtensord.a
+# is td_ (public) or td__ (internal), and libtensord.so exports exactly the functions that
+# include/tensord.h declares with TD_EXTERN, nothing else. Run by ctest with TD_BUILD_DIR and
+# TD_SOURCE_DIR set; by hand: TD_BUILD_DIR=build bash tests/integration/symbols.sh
+set -euo pipefail
+build=${TD_BUILD_DIR:?TD_BUILD_DIR must name a built build directory}
+src=${TD_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
+fail=0
+
+# Defined, global (upper-case type letter) symbols of the static library.
+bad=$(nm -g --defined-only "$build/libtensord.a" 2>/dev/null |
+      awk 'NF == 3 && $2 ~ /^[A-TV-Z]$/ {print $3}' | grep -v '^td_' | sort -u || true)
+if [ -n "$bad" ]; then
+    echo "FAIL: libtensord.a defines global symbols outside td_/td__:"
+    echo "$bad" | sed 's/^/    /'
+    fail=1
+fi
+count=$(nm -g --defined-only "$build/libtensord.a" | awk 'NF == 3 && $2 ~ /^[A-TV-Z]$/' | wc -l)
+
+so=$(ls "$build"/libtensord.so.* 2>/dev/null | head -n 1)
+[ -n "$so" ] || { echo "FAIL: no libtensord.so.* in $build"; exit 1; }
+exported=$(nm -D --defined-only "$so" | awk 'NF == 3 {print $3}' | sort -u)
+declared=$(grep -ohE 'TD_EXTERN[^;(]*[ *]\(?(td_[a-z0-9_]+)\(' "$src/include/tensord.h" |
+           grep -oE 'td_[a-z0-9_]+\($' | tr -d '(' | sort -u)
+extra=$(comm -23 <(echo "$exported") <(echo "$declared"))
+missing=$(comm -13 <(echo "$exported") <(echo "$declared"))
+if [ -n "$extra" ]; then
+    echo "FAIL: $so exports symbols tensord.h does not declare:"
+    echo "$extra" | sed 's/^/    /'
+    fail=1
+fi
+if [ -n "$missing" ]; then
+    echo "FAIL: tensord.h declares functions $so does not export:"
+    echo "$missing" | sed 's/^/    /'
+    fail=1
+fi
+[ "$fail" -eq 0 ] || exit 1
+echo "ok: libtensord.a: $count global symbols, all td_/td__;" \
+     "$(basename "$so"): $(echo "$exported" | wc -l) exported, exactly tensord.h's"
