@@ -64,6 +64,26 @@ const td__dtype_desc *td__dtype_info(td_dtype t)
     return &td__dtypes[t];
 }
 
+uint32_t td__dtype_align(td_dtype t)
+{
+    const td__dtype_desc *d = td__dtype_info(t);
+    if (!d)
+        return 0;
+    if (d->block_elems == 1)
+        return d->block_bytes;
+    switch (t) {
+    case TD_Q8_K:
+        return 4;
+    case TD_MXFP4:
+    case TD_NVFP4:
+    case TD_Q1_0:
+    case TD_Q2_0:
+        return 1;
+    default:
+        return 2;
+    }
+}
+
 const char *td_dtype_name(td_dtype t)
 {
     const td__dtype_desc *d = td__dtype_info(t);

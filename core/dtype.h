@@ -22,6 +22,12 @@ typedef struct td__dtype_desc {
 /* The entry for t, or NULL when t is not a valid dtype. */
 const td__dtype_desc *td__dtype_info(td_dtype t);
 
+/* The alignment every loaded view of dtype t has: the item size for plain types (1 to 16), and
+ * for GGML block types the alignment of their C block struct (4 for q8_k, whose scale is a
+ * float; 1 for mxfp4, nvfp4, q1_0 and q2_0; 2 for the rest, which start with an f16 scale).
+ * 0 for an invalid dtype. */
+uint32_t td__dtype_align(td_dtype t);
+
 /* safetensors names. */
 const char *td__dtype_st_name(td_dtype t);
 int td__dtype_from_st_name(const char *s, td_dtype *out);

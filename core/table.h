@@ -29,6 +29,8 @@ enum {
     TD__LAYOUT_MLX_W = 1u << 4,   /* MLX packed form of src.block: the uint32 weights */
     TD__LAYOUT_MLX_S = 1u << 5,   /* ... the float16 scales */
     TD__LAYOUT_MLX_B = 1u << 6,   /* ... the float16 biases */
+    TD__LAYOUT_ALIGN = 1u << 7,   /* plain bytes stored at an offset that is not a multiple of
+                                     the dtype's alignment: copied once into aligned memory */
 };
 
 /* Where the encoded bytes of a non-plain entry are, in region 0. */

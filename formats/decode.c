@@ -1,6 +1,7 @@
 /*
  * decode.c - turning stored bytes into C-order little-endian data: inflate (npz), byte swap,
- * Fortran to C order. Used by the embedded loader and, through the same table, by the daemon.
+ * Fortran to C order, and copies of misaligned bytes into aligned memory. Used by the embedded
+ * loader and, through the same table, by the daemon.
  */
 #include "common.h"
 #include "dtype.h"
@@ -101,6 +102,14 @@ int td__decode_entry(const td__entry *e, const uint8_t *file, size_t file_len, v
 {
     if (e->layout & (TD__LAYOUT_DEQUANT | TD__LAYOUT_MLX_W | TD__LAYOUT_MLX_S | TD__LAYOUT_MLX_B))
         return td__decode_dequant(e, file, file_len, dst, fname, err);
+    if (e->layout == TD__LAYOUT_ALIGN) {
+        /* Any dtype, block types included: the bytes are right, only their address is not. */
+        if (e->src.offset > file_len || file_len - e->src.offset < e->nbytes)
+            return td__err(err, TD_ETRUNC, "%s: tensor '%s': data past the end of the file", fname,
+                           e->name ? e->name : "");
+        memcpy(dst, file + e->src.offset, e->nbytes);
+        return 0;
+    }
     const td__dtype_desc *d = td__dtype_info(e->dtype);
     if (!d || d->block_elems != 1)
         return td__err(err, TD_EINVAL, "%s: tensor '%s': cannot decode dtype %d", fname,

@@ -9,6 +9,7 @@
 #include "safetensors.h"
 #include "table.h"
 #include "index.h"
+#include "dtype.h"
 
 const char *td_format_name(td_format f)
 {
@@ -71,7 +72,21 @@ int td__index(td_format format, td__rd *r, uint64_t max_inflated, td__table *t, 
                            fname, e->name ? e->name : "", (unsigned long long)at,
                            (unsigned long long)n, (unsigned long long)r->len);
     }
+    td__table_align(t);
     return 0;
+}
+
+void td__table_align(td__table *t)
+{
+    for (size_t i = 0; i < t->n; i++) {
+        td__entry *e = &t->entries[i];
+        uint32_t align = td__dtype_align(e->dtype);
+        if (e->layout || e->region || !e->nbytes || align <= 1 || e->offset % align == 0)
+            continue;
+        e->layout = TD__LAYOUT_ALIGN;
+        e->src.offset = e->offset;
+        e->src.nbytes = e->nbytes;
+    }
 }
 
 td_format td__detect_format(const uint8_t *base, size_t len)

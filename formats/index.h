@@ -16,6 +16,13 @@
  * default). t must be initialised. */
 int td__index(td_format format, td__rd *r, uint64_t max_inflated, td__table *t, td_error *err);
 
+/* Marks every plain entry of t that lies in the file at an offset that is not a multiple of
+ * its dtype's alignment (td__dtype_align) as TD__LAYOUT_ALIGN, so that whoever builds views
+ * copies it once into aligned memory: td_load's views are always aligned to their item size,
+ * whatever the writer did (np.savez members at odd offsets, a float32 after three float16 in a
+ * safetensors file). The file's mapping is page aligned, so the file offset decides. */
+void td__table_align(td__table *t);
+
 /* The format a file's first bytes announce (magic numbers; safetensors by its '{' at byte 8),
  * or TD_FORMAT_AUTO when none. */
 td_format td__detect_format(const uint8_t *base, size_t len);

@@ -413,7 +413,12 @@ TD_EXTERN int td_save_gguf(const char *path, const td_dict *arrays, const td_met
 /* Loads path. opt may be NULL for the defaults. On success *arrays is a new dict the caller
  * frees; when meta is not NULL, *meta receives the file's metadata (an empty td_meta when a
  * safetensors or gguf file has none), and asking for it from npy or npz is TD_ENOMETA.
- * On failure nothing is returned and nothing leaks. */
+ * On failure nothing is returned and nothing leaks.
+ * Every array's data is aligned to at least its item size (complex128: 16; GGML block types:
+ * their block struct's alignment, 4 for q8_k, 2 or 1 for the others), in every mode: a tensor
+ * the file stores at an offset that does not allow it (numpy's npz members, a float32 after an
+ * odd number of float16 in a safetensors file) is copied once into aligned memory, its own in
+ * embedded mode, a sealed memfd shared by every client through the daemon. */
 TD_EXTERN int td_load(const char *path, const td_load_options *opt, td_dict **arrays,
                       td_meta **meta, td_error *err);
 /* Loads a single .npy and returns its array (one reference, the caller's). */

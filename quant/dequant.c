@@ -74,7 +74,7 @@ int td__table_dequant(td__table *t, int target, const char *fname, td_error *err
             rc = td__entry_set_shape(o, e->ndim, e->shape, err);
             continue;
         }
-        if (e->layout) {
+        if (e->layout & ~(uint32_t)TD__LAYOUT_ALIGN) {
             rc = td__err(err, TD_ENOTSUP, "%s: cannot dequantize an entry that is itself encoded",
                          label);
             break;

@@ -110,6 +110,8 @@ static const char *tc_layout(uint32_t layout)
         return "byteswap";
     if (layout & TD__LAYOUT_FORTRAN)
         return "fortran";
+    if (layout & TD__LAYOUT_ALIGN)
+        return "align";
     return "view";
 }
 

@@ -383,14 +383,25 @@ END_TEST
 START_TEST(test_stored_members_are_zero_copy)
 {
     /* Load a stored npz, then change the file under the mapping: a view into the mapping sees
-     * the new bytes, a copy would not. Deflated members are decoded copies and must not. */
+     * the new bytes, a copy would not. The member is numpy's "big" (float32) saved again by
+     * td_savez, whose stored
+     * members are aligned: numpy puts members at any offset, and those are copied once into
+     * aligned memory instead (test_align). */
     char src[128], dir[64], path[128];
     snprintf(src, sizeof src, "%s/np_savez.npz", g_dir);
     tu_tmpdir(dir);
     snprintf(path, sizeof path, "%s/zc.npz", dir);
+    {
+        td_dict *in = NULL, *out = td_dict_new();
+        td_error e0 = {0};
+        TU_OK(load_npz(src, 0, &in, &e0), &e0);
+        TU_OK(td_dict_set(out, "big", td_dict_get(in, "big"), &e0), &e0);
+        TU_OK(td_savez(path, out, &e0), &e0);
+        td_dict_free(in);
+        td_dict_free(out);
+    }
     size_t len;
-    uint8_t *bytes = tu_read_file(src, &len);
-    ck_assert_int_eq(tu_write_file(path, bytes, len), 0);
+    uint8_t *bytes = tu_read_file(path, &len);
     td__table t;
     td__table_init(&t, TD_FORMAT_NPZ);
     td_error err = {0};
@@ -401,15 +412,13 @@ START_TEST(test_stored_members_are_zero_copy)
             e = &t.entries[i];
     ck_assert(e && e->layout == 0 && e->nbytes == 280000);
     uint64_t off = e->offset;
+    ck_assert_uint_eq(off % 4, 0);
     td__table_destroy(&t);
 
     td_dict *d = NULL;
     TU_OK(load_npz(path, 0, &d, &err), &err);
     td_array *a = td_dict_get(d, "big");
-    td_array *be = td_dict_get(d, "f8_be");
-    ck_assert(a && be);
-    uint8_t be_before[96];
-    memcpy(be_before, td_array_data(be), 96);
+    ck_assert(a && td_array_provenance(a) == TD_PROVENANCE_EMBEDDED);
     ck_assert(memcmp(td_array_data(a), bytes + off, 4096) == 0);
     uint8_t junk[4096];
     memset(junk, 0xA5, sizeof junk);
@@ -419,7 +428,6 @@ START_TEST(test_stored_members_are_zero_copy)
     close(fd);
     ck_assert_msg(memcmp(td_array_data(a), junk, sizeof junk) == 0,
                   "the stored member is not a view of the file");
-    ck_assert(memcmp(td_array_data(be), be_before, 96) == 0);
     td_dict_free(d);
     free(bytes);
     tu_rmtree(dir);
