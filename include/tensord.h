@@ -259,22 +259,22 @@ TD_EXTERN td_array *td_dict_at(const td_dict *d, size_t i, const char **name);
  * Metadata: ordered key -> typed value, with GGUF's value types (safetensors uses strings only).
  * The type numbers are GGUF's.
  */
-typedef enum td_type {
-    TD_TYPE_UINT8 = 0,
-    TD_TYPE_INT8 = 1,
-    TD_TYPE_UINT16 = 2,
-    TD_TYPE_INT16 = 3,
-    TD_TYPE_UINT32 = 4,
-    TD_TYPE_INT32 = 5,
-    TD_TYPE_FLOAT32 = 6,
-    TD_TYPE_BOOL = 7,
-    TD_TYPE_STRING = 8,
-    TD_TYPE_ARRAY = 9,
-    TD_TYPE_UINT64 = 10,
-    TD_TYPE_INT64 = 11,
-    TD_TYPE_FLOAT64 = 12,
-    TD_TYPE_COUNT
-} td_type;
+typedef enum td_meta_type {
+    TD_META_UINT8 = 0,
+    TD_META_INT8 = 1,
+    TD_META_UINT16 = 2,
+    TD_META_INT16 = 3,
+    TD_META_UINT32 = 4,
+    TD_META_INT32 = 5,
+    TD_META_FLOAT32 = 6,
+    TD_META_BOOL = 7,
+    TD_META_STRING = 8,
+    TD_META_ARRAY = 9,
+    TD_META_UINT64 = 10,
+    TD_META_INT64 = 11,
+    TD_META_FLOAT64 = 12,
+    TD_META_COUNT
+} td_meta_type;
 
 /* Arrays may nest (arrays of arrays) up to this depth; deeper ones are refused. */
 #define TD_META_MAX_DEPTH 8
@@ -283,7 +283,7 @@ typedef struct td_meta td_meta;
 typedef struct td_value td_value;
 
 /* "uint8", ..., "array". NULL for a value outside the enum. */
-TD_EXTERN const char *td_type_name(td_type t);
+TD_EXTERN const char *td_meta_type_name(td_meta_type t);
 
 TD_EXTERN td_meta *td_meta_new(void);
 TD_EXTERN void td_meta_free(td_meta *m);
@@ -296,13 +296,13 @@ TD_EXTERN const td_value *td_meta_get(const td_meta *m, const char *key);
 /* Setters copy key and value. An existing key is replaced in place (its position is kept). */
 TD_EXTERN int td_meta_set_string(td_meta *m, const char *key, const char *s, size_t len,
                                  td_error *err);
-/* For TD_TYPE_UINT8 .. TD_TYPE_FLOAT64 and TD_TYPE_BOOL: *value is read as that C type
+/* For TD_META_UINT8 .. TD_META_FLOAT64 and TD_META_BOOL: *value is read as that C type
  * (uint8_t, int8_t, ..., float, bool as uint8_t 0/1, double). */
-TD_EXTERN int td_meta_set_scalar(td_meta *m, const char *key, td_type type, const void *value,
+TD_EXTERN int td_meta_set_scalar(td_meta *m, const char *key, td_meta_type type, const void *value,
                                  td_error *err);
 /* An array of n scalars of elem_type, packed as the C type above. */
-TD_EXTERN int td_meta_set_array(td_meta *m, const char *key, td_type elem_type, const void *items,
-                                size_t n, td_error *err);
+TD_EXTERN int td_meta_set_array(td_meta *m, const char *key, td_meta_type elem_type,
+                                const void *items, size_t n, td_error *err);
 /* An array of n strings; lens may be NULL for NUL-terminated strings. */
 TD_EXTERN int td_meta_set_strings(td_meta *m, const char *key, const char *const *items,
                                   const size_t *lens, size_t n, td_error *err);
@@ -313,16 +313,16 @@ TD_EXTERN int td_meta_set_value(td_meta *m, const char *key, td_value *v, td_err
 TD_EXTERN td_meta *td_meta_copy(const td_meta *m);
 
 /* Values. Builders return NULL only when out of memory. A value stored in a meta is owned by it. */
-TD_EXTERN td_value *td_value_new_scalar(td_type type, const void *value);
+TD_EXTERN td_value *td_value_new_scalar(td_meta_type type, const void *value);
 TD_EXTERN td_value *td_value_new_string(const char *s, size_t len);
-/* An empty array of elem_type (any type, TD_TYPE_ARRAY for nesting). */
-TD_EXTERN td_value *td_value_new_array(td_type elem_type);
+/* An empty array of elem_type (any type, TD_META_ARRAY for nesting). */
+TD_EXTERN td_value *td_value_new_array(td_meta_type elem_type);
 /* Appends a copy of a scalar or string, or takes ownership of an array value (also on failure).
  * The item must match the array's element type. */
 TD_EXTERN int td_value_array_push(td_value *arr, td_value *item, td_error *err);
 TD_EXTERN void td_value_free(td_value *v);
 
-TD_EXTERN td_type td_value_type(const td_value *v);
+TD_EXTERN td_meta_type td_value_type(const td_value *v);
 /* Scalar access: converts any integer or bool type to the asked form, failing with TD_ERANGE
  * when the value does not fit and TD_EINVAL when the value is not a number. */
 TD_EXTERN int td_value_get_int(const td_value *v, int64_t *out);
@@ -333,7 +333,7 @@ TD_EXTERN int td_value_get_float(const td_value *v, double *out);
 TD_EXTERN const char *td_value_string(const td_value *v, size_t *len);
 /* Arrays: element type, count, packed scalar items (NULL for string and array elements), and
  * item i as a value of its own (for every element type). */
-TD_EXTERN td_type td_value_array_type(const td_value *v);
+TD_EXTERN td_meta_type td_value_array_type(const td_value *v);
 TD_EXTERN size_t td_value_array_len(const td_value *v);
 TD_EXTERN const void *td_value_array_data(const td_value *v);
 TD_EXTERN const td_value *td_value_array_at(const td_value *v, size_t i);
@@ -345,8 +345,8 @@ TD_EXTERN int td_meta_get_int(const td_meta *m, const char *key, int64_t *out);
 TD_EXTERN int td_meta_get_float(const td_meta *m, const char *key, double *out);
 /* A one-dimensional array: its element type, length, and packed items (NULL for an array of
  * strings). TD_EDTYPE for scalars, strings and arrays of arrays. */
-TD_EXTERN int td_meta_get_array(const td_meta *m, const char *key, td_type *elem_type, size_t *n,
-                                const void **items);
+TD_EXTERN int td_meta_get_array(const td_meta *m, const char *key, td_meta_type *elem_type,
+                                size_t *n, const void **items);
 /* Item i of a list of strings (a tokenizer vocabulary, say): borrowed bytes and length.
  * TD_EDTYPE when the value is not an array of strings, TD_ERANGE when i is past its end. */
 TD_EXTERN int td_meta_get_string_at(const td_meta *m, const char *key, size_t i, const char **s,

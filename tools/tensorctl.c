@@ -186,27 +186,27 @@ static void tc_json_double(FILE *o, double v)
 /* A scalar or string value (not an array) as JSON. */
 static void tc_json_scalar(FILE *o, const td_value *v)
 {
-    td_type t = td_value_type(v);
+    td_meta_type t = td_value_type(v);
     int64_t i;
     uint64_t u;
     double d;
     size_t n;
     const char *s;
     switch (t) {
-    case TD_TYPE_BOOL:
+    case TD_META_BOOL:
         td_value_get_int(v, &i);
         fputs(i ? "true" : "false", o);
         break;
-    case TD_TYPE_STRING:
+    case TD_META_STRING:
         s = td_value_string(v, &n);
         tc_json_str(o, s, n);
         break;
-    case TD_TYPE_FLOAT32:
-    case TD_TYPE_FLOAT64:
+    case TD_META_FLOAT32:
+    case TD_META_FLOAT64:
         td_value_get_float(v, &d);
         tc_json_double(o, d);
         break;
-    case TD_TYPE_UINT64:
+    case TD_META_UINT64:
         td_value_get_uint(v, &u);
         fprintf(o, "%" PRIu64, u);
         break;
@@ -219,21 +219,22 @@ static void tc_json_scalar(FILE *o, const td_value *v)
 
 static void tc_json_value(FILE *o, const td_value *v)
 {
-    td_type t = td_value_type(v);
-    if (t != TD_TYPE_ARRAY) {
-        fprintf(o, "{\"type\": \"%s\", \"value\": ", td_type_name(t));
+    td_meta_type t = td_value_type(v);
+    if (t != TD_META_ARRAY) {
+        fprintf(o, "{\"type\": \"%s\", \"value\": ", td_meta_type_name(t));
         tc_json_scalar(o, v);
         fputc('}', o);
         return;
     }
-    td_type et = td_value_array_type(v);
+    td_meta_type et = td_value_array_type(v);
     size_t n = td_value_array_len(v);
-    fprintf(o, "{\"type\": \"array\", \"element_type\": \"%s\", \"value\": [", td_type_name(et));
+    fprintf(o, "{\"type\": \"array\", \"element_type\": \"%s\", \"value\": [",
+            td_meta_type_name(et));
     for (size_t i = 0; i < n; i++) {
         if (i)
             fputs(", ", o);
         const td_value *item = td_value_array_at(v, i);
-        if (et == TD_TYPE_ARRAY)
+        if (et == TD_META_ARRAY)
             tc_json_value(o, item);
         else
             tc_json_scalar(o, item);
@@ -305,7 +306,7 @@ static void tc_text_str(FILE *o, const char *s, size_t n, size_t max)
 
 static void tc_text_scalar(FILE *o, const td_value *v)
 {
-    if (td_value_type(v) == TD_TYPE_STRING) {
+    if (td_value_type(v) == TD_META_STRING) {
         size_t n;
         const char *s = td_value_string(v, &n);
         tc_text_str(o, s, n, 200);
@@ -316,7 +317,7 @@ static void tc_text_scalar(FILE *o, const td_value *v)
 
 static void tc_text_value(FILE *o, const td_value *v)
 {
-    if (td_value_type(v) != TD_TYPE_ARRAY) {
+    if (td_value_type(v) != TD_META_ARRAY) {
         tc_text_scalar(o, v);
         return;
     }
@@ -334,15 +335,15 @@ static void tc_text_value(FILE *o, const td_value *v)
 
 static void tc_type_desc(const td_value *v, char *out, size_t cap)
 {
-    if (td_value_type(v) != TD_TYPE_ARRAY) {
-        snprintf(out, cap, "%s", td_type_name(td_value_type(v)));
+    if (td_value_type(v) != TD_META_ARRAY) {
+        snprintf(out, cap, "%s", td_meta_type_name(td_value_type(v)));
         return;
     }
     char inner[64] = "";
-    if (td_value_array_type(v) == TD_TYPE_ARRAY && td_value_array_len(v))
+    if (td_value_array_type(v) == TD_META_ARRAY && td_value_array_len(v))
         tc_type_desc(td_value_array_at(v, 0), inner, sizeof inner);
     else
-        snprintf(inner, sizeof inner, "%s", td_type_name(td_value_array_type(v)));
+        snprintf(inner, sizeof inner, "%s", td_meta_type_name(td_value_array_type(v)));
     snprintf(out, cap, "%s[%zu]", inner, td_value_array_len(v));
 }
 
