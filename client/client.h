@@ -49,15 +49,26 @@ int td__dict_reserve(td_dict *d, size_t n);
  * the caller's on failure. */
 int td__dict_set_taking(td_dict *d, char *name, td_array *a, td_error *err);
 
-/* td_load's checks of its arguments (path and arrays set, a known format, no metadata asked of
- * npy or npz); *format receives the format, from opt or the extension. Clears *arrays, *meta. */
+/* options.c: copies the caller's options (NULL: the defaults) into *out, a whole struct of this
+ * version: size bytes of in, zeroes for the rest. A size under the first version's, an unknown
+ * mode, td_dequant value or flag is TD_EINVAL, the message starting with what. */
+int td__load_options_copy(const td_load_options *in, td_load_options *out, const char *what,
+                          td_error *err);
+/* The dequantization code (table.h) of a td_dequant: 0, TD_FLOAT32, TD_FLOAT16, TD_BFLOAT16 or
+ * TD__DEQUANT_MLX. The one place the public enum meets the internal code. */
+uint32_t td__dequant_code(td_dequant d);
+
+/* td_load's checks of its arguments (path and arrays set, valid options, a known format, no
+ * metadata asked of npy or npz). *o receives a copy of the options (td__load_options_copy)
+ * whose format is the one to load, from opt or the extension. Clears *arrays, *meta. */
 int td__load_check(const char *path, const td_load_options *opt, td_dict **arrays, td_meta **meta,
-                   td_format *format, td_error *err);
+                   td_load_options *o, td_error *err);
 /* Turns a table whose entries are all viewable (or decodable from region 0 = base/len) into a
- * dict, viewing into regions[entry.region]. Decodes entries with a layout into owned arrays.
- * The entries' names move into the dict (left NULL in t); t is destroyed by its owner after. */
-int td__table_to_dict(td__table *t, td__region *const *regions, size_t nregions, const char *fname,
-                      td_dict **out, td_error *err);
+ * dict, viewing into regions[entry.region]. Decodes entries with a layout into owned arrays, on
+ * at most threads threads (0: automatic). The entries' names move into the dict (left NULL in
+ * t); t is destroyed by its owner after. */
+int td__table_to_dict(td__table *t, td__region *const *regions, size_t nregions, unsigned threads,
+                      const char *fname, td_dict **out, td_error *err);
 
 /* Opens path read-only (close-on-exec) into *fd; "PATH: cannot open: REASON" otherwise. */
 int td__open_ro(const char *path, int *fd, td_error *err);
@@ -66,15 +77,16 @@ int td__open_ro(const char *path, int *fd, td_error *err);
  * non-regular files are refused. On success the caller munmaps *base. */
 int td__map_file(const char *path, void **base, size_t *len, td_error *err);
 
-/* Embedded mode: open, map, index, validate, build the dict. */
-int td__load_embedded(const char *path, td_format format, const td_load_options *opt,
-                      td_dict **arrays, td_meta **meta, td_error *err);
+/* Embedded mode: open, map, index, validate, build the dict. opt is a whole struct
+ * (td__load_check) whose format is known. */
+int td__load_embedded(const char *path, const td_load_options *opt, td_dict **arrays,
+                      td_meta **meta, td_error *err);
 
-/* Daemon mode (daemon.c): the socket path the options name, connecting, and a load through the
- * daemon. */
-const char *td__socket_path(const td_load_options *opt);
+/* Daemon mode (daemon.c): the socket path to use (explicit, else $TENSORD_SOCKET, else
+ * TD_DEFAULT_SOCKET), connecting, and a load through the daemon (opt as above). */
+const char *td__socket_path(const char *explicit_path);
 int td__daemon_connect(const char *path, int *sock, td_error *err);
-int td__daemon_load(const char *path, td_format format, const td_load_options *opt,
-                    td_dict **arrays, td_meta **meta, td_error *err);
+int td__daemon_load(const char *path, const td_load_options *opt, td_dict **arrays, td_meta **meta,
+                    td_error *err);
 
 #endif

@@ -32,10 +32,10 @@
 #define TD__HELLO_TIMEOUT_MS 5000
 #define TD__LOAD_TIMEOUT_MS  600000
 
-const char *td__socket_path(const td_load_options *opt)
+const char *td__socket_path(const char *explicit_path)
 {
-    if (opt && opt->socket_path)
-        return opt->socket_path;
+    if (explicit_path)
+        return explicit_path;
     const char *env = getenv("TENSORD_SOCKET");
     return env && *env ? env : TD__DEFAULT_SOCKET;
 }
@@ -192,7 +192,7 @@ static int td__daemon_adopt(const char *path, td__proto_msg *reply, td__lease *l
         regions[mapped]->provenance = TD_PROVENANCE_DAEMON;
     }
     if (!rc)
-        rc = td__table_to_dict(ld->table, regions, ld->nregions, path, arrays, err);
+        rc = td__table_to_dict(ld->table, regions, ld->nregions, 0, path, arrays, err);
     if (!rc && meta) {
         *meta = ld->table->meta ? ld->table->meta : td_meta_new();
         ld->table->meta = NULL;
@@ -209,25 +209,25 @@ static int td__daemon_adopt(const char *path, td__proto_msg *reply, td__lease *l
 }
 
 /* The LOAD request for fd. */
-static void td__load_msg(td__proto_msg *m, uint32_t id, int fd, const char *path, td_format format,
+static void td__load_msg(td__proto_msg *m, uint32_t id, int fd, const char *path,
                          const td_load_options *opt)
 {
     td__proto_msg_init(m, TD__PROTO_LOAD, id);
     m->u.load.fd = fd;
-    m->u.load.format = format;
+    m->u.load.format = opt->format;
     m->u.load.mode = TD__PROTO_MODE_DEFAULT;
-    m->u.load.dequant = opt ? (uint32_t)opt->dequantize : 0;
-    m->u.load.max_inflated = opt ? opt->max_inflated : 0;
+    m->u.load.dequant = td__dequant_code(opt->dequantize);
+    m->u.load.max_inflated = opt->max_inflated;
     m->u.load.name = (char *)path;
 }
 
-int td__daemon_load(const char *path, td_format format, const td_load_options *opt,
-                    td_dict **arrays, td_meta **meta, td_error *err)
+int td__daemon_load(const char *path, const td_load_options *opt, td_dict **arrays, td_meta **meta,
+                    td_error *err)
 {
     int fd, sock;
     int rc = td__open_ro(path, &fd, err);
     if (!rc)
-        rc = td__daemon_connect(td__socket_path(opt), &sock, err);
+        rc = td__daemon_connect(td__socket_path(opt->socket_path), &sock, err);
     if (rc) {
         if (fd >= 0)
             close(fd);
@@ -245,7 +245,7 @@ int td__daemon_load(const char *path, td_format format, const td_load_options *o
     td__proto_msg m, hello, reply;
     rc = td__daemon_hello(sock, err);
     if (!rc) {
-        td__load_msg(&m, 2, fd, path, format, opt);
+        td__load_msg(&m, 2, fd, path, opt);
         rc = td__proto_send_msg(sock, &m, NULL, TD__HELLO_TIMEOUT_MS, err);
     }
     close(fd); /* the daemon has its own copy now */
@@ -442,9 +442,7 @@ static void td__client_release(td_client *c, uint64_t lease, uint64_t gen)
 
 int td_client_connect(const char *socket_path, td_client **out, td_error *err)
 {
-    td_load_options o = TD_LOAD_OPTIONS_INIT;
-    o.socket_path = socket_path;
-    const char *path = td__socket_path(&o);
+    const char *path = td__socket_path(socket_path);
     td_client *c = calloc(1, sizeof *c);
     if (!c || !(c->socket_path = strdup(path))) {
         free(c);
@@ -477,8 +475,8 @@ void td_client_close(td_client *c)
 int td_client_load(td_client *c, const char *path, const td_load_options *opt, td_dict **arrays,
                    td_meta **meta, td_error *err)
 {
-    td_format format;
-    int rc = td__load_check(path, opt, arrays, meta, &format, err);
+    td_load_options o;
+    int rc = td__load_check(path, opt, arrays, meta, &o, err);
     if (rc)
         return rc;
     int fd;
@@ -490,7 +488,7 @@ int td_client_load(td_client *c, const char *path, const td_load_options *opt, t
         return td__err(err, TD_ENOMEM, "%s: out of memory", path);
     }
     td__proto_msg m, reply;
-    td__load_msg(&m, 0, fd, path, format, opt);
+    td__load_msg(&m, 0, fd, path, &o);
     rc = td__client_call(c, &m, TD__PROTO_LOAD_OK, TD__LOAD_TIMEOUT_MS, &reply, &lease->gen, err);
     close(fd);
     if (rc) {

@@ -97,10 +97,10 @@ static void td__fortran_to_c(uint8_t *dst, const uint8_t *src, uint32_t ndim, co
 }
 
 int td__decode_entry(const td__entry *e, const uint8_t *file, size_t file_len, void *dst,
-                     const char *fname, td_error *err)
+                     unsigned threads, const char *fname, td_error *err)
 {
     if (e->layout & (TD__LAYOUT_DEQUANT | TD__LAYOUT_MLX_W | TD__LAYOUT_MLX_S | TD__LAYOUT_MLX_B))
-        return td__decode_dequant(e, file, file_len, dst, fname, err);
+        return td__decode_dequant(e, file, file_len, dst, threads, fname, err);
     const td__dtype_desc *d = td__dtype_info(e->dtype);
     if (!d || d->block_elems != 1)
         return td__err(err, TD_EINVAL, "%s: tensor '%s': cannot decode dtype %d", fname,

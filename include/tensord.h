@@ -223,11 +223,12 @@ TD_EXTERN td_provenance td_array_provenance(const td_array *a);
  */
 /* Dequantizes an array of a GGML block type into a new array of the same shape and dtype out
  * (TD_FLOAT32, TD_FLOAT16 or TD_BFLOAT16). a is borrowed; on success *result holds the only
- * reference to a new, writable array. Large arrays are decoded on several threads.
+ * reference to a new, writable array. Large arrays are decoded on up to `threads` threads, the
+ * caller's included (0: automatic, the online CPUs up to 16; 1: the caller's thread only).
  * Fails with TD_EDTYPE when a's dtype is not a supported block type or out is not a float
  * type, naming both; nothing is returned then. */
-TD_EXTERN int td_array_dequantize(const td_array *a, td_dtype out, td_array **result,
-                                  td_error *err);
+TD_EXTERN int td_array_dequantize(const td_array *a, td_dtype out, unsigned threads,
+                                  td_array **result, td_error *err);
 
 /* MLX's packed form of an array of type q4_0, q4_1 or q8_0 (see above): three new arrays,
  * weights (uint32), scales and biases (float16), each holding one reference for the caller.
@@ -374,27 +375,60 @@ typedef enum td_load_mode {
     TD_MODE_DAEMON    /* the daemon only; TD_ECONNECT when it is not there */
 } td_load_mode;
 
+/* td_load_options.dequantize: what GGML block tensors become on load. */
+typedef enum td_dequant {
+    TD_DEQUANT_NONE = 0, /* loaded as stored (zero-copy blocks) */
+    TD_DEQUANT_F32,      /* every block tensor dequantized to float32 */
+    TD_DEQUANT_F16,      /* ... to float16 (the float32 result rounded to nearest even) */
+    TD_DEQUANT_BF16,     /* ... to bfloat16 (likewise) */
+    /* MLX's packed form, as mx.load gives GGUF files: q4_0, q4_1 and q8_0 tensors NAME become
+     * NAME (uint32 weights), PREFIX.scales and PREFIX.biases (float16, one per group of 32;
+     * w * scale + bias), PREFIX being NAME without ".weight"; other block types become
+     * float16. */
+    TD_DEQUANT_MLX
+} td_dequant;
+
+/* Options of td_load, td_load_array, td_client_load, td_inspect and td_verify.
+ *
+ * Why a size field: the caller allocates the options (on the stack, nothing to free, no handle),
+ * and the struct can still grow. `size` is sizeof(td_load_options) as the caller was compiled;
+ * the library copies that many bytes into a struct of its own version and zeroes the rest, so a
+ * program built against this header keeps working with a later library that appended fields,
+ * whose zero values are always the defaults. Always initialise with TD_LOAD_OPTIONS_INIT (or
+ * td_load_options_init), then set fields by name:
+ *
+ *     td_load_options o = TD_LOAD_OPTIONS_INIT;
+ *     o.mode = TD_MODE_EMBEDDED;
+ *
+ * Rules the library keeps: fields are only appended, after the end (sizeof) of the previous
+ * version's struct, never in its padding; an options struct whose size is 0 or smaller than
+ * this first version's is TD_EINVAL. A caller built against a later header may pass a larger
+ * struct: the fields this library does not know are ignored (td_version() tells which library
+ * runs), except `flags`, whose unknown bits are refused with TD_EINVAL, so that a later option
+ * that must not be ignored silently is a flag. */
 typedef struct td_load_options {
+    size_t size;             /* sizeof(td_load_options) as the caller compiled it */
     td_format format;        /* TD_FORMAT_AUTO: from the extension */
     td_load_mode mode;       /* TD_MODE_AUTO */
-    const char *socket_path; /* NULL: $TENSORD_SOCKET, then /run/tensord/tensord.sock */
+    const char *socket_path; /* NULL: $TENSORD_SOCKET, then TD_DEFAULT_SOCKET */
     uint64_t max_inflated;   /* npz: bound on all inflated bytes; 0 = 16 GiB */
-    int dequantize;          /* 0: GGML blocks as stored; TD_FLOAT32, TD_FLOAT16, TD_BFLOAT16:
-                                every block tensor dequantized; TD_DEQUANT_MLX: MLX's form */
-    unsigned flags;          /* reserved, 0 */
+    td_dequant dequantize;   /* TD_DEQUANT_NONE: GGML blocks as stored */
+    unsigned threads;        /* embedded mode: most threads decoding at once, the caller's
+                                included; 0 = automatic (online CPUs, at most 16), 1 = the
+                                caller's thread only. The daemon decodes on its own. */
+    unsigned flags;          /* none defined yet: 0 */
 } td_load_options;
 
-/* td_load_options.dequantize: MLX's packed form, as mx.load gives GGUF files. q4_0, q4_1 and
- * q8_0 tensors NAME become NAME (uint32 weights), PREFIX.scales and PREFIX.biases (float16,
- * one per group of 32; w * scale + bias), PREFIX being NAME without ".weight"; other block
- * types become float16. */
-#define TD_DEQUANT_MLX 0x4d4c58
+/* The defaults: size set, every other field zero. Compiled into the caller, so its size is
+ * always the caller's own. */
+#define TD_LOAD_OPTIONS_INIT {.size = sizeof(td_load_options)}
 
-/* The defaults: every field zero. */
-#define TD_LOAD_OPTIONS_INIT                                                                       \
-    {                                                                                              \
-        TD_FORMAT_AUTO, TD_MODE_AUTO, NULL, 0, 0, 0                                                \
-    }
+/* TD_LOAD_OPTIONS_INIT as a function, for callers that cannot use the macro. It zeroes *o as
+ * this library knows the struct (sizeof(td_load_options) of the header it was built with) and
+ * sets o->size to that, so *o must be at least that large: call it with the header of the
+ * library that runs. A binding that declares the struct itself should rather do what the macro
+ * does: zero its own struct and set size to its own sizeof. */
+TD_EXTERN void td_load_options_init(td_load_options *o);
 
 /* Saves one array as .npy; ".npy" is appended to path when missing. Atomic: the file appears
  * whole under its name or not at all. */

@@ -471,19 +471,20 @@ static int tc_convert_meta(const td_meta *src, td_format from, td_format to, td_
 
 static int tc_convert(int argc, char **argv)
 {
-    int compress = 0, dequant = 0;
+    int compress = 0;
+    td_dequant dequant = TD_DEQUANT_NONE;
     const char *src = NULL, *dst = NULL;
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--compress") == 0)
             compress = 1;
         else if (strcmp(argv[i], "--dequantize") == 0 && i + 1 < argc) {
             const char *t = argv[++i];
-            dequant = !strcmp(t, "f32")    ? TD_FLOAT32
-                      : !strcmp(t, "f16")  ? TD_FLOAT16
-                      : !strcmp(t, "bf16") ? TD_BFLOAT16
+            dequant = !strcmp(t, "f32")    ? TD_DEQUANT_F32
+                      : !strcmp(t, "f16")  ? TD_DEQUANT_F16
+                      : !strcmp(t, "bf16") ? TD_DEQUANT_BF16
                       : !strcmp(t, "mlx")  ? TD_DEQUANT_MLX
-                                           : -1;
-            if (dequant < 0)
+                                           : TD_DEQUANT_NONE;
+            if (!dequant)
                 return tc_usage(stderr), TC_EXIT_USAGE;
         } else if (argv[i][0] == '-' && argv[i][1])
             return tc_usage(stderr), TC_EXIT_USAGE;
@@ -590,7 +591,7 @@ static int tc_verify(int argc, char **argv)
             rc = td__err(&err, TD_ENOMEM, "%s: out of memory for %" PRIu64 " bytes", path,
                          e->nbytes);
         else
-            rc = td__decode_entry(e, f.base, f.len, buf, path, &err);
+            rc = td__decode_entry(e, f.base, f.len, buf, 0, path, &err);
         free(buf);
         decoded += e->nbytes;
     }

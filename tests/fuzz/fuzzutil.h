@@ -134,7 +134,7 @@ static const uint8_t *fz_entry_bytes(const td__entry *e, const uint8_t *file, si
     uint8_t *dst = malloc(e->nbytes ? e->nbytes : 1);
     if (!dst)
         fz_die("malloc", NULL);
-    *rc = td__decode_entry(e, file, len, dst, "fuzz", err);
+    *rc = td__decode_entry(e, file, len, dst, 0, "fuzz", err);
     if (*rc) {
         free(dst);
         return NULL;

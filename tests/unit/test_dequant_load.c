@@ -52,7 +52,7 @@ static void check_load(td_load_mode mode)
         tu_testdata(rel, path, sizeof path);
         td_load_options opt = TD_LOAD_OPTIONS_INIT;
         opt.mode = mode;
-        opt.dequantize = TD_FLOAT32;
+        opt.dequantize = TD_DEQUANT_F32;
         td_dict *d;
         td_error err = {0};
         TU_OK(td_load(path, &opt, &d, NULL, &err), &err);
@@ -73,7 +73,7 @@ static void check_load(td_load_mode mode)
         td_dict_free(d);
 
         /* float16: the float32 result rounded to nearest even (checked within half an ulp). */
-        opt.dequantize = TD_FLOAT16;
+        opt.dequantize = TD_DEQUANT_F16;
         TU_OK(td_load(path, &opt, &d, NULL, &err), &err);
         td_array *ref = reference(types[t], tensors[0]);
         const td_array *h = td_dict_get(d, tensors[0]);
@@ -137,7 +137,7 @@ START_TEST(test_embedded)
     /* Bad targets and formats without blocks. */
     char path[512];
     td_load_options opt = TD_LOAD_OPTIONS_INIT;
-    opt.dequantize = TD_INT8;
+    opt.dequantize = (td_dequant)99; /* not a td_dequant */
     td_dict *d;
     td_error err = {0};
     ck_assert_int_eq(
@@ -146,7 +146,7 @@ START_TEST(test_embedded)
     td_dict *raw;
     TU_OK(td_load(path, NULL, &raw, NULL, &err), &err);
     td_array *f;
-    TU_OK(td_array_dequantize(td_dict_get(raw, "blk.1.weight"), TD_FLOAT32, &f, &err), &err);
+    TU_OK(td_array_dequantize(td_dict_get(raw, "blk.1.weight"), TD_FLOAT32, 0, &f, &err), &err);
     td_array *ref = reference("q4_0", "blk.1.weight");
     ck_assert_mem_eq(td_array_data(f), td_array_data(ref), td_array_nbytes(ref));
     td_array_release(ref);

@@ -897,7 +897,7 @@ static int index_and_decode(const uint8_t *src, size_t len)
         }
         ck_assert(e->src.offset <= len && e->src.nbytes <= len - e->src.offset);
         uint8_t *buf = malloc(e->nbytes ? e->nbytes : 1);
-        rc = td__decode_entry(e, p, len, buf, "x.npz", &err);
+        rc = td__decode_entry(e, p, len, buf, 0, "x.npz", &err);
         free(buf);
     }
     if (rc)
