@@ -47,7 +47,7 @@ void td__array_item(const td_array *a, const char *name, td__item *item);
 int td__dict_reserve(td_dict *d, size_t n);
 /* td_dict_set that keeps name itself (malloc'd) instead of a copy: the dict's on success, still
  * the caller's on failure. */
-int td__dict_set_taking(td_dict *d, char *name, td_array *a, td_error *err);
+int td__dict_set_taking(td_dict *d, char *name, const td_array *a, td_error *err);
 
 /* options.c: copies the caller's options (NULL: the defaults) into *out, a whole struct of this
  * version: size bytes of in, zeroes for the rest. A size under the first version's, an unknown

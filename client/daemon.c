@@ -26,7 +26,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#define TD__DEFAULT_SOCKET "/run/tensord/tensord.sock"
 /* Connecting and the handshake are quick or the daemon is not well; a LOAD may inflate or
  * decode gigabytes first. */
 #define TD__HELLO_TIMEOUT_MS 5000
@@ -36,8 +35,10 @@ const char *td__socket_path(const char *explicit_path)
 {
     if (explicit_path)
         return explicit_path;
-    const char *env = getenv("TENSORD_SOCKET");
-    return env && *env ? env : TD__DEFAULT_SOCKET;
+    /* secure_getenv: a set-user-ID or set-group-ID program linking libtensord must not be made
+     * to talk to a socket its caller chose. */
+    const char *env = secure_getenv("TENSORD_SOCKET");
+    return env && *env ? env : TD_DEFAULT_SOCKET;
 }
 
 int td__daemon_connect(const char *path, int *out, td_error *err)

@@ -14,7 +14,17 @@
  *
  * Conventions:
  * - Every function that can fail returns 0 or a negative TD_E* code, and fills *err when err is
- *   not NULL. The message names the file, the tensor, the field and the offending value.
+ *   not NULL. The message names the file, the tensor, the field and the offending value. Two
+ *   kinds of function are exempt, because a message would tell the caller nothing new:
+ *   - the allocation-only constructors (td_dict_new, td_meta_new, td_meta_copy and the
+ *     td_value_new_* builders) take no td_error and return NULL only when out of memory (the
+ *     builders also for an argument outside their contract: a type that is not a scalar
+ *     type, NULL data; the caller can check those beforehand);
+ *   - the lookups on values the caller holds (td_value_get_*, td_meta_get_*,
+ *     td_dtype_from_name) return a code (TD_ENOTFOUND, TD_EDTYPE, TD_ERANGE, TD_EINVAL) without
+ *     a message: the caller has every input at hand.
+ *   Functions returning a pointer or a count (td_dict_get, td_meta_at, td_status_get, ...)
+ *   return NULL or 0 for what is not there.
  * - Objects are opaque. Arrays are reference counted (td_array_retain / td_array_release);
  *   dicts and metadata have one owner (td_dict_free / td_meta_free). *_free(NULL) is a no-op.
  * - Nothing here keeps global mutable state; distinct objects may be used from distinct threads
@@ -188,8 +198,10 @@ TD_EXTERN int td_array_wrap(td_dtype dtype, int ndim, const int64_t *shape, void
                             void (*release)(void *ctx, void *data), void *ctx, td_array **out,
                             td_error *err);
 
-/* Adds a reference and returns a. Thread-safe. */
-TD_EXTERN td_array *td_array_retain(td_array *a);
+/* Adds a reference and returns a. Thread-safe. It takes a const array (the borrowed arrays of
+ * td_dict_get and td_dict_at are const) because the reference count is not part of the array's
+ * value: the reference returned is the caller's own, to release. */
+TD_EXTERN td_array *td_array_retain(const td_array *a);
 /* Drops a reference; the last one frees the array and, with it, its share of the mapping.
  * Thread-safe. No operation when a is NULL. */
 TD_EXTERN void td_array_release(td_array *a);
@@ -246,15 +258,17 @@ TD_EXTERN td_dict *td_dict_new(void);
 TD_EXTERN void td_dict_free(td_dict *d);
 /* Adds name -> a. The name is copied and the dict takes a new reference to a (the caller keeps
  * its own). An existing name is TD_EDUP; names are non-empty UTF-8 without NUL. */
-TD_EXTERN int td_dict_set(td_dict *d, const char *name, td_array *a, td_error *err);
+TD_EXTERN int td_dict_set(td_dict *d, const char *name, const td_array *a, td_error *err);
 /* Adds an unnamed entry, like MLX's positional savez arguments. td_savez names the k-th unnamed
  * entry "arr_k"; the other savers refuse unnamed entries. */
-TD_EXTERN int td_dict_push(td_dict *d, td_array *a, td_error *err);
+TD_EXTERN int td_dict_push(td_dict *d, const td_array *a, td_error *err);
 TD_EXTERN size_t td_dict_size(const td_dict *d);
-/* The array stored under name (borrowed: valid while the dict holds it), or NULL. */
-TD_EXTERN td_array *td_dict_get(const td_dict *d, const char *name);
-/* Entry i in order; *name is NULL for an unnamed entry. Borrowed. NULL when i is out of range. */
-TD_EXTERN td_array *td_dict_at(const td_dict *d, size_t i, const char **name);
+/* The array stored under name (borrowed: valid while the dict holds it), or NULL. To keep it
+ * longer, take a reference of your own with td_array_retain. */
+TD_EXTERN const td_array *td_dict_get(const td_dict *d, const char *name);
+/* Entry i in order; *name is NULL for an unnamed entry. Borrowed, as above. NULL when i is out
+ * of range. */
+TD_EXTERN const td_array *td_dict_at(const td_dict *d, size_t i, const char **name);
 
 /* ---------------------------------------------------------------------------------------------
  * Metadata: ordered key -> typed value, with GGUF's value types (safetensors uses strings only).
@@ -313,7 +327,8 @@ TD_EXTERN int td_meta_set_value(td_meta *m, const char *key, td_value *v, td_err
 /* A deep copy, or NULL when out of memory. */
 TD_EXTERN td_meta *td_meta_copy(const td_meta *m);
 
-/* Values. Builders return NULL only when out of memory. A value stored in a meta is owned by it. */
+/* Values. Builders return NULL only when out of memory, or for a type or NULL data outside their
+ * contract (see Conventions). A value stored in a meta is owned by it. */
 TD_EXTERN td_value *td_value_new_scalar(td_meta_type type, const void *value);
 TD_EXTERN td_value *td_value_new_string(const char *s, size_t len);
 /* An empty array of elem_type (any type, TD_META_ARRAY for nesting). */
@@ -464,6 +479,11 @@ TD_EXTERN int td_load_array(const char *path, const td_load_options *opt, td_arr
  */
 typedef struct td_client td_client;
 
+/* The daemon's socket when neither the options (or the socket_path argument) nor the
+ * environment variable TENSORD_SOCKET name one: where tensord.socket listens. TENSORD_SOCKET
+ * is read with secure_getenv, so a set-user-ID or set-group-ID program ignores it. */
+#define TD_DEFAULT_SOCKET "/run/tensord/tensord.sock"
+
 typedef struct td_status_file {
     const char *name; /* the file's path as the daemon saw it */
     td_format format;
@@ -486,7 +506,7 @@ typedef struct td_status {
     char *names_;          /* internal */
 } td_status;
 
-/* Connects to socket_path (NULL: $TENSORD_SOCKET, then /run/tensord/tensord.sock).
+/* Connects to socket_path (NULL: $TENSORD_SOCKET, then TD_DEFAULT_SOCKET).
  * TD_ECONNECT when no daemon answers. */
 TD_EXTERN int td_client_connect(const char *socket_path, td_client **out, td_error *err);
 TD_EXTERN void td_client_close(td_client *c);

@@ -44,8 +44,7 @@ static void tc_usage(FILE *f)
                "       tensorctl --version\n"
                "\n"
                "Formats by extension: .npy .npz .safetensors .gguf\n"
-               "The daemon's socket: --socket, else $TENSORD_SOCKET, else "
-               "/run/tensord/tensord.sock\n");
+               "The daemon's socket: --socket, else $TENSORD_SOCKET, else " TD_DEFAULT_SOCKET "\n");
 }
 
 static int tc_fail(const td_error *err)
@@ -527,7 +526,7 @@ static int tc_convert(int argc, char **argv)
         size_t unnamed = 0;
         for (size_t i = 0; !rc && i < td_dict_size(arrays); i++) {
             const char *name;
-            td_array *a = td_dict_at(arrays, i, &name);
+            const td_array *a = td_dict_at(arrays, i, &name);
             char buf[32];
             if (!name) {
                 snprintf(buf, sizeof buf, "arr_%zu", unnamed++);

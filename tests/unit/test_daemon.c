@@ -406,7 +406,7 @@ START_TEST(test_modes_agree)
         ck_assert_uint_eq(td_dict_size(a), td_dict_size(b));
         for (size_t k = 0; k < td_dict_size(a); k++) {
             const char *na, *nb;
-            td_array *x = td_dict_at(a, k, &na), *y = td_dict_at(b, k, &nb);
+            const td_array *x = td_dict_at(a, k, &na), *y = td_dict_at(b, k, &nb);
             ck_assert((na == NULL) == (nb == NULL));
             if (na)
                 ck_assert_str_eq(na, nb);

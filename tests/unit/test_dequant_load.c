@@ -58,7 +58,7 @@ static void check_load(td_load_mode mode)
         TU_OK(td_load(path, &opt, &d, NULL, &err), &err);
         for (size_t k = 0; k < 2; k++) {
             td_array *ref = reference(types[t], tensors[k]);
-            td_array *a = td_dict_get(d, tensors[k]);
+            const td_array *a = td_dict_get(d, tensors[k]);
             ck_assert_ptr_nonnull(a);
             ck_assert_int_eq(td_array_dtype(a), TD_FLOAT32);
             ck_assert_int_eq(td_array_ndim(a), td_array_ndim(ref));

@@ -269,7 +269,7 @@ static int check_expect(const char *expect, const char *dir)
             idx = 0;
         }
         const char *name;
-        td_array *a = td_dict_at(d, idx++, &name);
+        const td_array *a = td_dict_at(d, idx++, &name);
         ck_assert_msg(a != NULL, "%s: no array %zu (%s)", fn, idx - 1, key);
         ck_assert_msg(name && strcmp(name, key) == 0, "%s: array %zu is '%s', expected '%s'", fn,
                       idx - 1, name ? name : "(null)", key);
@@ -405,8 +405,8 @@ START_TEST(test_stored_members_are_zero_copy)
 
     td_dict *d = NULL;
     TU_OK(load_npz(path, 0, &d, &err), &err);
-    td_array *a = td_dict_get(d, "big");
-    td_array *be = td_dict_get(d, "f8_be");
+    const td_array *a = td_dict_get(d, "big");
+    const td_array *be = td_dict_get(d, "f8_be");
     ck_assert(a && be);
     uint8_t be_before[96];
     memcpy(be_before, td_array_data(be), 96);

@@ -934,7 +934,7 @@ START_TEST(test_td_load_reference)
           &err);
     ck_assert_uint_eq(td_dict_size(d), 2);
     const char *name;
-    td_array *a = td_dict_at(d, 0, &name);
+    const td_array *a = td_dict_at(d, 0, &name);
     ck_assert_str_eq(name, "embed.weight");
     ck_assert_int_eq(td_array_dtype(a), TD_FLOAT32);
     ck_assert_int_eq(td_array_ndim(a), 2);
