@@ -98,9 +98,9 @@ static void stats(td_client *c, uint64_t *misses, uint64_t *hits, uint64_t *deco
     td_error err = {0};
     if (td_client_status(c, &s, &err))
         bu_die("status: %s", err.message);
-    *misses = s->misses;
-    *hits = s->hits;
-    *decodes = s->decodes;
+    *misses = td_status_get(s, TD_STATUS_MISSES);
+    *hits = td_status_get(s, TD_STATUS_HITS);
+    *decodes = td_status_get(s, TD_STATUS_DECODES);
     td_status_free(s);
 }
 

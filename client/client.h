@@ -89,4 +89,8 @@ int td__daemon_connect(const char *path, int *sock, td_error *err);
 int td__daemon_load(const char *path, const td_load_options *opt, td_dict **arrays, td_meta **meta,
                     td_error *err);
 
+/* status.c: a td_status holding a copy of a STATUS_OK's figures (proto/proto.h). */
+typedef struct td__proto_status td__proto_status;
+int td__status_from_proto(const td__proto_status *s, td_status **out, td_error *err);
+
 #endif

@@ -524,57 +524,9 @@ int td_client_status(td_client *c, td_status **out, td_error *err)
     int rc = td__client_call(c, &m, TD__PROTO_STATUS_OK, TD__HELLO_TIMEOUT_MS, &r, NULL, err);
     if (rc)
         return rc;
-    const td__proto_status *s = &r.u.status;
-    td_status *st = calloc(1, sizeof *st);
-    size_t names = 0;
-    for (uint32_t i = 0; i < s->nfiles; i++)
-        names += (s->files[i].name ? strlen(s->files[i].name) : 0) + 1;
-    if (st)
-        st->files = calloc(s->nfiles ? s->nfiles : 1, sizeof *st->files);
-    char *pool = st && st->files ? malloc(names ? names : 1) : NULL;
-    if (!pool) {
-        if (st)
-            free(st->files);
-        free(st);
-        td__proto_msg_destroy(&r);
-        return td__err(err, TD_ENOMEM, "out of memory");
-    }
-#define TD__XX(name, text) st->name = s->stats.name;
-    TD__PROTO_STATS_MAP(TD__XX)
-#undef TD__XX
-    st->nfiles = s->nfiles;
-    st->names_ = pool;
-    for (uint32_t i = 0; i < s->nfiles; i++) {
-        const char *n = s->files[i].name ? s->files[i].name : "";
-        size_t len = strlen(n) + 1;
-        memcpy(pool, n, len);
-        st->files[i].name = pool;
-        pool += len;
-        st->files[i].format = s->files[i].format;
-        st->files[i].mode = s->files[i].mode == TD__PROTO_MODE_SNAPSHOT ? "snapshot"
-                            : s->files[i].mode == TD__PROTO_MODE_PIN    ? "pin"
-                                                                        : "map";
-        st->files[i].bytes = s->files[i].bytes;
-        st->files[i].leases = s->files[i].leases;
-        st->files[i].hits = s->files[i].hits;
-        st->files[i].tensors = s->files[i].tensors;
-        st->files[i].file_bytes = s->files[i].file_bytes;
-        st->files[i].derived_bytes = s->files[i].derived_bytes;
-        st->files[i].loads = s->files[i].loads;
-        st->files[i].idle_ms = s->files[i].idle_ms;
-    }
+    rc = td__status_from_proto(&r.u.status, out, err);
     td__proto_msg_destroy(&r);
-    *out = st;
-    return 0;
-}
-
-void td_status_free(td_status *s)
-{
-    if (!s)
-        return;
-    free(s->names_);
-    free(s->files);
-    free(s);
+    return rc;
 }
 
 int td_client_evict(td_client *c, const char *path, uint64_t *entries, uint64_t *bytes,

@@ -484,27 +484,67 @@ typedef struct td_client td_client;
  * is read with secure_getenv, so a set-user-ID or set-group-ID program ignores it. */
 #define TD_DEFAULT_SOCKET "/run/tensord/tensord.sock"
 
-typedef struct td_status_file {
-    const char *name; /* the file's path as the daemon saw it */
-    td_format format;
-    const char *mode;                   /* "map", "snapshot" or "pin" */
-    uint64_t bytes;                     /* snapshot and derived bytes held for it */
-    uint64_t leases;                    /* loads currently held by clients */
-    uint64_t hits;                      /* loads served from the cache */
-    uint64_t tensors;                   /* tensors in its table */
-    uint64_t file_bytes, derived_bytes; /* the file's size; decoded bytes in memfds */
-    uint64_t loads;                     /* loads served, the first included */
-    uint64_t idle_ms;                   /* since the last load or release */
-} td_status_file;
+/* The daemon's figures (td_client_status), opaque: read through the accessors below, keyed by
+ * enums, so that a later daemon and library can add figures without changing the ABI. Key
+ * values are stable and only appended; a key this library does not know gives 0. */
+typedef struct td_status td_status;
 
-typedef struct td_status {
-    uint64_t entries, bytes, derived_bytes, budget;
-    uint64_t hits, misses, evictions, clients, leases, decodes;
-    uint64_t decode_ns_total, decode_ns_max, errors, uptime_ms;
-    size_t nfiles;
-    td_status_file *files; /* most recently used first */
-    char *names_;          /* internal */
-} td_status;
+typedef enum td_status_key {
+    TD_STATUS_ENTRIES = 0,      /* cached files */
+    TD_STATUS_BYTES,            /* bytes held (mapped files and derived buffers) */
+    TD_STATUS_DERIVED_BYTES,    /* bytes of derived buffers (decoded, dequantized, snapshots) */
+    TD_STATUS_BUDGET,           /* the memory budget in bytes (0: none) */
+    TD_STATUS_HITS,             /* loads served from the cache */
+    TD_STATUS_MISSES,           /* loads that parsed a file */
+    TD_STATUS_EVICTIONS,        /* entries evicted */
+    TD_STATUS_CLIENTS,          /* connected clients */
+    TD_STATUS_LEASES,           /* leases held by clients */
+    TD_STATUS_DECODES,          /* derived buffers made */
+    TD_STATUS_DECODE_NS_TOTAL,  /* nanoseconds spent decoding */
+    TD_STATUS_DECODE_NS_MAX,    /* the longest decode, in nanoseconds */
+    TD_STATUS_ERRORS,           /* requests answered with an error */
+    TD_STATUS_UPTIME_MS         /* milliseconds since the daemon started */
+} td_status_key;
+
+/* One figure of a cached file. */
+typedef enum td_status_file_key {
+    TD_STATUS_FILE_BYTES = 0,     /* snapshot and derived bytes held for it */
+    TD_STATUS_FILE_LEASES,        /* loads of it currently held by clients */
+    TD_STATUS_FILE_HITS,          /* loads served from the cache */
+    TD_STATUS_FILE_TENSORS,       /* tensors in its table */
+    TD_STATUS_FILE_FILE_BYTES,    /* the file's size */
+    TD_STATUS_FILE_DERIVED_BYTES, /* decoded bytes in memfds */
+    TD_STATUS_FILE_LOADS,         /* loads served, the first included */
+    TD_STATUS_FILE_IDLE_MS        /* milliseconds since its last load or release */
+} td_status_file_key;
+
+/* One figure of a user of the daemon (its budget of memory). */
+typedef enum td_status_user_key {
+    TD_STATUS_USER_UID = 0, /* the user's uid */
+    TD_STATUS_USER_ENTRIES, /* cached files charged to the user */
+    TD_STATUS_USER_BYTES,   /* bytes charged to the user */
+    TD_STATUS_USER_QUOTA    /* the user's quota in bytes (0: none) */
+} td_status_user_key;
+
+/* A daemon-wide figure, or 0 for a key this library does not know. s must not be NULL. */
+TD_EXTERN uint64_t td_status_get(const td_status *s, td_status_key k);
+/* The cached files, most recently used first. */
+TD_EXTERN size_t td_status_nfiles(const td_status *s);
+/* File i's path as the daemon saw it (borrowed, valid until td_status_free; "" when the daemon
+ * sent none), or NULL when i is out of range. */
+TD_EXTERN const char *td_status_file_name(const td_status *s, size_t i);
+/* File i's format, or TD_FORMAT_AUTO when i is out of range. */
+TD_EXTERN td_format td_status_file_format(const td_status *s, size_t i);
+/* File i's mode: "map", "snapshot" or "pin" (static), or NULL when i is out of range. */
+TD_EXTERN const char *td_status_file_mode(const td_status *s, size_t i);
+/* A figure of file i, or 0 when i is out of range or the key unknown. */
+TD_EXTERN uint64_t td_status_file_get(const td_status *s, size_t i, td_status_file_key k);
+/* The users the daemon accounts memory to, and a figure of user i (0 when i is out of range or
+ * the key unknown). This version of the protocol carries no users: td_status_nusers is 0. */
+TD_EXTERN size_t td_status_nusers(const td_status *s);
+TD_EXTERN uint64_t td_status_user_get(const td_status *s, size_t i, td_status_user_key k);
+/* Frees s. No operation when s is NULL. */
+TD_EXTERN void td_status_free(td_status *s);
 
 /* Connects to socket_path (NULL: $TENSORD_SOCKET, then TD_DEFAULT_SOCKET).
  * TD_ECONNECT when no daemon answers. */
@@ -516,9 +556,9 @@ TD_EXTERN void td_client_close(td_client *c);
 TD_EXTERN int td_client_load(td_client *c, const char *path, const td_load_options *opt,
                              td_dict **arrays, td_meta **meta, td_error *err);
 TD_EXTERN int td_client_ping(td_client *c, td_error *err);
-/* The daemon's figures; free with td_status_free. */
+/* The daemon's figures: *out is a new td_status (above) that the caller frees with
+ * td_status_free. */
 TD_EXTERN int td_client_status(td_client *c, td_status **out, td_error *err);
-TD_EXTERN void td_status_free(td_status *s);
 /* Drops cached entries nobody holds: of one file (path) or all (path NULL). Mappings clients
  * already have stay valid. */
 TD_EXTERN int td_client_evict(td_client *c, const char *path, uint64_t *entries, uint64_t *bytes,

@@ -617,6 +617,10 @@ static int tc_status(const char *sock, int argc, char **argv)
     td_client_close(c);
     if (rc)
         return tc_fail(&err);
+    uint64_t g[TD_STATUS_UPTIME_MS + 1];
+    for (int k = 0; k <= TD_STATUS_UPTIME_MS; k++)
+        g[k] = td_status_get(st, (td_status_key)k);
+    size_t nfiles = td_status_nfiles(st);
     if (json) {
         printf("{\"entries\": %" PRIu64 ", \"bytes\": %" PRIu64 ", \"derived_bytes\": %" PRIu64
                ", \"budget\": %" PRIu64 ", \"hits\": %" PRIu64 ", \"misses\": %" PRIu64
@@ -624,42 +628,57 @@ static int tc_status(const char *sock, int argc, char **argv)
                ", \"decodes\": %" PRIu64 ", \"decode_ns_total\": %" PRIu64
                ", \"decode_ns_max\": %" PRIu64 ", \"errors\": %" PRIu64 ", \"uptime_ms\": %" PRIu64
                ", \"files\": [",
-               st->entries, st->bytes, st->derived_bytes, st->budget, st->hits, st->misses,
-               st->evictions, st->clients, st->leases, st->decodes, st->decode_ns_total,
-               st->decode_ns_max, st->errors, st->uptime_ms);
-        for (size_t i = 0; i < st->nfiles; i++) {
-            const td_status_file *f = &st->files[i];
+               g[TD_STATUS_ENTRIES], g[TD_STATUS_BYTES], g[TD_STATUS_DERIVED_BYTES],
+               g[TD_STATUS_BUDGET], g[TD_STATUS_HITS], g[TD_STATUS_MISSES], g[TD_STATUS_EVICTIONS],
+               g[TD_STATUS_CLIENTS], g[TD_STATUS_LEASES], g[TD_STATUS_DECODES],
+               g[TD_STATUS_DECODE_NS_TOTAL], g[TD_STATUS_DECODE_NS_MAX], g[TD_STATUS_ERRORS],
+               g[TD_STATUS_UPTIME_MS]);
+        for (size_t i = 0; i < nfiles; i++) {
+            const char *name = td_status_file_name(st, i);
+            const char *format = td_format_name(td_status_file_format(st, i));
             fputs(i ? ",\n  {\"file\": " : "\n  {\"file\": ", stdout);
-            tc_json_str(stdout, f->name, strlen(f->name));
+            tc_json_str(stdout, name, strlen(name));
             printf(", \"format\": \"%s\", \"mode\": \"%s\", \"tensors\": %" PRIu64
                    ", \"file_bytes\": %" PRIu64 ", \"derived_bytes\": %" PRIu64
                    ", \"bytes\": %" PRIu64 ", \"clients\": %" PRIu64 ", \"loads\": %" PRIu64
                    ", \"hits\": %" PRIu64 ", \"idle_ms\": %" PRIu64 "}",
-                   td_format_name(f->format) ? td_format_name(f->format) : "unknown", f->mode,
-                   f->tensors, f->file_bytes, f->derived_bytes, f->bytes, f->leases, f->loads,
-                   f->hits, f->idle_ms);
+                   format ? format : "unknown", td_status_file_mode(st, i),
+                   td_status_file_get(st, i, TD_STATUS_FILE_TENSORS),
+                   td_status_file_get(st, i, TD_STATUS_FILE_FILE_BYTES),
+                   td_status_file_get(st, i, TD_STATUS_FILE_DERIVED_BYTES),
+                   td_status_file_get(st, i, TD_STATUS_FILE_BYTES),
+                   td_status_file_get(st, i, TD_STATUS_FILE_LEASES),
+                   td_status_file_get(st, i, TD_STATUS_FILE_LOADS),
+                   td_status_file_get(st, i, TD_STATUS_FILE_HITS),
+                   td_status_file_get(st, i, TD_STATUS_FILE_IDLE_MS));
         }
         fputs("]}\n", stdout);
     } else {
         printf("tensord: %" PRIu64 " files cached, %" PRIu64 " bytes held (budget %s%" PRIu64
                "), %" PRIu64 " clients, %" PRIu64 " leases\n",
-               st->entries, st->bytes, st->budget ? "" : "none, ", st->budget, st->clients,
-               st->leases);
+               g[TD_STATUS_ENTRIES], g[TD_STATUS_BYTES], g[TD_STATUS_BUDGET] ? "" : "none, ",
+               g[TD_STATUS_BUDGET], g[TD_STATUS_CLIENTS], g[TD_STATUS_LEASES]);
         printf("loads: %" PRIu64 " hits, %" PRIu64 " misses, %" PRIu64 " decodes (%.1f ms in all, "
                "longest %.1f ms), %" PRIu64 " evictions, %" PRIu64 " errors; up %.1f s\n",
-               st->hits, st->misses, st->decodes, (double)st->decode_ns_total / 1e6,
-               (double)st->decode_ns_max / 1e6, st->evictions, st->errors,
-               (double)st->uptime_ms / 1e3);
-        if (st->nfiles)
+               g[TD_STATUS_HITS], g[TD_STATUS_MISSES], g[TD_STATUS_DECODES],
+               (double)g[TD_STATUS_DECODE_NS_TOTAL] / 1e6, (double)g[TD_STATUS_DECODE_NS_MAX] / 1e6,
+               g[TD_STATUS_EVICTIONS], g[TD_STATUS_ERRORS], (double)g[TD_STATUS_UPTIME_MS] / 1e3);
+        if (nfiles)
             printf("  %-11s %-8s %7s %13s %13s %7s %6s %6s %9s  %s\n", "FORMAT", "MODE", "TENSORS",
                    "FILE BYTES", "DERIVED", "CLIENTS", "LOADS", "HITS", "IDLE", "FILE");
-        for (size_t i = 0; i < st->nfiles; i++) {
-            const td_status_file *f = &st->files[i];
+        for (size_t i = 0; i < nfiles; i++) {
+            const char *format = td_format_name(td_status_file_format(st, i));
             printf("  %-11s %-8s %7" PRIu64 " %13" PRIu64 " %13" PRIu64 " %7" PRIu64 " %6" PRIu64
                    " %6" PRIu64 " %8.1fs  %s\n",
-                   td_format_name(f->format) ? td_format_name(f->format) : "?", f->mode, f->tensors,
-                   f->file_bytes, f->derived_bytes, f->leases, f->loads, f->hits,
-                   (double)f->idle_ms / 1e3, f->name);
+                   format ? format : "?", td_status_file_mode(st, i),
+                   td_status_file_get(st, i, TD_STATUS_FILE_TENSORS),
+                   td_status_file_get(st, i, TD_STATUS_FILE_FILE_BYTES),
+                   td_status_file_get(st, i, TD_STATUS_FILE_DERIVED_BYTES),
+                   td_status_file_get(st, i, TD_STATUS_FILE_LEASES),
+                   td_status_file_get(st, i, TD_STATUS_FILE_LOADS),
+                   td_status_file_get(st, i, TD_STATUS_FILE_HITS),
+                   (double)td_status_file_get(st, i, TD_STATUS_FILE_IDLE_MS) / 1e3,
+                   td_status_file_name(st, i));
         }
     }
     td_status_free(st);

@@ -1502,7 +1502,8 @@ static void evict_and_wait_idle(void)
     for (int i = 0; i < 200; i++) {
         td_status *st;
         TU_OK(td_client_status(cl, &st, &err), &err);
-        uint64_t clients = st->clients, leases = st->leases;
+        uint64_t clients = td_status_get(st, TD_STATUS_CLIENTS),
+                 leases = td_status_get(st, TD_STATUS_LEASES);
         td_status_free(st);
         if (clients <= 1 && !leases)
             break;
