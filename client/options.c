@@ -1,7 +1,8 @@
 /*
  * options.c - td_load_options at the API boundary: initialising them, copying the caller's
  * struct by its size into one of this library's version, checking its fields, and turning the
- * public td_dequant into the dequantization code that quant/ and the wire protocol speak.
+ * public td_dequant into the dequantization code that quant/ and the wire protocol speak; and
+ * the argument checks every load makes, embedded or through the daemon (td__load_check).
  *
  * Every public call that takes options copies them here first (td__load_options_copy), so that
  * the code below the API reads a whole struct of this version and never the caller's memory
@@ -70,4 +71,29 @@ uint32_t td__dequant_code(td_dequant d)
     default:
         return 0;
     }
+}
+
+int td__load_check(const char *path, const td_load_options *opt, td_dict **arrays, td_meta **meta,
+                   td_load_options *o, td_error *err)
+{
+    if (arrays)
+        *arrays = NULL;
+    if (meta)
+        *meta = NULL;
+    if (!path || !arrays)
+        return td__err(err, TD_EINVAL, "[load] path and arrays must not be NULL");
+    int rc = td__load_options_copy(opt, o, path, err);
+    if (rc)
+        return rc;
+    if (!o->format)
+        o->format = td_format_from_path(path);
+    if (!td_format_name(o->format))
+        return td__err(err, TD_ENOTSUP,
+                       "%s: could not infer the file format from the extension (expected .npy, "
+                       ".npz, .safetensors or .gguf)",
+                       path);
+    if (meta && (o->format == TD_FORMAT_NPY || o->format == TD_FORMAT_NPZ))
+        return td__err(err, TD_ENOMETA, "%s: %s files have no metadata", path,
+                       td_format_name(o->format));
+    return 0;
 }

@@ -1,112 +1,19 @@
 /*
- * daemon.c - libtensord's daemon mode, and td_client.
+ * remote_client.c - td_client: one connection to the daemon kept for every request made through
+ * it (loads, status, eviction, ping), thread-safe, reconnecting by itself after a restart.
  *
- * A load through the daemon: connect to its socket, open the file ourselves, send HELLO and
- * LOAD (the descriptor attached) in one go, read HELLO_OK and LOAD_OK, map each region the
- * reply carries read-only, close the descriptors, and build the same views as embedded mode.
- *
- * td_load makes a connection per load, and it stays open as long as any array of the load
- * lives: it is the lease. When the last array goes, the connection closes and the daemon drops
- * the lease. A td_client keeps one connection for all its requests (the handshake once); the
- * last array of a load made through it sends RELEASE instead, whose reply is read later, in
- * batches. If the daemon dies, the mappings stay valid (they are ours), and the next load
- * connects afresh.
+ * The handshake happens once per connection. The last array of a load made through a client
+ * sends RELEASE for its lease over the client's connection; the replies are not waited for but
+ * read with the next request's, or in batches. A lease granted on an earlier connection (before
+ * a daemon restart, or the parent's after fork()) is not sent: the daemon ended it when that
+ * connection closed. The mappings stay valid whatever happens to the daemon: they are ours.
  */
-#include "client.h"
+#include "remote.h"
 #include "common.h"
-#include "proto.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <sys/mman.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
-
-/* Connecting and the handshake are quick or the daemon is not well; a LOAD may inflate or
- * decode gigabytes first. */
-#define TD__HELLO_TIMEOUT_MS 5000
-#define TD__LOAD_TIMEOUT_MS  600000
-
-const char *td__socket_path(const char *explicit_path)
-{
-    if (explicit_path)
-        return explicit_path;
-    /* secure_getenv: a set-user-ID or set-group-ID program linking libtensord must not be made
-     * to talk to a socket its caller chose. */
-    const char *env = secure_getenv("TENSORD_SOCKET");
-    return env && *env ? env : TD_DEFAULT_SOCKET;
-}
-
-int td__daemon_connect(const char *path, int *out, td_error *err)
-{
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    size_t n = strlen(path);
-    if (n >= sizeof sa.sun_path)
-        return td__err(err, TD_EINVAL, "socket path too long (%zu), must be under %zu", n,
-                       sizeof sa.sun_path);
-    memcpy(sa.sun_path, path, n + 1);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return td__err(err, TD_ESYS, "socket: %s", strerror(errno));
-    while (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
-        if (errno == EINTR)
-            continue;
-        int e = errno;
-        close(fd);
-        return td__err(err, TD_ECONNECT, "no daemon at %s: %s", path, strerror(e));
-    }
-    *out = fd;
-    return 0;
-}
-
-/* Sends HELLO and reads HELLO_OK. */
-static int td__daemon_hello(int sock, td_error *err)
-{
-    td__proto_msg m;
-    td__proto_msg_init(&m, TD__PROTO_HELLO, 1);
-    m.u.hello.version = TD__PROTO_VERSION;
-    m.u.hello.min_version = TD__PROTO_MIN_VERSION;
-    m.u.hello.features = TD__PROTO_F_ALL;
-    m.u.hello.max_frame = TD__PROTO_DEFAULT_MAX_FRAME;
-    m.u.hello.max_fds = TD__PROTO_FDS_MAX;
-    char software[48];
-    snprintf(software, sizeof software, "libtensord %s", td_version_string());
-    m.u.hello.software = software;
-    return td__proto_send_msg(sock, &m, NULL, TD__HELLO_TIMEOUT_MS, err);
-}
-
-/* Checks that out answers request id with type want: 0, or the daemon's error code and message
- * (out is then destroyed). A reply of another type or id is TD_EPROTO. */
-static int td__reply_check(td__proto_msg *out, uint32_t id, uint32_t want, td_error *err)
-{
-    int rc;
-    if (out->type == TD__PROTO_ERROR) {
-        rc = out->u.error.code < 0 ? out->u.error.code : TD_EPROTO;
-        td__err(err, rc, "%s", out->u.error.message);
-        td__proto_msg_destroy(out);
-        return rc;
-    }
-    if (out->type != want || out->id != id) {
-        rc = td__err(err, TD_EPROTO, "daemon answered %s #%u, expected %s #%u",
-                     td__proto_type_name(out->type) ? td__proto_type_name(out->type) : "?", out->id,
-                     td__proto_type_name(want), id);
-        td__proto_msg_destroy(out);
-        return rc;
-    }
-    return 0;
-}
-
-/* Reads the reply to request id of type want (td__reply_check). */
-static int td__daemon_reply(int sock, uint32_t id, uint32_t want, int timeout_ms,
-                            td__proto_msg *out, td_error *err)
-{
-    int rc = td__proto_recv_msg(sock, NULL, out, timeout_ms, err);
-    return rc ? rc : td__reply_check(out, id, want, err);
-}
 
 /* Request ids with this bit are RELEASEs, whose replies nobody waits for. */
 #define TD__RELEASE_ID 0x80000000u
@@ -132,139 +39,7 @@ struct td_client {
     char *socket_path;
 };
 
-/* A load's hold on its daemon entry, shared by the regions of the load. td_load gives each load
- * a connection of its own, closed with the last region (the daemon then drops the lease); a
- * td_client sends RELEASE over its connection instead. */
-typedef struct td__lease {
-    atomic_long refs;
-    int sock;          /* td_load: the load's connection */
-    td_client *client; /* td_client_load: the client, referenced */
-    uint64_t id, gen;  /* ... the lease and the connection it was granted on */
-} td__lease;
-
-static void td__client_release(td_client *c, uint64_t lease, uint64_t gen);
 static void td__client_unlock(td_client *c);
-
-static void td__lease_unref(td__lease *l)
-{
-    if (atomic_fetch_sub_explicit(&l->refs, 1, memory_order_acq_rel) != 1)
-        return;
-    if (l->client)
-        td__client_release(l->client, l->id, l->gen);
-    else
-        close(l->sock);
-    free(l);
-}
-
-static void td__daemon_region_release(void *ctx, void *base, size_t len)
-{
-    if (base)
-        munmap(base, len);
-    td__lease_unref(ctx);
-}
-
-/* Maps the regions of a LOAD_OK and builds the arrays (and metadata) over them. Consumes the
- * reply and the caller's reference on lease; each region takes one of its own. */
-static int td__daemon_adopt(const char *path, td__proto_msg *reply, td__lease *lease,
-                            td_dict **arrays, td_meta **meta, td_error *err)
-{
-    int rc = 0;
-    td__proto_loaded *ld = &reply->u.loaded;
-    td__region *regions[TD__PROTO_FDS_MAX] = {0};
-    uint32_t mapped = 0;
-    for (; !rc && mapped < ld->nregions; mapped++) {
-        td__proto_region *r = &ld->regions[mapped];
-        void *base = NULL;
-        if (r->size) {
-            base = mmap(NULL, (size_t)r->size, PROT_READ, MAP_SHARED, r->fd, 0);
-            if (base == MAP_FAILED) {
-                rc = td__err(err, td__err_from_errno(errno), "%s: cannot map region %u: %s", path,
-                             mapped, strerror(errno));
-                break;
-            }
-        }
-        atomic_fetch_add_explicit(&lease->refs, 1, memory_order_relaxed);
-        regions[mapped] = td__region_new(base, (size_t)r->size, td__daemon_region_release, lease);
-        if (!regions[mapped]) {
-            td__daemon_region_release(lease, base, (size_t)r->size);
-            rc = td__err(err, TD_ENOMEM, "%s: out of memory", path);
-            break;
-        }
-        regions[mapped]->provenance = TD_PROVENANCE_DAEMON;
-    }
-    if (!rc)
-        rc = td__table_to_dict(ld->table, regions, ld->nregions, 0, path, arrays, err);
-    if (!rc && meta) {
-        *meta = ld->table->meta ? ld->table->meta : td_meta_new();
-        ld->table->meta = NULL;
-        if (!*meta) {
-            td_dict_free(*arrays);
-            rc = td__err(err, TD_ENOMEM, "%s: out of memory", path);
-        }
-    }
-    for (uint32_t i = 0; i < mapped; i++)
-        td__region_release(regions[i]);
-    td__proto_msg_destroy(reply); /* closes the region descriptors: the mappings stay */
-    td__lease_unref(lease);       /* the regions hold the lease from here on */
-    return rc;
-}
-
-/* The LOAD request for fd. */
-static void td__load_msg(td__proto_msg *m, uint32_t id, int fd, const char *path,
-                         const td_load_options *opt)
-{
-    td__proto_msg_init(m, TD__PROTO_LOAD, id);
-    m->u.load.fd = fd;
-    m->u.load.format = opt->format;
-    m->u.load.mode = TD__PROTO_MODE_DEFAULT;
-    m->u.load.dequant = td__dequant_code(opt->dequantize);
-    m->u.load.max_inflated = opt->max_inflated;
-    m->u.load.name = (char *)path;
-}
-
-int td__daemon_load(const char *path, const td_load_options *opt, td_dict **arrays, td_meta **meta,
-                    td_error *err)
-{
-    int fd, sock;
-    int rc = td__open_ro(path, &fd, err);
-    if (!rc)
-        rc = td__daemon_connect(td__socket_path(opt->socket_path), &sock, err);
-    if (rc) {
-        if (fd >= 0)
-            close(fd);
-        return rc;
-    }
-    td__lease *lease = calloc(1, sizeof *lease);
-    if (!lease) {
-        close(fd);
-        close(sock);
-        return td__err(err, TD_ENOMEM, "%s: out of memory", path);
-    }
-    atomic_init(&lease->refs, 1);
-    lease->sock = sock;
-
-    td__proto_msg m, hello, reply;
-    rc = td__daemon_hello(sock, err);
-    if (!rc) {
-        td__load_msg(&m, 2, fd, path, opt);
-        rc = td__proto_send_msg(sock, &m, NULL, TD__HELLO_TIMEOUT_MS, err);
-    }
-    close(fd); /* the daemon has its own copy now */
-    if (!rc) {
-        rc = td__daemon_reply(sock, 1, TD__PROTO_HELLO_OK, TD__HELLO_TIMEOUT_MS, &hello, err);
-        if (!rc)
-            td__proto_msg_destroy(&hello);
-    }
-    if (!rc)
-        rc = td__daemon_reply(sock, 2, TD__PROTO_LOAD_OK, TD__LOAD_TIMEOUT_MS, &reply, err);
-    if (rc) {
-        td__lease_unref(lease);
-        return td__err_prefix(err, rc, path);
-    }
-    return td__daemon_adopt(path, &reply, lease, arrays, meta, err);
-}
-
-/* ---- td_client ---- */
 
 static void td__client_unref(td_client *c)
 {
@@ -301,15 +76,15 @@ static int td__client_open(td_client *c, td_error *err)
     }
     if (c->sock >= 0)
         return 0;
-    int rc = td__daemon_connect(c->socket_path, &c->sock, err);
+    int rc = td__remote_connect(c->socket_path, &c->sock, err);
     if (rc) {
         c->sock = -1;
         return rc;
     }
     td__proto_msg r;
-    rc = td__daemon_hello(c->sock, err);
+    rc = td__remote_hello(c->sock, err);
     if (!rc)
-        rc = td__daemon_reply(c->sock, 1, TD__PROTO_HELLO_OK, TD__HELLO_TIMEOUT_MS, &r, err);
+        rc = td__remote_reply(c->sock, 1, TD__PROTO_HELLO_OK, TD__HELLO_TIMEOUT_MS, &r, err);
     if (rc) {
         td__client_drop(c);
         return rc;
@@ -365,7 +140,7 @@ static int td__client_call(td_client *c, td__proto_msg *m, uint32_t want, int ti
             continue;
         }
         /* The daemon's error answer leaves the connection fine; a wrong reply does not. */
-        if ((rc = td__reply_check(reply, m->id, want, err)) == TD_EPROTO)
+        if ((rc = td__remote_reply_check(reply, m->id, want, err)) == TD_EPROTO)
             td__client_drop(c);
         break;
     }
@@ -441,6 +216,13 @@ static void td__client_release(td_client *c, uint64_t lease, uint64_t gen)
     td__client_unref(c);
 }
 
+/* The end of a lease granted through a client (td__lease.end). */
+static void td__client_end_lease(td__lease *l)
+{
+    td__client_release(l->owner, l->id, l->gen);
+    free(l);
+}
+
 int td_client_connect(const char *socket_path, td_client **out, td_error *err)
 {
     const char *path = td__socket_path(socket_path);
@@ -489,7 +271,7 @@ int td_client_load(td_client *c, const char *path, const td_load_options *opt, t
         return td__err(err, TD_ENOMEM, "%s: out of memory", path);
     }
     td__proto_msg m, reply;
-    td__load_msg(&m, 0, fd, path, &o);
+    td__remote_load_msg(&m, 0, fd, path, &o);
     rc = td__client_call(c, &m, TD__PROTO_LOAD_OK, TD__LOAD_TIMEOUT_MS, &reply, &lease->gen, err);
     close(fd);
     if (rc) {
@@ -498,9 +280,10 @@ int td_client_load(td_client *c, const char *path, const td_load_options *opt, t
     }
     atomic_init(&lease->refs, 1);
     atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
-    lease->client = c;
+    lease->end = td__client_end_lease;
+    lease->owner = c;
     lease->id = reply.u.loaded.lease;
-    return td__daemon_adopt(path, &reply, lease, arrays, meta, err);
+    return td__remote_adopt(path, &reply, lease, arrays, meta, err);
 }
 
 int td_client_ping(td_client *c, td_error *err)
