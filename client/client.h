@@ -77,8 +77,11 @@ int td__table_to_dict(td__table *t, td__region *const *regions, size_t nregions,
                       const char *fname, td_dict **out, td_error *err);
 /* view.c: opens path read-only (close-on-exec) into *fd; "PATH: cannot open: REASON" otherwise. */
 int td__open_ro(const char *path, int *fd, td_error *err);
-/* view.c: opens path and maps it whole, read-only and shared. Empty files, directories and
- * other non-regular files are refused. On success the caller munmaps *base. */
+/* view.c: opens path read-only into *fd (the caller closes it) and gives its size. Empty files,
+ * directories and other non-regular files are refused. */
+int td__open_file(const char *path, int *fd, uint64_t *size, td_error *err);
+/* view.c: opens path (td__open_file) and maps it whole, read-only and shared. On success the
+ * caller munmaps *base. */
 int td__map_file(const char *path, void **base, size_t *len, td_error *err);
 
 /* status.c: a td_status holding a copy of a STATUS_OK's figures (proto/proto.h). */

@@ -47,6 +47,11 @@ int td_array_dequantize(const td_array *a, td_dtype out, unsigned threads, td_ar
     return rc;
 }
 
+int td_dtype_dequantizable(td_dtype t)
+{
+    return td_dtype_is_block(t) && td__gq_supported(t);
+}
+
 int td_array_to_mlx(const td_array *a, td_array **weights, td_array **scales, td_array **biases,
                     td_error *err)
 {

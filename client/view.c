@@ -71,33 +71,47 @@ int td__open_ro(const char *path, int *fd, td_error *err)
     return td__err(err, td__err_from_errno(e), "%s: cannot open: %s", path, strerror(e));
 }
 
-/* Opens and maps path read-only. Empty files are refused here: there is nothing to map and no
- * format allows them. */
-int td__map_file(const char *path, void **base, size_t *len, td_error *err)
+/* Empty files are refused here: there is nothing to map or read, and no format allows them. */
+int td__open_file(const char *path, int *fd, uint64_t *size, td_error *err)
 {
-    int fd;
-    int rc = td__open_ro(path, &fd, err);
+    int rc = td__open_ro(path, fd, err);
     if (rc)
         return rc;
     struct stat st;
-    if (fstat(fd, &st) < 0) {
+    if (fstat(*fd, &st) < 0) {
         int e = errno;
         rc = td__err(err, td__err_from_errno(e), "%s: cannot stat: %s", path, strerror(e));
     } else if (!S_ISREG(st.st_mode)) {
         rc = td__err(err, TD_EINVAL, "%s: not a regular file", path);
     } else if (st.st_size == 0) {
         rc = td__err(err, TD_ETRUNC, "%s: file is empty", path);
-    } else if ((uint64_t)st.st_size > SIZE_MAX) {
+    } else {
+        *size = (uint64_t)st.st_size;
+        return 0;
+    }
+    close(*fd);
+    *fd = -1;
+    return rc;
+}
+
+int td__map_file(const char *path, void **base, size_t *len, td_error *err)
+{
+    int fd;
+    uint64_t size;
+    int rc = td__open_file(path, &fd, &size, err);
+    if (rc)
+        return rc;
+    if (size > SIZE_MAX) {
         rc = td__err(err, TD_ERANGE, "%s: file too large to map", path);
     } else {
-        void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+        void *p = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
         if (p == MAP_FAILED) {
             int e = errno;
-            rc = td__err(err, td__err_from_errno(e), "%s: cannot map %lld bytes: %s", path,
-                         (long long)st.st_size, strerror(e));
+            rc = td__err(err, td__err_from_errno(e), "%s: cannot map %llu bytes: %s", path,
+                         (unsigned long long)size, strerror(e));
         } else {
             *base = p;
-            *len = (size_t)st.st_size;
+            *len = (size_t)size;
         }
     }
     close(fd);

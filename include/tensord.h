@@ -242,6 +242,9 @@ TD_EXTERN td_provenance td_array_provenance(const td_array *a);
 TD_EXTERN int td_array_dequantize(const td_array *a, td_dtype out, unsigned threads,
                                   td_array **result, td_error *err);
 
+/* 1 for the GGML block types td_array_dequantize decodes (listed above), 0 otherwise. */
+TD_EXTERN int td_dtype_dequantizable(td_dtype t);
+
 /* MLX's packed form of an array of type q4_0, q4_1 or q8_0 (see above): three new arrays,
  * weights (uint32), scales and biases (float16), each holding one reference for the caller.
  * On failure none is returned. */
@@ -436,7 +439,10 @@ typedef struct td_load_options {
 
 /* The defaults: size set, every other field zero. Compiled into the caller, so its size is
  * always the caller's own. */
-#define TD_LOAD_OPTIONS_INIT {.size = sizeof(td_load_options)}
+#define TD_LOAD_OPTIONS_INIT                                                                       \
+    {                                                                                              \
+        .size = sizeof(td_load_options)                                                            \
+    }
 
 /* TD_LOAD_OPTIONS_INIT as a function, for callers that cannot use the macro. It zeroes *o as
  * this library knows the struct (sizeof(td_load_options) of the header it was built with) and
@@ -470,6 +476,68 @@ TD_EXTERN int td_load_array(const char *path, const td_load_options *opt, td_arr
                             td_error *err);
 
 /* ---------------------------------------------------------------------------------------------
+ * Inspecting and verifying a file
+ *
+ * td_inspect gives a file's table (what td_load would return, without the data) and metadata,
+ * reading only the bytes it parses (headers, directories, metadata) with pread: tensor data is
+ * neither mapped nor read, so inspecting a 100 GB file reads kilobytes to megabytes. td_verify
+ * reads everything. Both run in this process, whatever opt->mode says; of the options they use
+ * format, max_inflated, dequantize and (td_verify) threads.
+ */
+
+/* What stands between a tensor's stored bytes and the array a load gives: a set of these bits.
+ * Values are stable; new bits may be added. */
+typedef enum td_layout {
+    TD_LAYOUT_VIEW = 0,             /* none: viewed as stored (C order, little-endian) */
+    TD_LAYOUT_BYTESWAP = 1u << 0,   /* big-endian elements, swapped on load */
+    TD_LAYOUT_FORTRAN = 1u << 1,    /* column-major order, reordered on load */
+    TD_LAYOUT_DEFLATE = 1u << 2,    /* a deflated npz member, inflated on load */
+    TD_LAYOUT_DEQUANTIZE = 1u << 3, /* GGML blocks dequantized on load (opt->dequantize) */
+    TD_LAYOUT_MLX = 1u << 4         /* GGML blocks repacked into MLX's form on load */
+} td_layout;
+
+typedef struct td_inspect_result td_inspect_result;
+
+/* Indexes and validates path as td_load does (every header, count, offset and size), reading
+ * headers through the descriptor, never the tensor data. On success *out is a new result the
+ * caller frees with td_inspect_free. With opt->dequantize, the table is the one a load with
+ * that option gives (dequantized entries: TD_LAYOUT_DEQUANTIZE or TD_LAYOUT_MLX). */
+TD_EXTERN int td_inspect(const char *path, const td_load_options *opt, td_inspect_result **out,
+                         td_error *err);
+/* No operation when r is NULL. */
+TD_EXTERN void td_inspect_free(td_inspect_result *r);
+/* The file's format, its size in bytes, and its metadata: borrowed (valid until
+ * td_inspect_free), NULL for npy and npz, which have none. */
+TD_EXTERN td_format td_inspect_format(const td_inspect_result *r);
+TD_EXTERN uint64_t td_inspect_file_size(const td_inspect_result *r);
+TD_EXTERN const td_meta *td_inspect_meta(const td_inspect_result *r);
+/* The tensors, in file order, and tensor i's fields. Out of range: NULL, 0 or TD_DTYPE_COUNT. */
+TD_EXTERN size_t td_inspect_ntensors(const td_inspect_result *r);
+/* Its name (borrowed), or NULL for the entry of a bare .npy. */
+TD_EXTERN const char *td_inspect_tensor_name(const td_inspect_result *r, size_t i);
+/* The dtype, dimensions and shape (in elements) of the array a load gives. */
+TD_EXTERN td_dtype td_inspect_tensor_dtype(const td_inspect_result *r, size_t i);
+TD_EXTERN int td_inspect_tensor_ndim(const td_inspect_result *r, size_t i);
+TD_EXTERN const int64_t *td_inspect_tensor_shape(const td_inspect_result *r, size_t i);
+/* Bytes of the array a load gives. */
+TD_EXTERN uint64_t td_inspect_tensor_nbytes(const td_inspect_result *r, size_t i);
+/* Where the stored bytes start in the file and how many there are (they differ from nbytes
+ * for deflated members and dequantized tensors). */
+TD_EXTERN uint64_t td_inspect_tensor_offset(const td_inspect_result *r, size_t i);
+TD_EXTERN uint64_t td_inspect_tensor_stored_nbytes(const td_inspect_result *r, size_t i);
+/* The dtype as stored: the GGML block type of a dequantized tensor, else the dtype. */
+TD_EXTERN td_dtype td_inspect_tensor_stored_dtype(const td_inspect_result *r, size_t i);
+/* td_layout bits: what a load does to the stored bytes. */
+TD_EXTERN unsigned td_inspect_tensor_layout(const td_inspect_result *r, size_t i);
+
+/* Validates path completely: everything td_inspect checks, then decodes every tensor that
+ * needs decoding (inflating, byte-swapping, reordering, dequantizing with opt->dequantize) and
+ * checks the CRC-32 and size of every npz member, stored members too (td_load does not read
+ * those). 0 when all is well; otherwise the first problem, naming the file, member or tensor.
+ * The file is mapped read-only while it is read, as in embedded td_load. */
+TD_EXTERN int td_verify(const char *path, const td_load_options *opt, td_error *err);
+
+/* ---------------------------------------------------------------------------------------------
  * The daemon
  *
  * td_load talks to tensord by itself (td_load_options.mode), one connection per load. A td_client
@@ -490,20 +558,20 @@ typedef struct td_client td_client;
 typedef struct td_status td_status;
 
 typedef enum td_status_key {
-    TD_STATUS_ENTRIES = 0,      /* cached files */
-    TD_STATUS_BYTES,            /* bytes held (mapped files and derived buffers) */
-    TD_STATUS_DERIVED_BYTES,    /* bytes of derived buffers (decoded, dequantized, snapshots) */
-    TD_STATUS_BUDGET,           /* the memory budget in bytes (0: none) */
-    TD_STATUS_HITS,             /* loads served from the cache */
-    TD_STATUS_MISSES,           /* loads that parsed a file */
-    TD_STATUS_EVICTIONS,        /* entries evicted */
-    TD_STATUS_CLIENTS,          /* connected clients */
-    TD_STATUS_LEASES,           /* leases held by clients */
-    TD_STATUS_DECODES,          /* derived buffers made */
-    TD_STATUS_DECODE_NS_TOTAL,  /* nanoseconds spent decoding */
-    TD_STATUS_DECODE_NS_MAX,    /* the longest decode, in nanoseconds */
-    TD_STATUS_ERRORS,           /* requests answered with an error */
-    TD_STATUS_UPTIME_MS         /* milliseconds since the daemon started */
+    TD_STATUS_ENTRIES = 0,     /* cached files */
+    TD_STATUS_BYTES,           /* bytes held (mapped files and derived buffers) */
+    TD_STATUS_DERIVED_BYTES,   /* bytes of derived buffers (decoded, dequantized, snapshots) */
+    TD_STATUS_BUDGET,          /* the memory budget in bytes (0: none) */
+    TD_STATUS_HITS,            /* loads served from the cache */
+    TD_STATUS_MISSES,          /* loads that parsed a file */
+    TD_STATUS_EVICTIONS,       /* entries evicted */
+    TD_STATUS_CLIENTS,         /* connected clients */
+    TD_STATUS_LEASES,          /* leases held by clients */
+    TD_STATUS_DECODES,         /* derived buffers made */
+    TD_STATUS_DECODE_NS_TOTAL, /* nanoseconds spent decoding */
+    TD_STATUS_DECODE_NS_MAX,   /* the longest decode, in nanoseconds */
+    TD_STATUS_ERRORS,          /* requests answered with an error */
+    TD_STATUS_UPTIME_MS        /* milliseconds since the daemon started */
 } td_status_key;
 
 /* One figure of a cached file. */
