@@ -174,6 +174,16 @@ START_TEST(test_shared_decode_once)
     ck_assert_uint_eq(td_status_get(st, TD_STATUS_LEASES), 4);
     ck_assert_uint_eq(td_status_nfiles(st), 1);
     ck_assert_uint_eq(td_status_file_get(st, 0, TD_STATUS_FILE_LEASES), 4);
+    ck_assert_str_eq(td_status_file_name(st, 0), path);
+    ck_assert_int_eq(td_status_file_format(st, 0), TD_FORMAT_NPZ);
+    ck_assert_str_eq(td_status_file_mode(st, 0), "map");
+    ck_assert_uint_eq(td_status_file_get(st, 0, TD_STATUS_FILE_LOADS), 4);
+    ck_assert_uint_ge(td_status_file_get(st, 0, TD_STATUS_FILE_DERIVED_BYTES), 16 << 20);
+    /* Out of range and unknown keys: nothing, not a crash. */
+    ck_assert_ptr_null(td_status_file_name(st, 1));
+    ck_assert_uint_eq(td_status_file_get(st, 1, TD_STATUS_FILE_LEASES), 0);
+    ck_assert_uint_eq(td_status_get(st, (td_status_key)1000), 0);
+    ck_assert_uint_eq(td_status_nusers(st), 0);
     td_status_free(st);
     ck_assert_int_eq(write(hold[1], "xxxx", 4), 4);
     for (int i = 0; i < 4; i++) {
