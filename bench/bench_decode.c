@@ -53,7 +53,7 @@ static pid_t client(const char *file, const char *warm, const td_load_options *o
     td_error err = {0};
     if (warm) {
         td_load_options wo = *opt;
-        wo.dequantize = 0;
+        wo.dequantize = TD_DEQUANT_NONE;
         if (td_load(warm, &wo, &d, NULL, &err) == 0)
             td_dict_free(d);
         d = NULL;
@@ -98,9 +98,9 @@ static void stats(td_client *c, uint64_t *misses, uint64_t *hits, uint64_t *deco
     td_error err = {0};
     if (td_client_status(c, &s, &err))
         bu_die("status: %s", err.message);
-    *misses = s->misses;
-    *hits = s->hits;
-    *decodes = s->decodes;
+    *misses = td_status_get(s, TD_STATUS_MISSES);
+    *hits = td_status_get(s, TD_STATUS_HITS);
+    *decodes = td_status_get(s, TD_STATUS_DECODES);
     td_status_free(s);
 }
 
@@ -135,13 +135,15 @@ int main(int argc, char **argv)
         case 'r':
             rounds = atoi(optarg);
             break;
-        case 'd': {
-            td_dtype t;
-            if (td_dtype_from_name(optarg, &t))
-                bu_die("unknown dtype '%s'", optarg);
-            opt.dequantize = (int)t;
+        case 'd':
+            opt.dequantize = !strcmp(optarg, "float32")    ? TD_DEQUANT_F32
+                             : !strcmp(optarg, "float16")  ? TD_DEQUANT_F16
+                             : !strcmp(optarg, "bfloat16") ? TD_DEQUANT_BF16
+                             : !strcmp(optarg, "mlx")      ? TD_DEQUANT_MLX
+                                                           : TD_DEQUANT_NONE;
+            if (!opt.dequantize)
+                bu_die("unknown dequantize target '%s' (float32, float16, bfloat16, mlx)", optarg);
             break;
-        }
         case 'l':
             label = optarg;
             break;

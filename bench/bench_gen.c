@@ -124,7 +124,7 @@ int main(int argc, char **argv)
             bu_die("out of memory");
         for (size_t i = 0; i < td_dict_size(src); i++) {
             const char *name;
-            td_array *a = td_dict_at(src, i, &name);
+            const td_array *a = td_dict_at(src, i, &name);
             char def[32];
             if (!name) {
                 snprintf(def, sizeof def, "tensor_%zu", i);

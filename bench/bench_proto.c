@@ -77,9 +77,9 @@ static void make_table(td__table *t, int meta_kind, uint64_t *region_size)
     const char *arch = "llama";
     td_meta_set_string(t->meta, "general.architecture", arch, strlen(arch), &err);
     td_meta_set_string(t->meta, "general.name", "bench-7b", 8, &err);
-    td_meta_set_scalar(t->meta, "general.alignment", TD_TYPE_UINT32, &u, &err);
-    td_meta_set_scalar(t->meta, "general.file_type", TD_TYPE_UINT32, &u, &err);
-    td_meta_set_scalar(t->meta, "general.quantization_version", TD_TYPE_UINT32, &u, &err);
+    td_meta_set_scalar(t->meta, "general.alignment", TD_META_UINT32, &u, &err);
+    td_meta_set_scalar(t->meta, "general.file_type", TD_META_UINT32, &u, &err);
+    td_meta_set_scalar(t->meta, "general.quantization_version", TD_META_UINT32, &u, &err);
     static const char *ukeys[] = {"llama.context_length",
                                   "llama.embedding_length",
                                   "llama.block_count",
@@ -93,18 +93,18 @@ static void make_table(td__table *t, int meta_kind, uint64_t *region_size)
                                   "tokenizer.ggml.unknown_token_id",
                                   "tokenizer.ggml.padding_token_id"};
     for (size_t i = 0; i < sizeof ukeys / sizeof ukeys[0]; i++)
-        td_meta_set_scalar(t->meta, ukeys[i], TD_TYPE_UINT32, &u, &err);
-    td_meta_set_scalar(t->meta, "llama.attention.layer_norm_rms_epsilon", TD_TYPE_FLOAT32, &f,
+        td_meta_set_scalar(t->meta, ukeys[i], TD_META_UINT32, &u, &err);
+    td_meta_set_scalar(t->meta, "llama.attention.layer_norm_rms_epsilon", TD_META_FLOAT32, &f,
                        &err);
     float base = 10000.0f;
-    td_meta_set_scalar(t->meta, "llama.rope.freq_base", TD_TYPE_FLOAT32, &base, &err);
+    td_meta_set_scalar(t->meta, "llama.rope.freq_base", TD_META_FLOAT32, &base, &err);
     td_meta_set_string(t->meta, "tokenizer.ggml.model", "llama", 5, &err);
     td_meta_set_string(t->meta, "tokenizer.chat_template",
                        "{% for message in messages %}{{ message['content'] }}{% endfor %}", 65,
                        &err);
     uint8_t yes = 1;
-    td_meta_set_scalar(t->meta, "tokenizer.ggml.add_bos_token", TD_TYPE_BOOL, &yes, &err);
-    td_meta_set_scalar(t->meta, "tokenizer.ggml.add_eos_token", TD_TYPE_BOOL, &yes, &err);
+    td_meta_set_scalar(t->meta, "tokenizer.ggml.add_bos_token", TD_META_BOOL, &yes, &err);
+    td_meta_set_scalar(t->meta, "tokenizer.ggml.add_eos_token", TD_META_BOOL, &yes, &err);
     td_meta_set_string(t->meta, "general.license", "apache-2.0", 10, &err);
     if (meta_kind < 2)
         return;
@@ -120,8 +120,8 @@ static void make_table(td__table *t, int meta_kind, uint64_t *region_size)
     }
     td_meta_set_strings(t->meta, "tokenizer.ggml.tokens", (const char *const *)toks, NULL, nv,
                         &err);
-    td_meta_set_array(t->meta, "tokenizer.ggml.scores", TD_TYPE_FLOAT32, scores, nv, &err);
-    td_meta_set_array(t->meta, "tokenizer.ggml.token_type", TD_TYPE_INT32, types, nv, &err);
+    td_meta_set_array(t->meta, "tokenizer.ggml.scores", TD_META_FLOAT32, scores, nv, &err);
+    td_meta_set_array(t->meta, "tokenizer.ggml.token_type", TD_META_INT32, types, nv, &err);
     for (size_t i = 0; i < nv; i++)
         free(toks[i]);
     free(toks);

@@ -166,10 +166,13 @@ int td__array_alloc(td_dtype dtype, uint32_t ndim, const int64_t *shape, td_arra
     return td_array_new(dtype, (int)ndim, shape, NULL, out, err);
 }
 
-td_array *td_array_retain(td_array *a)
+td_array *td_array_retain(const td_array *a)
 {
-    atomic_fetch_add_explicit(&a->refs, 1, memory_order_relaxed);
-    return a;
+    /* Arrays are always heap objects of this library, never const-defined: the count may
+     * change through a const pointer. */
+    td_array *m = (td_array *)a;
+    atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
+    return m;
 }
 
 void td_array_release(td_array *a)

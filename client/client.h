@@ -1,6 +1,12 @@
 /*
  * client.h - libtensord internals shared by the client modules: regions (the mappings arrays
- * view into), array construction, and the loader back ends.
+ * view into) and array construction (array.c), dict helpers (dict.c), the options and argument
+ * checks (options.c), the views both load paths build (view.c) and the status (status.c).
+ * Daemon mode's own internals are in remote.h.
+ *
+ * Who calls whom, with no circle: load.c (td_load) -> view.c, remote_load.c;
+ * remote_client.c (td_client) -> remote_load.c, view.c, status.c; remote_load.c -> view.c;
+ * every one of them -> options.c, array.c, dict.c.
  */
 #ifndef TD_CLIENT_H
 #define TD_CLIENT_H
@@ -12,8 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* A reference-counted span of memory that arrays view into: a file mapping, a mapped memfd, a
- * decoded buffer. The last td__region_release calls release(ctx, base, len). */
+/* array.c: a reference-counted span of memory that arrays view into: a file mapping, a mapped
+ * memfd, a decoded buffer. The last td__region_release calls release(ctx, base, len). */
 typedef struct td__region {
     atomic_long refs;
     void *base;
@@ -42,39 +48,44 @@ int td__array_alloc(td_dtype dtype, uint32_t ndim, const int64_t *shape, td_arra
 /* Fills item with a borrowed description of a. */
 void td__array_item(const td_array *a, const char *name, td__item *item);
 
-/* Makes room for n entries in all (index included), so that adding up to n allocates only the
- * names. TD_ENOMEM leaves d as it was. */
+/* dict.c: makes room for n entries in all (index included), so that adding up to n allocates only
+ * the names. TD_ENOMEM leaves d as it was. */
 int td__dict_reserve(td_dict *d, size_t n);
 /* td_dict_set that keeps name itself (malloc'd) instead of a copy: the dict's on success, still
  * the caller's on failure. */
-int td__dict_set_taking(td_dict *d, char *name, td_array *a, td_error *err);
+int td__dict_set_taking(td_dict *d, char *name, const td_array *a, td_error *err);
 
-/* td_load's checks of its arguments (path and arrays set, a known format, no metadata asked of
- * npy or npz); *format receives the format, from opt or the extension. Clears *arrays, *meta. */
+/* options.c: copies the caller's options (NULL: the defaults) into *out, a whole struct of this
+ * version: size bytes of in, zeroes for the rest. A size under the first version's, an unknown
+ * mode, td_dequant value or flag is TD_EINVAL, the message starting with what. */
+int td__load_options_copy(const td_load_options *in, td_load_options *out, const char *what,
+                          td_error *err);
+/* The dequantization code (table.h) of a td_dequant: 0, TD_FLOAT32, TD_FLOAT16, TD_BFLOAT16 or
+ * TD__DEQUANT_MLX. The one place the public enum meets the internal code. */
+uint32_t td__dequant_code(td_dequant d);
+/* td_load's checks of its arguments (path and arrays set, valid options, a known format, no
+ * metadata asked of npy or npz). *o receives a copy of the options (td__load_options_copy)
+ * whose format is the one to load, from opt or the extension. Clears *arrays, *meta. */
 int td__load_check(const char *path, const td_load_options *opt, td_dict **arrays, td_meta **meta,
-                   td_format *format, td_error *err);
-/* Turns a table whose entries are all viewable (or decodable from region 0 = base/len) into a
- * dict, viewing into regions[entry.region]. Decodes entries with a layout into owned arrays.
- * The entries' names move into the dict (left NULL in t); t is destroyed by its owner after. */
-int td__table_to_dict(td__table *t, td__region *const *regions, size_t nregions, const char *fname,
-                      td_dict **out, td_error *err);
+                   td_load_options *o, td_error *err);
 
-/* Opens path read-only (close-on-exec) into *fd; "PATH: cannot open: REASON" otherwise. */
+/* view.c: turns a table whose entries are all viewable (or decodable from region 0) into a
+ * dict, viewing into regions[entry.region]. Decodes entries with a layout into owned arrays, on
+ * at most threads threads (0: automatic). The entries' names move into the dict (left NULL in
+ * t); t is destroyed by its owner after. */
+int td__table_to_dict(td__table *t, td__region *const *regions, size_t nregions, unsigned threads,
+                      const char *fname, td_dict **out, td_error *err);
+/* view.c: opens path read-only (close-on-exec) into *fd; "PATH: cannot open: REASON" otherwise. */
 int td__open_ro(const char *path, int *fd, td_error *err);
-
-/* Opens path and maps it whole, read-only and shared. Empty files, directories and other
- * non-regular files are refused. On success the caller munmaps *base. */
+/* view.c: opens path read-only into *fd (the caller closes it) and gives its size. Empty files,
+ * directories and other non-regular files are refused. */
+int td__open_file(const char *path, int *fd, uint64_t *size, td_error *err);
+/* view.c: opens path (td__open_file) and maps it whole, read-only and shared. On success the
+ * caller munmaps *base. */
 int td__map_file(const char *path, void **base, size_t *len, td_error *err);
 
-/* Embedded mode: open, map, index, validate, build the dict. */
-int td__load_embedded(const char *path, td_format format, const td_load_options *opt,
-                      td_dict **arrays, td_meta **meta, td_error *err);
-
-/* Daemon mode (daemon.c): the socket path the options name, connecting, and a load through the
- * daemon. */
-const char *td__socket_path(const td_load_options *opt);
-int td__daemon_connect(const char *path, int *sock, td_error *err);
-int td__daemon_load(const char *path, td_format format, const td_load_options *opt,
-                    td_dict **arrays, td_meta **meta, td_error *err);
+/* status.c: a td_status holding a copy of a STATUS_OK's figures (proto/proto.h). */
+typedef struct td__proto_status td__proto_status;
+int td__status_from_proto(const td__proto_status *s, td_status **out, td_error *err);
 
 #endif

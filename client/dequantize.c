@@ -14,7 +14,8 @@ static void gq_free_buffer(void *ctx, void *data)
     free(data);
 }
 
-int td_array_dequantize(const td_array *a, td_dtype out, td_array **result, td_error *err)
+int td_array_dequantize(const td_array *a, td_dtype out, unsigned threads, td_array **result,
+                        td_error *err)
 {
     if (!a || !result)
         return td__err(err, TD_EINVAL, "dequantize: array and result must not be NULL");
@@ -35,14 +36,20 @@ int td_array_dequantize(const td_array *a, td_dtype out, td_array **result, td_e
     if (!buf)
         return td__err(err, TD_ENOMEM, "dequantize: out of memory for %llu bytes",
                        (unsigned long long)nbytes);
+    td__gq_options gq = {.nthreads = td__gq_threads(nelems, threads)};
     rc = td__gq_dequantize(type, td_array_data(a), td_array_nbytes(a), nelems,
-                           ndim ? (uint64_t)shape[ndim - 1] : 0, out, buf, nbytes, NULL,
+                           ndim ? (uint64_t)shape[ndim - 1] : 0, out, buf, nbytes, &gq,
                            "dequantize", err);
     if (rc == 0)
         rc = td_array_wrap(out, ndim, shape, buf, gq_free_buffer, NULL, result, err);
     if (rc)
         free(buf);
     return rc;
+}
+
+int td_dtype_dequantizable(td_dtype t)
+{
+    return td_dtype_is_block(t) && td__gq_supported(t);
 }
 
 int td_array_to_mlx(const td_array *a, td_array **weights, td_array **scales, td_array **biases,

@@ -92,7 +92,8 @@ int td__dict_reserve(td_dict *d, size_t n)
 
 /* Adds a under name (NULL: unnamed), storing `owned` as the name when it is not NULL (it then
  * holds the same text, and is the dict's on success only) and a copy otherwise. */
-static int td__dict_insert(td_dict *d, const char *name, char *owned, td_array *a, td_error *err)
+static int td__dict_insert(td_dict *d, const char *name, char *owned, const td_array *a,
+                           td_error *err)
 {
     if (!d || !a)
         return td__err(err, TD_EINVAL, "dict: NULL %s", d ? "array" : "dict");
@@ -120,26 +121,26 @@ static int td__dict_insert(td_dict *d, const char *name, char *owned, td_array *
     return 0;
 }
 
-static int td__dict_add(td_dict *d, const char *name, td_array *a, td_error *err)
+static int td__dict_add(td_dict *d, const char *name, const td_array *a, td_error *err)
 {
     return td__dict_insert(d, name, NULL, a, err);
 }
 
-int td__dict_set_taking(td_dict *d, char *name, td_array *a, td_error *err)
+int td__dict_set_taking(td_dict *d, char *name, const td_array *a, td_error *err)
 {
     if (!name)
         return td__err(err, TD_EINVAL, "dict: NULL name");
     return td__dict_insert(d, name, name, a, err);
 }
 
-int td_dict_set(td_dict *d, const char *name, td_array *a, td_error *err)
+int td_dict_set(td_dict *d, const char *name, const td_array *a, td_error *err)
 {
     if (!name)
         return td__err(err, TD_EINVAL, "dict: NULL name (use td_dict_push for unnamed arrays)");
     return td__dict_add(d, name, a, err);
 }
 
-int td_dict_push(td_dict *d, td_array *a, td_error *err)
+int td_dict_push(td_dict *d, const td_array *a, td_error *err)
 {
     return td__dict_add(d, NULL, a, err);
 }
@@ -149,7 +150,7 @@ size_t td_dict_size(const td_dict *d)
     return d ? d->n : 0;
 }
 
-td_array *td_dict_get(const td_dict *d, const char *name)
+const td_array *td_dict_get(const td_dict *d, const char *name)
 {
     if (!d || !name || !d->index_cap)
         return NULL;
@@ -157,7 +158,7 @@ td_array *td_dict_get(const td_dict *d, const char *name)
     return k ? d->v[k - 1].a : NULL;
 }
 
-td_array *td_dict_at(const td_dict *d, size_t i, const char **name)
+const td_array *td_dict_at(const td_dict *d, size_t i, const char **name)
 {
     if (!d || i >= d->n)
         return NULL;

@@ -2,7 +2,7 @@
 # CMakeLists.txt (after every target exists):
 #
 #   ${bindir}/tensorctl                      ${sbindir}/tensord (the daemon)
-#   ${libdir}/libtensord.so.0.1.0 (+ .so.0, .so)   ${libdir}/libtensord.a
+#   ${libdir}/libtensord.so.0.2.0 (+ .so.0, .so)   ${libdir}/libtensord.a
 #   ${includedir}/tensord.h                  ${libdir}/pkgconfig/tensord.pc
 #   ${libdir}/cmake/tensord/                 (find_package(tensord) -> tensord::tensord)
 #   ${systemdsystemunitdir}/tensord.service, tensord.socket

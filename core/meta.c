@@ -30,7 +30,7 @@ typedef struct td__str {
 typedef struct td__arr td__arr;
 
 struct td_value {
-    uint8_t type;  /* td_type */
+    uint8_t type;  /* td_meta_type */
     uint8_t owned; /* 1: allocated alone by a td_value_new_* builder */
     union {
         uint64_t u; /* UINT8..UINT64, BOOL (0/1) */
@@ -43,7 +43,7 @@ struct td_value {
 };
 
 struct td__arr {
-    uint8_t elem;    /* td_type of every item */
+    uint8_t elem;    /* td_meta_type of every item */
     uint8_t depth;   /* see td__value_depth */
     size_t len, cap; /* items in use, item slots allocated */
     td_value *items; /* cap slots, owned == 0 */
@@ -75,16 +75,16 @@ static const uint64_t td__empty_packed[1];
  * Types
  */
 
-const char *td_type_name(td_type t)
+const char *td_meta_type_name(td_meta_type t)
 {
-    static const char *const names[TD_TYPE_COUNT] = {
-        [TD_TYPE_UINT8] = "uint8",     [TD_TYPE_INT8] = "int8",     [TD_TYPE_UINT16] = "uint16",
-        [TD_TYPE_INT16] = "int16",     [TD_TYPE_UINT32] = "uint32", [TD_TYPE_INT32] = "int32",
-        [TD_TYPE_FLOAT32] = "float32", [TD_TYPE_BOOL] = "bool",     [TD_TYPE_STRING] = "string",
-        [TD_TYPE_ARRAY] = "array",     [TD_TYPE_UINT64] = "uint64", [TD_TYPE_INT64] = "int64",
-        [TD_TYPE_FLOAT64] = "float64",
+    static const char *const names[TD_META_COUNT] = {
+        [TD_META_UINT8] = "uint8",     [TD_META_INT8] = "int8",     [TD_META_UINT16] = "uint16",
+        [TD_META_INT16] = "int16",     [TD_META_UINT32] = "uint32", [TD_META_INT32] = "int32",
+        [TD_META_FLOAT32] = "float32", [TD_META_BOOL] = "bool",     [TD_META_STRING] = "string",
+        [TD_META_ARRAY] = "array",     [TD_META_UINT64] = "uint64", [TD_META_INT64] = "int64",
+        [TD_META_FLOAT64] = "float64",
     };
-    if ((unsigned)t >= TD_TYPE_COUNT)
+    if ((unsigned)t >= TD_META_COUNT)
         return NULL;
     return names[t];
 }
@@ -92,101 +92,101 @@ const char *td_type_name(td_type t)
 /* Name for messages: never NULL. */
 static const char *td__tname(unsigned t)
 {
-    const char *s = td_type_name((td_type)t);
+    const char *s = td_meta_type_name((td_meta_type)t);
     return s ? s : "(invalid type)";
 }
 
-size_t td__type_size(td_type t)
+size_t td__type_size(td_meta_type t)
 {
     switch (t) {
-    case TD_TYPE_UINT8:
-    case TD_TYPE_INT8:
-    case TD_TYPE_BOOL:
+    case TD_META_UINT8:
+    case TD_META_INT8:
+    case TD_META_BOOL:
         return 1;
-    case TD_TYPE_UINT16:
-    case TD_TYPE_INT16:
+    case TD_META_UINT16:
+    case TD_META_INT16:
         return 2;
-    case TD_TYPE_UINT32:
-    case TD_TYPE_INT32:
-    case TD_TYPE_FLOAT32:
+    case TD_META_UINT32:
+    case TD_META_INT32:
+    case TD_META_FLOAT32:
         return 4;
-    case TD_TYPE_UINT64:
-    case TD_TYPE_INT64:
-    case TD_TYPE_FLOAT64:
+    case TD_META_UINT64:
+    case TD_META_INT64:
+    case TD_META_FLOAT64:
         return 8;
     default:
         return 0;
     }
 }
 
-int td__type_is_scalar(td_type t)
+int td__type_is_scalar(td_meta_type t)
 {
     return td__type_size(t) != 0;
 }
 
 static int td__is_signed(unsigned t)
 {
-    return t == TD_TYPE_INT8 || t == TD_TYPE_INT16 || t == TD_TYPE_INT32 || t == TD_TYPE_INT64;
+    return t == TD_META_INT8 || t == TD_META_INT16 || t == TD_META_INT32 || t == TD_META_INT64;
 }
 
 /* Reads a scalar of type t from its C type at p into v's payload (v->type set too). */
-static void td__scalar_load(td_value *v, td_type t, const void *p)
+static void td__scalar_load(td_value *v, td_meta_type t, const void *p)
 {
     v->type = (uint8_t)t;
     v->v.u = 0;
     switch (t) {
-    case TD_TYPE_UINT8: {
+    case TD_META_UINT8: {
         uint8_t x;
         memcpy(&x, p, 1);
         v->v.u = x;
         break;
     }
-    case TD_TYPE_BOOL: {
+    case TD_META_BOOL: {
         uint8_t x;
         memcpy(&x, p, 1);
         v->v.u = x != 0;
         break;
     }
-    case TD_TYPE_INT8: {
+    case TD_META_INT8: {
         int8_t x;
         memcpy(&x, p, 1);
         v->v.i = x;
         break;
     }
-    case TD_TYPE_UINT16: {
+    case TD_META_UINT16: {
         uint16_t x;
         memcpy(&x, p, 2);
         v->v.u = x;
         break;
     }
-    case TD_TYPE_INT16: {
+    case TD_META_INT16: {
         int16_t x;
         memcpy(&x, p, 2);
         v->v.i = x;
         break;
     }
-    case TD_TYPE_UINT32: {
+    case TD_META_UINT32: {
         uint32_t x;
         memcpy(&x, p, 4);
         v->v.u = x;
         break;
     }
-    case TD_TYPE_INT32: {
+    case TD_META_INT32: {
         int32_t x;
         memcpy(&x, p, 4);
         v->v.i = x;
         break;
     }
-    case TD_TYPE_FLOAT32:
+    case TD_META_FLOAT32:
         memcpy(&v->v.f32, p, 4);
         break;
-    case TD_TYPE_UINT64:
+    case TD_META_UINT64:
         memcpy(&v->v.u, p, 8);
         break;
-    case TD_TYPE_INT64:
+    case TD_META_INT64:
         memcpy(&v->v.i, p, 8);
         break;
-    case TD_TYPE_FLOAT64:
+    case TD_META_FLOAT64:
         memcpy(&v->v.f64, p, 8);
         break;
     default:
@@ -197,47 +197,47 @@ static void td__scalar_load(td_value *v, td_type t, const void *p)
 void td__scalar_store(void *p, const td_value *v)
 {
     switch (v->type) {
-    case TD_TYPE_UINT8:
-    case TD_TYPE_BOOL: {
+    case TD_META_UINT8:
+    case TD_META_BOOL: {
         uint8_t x = (uint8_t)v->v.u;
         memcpy(p, &x, 1);
         break;
     }
-    case TD_TYPE_INT8: {
+    case TD_META_INT8: {
         int8_t x = (int8_t)v->v.i;
         memcpy(p, &x, 1);
         break;
     }
-    case TD_TYPE_UINT16: {
+    case TD_META_UINT16: {
         uint16_t x = (uint16_t)v->v.u;
         memcpy(p, &x, 2);
         break;
     }
-    case TD_TYPE_INT16: {
+    case TD_META_INT16: {
         int16_t x = (int16_t)v->v.i;
         memcpy(p, &x, 2);
         break;
     }
-    case TD_TYPE_UINT32: {
+    case TD_META_UINT32: {
         uint32_t x = (uint32_t)v->v.u;
         memcpy(p, &x, 4);
         break;
     }
-    case TD_TYPE_INT32: {
+    case TD_META_INT32: {
         int32_t x = (int32_t)v->v.i;
         memcpy(p, &x, 4);
         break;
     }
-    case TD_TYPE_FLOAT32:
+    case TD_META_FLOAT32:
         memcpy(p, &v->v.f32, 4);
         break;
-    case TD_TYPE_UINT64:
+    case TD_META_UINT64:
         memcpy(p, &v->v.u, 8);
         break;
-    case TD_TYPE_INT64:
+    case TD_META_INT64:
         memcpy(p, &v->v.i, 8);
         break;
-    case TD_TYPE_FLOAT64:
+    case TD_META_FLOAT64:
         memcpy(p, &v->v.f64, 8);
         break;
     default:
@@ -291,9 +291,9 @@ static void td__arr_free(td__arr *a);
 /* Frees what v's payload owns (not v itself). */
 static void td__value_clear(td_value *v)
 {
-    if (v->type == TD_TYPE_STRING)
+    if (v->type == TD_META_STRING)
         free(v->v.s);
-    else if (v->type == TD_TYPE_ARRAY)
+    else if (v->type == TD_META_ARRAY)
         td__arr_free(v->v.a);
     v->v.u = 0;
 }
@@ -302,7 +302,7 @@ static void td__arr_free(td__arr *a)
 {
     if (!a)
         return;
-    if (a->elem == TD_TYPE_ARRAY) {
+    if (a->elem == TD_META_ARRAY) {
         for (size_t i = 0; i < a->len; i++)
             td__arr_free(a->items[i].v.a);
     }
@@ -312,12 +312,12 @@ static void td__arr_free(td__arr *a)
     free(a);
 }
 
-static td__arr *td__arr_new(td_type elem)
+static td__arr *td__arr_new(td_meta_type elem)
 {
     td__arr *a = calloc(1, sizeof *a);
     if (a) {
         a->elem = (uint8_t)elem;
-        a->depth = elem == TD_TYPE_ARRAY ? 2 : 1;
+        a->depth = elem == TD_META_ARRAY ? 2 : 1;
     }
     return a;
 }
@@ -346,7 +346,7 @@ static int td__arr_grow_items(td__arr *a, size_t need)
     size_t cap = a->cap < 4 ? 4 : a->cap > SIZE_MAX / 2 ? SIZE_MAX : a->cap * 2;
     if (cap < need)
         cap = need;
-    size_t esz = td__type_size((td_type)a->elem);
+    size_t esz = td__type_size((td_meta_type)a->elem);
     if (cap > SIZE_MAX / sizeof(td_value) || (esz && cap > SIZE_MAX / esz))
         return TD_ENOMEM;
     td_value *items = realloc(a->items, cap * sizeof *items);
@@ -398,7 +398,7 @@ static int td__arr_push_string(td__arr *a, const char *s, size_t len)
     td__rec_fill(r, s, len);
     a->blob_len += rs;
     td_value *it = &a->items[a->len++];
-    it->type = TD_TYPE_STRING;
+    it->type = TD_META_STRING;
     it->owned = 0;
     it->v.s = r;
     return 0;
@@ -412,7 +412,7 @@ static int td__arr_push_scalar(td__arr *a, const td_value *v)
     int rc = td__arr_grow_items(a, a->len + 1);
     if (rc)
         return rc;
-    size_t esz = td__type_size((td_type)a->elem);
+    size_t esz = td__type_size((td_meta_type)a->elem);
     td__scalar_store((char *)a->data + a->len * esz, v);
     a->items[a->len] = *v;
     a->items[a->len].owned = 0;
@@ -423,7 +423,7 @@ static int td__arr_push_scalar(td__arr *a, const td_value *v)
 /* A deep copy of an array body, or NULL when out of memory. */
 static td__arr *td__arr_copy(const td__arr *src)
 {
-    td__arr *a = td__arr_new((td_type)src->elem);
+    td__arr *a = td__arr_new((td_meta_type)src->elem);
     if (!a)
         return NULL;
     a->depth = src->depth;
@@ -431,7 +431,7 @@ static td__arr *td__arr_copy(const td__arr *src)
         return a;
     if (td__arr_grow_items(a, src->len))
         goto fail;
-    if (src->elem == TD_TYPE_STRING) {
+    if (src->elem == TD_META_STRING) {
         /* one blob of the same size; the records are copied one by one */
         if (td__arr_grow_blob(a, src->blob_len))
             goto fail;
@@ -440,7 +440,7 @@ static td__arr *td__arr_copy(const td__arr *src)
             if (td__arr_push_string(a, r->bytes, r->len))
                 goto fail; /* cannot happen: room reserved */
         }
-    } else if (src->elem == TD_TYPE_ARRAY) {
+    } else if (src->elem == TD_META_ARRAY) {
         for (size_t i = 0; i < src->len; i++) {
             a->items[i] = src->items[i];
             a->items[i].v.a = td__arr_copy(src->items[i].v.a);
@@ -449,7 +449,7 @@ static td__arr *td__arr_copy(const td__arr *src)
             a->len = i + 1;
         }
     } else {
-        size_t esz = td__type_size((td_type)src->elem);
+        size_t esz = td__type_size((td_meta_type)src->elem);
         if (!a->data || !src->data)
             goto fail; /* cannot happen: both hold len > 0 packed items */
         memcpy(a->items, src->items, src->len * sizeof *a->items);
@@ -466,11 +466,11 @@ fail:
 static int td__value_copy_into(td_value *dst, const td_value *src)
 {
     dst->type = src->type;
-    if (src->type == TD_TYPE_STRING) {
+    if (src->type == TD_META_STRING) {
         dst->v.s = td__str_new(src->v.s->bytes, src->v.s->len);
         return dst->v.s ? 0 : TD_ENOMEM;
     }
-    if (src->type == TD_TYPE_ARRAY) {
+    if (src->type == TD_META_ARRAY) {
         dst->v.a = td__arr_copy(src->v.a);
         return dst->v.a ? 0 : TD_ENOMEM;
     }
@@ -482,7 +482,7 @@ static int td__value_copy_into(td_value *dst, const td_value *src)
  * Values: builders
  */
 
-static td_value *td__value_alloc(td_type t)
+static td_value *td__value_alloc(td_meta_type t)
 {
     td_value *v = calloc(1, sizeof *v);
     if (v) {
@@ -493,7 +493,7 @@ static td_value *td__value_alloc(td_type t)
 }
 
 /* Returns NULL when out of memory, and also for a type that is not a scalar type. */
-td_value *td_value_new_scalar(td_type type, const void *value)
+td_value *td_value_new_scalar(td_meta_type type, const void *value)
 {
     if (!td__type_is_scalar(type) || !value)
         return NULL;
@@ -508,7 +508,7 @@ td_value *td_value_new_string(const char *s, size_t len)
 {
     if (!s && len)
         return NULL;
-    td_value *v = td__value_alloc(TD_TYPE_STRING);
+    td_value *v = td__value_alloc(TD_META_STRING);
     if (!v)
         return NULL;
     v->v.s = td__str_new(s, len);
@@ -520,11 +520,11 @@ td_value *td_value_new_string(const char *s, size_t len)
 }
 
 /* Returns NULL when out of memory, and also for elem_type outside the enum. */
-td_value *td_value_new_array(td_type elem_type)
+td_value *td_value_new_array(td_meta_type elem_type)
 {
-    if ((unsigned)elem_type >= TD_TYPE_COUNT)
+    if ((unsigned)elem_type >= TD_META_COUNT)
         return NULL;
-    td_value *v = td__value_alloc(TD_TYPE_ARRAY);
+    td_value *v = td__value_alloc(TD_META_ARRAY);
     if (!v)
         return NULL;
     v->v.a = td__arr_new(elem_type);
@@ -535,7 +535,7 @@ td_value *td_value_new_array(td_type elem_type)
     return v;
 }
 
-td_value *td__value_new_array_packed(td_type elem_type, const void *items, size_t n)
+td_value *td__value_new_array_packed(td_meta_type elem_type, const void *items, size_t n)
 {
     if (!td__type_is_scalar(elem_type) || (!items && n))
         return NULL;
@@ -555,7 +555,7 @@ td_value *td__value_new_array_packed(td_type elem_type, const void *items, size_
             td__scalar_load(&a->items[i], elem_type, p + i * esz);
             a->items[i].owned = 0;
         }
-        if (elem_type == TD_TYPE_BOOL) {
+        if (elem_type == TD_META_BOOL) {
             uint8_t *b = a->data;
             for (size_t i = 0; i < n; i++)
                 b[i] = b[i] != 0;
@@ -577,7 +577,7 @@ void td_value_free(td_value *v)
 
 int td__value_array_reserve(td_value *arr, size_t n, td_error *err)
 {
-    if (!arr || arr->type != TD_TYPE_ARRAY)
+    if (!arr || arr->type != TD_META_ARRAY)
         return td__err(err, TD_EINVAL, "metadata: reserve on a value that is not an array");
     td__arr *a = arr->v.a;
     if (n > SIZE_MAX - a->len || td__arr_grow_items(a, a->len + n))
@@ -587,14 +587,14 @@ int td__value_array_reserve(td_value *arr, size_t n, td_error *err)
 
 int td__value_array_push_scalar(td_value *arr, const void *p, td_error *err)
 {
-    if (!arr || arr->type != TD_TYPE_ARRAY || !p)
+    if (!arr || arr->type != TD_META_ARRAY || !p)
         return td__err(err, TD_EINVAL, "metadata: push on a value that is not an array");
     td__arr *a = arr->v.a;
-    if (!td__type_is_scalar((td_type)a->elem))
+    if (!td__type_is_scalar((td_meta_type)a->elem))
         return td__err(err, TD_EDTYPE, "metadata: cannot push a scalar to an array of %s",
                        td__tname(a->elem));
     td_value tmp;
-    td__scalar_load(&tmp, (td_type)a->elem, p);
+    td__scalar_load(&tmp, (td_meta_type)a->elem, p);
     if (td__arr_push_scalar(a, &tmp))
         return td__err(err, TD_ENOMEM, "metadata: out of memory at array item %zu", a->len);
     return 0;
@@ -602,10 +602,10 @@ int td__value_array_push_scalar(td_value *arr, const void *p, td_error *err)
 
 int td__value_array_push_string(td_value *arr, const char *s, size_t len, td_error *err)
 {
-    if (!arr || arr->type != TD_TYPE_ARRAY || (!s && len))
+    if (!arr || arr->type != TD_META_ARRAY || (!s && len))
         return td__err(err, TD_EINVAL, "metadata: push on a value that is not an array");
     td__arr *a = arr->v.a;
-    if (a->elem != TD_TYPE_STRING)
+    if (a->elem != TD_META_STRING)
         return td__err(err, TD_EDTYPE, "metadata: cannot push a string to an array of %s",
                        td__tname(a->elem));
     if (td__arr_push_string(a, s, len))
@@ -616,7 +616,7 @@ int td__value_array_push_string(td_value *arr, const char *s, size_t len, td_err
 
 unsigned td__value_depth(const td_value *v)
 {
-    return v && v->type == TD_TYPE_ARRAY ? v->v.a->depth : 0;
+    return v && v->type == TD_META_ARRAY ? v->v.a->depth : 0;
 }
 
 /* Scalars and strings are copied (the caller keeps item); an array item is taken: on success it
@@ -624,8 +624,8 @@ unsigned td__value_depth(const td_value *v)
 int td_value_array_push(td_value *arr, td_value *item, td_error *err)
 {
     int rc;
-    int take = item && item->type == TD_TYPE_ARRAY && item->owned;
-    if (!arr || arr->type != TD_TYPE_ARRAY || !item) {
+    int take = item && item->type == TD_META_ARRAY && item->owned;
+    if (!arr || arr->type != TD_META_ARRAY || !item) {
         rc =
             td__err(err, TD_EINVAL, "metadata: array push: %s", !item ? "no item" : "not an array");
         goto out;
@@ -636,9 +636,9 @@ int td_value_array_push(td_value *arr, td_value *item, td_error *err)
                      td__tname(item->type), td__tname(a->elem));
         goto out;
     }
-    if (item->type == TD_TYPE_STRING) {
+    if (item->type == TD_META_STRING) {
         rc = td__arr_push_string(a, item->v.s->bytes, item->v.s->len);
-    } else if (item->type == TD_TYPE_ARRAY) {
+    } else if (item->type == TD_META_ARRAY) {
         if (!item->owned) {
             return td__err(err, TD_EINVAL,
                            "metadata: cannot push an array that belongs to another container");
@@ -652,7 +652,7 @@ int td_value_array_push(td_value *arr, td_value *item, td_error *err)
         rc = a->len == SIZE_MAX ? TD_ENOMEM : td__arr_grow_items(a, a->len + 1);
         if (!rc) {
             td_value *slot = &a->items[a->len++];
-            slot->type = TD_TYPE_ARRAY;
+            slot->type = TD_META_ARRAY;
             slot->owned = 0;
             slot->v.a = item->v.a;
             if (d > a->depth)
@@ -677,10 +677,10 @@ out:
  * Values: accessors (none of them writes anything)
  */
 
-/* TD_TYPE_COUNT for NULL. */
-td_type td_value_type(const td_value *v)
+/* TD_META_COUNT for NULL. */
+td_meta_type td_value_type(const td_value *v)
 {
-    return v ? (td_type)v->type : TD_TYPE_COUNT;
+    return v ? (td_meta_type)v->type : TD_META_COUNT;
 }
 
 /* Floats convert when they hold an integer exactly and it fits; otherwise TD_ERANGE. */
@@ -689,24 +689,24 @@ int td_value_get_int(const td_value *v, int64_t *out)
     if (!v || !out)
         return TD_EINVAL;
     switch (v->type) {
-    case TD_TYPE_UINT8:
-    case TD_TYPE_UINT16:
-    case TD_TYPE_UINT32:
-    case TD_TYPE_UINT64:
-    case TD_TYPE_BOOL:
+    case TD_META_UINT8:
+    case TD_META_UINT16:
+    case TD_META_UINT32:
+    case TD_META_UINT64:
+    case TD_META_BOOL:
         if (v->v.u > (uint64_t)INT64_MAX)
             return TD_ERANGE;
         *out = (int64_t)v->v.u;
         return 0;
-    case TD_TYPE_INT8:
-    case TD_TYPE_INT16:
-    case TD_TYPE_INT32:
-    case TD_TYPE_INT64:
+    case TD_META_INT8:
+    case TD_META_INT16:
+    case TD_META_INT32:
+    case TD_META_INT64:
         *out = v->v.i;
         return 0;
-    case TD_TYPE_FLOAT32:
-    case TD_TYPE_FLOAT64: {
-        double d = v->type == TD_TYPE_FLOAT32 ? (double)v->v.f32 : v->v.f64;
+    case TD_META_FLOAT32:
+    case TD_META_FLOAT64: {
+        double d = v->type == TD_META_FLOAT32 ? (double)v->v.f32 : v->v.f64;
         /* -2^63 is exact; 2^63 is the first double out of range */
         if (!(d >= -9223372036854775808.0 && d < 9223372036854775808.0) || (double)(int64_t)d != d)
             return TD_ERANGE;
@@ -723,24 +723,24 @@ int td_value_get_uint(const td_value *v, uint64_t *out)
     if (!v || !out)
         return TD_EINVAL;
     switch (v->type) {
-    case TD_TYPE_UINT8:
-    case TD_TYPE_UINT16:
-    case TD_TYPE_UINT32:
-    case TD_TYPE_UINT64:
-    case TD_TYPE_BOOL:
+    case TD_META_UINT8:
+    case TD_META_UINT16:
+    case TD_META_UINT32:
+    case TD_META_UINT64:
+    case TD_META_BOOL:
         *out = v->v.u;
         return 0;
-    case TD_TYPE_INT8:
-    case TD_TYPE_INT16:
-    case TD_TYPE_INT32:
-    case TD_TYPE_INT64:
+    case TD_META_INT8:
+    case TD_META_INT16:
+    case TD_META_INT32:
+    case TD_META_INT64:
         if (v->v.i < 0)
             return TD_ERANGE;
         *out = (uint64_t)v->v.i;
         return 0;
-    case TD_TYPE_FLOAT32:
-    case TD_TYPE_FLOAT64: {
-        double d = v->type == TD_TYPE_FLOAT32 ? (double)v->v.f32 : v->v.f64;
+    case TD_META_FLOAT32:
+    case TD_META_FLOAT64: {
+        double d = v->type == TD_META_FLOAT32 ? (double)v->v.f32 : v->v.f64;
         if (!(d >= 0.0 && d < 18446744073709551616.0) || (double)(uint64_t)d != d)
             return TD_ERANGE;
         *out = (uint64_t)d;
@@ -755,11 +755,11 @@ int td_value_get_float(const td_value *v, double *out)
 {
     if (!v || !out)
         return TD_EINVAL;
-    if (!td__type_is_scalar((td_type)v->type))
+    if (!td__type_is_scalar((td_meta_type)v->type))
         return TD_EINVAL;
-    if (v->type == TD_TYPE_FLOAT32)
+    if (v->type == TD_META_FLOAT32)
         *out = (double)v->v.f32;
-    else if (v->type == TD_TYPE_FLOAT64)
+    else if (v->type == TD_META_FLOAT64)
         *out = v->v.f64;
     else if (td__is_signed(v->type))
         *out = (double)v->v.i;
@@ -770,7 +770,7 @@ int td_value_get_float(const td_value *v, double *out)
 
 const char *td_value_string(const td_value *v, size_t *len)
 {
-    if (!v || v->type != TD_TYPE_STRING) {
+    if (!v || v->type != TD_META_STRING) {
         if (len)
             *len = 0;
         return NULL;
@@ -780,22 +780,22 @@ const char *td_value_string(const td_value *v, size_t *len)
     return v->v.s->bytes;
 }
 
-/* TD_TYPE_COUNT when v is not an array. */
-td_type td_value_array_type(const td_value *v)
+/* TD_META_COUNT when v is not an array. */
+td_meta_type td_value_array_type(const td_value *v)
 {
-    return v && v->type == TD_TYPE_ARRAY ? (td_type)v->v.a->elem : TD_TYPE_COUNT;
+    return v && v->type == TD_META_ARRAY ? (td_meta_type)v->v.a->elem : TD_META_COUNT;
 }
 
 /* 0 when v is not an array. */
 size_t td_value_array_len(const td_value *v)
 {
-    return v && v->type == TD_TYPE_ARRAY ? v->v.a->len : 0;
+    return v && v->type == TD_META_ARRAY ? v->v.a->len : 0;
 }
 
 /* For numeric arrays never NULL, also when empty. */
 const void *td_value_array_data(const td_value *v)
 {
-    if (!v || v->type != TD_TYPE_ARRAY || !td__type_is_scalar((td_type)v->v.a->elem))
+    if (!v || v->type != TD_META_ARRAY || !td__type_is_scalar((td_meta_type)v->v.a->elem))
         return NULL;
     return v->v.a->data ? v->v.a->data : (const void *)td__empty_packed;
 }
@@ -803,7 +803,7 @@ const void *td_value_array_data(const td_value *v)
 /* Item values are stored, not built here: the pointer stays valid until the array changes. */
 const td_value *td_value_array_at(const td_value *v, size_t i)
 {
-    if (!v || v->type != TD_TYPE_ARRAY || i >= v->v.a->len)
+    if (!v || v->type != TD_META_ARRAY || i >= v->v.a->len)
         return NULL;
     return &v->v.a->items[i];
 }
@@ -814,14 +814,14 @@ int td__value_equal(const td_value *a, const td_value *b)
         return a == b;
     if (a->type != b->type)
         return 0;
-    if (a->type == TD_TYPE_STRING)
+    if (a->type == TD_META_STRING)
         return a->v.s->len == b->v.s->len && memcmp(a->v.s->bytes, b->v.s->bytes, a->v.s->len) == 0;
-    if (a->type != TD_TYPE_ARRAY)
+    if (a->type != TD_META_ARRAY)
         return a->v.u == b->v.u; /* payloads are zero-extended, so bits compare */
     const td__arr *x = a->v.a, *y = b->v.a;
     if (x->elem != y->elem || x->len != y->len)
         return 0;
-    size_t esz = td__type_size((td_type)x->elem);
+    size_t esz = td__type_size((td_meta_type)x->elem);
     if (esz)
         return x->len == 0 || memcmp(x->data, y->data, x->len * esz) == 0;
     for (size_t i = 0; i < x->len; i++) {
@@ -1054,14 +1054,15 @@ int td_meta_set_string(td_meta *m, const char *key, const char *s, size_t len, t
         return rc;
     if (!m || (!s && len))
         return td__err(err, TD_EINVAL, "metadata: set_string: no meta or no string");
-    td_value c = {.type = TD_TYPE_STRING};
+    td_value c = {.type = TD_META_STRING};
     c.v.s = td__str_new(s, len);
     if (!c.v.s)
         return td__err(err, TD_ENOMEM, "metadata: out of memory for a string of %zu bytes", len);
     return td__meta_put(m, key, strlen(key), c, 1, err);
 }
 
-int td_meta_set_scalar(td_meta *m, const char *key, td_type type, const void *value, td_error *err)
+int td_meta_set_scalar(td_meta *m, const char *key, td_meta_type type, const void *value,
+                       td_error *err)
 {
     int rc = td__check_key(key, err);
     if (rc)
@@ -1076,8 +1077,8 @@ int td_meta_set_scalar(td_meta *m, const char *key, td_type type, const void *va
     return td__meta_put(m, key, strlen(key), c, 1, err);
 }
 
-int td_meta_set_array(td_meta *m, const char *key, td_type elem_type, const void *items, size_t n,
-                      td_error *err)
+int td_meta_set_array(td_meta *m, const char *key, td_meta_type elem_type, const void *items,
+                      size_t n, td_error *err)
 {
     int rc = td__check_key(key, err);
     if (rc)
@@ -1117,8 +1118,8 @@ int td_meta_set_strings(td_meta *m, const char *key, const char *const *items, c
             return td__err(err, TD_ENOMEM, "metadata: key '%s': strings too large", key);
         total += rs;
     }
-    td_value c = {.type = TD_TYPE_ARRAY};
-    c.v.a = td__arr_new(TD_TYPE_STRING);
+    td_value c = {.type = TD_META_ARRAY};
+    c.v.a = td__arr_new(TD_META_STRING);
     if (!c.v.a)
         return td__err(err, TD_ENOMEM, "metadata: out of memory");
     td__arr *a = c.v.a;
@@ -1230,7 +1231,7 @@ int td_meta_get_string(const td_meta *m, const char *key, const char **s, size_t
     const td_value *v = td_meta_get(m, key);
     if (!v)
         return TD_ENOTFOUND;
-    if (v->type != TD_TYPE_STRING)
+    if (v->type != TD_META_STRING)
         return TD_EDTYPE;
     if (s)
         *s = v->v.s->bytes;
@@ -1245,7 +1246,7 @@ int td_meta_get_int(const td_meta *m, const char *key, int64_t *out)
     const td_value *v = td_meta_get(m, key);
     if (!v)
         return TD_ENOTFOUND;
-    if (!td__type_is_scalar((td_type)v->type))
+    if (!td__type_is_scalar((td_meta_type)v->type))
         return TD_EDTYPE;
     return td_value_get_int(v, out);
 }
@@ -1255,18 +1256,18 @@ int td_meta_get_float(const td_meta *m, const char *key, double *out)
     const td_value *v = td_meta_get(m, key);
     if (!v)
         return TD_ENOTFOUND;
-    if (!td__type_is_scalar((td_type)v->type))
+    if (!td__type_is_scalar((td_meta_type)v->type))
         return TD_EDTYPE;
     return td_value_get_float(v, out);
 }
 
-int td_meta_get_array(const td_meta *m, const char *key, td_type *elem_type, size_t *n,
+int td_meta_get_array(const td_meta *m, const char *key, td_meta_type *elem_type, size_t *n,
                       const void **items)
 {
     const td_value *v = td_meta_get(m, key);
     if (!v)
         return TD_ENOTFOUND;
-    if (v->type != TD_TYPE_ARRAY || td_value_array_type(v) == TD_TYPE_ARRAY)
+    if (v->type != TD_META_ARRAY || td_value_array_type(v) == TD_META_ARRAY)
         return TD_EDTYPE;
     if (elem_type)
         *elem_type = td_value_array_type(v);
@@ -1282,7 +1283,7 @@ int td_meta_get_string_at(const td_meta *m, const char *key, size_t i, const cha
     const td_value *v = td_meta_get(m, key);
     if (!v)
         return TD_ENOTFOUND;
-    if (v->type != TD_TYPE_ARRAY || td_value_array_type(v) != TD_TYPE_STRING)
+    if (v->type != TD_META_ARRAY || td_value_array_type(v) != TD_META_STRING)
         return TD_EDTYPE;
     if (i >= td_value_array_len(v))
         return TD_ERANGE;

@@ -29,10 +29,10 @@
 
 /* Bytes of the C type that stores a scalar of type t (bool: 1); 0 for strings, arrays and
  * values outside the enum. */
-size_t td__type_size(td_type t);
+size_t td__type_size(td_meta_type t);
 
 /* 1 when t is one of the scalar types (numbers and bool), 0 otherwise. */
-int td__type_is_scalar(td_type t);
+int td__type_is_scalar(td_meta_type t);
 
 /* Appends key[0..keylen) -> v at the end of m. The key is copied; the value is TAKEN: after the
  * call v belongs to m (on success) or has been freed (on failure), whatever the outcome.
@@ -48,7 +48,7 @@ int td__meta_reserve(td_meta *m, size_t n, td_error *err);
 /* A new array value of n scalars of elem_type (a scalar type), copied from items packed as their
  * C types (see td_meta_set_scalar). Bool bytes other than 0 are stored as 1. Returns NULL when
  * out of memory or when elem_type is not a scalar type. */
-td_value *td__value_new_array_packed(td_type elem_type, const void *items, size_t n);
+td_value *td__value_new_array_packed(td_meta_type elem_type, const void *items, size_t n);
 
 /* Makes room for n more items in arr (any element type). As td__meta_reserve: the caller bounds
  * n first. TD_EINVAL when arr is not an array. */

@@ -94,12 +94,17 @@ int td__table_check_unique(const td__table *t, const char *file, td_error *err);
 int td__shape_nbytes(td_dtype dtype, uint32_t ndim, const int64_t *shape, uint64_t *nbytes,
                      td_error *err);
 
-/* 1 when target is a td_load_options.dequantize value other than 0: TD_FLOAT32, TD_FLOAT16,
- * TD_BFLOAT16 or TD_DEQUANT_MLX. */
+/* Dequantization targets inside the library and on the wire (proto/PROTOCOL.md, LOAD
+ * "dequant"): 0 for none, the td_dtype to decode GGML blocks to (TD_FLOAT32, TD_FLOAT16,
+ * TD_BFLOAT16), or TD__DEQUANT_MLX for MLX's packed form. The public td_dequant is turned into
+ * this code at the API boundary, in one place (client/options.c). */
+#define TD__DEQUANT_MLX 0x4d4c58u
+
+/* 1 when target is a dequantization code other than 0. */
 static inline int td__dequant_target_ok(long long target)
 {
     return target == TD_FLOAT32 || target == TD_FLOAT16 || target == TD_BFLOAT16 ||
-           target == TD_DEQUANT_MLX;
+           target == TD__DEQUANT_MLX;
 }
 
 #endif

@@ -199,7 +199,7 @@ static int td__cache_decode_copy(td__cache_entry *e, const td__entry *t, uint8_t
     if (!rc) {
         td__entry local = *t; /* the same entry, its stored bytes now at the start of buf */
         local.src.offset = 0;
-        rc = td__decode_entry(&local, buf, (size_t)n, dst, e->name, err);
+        rc = td__decode_entry(&local, buf, (size_t)n, dst, 0, e->name, err);
     }
     free(buf);
     return rc;
@@ -245,7 +245,8 @@ static int td__cache_decode(td__cache_entry *e, const td__rd *r, td_error *err)
         off = (off + 63) / 64 * 64;
         if (r->base) {
             /* A sealed snapshot cannot shrink: decode straight from its mapping. */
-            rc = td__decode_entry(t, r->base, (size_t)r->len, (uint8_t *)map + off, e->name, err);
+            rc =
+                td__decode_entry(t, r->base, (size_t)r->len, (uint8_t *)map + off, 0, e->name, err);
         } else {
             /* The client's file can shrink at any moment: read the stored bytes with pread, so
              * that the decoders (and what they allocate) never meet a SIGBUS. */

@@ -5,7 +5,7 @@
  *           [--max-clients N] [--idle-timeout SECONDS]
  *
  * Started by systemd, it serves the listening socket it is given (socket activation); started by
- * hand, it binds --socket itself (default $TENSORD_SOCKET, then /run/tensord/tensord.sock),
+ * hand, it binds --socket itself (default $TENSORD_SOCKET, then TD_DEFAULT_SOCKET),
  * refusing to take over a socket a live daemon answers on and replacing a stale one.
  *
  * SIGTERM and SIGINT: stop accepting, finish what is in flight, exit 0. SIGHUP: reload the
@@ -15,6 +15,7 @@
 #include "derive.h"
 #include "log.h"
 #include "server.h"
+#include "tensord.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -27,7 +28,6 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
-#define DEFAULT_SOCKET "/run/tensord/tensord.sock"
 #define DEFAULT_CONFIG "/etc/tensord/tensord.conf"
 /* After SIGTERM, give requests in flight this long before exiting anyway. */
 #define DRAIN_TIMEOUT_MS 10000
@@ -218,7 +218,8 @@ int main(int argc, char **argv)
     char *ov[8];
     d.overrides = ov;
     d.config_path = DEFAULT_CONFIG;
-    d.socket_path = getenv("TENSORD_SOCKET") ? getenv("TENSORD_SOCKET") : DEFAULT_SOCKET;
+    const char *env_socket = secure_getenv("TENSORD_SOCKET");
+    d.socket_path = env_socket ? env_socket : TD_DEFAULT_SOCKET;
     int c;
     while ((c = getopt_long(argc, argv, "s:c:m:l:C:i:Vh", opts, NULL)) != -1) {
         const char *key = NULL;

@@ -98,10 +98,10 @@ static void td__fortran_to_c(uint8_t *dst, const uint8_t *src, uint32_t ndim, co
 }
 
 int td__decode_entry(const td__entry *e, const uint8_t *file, size_t file_len, void *dst,
-                     const char *fname, td_error *err)
+                     unsigned threads, const char *fname, td_error *err)
 {
     if (e->layout & (TD__LAYOUT_DEQUANT | TD__LAYOUT_MLX_W | TD__LAYOUT_MLX_S | TD__LAYOUT_MLX_B))
-        return td__decode_dequant(e, file, file_len, dst, fname, err);
+        return td__decode_dequant(e, file, file_len, dst, threads, fname, err);
     if (e->layout == TD__LAYOUT_ALIGN) {
         /* Any dtype, block types included: the bytes are right, only their address is not. */
         if (e->src.offset > file_len || file_len - e->src.offset < e->nbytes)

@@ -141,7 +141,7 @@ static const char *gguf_keyname(const uint8_t *key, uint64_t klen, char *out, si
 
 static const char *gguf_type_str(uint32_t t)
 {
-    const char *s = t < TD_TYPE_COUNT ? td_type_name((td_type)t) : NULL;
+    const char *s = t < TD_META_COUNT ? td_meta_type_name((td_meta_type)t) : NULL;
     return s ? s : "?";
 }
 
@@ -184,18 +184,18 @@ static int gguf_read_array(gguf_rd *r, unsigned depth, const char *what, td_valu
                        what, TD_META_MAX_DEPTH);
     if ((rc = gguf_u32(r, &et, what)) || (rc = gguf_u64(r, &n, what)))
         return rc;
-    if (et >= TD_TYPE_COUNT)
+    if (et >= TD_META_COUNT)
         return td__err(r->err, TD_EFORMAT, "%s: %s: unknown array element type %u", r->fname, what,
                        et);
 
-    if (td__type_is_scalar((td_type)et)) {
-        size_t sz = td__type_size((td_type)et);
+    if (td__type_is_scalar((td_meta_type)et)) {
+        size_t sz = td__type_size((td_meta_type)et);
         if ((rc = gguf_check_count(r, n, sz, what)) || (rc = gguf_need(r, n * sz, what)))
             return rc;
         const uint8_t *p = gguf_at(r);
-        if (et == TD_TYPE_BOOL && (rc = gguf_check_bools(r, p, n, what)))
+        if (et == TD_META_BOOL && (rc = gguf_check_bools(r, p, n, what)))
             return rc;
-        arr = td__value_new_array_packed((td_type)et, p, (size_t)n);
+        arr = td__value_new_array_packed((td_meta_type)et, p, (size_t)n);
         if (!arr)
             return td__err(r->err, TD_ENOMEM, "%s: %s: out of memory for %" PRIu64 " items",
                            r->fname, what, n);
@@ -206,7 +206,7 @@ static int gguf_read_array(gguf_rd *r, unsigned depth, const char *what, td_valu
 
     /* Strings and inner arrays: each element costs an allocation, so they are bounded overall
      * as well as by the bytes left. */
-    if ((rc = gguf_check_count(r, n, et == TD_TYPE_STRING ? GGUF_MIN_STRING : GGUF_MIN_NESTED,
+    if ((rc = gguf_check_count(r, n, et == TD_META_STRING ? GGUF_MIN_STRING : GGUF_MIN_NESTED,
                                what)))
         return rc;
     if (n > GGUF_MAX_META_ITEMS - r->meta_items)
@@ -215,7 +215,7 @@ static int gguf_read_array(gguf_rd *r, unsigned depth, const char *what, td_valu
                        r->fname, what, n, GGUF_MAX_META_ITEMS);
     r->meta_items += n;
 
-    arr = td_value_new_array((td_type)et);
+    arr = td_value_new_array((td_meta_type)et);
     if (!arr)
         return td__err(r->err, TD_ENOMEM, "%s: %s: out of memory", r->fname, what);
     if ((rc = td__value_array_reserve(arr, (size_t)n, r->err))) {
@@ -223,7 +223,7 @@ static int gguf_read_array(gguf_rd *r, unsigned depth, const char *what, td_valu
         goto fail;
     }
     for (uint64_t i = 0; i < n; i++) {
-        if (et == TD_TYPE_STRING) {
+        if (et == TD_META_STRING) {
             const uint8_t *s;
             uint64_t slen;
             if ((rc = gguf_str(r, UINT64_MAX, &s, &slen, what)))
@@ -255,18 +255,18 @@ static int gguf_read_value(gguf_rd *r, uint32_t type, unsigned depth, const char
                            td_value **out)
 {
     int rc;
-    if (type >= TD_TYPE_COUNT)
+    if (type >= TD_META_COUNT)
         return td__err(r->err, TD_EFORMAT, "%s: %s: unknown value type %u", r->fname, what, type);
-    if (type == TD_TYPE_ARRAY)
+    if (type == TD_META_ARRAY)
         return gguf_read_array(r, depth, what, out);
-    if (type == TD_TYPE_STRING) {
+    if (type == TD_META_STRING) {
         const uint8_t *s;
         uint64_t n;
         if ((rc = gguf_str(r, UINT64_MAX, &s, &n, what)))
             return rc;
         *out = td_value_new_string((const char *)s, (size_t)n);
     } else {
-        size_t sz = td__type_size((td_type)type);
+        size_t sz = td__type_size((td_meta_type)type);
         union {
             uint64_t u;
             double d;
@@ -275,10 +275,10 @@ static int gguf_read_value(gguf_rd *r, uint32_t type, unsigned depth, const char
         if ((rc = gguf_need(r, sz, what)))
             return rc;
         memcpy(tmp.b, gguf_at(r), sz);
-        if (type == TD_TYPE_BOOL && (rc = gguf_check_bools(r, tmp.b, 1, what)))
+        if (type == TD_META_BOOL && (rc = gguf_check_bools(r, tmp.b, 1, what)))
             return rc;
         r->pos += sz;
-        *out = td_value_new_scalar((td_type)type, tmp.b);
+        *out = td_value_new_scalar((td_meta_type)type, tmp.b);
     }
     if (!*out)
         return td__err(r->err, TD_ENOMEM, "%s: %s: out of memory", r->fname, what);
@@ -328,7 +328,7 @@ static int gguf_alignment(const td_meta *m, const char *fname, uint32_t *align, 
     *align = GGUF_DEFAULT_ALIGNMENT;
     if (!v)
         return 0;
-    if (td_value_type(v) != TD_TYPE_UINT32)
+    if (td_value_type(v) != TD_META_UINT32)
         return td__err(err, TD_EFORMAT, "%s: key '" GGUF_KEY_ALIGNMENT "' must be a uint32, not %s",
                        fname, gguf_type_str(td_value_type(v)));
     if (td_value_get_uint(v, &a) != 0)
@@ -595,20 +595,20 @@ static int gguf_check_value(const td_value *v, unsigned depth, const char *fname
                             td_error *err)
 {
     char q[80];
-    td_type type = td_value_type(v);
-    if ((unsigned)type >= TD_TYPE_COUNT)
+    td_meta_type type = td_value_type(v);
+    if ((unsigned)type >= TD_META_COUNT)
         return td__err(err, TD_EINVAL, "%s: key '%s': invalid value type %d", fname,
                        td__quote(key, strlen(key), q, sizeof q), (int)type);
-    if (type != TD_TYPE_ARRAY)
+    if (type != TD_META_ARRAY)
         return 0;
     if (depth > TD_META_MAX_DEPTH)
         return td__err(err, TD_ELIMIT, "%s: key '%s': arrays nested deeper than %d levels", fname,
                        td__quote(key, strlen(key), q, sizeof q), TD_META_MAX_DEPTH);
-    td_type et = td_value_array_type(v);
-    if ((unsigned)et >= TD_TYPE_COUNT)
+    td_meta_type et = td_value_array_type(v);
+    if ((unsigned)et >= TD_META_COUNT)
         return td__err(err, TD_EINVAL, "%s: key '%s': invalid array element type %d", fname,
                        td__quote(key, strlen(key), q, sizeof q), (int)et);
-    if (et == TD_TYPE_ARRAY) {
+    if (et == TD_META_ARRAY) {
         size_t n = td_value_array_len(v);
         for (size_t i = 0; i < n; i++) {
             int rc = gguf_check_value(td_value_array_at(v, i), depth + 1, fname, key, err);
@@ -632,13 +632,13 @@ static void gguf_write_value(td__writer *w, const td_value *v);
 /* Writes an array body: element type, count, elements. */
 static void gguf_write_array(td__writer *w, const td_value *v)
 {
-    td_type et = td_value_array_type(v);
+    td_meta_type et = td_value_array_type(v);
     size_t n = td_value_array_len(v);
     gguf_w32(w, (uint32_t)et);
     gguf_w64(w, n);
     if (td__type_is_scalar(et)) {
         const uint8_t *p = td_value_array_data(v);
-        if (et == TD_TYPE_BOOL) {
+        if (et == TD_META_BOOL) {
             for (size_t i = 0; i < n; i++) {
                 uint8_t b = p[i] != 0;
                 td__writer_write(w, &b, 1);
@@ -650,7 +650,7 @@ static void gguf_write_array(td__writer *w, const td_value *v)
     }
     for (size_t i = 0; i < n; i++) {
         const td_value *item = td_value_array_at(v, i);
-        if (et == TD_TYPE_STRING) {
+        if (et == TD_META_STRING) {
             size_t len = 0;
             const char *s = td_value_string(item, &len);
             gguf_wstr(w, s ? s : "", s ? len : 0);
@@ -663,10 +663,10 @@ static void gguf_write_array(td__writer *w, const td_value *v)
 /* Writes a value without its type tag. */
 static void gguf_write_value(td__writer *w, const td_value *v)
 {
-    td_type type = td_value_type(v);
-    if (type == TD_TYPE_ARRAY) {
+    td_meta_type type = td_value_type(v);
+    if (type == TD_META_ARRAY) {
         gguf_write_array(w, v);
-    } else if (type == TD_TYPE_STRING) {
+    } else if (type == TD_META_STRING) {
         size_t len = 0;
         const char *s = td_value_string(v, &len);
         gguf_wstr(w, s ? s : "", s ? len : 0);

@@ -8,8 +8,8 @@
  *   4. number of key-value pairs (u64)
  *   5. for each key-value pair:
  *      1. the key (string)
- *      2. the value type (u32, enum td_type: the numbers are GGUF's)
- *      3a. for TD_TYPE_ARRAY: the element type (u32), the element count (u64), the elements
+ *      2. the value type (u32, enum td_meta_type: the numbers are GGUF's)
+ *      3a. for TD_META_ARRAY: the element type (u32), the element count (u64), the elements
  *          (an element may itself be an array: element type, count, elements)
  *      3b. otherwise the value: u8 i8 u16 i16 u32 i32 f32 u64 i64 f64 as such, bool as one byte
  *          0 or 1, string as below

@@ -28,8 +28,9 @@ void td__table_align(td__table *t);
 td_format td__detect_format(const uint8_t *base, size_t len);
 
 /* Decodes an entry with a non-zero layout into dst (e->nbytes): inflates, byte-swaps, turns
- * Fortran into C order. `file` is region 0. max_inflated bounds the inflated stream. */
+ * Fortran into C order, dequantizes. `file` is region 0. threads bounds the threads that
+ * dequantize (the caller's included; 0: automatic); the other decoders run in the caller's. */
 int td__decode_entry(const td__entry *e, const uint8_t *file, size_t file_len, void *dst,
-                     const char *fname, td_error *err);
+                     unsigned threads, const char *fname, td_error *err);
 
 #endif

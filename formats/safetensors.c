@@ -386,7 +386,7 @@ static int st_write_meta(json_t *root, const td_meta *meta, const char *fname, t
         size_t slen;
         const char *s = td_value_string(v, &slen);
         if (!s) {
-            const char *tn = td_type_name(td_value_type(v));
+            const char *tn = td_meta_type_name(td_value_type(v));
             json_decref(md);
             return td__err(err, TD_EDTYPE,
                            "%s: metadata '%s': safetensors metadata holds strings only, not %s",

@@ -1,7 +1,7 @@
 /*
  * proto_meta.c - typed metadata (td_meta) on the wire.
  *
- * msgpack packs every integer in its smallest form, so the value's td_type travels with it:
+ * msgpack packs every integer in its smallest form, so the value's td_meta_type travels with it:
  *   value  = [type, payload]
  *   scalar : payload is a msgpack int (in the type's range), float, or bool
  *   string : payload is a str
@@ -47,12 +47,12 @@ static void *td__swap_copy(const void *p, size_t n, size_t esz)
 static int td__value_encode(td__proto_enc *e, const td_value *v, const char *key, td_error *err)
 {
     char q[80];
-    td_type t = td_value_type(v);
-    if (t >= TD_TYPE_COUNT)
+    td_meta_type t = td_value_type(v);
+    if (t >= TD_META_COUNT)
         return td__err(err, TD_EINVAL, "meta '%s': value of unknown type %d",
                        td__quote(key, strlen(key), q, sizeof q), (int)t);
     msgpack_packer *pk = &e->pk;
-    if (t == TD_TYPE_STRING) {
+    if (t == TD_META_STRING) {
         size_t len;
         const char *s = td_value_string(v, &len);
         if (len > e->peer.max_str)
@@ -63,39 +63,39 @@ static int td__value_encode(td__proto_enc *e, const td_value *v, const char *key
         msgpack_pack_str_with_body(pk, s, len);
         return 0;
     }
-    if (t != TD_TYPE_ARRAY) {
+    if (t != TD_META_ARRAY) {
         msgpack_pack_array(pk, 2);
         msgpack_pack_uint8(pk, (uint8_t)t);
         int64_t i;
         uint64_t u;
         double f;
         switch (t) {
-        case TD_TYPE_UINT8:
-        case TD_TYPE_UINT16:
-        case TD_TYPE_UINT32:
-        case TD_TYPE_UINT64:
+        case TD_META_UINT8:
+        case TD_META_UINT16:
+        case TD_META_UINT32:
+        case TD_META_UINT64:
             td_value_get_uint(v, &u);
             msgpack_pack_uint64(pk, u);
             break;
-        case TD_TYPE_INT8:
-        case TD_TYPE_INT16:
-        case TD_TYPE_INT32:
-        case TD_TYPE_INT64:
+        case TD_META_INT8:
+        case TD_META_INT16:
+        case TD_META_INT32:
+        case TD_META_INT64:
             td_value_get_int(v, &i);
             msgpack_pack_int64(pk, i);
             break;
-        case TD_TYPE_BOOL:
+        case TD_META_BOOL:
             td_value_get_int(v, &i);
             if (i)
                 msgpack_pack_true(pk);
             else
                 msgpack_pack_false(pk);
             break;
-        case TD_TYPE_FLOAT32:
+        case TD_META_FLOAT32:
             td_value_get_float(v, &f);
             msgpack_pack_float(pk, (float)f);
             break;
-        default: /* TD_TYPE_FLOAT64 */
+        default: /* TD_META_FLOAT64 */
             td_value_get_float(v, &f);
             msgpack_pack_double(pk, f);
             break;
@@ -103,9 +103,9 @@ static int td__value_encode(td__proto_enc *e, const td_value *v, const char *key
         return 0;
     }
 
-    td_type et = td_value_array_type(v);
+    td_meta_type et = td_value_array_type(v);
     size_t n = td_value_array_len(v);
-    if (et >= TD_TYPE_COUNT)
+    if (et >= TD_META_COUNT)
         return td__err(err, TD_EINVAL, "meta '%s': array of unknown type %d",
                        td__quote(key, strlen(key), q, sizeof q), (int)et);
     msgpack_pack_array(pk, 3);
@@ -116,8 +116,8 @@ static int td__value_encode(td__proto_enc *e, const td_value *v, const char *key
         if (n > e->peer.max_str / esz)
             return td__err(err, TD_ELIMIT,
                            "meta '%s': array of %zu %s (%zu bytes, the peer takes %u)",
-                           td__quote(key, strlen(key), q, sizeof q), n, td_type_name(et), n * esz,
-                           e->peer.max_str);
+                           td__quote(key, strlen(key), q, sizeof q), n, td_meta_type_name(et),
+                           n * esz, e->peer.max_str);
         const void *data = td_value_array_data(v);
 #if TD__PROTO_SWAP
         void *sw = td__swap_copy(data, n, esz);
@@ -136,7 +136,7 @@ static int td__value_encode(td__proto_enc *e, const td_value *v, const char *key
     msgpack_pack_array(pk, n);
     for (size_t i = 0; i < n && !e->status; i++) {
         const td_value *item = td_value_array_at(v, i);
-        if (et == TD_TYPE_STRING) {
+        if (et == TD_META_STRING) {
             size_t len;
             const char *s = td_value_string(item, &len);
             if (!s)
@@ -148,7 +148,7 @@ static int td__value_encode(td__proto_enc *e, const td_value *v, const char *key
                                td__quote(key, strlen(key), q, sizeof q), i, len, e->peer.max_str);
             msgpack_pack_str_with_body(pk, s, len);
         } else {
-            if (td_value_type(item) != TD_TYPE_ARRAY)
+            if (td_value_type(item) != TD_META_ARRAY)
                 return td__err(err, TD_EINVAL, "meta '%s': item %zu is not an array",
                                td__quote(key, strlen(key), q, sizeof q), i);
             int rc = td__value_encode(e, item, key, err);
@@ -192,31 +192,31 @@ typedef struct td__mctx {
 } td__mctx;
 
 /* A scalar of type t from o into its C type at c (8 bytes of room). */
-static int td__scalar_decode(const td__mctx *c, const msgpack_object *o, td_type t, void *out)
+static int td__scalar_decode(const td__mctx *c, const msgpack_object *o, td_meta_type t, void *out)
 {
     static const struct {
         int64_t lo;
         uint64_t hi;
-    } range[TD_TYPE_COUNT] = {
-        [TD_TYPE_UINT8] = {0, UINT8_MAX},   [TD_TYPE_INT8] = {INT8_MIN, INT8_MAX},
-        [TD_TYPE_UINT16] = {0, UINT16_MAX}, [TD_TYPE_INT16] = {INT16_MIN, INT16_MAX},
-        [TD_TYPE_UINT32] = {0, UINT32_MAX}, [TD_TYPE_INT32] = {INT32_MIN, INT32_MAX},
-        [TD_TYPE_UINT64] = {0, UINT64_MAX}, [TD_TYPE_INT64] = {INT64_MIN, INT64_MAX},
+    } range[TD_META_COUNT] = {
+        [TD_META_UINT8] = {0, UINT8_MAX},   [TD_META_INT8] = {INT8_MIN, INT8_MAX},
+        [TD_META_UINT16] = {0, UINT16_MAX}, [TD_META_INT16] = {INT16_MIN, INT16_MAX},
+        [TD_META_UINT32] = {0, UINT32_MAX}, [TD_META_INT32] = {INT32_MIN, INT32_MAX},
+        [TD_META_UINT64] = {0, UINT64_MAX}, [TD_META_INT64] = {INT64_MIN, INT64_MAX},
     };
     switch (t) {
-    case TD_TYPE_FLOAT32:
-    case TD_TYPE_FLOAT64:
+    case TD_META_FLOAT32:
+    case TD_META_FLOAT64:
         if (o->type != MSGPACK_OBJECT_FLOAT32 && o->type != MSGPACK_OBJECT_FLOAT64)
             return td__err(c->d->err, TD_EPROTO, "%s '%s': %s value is not a float", c->what,
-                           c->key, td_type_name(t));
-        if (t == TD_TYPE_FLOAT32) {
+                           c->key, td_meta_type_name(t));
+        if (t == TD_META_FLOAT32) {
             float f = (float)o->via.f64;
             memcpy(out, &f, sizeof f);
         } else {
             memcpy(out, &o->via.f64, sizeof o->via.f64);
         }
         return 0;
-    case TD_TYPE_BOOL:
+    case TD_META_BOOL:
         if (o->type != MSGPACK_OBJECT_BOOLEAN)
             return td__err(c->d->err, TD_EPROTO, "%s '%s': bool value is not a boolean", c->what,
                            c->key);
@@ -240,41 +240,41 @@ static int td__scalar_decode(const td__mctx *c, const msgpack_object *o, td_type
             goto range;
     } else {
         return td__err(c->d->err, TD_EPROTO, "%s '%s': %s value is not an integer", c->what, c->key,
-                       td_type_name(t));
+                       td_meta_type_name(t));
     }
     switch (t) {
-    case TD_TYPE_UINT8:
+    case TD_META_UINT8:
         *(uint8_t *)out = (uint8_t)u;
         break;
-    case TD_TYPE_UINT16: {
+    case TD_META_UINT16: {
         uint16_t x = (uint16_t)u;
         memcpy(out, &x, sizeof x);
         break;
     }
-    case TD_TYPE_UINT32: {
+    case TD_META_UINT32: {
         uint32_t x = (uint32_t)u;
         memcpy(out, &x, sizeof x);
         break;
     }
-    case TD_TYPE_UINT64:
+    case TD_META_UINT64:
         memcpy(out, &u, sizeof u);
         break;
-    case TD_TYPE_INT8: {
+    case TD_META_INT8: {
         int8_t x = (int8_t)(neg ? i : (int64_t)u);
         memcpy(out, &x, sizeof x);
         break;
     }
-    case TD_TYPE_INT16: {
+    case TD_META_INT16: {
         int16_t x = (int16_t)(neg ? i : (int64_t)u);
         memcpy(out, &x, sizeof x);
         break;
     }
-    case TD_TYPE_INT32: {
+    case TD_META_INT32: {
         int32_t x = (int32_t)(neg ? i : (int64_t)u);
         memcpy(out, &x, sizeof x);
         break;
     }
-    default: { /* TD_TYPE_INT64 */
+    default: { /* TD_META_INT64 */
         int64_t x = neg ? i : (int64_t)u;
         memcpy(out, &x, sizeof x);
         break;
@@ -285,7 +285,7 @@ range:
     return td__err(c->d->err, TD_EPROTO, "%s '%s': %s%llu is out of range for %s", c->what, c->key,
                    neg ? "-" : "",
                    neg ? (unsigned long long)(-(i + 1)) + 1ull : (unsigned long long)u,
-                   td_type_name(t));
+                   td_meta_type_name(t));
 }
 
 /* Decodes one value; depth is the array nesting level this value would have (1 at the top). */
@@ -298,19 +298,19 @@ static int td__value_decode(const td__mctx *c, const msgpack_object *o, unsigned
     if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size < 2)
         return td__err(d->err, TD_EPROTO, "%s '%s': value is not [type, payload]", c->what, c->key);
     const msgpack_object *x = o->via.array.ptr;
-    if (x[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER || x[0].via.u64 >= TD_TYPE_COUNT)
+    if (x[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER || x[0].via.u64 >= TD_META_COUNT)
         return td__err(d->err, TD_EPROTO, "%s '%s': value type is not a known type", c->what,
                        c->key);
-    td_type t = (td_type)x[0].via.u64;
+    td_meta_type t = (td_meta_type)x[0].via.u64;
 
-    if (t == TD_TYPE_STRING) {
+    if (t == TD_META_STRING) {
         if (x[1].type != MSGPACK_OBJECT_STR)
             return td__err(d->err, TD_EPROTO, "%s '%s': string value is not a str", c->what,
                            c->key);
         *out = td_value_new_string(td__proto_bytes(&x[1]), x[1].via.str.size);
         return *out ? 0 : td__err(d->err, TD_ENOMEM, "%s '%s': out of memory", c->what, c->key);
     }
-    if (t != TD_TYPE_ARRAY) {
+    if (t != TD_META_ARRAY) {
         uint64_t buf = 0;
         if ((rc = td__scalar_decode(c, &x[1], t, &buf)))
             return rc;
@@ -324,23 +324,23 @@ static int td__value_decode(const td__mctx *c, const msgpack_object *o, unsigned
     if (o->via.array.size < 3)
         return td__err(d->err, TD_EPROTO, "%s '%s': array value is not [9, elem_type, items]",
                        c->what, c->key);
-    if (x[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER || x[1].via.u64 >= TD_TYPE_COUNT)
+    if (x[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER || x[1].via.u64 >= TD_META_COUNT)
         return td__err(d->err, TD_EPROTO, "%s '%s': array element type is not a known type",
                        c->what, c->key);
-    td_type et = (td_type)x[1].via.u64;
+    td_meta_type et = (td_meta_type)x[1].via.u64;
     const msgpack_object *items = &x[2];
 
     if (td__type_is_scalar(et)) {
         if (items->type != MSGPACK_OBJECT_BIN)
             return td__err(d->err, TD_EPROTO, "%s '%s': array of %s: items are not a bin", c->what,
-                           c->key, td_type_name(et));
+                           c->key, td_meta_type_name(et));
         size_t esz = td__type_size(et), nb = items->via.bin.size;
         if (nb % esz)
             return td__err(d->err, TD_EPROTO,
                            "%s '%s': array of %s: %zu bytes is not a multiple of %zu", c->what,
-                           c->key, td_type_name(et), nb, esz);
+                           c->key, td_meta_type_name(et), nb, esz);
         const uint8_t *p = (const uint8_t *)td__proto_bytes(items);
-        if (et == TD_TYPE_BOOL)
+        if (et == TD_META_BOOL)
             for (size_t i = 0; i < nb; i++)
                 if (p[i] > 1)
                     return td__err(d->err, TD_EPROTO,
@@ -362,7 +362,7 @@ static int td__value_decode(const td__mctx *c, const msgpack_object *o, unsigned
 
     if (items->type != MSGPACK_OBJECT_ARRAY)
         return td__err(d->err, TD_EPROTO, "%s '%s': array of %s: items are not an array", c->what,
-                       c->key, td_type_name(et));
+                       c->key, td_meta_type_name(et));
     uint32_t n = items->via.array.size;
     td_value *arr = td_value_new_array(et);
     if (!arr)
@@ -371,7 +371,7 @@ static int td__value_decode(const td__mctx *c, const msgpack_object *o, unsigned
         goto fail;
     for (uint32_t i = 0; i < n; i++) {
         const msgpack_object *it = &items->via.array.ptr[i];
-        if (et == TD_TYPE_STRING) {
+        if (et == TD_META_STRING) {
             if (it->type != MSGPACK_OBJECT_STR) {
                 rc = td__err(d->err, TD_EPROTO, "%s '%s': array of string: item %u is not a str",
                              c->what, c->key, i);
@@ -385,7 +385,7 @@ static int td__value_decode(const td__mctx *c, const msgpack_object *o, unsigned
         /* Arrays of arrays: every item is an array value of its own. */
         if (it->type != MSGPACK_OBJECT_ARRAY || it->via.array.size < 1 ||
             it->via.array.ptr[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
-            it->via.array.ptr[0].via.u64 != TD_TYPE_ARRAY) {
+            it->via.array.ptr[0].via.u64 != TD_META_ARRAY) {
             rc = td__err(d->err, TD_EPROTO, "%s '%s': array of array: item %u is not an array",
                          c->what, c->key, i);
             goto fail;

@@ -338,7 +338,7 @@ static int td__dec_load(const td__fields *f, td__proto_msg *m)
     if ((rc = td__field_u64(f, "mode", 0, TD__PROTO_MODE_COUNT - 1, &v)))
         return rc;
     l->mode = (uint32_t)v;
-    if ((rc = td__field_u64(f, "dequant", 0, TD_DEQUANT_MLX, &v)))
+    if ((rc = td__field_u64(f, "dequant", 0, TD__DEQUANT_MLX, &v)))
         return rc;
     if (v && !td__dequant_target_ok((long long)v))
         return td__err(f->d->err, TD_EPROTO,

@@ -84,7 +84,7 @@ int td__table_dequant(td__table *t, int target, const char *fname, td_error *err
                          td_dtype_name(e->dtype), td__gq_supported_names());
             break;
         }
-        if (target == TD_DEQUANT_MLX && td__gq_mlx_bits(e->dtype)) {
+        if (target == TD__DEQUANT_MLX && td__gq_mlx_bits(e->dtype)) {
             int64_t ws[TD_MAX_DIMS], ss[TD_MAX_DIMS];
             rc = td__gq_mlx_shapes(e->dtype, (int)e->ndim, e->shape, ws, ss, label, err);
             if (!rc)
@@ -96,7 +96,7 @@ int td__table_dequant(td__table *t, int target, const char *fname, td_error *err
                 rc = dq_add(&out, e, ".biases", TD__LAYOUT_MLX_B, TD_FLOAT16, e->ndim, ss, fname,
                             err);
         } else {
-            td_dtype to = target == TD_DEQUANT_MLX ? TD_FLOAT16 : (td_dtype)target;
+            td_dtype to = target == TD__DEQUANT_MLX ? TD_FLOAT16 : (td_dtype)target;
             rc = dq_add(&out, e, NULL, TD__LAYOUT_DEQUANT, to, e->ndim, e->shape, fname, err);
         }
     }
@@ -114,16 +114,17 @@ int td__table_dequant(td__table *t, int target, const char *fname, td_error *err
 }
 
 int td__decode_dequant(const td__entry *e, const uint8_t *file, size_t file_len, void *dst,
-                       const char *fname, td_error *err)
+                       unsigned threads, const char *fname, td_error *err)
 {
     char label[160];
     snprintf(label, sizeof label, "%s: tensor '%s'", fname, e->name ? e->name : "");
     if (e->src.offset > file_len || file_len - e->src.offset < e->src.nbytes)
         return td__err(err, TD_ETRUNC, "%s: data past the end of the file", label);
     const uint8_t *src = file + e->src.offset;
+    td__gq_options gq = {.nthreads = td__gq_threads(e->src.elems, threads)};
     if (e->layout & TD__LAYOUT_DEQUANT)
         return td__gq_dequantize(e->src.block, src, e->src.nbytes, e->src.elems, e->src.row_elems,
-                                 e->dtype, dst, e->nbytes, NULL, label, err);
+                                 e->dtype, dst, e->nbytes, &gq, label, err);
     size_t be, bb;
     td_dtype_block(e->src.block, &be, &bb);
     uint64_t nblocks = e->src.elems / be;

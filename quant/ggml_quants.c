@@ -700,6 +700,12 @@ static unsigned gq_auto_threads(uint64_t nelems)
     return (unsigned)n;
 }
 
+unsigned td__gq_threads(uint64_t nelems, unsigned bound)
+{
+    unsigned n = gq_auto_threads(nelems);
+    return bound && n > bound ? bound : n;
+}
+
 int td__gq_output_nbytes(td_dtype type, uint64_t nelems, td_dtype out_type, uint64_t *nbytes,
                          const char *label, td_error *err)
 {

@@ -87,6 +87,11 @@ typedef struct td__gq_options {
     td__gq_isa isa;    /* GQ_ISA_AUTO */
 } td__gq_options;
 
+/* The threads td__gq_dequantize would choose for nelems elements (nthreads 0), at most bound
+ * when bound is not 0: what to pass as nthreads to honour a caller's bound (the public API's
+ * `threads`) without starting threads a small input would not get. */
+unsigned td__gq_threads(uint64_t nelems, unsigned bound);
+
 /* 1 when gq can dequantize type (a GGML block type listed above), else 0. */
 int td__gq_supported(td_dtype type);
 

@@ -48,7 +48,7 @@ static int demo_save(const char *dir)
     rc = rc ? rc : check(td_meta_set_string(m, "model", "demo", 4, &err), &err);
     uint32_t version = 3;
     rc = rc ? rc
-            : check(td_meta_set_scalar(m, "demo.version", TD_TYPE_UINT32, &version, &err), &err);
+            : check(td_meta_set_scalar(m, "demo.version", TD_META_UINT32, &version, &err), &err);
 
     if (!rc) {
         snprintf(path, sizeof path, "%s/weight", dir); /* .npy is appended */
@@ -144,7 +144,7 @@ static int demo_load(const char *path)
         if (s)
             printf("  meta %s = \"%.*s\"\n", key, (int)n, s);
         else if (td_value_get_int(v, &iv) == 0)
-            printf("  meta %s = %" PRId64 " (%s)\n", key, iv, td_type_name(td_value_type(v)));
+            printf("  meta %s = %" PRId64 " (%s)\n", key, iv, td_meta_type_name(td_value_type(v)));
     }
     td_dict_free(d);
     td_meta_free(m);

@@ -9,22 +9,18 @@
  *   tensorctl [--socket PATH] evict [FILE]
  *
  * Exit codes: 0 success, 1 bad input or a failed operation (one line on stderr), 2 usage.
+ *
+ * It is a client of the public API only (include/tensord.h, linked against libtensord.so):
+ * ls is td_inspect, verify is td_verify, the daemon commands are td_client.
  */
-#include "client.h"
-#include "common.h"
-#include "dtype.h"
-#include "ggml_quants.h"
-#include "zip.h"
-#include "index.h"
+#include <tensord.h>
 
-#include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -44,14 +40,25 @@ static void tc_usage(FILE *f)
                "       tensorctl --version\n"
                "\n"
                "Formats by extension: .npy .npz .safetensors .gguf\n"
-               "The daemon's socket: --socket, else $TENSORD_SOCKET, else "
-               "/run/tensord/tensord.sock\n");
+               "The daemon's socket: --socket, else $TENSORD_SOCKET, else " TD_DEFAULT_SOCKET "\n");
 }
 
 static int tc_fail(const td_error *err)
 {
     fprintf(stderr, "tensorctl: %s\n", err->message);
     return TC_EXIT_FAIL;
+}
+
+/* Fills err as the library would, for tensorctl's own failures; returns code. */
+__attribute__((format(printf, 3, 4))) static int tc_err(td_error *err, int code, const char *fmt,
+                                                        ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->message, sizeof err->message, fmt, ap);
+    va_end(ap);
+    err->code = code;
+    return code;
 }
 
 static double tc_now(void)
@@ -61,78 +68,43 @@ static double tc_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* A mapped file and its table, for the commands that look at file offsets. */
-typedef struct tc_file {
-    void *base;
-    size_t len;
-    td__table t;
-} tc_file;
-
-static int tc_open(const char *path, tc_file *f, td_error *err)
+static const char *tc_layout(unsigned layout)
 {
-    memset(f, 0, sizeof *f);
-    td_format format = td_format_from_path(path);
-    if (!format)
-        return td__err(err, TD_ENOTSUP,
-                       "%s: could not infer the file format from the extension (expected .npy, "
-                       ".npz, .safetensors or .gguf)",
-                       path);
-    int rc = td__map_file(path, &f->base, &f->len, err);
-    if (rc) {
-        f->base = NULL;
-        return rc;
-    }
-    td__table_init(&f->t, format);
-    rc = td__index(format, TD__RD_MEM(f->base, f->len, path), 0, &f->t, err);
-    if (rc) {
-        td__table_destroy(&f->t);
-        munmap(f->base, f->len);
-        f->base = NULL;
-    }
-    return rc;
-}
-
-static void tc_close(tc_file *f)
-{
-    if (f->base) {
-        td__table_destroy(&f->t);
-        munmap(f->base, f->len);
-    }
-}
-
-static const char *tc_layout(uint32_t layout)
-{
-    if (layout & TD__LAYOUT_DEFLATE)
+    if (layout & TD_LAYOUT_DEFLATE)
         return "deflate";
-    if ((layout & TD__LAYOUT_SWAP) && (layout & TD__LAYOUT_FORTRAN))
+    if ((layout & TD_LAYOUT_BYTESWAP) && (layout & TD_LAYOUT_FORTRAN))
         return "byteswap+fortran";
-    if (layout & TD__LAYOUT_SWAP)
+    if (layout & TD_LAYOUT_BYTESWAP)
         return "byteswap";
-    if (layout & TD__LAYOUT_FORTRAN)
+    if (layout & TD_LAYOUT_FORTRAN)
         return "fortran";
-    if (layout & TD__LAYOUT_ALIGN)
+    if (layout & TD_LAYOUT_ALIGN)
         return "align";
     return "view";
 }
 
 /* For a GGML block tensor tensord can dequantize: the bytes it takes as float32. */
-static int tc_dequant_size(const td__entry *e, uint64_t *nbytes)
+static int tc_dequant_size(const td_inspect_result *r, size_t i, uint64_t *nbytes)
 {
-    if (!td_dtype_is_block(e->dtype) || !td__gq_supported(e->dtype))
+    td_dtype t = td_inspect_tensor_dtype(r, i);
+    if (!td_dtype_dequantizable(t))
         return 0;
+    const int64_t *shape = td_inspect_tensor_shape(r, i);
     uint64_t n = 1;
-    for (uint32_t i = 0; i < e->ndim; i++)
-        n *= (uint64_t)e->shape[i];
-    return td__gq_output_nbytes(e->dtype, n, TD_FLOAT32, nbytes, NULL, NULL) == 0;
+    for (int d = 0; d < td_inspect_tensor_ndim(r, i); d++)
+        n *= (uint64_t)shape[d];
+    return !__builtin_mul_overflow(n, (uint64_t)4, nbytes);
 }
 
-static void tc_shape(const td__entry *e, char *out, size_t cap)
+static void tc_shape(const td_inspect_result *r, size_t i, char *out, size_t cap)
 {
+    int ndim = td_inspect_tensor_ndim(r, i);
+    const int64_t *shape = td_inspect_tensor_shape(r, i);
     size_t n = (size_t)snprintf(out, cap, "(");
-    for (uint32_t i = 0; i < e->ndim && n < cap; i++)
-        n += (size_t)snprintf(out + n, cap - n, "%s%" PRId64, i ? ", " : "", e->shape[i]);
+    for (int d = 0; d < ndim && n < cap; d++)
+        n += (size_t)snprintf(out + n, cap - n, "%s%" PRId64, d ? ", " : "", shape[d]);
     if (n < cap)
-        snprintf(out + n, cap - n, "%s)", e->ndim == 1 ? "," : "");
+        snprintf(out + n, cap - n, "%s)", ndim == 1 ? "," : "");
 }
 
 /* ---- JSON output: written by hand, so that u64 values and invalid UTF-8 come out right. ---- */
@@ -188,27 +160,27 @@ static void tc_json_double(FILE *o, double v)
 /* A scalar or string value (not an array) as JSON. */
 static void tc_json_scalar(FILE *o, const td_value *v)
 {
-    td_type t = td_value_type(v);
+    td_meta_type t = td_value_type(v);
     int64_t i;
     uint64_t u;
     double d;
     size_t n;
     const char *s;
     switch (t) {
-    case TD_TYPE_BOOL:
+    case TD_META_BOOL:
         td_value_get_int(v, &i);
         fputs(i ? "true" : "false", o);
         break;
-    case TD_TYPE_STRING:
+    case TD_META_STRING:
         s = td_value_string(v, &n);
         tc_json_str(o, s, n);
         break;
-    case TD_TYPE_FLOAT32:
-    case TD_TYPE_FLOAT64:
+    case TD_META_FLOAT32:
+    case TD_META_FLOAT64:
         td_value_get_float(v, &d);
         tc_json_double(o, d);
         break;
-    case TD_TYPE_UINT64:
+    case TD_META_UINT64:
         td_value_get_uint(v, &u);
         fprintf(o, "%" PRIu64, u);
         break;
@@ -221,21 +193,22 @@ static void tc_json_scalar(FILE *o, const td_value *v)
 
 static void tc_json_value(FILE *o, const td_value *v)
 {
-    td_type t = td_value_type(v);
-    if (t != TD_TYPE_ARRAY) {
-        fprintf(o, "{\"type\": \"%s\", \"value\": ", td_type_name(t));
+    td_meta_type t = td_value_type(v);
+    if (t != TD_META_ARRAY) {
+        fprintf(o, "{\"type\": \"%s\", \"value\": ", td_meta_type_name(t));
         tc_json_scalar(o, v);
         fputc('}', o);
         return;
     }
-    td_type et = td_value_array_type(v);
+    td_meta_type et = td_value_array_type(v);
     size_t n = td_value_array_len(v);
-    fprintf(o, "{\"type\": \"array\", \"element_type\": \"%s\", \"value\": [", td_type_name(et));
+    fprintf(o, "{\"type\": \"array\", \"element_type\": \"%s\", \"value\": [",
+            td_meta_type_name(et));
     for (size_t i = 0; i < n; i++) {
         if (i)
             fputs(", ", o);
         const td_value *item = td_value_array_at(v, i);
-        if (et == TD_TYPE_ARRAY)
+        if (et == TD_META_ARRAY)
             tc_json_value(o, item);
         else
             tc_json_scalar(o, item);
@@ -243,41 +216,45 @@ static void tc_json_value(FILE *o, const td_value *v)
     fputs("]}", o);
 }
 
-static void tc_ls_json(const char *path, const tc_file *f)
+static void tc_ls_json(const char *path, const td_inspect_result *r)
 {
     FILE *o = stdout;
+    const td_meta *meta = td_inspect_meta(r);
     fputs("{\"file\": ", o);
     tc_json_str(o, path, strlen(path));
-    fprintf(o, ", \"format\": \"%s\", \"tensors\": [", td_format_name(f->t.format));
-    for (size_t i = 0; i < f->t.n; i++) {
-        const td__entry *e = &f->t.entries[i];
+    fprintf(o, ", \"format\": \"%s\", \"tensors\": [", td_format_name(td_inspect_format(r)));
+    for (size_t i = 0; i < td_inspect_ntensors(r); i++) {
+        const char *name = td_inspect_tensor_name(r, i);
+        td_dtype dtype = td_inspect_tensor_dtype(r, i);
+        const int64_t *shape = td_inspect_tensor_shape(r, i);
+        unsigned layout = td_inspect_tensor_layout(r, i);
         fputs(i ? ",\n  {\"name\": " : "\n  {\"name\": ", o);
-        if (e->name)
-            tc_json_str(o, e->name, strlen(e->name));
+        if (name)
+            tc_json_str(o, name, strlen(name));
         else
             fputs("null", o);
-        fprintf(o, ", \"dtype\": \"%s\", \"shape\": [", td_dtype_name(e->dtype));
-        for (uint32_t d = 0; d < e->ndim; d++)
-            fprintf(o, "%s%" PRId64, d ? ", " : "", e->shape[d]);
+        fprintf(o, ", \"dtype\": \"%s\", \"shape\": [", td_dtype_name(dtype));
+        for (int d = 0; d < td_inspect_tensor_ndim(r, i); d++)
+            fprintf(o, "%s%" PRId64, d ? ", " : "", shape[d]);
         fprintf(o, "], \"offset\": %" PRIu64 ", \"nbytes\": %" PRIu64 ", \"layout\": \"%s\"",
-                e->layout ? e->src.offset : e->offset, e->nbytes, tc_layout(e->layout));
-        if (e->layout & TD__LAYOUT_DEFLATE)
-            fprintf(o, ", \"stored_nbytes\": %" PRIu64, e->src.nbytes);
+                td_inspect_tensor_offset(r, i), td_inspect_tensor_nbytes(r, i), tc_layout(layout));
+        if (layout & TD_LAYOUT_DEFLATE)
+            fprintf(o, ", \"stored_nbytes\": %" PRIu64, td_inspect_tensor_stored_nbytes(r, i));
         uint64_t f32;
-        if (tc_dequant_size(e, &f32))
+        if (tc_dequant_size(r, i, &f32))
             fprintf(o, ", \"dequantized_f32_nbytes\": %" PRIu64, f32);
-        else if (td_dtype_is_block(e->dtype))
+        else if (td_dtype_is_block(dtype))
             fputs(", \"dequantized_f32_nbytes\": null", o);
         fputc('}', o);
     }
     fputs("],\n \"metadata\": ", o);
-    if (!f->t.meta) {
+    if (!meta) {
         fputs("null", o);
     } else {
         fputc('{', o);
-        for (size_t i = 0; i < td_meta_size(f->t.meta); i++) {
+        for (size_t i = 0; i < td_meta_size(meta); i++) {
             const char *key;
-            const td_value *v = td_meta_at(f->t.meta, i, &key);
+            const td_value *v = td_meta_at(meta, i, &key);
             fputs(i ? ",\n  " : "\n  ", o);
             tc_json_str(o, key, strlen(key));
             fputs(": ", o);
@@ -307,7 +284,7 @@ static void tc_text_str(FILE *o, const char *s, size_t n, size_t max)
 
 static void tc_text_scalar(FILE *o, const td_value *v)
 {
-    if (td_value_type(v) == TD_TYPE_STRING) {
+    if (td_value_type(v) == TD_META_STRING) {
         size_t n;
         const char *s = td_value_string(v, &n);
         tc_text_str(o, s, n, 200);
@@ -318,7 +295,7 @@ static void tc_text_scalar(FILE *o, const td_value *v)
 
 static void tc_text_value(FILE *o, const td_value *v)
 {
-    if (td_value_type(v) != TD_TYPE_ARRAY) {
+    if (td_value_type(v) != TD_META_ARRAY) {
         tc_text_scalar(o, v);
         return;
     }
@@ -336,60 +313,61 @@ static void tc_text_value(FILE *o, const td_value *v)
 
 static void tc_type_desc(const td_value *v, char *out, size_t cap)
 {
-    if (td_value_type(v) != TD_TYPE_ARRAY) {
-        snprintf(out, cap, "%s", td_type_name(td_value_type(v)));
+    if (td_value_type(v) != TD_META_ARRAY) {
+        snprintf(out, cap, "%s", td_meta_type_name(td_value_type(v)));
         return;
     }
     char inner[64] = "";
-    if (td_value_array_type(v) == TD_TYPE_ARRAY && td_value_array_len(v))
+    if (td_value_array_type(v) == TD_META_ARRAY && td_value_array_len(v))
         tc_type_desc(td_value_array_at(v, 0), inner, sizeof inner);
     else
-        snprintf(inner, sizeof inner, "%s", td_type_name(td_value_array_type(v)));
+        snprintf(inner, sizeof inner, "%s", td_meta_type_name(td_value_array_type(v)));
     snprintf(out, cap, "%s[%zu]", inner, td_value_array_len(v));
 }
 
-static void tc_ls_text(const char *path, const tc_file *f)
+static void tc_ls_text(const char *path, const td_inspect_result *r)
 {
     uint64_t total = 0;
-    size_t wname = 4, wdtype = 5, wshape = 5;
+    size_t wname = 4, wdtype = 5, wshape = 5, n = td_inspect_ntensors(r);
     char shape[TD_MAX_DIMS * 22 + 8];
-    for (size_t i = 0; i < f->t.n; i++) {
-        const td__entry *e = &f->t.entries[i];
-        total += e->nbytes;
-        size_t ln = e->name ? strlen(e->name) : 6;
+    for (size_t i = 0; i < n; i++) {
+        const char *name = td_inspect_tensor_name(r, i);
+        total += td_inspect_tensor_nbytes(r, i);
+        size_t ln = name ? strlen(name) : 6;
         wname = ln > wname ? (ln < 60 ? ln : 60) : wname;
-        size_t ld = strlen(td_dtype_name(e->dtype));
+        size_t ld = strlen(td_dtype_name(td_inspect_tensor_dtype(r, i)));
         wdtype = ld > wdtype ? ld : wdtype;
-        tc_shape(e, shape, sizeof shape);
+        tc_shape(r, i, shape, sizeof shape);
         wshape = strlen(shape) > wshape ? strlen(shape) : wshape;
     }
-    printf("%s: %s, %zu tensor%s, %" PRIu64 " bytes of data\n", path, td_format_name(f->t.format),
-           f->t.n, f->t.n == 1 ? "" : "s", total);
+    printf("%s: %s, %zu tensor%s, %" PRIu64 " bytes of data\n", path,
+           td_format_name(td_inspect_format(r)), n, n == 1 ? "" : "s", total);
     printf("  %-*s  %-*s  %-*s  %12s  %12s  %s\n", (int)wname, "NAME", (int)wdtype, "DTYPE",
            (int)wshape, "SHAPE", "OFFSET", "NBYTES", "LAYOUT");
-    for (size_t i = 0; i < f->t.n; i++) {
-        const td__entry *e = &f->t.entries[i];
-        tc_shape(e, shape, sizeof shape);
+    for (size_t i = 0; i < n; i++) {
+        const char *name = td_inspect_tensor_name(r, i);
+        td_dtype dtype = td_inspect_tensor_dtype(r, i);
+        tc_shape(r, i, shape, sizeof shape);
         char extra[64] = "";
         uint64_t f32;
-        if (tc_dequant_size(e, &f32))
+        if (tc_dequant_size(r, i, &f32))
             snprintf(extra, sizeof extra, "  (%s blocks; %" PRIu64 " bytes as float32)",
-                     td_dtype_name(e->dtype), f32);
-        else if (td_dtype_is_block(e->dtype))
-            snprintf(extra, sizeof extra, "  (%s blocks; not dequantizable)",
-                     td_dtype_name(e->dtype));
+                     td_dtype_name(dtype), f32);
+        else if (td_dtype_is_block(dtype))
+            snprintf(extra, sizeof extra, "  (%s blocks; not dequantizable)", td_dtype_name(dtype));
         printf("  %-*s  %-*s  %-*s  %12" PRIu64 "  %12" PRIu64 "  %s%s\n", (int)wname,
-               e->name ? e->name : "(none)", (int)wdtype, td_dtype_name(e->dtype), (int)wshape,
-               shape, e->layout ? e->src.offset : e->offset, e->nbytes, tc_layout(e->layout),
-               extra);
+               name ? name : "(none)", (int)wdtype, td_dtype_name(dtype), (int)wshape, shape,
+               td_inspect_tensor_offset(r, i), td_inspect_tensor_nbytes(r, i),
+               tc_layout(td_inspect_tensor_layout(r, i)), extra);
     }
-    if (!f->t.meta)
+    const td_meta *meta = td_inspect_meta(r);
+    if (!meta)
         return;
-    size_t n = td_meta_size(f->t.meta);
-    printf("metadata: %zu key%s\n", n, n == 1 ? "" : "s");
-    for (size_t i = 0; i < n; i++) {
+    size_t nkeys = td_meta_size(meta);
+    printf("metadata: %zu key%s\n", nkeys, nkeys == 1 ? "" : "s");
+    for (size_t i = 0; i < nkeys; i++) {
         const char *key;
-        const td_value *v = td_meta_at(f->t.meta, i, &key);
+        const td_value *v = td_meta_at(meta, i, &key);
         char type[96];
         tc_type_desc(v, type, sizeof type);
         printf("  %s (%s) = ", key, type);
@@ -415,14 +393,14 @@ static int tc_ls(int argc, char **argv)
     if (!path)
         return tc_usage(stderr), TC_EXIT_USAGE;
     td_error err = {0};
-    tc_file f;
-    if (tc_open(path, &f, &err))
+    td_inspect_result *r;
+    if (td_inspect(path, NULL, &r, &err))
         return tc_fail(&err);
     if (json)
-        tc_ls_json(path, &f);
+        tc_ls_json(path, r);
     else
-        tc_ls_text(path, &f);
-    tc_close(&f);
+        tc_ls_text(path, r);
+    td_inspect_free(r);
     return fflush(stdout) == 0 ? 0 : TC_EXIT_FAIL;
 }
 
@@ -440,11 +418,11 @@ static int tc_convert_meta(const td_meta *src, td_format from, td_format to, td_
     }
     if (from == to) {
         *out = td_meta_copy(src);
-        return *out ? 0 : td__err(err, TD_ENOMEM, "out of memory");
+        return *out ? 0 : tc_err(err, TD_ENOMEM, "out of memory");
     }
     td_meta *m = td_meta_new();
     if (!m)
-        return td__err(err, TD_ENOMEM, "out of memory");
+        return tc_err(err, TD_ENOMEM, "out of memory");
     size_t dropped = 0;
     for (size_t i = 0; i < td_meta_size(src); i++) {
         const char *key;
@@ -472,19 +450,20 @@ static int tc_convert_meta(const td_meta *src, td_format from, td_format to, td_
 
 static int tc_convert(int argc, char **argv)
 {
-    int compress = 0, dequant = 0;
+    int compress = 0;
+    td_dequant dequant = TD_DEQUANT_NONE;
     const char *src = NULL, *dst = NULL;
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--compress") == 0)
             compress = 1;
         else if (strcmp(argv[i], "--dequantize") == 0 && i + 1 < argc) {
             const char *t = argv[++i];
-            dequant = !strcmp(t, "f32")    ? TD_FLOAT32
-                      : !strcmp(t, "f16")  ? TD_FLOAT16
-                      : !strcmp(t, "bf16") ? TD_BFLOAT16
+            dequant = !strcmp(t, "f32")    ? TD_DEQUANT_F32
+                      : !strcmp(t, "f16")  ? TD_DEQUANT_F16
+                      : !strcmp(t, "bf16") ? TD_DEQUANT_BF16
                       : !strcmp(t, "mlx")  ? TD_DEQUANT_MLX
-                                           : -1;
-            if (dequant < 0)
+                                           : TD_DEQUANT_NONE;
+            if (!dequant)
                 return tc_usage(stderr), TC_EXIT_USAGE;
         } else if (argv[i][0] == '-' && argv[i][1])
             return tc_usage(stderr), TC_EXIT_USAGE;
@@ -500,10 +479,10 @@ static int tc_convert(int argc, char **argv)
     td_format from = td_format_from_path(src), to = td_format_from_path(dst);
     td_error err = {0};
     if (!to) {
-        td__err(&err, TD_ENOTSUP,
-                "%s: the destination needs an extension: .npy, .npz, "
-                ".safetensors or .gguf",
-                dst);
+        tc_err(&err, TD_ENOTSUP,
+               "%s: the destination needs an extension: .npy, .npz, "
+               ".safetensors or .gguf",
+               dst);
         return tc_fail(&err);
     }
     int tty = isatty(STDERR_FILENO);
@@ -527,14 +506,14 @@ static int tc_convert(int argc, char **argv)
         size_t unnamed = 0;
         for (size_t i = 0; !rc && i < td_dict_size(arrays); i++) {
             const char *name;
-            td_array *a = td_dict_at(arrays, i, &name);
+            const td_array *a = td_dict_at(arrays, i, &name);
             char buf[32];
             if (!name) {
                 snprintf(buf, sizeof buf, "arr_%zu", unnamed++);
                 name = buf;
             }
             rc = named ? td_dict_set(named, name, a, &err)
-                       : td__err(&err, TD_ENOMEM, "out of memory");
+                       : tc_err(&err, TD_ENOMEM, "out of memory");
         }
     }
     if (!rc) {
@@ -542,8 +521,8 @@ static int tc_convert(int argc, char **argv)
         switch (to) {
         case TD_FORMAT_NPY:
             if (td_dict_size(d) != 1)
-                rc = td__err(&err, TD_EINVAL, "%s: .npy holds one array, %s has %zu", dst, src,
-                             td_dict_size(d));
+                rc = tc_err(&err, TD_EINVAL, "%s: .npy holds one array, %s has %zu", dst, src,
+                            td_dict_size(d));
             else
                 rc = td_save(dst, td_dict_at(d, 0, NULL), &err);
             break;
@@ -568,37 +547,26 @@ static int tc_convert(int argc, char **argv)
 }
 
 /* verify: index and validate everything, decode every entry that needs decoding, and check
- * every CRC-32 of an npz (stored members too, which a load does not read). */
+ * every CRC-32 of an npz (stored members too, which a load does not read). td_inspect first,
+ * for the figures of the report. */
 static int tc_verify(int argc, char **argv)
 {
     if (argc != 1 || argv[0][0] == '-')
         return tc_usage(stderr), TC_EXIT_USAGE;
     const char *path = argv[0];
     td_error err = {0};
-    tc_file f;
-    if (tc_open(path, &f, &err))
+    td_inspect_result *r;
+    if (td_inspect(path, NULL, &r, &err))
         return tc_fail(&err);
-    int rc = 0;
-    if (f.t.format == TD_FORMAT_NPZ)
-        rc = td__zip_verify(f.base, f.len, path, &err);
     uint64_t decoded = 0;
-    for (size_t i = 0; !rc && i < f.t.n; i++) {
-        const td__entry *e = &f.t.entries[i];
-        if (!e->layout)
-            continue;
-        void *buf = malloc(e->nbytes ? e->nbytes : 1);
-        if (!buf)
-            rc = td__err(&err, TD_ENOMEM, "%s: out of memory for %" PRIu64 " bytes", path,
-                         e->nbytes);
-        else
-            rc = td__decode_entry(e, f.base, f.len, buf, path, &err);
-        free(buf);
-        decoded += e->nbytes;
-    }
+    for (size_t i = 0; i < td_inspect_ntensors(r); i++)
+        if (td_inspect_tensor_layout(r, i) != TD_LAYOUT_VIEW)
+            decoded += td_inspect_tensor_nbytes(r, i);
+    int rc = td_verify(path, NULL, &err);
     if (!rc)
         printf("%s: ok (%s, %zu tensors, %" PRIu64 " bytes decoded)\n", path,
-               td_format_name(f.t.format), f.t.n, decoded);
-    tc_close(&f);
+               td_format_name(td_inspect_format(r)), td_inspect_ntensors(r), decoded);
+    td_inspect_free(r);
     return rc ? tc_fail(&err) : 0;
 }
 
@@ -618,6 +586,10 @@ static int tc_status(const char *sock, int argc, char **argv)
     td_client_close(c);
     if (rc)
         return tc_fail(&err);
+    uint64_t g[TD_STATUS_UPTIME_MS + 1];
+    for (int k = 0; k <= TD_STATUS_UPTIME_MS; k++)
+        g[k] = td_status_get(st, (td_status_key)k);
+    size_t nfiles = td_status_nfiles(st);
     if (json) {
         printf("{\"entries\": %" PRIu64 ", \"bytes\": %" PRIu64 ", \"derived_bytes\": %" PRIu64
                ", \"budget\": %" PRIu64 ", \"hits\": %" PRIu64 ", \"misses\": %" PRIu64
@@ -625,42 +597,57 @@ static int tc_status(const char *sock, int argc, char **argv)
                ", \"decodes\": %" PRIu64 ", \"decode_ns_total\": %" PRIu64
                ", \"decode_ns_max\": %" PRIu64 ", \"errors\": %" PRIu64 ", \"uptime_ms\": %" PRIu64
                ", \"files\": [",
-               st->entries, st->bytes, st->derived_bytes, st->budget, st->hits, st->misses,
-               st->evictions, st->clients, st->leases, st->decodes, st->decode_ns_total,
-               st->decode_ns_max, st->errors, st->uptime_ms);
-        for (size_t i = 0; i < st->nfiles; i++) {
-            const td_status_file *f = &st->files[i];
+               g[TD_STATUS_ENTRIES], g[TD_STATUS_BYTES], g[TD_STATUS_DERIVED_BYTES],
+               g[TD_STATUS_BUDGET], g[TD_STATUS_HITS], g[TD_STATUS_MISSES], g[TD_STATUS_EVICTIONS],
+               g[TD_STATUS_CLIENTS], g[TD_STATUS_LEASES], g[TD_STATUS_DECODES],
+               g[TD_STATUS_DECODE_NS_TOTAL], g[TD_STATUS_DECODE_NS_MAX], g[TD_STATUS_ERRORS],
+               g[TD_STATUS_UPTIME_MS]);
+        for (size_t i = 0; i < nfiles; i++) {
+            const char *name = td_status_file_name(st, i);
+            const char *format = td_format_name(td_status_file_format(st, i));
             fputs(i ? ",\n  {\"file\": " : "\n  {\"file\": ", stdout);
-            tc_json_str(stdout, f->name, strlen(f->name));
+            tc_json_str(stdout, name, strlen(name));
             printf(", \"format\": \"%s\", \"mode\": \"%s\", \"tensors\": %" PRIu64
                    ", \"file_bytes\": %" PRIu64 ", \"derived_bytes\": %" PRIu64
                    ", \"bytes\": %" PRIu64 ", \"clients\": %" PRIu64 ", \"loads\": %" PRIu64
                    ", \"hits\": %" PRIu64 ", \"idle_ms\": %" PRIu64 "}",
-                   td_format_name(f->format) ? td_format_name(f->format) : "unknown", f->mode,
-                   f->tensors, f->file_bytes, f->derived_bytes, f->bytes, f->leases, f->loads,
-                   f->hits, f->idle_ms);
+                   format ? format : "unknown", td_status_file_mode(st, i),
+                   td_status_file_get(st, i, TD_STATUS_FILE_TENSORS),
+                   td_status_file_get(st, i, TD_STATUS_FILE_FILE_BYTES),
+                   td_status_file_get(st, i, TD_STATUS_FILE_DERIVED_BYTES),
+                   td_status_file_get(st, i, TD_STATUS_FILE_BYTES),
+                   td_status_file_get(st, i, TD_STATUS_FILE_LEASES),
+                   td_status_file_get(st, i, TD_STATUS_FILE_LOADS),
+                   td_status_file_get(st, i, TD_STATUS_FILE_HITS),
+                   td_status_file_get(st, i, TD_STATUS_FILE_IDLE_MS));
         }
         fputs("]}\n", stdout);
     } else {
         printf("tensord: %" PRIu64 " files cached, %" PRIu64 " bytes held (budget %s%" PRIu64
                "), %" PRIu64 " clients, %" PRIu64 " leases\n",
-               st->entries, st->bytes, st->budget ? "" : "none, ", st->budget, st->clients,
-               st->leases);
+               g[TD_STATUS_ENTRIES], g[TD_STATUS_BYTES], g[TD_STATUS_BUDGET] ? "" : "none, ",
+               g[TD_STATUS_BUDGET], g[TD_STATUS_CLIENTS], g[TD_STATUS_LEASES]);
         printf("loads: %" PRIu64 " hits, %" PRIu64 " misses, %" PRIu64 " decodes (%.1f ms in all, "
                "longest %.1f ms), %" PRIu64 " evictions, %" PRIu64 " errors; up %.1f s\n",
-               st->hits, st->misses, st->decodes, (double)st->decode_ns_total / 1e6,
-               (double)st->decode_ns_max / 1e6, st->evictions, st->errors,
-               (double)st->uptime_ms / 1e3);
-        if (st->nfiles)
+               g[TD_STATUS_HITS], g[TD_STATUS_MISSES], g[TD_STATUS_DECODES],
+               (double)g[TD_STATUS_DECODE_NS_TOTAL] / 1e6, (double)g[TD_STATUS_DECODE_NS_MAX] / 1e6,
+               g[TD_STATUS_EVICTIONS], g[TD_STATUS_ERRORS], (double)g[TD_STATUS_UPTIME_MS] / 1e3);
+        if (nfiles)
             printf("  %-11s %-8s %7s %13s %13s %7s %6s %6s %9s  %s\n", "FORMAT", "MODE", "TENSORS",
                    "FILE BYTES", "DERIVED", "CLIENTS", "LOADS", "HITS", "IDLE", "FILE");
-        for (size_t i = 0; i < st->nfiles; i++) {
-            const td_status_file *f = &st->files[i];
+        for (size_t i = 0; i < nfiles; i++) {
+            const char *format = td_format_name(td_status_file_format(st, i));
             printf("  %-11s %-8s %7" PRIu64 " %13" PRIu64 " %13" PRIu64 " %7" PRIu64 " %6" PRIu64
                    " %6" PRIu64 " %8.1fs  %s\n",
-                   td_format_name(f->format) ? td_format_name(f->format) : "?", f->mode, f->tensors,
-                   f->file_bytes, f->derived_bytes, f->leases, f->loads, f->hits,
-                   (double)f->idle_ms / 1e3, f->name);
+                   format ? format : "?", td_status_file_mode(st, i),
+                   td_status_file_get(st, i, TD_STATUS_FILE_TENSORS),
+                   td_status_file_get(st, i, TD_STATUS_FILE_FILE_BYTES),
+                   td_status_file_get(st, i, TD_STATUS_FILE_DERIVED_BYTES),
+                   td_status_file_get(st, i, TD_STATUS_FILE_LEASES),
+                   td_status_file_get(st, i, TD_STATUS_FILE_LOADS),
+                   td_status_file_get(st, i, TD_STATUS_FILE_HITS),
+                   (double)td_status_file_get(st, i, TD_STATUS_FILE_IDLE_MS) / 1e3,
+                   td_status_file_name(st, i));
         }
     }
     td_status_free(st);

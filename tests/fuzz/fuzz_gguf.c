@@ -48,7 +48,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const td_value *al = td_meta_get(t.meta, GGUF_KEY_ALIGNMENT);
     uint64_t align = GGUF_DEFAULT_ALIGNMENT;
     if (al) {
-        if (td_value_type(al) != TD_TYPE_UINT32 || td_value_get_uint(al, &align) || !align ||
+        if (td_value_type(al) != TD_META_UINT32 || td_value_get_uint(al, &align) || !align ||
             (align & (align - 1)) || align > GGUF_MAX_ALIGNMENT)
             fz_die("accepted a bad general.alignment", NULL);
     }

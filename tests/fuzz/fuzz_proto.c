@@ -250,19 +250,19 @@ static void make_corpus(const char *dir)
     int64_t i64 = -7;
     float f32 = 1e-5f;
     uint8_t b = 1;
-    td_meta_set_scalar(t.meta, "general.alignment", TD_TYPE_UINT32, &u32, &err);
-    td_meta_set_scalar(t.meta, "i64", TD_TYPE_INT64, &i64, &err);
-    td_meta_set_scalar(t.meta, "llama.attention.layer_norm_rms_epsilon", TD_TYPE_FLOAT32, &f32,
+    td_meta_set_scalar(t.meta, "general.alignment", TD_META_UINT32, &u32, &err);
+    td_meta_set_scalar(t.meta, "i64", TD_META_INT64, &i64, &err);
+    td_meta_set_scalar(t.meta, "llama.attention.layer_norm_rms_epsilon", TD_META_FLOAT32, &f32,
                        &err);
-    td_meta_set_scalar(t.meta, "b", TD_TYPE_BOOL, &b, &err);
+    td_meta_set_scalar(t.meta, "b", TD_META_BOOL, &b, &err);
     td_meta_set_string(t.meta, "general.architecture", "llama", 5, &err);
     const char *toks[] = {"<s>", "</s>", "a"};
     td_meta_set_strings(t.meta, "tokenizer.ggml.tokens", toks, NULL, 3, &err);
     float scores[3] = {0, -1, -2.5f};
-    td_meta_set_array(t.meta, "tokenizer.ggml.scores", TD_TYPE_FLOAT32, scores, 3, &err);
-    td_value *outer = td_value_new_array(TD_TYPE_ARRAY);
+    td_meta_set_array(t.meta, "tokenizer.ggml.scores", TD_META_FLOAT32, scores, 3, &err);
+    td_value *outer = td_value_new_array(TD_META_ARRAY);
     int16_t pair[2] = {1, -1};
-    td_value_array_push(outer, td__value_new_array_packed(TD_TYPE_INT16, pair, 2), &err);
+    td_value_array_push(outer, td__value_new_array_packed(TD_META_INT16, pair, 2), &err);
     td_meta_set_value(t.meta, "nested", outer, &err);
     td__proto_region regions[2] = {{fd, off + 64}, {fd, 32}};
     td__proto_msg_init(&ms[n], TD__PROTO_LOAD_OK, 2);

@@ -78,7 +78,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 fz_die("td__st_index accepted a duplicate tensor name", NULL);
     }
     for (size_t i = 0; i < td_meta_size(t.meta); i++)
-        if (td_value_type(td_meta_at(t.meta, i, NULL)) != TD_TYPE_STRING)
+        if (td_value_type(td_meta_at(t.meta, i, NULL)) != TD_META_STRING)
             fz_die("safetensors metadata that is not a string", NULL);
     fz_walk_meta(t.meta);
     check_tiling(&t, data, size);

@@ -134,7 +134,7 @@ static const uint8_t *fz_entry_bytes(const td__entry *e, const uint8_t *file, si
     uint8_t *dst = malloc(e->nbytes ? e->nbytes : 1);
     if (!dst)
         fz_die("malloc", NULL);
-    *rc = td__decode_entry(e, file, len, dst, "fuzz", err);
+    *rc = td__decode_entry(e, file, len, dst, 0, "fuzz", err);
     if (*rc) {
         free(dst);
         return NULL;
@@ -148,8 +148,8 @@ FZ_FN void fz_walk_value(const td_value *v, unsigned depth)
 {
     if (depth > TD_META_MAX_DEPTH + 1)
         fz_die("metadata nested deeper than TD_META_MAX_DEPTH", NULL);
-    td_type t = td_value_type(v);
-    if (!td_type_name(t))
+    td_meta_type t = td_value_type(v);
+    if (!td_meta_type_name(t))
         fz_die("metadata value of an unknown type", NULL);
     int64_t i;
     uint64_t u;
@@ -159,15 +159,15 @@ FZ_FN void fz_walk_value(const td_value *v, unsigned depth)
     (void)td_value_get_uint(v, &u);
     (void)td_value_get_float(v, &d);
     const char *s = td_value_string(v, &len);
-    if (t == TD_TYPE_STRING) {
+    if (t == TD_META_STRING) {
         if (!s || s[len] != '\0')
             fz_die("string value without its NUL", NULL);
         fz_touch(s, len);
     }
-    if (t != TD_TYPE_ARRAY)
+    if (t != TD_META_ARRAY)
         return;
     size_t n = td_value_array_len(v);
-    td_type et = td_value_array_type(v);
+    td_meta_type et = td_value_array_type(v);
     const void *items = td_value_array_data(v);
     if (items)
         fz_touch(items, (uint64_t)n * td__type_size(et));

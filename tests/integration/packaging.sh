@@ -113,6 +113,8 @@ if readelf -d "$D$sbindir/tensord" "$D$bindir/tensorctl" 2>/dev/null | grep -q '
 fi
 daemon=$D$sbindir/tensord
 tensorctl=$D$bindir/tensorctl
+# The installed tensorctl links libtensord.so; the DESTDIR's is the one to run with.
+export LD_LIBRARY_PATH=$D$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 
 # ---- 2. units, snippets, configuration --------------------------------------------------------
 section "units, snippets, configuration"
@@ -372,7 +374,6 @@ int main(int argc, char **argv)
     return td_version() == TD_VERSION_HEX ? 0 : 1;
 }
 EOF
-export LD_LIBRARY_PATH=$D$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 # run NAME PROGRAM: the program must print OK and use the DESTDIR's libtensord (or none).
 run_consumer() {
     local name=$1 prog=$2 out

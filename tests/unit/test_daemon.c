@@ -167,13 +167,23 @@ START_TEST(test_shared_decode_once)
     }
     ck_assert_msg(total >= 16 * 1024 && total <= 16 * 1024 + 4096, "total Pss_Shmem %lu kB", total);
     td_status *st = status();
-    ck_assert_uint_eq(st->entries, 1);
-    ck_assert_uint_eq(st->misses, 1);
-    ck_assert_uint_eq(st->hits, 3);
-    ck_assert_uint_eq(st->decodes, 1);
-    ck_assert_uint_eq(st->leases, 4);
-    ck_assert_uint_eq(st->nfiles, 1);
-    ck_assert_uint_eq(st->files[0].leases, 4);
+    ck_assert_uint_eq(td_status_get(st, TD_STATUS_ENTRIES), 1);
+    ck_assert_uint_eq(td_status_get(st, TD_STATUS_MISSES), 1);
+    ck_assert_uint_eq(td_status_get(st, TD_STATUS_HITS), 3);
+    ck_assert_uint_eq(td_status_get(st, TD_STATUS_DECODES), 1);
+    ck_assert_uint_eq(td_status_get(st, TD_STATUS_LEASES), 4);
+    ck_assert_uint_eq(td_status_nfiles(st), 1);
+    ck_assert_uint_eq(td_status_file_get(st, 0, TD_STATUS_FILE_LEASES), 4);
+    ck_assert_str_eq(td_status_file_name(st, 0), path);
+    ck_assert_int_eq(td_status_file_format(st, 0), TD_FORMAT_NPZ);
+    ck_assert_str_eq(td_status_file_mode(st, 0), "map");
+    ck_assert_uint_eq(td_status_file_get(st, 0, TD_STATUS_FILE_LOADS), 4);
+    ck_assert_uint_ge(td_status_file_get(st, 0, TD_STATUS_FILE_DERIVED_BYTES), 16 << 20);
+    /* Out of range and unknown keys: nothing, not a crash. */
+    ck_assert_ptr_null(td_status_file_name(st, 1));
+    ck_assert_uint_eq(td_status_file_get(st, 1, TD_STATUS_FILE_LEASES), 0);
+    ck_assert_uint_eq(td_status_get(st, (td_status_key)1000), 0);
+    ck_assert_uint_eq(td_status_nusers(st), 0);
     td_status_free(st);
     ck_assert_int_eq(write(hold[1], "xxxx", 4), 4);
     for (int i = 0; i < 4; i++) {
@@ -184,15 +194,15 @@ START_TEST(test_shared_decode_once)
     /* The leases went with the processes. */
     for (int tries = 0; tries < 100; tries++) {
         st = status();
-        uint64_t leases = st->leases;
+        uint64_t leases = td_status_get(st, TD_STATUS_LEASES);
         td_status_free(st);
         if (!leases)
             break;
         usleep(10000);
     }
     st = status();
-    ck_assert_uint_eq(st->leases, 0);
-    ck_assert_uint_eq(st->entries, 1); /* still warm */
+    ck_assert_uint_eq(td_status_get(st, TD_STATUS_LEASES), 0);
+    ck_assert_uint_eq(td_status_get(st, TD_STATUS_ENTRIES), 1); /* still warm */
     td_status_free(st);
     close(rep[0]);
     close(rep[1]);
@@ -260,7 +270,7 @@ START_TEST(test_replaced_file)
     int entries = 0;
     for (int tries = 0; tries < 200; tries++) {
         td_status *st = status();
-        entries = (int)st->entries;
+        entries = (int)td_status_get(st, TD_STATUS_ENTRIES);
         td_status_free(st);
         if (entries == 1)
             break;
@@ -299,7 +309,7 @@ START_TEST(test_snapshot_truncate)
     ck_assert_int_eq(truncate(path, 16), 0);
     ck_assert(check_ramp(td_dict_get(d, "a"), 0.25f));
     td_status *st = status();
-    ck_assert_str_eq(st->files[0].mode, "snapshot");
+    ck_assert_str_eq(td_status_file_mode(st, 0), "snapshot");
     td_status_free(st);
     td_dict_free(d);
 }
@@ -406,7 +416,7 @@ START_TEST(test_modes_agree)
         ck_assert_uint_eq(td_dict_size(a), td_dict_size(b));
         for (size_t k = 0; k < td_dict_size(a); k++) {
             const char *na, *nb;
-            td_array *x = td_dict_at(a, k, &na), *y = td_dict_at(b, k, &nb);
+            const td_array *x = td_dict_at(a, k, &na), *y = td_dict_at(b, k, &nb);
             ck_assert((na == NULL) == (nb == NULL));
             if (na)
                 ck_assert_str_eq(na, nb);
@@ -447,7 +457,7 @@ START_TEST(test_reload_and_pin)
     snprintf(extra, sizeof extra, "--config %s", conf);
     start_daemon(extra);
     td_status *st = status();
-    ck_assert_uint_eq(st->budget, 1 << 20);
+    ck_assert_uint_eq(td_status_get(st, TD_STATUS_BUDGET), 1 << 20);
     td_status_free(st);
     char path[256];
     snprintf(path, sizeof path, "%s/p.npz", dir);
@@ -459,7 +469,7 @@ START_TEST(test_reload_and_pin)
     TU_OK(td_load(path, &opt, &d, NULL, &err), &err);
     ck_assert(check_ramp(td_dict_get(d, "a"), 1.5f));
     st = status();
-    ck_assert_str_eq(st->files[0].mode, "pin");
+    ck_assert_str_eq(td_status_file_mode(st, 0), "pin");
     td_status_free(st);
     td_dict_free(d);
     /* A bad file is refused and the old settings stay. */
@@ -467,7 +477,7 @@ START_TEST(test_reload_and_pin)
     kill(daemon_pid, SIGHUP);
     usleep(200000);
     st = status();
-    ck_assert_uint_eq(st->budget, 1 << 20);
+    ck_assert_uint_eq(td_status_get(st, TD_STATUS_BUDGET), 1 << 20);
     td_status_free(st);
     snprintf(text, sizeof text, "max_memory = 2M\n");
     ck_assert_int_eq(tu_write_file(conf, text, strlen(text)), 0);
@@ -476,7 +486,7 @@ START_TEST(test_reload_and_pin)
     for (int tries = 0; tries < 100 && budget != 2 << 20; tries++) {
         usleep(20000);
         st = status();
-        budget = st->budget;
+        budget = td_status_get(st, TD_STATUS_BUDGET);
         td_status_free(st);
     }
     ck_assert_uint_eq(budget, 2 << 20);
@@ -537,10 +547,11 @@ START_TEST(test_client_connection)
      * this client is the only one connected (the loads made no connections of their own). */
     td_status *st;
     TU_OK(td_client_status(c, &st, &err), &err);
-    ck_assert_uint_eq(st->leases, 0);
-    ck_assert_uint_eq(st->clients, 1);
-    ck_assert_uint_eq(st->hits + st->misses, 1200);
-    ck_assert_uint_eq(st->decodes, 1);
+    ck_assert_uint_eq(td_status_get(st, TD_STATUS_LEASES), 0);
+    ck_assert_uint_eq(td_status_get(st, TD_STATUS_CLIENTS), 1);
+    ck_assert_uint_eq(td_status_get(st, TD_STATUS_HITS) + td_status_get(st, TD_STATUS_MISSES),
+                      1200);
+    ck_assert_uint_eq(td_status_get(st, TD_STATUS_DECODES), 1);
     td_status_free(st);
 
     /* Held arrays keep their leases; closing the client ends them, the arrays stay valid. */
@@ -548,13 +559,13 @@ START_TEST(test_client_connection)
     for (int i = 0; i < 3; i++)
         TU_OK(td_client_load(c, path, NULL, &held[i], NULL, &err), &err);
     TU_OK(td_client_status(c, &st, &err), &err);
-    ck_assert_uint_eq(st->leases, 3);
+    ck_assert_uint_eq(td_status_get(st, TD_STATUS_LEASES), 3);
     td_status_free(st);
     td_client_close(c);
     for (int i = 0; i < 3; i++)
         ck_assert(check_ramp(td_dict_get(held[i], "a"), 0.25f));
     st = status();
-    ck_assert_uint_eq(st->leases, 0);
+    ck_assert_uint_eq(td_status_get(st, TD_STATUS_LEASES), 0);
     td_status_free(st);
     for (int i = 0; i < 3; i++)
         td_dict_free(held[i]); /* nothing to release any more: the client is gone */
@@ -571,12 +582,12 @@ START_TEST(test_client_connection)
     ck_assert(check_ramp(td_dict_get(after, "a"), 0.25f));
     td_dict_free(before); /* its lease died with the old daemon: no RELEASE is sent */
     TU_OK(td_client_status(c, &st, &err), &err);
-    ck_assert_uint_eq(st->leases, 1);
+    ck_assert_uint_eq(td_status_get(st, TD_STATUS_LEASES), 1);
     td_status_free(st);
     td_dict_free(after);
     TU_OK(td_client_ping(c, &err), &err); /* reads the RELEASE's reply on the way */
     TU_OK(td_client_status(c, &st, &err), &err);
-    ck_assert_uint_eq(st->leases, 0);
+    ck_assert_uint_eq(td_status_get(st, TD_STATUS_LEASES), 0);
     td_status_free(st);
     /* An error is the daemon's answer, not a broken connection. */
     char bad[256];
@@ -586,7 +597,7 @@ START_TEST(test_client_connection)
     ck_assert_msg(strstr(err.message, "bad.npy"), "%s", err.message);
     TU_OK(td_client_ping(c, &err), &err);
     TU_OK(td_client_status(c, &st, &err), &err);
-    ck_assert_uint_eq(st->clients, 1);
+    ck_assert_uint_eq(td_status_get(st, TD_STATUS_CLIENTS), 1);
     td_status_free(st);
     td_client_close(c);
     ck_assert_int_eq(tu_count_fds(), fds);
@@ -652,7 +663,7 @@ START_TEST(test_client_release_does_not_wait)
                   load * 1e3);
     td_status *st;
     TU_OK(td_client_status(c, &st, &err), &err);
-    ck_assert_uint_eq(st->leases, 0);
+    ck_assert_uint_eq(td_status_get(st, TD_STATUS_LEASES), 0);
     td_status_free(st);
     td_client_close(c);
 }
@@ -685,8 +696,10 @@ START_TEST(test_client_after_fork)
         if (td_client_status(c, &st, &err))
             bad |= 2;
         else {
-            bad |= st->leases != 1 ? 4 : 0; /* the parent's, still held by its connection */
-            bad |= st->clients != 2 ? 8 : 0;
+            bad |= td_status_get(st, TD_STATUS_LEASES) != 1
+                       ? 4
+                       : 0; /* the parent's, still held by its connection */
+            bad |= td_status_get(st, TD_STATUS_CLIENTS) != 2 ? 8 : 0;
             td_status_free(st);
         }
         td_client_close(c);
@@ -700,13 +713,13 @@ START_TEST(test_client_after_fork)
     ck_assert(check_ramp(td_dict_get(parent, "a"), 2.0f));
     td_status *st;
     TU_OK(td_client_status(c, &st, &err), &err);
-    ck_assert_uint_eq(st->leases, 2);
+    ck_assert_uint_eq(td_status_get(st, TD_STATUS_LEASES), 2);
     td_status_free(st);
     td_dict_free(parent);
     td_dict_free(again);
     TU_OK(td_client_status(c, &st, &err), &err);
-    ck_assert_uint_eq(st->leases, 0);
-    ck_assert_uint_eq(st->clients, 1);
+    ck_assert_uint_eq(td_status_get(st, TD_STATUS_LEASES), 0);
+    ck_assert_uint_eq(td_status_get(st, TD_STATUS_CLIENTS), 1);
     td_status_free(st);
     td_client_close(c);
 }
@@ -796,8 +809,8 @@ START_TEST(test_unsendable_reply_keeps_no_lease)
     }
     td_status *st;
     TU_OK(td_client_status(c, &st, &err), &err);
-    ck_assert_uint_eq(st->leases, 0);
-    ck_assert_uint_eq(st->clients, 1); /* the same connection all along */
+    ck_assert_uint_eq(td_status_get(st, TD_STATUS_LEASES), 0);
+    ck_assert_uint_eq(td_status_get(st, TD_STATUS_CLIENTS), 1); /* the same connection all along */
     td_status_free(st);
     td_client_close(c);
 }

@@ -142,7 +142,8 @@ static int settle(int want)
 {
     for (int i = 0; i < 250; i++) {
         td_status *st = status();
-        uint64_t leases = st->leases, clients = st->clients;
+        uint64_t leases = td_status_get(st, TD_STATUS_LEASES),
+                 clients = td_status_get(st, TD_STATUS_CLIENTS);
         td_status_free(st);
         if (!leases && clients <= 1)
             break;
@@ -793,9 +794,10 @@ START_TEST(test_client_faults)
     td_status *sts = status();
     printf("faults: good client: %ld loads, 0 failures; daemon descriptors %d before, %d after; "
            "RSS %ld kB before, %ld kB after; leases %llu, errors answered %llu\n",
-           total_ok, base_fds, after_fds, base_rss, after_rss, (unsigned long long)sts->leases,
-           (unsigned long long)sts->errors);
-    ck_assert_uint_eq(sts->leases, 0);
+           total_ok, base_fds, after_fds, base_rss, after_rss,
+           (unsigned long long)td_status_get(sts, TD_STATUS_LEASES),
+           (unsigned long long)td_status_get(sts, TD_STATUS_ERRORS));
+    ck_assert_uint_eq(td_status_get(sts, TD_STATUS_LEASES), 0);
     td_status_free(sts);
     ck_assert_int_eq(after_fds, base_fds);
     /* glibc keeps some freed memory in its arenas; ASan keeps freed memory in quarantine. */

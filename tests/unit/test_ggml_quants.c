@@ -120,7 +120,7 @@ START_TEST(test_reference_files)
             const float *want = td_array_data(r.ref);
 
             td_array *out;
-            TU_OK(td_array_dequantize(r.q, TD_FLOAT32, &out, &err), &err);
+            TU_OK(td_array_dequantize(r.q, TD_FLOAT32, 0, &out, &err), &err);
             ck_assert_int_eq(td_array_dtype(out), TD_FLOAT32);
             ck_assert_int_eq(td_array_ndim(out), td_array_ndim(r.q));
             for (int d = 0; d < td_array_ndim(out); d++)
@@ -141,7 +141,7 @@ START_TEST(test_reference_files)
             }
             /* float16 / bfloat16 outputs are the rounded float32 reference */
             for (int o = 0; o < 2; o++) {
-                TU_OK(td_array_dequantize(r.q, o ? TD_BFLOAT16 : TD_FLOAT16, &out, &err), &err);
+                TU_OK(td_array_dequantize(r.q, o ? TD_BFLOAT16 : TD_FLOAT16, 0, &out, &err), &err);
                 const uint16_t *h = td_array_data(out);
                 for (size_t i = 0; i < n; i++) {
                     uint16_t w = o ? td__gq_f32_to_bf16(want[i]) : td__gq_f32_to_f16(want[i]);
@@ -622,7 +622,7 @@ static void *conc_main(void *p)
 {
     conc_arg *c = p;
     td_error err;
-    c->rc = td_array_dequantize(c->a, TD_FLOAT32, &c->out, &err);
+    c->rc = td_array_dequantize(c->a, TD_FLOAT32, 0, &c->out, &err);
     return NULL;
 }
 
@@ -719,7 +719,7 @@ START_TEST(test_array_api_errors)
     const int64_t shape[2] = {2, 256};
     /* an unsupported block type is named, with the supported list */
     TU_OK(td_array_new(TD_IQ2_XXS, 2, shape, NULL, &a, &err), &err);
-    ck_assert_int_eq(td_array_dequantize(a, TD_FLOAT32, &r, &err), TD_EDTYPE);
+    ck_assert_int_eq(td_array_dequantize(a, TD_FLOAT32, 0, &r, &err), TD_EDTYPE);
     ck_assert_ptr_null(r);
     ck_assert_ptr_nonnull(strstr(err.message, "iq2_xxs"));
     ck_assert_ptr_nonnull(strstr(err.message, "q4_k"));
@@ -729,19 +729,19 @@ START_TEST(test_array_api_errors)
     td_array_release(a);
     /* a plain array */
     TU_OK(td_array_new(TD_FLOAT32, 2, shape, NULL, &a, &err), &err);
-    ck_assert_int_eq(td_array_dequantize(a, TD_FLOAT32, &r, &err), TD_EDTYPE);
+    ck_assert_int_eq(td_array_dequantize(a, TD_FLOAT32, 0, &r, &err), TD_EDTYPE);
     ck_assert_ptr_nonnull(strstr(err.message, "float32"));
     td_array_release(a);
     /* a bad output dtype */
     TU_OK(td_array_new(TD_Q8_0, 2, shape, NULL, &a, &err), &err);
-    ck_assert_int_eq(td_array_dequantize(a, TD_FLOAT64, &r, &err), TD_EDTYPE);
+    ck_assert_int_eq(td_array_dequantize(a, TD_FLOAT64, 0, &r, &err), TD_EDTYPE);
     ck_assert_ptr_nonnull(strstr(err.message, "float64"));
-    ck_assert_int_eq(td_array_dequantize(NULL, TD_FLOAT32, &r, &err), TD_EINVAL);
-    ck_assert_int_eq(td_array_dequantize(a, TD_FLOAT32, NULL, &err), TD_EINVAL);
+    ck_assert_int_eq(td_array_dequantize(NULL, TD_FLOAT32, 0, &r, &err), TD_EINVAL);
+    ck_assert_int_eq(td_array_dequantize(a, TD_FLOAT32, 0, NULL, &err), TD_EINVAL);
     /* outputs of each float type, with shape kept */
     static const td_dtype outs[] = {TD_FLOAT32, TD_FLOAT16, TD_BFLOAT16};
     for (int i = 0; i < 3; i++) {
-        TU_OK(td_array_dequantize(a, outs[i], &r, &err), &err);
+        TU_OK(td_array_dequantize(a, outs[i], 0, &r, &err), &err);
         ck_assert_int_eq(td_array_dtype(r), outs[i]);
         ck_assert_int_eq(td_array_ndim(r), 2);
         ck_assert_int_eq(td_array_shape(r)[1], 256);
@@ -753,7 +753,7 @@ START_TEST(test_array_api_errors)
     /* empty arrays */
     const int64_t empty[2] = {0, 32};
     TU_OK(td_array_new(TD_Q4_0, 2, empty, NULL, &a, &err), &err);
-    TU_OK(td_array_dequantize(a, TD_FLOAT16, &r, &err), &err);
+    TU_OK(td_array_dequantize(a, TD_FLOAT16, 0, &r, &err), &err);
     ck_assert_int_eq(td_array_size(r), 0);
     td_array_release(r);
     TU_OK(td_array_to_mlx(a, &w, &s, &b, &err), &err);

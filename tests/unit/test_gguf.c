@@ -150,7 +150,7 @@ static int type_from_manifest(const char *s)
     static const char *const names[] = {"UINT8",  "INT8",    "UINT16", "INT16",  "UINT32",
                                         "INT32",  "FLOAT32", "BOOL",   "STRING", "ARRAY",
                                         "UINT64", "INT64",   "FLOAT64"};
-    for (int i = 0; i < TD_TYPE_COUNT; i++)
+    for (int i = 0; i < TD_META_COUNT; i++)
         if (strcmp(names[i], s) == 0)
             return i;
     ck_abort_msg("unknown manifest type %s", s);
@@ -168,44 +168,44 @@ static uint64_t json_u64(const json_t *j)
 /* One scalar (type t) of ours against its JSON value. */
 static void check_scalar(const char *key, int t, const td_value *v, const json_t *j)
 {
-    ck_assert_msg(td_value_type(v) == (td_type)t, "%s: type %d, expected %d", key, td_value_type(v),
-                  t);
+    ck_assert_msg(td_value_type(v) == (td_meta_type)t, "%s: type %d, expected %d", key,
+                  td_value_type(v), t);
     switch (t) {
-    case TD_TYPE_UINT8:
-    case TD_TYPE_UINT16:
-    case TD_TYPE_UINT32:
-    case TD_TYPE_UINT64: {
+    case TD_META_UINT8:
+    case TD_META_UINT16:
+    case TD_META_UINT32:
+    case TD_META_UINT64: {
         uint64_t u;
         ck_assert_int_eq(td_value_get_uint(v, &u), 0);
         ck_assert_msg(u == json_u64(j), "%s: %" PRIu64 " != %" PRIu64, key, u, json_u64(j));
         break;
     }
-    case TD_TYPE_INT8:
-    case TD_TYPE_INT16:
-    case TD_TYPE_INT32:
-    case TD_TYPE_INT64: {
+    case TD_META_INT8:
+    case TD_META_INT16:
+    case TD_META_INT32:
+    case TD_META_INT64: {
         int64_t s;
         ck_assert_int_eq(td_value_get_int(v, &s), 0);
         ck_assert_msg(json_is_integer(j) && s == json_integer_value(j), "%s: %" PRId64, key, s);
         break;
     }
-    case TD_TYPE_FLOAT32:
-    case TD_TYPE_FLOAT64: {
+    case TD_META_FLOAT32:
+    case TD_META_FLOAT64: {
         double d;
         ck_assert_int_eq(td_value_get_float(v, &d), 0);
         double e = json_number_value(j);
-        if (t == TD_TYPE_FLOAT32)
+        if (t == TD_META_FLOAT32)
             e = (float)e;
         ck_assert_msg(memcmp(&d, &e, 8) == 0, "%s: %.17g != %.17g", key, d, e);
         break;
     }
-    case TD_TYPE_BOOL: {
+    case TD_META_BOOL: {
         uint64_t u;
         ck_assert_int_eq(td_value_get_uint(v, &u), 0);
         ck_assert_msg(json_is_boolean(j) && (u != 0) == json_is_true(j), "%s: bool", key);
         break;
     }
-    case TD_TYPE_STRING: {
+    case TD_META_STRING: {
         size_t n;
         const char *s = td_value_string(v, &n);
         ck_assert_ptr_nonnull(s);
@@ -224,27 +224,28 @@ static void check_value(const char *key, const td_value *v, const json_t *obj)
 {
     int t = type_from_manifest(json_string_value(json_object_get(obj, "type")));
     const json_t *val = json_object_get(obj, "value");
-    if (t != TD_TYPE_ARRAY) {
+    if (t != TD_META_ARRAY) {
         check_scalar(key, t, v, val);
         return;
     }
-    ck_assert_int_eq(td_value_type(v), TD_TYPE_ARRAY);
+    ck_assert_int_eq(td_value_type(v), TD_META_ARRAY);
     int et = type_from_manifest(json_string_value(json_object_get(obj, "element_type")));
-    ck_assert_msg(td_value_array_type(v) == (td_type)et, "%s: element type %d, expected %d", key,
-                  td_value_array_type(v), et);
+    ck_assert_msg(td_value_array_type(v) == (td_meta_type)et, "%s: element type %d, expected %d",
+                  key, td_value_array_type(v), et);
     ck_assert_uint_eq(td_value_array_len(v), json_array_size(val));
     for (size_t i = 0; i < json_array_size(val); i++) {
         const td_value *item = td_value_array_at(v, i);
         ck_assert_ptr_nonnull(item);
-        if (et == TD_TYPE_ARRAY)
+        if (et == TD_META_ARRAY)
             check_value(key, item, json_array_get(val, i));
         else
             check_scalar(key, et, item, json_array_get(val, i));
     }
-    if (td__type_is_scalar((td_type)et)) { /* the packed form agrees with the items */
+    if (td__type_is_scalar((td_meta_type)et)) { /* the packed form agrees with the items */
         const uint8_t *p = td_value_array_data(v);
         for (size_t i = 0; i < json_array_size(val); i++) {
-            td_value *one = td_value_new_scalar((td_type)et, p + i * td__type_size((td_type)et));
+            td_value *one =
+                td_value_new_scalar((td_meta_type)et, p + i * td__type_size((td_meta_type)et));
             ck_assert(td__value_equal(one, td_value_array_at(v, i)));
             td_value_free(one);
         }
@@ -339,11 +340,11 @@ START_TEST(test_manifest_u64_max)
     TU_OK(td__gguf_index(TD__RD_MEM(p, len, "all_types.gguf"), &t, &err), &err);
     const td_value *v = td_meta_get(t.meta, "test.u64");
     uint64_t u;
-    ck_assert_int_eq(td_value_type(v), TD_TYPE_UINT64);
+    ck_assert_int_eq(td_value_type(v), TD_META_UINT64);
     ck_assert_int_eq(td_value_get_uint(v, &u), 0);
     ck_assert(u == UINT64_MAX);
     v = td_meta_get(t.meta, "test.arr_u64");
-    ck_assert_int_eq(td_value_array_type(v), TD_TYPE_UINT64);
+    ck_assert_int_eq(td_value_array_type(v), TD_META_UINT64);
     const uint64_t *a = td_value_array_data(v);
     ck_assert(a[0] == UINT64_MAX && a[1] == 0 && a[2] == 1234567890123456789ull);
     v = td_meta_get(t.meta, "test.arr_i64");
@@ -353,7 +354,7 @@ START_TEST(test_manifest_u64_max)
     int64_t x;
     ck_assert_int_eq(td_meta_get_int(t.meta, "test.u8_after_f64", &x), 0);
     ck_assert_int_eq(x, 7);
-    ck_assert_int_eq(td_value_type(td_meta_get(t.meta, "test.u8_after_f64")), TD_TYPE_UINT8);
+    ck_assert_int_eq(td_value_type(td_meta_get(t.meta, "test.u8_after_f64")), TD_META_UINT8);
     td__table_destroy(&t);
     free(p);
 }
@@ -578,7 +579,7 @@ START_TEST(test_write_alignment)
     td_meta *m = td_meta_new();
     uint32_t a = 64;
     TU_OK(td_meta_set_string(m, "general.architecture", "x", 1, &err), &err);
-    TU_OK(td_meta_set_scalar(m, GGUF_KEY_ALIGNMENT, TD_TYPE_UINT32, &a, &err), &err);
+    TU_OK(td_meta_set_scalar(m, GGUF_KEY_ALIGNMENT, TD_META_UINT32, &a, &err), &err);
     p = write_mem(items, 2, m, &len, &rc, &err);
     TU_OK(rc, &err);
     TU_OK(index_exact(p, len, "mem.gguf", &t, &err), &err);
@@ -592,13 +593,13 @@ START_TEST(test_write_alignment)
 
     static const uint32_t bad[] = {0, 3, 48, 1u << 31, GGUF_MAX_ALIGNMENT * 2};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        TU_OK(td_meta_set_scalar(m, GGUF_KEY_ALIGNMENT, TD_TYPE_UINT32, &bad[i], &err), &err);
+        TU_OK(td_meta_set_scalar(m, GGUF_KEY_ALIGNMENT, TD_META_UINT32, &bad[i], &err), &err);
         free(write_mem(items, 2, m, &len, &rc, &err));
         ck_assert_msg(rc < 0, "alignment %u accepted", bad[i]);
         ck_assert_ptr_nonnull(strstr(err.message, GGUF_KEY_ALIGNMENT));
     }
     uint64_t a64 = 64;
-    TU_OK(td_meta_set_scalar(m, GGUF_KEY_ALIGNMENT, TD_TYPE_UINT64, &a64, &err), &err);
+    TU_OK(td_meta_set_scalar(m, GGUF_KEY_ALIGNMENT, TD_META_UINT64, &a64, &err), &err);
     free(write_mem(items, 2, m, &len, &rc, &err));
     ck_assert_int_eq(rc, TD_EFORMAT);
     td_meta_free(m);
@@ -623,35 +624,35 @@ START_TEST(test_meta_roundtrip)
     int64_t i64 = INT64_MIN;
     double f64 = 1e-310; /* subnormal */
     float nanf_ = NAN;
-    TU_OK(td_meta_set_scalar(m, "s.u8", TD_TYPE_UINT8, &u8, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "s.i8", TD_TYPE_INT8, &i8, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "s.u16", TD_TYPE_UINT16, &u16, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "s.i16", TD_TYPE_INT16, &i16, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "s.u32", TD_TYPE_UINT32, &u32, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "s.i32", TD_TYPE_INT32, &i32, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "s.f32", TD_TYPE_FLOAT32, &f32, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "s.nan", TD_TYPE_FLOAT32, &nanf_, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "s.bool", TD_TYPE_BOOL, &b, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "s.u64", TD_TYPE_UINT64, &u64, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "s.i64", TD_TYPE_INT64, &i64, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "s.f64", TD_TYPE_FLOAT64, &f64, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "s.u8", TD_META_UINT8, &u8, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "s.i8", TD_META_INT8, &i8, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "s.u16", TD_META_UINT16, &u16, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "s.i16", TD_META_INT16, &i16, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "s.u32", TD_META_UINT32, &u32, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "s.i32", TD_META_INT32, &i32, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "s.f32", TD_META_FLOAT32, &f32, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "s.nan", TD_META_FLOAT32, &nanf_, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "s.bool", TD_META_BOOL, &b, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "s.u64", TD_META_UINT64, &u64, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "s.i64", TD_META_INT64, &i64, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "s.f64", TD_META_FLOAT64, &f64, &err), &err);
     TU_OK(td_meta_set_string(m, "s.str", "a\0b", 3, &err), &err);
     TU_OK(td_meta_set_string(m, "s.empty", "", 0, &err), &err);
     uint16_t one16[1] = {7};
-    TU_OK(td_meta_set_array(m, "a.one_u16", TD_TYPE_UINT16, one16, 1, &err), &err);
-    TU_OK(td_meta_set_array(m, "a.empty_f32", TD_TYPE_FLOAT32, NULL, 0, &err), &err);
+    TU_OK(td_meta_set_array(m, "a.one_u16", TD_META_UINT16, one16, 1, &err), &err);
+    TU_OK(td_meta_set_array(m, "a.empty_f32", TD_META_FLOAT32, NULL, 0, &err), &err);
     double d3[3] = {1.0 / 3, -2.5, INFINITY};
-    TU_OK(td_meta_set_array(m, "a.f64", TD_TYPE_FLOAT64, d3, 3, &err), &err);
+    TU_OK(td_meta_set_array(m, "a.f64", TD_META_FLOAT64, d3, 3, &err), &err);
     uint8_t bools[4] = {1, 0, 0, 1};
-    TU_OK(td_meta_set_array(m, "a.bool", TD_TYPE_BOOL, bools, 4, &err), &err);
+    TU_OK(td_meta_set_array(m, "a.bool", TD_META_BOOL, bools, 4, &err), &err);
     const char *strs[3] = {"tok", "", "\xe2\x96\x81the"};
     TU_OK(td_meta_set_strings(m, "a.str", strs, NULL, 3, &err), &err);
     const char *one_str[1] = {"only"};
     TU_OK(td_meta_set_strings(m, "a.one_str", one_str, NULL, 1, &err), &err);
     /* nested: [[1,2],[],[3]] of i32 and [[["x"]]] of strings, three deep */
-    td_value *outer = td_value_new_array(TD_TYPE_ARRAY);
+    td_value *outer = td_value_new_array(TD_META_ARRAY);
     for (int k = 0; k < 3; k++) {
-        td_value *inner = td_value_new_array(TD_TYPE_INT32);
+        td_value *inner = td_value_new_array(TD_META_INT32);
         for (int32_t x = 0; x < (k == 0 ? 2 : k == 2 ? 1 : 0); x++) {
             int32_t val = x + 1 + k;
             TU_OK(td__value_array_push_scalar(inner, &val, &err), &err);
@@ -659,14 +660,14 @@ START_TEST(test_meta_roundtrip)
         TU_OK(td_value_array_push(outer, inner, &err), &err);
     }
     TU_OK(td_meta_set_value(m, "n.i32", outer, &err), &err);
-    td_value *l3 = td_value_new_array(TD_TYPE_STRING);
+    td_value *l3 = td_value_new_array(TD_META_STRING);
     TU_OK(td__value_array_push_string(l3, "x", 1, &err), &err);
-    td_value *l2 = td_value_new_array(TD_TYPE_ARRAY);
+    td_value *l2 = td_value_new_array(TD_META_ARRAY);
     TU_OK(td_value_array_push(l2, l3, &err), &err);
-    td_value *l1 = td_value_new_array(TD_TYPE_ARRAY);
+    td_value *l1 = td_value_new_array(TD_META_ARRAY);
     TU_OK(td_value_array_push(l1, l2, &err), &err);
     TU_OK(td_meta_set_value(m, "n.deep", l1, &err), &err);
-    td_value *emptynest = td_value_new_array(TD_TYPE_ARRAY);
+    td_value *emptynest = td_value_new_array(TD_META_ARRAY);
     TU_OK(td_meta_set_value(m, "n.empty", emptynest, &err), &err);
 
     size_t len;
@@ -677,11 +678,11 @@ START_TEST(test_meta_roundtrip)
     TU_OK(index_exact(p, len, "mem.gguf", &t, &err), &err);
     ck_assert_uint_eq(t.n, 0);
     ck_assert(td__meta_equal(m, t.meta));
-    ck_assert_int_eq(td_value_type(td_meta_get(t.meta, "s.u16")), TD_TYPE_UINT16);
+    ck_assert_int_eq(td_value_type(td_meta_get(t.meta, "s.u16")), TD_META_UINT16);
     const td_value *one = td_meta_get(t.meta, "a.one_u16");
-    ck_assert_int_eq(td_value_type(one), TD_TYPE_ARRAY);
+    ck_assert_int_eq(td_value_type(one), TD_META_ARRAY);
     ck_assert_uint_eq(td_value_array_len(one), 1);
-    ck_assert_int_eq(td_value_array_type(td_meta_get(t.meta, "a.one_str")), TD_TYPE_STRING);
+    ck_assert_int_eq(td_value_array_type(td_meta_get(t.meta, "a.one_str")), TD_META_STRING);
     size_t sl;
     const char *s = td_value_string(td_meta_get(t.meta, "s.str"), &sl);
     ck_assert_uint_eq(sl, 3);
@@ -730,7 +731,7 @@ static void gb_valid(gb *b)
     uint64_t ne[1] = {4};
     tu_gguf_header(b, 3, 1, 1);
     tu_gguf_str(b, "k");
-    tu_buf_u32(b, TD_TYPE_UINT32);
+    tu_buf_u32(b, TD_META_UINT32);
     tu_buf_u32(b, 1);
     tu_gguf_tensor(b, "t", 1, ne, 0, 0);
     tu_buf_pad(b, 32);
@@ -784,70 +785,70 @@ START_TEST(test_hostile)
     expect_fail(&b, TD_ETRUNC, "1099511627776", "key length 2^40");
     tu_gguf_header(&b, 3, 0, 1);
     tu_gguf_str(&b, "s");
-    tu_buf_u32(&b, TD_TYPE_STRING);
+    tu_buf_u32(&b, TD_META_STRING);
     tu_buf_u64(&b, 1ull << 40);
     tu_buf_zeros(&b, 16);
     expect_fail(&b, TD_ETRUNC, "1099511627776", "string length 2^40");
     tu_gguf_header(&b, 3, 0, 1);
     tu_gguf_str(&b, "s");
-    tu_buf_u32(&b, TD_TYPE_STRING);
+    tu_buf_u32(&b, TD_META_STRING);
     tu_buf_u64(&b, UINT64_MAX);
     expect_fail(&b, TD_ETRUNC, NULL, "string length 2^64-1");
     tu_gguf_header(&b, 3, 0, 1);
     tu_gguf_str(&b, "a");
-    tu_buf_u32(&b, TD_TYPE_ARRAY);
-    tu_buf_u32(&b, TD_TYPE_UINT8);
+    tu_buf_u32(&b, TD_META_ARRAY);
+    tu_buf_u32(&b, TD_META_UINT8);
     tu_buf_u64(&b, 100);
     tu_buf_zeros(&b, 99);
     expect_fail(&b, TD_ETRUNC, "'a'", "u8 array count past the file");
     tu_gguf_header(&b, 3, 0, 1);
     tu_gguf_str(&b, "a");
-    tu_buf_u32(&b, TD_TYPE_ARRAY);
-    tu_buf_u32(&b, TD_TYPE_UINT64);
+    tu_buf_u32(&b, TD_META_ARRAY);
+    tu_buf_u32(&b, TD_META_UINT64);
     tu_buf_u64(&b, 1ull << 61); /* x 8 bytes overflows */
     tu_buf_zeros(&b, 64);
     expect_fail(&b, TD_ETRUNC, NULL, "u64 array count x size overflows");
     tu_gguf_header(&b, 3, 0, 1);
     tu_gguf_str(&b, "a");
-    tu_buf_u32(&b, TD_TYPE_ARRAY);
-    tu_buf_u32(&b, TD_TYPE_STRING);
+    tu_buf_u32(&b, TD_META_ARRAY);
+    tu_buf_u32(&b, TD_META_STRING);
     tu_buf_u64(&b, 1ull << 62);
     tu_buf_zeros(&b, 64);
     expect_fail(&b, TD_ETRUNC, NULL, "string array count 2^62");
     tu_gguf_header(&b, 3, 0, 1);
     tu_gguf_str(&b, "a");
-    tu_buf_u32(&b, TD_TYPE_ARRAY);
-    tu_buf_u32(&b, TD_TYPE_STRING);
+    tu_buf_u32(&b, TD_META_ARRAY);
+    tu_buf_u32(&b, TD_META_STRING);
     tu_buf_u64(&b, 2);
     tu_gguf_str(&b, "x");
     tu_buf_u64(&b, 1ull << 40);
     expect_fail(&b, TD_ETRUNC, NULL, "string in array past the file");
     tu_gguf_header(&b, 3, 0, 1);
     tu_gguf_str(&b, "deep");
-    tu_buf_u32(&b, TD_TYPE_ARRAY);
+    tu_buf_u32(&b, TD_META_ARRAY);
     for (int i = 0; i < 1000; i++) {
-        tu_buf_u32(&b, TD_TYPE_ARRAY);
+        tu_buf_u32(&b, TD_META_ARRAY);
         tu_buf_u64(&b, 1);
     }
-    tu_buf_u32(&b, TD_TYPE_UINT8);
+    tu_buf_u32(&b, TD_META_UINT8);
     tu_buf_u64(&b, 0);
     expect_fail(&b, TD_ELIMIT, "nested deeper", "arrays 1000 deep");
     tu_gguf_header(&b, 3, 0, 1);
     tu_gguf_str(&b, "deep");
-    tu_buf_u32(&b, TD_TYPE_ARRAY);
+    tu_buf_u32(&b, TD_META_ARRAY);
     for (int i = 0; i < TD_META_MAX_DEPTH; i++) { /* one level too deep */
-        tu_buf_u32(&b, TD_TYPE_ARRAY);
+        tu_buf_u32(&b, TD_META_ARRAY);
         tu_buf_u64(&b, 1);
     }
-    tu_buf_u32(&b, TD_TYPE_UINT8);
+    tu_buf_u32(&b, TD_META_UINT8);
     tu_buf_u64(&b, 0);
     expect_fail(&b, TD_ELIMIT, NULL, "arrays MAX_DEPTH+1 deep");
     /* more strings than GGUF_MAX_META_ITEMS, all present in the file: refused before any is
      * allocated */
     tu_gguf_header(&b, 3, 0, 1);
     tu_gguf_str(&b, "many");
-    tu_buf_u32(&b, TD_TYPE_ARRAY);
-    tu_buf_u32(&b, TD_TYPE_STRING);
+    tu_buf_u32(&b, TD_META_ARRAY);
+    tu_buf_u32(&b, TD_META_STRING);
     tu_buf_u64(&b, (uint64_t)GGUF_MAX_META_ITEMS + 1);
     tu_buf_zeros(&b, ((size_t)GGUF_MAX_META_ITEMS + 1) * 8);
     expect_fail(&b, TD_ELIMIT, "limit", "too many strings");
@@ -863,20 +864,20 @@ START_TEST(test_hostile)
     expect_fail(&b, TD_EFORMAT, "999", "value type 999");
     tu_gguf_header(&b, 3, 0, 1);
     tu_gguf_str(&b, "v");
-    tu_buf_u32(&b, TD_TYPE_ARRAY);
+    tu_buf_u32(&b, TD_META_ARRAY);
     tu_buf_u32(&b, 13);
     tu_buf_u64(&b, 0);
     expect_fail(&b, TD_EFORMAT, NULL, "array element type 13");
     tu_gguf_header(&b, 3, 0, 1);
     tu_gguf_str(&b, "v");
-    tu_buf_u32(&b, TD_TYPE_BOOL);
+    tu_buf_u32(&b, TD_META_BOOL);
     tu_buf_u8(&b, 2);
     tu_buf_zeros(&b, 8);
     expect_fail(&b, TD_EFORMAT, "bool", "bool 2");
     tu_gguf_header(&b, 3, 0, 1);
     tu_gguf_str(&b, "v");
-    tu_buf_u32(&b, TD_TYPE_ARRAY);
-    tu_buf_u32(&b, TD_TYPE_BOOL);
+    tu_buf_u32(&b, TD_META_ARRAY);
+    tu_buf_u32(&b, TD_META_BOOL);
     tu_buf_u64(&b, 3);
     tu_buf_u8(&b, 0);
     tu_buf_u8(&b, 1);
@@ -884,23 +885,23 @@ START_TEST(test_hostile)
     expect_fail(&b, TD_EFORMAT, "bool", "bool array 255");
     tu_gguf_header(&b, 3, 0, 1);
     tu_gguf_str(&b, "");
-    tu_buf_u32(&b, TD_TYPE_UINT8);
+    tu_buf_u32(&b, TD_META_UINT8);
     tu_buf_u8(&b, 1);
     tu_buf_zeros(&b, 8);
     expect_fail(&b, TD_EFORMAT, "empty", "empty key");
     tu_gguf_header(&b, 3, 0, 1);
     tu_buf_u64(&b, 3);
     tu_buf_put(&b, "a\0b", 3);
-    tu_buf_u32(&b, TD_TYPE_UINT8);
+    tu_buf_u32(&b, TD_META_UINT8);
     tu_buf_u8(&b, 1);
     tu_buf_zeros(&b, 8);
     expect_fail(&b, TD_EFORMAT, "NUL", "NUL in key");
     tu_gguf_header(&b, 3, 0, 2);
     tu_gguf_str(&b, "dup");
-    tu_buf_u32(&b, TD_TYPE_UINT8);
+    tu_buf_u32(&b, TD_META_UINT8);
     tu_buf_u8(&b, 1);
     tu_gguf_str(&b, "dup");
-    tu_buf_u32(&b, TD_TYPE_UINT16);
+    tu_buf_u32(&b, TD_META_UINT16);
     tu_buf_u32(&b, 2);
     expect_fail(&b, TD_EDUP, "dup", "duplicate keys");
 
@@ -910,7 +911,7 @@ START_TEST(test_hostile)
     for (int i = 0; i < 4; i++) {
         tu_gguf_header(&b, 3, 1, 1);
         tu_gguf_str(&b, "general.alignment");
-        tu_buf_u32(&b, TD_TYPE_UINT32);
+        tu_buf_u32(&b, TD_META_UINT32);
         tu_buf_u32(&b, bad_align[i]);
         tu_gguf_tensor(&b, "t", 1, ne1, 0, 0);
         tu_buf_zeros(&b, 64);
@@ -918,7 +919,7 @@ START_TEST(test_hostile)
     }
     tu_gguf_header(&b, 3, 0, 1);
     tu_gguf_str(&b, "general.alignment");
-    tu_buf_u32(&b, TD_TYPE_UINT64);
+    tu_buf_u32(&b, TD_META_UINT64);
     tu_buf_u64(&b, 32);
     expect_fail(&b, TD_EFORMAT, "uint32", "alignment as u64");
 
@@ -1048,12 +1049,12 @@ static uint8_t *everything_file(size_t *len)
     const char *strs[2] = {"x", "yz"};
     double d = 2.5;
     TU_OK(td_meta_set_string(m, "general.architecture", "t", 1, &err), &err);
-    TU_OK(td_meta_set_scalar(m, GGUF_KEY_ALIGNMENT, TD_TYPE_UINT32, &a, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "f64", TD_TYPE_FLOAT64, &d, &err), &err);
-    TU_OK(td_meta_set_array(m, "u16s", TD_TYPE_UINT16, u16s, 3, &err), &err);
+    TU_OK(td_meta_set_scalar(m, GGUF_KEY_ALIGNMENT, TD_META_UINT32, &a, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "f64", TD_META_FLOAT64, &d, &err), &err);
+    TU_OK(td_meta_set_array(m, "u16s", TD_META_UINT16, u16s, 3, &err), &err);
     TU_OK(td_meta_set_strings(m, "strs", strs, NULL, 2, &err), &err);
-    td_value *outer = td_value_new_array(TD_TYPE_ARRAY);
-    td_value *inner = td_value_new_array(TD_TYPE_STRING);
+    td_value *outer = td_value_new_array(TD_META_ARRAY);
+    td_value *inner = td_value_new_array(TD_META_STRING);
     TU_OK(td__value_array_push_string(inner, "in", 2, &err), &err);
     TU_OK(td_value_array_push(outer, inner, &err), &err);
     TU_OK(td_meta_set_value(m, "nested", outer, &err), &err);
@@ -1175,7 +1176,7 @@ START_TEST(test_sparse_1gib)
     gb b = {0};
     tu_gguf_header(&b, 3, 257, 1);
     tu_gguf_str(&b, "general.architecture");
-    tu_buf_u32(&b, TD_TYPE_STRING);
+    tu_buf_u32(&b, TD_META_STRING);
     tu_gguf_str(&b, "sparse");
     uint64_t off = 0;
     for (int i = 0; i < 256; i++) {
@@ -1242,9 +1243,11 @@ START_TEST(test_sparse_1gib)
     double t3 = (tu_now_s() * 1e3);
     long rss3 = resident_kb();
     ck_assert_uint_eq(td_dict_size(d), 257);
-    td_array *big = td_dict_get(d, "big");
+    const td_array *big = td_dict_get(d, "big");
     ck_assert_ptr_nonnull(big);
-    ck_assert_ptr_null(td_array_data_mut(big));
+    td_array *own = td_array_retain(big); /* a reference of our own, to ask for writing */
+    ck_assert_ptr_null(td_array_data_mut(own));
+    td_array_release(own);
     ck_assert_uint_eq(td_array_nbytes(big), 768ull << 20);
     printf("test_sparse_1gib: td_load %.3f ms, RSS %ld -> %ld KiB (+%ld)\n", t3 - t2, rss2, rss3,
            rss3 - rss2);
@@ -1291,7 +1294,7 @@ START_TEST(test_public_roundtrip)
     TU_OK(td_dict_set(d, "output_norm.weight", h, &err), &err);
     uint16_t u16 = 513;
     TU_OK(td_meta_set_string(m, "general.architecture", "llama", 5, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "x.u16", TD_TYPE_UINT16, &u16, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "x.u16", TD_META_UINT16, &u16, &err), &err);
     TU_OK(td_save_gguf(a, d, m, &err), &err);
 
     td_dict *d2 = NULL;
@@ -1301,14 +1304,16 @@ START_TEST(test_public_roundtrip)
     TU_OK(td_load(a, &opt, &d2, &m2, &err), &err);
     ck_assert(td__meta_equal(m, m2));
     ck_assert_uint_eq(td_dict_size(d2), 3);
-    td_array *x = td_dict_get(d2, "blk.0.attn_q.weight");
+    const td_array *x = td_dict_get(d2, "blk.0.attn_q.weight");
     ck_assert_int_eq(td_array_dtype(x), TD_Q4_K);
     ck_assert_int_eq(td_array_ndim(x), 2);
     ck_assert_int_eq(td_array_shape(x)[0], 3);
     ck_assert_int_eq(td_array_shape(x)[1], 512);
     ck_assert_int_eq(td_array_size(x), 3 * 512);
     ck_assert_uint_eq(td_array_nbytes(x), 3 * 2 * 144);
-    ck_assert_ptr_null(td_array_data_mut(x)); /* a view into the mapping */
+    td_array *own = td_array_retain(x);
+    ck_assert_ptr_null(td_array_data_mut(own)); /* a view into the mapping */
+    td_array_release(own);
     ck_assert(memcmp(td_array_data(x), td_array_data(q4k), td_array_nbytes(x)) == 0);
     ck_assert(memcmp(td_array_data(td_dict_get(d2, "blk.0.ffn_down.weight")), td_array_data(q6k),
                      td_array_nbytes(q6k)) == 0);

@@ -206,15 +206,15 @@ static void cmp_kv(const void *ctx, int64_t i, const char *key, const td_value *
     int ot = O.get_kv_type(ctx, i);
     ck_assert_msg(ot == (int)td_value_type(v), "%s: oracle type %d, ours %d", key, ot,
                   td_value_type(v));
-    if (ot == TD_TYPE_STRING) {
+    if (ot == TD_META_STRING) {
         size_t n;
         const char *s = td_value_string(v, &n);
         const char *os = O.get_val_str(ctx, i);
         ck_assert_msg(strlen(os) == n && memcmp(os, s, n) == 0, "%s: '%s' vs '%s'", key, os, s);
         return;
     }
-    if (ot != TD_TYPE_ARRAY) {
-        td_value *ov = td_value_new_scalar((td_type)ot, O.get_val_data(ctx, i));
+    if (ot != TD_META_ARRAY) {
+        td_value *ov = td_value_new_scalar((td_meta_type)ot, O.get_val_data(ctx, i));
         ck_assert_msg(td__value_equal(ov, v), "%s: scalar values differ", key);
         td_value_free(ov);
         return;
@@ -225,7 +225,7 @@ static void cmp_kv(const void *ctx, int64_t i, const char *key, const td_value *
                   td_value_array_type(v));
     ck_assert_msg(n == td_value_array_len(v), "%s: oracle %zu elements, ours %zu", key, n,
                   td_value_array_len(v));
-    if (at == TD_TYPE_STRING) {
+    if (at == TD_META_STRING) {
         for (size_t j = 0; j < n; j++) {
             size_t len;
             const char *s = td_value_string(td_value_array_at(v, j), &len);
@@ -235,8 +235,9 @@ static void cmp_kv(const void *ctx, int64_t i, const char *key, const td_value *
         }
         return;
     }
-    ck_assert_msg(td__type_is_scalar((td_type)at), "%s: element type %d", key, at);
-    td_value *ov = td__value_new_array_packed((td_type)at, n ? O.get_arr_data(ctx, i) : NULL, n);
+    ck_assert_msg(td__type_is_scalar((td_meta_type)at), "%s: element type %d", key, at);
+    td_value *ov =
+        td__value_new_array_packed((td_meta_type)at, n ? O.get_arr_data(ctx, i) : NULL, n);
     ck_assert_ptr_nonnull(ov);
     ck_assert_msg(td__value_equal(ov, v), "%s: array values differ", key);
     td_value_free(ov);
@@ -382,44 +383,44 @@ START_TEST(test_we_write_llama_reads)
         double f64 = -2.718281828459045;
         TU_OK(td_meta_set_string(m, "general.architecture", "llama", 5, &err), &err);
         if (variant == 1)
-            TU_OK(td_meta_set_scalar(m, GGUF_KEY_ALIGNMENT, TD_TYPE_UINT32, &align, &err), &err);
-        TU_OK(td_meta_set_scalar(m, "t.u8", TD_TYPE_UINT8, &u8, &err), &err);
-        TU_OK(td_meta_set_scalar(m, "t.i8", TD_TYPE_INT8, &i8, &err), &err);
-        TU_OK(td_meta_set_scalar(m, "t.u16", TD_TYPE_UINT16, &u16, &err), &err);
-        TU_OK(td_meta_set_scalar(m, "t.i16", TD_TYPE_INT16, &i16, &err), &err);
-        TU_OK(td_meta_set_scalar(m, "t.u32", TD_TYPE_UINT32, &u32, &err), &err);
-        TU_OK(td_meta_set_scalar(m, "t.i32", TD_TYPE_INT32, &i32, &err), &err);
-        TU_OK(td_meta_set_scalar(m, "t.f32", TD_TYPE_FLOAT32, &f32, &err), &err);
-        TU_OK(td_meta_set_scalar(m, "t.bool_true", TD_TYPE_BOOL, &bt, &err), &err);
-        TU_OK(td_meta_set_scalar(m, "t.bool_false", TD_TYPE_BOOL, &bf, &err), &err);
-        TU_OK(td_meta_set_scalar(m, "t.u64", TD_TYPE_UINT64, &u64, &err), &err);
-        TU_OK(td_meta_set_scalar(m, "t.i64", TD_TYPE_INT64, &i64, &err), &err);
-        TU_OK(td_meta_set_scalar(m, "t.f64", TD_TYPE_FLOAT64, &f64, &err), &err);
+            TU_OK(td_meta_set_scalar(m, GGUF_KEY_ALIGNMENT, TD_META_UINT32, &align, &err), &err);
+        TU_OK(td_meta_set_scalar(m, "t.u8", TD_META_UINT8, &u8, &err), &err);
+        TU_OK(td_meta_set_scalar(m, "t.i8", TD_META_INT8, &i8, &err), &err);
+        TU_OK(td_meta_set_scalar(m, "t.u16", TD_META_UINT16, &u16, &err), &err);
+        TU_OK(td_meta_set_scalar(m, "t.i16", TD_META_INT16, &i16, &err), &err);
+        TU_OK(td_meta_set_scalar(m, "t.u32", TD_META_UINT32, &u32, &err), &err);
+        TU_OK(td_meta_set_scalar(m, "t.i32", TD_META_INT32, &i32, &err), &err);
+        TU_OK(td_meta_set_scalar(m, "t.f32", TD_META_FLOAT32, &f32, &err), &err);
+        TU_OK(td_meta_set_scalar(m, "t.bool_true", TD_META_BOOL, &bt, &err), &err);
+        TU_OK(td_meta_set_scalar(m, "t.bool_false", TD_META_BOOL, &bf, &err), &err);
+        TU_OK(td_meta_set_scalar(m, "t.u64", TD_META_UINT64, &u64, &err), &err);
+        TU_OK(td_meta_set_scalar(m, "t.i64", TD_META_INT64, &i64, &err), &err);
+        TU_OK(td_meta_set_scalar(m, "t.f64", TD_META_FLOAT64, &f64, &err), &err);
         TU_OK(td_meta_set_string(m, "t.str", "h\xc3\xa9llo \xe2\x98\x85", 10, &err), &err);
         TU_OK(td_meta_set_string(m, "t.str_empty", "", 0, &err), &err);
         /* an array of every scalar type, of 1 and 0 elements too */
         uint8_t raw[64];
         for (size_t i = 0; i < sizeof raw; i++)
             raw[i] = rnd8();
-        for (int et = 0; et < TD_TYPE_COUNT; et++) {
-            if (!td__type_is_scalar((td_type)et))
+        for (int et = 0; et < TD_META_COUNT; et++) {
+            if (!td__type_is_scalar((td_meta_type)et))
                 continue;
             char key[64];
-            size_t n = 64 / td__type_size((td_type)et);
+            size_t n = 64 / td__type_size((td_meta_type)et);
             uint8_t vals[64];
             memcpy(vals, raw, sizeof vals);
-            if (et == TD_TYPE_BOOL)
+            if (et == TD_META_BOOL)
                 for (size_t i = 0; i < n; i++)
                     vals[i] &= 1;
-            if (et == TD_TYPE_FLOAT32 || et == TD_TYPE_FLOAT64) /* no NaNs: compared by value */
-                for (size_t i = 0; i < 64; i += td__type_size((td_type)et))
-                    vals[i + td__type_size((td_type)et) - 1] &= 0x3f;
-            snprintf(key, sizeof key, "arr.%s", td_type_name((td_type)et));
-            TU_OK(td_meta_set_array(m, key, (td_type)et, vals, n, &err), &err);
-            snprintf(key, sizeof key, "arr1.%s", td_type_name((td_type)et));
-            TU_OK(td_meta_set_array(m, key, (td_type)et, vals, 1, &err), &err);
+            if (et == TD_META_FLOAT32 || et == TD_META_FLOAT64) /* no NaNs: compared by value */
+                for (size_t i = 0; i < 64; i += td__type_size((td_meta_type)et))
+                    vals[i + td__type_size((td_meta_type)et) - 1] &= 0x3f;
+            snprintf(key, sizeof key, "arr.%s", td_meta_type_name((td_meta_type)et));
+            TU_OK(td_meta_set_array(m, key, (td_meta_type)et, vals, n, &err), &err);
+            snprintf(key, sizeof key, "arr1.%s", td_meta_type_name((td_meta_type)et));
+            TU_OK(td_meta_set_array(m, key, (td_meta_type)et, vals, 1, &err), &err);
         }
-        TU_OK(td_meta_set_array(m, "arr0.i32", TD_TYPE_INT32, NULL, 0, &err), &err);
+        TU_OK(td_meta_set_array(m, "arr0.i32", TD_META_INT32, NULL, 0, &err), &err);
         const char *toks[5] = {"<s>", "</s>", "\xe2\x96\x81the", "", "a b"};
         TU_OK(td_meta_set_strings(m, "tokenizer.ggml.tokens", toks, NULL, 5, &err), &err);
         TU_OK(td_meta_set_strings(m, "arr1.str", toks, NULL, 1, &err), &err);
@@ -510,13 +511,13 @@ START_TEST(test_llama_writes_we_read)
     uint8_t bools[3] = {1, 0, 1};
     int16_t i16s[2] = {-1, 2};
     double f64s[3] = {0.1, -0.0, 6.02e23};
-    O.set_arr_data(g, "o.arr_i32", TD_TYPE_INT32, i32s, 4);
-    O.set_arr_data(g, "o.arr_f32_one", TD_TYPE_FLOAT32, f32s, 1);
-    O.set_arr_data(g, "o.arr_u64", TD_TYPE_UINT64, u64s, 2);
-    O.set_arr_data(g, "o.arr_bool", TD_TYPE_BOOL, bools, 3);
-    O.set_arr_data(g, "o.arr_i16", TD_TYPE_INT16, i16s, 2);
-    O.set_arr_data(g, "o.arr_f64", TD_TYPE_FLOAT64, f64s, 3);
-    O.set_arr_data(g, "o.arr_empty", TD_TYPE_UINT8, NULL, 0);
+    O.set_arr_data(g, "o.arr_i32", TD_META_INT32, i32s, 4);
+    O.set_arr_data(g, "o.arr_f32_one", TD_META_FLOAT32, f32s, 1);
+    O.set_arr_data(g, "o.arr_u64", TD_META_UINT64, u64s, 2);
+    O.set_arr_data(g, "o.arr_bool", TD_META_BOOL, bools, 3);
+    O.set_arr_data(g, "o.arr_i16", TD_META_INT16, i16s, 2);
+    O.set_arr_data(g, "o.arr_f64", TD_META_FLOAT64, f64s, 3);
+    O.set_arr_data(g, "o.arr_empty", TD_META_UINT8, NULL, 0);
     const char *strs[3] = {"alpha", "", "\xf0\x9f\x98\x80"};
     O.set_arr_str(g, "o.arr_str", strs, 3);
 
@@ -578,7 +579,7 @@ START_TEST(test_llama_writes_we_read)
         ck_assert(memcmp(p + e->offset, datas[i], e->nbytes) == 0);
     }
     uint64_t u;
-    ck_assert_int_eq(td_value_type(td_meta_get(t.meta, "o.u16")), TD_TYPE_UINT16);
+    ck_assert_int_eq(td_value_type(td_meta_get(t.meta, "o.u16")), TD_META_UINT16);
     ck_assert_int_eq(td_value_get_uint(td_meta_get(t.meta, "o.u64"), &u), 0);
     ck_assert(u == UINT64_MAX - 1);
     ck_assert_int_eq(td_value_array_len(td_meta_get(t.meta, "o.arr_f32_one")), 1);

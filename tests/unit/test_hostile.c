@@ -760,7 +760,7 @@ static void st_deep_json(buf *b)
 static void g_kv_u32(buf *b, const char *k, uint32_t v)
 {
     tu_gguf_str(b, k);
-    tu_buf_u32(b, TD_TYPE_UINT32);
+    tu_buf_u32(b, TD_META_UINT32);
     tu_buf_u32(b, v);
 }
 /* Two F32 tensors a [2,3] at 0 and b [2] at 32, alignment 32, one string KV. */
@@ -769,7 +769,7 @@ static void gguf_ok(buf *b)
     uint64_t ne_a[2] = {3, 2}, ne_b[1] = {2};
     tu_gguf_header(b, 3, 2, 1);
     tu_gguf_str(b, "general.name");
-    tu_buf_u32(b, TD_TYPE_STRING);
+    tu_buf_u32(b, TD_META_STRING);
     tu_gguf_str(b, "hostile");
     tu_gguf_tensor(b, "a", 2, ne_a, 0, 0);
     tu_gguf_tensor(b, "b", 1, ne_b, 0, 32);
@@ -804,8 +804,8 @@ static void gguf_array_count_past_end(buf *b)
 {
     tu_gguf_header(b, 3, 0, 1);
     tu_gguf_str(b, "arr");
-    tu_buf_u32(b, TD_TYPE_ARRAY);
-    tu_buf_u32(b, TD_TYPE_UINT32);
+    tu_buf_u32(b, TD_META_ARRAY);
+    tu_buf_u32(b, TD_META_UINT32);
     tu_buf_u64(b, 1ull << 40);
     tu_buf_zeros(b, 16);
 }
@@ -813,8 +813,8 @@ static void gguf_array_count_overflow(buf *b)
 {
     tu_gguf_header(b, 3, 0, 1);
     tu_gguf_str(b, "arr");
-    tu_buf_u32(b, TD_TYPE_ARRAY);
-    tu_buf_u32(b, TD_TYPE_UINT64);
+    tu_buf_u32(b, TD_META_ARRAY);
+    tu_buf_u32(b, TD_META_UINT64);
     tu_buf_u64(b, 1ull << 61); /* x 8 bytes = 2^64 */
     tu_buf_zeros(b, 16);
 }
@@ -828,7 +828,7 @@ static void gguf_str_len_max(buf *b)
 {
     tu_gguf_header(b, 3, 0, 1);
     tu_gguf_str(b, "s");
-    tu_buf_u32(b, TD_TYPE_STRING);
+    tu_buf_u32(b, TD_META_STRING);
     tu_buf_u64(b, UINT64_MAX);
     b_str(b, "abc");
 }
@@ -891,13 +891,13 @@ static void kv_align_64(buf *b)
 static void kv_align_u64(buf *b)
 {
     tu_gguf_str(b, "general.alignment");
-    tu_buf_u32(b, TD_TYPE_UINT64);
+    tu_buf_u32(b, TD_META_UINT64);
     tu_buf_u64(b, 32);
 }
 static void kv_align_string(buf *b)
 {
     tu_gguf_str(b, "general.alignment");
-    tu_buf_u32(b, TD_TYPE_STRING);
+    tu_buf_u32(b, TD_META_STRING);
     tu_gguf_str(b, "32");
 }
 static void gguf_align_0(buf *b)
@@ -1011,7 +1011,7 @@ static void kv_type_13(buf *b)
 static void kv_elem_type_99(buf *b)
 {
     tu_gguf_str(b, "v");
-    tu_buf_u32(b, TD_TYPE_ARRAY);
+    tu_buf_u32(b, TD_META_ARRAY);
     tu_buf_u32(b, 99);
     tu_buf_u64(b, 1);
     tu_buf_u32(b, 0);
@@ -1019,7 +1019,7 @@ static void kv_elem_type_99(buf *b)
 static void kv_bool_2(buf *b)
 {
     tu_gguf_str(b, "v");
-    tu_buf_u32(b, TD_TYPE_BOOL);
+    tu_buf_u32(b, TD_META_BOOL);
     tu_buf_u8(b, 2);
 }
 static void gguf_kv_type_13(buf *b)
@@ -1046,12 +1046,12 @@ static void gguf_type_removed(buf *b)
 static void kv_nested(buf *b, int depth)
 {
     tu_gguf_str(b, "nested");
-    tu_buf_u32(b, TD_TYPE_ARRAY);
+    tu_buf_u32(b, TD_META_ARRAY);
     for (int i = 1; i < depth; i++) {
-        tu_buf_u32(b, TD_TYPE_ARRAY);
+        tu_buf_u32(b, TD_META_ARRAY);
         tu_buf_u64(b, 1);
     }
-    tu_buf_u32(b, TD_TYPE_UINT8);
+    tu_buf_u32(b, TD_META_UINT8);
     tu_buf_u64(b, 1);
     tu_buf_u8(b, 7);
     g_kv_u32(b, "after", 42);
@@ -1362,7 +1362,7 @@ static void check_values(const hcase *c, td_dict *d, td_meta *m)
         ck_assert_int_eq(v, 42);
         const td_value *n = td_meta_get(m, "nested");
         ck_assert_ptr_nonnull(n);
-        ck_assert_int_eq(td_value_type(n), TD_TYPE_ARRAY);
+        ck_assert_int_eq(td_value_type(n), TD_META_ARRAY);
         break;
     }
     default:
@@ -1503,7 +1503,8 @@ static void evict_and_wait_idle(void)
     for (int i = 0; i < 200; i++) {
         td_status *st;
         TU_OK(td_client_status(cl, &st, &err), &err);
-        uint64_t clients = st->clients, leases = st->leases;
+        uint64_t clients = td_status_get(st, TD_STATUS_CLIENTS),
+                 leases = td_status_get(st, TD_STATUS_LEASES);
         td_status_free(st);
         if (clients <= 1 && !leases)
             break;

@@ -15,17 +15,17 @@
 
 START_TEST(test_type_names)
 {
-    static const char *const want[TD_TYPE_COUNT] = {
+    static const char *const want[TD_META_COUNT] = {
         "uint8", "int8",   "uint16", "int16",  "uint32", "int32",  "float32",
         "bool",  "string", "array",  "uint64", "int64",  "float64"};
-    for (int t = 0; t < TD_TYPE_COUNT; t++)
-        ck_assert_str_eq(td_type_name((td_type)t), want[t]);
-    ck_assert_ptr_null(td_type_name(TD_TYPE_COUNT));
-    ck_assert_ptr_null(td_type_name((td_type)-1));
-    ck_assert_uint_eq(td__type_size(TD_TYPE_BOOL), 1);
-    ck_assert_uint_eq(td__type_size(TD_TYPE_FLOAT64), 8);
-    ck_assert_uint_eq(td__type_size(TD_TYPE_STRING), 0);
-    ck_assert_uint_eq(td__type_size(TD_TYPE_ARRAY), 0);
+    for (int t = 0; t < TD_META_COUNT; t++)
+        ck_assert_str_eq(td_meta_type_name((td_meta_type)t), want[t]);
+    ck_assert_ptr_null(td_meta_type_name(TD_META_COUNT));
+    ck_assert_ptr_null(td_meta_type_name((td_meta_type)-1));
+    ck_assert_uint_eq(td__type_size(TD_META_BOOL), 1);
+    ck_assert_uint_eq(td__type_size(TD_META_FLOAT64), 8);
+    ck_assert_uint_eq(td__type_size(TD_META_STRING), 0);
+    ck_assert_uint_eq(td__type_size(TD_META_ARRAY), 0);
 }
 END_TEST
 
@@ -45,26 +45,26 @@ START_TEST(test_scalars_every_type)
     uint64_t u64 = UINT64_MAX;
     int64_t i64 = INT64_MIN;
     double f64 = -1e300;
-    TU_OK(td_meta_set_scalar(m, "u8", TD_TYPE_UINT8, &u8, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "i8", TD_TYPE_INT8, &i8, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "u16", TD_TYPE_UINT16, &u16, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "i16", TD_TYPE_INT16, &i16, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "u32", TD_TYPE_UINT32, &u32, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "i32", TD_TYPE_INT32, &i32, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "f32", TD_TYPE_FLOAT32, &f32, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "bool", TD_TYPE_BOOL, &b, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "u8", TD_META_UINT8, &u8, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "i8", TD_META_INT8, &i8, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "u16", TD_META_UINT16, &u16, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "i16", TD_META_INT16, &i16, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "u32", TD_META_UINT32, &u32, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "i32", TD_META_INT32, &i32, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "f32", TD_META_FLOAT32, &f32, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "bool", TD_META_BOOL, &b, &err), &err);
     TU_OK(td_meta_set_string(m, "str", "hello", 5, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "u64", TD_TYPE_UINT64, &u64, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "i64", TD_TYPE_INT64, &i64, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "f64", TD_TYPE_FLOAT64, &f64, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "u64", TD_META_UINT64, &u64, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "i64", TD_META_INT64, &i64, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "f64", TD_META_FLOAT64, &f64, &err), &err);
     ck_assert_uint_eq(td_meta_size(m), 12);
 
     static const char *const keys[] = {"u8",  "i8",   "u16", "i16", "u32", "i32",
                                        "f32", "bool", "str", "u64", "i64", "f64"};
-    static const td_type types[] = {TD_TYPE_UINT8,   TD_TYPE_INT8,   TD_TYPE_UINT16,
-                                    TD_TYPE_INT16,   TD_TYPE_UINT32, TD_TYPE_INT32,
-                                    TD_TYPE_FLOAT32, TD_TYPE_BOOL,   TD_TYPE_STRING,
-                                    TD_TYPE_UINT64,  TD_TYPE_INT64,  TD_TYPE_FLOAT64};
+    static const td_meta_type types[] = {TD_META_UINT8,   TD_META_INT8,   TD_META_UINT16,
+                                         TD_META_INT16,   TD_META_UINT32, TD_META_INT32,
+                                         TD_META_FLOAT32, TD_META_BOOL,   TD_META_STRING,
+                                         TD_META_UINT64,  TD_META_INT64,  TD_META_FLOAT64};
     for (size_t i = 0; i < 12; i++) {
         const char *k;
         const td_value *v = td_meta_at(m, i, &k);
@@ -108,7 +108,7 @@ START_TEST(test_scalars_every_type)
 
     /* bool: any non-zero byte is true and stored as 1 */
     uint8_t two = 2;
-    TU_OK(td_meta_set_scalar(m, "bool", TD_TYPE_BOOL, &two, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "bool", TD_META_BOOL, &two, &err), &err);
     ck_assert_int_eq(td_meta_get_int(m, "bool", &si), 0);
     ck_assert_int_eq(si, 1);
     td_meta_free(m);
@@ -124,20 +124,20 @@ START_TEST(test_conversions_and_range)
     float half = 2.5f, two = 2.0f, fnan = NAN, finf = INFINITY;
     double huge = 1e19, nzero = -0.0, m2p63 = -9223372036854775808.0, p2p63 = 9223372036854775808.0,
            p2p64 = 18446744073709551616.0;
-    TU_OK(td_meta_set_scalar(m, "big", TD_TYPE_UINT64, &big, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "neg", TD_TYPE_INT8, &neg, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "half", TD_TYPE_FLOAT32, &half, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "two", TD_TYPE_FLOAT32, &two, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "nan", TD_TYPE_FLOAT32, &fnan, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "inf", TD_TYPE_FLOAT32, &finf, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "huge", TD_TYPE_FLOAT64, &huge, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "nzero", TD_TYPE_FLOAT64, &nzero, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "m2p63", TD_TYPE_FLOAT64, &m2p63, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "p2p63", TD_TYPE_FLOAT64, &p2p63, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "p2p64", TD_TYPE_FLOAT64, &p2p64, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "big", TD_META_UINT64, &big, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "neg", TD_META_INT8, &neg, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "half", TD_META_FLOAT32, &half, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "two", TD_META_FLOAT32, &two, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "nan", TD_META_FLOAT32, &fnan, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "inf", TD_META_FLOAT32, &finf, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "huge", TD_META_FLOAT64, &huge, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "nzero", TD_META_FLOAT64, &nzero, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "m2p63", TD_META_FLOAT64, &m2p63, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "p2p63", TD_META_FLOAT64, &p2p63, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "p2p64", TD_META_FLOAT64, &p2p64, &err), &err);
     TU_OK(td_meta_set_string(m, "s", "12", 2, &err), &err);
     uint8_t arr[2] = {1, 2};
-    TU_OK(td_meta_set_array(m, "arr", TD_TYPE_UINT8, arr, 2, &err), &err);
+    TU_OK(td_meta_set_array(m, "arr", TD_META_UINT8, arr, 2, &err), &err);
 
     int64_t si = 77;
     uint64_t ui = 77;
@@ -219,7 +219,7 @@ START_TEST(test_strings)
     ck_assert_str_eq(s, "");
     /* not a string: NULL and len 0 */
     uint8_t one = 1;
-    TU_OK(td_meta_set_scalar(m, "n", TD_TYPE_UINT8, &one, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "n", TD_META_UINT8, &one, &err), &err);
     len = 99;
     ck_assert_ptr_null(td_value_string(td_meta_get(m, "n"), &len));
     ck_assert_uint_eq(len, 0);
@@ -240,14 +240,14 @@ START_TEST(test_keys_and_arguments)
     td_error err = {0};
     td_meta *m = td_meta_new();
     uint32_t x = 1;
-    ck_assert_int_eq(td_meta_set_scalar(m, "", TD_TYPE_UINT32, &x, &err), TD_EINVAL);
-    ck_assert_int_eq(td_meta_set_scalar(m, NULL, TD_TYPE_UINT32, &x, &err), TD_EINVAL);
-    ck_assert_int_eq(td_meta_set_scalar(m, "k", TD_TYPE_STRING, &x, &err), TD_EINVAL);
-    ck_assert_int_eq(td_meta_set_scalar(m, "k", TD_TYPE_ARRAY, &x, &err), TD_EINVAL);
-    ck_assert_int_eq(td_meta_set_scalar(m, "k", TD_TYPE_COUNT, &x, &err), TD_EINVAL);
-    ck_assert_int_eq(td_meta_set_scalar(m, "k", TD_TYPE_UINT32, NULL, &err), TD_EINVAL);
-    ck_assert_int_eq(td_meta_set_array(m, "k", TD_TYPE_STRING, &x, 1, &err), TD_EINVAL);
-    ck_assert_int_eq(td_meta_set_array(m, "k", TD_TYPE_UINT32, NULL, 1, &err), TD_EINVAL);
+    ck_assert_int_eq(td_meta_set_scalar(m, "", TD_META_UINT32, &x, &err), TD_EINVAL);
+    ck_assert_int_eq(td_meta_set_scalar(m, NULL, TD_META_UINT32, &x, &err), TD_EINVAL);
+    ck_assert_int_eq(td_meta_set_scalar(m, "k", TD_META_STRING, &x, &err), TD_EINVAL);
+    ck_assert_int_eq(td_meta_set_scalar(m, "k", TD_META_ARRAY, &x, &err), TD_EINVAL);
+    ck_assert_int_eq(td_meta_set_scalar(m, "k", TD_META_COUNT, &x, &err), TD_EINVAL);
+    ck_assert_int_eq(td_meta_set_scalar(m, "k", TD_META_UINT32, NULL, &err), TD_EINVAL);
+    ck_assert_int_eq(td_meta_set_array(m, "k", TD_META_STRING, &x, 1, &err), TD_EINVAL);
+    ck_assert_int_eq(td_meta_set_array(m, "k", TD_META_UINT32, NULL, 1, &err), TD_EINVAL);
     ck_assert_int_eq(td_meta_set_strings(m, "k", NULL, NULL, 1, &err), TD_EINVAL);
     const char *items[] = {"a", NULL};
     ck_assert_int_eq(td_meta_set_strings(m, "k", items, NULL, 2, &err), TD_EINVAL);
@@ -257,20 +257,20 @@ START_TEST(test_keys_and_arguments)
     ck_assert_int_eq(td_meta_set_value(NULL, "k", td_value_new_string("x", 1), &err), TD_EINVAL);
     ck_assert_uint_eq(td_meta_size(m), 0);
     /* builders */
-    ck_assert_ptr_null(td_value_new_scalar(TD_TYPE_STRING, &x));
-    ck_assert_ptr_null(td_value_new_scalar(TD_TYPE_UINT8, NULL));
-    ck_assert_ptr_null(td_value_new_array(TD_TYPE_COUNT));
+    ck_assert_ptr_null(td_value_new_scalar(TD_META_STRING, &x));
+    ck_assert_ptr_null(td_value_new_scalar(TD_META_UINT8, NULL));
+    ck_assert_ptr_null(td_value_new_array(TD_META_COUNT));
     td_value_free(NULL);
     td_meta_free(NULL);
     ck_assert_uint_eq(td_meta_size(NULL), 0);
     ck_assert_ptr_null(td_meta_get(NULL, "k"));
     ck_assert_ptr_null(td_meta_get(m, NULL));
     ck_assert_ptr_null(td_meta_copy(NULL));
-    ck_assert_int_eq(td_value_type(NULL), TD_TYPE_COUNT);
+    ck_assert_int_eq(td_value_type(NULL), TD_META_COUNT);
     /* keys are bytes: similar keys stay apart */
-    TU_OK(td_meta_set_scalar(m, "a.b", TD_TYPE_UINT32, &x, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "a.b", TD_META_UINT32, &x, &err), &err);
     x = 2;
-    TU_OK(td_meta_set_scalar(m, "a.b.", TD_TYPE_UINT32, &x, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "a.b.", TD_META_UINT32, &x, &err), &err);
     int64_t v;
     ck_assert_int_eq(td_meta_get_int(m, "a.b", &v), 0);
     ck_assert_int_eq(v, 1);
@@ -287,22 +287,22 @@ START_TEST(test_arrays_every_type)
     td_error err = {0};
     td_meta *m = td_meta_new();
     uint8_t buf[8 * 5];
-    for (int t = 0; t < TD_TYPE_COUNT; t++) {
-        size_t sz = td__type_size((td_type)t);
+    for (int t = 0; t < TD_META_COUNT; t++) {
+        size_t sz = td__type_size((td_meta_type)t);
         if (!sz)
             continue;
         for (size_t i = 0; i < sizeof buf; i++)
             buf[i] = (uint8_t)(i * 37 + (size_t)t);
         char key[32];
-        snprintf(key, sizeof key, "arr.%s", td_type_name((td_type)t));
-        TU_OK(td_meta_set_array(m, key, (td_type)t, buf, 5, &err), &err);
+        snprintf(key, sizeof key, "arr.%s", td_meta_type_name((td_meta_type)t));
+        TU_OK(td_meta_set_array(m, key, (td_meta_type)t, buf, 5, &err), &err);
         const td_value *v = td_meta_get(m, key);
-        ck_assert_int_eq(td_value_type(v), TD_TYPE_ARRAY);
+        ck_assert_int_eq(td_value_type(v), TD_META_ARRAY);
         ck_assert_int_eq(td_value_array_type(v), t);
         ck_assert_uint_eq(td_value_array_len(v), 5);
         const uint8_t *data = td_value_array_data(v);
         ck_assert_ptr_nonnull(data);
-        if (t == TD_TYPE_BOOL) {
+        if (t == TD_META_BOOL) {
             for (size_t i = 0; i < 5; i++)
                 ck_assert_uint_eq(data[i], buf[i] != 0);
         } else {
@@ -313,7 +313,7 @@ START_TEST(test_arrays_every_type)
             ck_assert_ptr_nonnull(it);
             ck_assert_int_eq(td_value_type(it), t);
             /* the item's value equals the packed one */
-            td_value *ref = td_value_new_scalar((td_type)t, data + i * sz);
+            td_value *ref = td_value_new_scalar((td_meta_type)t, data + i * sz);
             ck_assert(td__value_equal(it, ref));
             td_value_free(ref);
             td_value_free((td_value *)it); /* no-op: the array owns it */
@@ -322,23 +322,23 @@ START_TEST(test_arrays_every_type)
     }
     /* specific values through the items */
     int16_t i16[3] = {-5, 0, 32767};
-    TU_OK(td_meta_set_array(m, "i16", TD_TYPE_INT16, i16, 3, &err), &err);
+    TU_OK(td_meta_set_array(m, "i16", TD_META_INT16, i16, 3, &err), &err);
     int64_t si;
     ck_assert_int_eq(td_value_get_int(td_value_array_at(td_meta_get(m, "i16"), 0), &si), 0);
     ck_assert_int_eq(si, -5);
     double f64[2] = {1.5, -0.25};
-    TU_OK(td_meta_set_array(m, "f64", TD_TYPE_FLOAT64, f64, 2, &err), &err);
+    TU_OK(td_meta_set_array(m, "f64", TD_META_FLOAT64, f64, 2, &err), &err);
     double d;
     ck_assert_int_eq(td_value_get_float(td_value_array_at(td_meta_get(m, "f64"), 1), &d), 0);
     ck_assert(d == -0.25);
     /* empty arrays: data is never NULL for numbers */
-    TU_OK(td_meta_set_array(m, "empty", TD_TYPE_UINT32, NULL, 0, &err), &err);
+    TU_OK(td_meta_set_array(m, "empty", TD_META_UINT32, NULL, 0, &err), &err);
     ck_assert_uint_eq(td_value_array_len(td_meta_get(m, "empty")), 0);
     ck_assert_ptr_nonnull(td_value_array_data(td_meta_get(m, "empty")));
     ck_assert_ptr_null(td_value_array_at(td_meta_get(m, "empty"), 0));
     /* non-arrays */
     ck_assert_int_eq(td_value_array_type(td_value_array_at(td_meta_get(m, "f64"), 0)),
-                     TD_TYPE_COUNT);
+                     TD_META_COUNT);
     ck_assert_uint_eq(td_value_array_len(NULL), 0);
     ck_assert_ptr_null(td_value_array_data(NULL));
     td_meta_free(m);
@@ -355,7 +355,7 @@ START_TEST(test_string_arrays)
     TU_OK(td_meta_set_strings(m, "nul_term", items, NULL, 4, &err), &err);
     TU_OK(td_meta_set_strings(m, "none", NULL, NULL, 0, &err), &err);
     const td_value *v = td_meta_get(m, "with_lens");
-    ck_assert_int_eq(td_value_array_type(v), TD_TYPE_STRING);
+    ck_assert_int_eq(td_value_array_type(v), TD_META_STRING);
     ck_assert_uint_eq(td_value_array_len(v), 4);
     ck_assert_ptr_null(td_value_array_data(v));
     for (size_t i = 0; i < 4; i++) {
@@ -372,14 +372,14 @@ START_TEST(test_string_arrays)
     ck_assert_uint_eq(td_value_array_len(td_meta_get(m, "none")), 0);
 
     /* built item by item, public push and the internal one */
-    td_value *a = td_value_new_array(TD_TYPE_STRING);
+    td_value *a = td_value_new_array(TD_META_STRING);
     td_value *s = td_value_new_string("one", 3);
     TU_OK(td_value_array_push(a, s, &err), &err);
     TU_OK(td_value_array_push(a, s, &err), &err); /* copied: s still ours */
     td_value_free(s);
     TU_OK(td__value_array_push_string(a, "three", 5, &err), &err);
     uint32_t n = 7;
-    td_value *num = td_value_new_scalar(TD_TYPE_UINT32, &n);
+    td_value *num = td_value_new_scalar(TD_META_UINT32, &n);
     ck_assert_int_eq(td_value_array_push(a, num, &err), TD_EDTYPE);
     ck_assert_ptr_nonnull(strstr(err.message, "uint32"));
     td_value_free(num); /* a scalar is never taken */
@@ -396,52 +396,52 @@ END_TEST
 START_TEST(test_nested_arrays)
 {
     td_error err = {0};
-    td_value *outer = td_value_new_array(TD_TYPE_ARRAY);
+    td_value *outer = td_value_new_array(TD_META_ARRAY);
     ck_assert_uint_eq(td__value_depth(outer), 2);
     int32_t xs[3] = {1, -2, 3};
-    td_value *in1 = td__value_new_array_packed(TD_TYPE_INT32, xs, 3);
-    td_value *in2 = td_value_new_array(TD_TYPE_STRING);
+    td_value *in1 = td__value_new_array_packed(TD_META_INT32, xs, 3);
+    td_value *in2 = td_value_new_array(TD_META_STRING);
     TU_OK(td__value_array_push_string(in2, "x", 1, &err), &err);
     TU_OK(td_value_array_push(outer, in1, &err), &err); /* taken */
     TU_OK(td_value_array_push(outer, in2, &err), &err);
     ck_assert_uint_eq(td_value_array_len(outer), 2);
     const td_value *i0 = td_value_array_at(outer, 0);
-    ck_assert_int_eq(td_value_type(i0), TD_TYPE_ARRAY);
-    ck_assert_int_eq(td_value_array_type(i0), TD_TYPE_INT32);
+    ck_assert_int_eq(td_value_type(i0), TD_META_ARRAY);
+    ck_assert_int_eq(td_value_array_type(i0), TD_META_INT32);
     ck_assert(memcmp(td_value_array_data(i0), xs, sizeof xs) == 0);
     ck_assert_str_eq(td_value_string(td_value_array_at(td_value_array_at(outer, 1), 0), NULL), "x");
     ck_assert_ptr_null(td_value_array_data(outer));
 
     /* a scalar into an array of arrays: refused, not taken */
     uint8_t one = 1;
-    td_value *sc = td_value_new_scalar(TD_TYPE_UINT8, &one);
+    td_value *sc = td_value_new_scalar(TD_META_UINT8, &one);
     ck_assert_int_eq(td_value_array_push(outer, sc, &err), TD_EDTYPE);
     td_value_free(sc);
     /* an array into an array of uint8: refused and freed (taken also on failure) */
-    td_value *u8s = td_value_new_array(TD_TYPE_UINT8);
-    ck_assert_int_eq(td_value_array_push(u8s, td_value_new_array(TD_TYPE_UINT8), &err), TD_EDTYPE);
+    td_value *u8s = td_value_new_array(TD_META_UINT8);
+    ck_assert_int_eq(td_value_array_push(u8s, td_value_new_array(TD_META_UINT8), &err), TD_EDTYPE);
     td_value_free(u8s);
-    ck_assert_int_eq(td_value_array_push(NULL, td_value_new_array(TD_TYPE_UINT8), &err), TD_EINVAL);
+    ck_assert_int_eq(td_value_array_push(NULL, td_value_new_array(TD_META_UINT8), &err), TD_EINVAL);
 
     /* depth: build the deepest allowed chain, then one more level is refused */
-    td_value *chain = td_value_new_array(TD_TYPE_UINT8);
+    td_value *chain = td_value_new_array(TD_META_UINT8);
     TU_OK(td__value_array_push_scalar(chain, &one, &err), &err);
     for (int d = 2; d <= TD_META_MAX_DEPTH; d++) {
-        td_value *up = td_value_new_array(TD_TYPE_ARRAY);
+        td_value *up = td_value_new_array(TD_META_ARRAY);
         TU_OK(td_value_array_push(up, chain, &err), &err);
         chain = up;
         ck_assert_uint_eq(td__value_depth(chain), (unsigned)d);
     }
-    td_value *too_deep = td_value_new_array(TD_TYPE_ARRAY);
+    td_value *too_deep = td_value_new_array(TD_META_ARRAY);
     ck_assert_int_eq(td_value_array_push(too_deep, chain, &err), TD_ELIMIT); /* chain freed */
     ck_assert_ptr_nonnull(strstr(err.message, "nested"));
     td_value_free(too_deep);
 
     /* rebuild a max-depth chain and store it: copies and equality go all the way down */
-    chain = td_value_new_array(TD_TYPE_UINT8);
+    chain = td_value_new_array(TD_META_UINT8);
     TU_OK(td__value_array_push_scalar(chain, &one, &err), &err);
     for (int d = 2; d <= TD_META_MAX_DEPTH; d++) {
-        td_value *up = td_value_new_array(TD_TYPE_ARRAY);
+        td_value *up = td_value_new_array(TD_META_ARRAY);
         TU_OK(td_value_array_push(up, chain, &err), &err);
         chain = up;
     }
@@ -454,7 +454,7 @@ START_TEST(test_nested_arrays)
     const td_value *v = td_meta_get(c, "deep");
     for (int d = 1; d < TD_META_MAX_DEPTH; d++)
         v = td_value_array_at(v, 0);
-    ck_assert_int_eq(td_value_array_type(v), TD_TYPE_UINT8);
+    ck_assert_int_eq(td_value_array_type(v), TD_META_UINT8);
     ck_assert_uint_eq(((const uint8_t *)td_value_array_data(v))[0], 1);
     td_meta_free(m);
     td_meta_free(c);
@@ -466,9 +466,9 @@ START_TEST(test_replace_in_place)
     td_error err = {0};
     td_meta *m = td_meta_new();
     uint32_t x = 1;
-    TU_OK(td_meta_set_scalar(m, "a", TD_TYPE_UINT32, &x, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "a", TD_META_UINT32, &x, &err), &err);
     TU_OK(td_meta_set_string(m, "b", "bee", 3, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "c", TD_TYPE_UINT32, &x, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "c", TD_META_UINT32, &x, &err), &err);
     /* replace b by every kind of value, many times: order and size stay */
     for (int round = 0; round < 100; round++) {
         const char *strs[] = {"p", "q"};
@@ -477,10 +477,10 @@ START_TEST(test_replace_in_place)
             TU_OK(td_meta_set_strings(m, "b", strs, NULL, 2, &err), &err);
             break;
         case 1:
-            TU_OK(td_meta_set_array(m, "b", TD_TYPE_UINT32, &x, 1, &err), &err);
+            TU_OK(td_meta_set_array(m, "b", TD_META_UINT32, &x, 1, &err), &err);
             break;
         case 2:
-            TU_OK(td_meta_set_value(m, "b", td_value_new_array(TD_TYPE_ARRAY), &err), &err);
+            TU_OK(td_meta_set_value(m, "b", td_value_new_array(TD_META_ARRAY), &err), &err);
             break;
         default:
             TU_OK(td_meta_set_string(m, "b", "new", 3, &err), &err);
@@ -516,7 +516,7 @@ START_TEST(test_copy_is_deep)
     float fs[3] = {0.5f, -1.0f, 2.0f};
     TU_OK(td_meta_set_string(m, "name", "model", 5, &err), &err);
     TU_OK(td_meta_set_strings(m, "tokens", strs, NULL, 3, &err), &err);
-    TU_OK(td_meta_set_array(m, "scores", TD_TYPE_FLOAT32, fs, 3, &err), &err);
+    TU_OK(td_meta_set_array(m, "scores", TD_META_FLOAT32, fs, 3, &err), &err);
     td_meta *c = td_meta_copy(m);
     ck_assert_ptr_nonnull(c);
     ck_assert(td__meta_equal(m, c));
@@ -562,12 +562,12 @@ START_TEST(test_150k_strings)
     double t1 = tu_now_s();
     /* no ck_assert inside timed loops: each one costs Check a write() */
     int rc = 0;
-    td_value *a = td_value_new_array(TD_TYPE_STRING);
+    td_value *a = td_value_new_array(TD_META_STRING);
     for (size_t i = 0; i < TU_NTOK; i++)
         rc |= td__value_array_push_string(a, items[i], lens[i], &err);
     double t2 = tu_now_s();
     TU_OK(rc, &err);
-    td_value *b = td_value_new_array(TD_TYPE_STRING);
+    td_value *b = td_value_new_array(TD_META_STRING);
     TU_OK(td__value_array_reserve(b, TU_NTOK, &err), &err);
     for (size_t i = 0; i < TU_NTOK; i++) {
         td_value *s = td_value_new_string(items[i], lens[i]);
@@ -619,7 +619,7 @@ START_TEST(test_many_keys)
     for (size_t i = 0; i < n; i++) {
         snprintf(key, sizeof key, "blk.%zu.attn.weight", i);
         uint64_t v = i;
-        rc |= td_meta_set_scalar(m, key, TD_TYPE_UINT64, &v, &err);
+        rc |= td_meta_set_scalar(m, key, TD_META_UINT64, &v, &err);
     }
     double t1 = tu_now_s();
     TU_OK(rc, &err);
@@ -681,7 +681,7 @@ START_TEST(test_concurrent_readers)
         if (i % 2)
             TU_OK(td_meta_set_strings(m, key, strs, NULL, 3, &err), &err);
         else
-            TU_OK(td_meta_set_array(m, key, TD_TYPE_INT32, xs, 4, &err), &err);
+            TU_OK(td_meta_set_array(m, key, TD_META_INT32, xs, 4, &err), &err);
     }
     pthread_t th[4];
     tu_reader r[4];
@@ -705,20 +705,20 @@ START_TEST(test_convenience_accessors)
     uint32_t u = 7;
     int32_t ids[3] = {4, -5, 6};
     const char *vocab[] = {"<s>", "hello", ""};
-    ck_assert_int_eq(td_meta_set_scalar(m, "n", TD_TYPE_UINT32, &u, &err), 0);
+    ck_assert_int_eq(td_meta_set_scalar(m, "n", TD_META_UINT32, &u, &err), 0);
     ck_assert_int_eq(td_meta_set_string(m, "name", "x", 1, &err), 0);
-    ck_assert_int_eq(td_meta_set_array(m, "ids", TD_TYPE_INT32, ids, 3, &err), 0);
+    ck_assert_int_eq(td_meta_set_array(m, "ids", TD_META_INT32, ids, 3, &err), 0);
     ck_assert_int_eq(td_meta_set_strings(m, "vocab", vocab, NULL, 3, &err), 0);
-    td_type t;
+    td_meta_type t;
     size_t n, len;
     const void *items;
     const char *s;
     ck_assert_int_eq(td_meta_get_array(m, "ids", &t, &n, &items), 0);
-    ck_assert_int_eq(t, TD_TYPE_INT32);
+    ck_assert_int_eq(t, TD_META_INT32);
     ck_assert_uint_eq(n, 3);
     ck_assert_mem_eq(items, ids, sizeof ids);
     ck_assert_int_eq(td_meta_get_array(m, "vocab", &t, &n, &items), 0);
-    ck_assert_int_eq(t, TD_TYPE_STRING);
+    ck_assert_int_eq(t, TD_META_STRING);
     ck_assert_uint_eq(n, 3);
     ck_assert_ptr_null(items);
     ck_assert_int_eq(td_meta_get_string_at(m, "vocab", 1, &s, &len), 0);

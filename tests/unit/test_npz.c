@@ -269,7 +269,7 @@ static int check_expect(const char *expect, const char *dir)
             idx = 0;
         }
         const char *name;
-        td_array *a = td_dict_at(d, idx++, &name);
+        const td_array *a = td_dict_at(d, idx++, &name);
         ck_assert_msg(a != NULL, "%s: no array %zu (%s)", fn, idx - 1, key);
         ck_assert_msg(name && strcmp(name, key) == 0, "%s: array %zu is '%s', expected '%s'", fn,
                       idx - 1, name ? name : "(null)", key);
@@ -417,7 +417,7 @@ START_TEST(test_stored_members_are_zero_copy)
 
     td_dict *d = NULL;
     TU_OK(load_npz(path, 0, &d, &err), &err);
-    td_array *a = td_dict_get(d, "big");
+    const td_array *a = td_dict_get(d, "big");
     ck_assert(a && td_array_provenance(a) == TD_PROVENANCE_EMBEDDED);
     ck_assert(memcmp(td_array_data(a), bytes + off, 4096) == 0);
     uint8_t junk[4096];
@@ -905,7 +905,7 @@ static int index_and_decode(const uint8_t *src, size_t len)
         }
         ck_assert(e->src.offset <= len && e->src.nbytes <= len - e->src.offset);
         uint8_t *buf = malloc(e->nbytes ? e->nbytes : 1);
-        rc = td__decode_entry(e, p, len, buf, "x.npz", &err);
+        rc = td__decode_entry(e, p, len, buf, 0, "x.npz", &err);
         free(buf);
     }
     if (rc)

@@ -153,48 +153,48 @@ static td_meta *make_meta_every_type(void)
     int64_t i64 = INT64_MIN;
     double f64 = 1e-310; /* subnormal */
     float fnan = __builtin_nanf("0x123");
-    TU_OK(td_meta_set_scalar(m, "general.u8", TD_TYPE_UINT8, &u8, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "general.i8", TD_TYPE_INT8, &i8, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "general.u16", TD_TYPE_UINT16, &u16, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "general.i16", TD_TYPE_INT16, &i16, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "general.u32", TD_TYPE_UINT32, &u32, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "general.i32", TD_TYPE_INT32, &i32, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "general.f32", TD_TYPE_FLOAT32, &f32, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "general.nan", TD_TYPE_FLOAT32, &fnan, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "general.true", TD_TYPE_BOOL, &b1, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "general.false", TD_TYPE_BOOL, &b0, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "general.u64", TD_TYPE_UINT64, &u64, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "general.i64", TD_TYPE_INT64, &i64, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "general.f64", TD_TYPE_FLOAT64, &f64, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "general.u8", TD_META_UINT8, &u8, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "general.i8", TD_META_INT8, &i8, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "general.u16", TD_META_UINT16, &u16, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "general.i16", TD_META_INT16, &i16, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "general.u32", TD_META_UINT32, &u32, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "general.i32", TD_META_INT32, &i32, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "general.f32", TD_META_FLOAT32, &f32, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "general.nan", TD_META_FLOAT32, &fnan, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "general.true", TD_META_BOOL, &b1, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "general.false", TD_META_BOOL, &b0, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "general.u64", TD_META_UINT64, &u64, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "general.i64", TD_META_INT64, &i64, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "general.f64", TD_META_FLOAT64, &f64, &err), &err);
     int64_t small_pos = 5, small_neg = -3;
-    TU_OK(td_meta_set_scalar(m, "i64.small", TD_TYPE_INT64, &small_pos, &err), &err);
-    TU_OK(td_meta_set_scalar(m, "i64.neg", TD_TYPE_INT64, &small_neg, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "i64.small", TD_META_INT64, &small_pos, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "i64.neg", TD_META_INT64, &small_neg, &err), &err);
     TU_OK(td_meta_set_string(m, "general.name", "Llama\0 \xc3\xa9t\xc3\xa9\n", 13, &err), &err);
     TU_OK(td_meta_set_string(m, "empty.string", "", 0, &err), &err);
 
     /* Arrays of every scalar type, 5 items, and one empty array per type. */
-    for (int t = 0; t < TD_TYPE_COUNT; t++) {
-        if (!td__type_is_scalar((td_type)t))
+    for (int t = 0; t < TD_META_COUNT; t++) {
+        if (!td__type_is_scalar((td_meta_type)t))
             continue;
         uint8_t items[5 * 8];
         for (size_t i = 0; i < sizeof items; i++)
             items[i] = (uint8_t)(i * 37 + (size_t)t);
-        if (t == TD_TYPE_BOOL)
+        if (t == TD_META_BOOL)
             for (int i = 0; i < 5; i++)
                 items[i] = (uint8_t)(i & 1);
-        if (t == TD_TYPE_FLOAT32) {
+        if (t == TD_META_FLOAT32) {
             float f[5] = {1.5f, -2.25f, 3e38f, 1e-45f, 0.0f};
             memcpy(items, f, sizeof f);
         }
-        if (t == TD_TYPE_FLOAT64) {
+        if (t == TD_META_FLOAT64) {
             double f[5] = {1.5, -2.25, 1e308, 5e-324, -0.0};
             memcpy(items, f, sizeof f);
         }
         char key[64];
-        snprintf(key, sizeof key, "array.%s", td_type_name((td_type)t));
-        TU_OK(td_meta_set_array(m, key, (td_type)t, items, 5, &err), &err);
-        snprintf(key, sizeof key, "array.empty.%s", td_type_name((td_type)t));
-        TU_OK(td_meta_set_array(m, key, (td_type)t, NULL, 0, &err), &err);
+        snprintf(key, sizeof key, "array.%s", td_meta_type_name((td_meta_type)t));
+        TU_OK(td_meta_set_array(m, key, (td_meta_type)t, items, 5, &err), &err);
+        snprintf(key, sizeof key, "array.empty.%s", td_meta_type_name((td_meta_type)t));
+        TU_OK(td_meta_set_array(m, key, (td_meta_type)t, NULL, 0, &err), &err);
     }
     const char *toks[] = {"<s>", "</s>", "", "\xe2\x96\x81the", "a\0b"};
     size_t lens[] = {3, 4, 0, 6, 3};
@@ -202,20 +202,20 @@ static td_meta *make_meta_every_type(void)
     TU_OK(td_meta_set_strings(m, "array.empty.string", NULL, NULL, 0, &err), &err);
 
     /* [[1, 2], [], [[3]] ... ]: arrays of arrays with different element types. */
-    td_value *outer = td_value_new_array(TD_TYPE_ARRAY);
+    td_value *outer = td_value_new_array(TD_META_ARRAY);
     int32_t a12[2] = {1, 2};
-    TU_OK(td_value_array_push(outer, td__value_new_array_packed(TD_TYPE_INT32, a12, 2), &err),
+    TU_OK(td_value_array_push(outer, td__value_new_array_packed(TD_META_INT32, a12, 2), &err),
           &err);
-    TU_OK(td_value_array_push(outer, td_value_new_array(TD_TYPE_STRING), &err), &err);
-    td_value *strs = td_value_new_array(TD_TYPE_STRING);
+    TU_OK(td_value_array_push(outer, td_value_new_array(TD_META_STRING), &err), &err);
+    td_value *strs = td_value_new_array(TD_META_STRING);
     TU_OK(td__value_array_push_string(strs, "x", 1, &err), &err);
     TU_OK(td_value_array_push(outer, strs, &err), &err);
     TU_OK(td_meta_set_value(m, "nested.two", outer, &err), &err);
 
     /* The deepest nesting allowed: TD_META_MAX_DEPTH levels. */
-    td_value *v = td__value_new_array_packed(TD_TYPE_FLOAT64, &f64, 1);
+    td_value *v = td__value_new_array_packed(TD_META_FLOAT64, &f64, 1);
     for (int d = 1; d < TD_META_MAX_DEPTH; d++) {
-        td_value *up = td_value_new_array(TD_TYPE_ARRAY);
+        td_value *up = td_value_new_array(TD_META_ARRAY);
         TU_OK(td_value_array_push(up, v, &err), &err);
         v = up;
     }
@@ -469,7 +469,7 @@ START_TEST(test_roundtrip_100k_tensors)
     float *scores = malloc(nv * sizeof *scores);
     for (size_t i = 0; i < nv; i++)
         scores[i] = (float)i * -0.5f;
-    TU_OK(td_meta_set_array(t->meta, "tokenizer.ggml.scores", TD_TYPE_FLOAT32, scores, nv, &err),
+    TU_OK(td_meta_set_array(t->meta, "tokenizer.ggml.scores", TD_META_FLOAT32, scores, nv, &err),
           &err);
     free(scores);
 

@@ -307,18 +307,18 @@ static size_t make_samples(sample *s, size_t cap)
     int8_t i8 = -5;
     uint8_t bl = 1;
     double d = 3.25;
-    TU_OK(td_meta_set_scalar(t.meta, "general.alignment", TD_TYPE_UINT32, &u32, &err), &err);
-    TU_OK(td_meta_set_scalar(t.meta, "f", TD_TYPE_FLOAT32, &f, &err), &err);
-    TU_OK(td_meta_set_scalar(t.meta, "i8", TD_TYPE_INT8, &i8, &err), &err);
-    TU_OK(td_meta_set_scalar(t.meta, "b", TD_TYPE_BOOL, &bl, &err), &err);
-    TU_OK(td_meta_set_scalar(t.meta, "d", TD_TYPE_FLOAT64, &d, &err), &err);
+    TU_OK(td_meta_set_scalar(t.meta, "general.alignment", TD_META_UINT32, &u32, &err), &err);
+    TU_OK(td_meta_set_scalar(t.meta, "f", TD_META_FLOAT32, &f, &err), &err);
+    TU_OK(td_meta_set_scalar(t.meta, "i8", TD_META_INT8, &i8, &err), &err);
+    TU_OK(td_meta_set_scalar(t.meta, "b", TD_META_BOOL, &bl, &err), &err);
+    TU_OK(td_meta_set_scalar(t.meta, "d", TD_META_FLOAT64, &d, &err), &err);
     TU_OK(td_meta_set_string(t.meta, "general.name", "tiny", 4, &err), &err);
     int32_t arr[4] = {1, -2, 3, -4};
-    TU_OK(td_meta_set_array(t.meta, "ints", TD_TYPE_INT32, arr, 4, &err), &err);
+    TU_OK(td_meta_set_array(t.meta, "ints", TD_META_INT32, arr, 4, &err), &err);
     const char *toks[] = {"a", "bb", "ccc"};
     TU_OK(td_meta_set_strings(t.meta, "toks", toks, NULL, 3, &err), &err);
-    td_value *outer = td_value_new_array(TD_TYPE_ARRAY);
-    TU_OK(td_value_array_push(outer, td__value_new_array_packed(TD_TYPE_INT32, arr, 2), &err),
+    td_value *outer = td_value_new_array(TD_META_ARRAY);
+    TU_OK(td_value_array_push(outer, td__value_new_array_packed(TD_META_INT32, arr, 2), &err),
           &err);
     TU_OK(td_meta_set_value(t.meta, "nested", outer, &err), &err);
     td__proto_region regions[2] = {{fd, off[0] + 100}, {fd, off[1]}};
@@ -951,37 +951,37 @@ static int decode_meta_value(void (*packv)(msgpack_packer *pk), int dup)
 static void v_u8_300(msgpack_packer *pk)
 {
     msgpack_pack_array(pk, 2);
-    msgpack_pack_uint8(pk, TD_TYPE_UINT8);
+    msgpack_pack_uint8(pk, TD_META_UINT8);
     msgpack_pack_uint16(pk, 300);
 }
 static void v_i8_m129(msgpack_packer *pk)
 {
     msgpack_pack_array(pk, 2);
-    msgpack_pack_uint8(pk, TD_TYPE_INT8);
+    msgpack_pack_uint8(pk, TD_META_INT8);
     msgpack_pack_int16(pk, -129);
 }
 static void v_i64_big(msgpack_packer *pk)
 {
     msgpack_pack_array(pk, 2);
-    msgpack_pack_uint8(pk, TD_TYPE_INT64);
+    msgpack_pack_uint8(pk, TD_META_INT64);
     msgpack_pack_uint64(pk, (uint64_t)INT64_MAX + 1);
 }
 static void v_u32_neg(msgpack_packer *pk)
 {
     msgpack_pack_array(pk, 2);
-    msgpack_pack_uint8(pk, TD_TYPE_UINT32);
+    msgpack_pack_uint8(pk, TD_META_UINT32);
     msgpack_pack_int8(pk, -1);
 }
 static void v_f32_int(msgpack_packer *pk)
 {
     msgpack_pack_array(pk, 2);
-    msgpack_pack_uint8(pk, TD_TYPE_FLOAT32);
+    msgpack_pack_uint8(pk, TD_META_FLOAT32);
     msgpack_pack_uint8(pk, 1);
 }
 static void v_bool_int(msgpack_packer *pk)
 {
     msgpack_pack_array(pk, 2);
-    msgpack_pack_uint8(pk, TD_TYPE_BOOL);
+    msgpack_pack_uint8(pk, TD_META_BOOL);
     msgpack_pack_uint8(pk, 1);
 }
 static void v_type13(msgpack_packer *pk)
@@ -993,28 +993,28 @@ static void v_type13(msgpack_packer *pk)
 static void v_string_bin(msgpack_packer *pk)
 {
     msgpack_pack_array(pk, 2);
-    msgpack_pack_uint8(pk, TD_TYPE_STRING);
+    msgpack_pack_uint8(pk, TD_META_STRING);
     msgpack_pack_bin_with_body(pk, "ab", 2);
 }
 static void v_bool_array_2(msgpack_packer *pk)
 {
     msgpack_pack_array(pk, 3);
-    msgpack_pack_uint8(pk, TD_TYPE_ARRAY);
-    msgpack_pack_uint8(pk, TD_TYPE_BOOL);
+    msgpack_pack_uint8(pk, TD_META_ARRAY);
+    msgpack_pack_uint8(pk, TD_META_BOOL);
     msgpack_pack_bin_with_body(pk, "\x00\x01\x02", 3);
 }
 static void v_u32_array_5bytes(msgpack_packer *pk)
 {
     msgpack_pack_array(pk, 3);
-    msgpack_pack_uint8(pk, TD_TYPE_ARRAY);
-    msgpack_pack_uint8(pk, TD_TYPE_UINT32);
+    msgpack_pack_uint8(pk, TD_META_ARRAY);
+    msgpack_pack_uint8(pk, TD_META_UINT32);
     msgpack_pack_bin_with_body(pk, "\x00\x01\x02\x03\x04", 5);
 }
 static void v_string_array_int(msgpack_packer *pk)
 {
     msgpack_pack_array(pk, 3);
-    msgpack_pack_uint8(pk, TD_TYPE_ARRAY);
-    msgpack_pack_uint8(pk, TD_TYPE_STRING);
+    msgpack_pack_uint8(pk, TD_META_ARRAY);
+    msgpack_pack_uint8(pk, TD_META_STRING);
     msgpack_pack_array(pk, 2);
     msgpack_pack_str_with_body(pk, "a", 1);
     msgpack_pack_uint8(pk, 1);
@@ -1022,23 +1022,23 @@ static void v_string_array_int(msgpack_packer *pk)
 static void v_array_of_array_holding_scalar(msgpack_packer *pk)
 {
     msgpack_pack_array(pk, 3);
-    msgpack_pack_uint8(pk, TD_TYPE_ARRAY);
-    msgpack_pack_uint8(pk, TD_TYPE_ARRAY);
+    msgpack_pack_uint8(pk, TD_META_ARRAY);
+    msgpack_pack_uint8(pk, TD_META_ARRAY);
     msgpack_pack_array(pk, 1);
     msgpack_pack_array(pk, 2);
-    msgpack_pack_uint8(pk, TD_TYPE_UINT8);
+    msgpack_pack_uint8(pk, TD_META_UINT8);
     msgpack_pack_uint8(pk, 1);
 }
 static void v_nested(msgpack_packer *pk, int depth)
 {
     msgpack_pack_array(pk, 3);
-    msgpack_pack_uint8(pk, TD_TYPE_ARRAY);
+    msgpack_pack_uint8(pk, TD_META_ARRAY);
     if (depth == 1) {
-        msgpack_pack_uint8(pk, TD_TYPE_UINT8);
+        msgpack_pack_uint8(pk, TD_META_UINT8);
         msgpack_pack_bin_with_body(pk, "\x07", 1);
         return;
     }
-    msgpack_pack_uint8(pk, TD_TYPE_ARRAY);
+    msgpack_pack_uint8(pk, TD_META_ARRAY);
     msgpack_pack_array(pk, 1);
     v_nested(pk, depth - 1);
 }
@@ -1053,7 +1053,7 @@ static void v_nested_too_deep(msgpack_packer *pk)
 static void v_ok(msgpack_packer *pk)
 {
     msgpack_pack_array(pk, 2);
-    msgpack_pack_uint8(pk, TD_TYPE_INT16);
+    msgpack_pack_uint8(pk, TD_META_INT16);
     msgpack_pack_int16(pk, -300);
 }
 

@@ -891,7 +891,7 @@ START_TEST(test_write_refusals)
     td_meta *m = td_meta_new();
     TU_OK(td_meta_set_string(m, "fine", "x", 1, &err), &err);
     uint32_t v = 3;
-    TU_OK(td_meta_set_scalar(m, "general.count", TD_TYPE_UINT32, &v, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "general.count", TD_META_UINT32, &v, &err), &err);
     p = write_mem(s.items, 1, m, &len, &err, &rc);
     free(p);
     ck_assert_int_eq(rc, TD_EDTYPE);
@@ -934,7 +934,7 @@ START_TEST(test_td_load_reference)
           &err);
     ck_assert_uint_eq(td_dict_size(d), 2);
     const char *name;
-    td_array *a = td_dict_at(d, 0, &name);
+    const td_array *a = td_dict_at(d, 0, &name);
     ck_assert_str_eq(name, "embed.weight");
     ck_assert_int_eq(td_array_dtype(a), TD_FLOAT32);
     ck_assert_int_eq(td_array_ndim(a), 2);
@@ -1009,7 +1009,7 @@ START_TEST(test_td_save_load)
 
     /* a non-string value refuses the save and leaves no file behind */
     uint8_t one = 1;
-    TU_OK(td_meta_set_scalar(m, "flag", TD_TYPE_BOOL, &one, &err), &err);
+    TU_OK(td_meta_set_scalar(m, "flag", TD_META_BOOL, &one, &err), &err);
     snprintf(path, sizeof path, "%s/refused.safetensors", dir);
     ck_assert_int_eq(td_save_safetensors(path, d, m, &err), TD_EDTYPE);
     ck_assert_ptr_nonnull(strstr(err.message, "'flag'"));

@@ -168,7 +168,7 @@ START_TEST(test_convert_bit_exact)
             TU_OK(td_load(check[c], NULL, &d, NULL, &err), &err);
             ck_assert_uint_eq(td_dict_size(d), 1);
             const char *name;
-            td_array *b = td_dict_at(d, 0, &name);
+            const td_array *b = td_dict_at(d, 0, &name);
             if (c != 2)
                 ck_assert_str_eq(name, "arr_0");
             ck_assert_msg(td_array_dtype(b) == types[i], "%s: dtype %s", check[c],
@@ -215,8 +215,8 @@ START_TEST(test_convert_keeps_metadata)
     ck_assert_uint_eq(td_dict_size(d1), td_dict_size(d2));
     for (size_t i = 0; i < td_dict_size(d1); i++) {
         const char *name;
-        td_array *a = td_dict_at(d1, i, &name);
-        td_array *b = td_dict_get(d2, name);
+        const td_array *a = td_dict_at(d1, i, &name);
+        const td_array *b = td_dict_get(d2, name);
         ck_assert_ptr_nonnull(b);
         ck_assert_uint_eq(td_array_nbytes(a), td_array_nbytes(b));
         ck_assert_mem_eq(td_array_data(a), td_array_data(b), td_array_nbytes(a));

@@ -1,0 +1,67 @@
+/*
+ * remote.h - the client side of daemon mode, shared by its two users: the one-shot load of
+ * td_load (remote_load.c, which also holds everything below) and td_client (remote_client.c).
+ *
+ * A load through the daemon: connect to its socket, open the file ourselves, send HELLO and
+ * LOAD (the descriptor attached), read HELLO_OK and LOAD_OK, map each region the reply carries
+ * read-only, close the descriptors, and build the same views as embedded mode (view.c).
+ *
+ * Every load holds a lease on its daemon entry until its last array goes. What giving the lease
+ * back means depends on who made the load, so the lease carries its own `end`: td_load closes
+ * the load's connection; a td_client sends RELEASE over its own. remote_load.c therefore never
+ * calls into remote_client.c.
+ */
+#ifndef TD_REMOTE_H
+#define TD_REMOTE_H
+
+#include "client.h"
+#include "proto.h"
+
+#include <stdatomic.h>
+
+/* Connecting and the handshake are quick or the daemon is not well; a LOAD may inflate or
+ * decode gigabytes first. */
+#define TD__HELLO_TIMEOUT_MS 5000
+#define TD__LOAD_TIMEOUT_MS  600000
+
+/* A load's hold on its daemon entry, shared by the regions of the load (one reference each,
+ * plus the loader's until it adopts the reply). The last reference calls end(l), which gives
+ * the lease back and frees l. */
+typedef struct td__lease {
+    atomic_long refs;
+    void (*end)(struct td__lease *l);
+    int sock;         /* td_load: the load's own connection, closed by end */
+    void *owner;      /* td_client_load: the client, referenced */
+    uint64_t id, gen; /* ... the lease and the connection it was granted on */
+} td__lease;
+
+/* The socket to use: explicit_path, else $TENSORD_SOCKET (secure_getenv), else
+ * TD_DEFAULT_SOCKET. Never NULL. */
+const char *td__socket_path(const char *explicit_path);
+/* Connects a close-on-exec stream socket to path into *sock; TD_ECONNECT when nobody answers. */
+int td__remote_connect(const char *path, int *sock, td_error *err);
+/* Sends HELLO (request id 1) on sock. */
+int td__remote_hello(int sock, td_error *err);
+/* Checks that out answers request id with type want: 0, or the daemon's error code and message
+ * (out is then destroyed). A reply of another type or id is TD_EPROTO (out destroyed too). */
+int td__remote_reply_check(td__proto_msg *out, uint32_t id, uint32_t want, td_error *err);
+/* Receives the reply to request id of type want on sock (td__remote_reply_check). */
+int td__remote_reply(int sock, uint32_t id, uint32_t want, int timeout_ms, td__proto_msg *out,
+                     td_error *err);
+/* The LOAD request for fd (borrowed) with the options' format and decode wishes (opt is a whole
+ * struct, td__load_check). m borrows path. */
+void td__remote_load_msg(td__proto_msg *m, uint32_t id, int fd, const char *path,
+                         const td_load_options *opt);
+/* Maps the regions of a LOAD_OK and builds the arrays (and metadata) over them. Consumes the
+ * reply and the caller's reference on lease; each region takes one of its own. */
+int td__remote_adopt(const char *path, td__proto_msg *reply, td__lease *lease, td_dict **arrays,
+                     td_meta **meta, td_error *err);
+/* Drops a reference on l; the last one calls l->end. */
+void td__lease_unref(td__lease *l);
+
+/* The one-shot load of td_load: a connection of its own, which is the load's lease. opt is a
+ * whole struct (td__load_check). */
+int td__remote_load(const char *path, const td_load_options *opt, td_dict **arrays, td_meta **meta,
+                    td_error *err);
+
+#endif

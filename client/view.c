@@ -1,0 +1,119 @@
+/*
+ * view.c - what both load paths share: opening a file read-only, mapping it whole, and turning a
+ * tensor table into a dict of views (decoding the entries that cannot be viewed as stored).
+ *
+ * Embedded mode (load.c) views into its own mapping of the file; daemon mode (remote_load.c)
+ * views into the regions the daemon passed. Neither calls the other: both call this.
+ */
+#include "client.h"
+#include "common.h"
+#include "index.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int td__table_to_dict(td__table *t, td__region *const *regions, size_t nregions, unsigned threads,
+                      const char *fname, td_dict **out, td_error *err)
+{
+    td_dict *d = td_dict_new();
+    if (!d || td__dict_reserve(d, t->n)) {
+        td_dict_free(d);
+        return td__err(err, TD_ENOMEM, "%s: out of memory", fname);
+    }
+    int rc = 0;
+    for (size_t i = 0; i < t->n && !rc; i++) {
+        td__entry *e = &t->entries[i];
+        td_array *a = NULL;
+        if (e->layout) {
+            rc = td__array_alloc(e->dtype, e->ndim, e->shape, &a, err);
+            if (!rc)
+                rc = td__decode_entry(e, regions[0]->base, regions[0]->len, td_array_data_mut(a),
+                                      threads, fname, err);
+        } else if (e->region >= nregions) {
+            rc = td__err(err, TD_EFORMAT, "%s: tensor '%s': region %u of %zu", fname,
+                         e->name ? e->name : "", e->region, nregions);
+        } else {
+            const td__region *r = regions[e->region];
+            if (e->offset > r->len || r->len - e->offset < e->nbytes)
+                rc = td__err(err, TD_EFORMAT, "%s: tensor '%s': bytes outside region %u", fname,
+                             e->name ? e->name : "", e->region);
+            else
+                rc = td__array_view(regions[e->region], e->dtype, e->ndim, e->shape,
+                                    (const uint8_t *)r->base + e->offset, e->nbytes, &a, err);
+        }
+        if (!rc && e->name) {
+            rc = td__dict_set_taking(d, e->name, a, err);
+            if (!rc)
+                e->name = NULL; /* the dict's now */
+        } else if (!rc) {
+            rc = td_dict_push(d, a, err);
+        }
+        td_array_release(a);
+    }
+    if (rc) {
+        td_dict_free(d);
+        return rc;
+    }
+    *out = d;
+    return 0;
+}
+
+int td__open_ro(const char *path, int *fd, td_error *err)
+{
+    *fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (*fd >= 0)
+        return 0;
+    int e = errno;
+    return td__err(err, td__err_from_errno(e), "%s: cannot open: %s", path, strerror(e));
+}
+
+/* Empty files are refused here: there is nothing to map or read, and no format allows them. */
+int td__open_file(const char *path, int *fd, uint64_t *size, td_error *err)
+{
+    int rc = td__open_ro(path, fd, err);
+    if (rc)
+        return rc;
+    struct stat st;
+    if (fstat(*fd, &st) < 0) {
+        int e = errno;
+        rc = td__err(err, td__err_from_errno(e), "%s: cannot stat: %s", path, strerror(e));
+    } else if (!S_ISREG(st.st_mode)) {
+        rc = td__err(err, TD_EINVAL, "%s: not a regular file", path);
+    } else if (st.st_size == 0) {
+        rc = td__err(err, TD_ETRUNC, "%s: file is empty", path);
+    } else {
+        *size = (uint64_t)st.st_size;
+        return 0;
+    }
+    close(*fd);
+    *fd = -1;
+    return rc;
+}
+
+int td__map_file(const char *path, void **base, size_t *len, td_error *err)
+{
+    int fd;
+    uint64_t size;
+    int rc = td__open_file(path, &fd, &size, err);
+    if (rc)
+        return rc;
+    if (size > SIZE_MAX) {
+        rc = td__err(err, TD_ERANGE, "%s: file too large to map", path);
+    } else {
+        void *p = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
+        if (p == MAP_FAILED) {
+            int e = errno;
+            rc = td__err(err, td__err_from_errno(e), "%s: cannot map %llu bytes: %s", path,
+                         (unsigned long long)size, strerror(e));
+        } else {
+            *base = p;
+            *len = (size_t)size;
+        }
+    }
+    close(fd);
+    return rc;
+}
