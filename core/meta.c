@@ -7,6 +7,7 @@
  * each meta's own: a file cannot be built to make every key of a meta land in one slot.
  */
 #include "common.h"
+#include "hash.h"
 #include "meta_internal.h"
 
 #include <stdlib.h>
@@ -24,7 +25,7 @@ struct td_meta {
     td__kv *kv;
     uint32_t *slots; /* entry index + 1, 0 = empty; nslots is 0 or a power of two */
     size_t nslots;
-    uint64_t seed;
+    td__hash_seed seed; /* td__hash_seed_for(this meta) */
 };
 
 /* Entries are indexed by uint32 slots. */
@@ -33,47 +34,6 @@ struct td_meta {
 /* ---------------------------------------------------------------------------------------------
  * Meta: hash index
  */
-
-static inline uint64_t td__rotl(uint64_t x, int r)
-{
-    return (x << r) | (x >> (64 - r));
-}
-
-static uint64_t td__fmix(uint64_t k)
-{
-    k ^= k >> 33;
-    k *= 0xff51afd7ed558ccdULL;
-    k ^= k >> 33;
-    k *= 0xc4ceb9fe1a85ec53ULL;
-    k ^= k >> 33;
-    return k;
-}
-
-/* A seeded 64-bit hash in the manner of MurmurHash3's 64-bit mixing. The seed differs per meta
- * (it comes from the object's address), so colliding keys cannot be precomputed cheaply. */
-static uint64_t td__hash(const char *s, size_t n, uint64_t seed)
-{
-    const uint64_t c1 = 0x87c37b91114253d5ULL, c2 = 0x4cf5ad432745937fULL;
-    uint64_t h = seed ^ ((uint64_t)n * 0x9e3779b97f4a7c15ULL);
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t k;
-        memcpy(&k, s + i, 8);
-        k *= c1;
-        k = td__rotl(k, 31);
-        k *= c2;
-        h ^= k;
-        h = td__rotl(h, 27) * 5 + 0x52dce729;
-    }
-    uint64_t k = 0;
-    for (size_t j = 0; i + j < n; j++)
-        k |= (uint64_t)(unsigned char)s[i + j] << (8 * j);
-    k *= c1;
-    k = td__rotl(k, 31);
-    k *= c2;
-    h ^= k;
-    return td__fmix(h);
-}
 
 /* The entry index of key, or SIZE_MAX. */
 static size_t td__meta_find(const td_meta *m, const char *key, size_t keylen, uint64_t h)
@@ -154,7 +114,7 @@ static int td__meta_put(td_meta *m, const char *key, size_t keylen, td_value con
     char q[80];
     int rc;
     content.owned = 0;
-    uint64_t h = td__hash(key, keylen, m->seed);
+    uint64_t h = td__hash(m->seed, key, keylen);
     size_t i = td__meta_find(m, key, keylen, h);
     if (i != SIZE_MAX) {
         if (!replace) {
@@ -201,7 +161,7 @@ td_meta *td_meta_new(void)
 {
     td_meta *m = calloc(1, sizeof *m);
     if (m)
-        m->seed = td__fmix((uint64_t)(uintptr_t)m ^ 0x2545f4914f6cdd1dULL);
+        m->seed = td__hash_seed_for(m);
     return m;
 }
 
@@ -241,7 +201,7 @@ const td_value *td_meta_get(const td_meta *m, const char *key)
     if (!m || !key)
         return NULL;
     size_t n = strlen(key);
-    size_t i = td__meta_find(m, key, n, td__hash(key, n, m->seed));
+    size_t i = td__meta_find(m, key, n, td__hash(m->seed, key, n));
     return i == SIZE_MAX ? NULL : &m->kv[i].val;
 }
 
@@ -378,7 +338,7 @@ td_meta *td_meta_copy(const td_meta *m)
             free(d->key);
             goto fail;
         }
-        d->hash = td__hash(d->key, d->keylen, c->seed);
+        d->hash = td__hash(c->seed, d->key, d->keylen);
         td__meta_slot_insert(c->slots, c->nslots, d->hash, i);
         c->n = i + 1;
     }
