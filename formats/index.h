@@ -20,8 +20,10 @@ int td__index(td_format format, td__rd *r, uint64_t max_inflated, td__table *t, 
  * or TD_FORMAT_AUTO when none. */
 td_format td__detect_format(const uint8_t *base, size_t len);
 
-/* Decodes an entry with a non-zero layout into dst (e->nbytes): inflates, byte-swaps, turns
- * Fortran into C order. `file` is region 0. max_inflated bounds the inflated stream. */
+/* Decodes an entry with a non-zero layout into dst (e->nbytes bytes): inflates, byte-swaps, turns
+ * Fortran into C order, or dequantizes (quant/dequant.h). `file` is region 0, file_len bytes;
+ * fname names it in messages. A deflated member must inflate to exactly the size its directory
+ * declared (which td__index bounded) and match its CRC-32 (td__npz_inflate_entry). */
 int td__decode_entry(const td__entry *e, const uint8_t *file, size_t file_len, void *dst,
                      const char *fname, td_error *err);
 
