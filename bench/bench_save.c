@@ -32,9 +32,9 @@
 
 #define MAX_REPEATS 64
 
-/* The library's deflate engine ("zlib" or "libdeflate"), from formats/zip.c; weak, so that
+/* The library's deflate engine ("zlib" or "libdeflate"), from formats/flate.c; weak, so that
  * this program still links (and says "unknown") should the function go. */
-__attribute__((weak)) const char *td__zip_deflate_engine(void);
+__attribute__((weak)) const char *td__flate_engine(void);
 
 static void write_all(int fd, const uint8_t *p, size_t n, const char *path)
 {
@@ -231,8 +231,7 @@ int main(int argc, char **argv)
         unlink(npz);
     }
     snprintf(extra, sizeof extra, "tensors=%zu compressed_bytes=%llu engine=%s", ztensors,
-             (unsigned long long)csize,
-             td__zip_deflate_engine ? td__zip_deflate_engine() : "unknown");
+             (unsigned long long)csize, td__flate_engine ? td__flate_engine() : "unknown");
     result("td_savez_compressed", zbytes, t_z, zrep, extra);
     td_dict_free(zd);
 

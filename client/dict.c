@@ -2,11 +2,14 @@
  * dict.c - td_dict: an ordered list of (name, array) with a hash index on the names.
  *
  * The index is open addressing with linear probing over entry numbers (+1, 0 = empty), sized to
- * a power of two at least twice the entry count. Lookups on the 10,000-tensor dicts of large
- * models stay O(1).
+ * a power of two at least twice the entry count, hashed with td__hash (core/hash.h) under a seed
+ * of each dict's own: names come from hostile files, and a file cannot pick names that pile up
+ * in one slot without knowing the seed. Lookups on the 10,000-tensor dicts of large models stay
+ * O(1).
  */
 #include "client.h"
 #include "common.h"
+#include "hash.h"
 
 #include <stdlib.h>
 
@@ -20,21 +23,15 @@ struct td_dict {
     size_t n, cap;
     uint32_t *index; /* entry number + 1, or 0 */
     size_t index_cap;
+    td__hash_seed seed; /* td__hash_seed_for(this dict) */
 };
-
-/* FNV-1a: fine for names, which are short and not chosen to collide with each other in ways
- * that matter here (a hostile file can only slow its own load down). */
-static uint64_t td__hash(const char *s)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
 
 td_dict *td_dict_new(void)
 {
-    return calloc(1, sizeof(td_dict));
+    td_dict *d = calloc(1, sizeof(td_dict));
+    if (d)
+        d->seed = td__hash_seed_for(d);
+    return d;
 }
 
 void td_dict_free(td_dict *d)
@@ -53,7 +50,7 @@ void td_dict_free(td_dict *d)
 /* Slot of name in the index, or of the empty slot where it would go. */
 static size_t td__dict_slot(const td_dict *d, const char *name)
 {
-    size_t mask = d->index_cap - 1, i = (size_t)td__hash(name) & mask;
+    size_t mask = d->index_cap - 1, i = (size_t)td__hash(d->seed, name, strlen(name)) & mask;
     while (d->index[i] && strcmp(d->v[d->index[i] - 1].name, name) != 0)
         i = (i + 1) & mask;
     return i;

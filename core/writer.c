@@ -155,3 +155,11 @@ uint8_t *td__writer_take(td__writer *w, size_t *len)
     w->len = w->cap = 0;
     return b;
 }
+
+int td__writer_fail(const td__writer *w, const char *name, td_error *err)
+{
+    int rc = w->status ? w->status : TD_EIO;
+    if (err && err != w->err)
+        td__err(err, rc, "%s: write failed", name);
+    return rc;
+}

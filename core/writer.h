@@ -35,6 +35,10 @@ int td__writer_flush(td__writer *w);
 /* Patches n bytes at absolute position at (< pos) - for headers whose CRC or sizes are known only
  * after the data. Flushes first for fd writers. */
 int td__writer_patch(td__writer *w, uint64_t at, const void *p, size_t n);
+/* For callers that report under a name of their own: returns w's first error (TD_EIO when it
+ * has none), and when w reports to another td_error than err, fills err (when not NULL) with
+ * "NAME: write failed", so that err always says something. */
+int td__writer_fail(const td__writer *w, const char *name, td_error *err);
 /* Memory writers: hands the collected bytes to the caller (free()), resets the writer. */
 uint8_t *td__writer_take(td__writer *w, size_t *len);
 

@@ -1,7 +1,8 @@
 /*
- * decode.c - turning stored bytes into C-order little-endian data: inflate (npz), byte swap,
- * Fortran to C order, and copies of misaligned bytes into aligned memory. Used by the embedded
- * loader and, through the same table, by the daemon.
+ * decode.c - td__decode_entry (see index.h): turning stored bytes into C-order little-endian
+ * data: inflate (npz), byte swap, Fortran to C order, copies of misaligned bytes into aligned
+ * memory, and dequantization, which it hands to quant/dequant.c. Used by the embedded loader
+ * and, through the same table, by the daemon.
  */
 #include "common.h"
 #include "dtype.h"

@@ -27,9 +27,12 @@ void td__table_align(td__table *t);
  * or TD_FORMAT_AUTO when none. */
 td_format td__detect_format(const uint8_t *base, size_t len);
 
-/* Decodes an entry with a non-zero layout into dst (e->nbytes): inflates, byte-swaps, turns
- * Fortran into C order, dequantizes. `file` is region 0. threads bounds the threads that
- * dequantize (the caller's included; 0: automatic); the other decoders run in the caller's. */
+/* Decodes an entry with a non-zero layout into dst (e->nbytes bytes): inflates, byte-swaps, turns
+ * Fortran into C order, copies misaligned bytes, or dequantizes (quant/dequant.h). `file` is
+ * region 0, file_len bytes; fname names it in messages. threads bounds the threads that
+ * dequantize (the caller's included; 0: automatic); the other decoders run in the caller's. A
+ * deflated member must inflate to exactly the size its directory declared (which td__index
+ * bounded) and match its CRC-32 (td__npz_inflate_entry). */
 int td__decode_entry(const td__entry *e, const uint8_t *file, size_t file_len, void *dst,
                      unsigned threads, const char *fname, td_error *err);
 

@@ -4,7 +4,9 @@
 #include "npz.h"
 #include "common.h"
 #include "npy.h"
+#include "flate.h"
 #include "zip.h"
+#include "zip_writer.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,7 +42,7 @@ static int npz__inflate_prefix(td__rd *r, const td__zip_member *m, uint8_t *buf,
         int rc = td__rd_get(r, m->data_offset, have, &src, err);
         if (rc)
             return rc;
-        rc = td__zip_inflate_prefix(src, have, buf, cap, got, what, err);
+        rc = td__flate_inflate_prefix(src, have, buf, cap, got, what, err);
         if (rc != TD_ETRUNC || have == m->csize)
             return rc;
         have *= 4;
@@ -228,8 +230,8 @@ int td__npz_inflate_entry(const td__entry *e, const uint8_t *file, size_t file_l
         return rc;
     }
 #endif
-    rc = td__zip_inflate(file + e->src.offset, e->src.nbytes, e->src.skip, dst, e->nbytes, &crc,
-                         what, err);
+    rc = td__flate_inflate(file + e->src.offset, e->src.nbytes, e->src.skip, dst, e->nbytes, &crc,
+                           what, err);
     return rc ? rc : npz__crc_check(e, crc, what, err);
 }
 
@@ -241,8 +243,8 @@ int td__npz_inflate_member(const td__entry *e, const uint8_t *file, size_t file_
     if (rc)
         return rc;
     uint32_t crc = 0;
-    rc = td__zip_inflate_whole(file + e->src.offset, e->src.nbytes, buf, e->src.inflated, &crc,
-                               what, err);
+    rc = td__flate_inflate_whole(file + e->src.offset, e->src.nbytes, buf, e->src.inflated, &crc,
+                                 what, err);
     return rc ? rc : npz__crc_check(e, crc, what, err);
 }
 

@@ -1,6 +1,7 @@
 /*
- * zip.h - the zip container, as much of it as .npz needs: a reader that tells where each
- * member's bytes sit in the file, and a writer for stored and deflated members.
+ * zip.h - the zip container, as much of it as .npz needs: the on-disk layout, and the reader
+ * that tells where each member's bytes sit in the file. The writer is zip_writer.h; the inflate
+ * and deflate engines under both are flate.h.
  *
  * On disk (PKWARE APPNOTE 6.3), all integers little-endian:
  *   1. per member: a local file header
@@ -28,23 +29,15 @@
  * directory, members that overlap each other or the directory, and anything that points
  * outside the file. It never reads member data (except for td__zip_verify).
  *
- * The writer writes stored or deflated members with sizes known up front, zip64 records only
- * where a field needs them, and can pad a stored member's local header (through an extra
- * field, like Android's zipalign) so that a chosen byte of its data falls on an aligned file
- * offset. Timestamps are fixed (1980-01-01 00:00) so that saving the same arrays twice gives
- * the same bytes.
  */
 #ifndef TD_ZIP_H
 #define TD_ZIP_H
 
 #include "reader.h"
 #include "tensord.h"
-#include "writer.h"
 
 #include <stddef.h>
 #include <stdint.h>
-
-#include <zlib.h>
 
 #define ZIP_SIG_LOCAL       0x04034b50u
 #define ZIP_SIG_CENTRAL     0x02014b50u
@@ -67,6 +60,9 @@
 #define ZIP_FLAG_STRONG_ENC 0x0040u
 #define ZIP_FLAG_UTF8       0x0800u
 #define ZIP_FLAG_CD_ENC     0x2000u
+/* A field holding all ones says "the value is in the zip64 extra field or end record". */
+#define ZIP_U16_MAX 0xffffu
+#define ZIP_U32_MAX 0xffffffffu
 
 /* Deflate cannot expand its input more than 1032:1; a member that claims more than this many
  * bytes per compressed byte (plus ZIP_RATIO_SLACK for tiny streams) is refused from the
@@ -115,100 +111,9 @@ void td__zip_close(td__zip_archive *z);
 int td__zip_check_name(const char *name, size_t len, const char *fname, td_error *err);
 
 /* Opens the archive and checks every member's CRC-32 and size against its data: stored
- * members are hashed in place, deflated ones inflated in 256 KiB pieces (memory use does not
- * depend on member sizes). 0 when all is well; TD_ECHECKSUM, TD_EFORMAT, TD_ETRUNC ... naming
- * the member otherwise. */
+ * members are hashed in place, deflated ones inflated (td__flate_inflate) in 256 KiB pieces
+ * (memory use does not depend on member sizes). 0 when all is well; TD_ECHECKSUM, TD_EFORMAT,
+ * TD_ETRUNC ... naming the member otherwise. */
 int td__zip_verify(const uint8_t *base, size_t len, const char *fname, td_error *err);
-
-/* CRC-32 (zlib's polynomial) of p[0..n), continuing from crc (start with 0); any n. */
-uint32_t td__zip_crc32(uint32_t crc, const void *p, size_t n);
-
-/* "zlib", or "libdeflate" when built with TD_HAVE_LIBDEFLATE (whole-buffer inflate and deflate,
- * and CRC-32, go through libdeflate; streaming stays with zlib). */
-const char *td__zip_deflate_engine(void);
-
-/* Inflates the raw deflate stream src[0..src_len) (zlib, streaming): the first `skip` bytes it
- * produces are hashed and dropped, the next dst_len go to dst, and the stream must then end
- * (compressed bytes after its end are ignored). *crc (when not NULL) receives the CRC-32 of all
- * inflated bytes, skipped ones included; the caller compares it. Never writes outside
- * dst[0..dst_len). `what` starts every message. Errors: TD_EFORMAT for a corrupt stream
- * ("corrupt deflate stream"), for more output than skip + dst_len ("inflates to more than the
- * declared N bytes", detected as soon as it happens) and for less ("inflates to N bytes, the
- * directory says M"); TD_ETRUNC when src ends before the stream does; TD_ENOMEM. */
-int td__zip_inflate(const uint8_t *src, uint64_t src_len, uint64_t skip, uint8_t *dst,
-                    uint64_t dst_len, uint32_t *crc, const char *what, td_error *err);
-
-/* As td__zip_inflate without a skip, in one whole-buffer call: libdeflate when built with
- * TD_HAVE_LIBDEFLATE (about twice zlib's speed), zlib otherwise. Any libdeflate failure is
- * re-run through zlib so that the error (and its message) is the same in both builds. */
-int td__zip_inflate_whole(const uint8_t *src, uint64_t src_len, uint8_t *out, uint64_t out_len,
-                          uint32_t *crc, const char *what, td_error *err);
-
-/* Inflates at most cap bytes of the start of a raw deflate stream into out, for reading a
- * header without inflating the data behind it. *out_len receives the bytes produced (less than
- * cap only when the stream ends first). */
-int td__zip_inflate_prefix(const uint8_t *src, uint64_t src_len, uint8_t *out, size_t cap,
-                           size_t *out_len, const char *what, td_error *err);
-
-/* ------------------------------------------------------------------------------------------ */
-/* Writer */
-
-typedef struct td__zip__cd_rec td__zip__cd_rec;
-
-typedef struct td__zip_writer {
-    td__writer *w;         /* borrowed; every byte goes through it */
-    int force_zip64;       /* set after init to write zip64 fields everywhere, as Python's
-                              force_zip64 does (tests of readers' zip64 paths on small files) */
-    const char *fname;     /* borrowed, for messages */
-    td__zip__cd_rec *recs; /* owned: what the central directory will say */
-    size_t n, cap;
-    /* the member being written */
-    int open;          /* td__zip_writer_begin called, td__zip_writer_end not yet */
-    int zlib_ready;    /* zs is initialised (deflateInit2 succeeded); kept across members */
-    int zlevel;        /* the level zs was set up with */
-    int level;         /* the current member's level */
-    int stream_done;   /* the current member's deflate stream is complete (libdeflate) */
-    void *ld;          /* owned: libdeflate compressor, when built with TD_HAVE_LIBDEFLATE */
-    int ld_level;      /* its level */
-    z_stream zs;       /* deflate state for a deflated member */
-    uint8_t *zbuf;     /* owned: deflate output buffer */
-    uint32_t crc;      /* running CRC-32 of the member's uncompressed bytes */
-    uint64_t got;      /* uncompressed bytes received so far */
-    uint64_t csize;    /* compressed bytes written so far */
-    uint64_t data_pos; /* file offset of the member data */
-} td__zip_writer;
-
-/* Prepares zw to write an archive through w (which stays the caller's). Use: begin, data...,
- * end for each member, then finish, then destroy. After any failure only td__zip_writer_destroy
- * may follow (the archive is unfinished; the caller discards the output). */
-void td__zip_writer_init(td__zip_writer *zw, td__writer *w, const char *fname);
-
-/* Starts member `name` (copied; checked with td__zip_check_name) holding exactly usize bytes,
- * stored (ZIP_METHOD_STORED) or deflated (ZIP_METHOD_DEFLATE, zlib level `level`, -1 for
- * zlib's default). For a stored member and align > 1 (a power of two <= 32768), the local
- * header is padded so that data byte number align_at falls on a multiple of align in the file.
- * Writes the local header (its CRC and compressed size are patched in by td__zip_writer_end). */
-int td__zip_writer_begin(td__zip_writer *zw, const char *name, unsigned method, int level,
-                         uint64_t usize, uint64_t align, uint64_t align_at, td_error *err);
-
-/* Appends n bytes of the member's uncompressed content. */
-int td__zip_writer_data(td__zip_writer *zw, const void *p, size_t n, td_error *err);
-
-/* As td__zip_writer_data, for the member's last bytes (exactly what is left of usize). Built with
- * TD_HAVE_LIBDEFLATE, a deflated member's last piece (4 KiB to 1 GiB) is compressed by
- * libdeflate in one call, about twice as fast as zlib; otherwise the same as td__zip_writer_data.
- * No data may follow. */
-int td__zip_writer_data_last(td__zip_writer *zw, const void *p, size_t n, td_error *err);
-
-/* Ends the member: checks that exactly usize bytes came, flushes deflate, patches the local
- * header. */
-int td__zip_writer_end(td__zip_writer *zw, td_error *err);
-
-/* Writes the central directory and the end records (zip64 ones when needed). The caller then
- * flushes the td__writer. */
-int td__zip_writer_finish(td__zip_writer *zw, td_error *err);
-
-/* Frees what zw owns (also after a failure at any point). Not the td__writer. */
-void td__zip_writer_destroy(td__zip_writer *zw);
 
 #endif

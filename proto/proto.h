@@ -79,7 +79,7 @@ enum {
 };
 #define TD__PROTO_F_ALL 0x1fu
 
-/* LOAD modes (see DESIGN.md, "Daemon model"). */
+/* LOAD modes (PROTOCOL.md, LOAD; what each does: README.md, "The daemon"). */
 enum {
     TD__PROTO_MODE_DEFAULT = 0, /* whatever the daemon's configuration says for the file */
     TD__PROTO_MODE_MAP = 1,

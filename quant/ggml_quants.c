@@ -1,6 +1,8 @@
 /*
- * ggml_quants.c - dequantizing GGML block types: portable kernels, float16/bfloat16 rounding,
- * the threaded driver, MLX's packed form and the td_array entry points (see ggml_quants.h).
+ * ggml_quants.c - dequantizing GGML block types (see ggml_quants.h): float16/bfloat16 rounding,
+ * the portable kernels, kernel selection (portable or AVX2, ggml_quants_avx2.c), the threaded
+ * driver, and packing into MLX's weights/scales/biases form. The td_array entry points that use
+ * them are in client/dequantize.c; dequantize-on-load is quant/dequant.c.
  *
  * Every kernel reproduces the arithmetic of ggml's dequantize_row_* (ggml-quants.c): the same
  * operands, multiplied and added in the same order, so that each float is bit-identical. Most

@@ -1,5 +1,5 @@
 /*
- * ggml_quants.h - dequantizing GGML block types (module prefix gq_).
+ * ggml_quants.h - dequantizing GGML block types (internal prefix td__gq_).
  *
  * On disk, every block is little-endian; "half" is IEEE binary16, "e8m0" a bare exponent byte.
  * Elements of a block are numbered 0..n-1 in memory order of the decoded row.

@@ -1,6 +1,6 @@
 /*
  * fuzz_zip.c - libFuzzer target for the zip container and the .npz reader (formats/zip.c,
- * formats/npz.c).
+ * formats/flate.c, formats/zip_writer.c, formats/npz.c).
  *
  * Input: the bytes of a .zip / .npz file, as is.
  *

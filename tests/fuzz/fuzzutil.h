@@ -17,6 +17,7 @@
 
 #include "common.h"
 #include "dtype.h"
+#include "index.h"
 #include "meta_internal.h"
 #include "table.h"
 #include "writer.h"

@@ -1,9 +1,8 @@
 /*
- * test_hostile.c - the hostile corpus: one case per class of defect from NOTES.md (counts,
- * lengths, offsets, overlaps, alignment, overflowing products, duplicate names, unknown types,
- * nesting, truncation at every structure, zip bombs, path names in zip members) for every
- * format, driven through the public td_load in embedded mode and again through a real tensord
- * in daemon mode.
+ * test_hostile.c - the hostile corpus: one case per class of defect (counts, lengths, offsets,
+ * overlaps, alignment, overflowing products, duplicate names, unknown types, nesting, truncation
+ * at every structure, zip bombs, path names in zip members) for every format, driven through
+ * the public td_load in embedded mode and again through a real tensord in daemon mode.
  *
  * The per-codec tests (test_npy.c, test_safetensors.c, test_zip.c, test_gguf.c) check the
  * parsers field by field with their internal entry points; this file checks what a user of the
@@ -1096,7 +1095,7 @@ static void gguf_nested_deep(buf *b)
 #define ANY_FAIL 2 /* must fail with a clean code; which one is not pinned down */
 
 typedef struct hcase {
-    const char *cls; /* class of defect, as NOTES.md names it */
+    const char *cls; /* class of defect (counts, lengths, ... zip names), or "valid" */
     td_format fmt;
     const char *name; /* file name stem */
     void (*build)(buf *b);

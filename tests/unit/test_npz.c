@@ -13,7 +13,9 @@
 #include "table.h"
 #include "testutil.h"
 #include "writer.h"
+#include "flate.h"
 #include "zip.h"
+#include "zip_writer.h"
 #include "index.h"
 
 #include <fcntl.h>
@@ -1020,7 +1022,7 @@ static Suite *npz_suite(void)
 
 int main(void)
 {
-    printf("deflate engine: %s\n", td__zip_deflate_engine());
+    printf("deflate engine: %s\n", td__flate_engine());
     SRunner *sr = srunner_create(npz_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

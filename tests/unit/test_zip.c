@@ -9,7 +9,9 @@
 #include "common.h"
 #include "testutil.h"
 #include "writer.h"
+#include "flate.h"
 #include "zip.h"
+#include "zip_writer.h"
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -312,7 +314,8 @@ static uint8_t *load(const char *name, size_t *len)
     return p;
 }
 
-/* Checks every member's bytes (stored: in place; deflated: td__zip_inflate) and td__zip_verify. */
+/* Checks every member's bytes (stored: in place; deflated: td__flate_inflate) and
+ * td__zip_verify. */
 static void check_members_content(const uint8_t *base, size_t len, const td__zip_archive *z)
 {
     for (size_t i = 0; i < z->n; i++) {
@@ -324,16 +327,16 @@ static void check_members_content(const uint8_t *base, size_t len, const td__zip
         td_error err = {0};
         if (m->method == ZIP_METHOD_STORED) {
             memcpy(buf, base + m->data_offset, m->usize);
-            crc = td__zip_crc32(0, buf, m->usize);
+            crc = td__flate_crc32(0, buf, m->usize);
         } else {
-            TU_OK(
-                td__zip_inflate(base + m->data_offset, m->csize, 0, buf, m->usize, &crc, "t", &err),
-                &err);
+            TU_OK(td__flate_inflate(base + m->data_offset, m->csize, 0, buf, m->usize, &crc, "t",
+                                    &err),
+                  &err);
             /* the whole-buffer path (libdeflate when built with it) agrees */
             uint8_t *buf2 = malloc(m->usize ? m->usize : 1);
             uint32_t crc2 = 0;
-            TU_OK(td__zip_inflate_whole(base + m->data_offset, m->csize, buf2, m->usize, &crc2, "t",
-                                        &err),
+            TU_OK(td__flate_inflate_whole(base + m->data_offset, m->csize, buf2, m->usize, &crc2,
+                                          "t", &err),
                   &err);
             ck_assert_uint_eq(crc2, crc);
             ck_assert(memcmp(buf, buf2, m->usize) == 0);
@@ -379,15 +382,15 @@ START_TEST(test_good_archives)
                 ck_assert_uint_eq(m->csize, size);
                 memcpy(got, base + m->data_offset, size);
             } else {
-                TU_OK(td__zip_inflate(base + m->data_offset, m->csize, 0, got, size, &crc, name,
-                                      &err),
+                TU_OK(td__flate_inflate(base + m->data_offset, m->csize, 0, got, size, &crc, name,
+                                        &err),
                       &err);
                 ck_assert_uint_eq(crc, m->crc32);
                 /* and with a skip: the first bytes are dropped, the CRC still covers them */
                 if (size > 10) {
                     uint32_t crc2 = 0;
-                    TU_OK(td__zip_inflate(base + m->data_offset, m->csize, 10, got + 10, size - 10,
-                                          &crc2, name, &err),
+                    TU_OK(td__flate_inflate(base + m->data_offset, m->csize, 10, got + 10,
+                                            size - 10, &crc2, name, &err),
                           &err);
                     ck_assert_uint_eq(crc2, m->crc32);
                 }
@@ -436,8 +439,8 @@ START_TEST(test_bad_archives)
                 uint8_t *buf = malloc(m->usize ? m->usize : 1);
                 uint32_t crc;
                 td_error e2 = {0};
-                int r2 = td__zip_inflate(base + m->data_offset, m->csize, 0, buf, m->usize, &crc,
-                                         fn, &e2);
+                int r2 = td__flate_inflate(base + m->data_offset, m->csize, 0, buf, m->usize, &crc,
+                                           fn, &e2);
                 if (strcmp(code, "TD_ECHECKSUM") == 0)
                     ck_assert(r2 == 0 && crc != m->crc32);
                 else
@@ -445,8 +448,8 @@ START_TEST(test_bad_archives)
                 /* the whole-buffer path fails the same way, with the same message */
                 td_error e3 = {0};
                 uint32_t crc3;
-                int r3 = td__zip_inflate_whole(base + m->data_offset, m->csize, buf, m->usize,
-                                               &crc3, fn, &e3);
+                int r3 = td__flate_inflate_whole(base + m->data_offset, m->csize, buf, m->usize,
+                                                 &crc3, fn, &e3);
                 ck_assert_int_eq(r3, r2);
                 ck_assert_str_eq(e3.message, e2.message);
                 if (r2 == 0)
@@ -865,17 +868,19 @@ START_TEST(test_inflate_prefix)
     ck_assert_uint_eq(m->usize, 70000);
     uint8_t buf[100];
     size_t got;
-    TU_OK(td__zip_inflate_prefix(base + m->data_offset, m->csize, buf, 37, &got, "p", &err), &err);
+    TU_OK(td__flate_inflate_prefix(base + m->data_offset, m->csize, buf, 37, &got, "p", &err),
+          &err);
     ck_assert_uint_eq(got, 37);
     for (size_t j = 0; j < 37; j++)
         ck_assert_uint_eq(buf[j], content_byte(3, j));
     /* a stream shorter than the cap ends early */
     m = &z.members[1]; /* 1 byte */
-    TU_OK(td__zip_inflate_prefix(base + m->data_offset, m->csize, buf, 100, &got, "p", &err), &err);
+    TU_OK(td__flate_inflate_prefix(base + m->data_offset, m->csize, buf, 100, &got, "p", &err),
+          &err);
     ck_assert_uint_eq(got, 1);
     /* a cut stream is refused */
     m = &z.members[3];
-    ck_assert_int_eq(td__zip_inflate_prefix(base + m->data_offset, 3, buf, 100, &got, "p", &err),
+    ck_assert_int_eq(td__flate_inflate_prefix(base + m->data_offset, 3, buf, 100, &got, "p", &err),
                      TD_ETRUNC);
     td__zip_close(&z);
     free(base);
@@ -977,7 +982,7 @@ static Suite *zip_suite(void)
 
 int main(void)
 {
-    printf("deflate engine: %s\n", td__zip_deflate_engine());
+    printf("deflate engine: %s\n", td__flate_engine());
     SRunner *sr = srunner_create(zip_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
