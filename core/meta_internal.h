@@ -75,6 +75,10 @@ void td__scalar_store(void *p, const td_value *v);
  * NaN and 0.0 differs from -0.0), same strings, same arrays. NULL equals only NULL. */
 int td__value_equal(const td_value *a, const td_value *b);
 
+/* A deep copy of m without the keys that start with prefix (NULL or "": every key), or NULL
+ * when out of memory or when m is NULL. */
+td_meta *td__meta_copy_without(const td_meta *m, const char *prefix);
+
 /* Same keys in the same order with equal values. NULL equals only NULL. */
 int td__meta_equal(const td_meta *a, const td_meta *b);
 
