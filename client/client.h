@@ -49,6 +49,30 @@ int td__dict_reserve(td_dict *d, size_t n);
  * the caller's on failure. */
 int td__dict_set_taking(td_dict *d, char *name, td_array *a, td_error *err);
 
+/* One file to save: items in a format's layout, or (format TD_FORMAT_AUTO) raw bytes. Everything
+ * is borrowed. */
+typedef struct td__save_job {
+    td_format format;
+    const td__item *items;
+    size_t n;
+    const td_meta *meta;
+    int compressed;  /* npz: deflated members */
+    const void *raw; /* TD_FORMAT_AUTO: the bytes */
+    size_t raw_len;
+} td__save_job;
+
+/* Writes job to path atomically: a temporary file in path's directory, fsync, rename over
+ * path, fsync of the directory. On failure path is untouched and no temporary is left. */
+int td__save_atomic(const char *path, const td__save_job *job, td_error *err);
+
+/* Collects the dict's entries as writer items (borrowed views of the arrays). With arr_names,
+ * unnamed entries become arr_K (K counting unnamed entries) and a named entry that takes one of
+ * those names is refused, as MLX's savez does; without, unnamed entries are refused. *items and
+ * *names (the malloc'd arr_K strings, td_dict_size(d) slots) are the caller's to free, also on
+ * failure. */
+int td__save_collect(const td_dict *d, const char *path, int arr_names, td__item **items,
+                     char ***names, td_error *err);
+
 /* td_load's checks of its arguments (path and arrays set, a known format, no metadata asked of
  * npy or npz); *format receives the format, from opt or the extension. Clears *arrays, *meta. */
 int td__load_check(const char *path, const td_load_options *opt, td_dict **arrays, td_meta **meta,
@@ -65,6 +89,12 @@ int td__open_ro(const char *path, int *fd, td_error *err);
 /* Opens path and maps it whole, read-only and shared. Empty files, directories and other
  * non-regular files are refused. On success the caller munmaps *base. */
 int td__map_file(const char *path, void **base, size_t *len, td_error *err);
+
+/* Embedded mode for a Hugging Face index or a GGUF file (a gguf-split set when it is the first
+ * split of one): every shard opened in the directory of path, mapped, indexed and checked, one
+ * dict over all of them (model_load.c). */
+int td__load_model_embedded(const char *path, td_format format, const td_load_options *opt,
+                            td_dict **arrays, td_meta **meta, td_error *err);
 
 /* Embedded mode: open, map, index, validate, build the dict. */
 int td__load_embedded(const char *path, td_format format, const td_load_options *opt,

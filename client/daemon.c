@@ -14,6 +14,7 @@
  */
 #include "client.h"
 #include "common.h"
+#include "model.h"
 #include "proto.h"
 
 #include <errno.h>
@@ -224,6 +225,11 @@ static void td__load_msg(td__proto_msg *m, uint32_t id, int fd, const char *path
 int td__daemon_load(const char *path, td_format format, const td_load_options *opt,
                     td_dict **arrays, td_meta **meta, td_error *err)
 {
+    if (td__model_is_hf_index(path))
+        return td__err(err, TD_ENOTSUP,
+                       "%s: a sharded model: tensord does not serve models of several files "
+                       "yet (load it in embedded mode)",
+                       path);
     int fd, sock;
     int rc = td__open_ro(path, &fd, err);
     if (!rc)
@@ -481,6 +487,11 @@ int td_client_load(td_client *c, const char *path, const td_load_options *opt, t
     int rc = td__load_check(path, opt, arrays, meta, &format, err);
     if (rc)
         return rc;
+    if (td__model_is_hf_index(path))
+        return td__err(err, TD_ENOTSUP,
+                       "%s: a sharded model: tensord does not serve models of several files "
+                       "yet (load it in embedded mode)",
+                       path);
     int fd;
     if ((rc = td__open_ro(path, &fd, err)))
         return rc;

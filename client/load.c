@@ -5,6 +5,7 @@
 #include "client.h"
 #include "common.h"
 #include "index.h"
+#include "model.h"
 #include "dequant.h"
 
 #include <errno.h>
@@ -28,9 +29,12 @@ int td__table_to_dict(td__table *t, td__region *const *regions, size_t nregions,
         td_array *a = NULL;
         if (e->layout) {
             rc = td__array_alloc(e->dtype, e->ndim, e->shape, &a, err);
+            if (!rc && e->file >= nregions)
+                rc = td__err(err, TD_EFORMAT, "%s: tensor '%s': file %u of %zu", fname,
+                             e->name ? e->name : "", e->file, nregions);
             if (!rc)
-                rc = td__decode_entry(e, regions[0]->base, regions[0]->len, td_array_data_mut(a),
-                                      fname, err);
+                rc = td__decode_entry(e, regions[e->file]->base, regions[e->file]->len,
+                                      td_array_data_mut(a), fname, err);
         } else if (e->region >= nregions) {
             rc = td__err(err, TD_EFORMAT, "%s: tensor '%s': region %u of %zu", fname,
                          e->name ? e->name : "", e->region, nregions);
@@ -105,6 +109,8 @@ int td__map_file(const char *path, void **base, size_t *len, td_error *err)
 int td__load_embedded(const char *path, td_format format, const td_load_options *opt,
                       td_dict **arrays, td_meta **meta, td_error *err)
 {
+    if (format == TD_FORMAT_GGUF || td__model_is_hf_index(path))
+        return td__load_model_embedded(path, format, opt, arrays, meta, err);
     void *base = NULL;
     size_t len = 0;
     int rc = td__map_file(path, &base, &len, err);
@@ -145,6 +151,8 @@ int td__load_check(const char *path, const td_load_options *opt, td_dict **array
     if (meta)
         *meta = NULL;
     *format = opt && opt->format ? opt->format : td_format_from_path(path);
+    if (!*format && td__model_is_hf_index(path))
+        *format = TD_FORMAT_SAFETENSORS; /* a sharded model's index */
     if (!td_format_name(*format))
         return td__err(err, TD_ENOTSUP,
                        "%s: could not infer the file format from the extension (expected .npy, "

@@ -347,6 +347,13 @@ static int model_check_gguf(const td__model *m, td__table *shards, const td__tab
     return 0;
 }
 
+int td__model_gguf_is_split(const td__table *t)
+{
+    int64_t count = 1;
+    return model_split_key(t->meta, "", "split.count", TD_TYPE_UINT16, &count, NULL) == 0 &&
+           count > 1;
+}
+
 int td__model_strip_split_keys(td__table *t, td_error *err)
 {
     if (!t->meta || !td_meta_get(t->meta, "split.count"))

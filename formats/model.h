@@ -81,6 +81,9 @@ int td__model_gguf_split(const char *base, const td__table *t0, td__model *m, td
 int td__model_merge(const td__model *m, td__table *shards, const char *fname, td__table *out,
                     td_error *err);
 
+/* 1 when t's metadata says it is one split of a gguf-split set of more than one file. */
+int td__model_gguf_is_split(const td__table *t);
+
 /* The split.* keys removed from t->meta (for a GGUF file loaded on its own that carries
  * split.count = 1). TD_ENOMEM leaves t as it was. */
 int td__model_strip_split_keys(td__table *t, td_error *err);
