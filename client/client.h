@@ -63,6 +63,36 @@ int td__load_options_copy(const td_load_options *in, td_load_options *out, const
 /* The dequantization code (table.h) of a td_dequant: 0, TD_FLOAT32, TD_FLOAT16, TD_BFLOAT16 or
  * TD__DEQUANT_MLX. The one place the public enum meets the internal code. */
 uint32_t td__dequant_code(td_dequant d);
+/* One file to save: items in a format's layout, or (format TD_FORMAT_AUTO) raw bytes. Everything
+ * is borrowed. */
+typedef struct td__save_job {
+    td_format format;
+    const td__item *items;
+    size_t n;
+    const td_meta *meta;
+    int compressed;  /* npz: deflated members */
+    const void *raw; /* TD_FORMAT_AUTO: the bytes */
+    size_t raw_len;
+} td__save_job;
+
+/* Writes job to path atomically: a temporary file in path's directory, fsync, rename over
+ * path, fsync of the directory. On failure path is untouched and no temporary is left. */
+int td__save_atomic(const char *path, const td__save_job *job, td_error *err);
+
+/* Collects the dict's entries as writer items (borrowed views of the arrays). With arr_names,
+ * unnamed entries become arr_K (K counting unnamed entries) and a named entry that takes one of
+ * those names is refused, as MLX's savez does; without, unnamed entries are refused. *items and
+ * *names (the malloc'd arr_K strings, td_dict_size(d) slots) are the caller's to free, also on
+ * failure. */
+int td__save_collect(const td_dict *d, const char *path, int arr_names, td__item **items,
+                     char ***names, td_error *err);
+
+/* Embedded mode for a Hugging Face index or a GGUF file (a gguf-split set when it is the first
+ * split of one): every shard opened in the directory of path, mapped, indexed and checked, one
+ * dict over all of them (model_load.c). opt is a whole struct whose format is known. */
+int td__load_model_embedded(const char *path, const td_load_options *opt, td_dict **arrays,
+                            td_meta **meta, td_error *err);
+
 /* td_load's checks of its arguments (path and arrays set, valid options, a known format, no
  * metadata asked of npy or npz). *o receives a copy of the options (td__load_options_copy)
  * whose format is the one to load, from opt or the extension. Clears *arrays, *meta. */

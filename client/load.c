@@ -6,6 +6,7 @@
 #include "common.h"
 #include "dequant.h"
 #include "index.h"
+#include "model.h"
 #include "remote.h"
 
 #include <sys/mman.h>
@@ -15,6 +16,8 @@
 static int td__load_embedded(const char *path, const td_load_options *opt, td_dict **arrays,
                              td_meta **meta, td_error *err)
 {
+    if (opt->format == TD_FORMAT_GGUF || td__model_is_hf_index(path))
+        return td__load_model_embedded(path, opt, arrays, meta, err);
     void *base = NULL;
     size_t len = 0;
     int rc = td__map_file(path, &base, &len, err);

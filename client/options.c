@@ -10,6 +10,7 @@
  */
 #include "client.h"
 #include "common.h"
+#include "model.h"
 
 #include <stddef.h>
 
@@ -87,6 +88,8 @@ int td__load_check(const char *path, const td_load_options *opt, td_dict **array
         return rc;
     if (!o->format)
         o->format = td_format_from_path(path);
+    if (!o->format && td__model_is_hf_index(path))
+        o->format = TD_FORMAT_SAFETENSORS; /* a sharded model's index */
     if (!td_format_name(o->format))
         return td__err(err, TD_ENOTSUP,
                        "%s: could not infer the file format from the extension (expected .npy, "

@@ -10,6 +10,7 @@
  */
 #include "remote.h"
 #include "common.h"
+#include "model.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -262,6 +263,11 @@ int td_client_load(td_client *c, const char *path, const td_load_options *opt, t
     int rc = td__load_check(path, opt, arrays, meta, &o, err);
     if (rc)
         return rc;
+    if (td__model_is_hf_index(path))
+        return td__err(err, TD_ENOTSUP,
+                       "%s: a sharded model: tensord does not serve models of several files "
+                       "yet (load it in embedded mode)",
+                       path);
     int fd;
     if ((rc = td__open_ro(path, &fd, err)))
         return rc;

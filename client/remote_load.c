@@ -5,6 +5,7 @@
  */
 #include "remote.h"
 #include "common.h"
+#include "model.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -166,6 +167,11 @@ static void td__remote_end_connection(td__lease *l)
 int td__remote_load(const char *path, const td_load_options *opt, td_dict **arrays, td_meta **meta,
                     td_error *err)
 {
+    if (td__model_is_hf_index(path))
+        return td__err(err, TD_ENOTSUP,
+                       "%s: a sharded model: tensord does not serve models of several files "
+                       "yet (load it in embedded mode)",
+                       path);
     int fd, sock;
     int rc = td__open_ro(path, &fd, err);
     if (!rc)

@@ -20,14 +20,6 @@
 #include <sys/random.h>
 #include <unistd.h>
 
-typedef struct td__save_job {
-    td_format format;
-    const td__item *items;
-    size_t n;
-    const td_meta *meta;
-    int compressed;
-} td__save_job;
-
 static int td__write_job(td__writer *w, const td__save_job *job, const char *path, td_error *err)
 {
     switch (job->format) {
@@ -39,6 +31,8 @@ static int td__write_job(td__writer *w, const td__save_job *job, const char *pat
         return td__st_write(w, job->items, job->n, job->meta, path, err);
     case TD_FORMAT_GGUF:
         return td__gguf_write(w, job->items, job->n, job->meta, path, err);
+    case TD_FORMAT_AUTO:
+        return td__writer_write(w, job->raw, job->raw_len);
     default:
         return td__err(err, TD_EINVAL, "%s: unknown format", path);
     }
@@ -84,7 +78,7 @@ static int td__sync_dir(const char *path, td_error *err)
     return rc;
 }
 
-static int td__save_atomic(const char *path, const td__save_job *job, td_error *err)
+int td__save_atomic(const char *path, const td__save_job *job, td_error *err)
 {
     size_t n = strlen(path);
     char *tmp = malloc(n + 32);
@@ -135,12 +129,8 @@ static int td__save_atomic(const char *path, const td__save_job *job, td_error *
     return rc;
 }
 
-/* Collects the dict's entries as writer items. With arr_names, unnamed entries become arr_K
- * (K counting unnamed entries) and a named entry that takes one of those names is refused, as
- * MLX's savez does; without, unnamed entries are refused. names receives the malloc'd arr_K
- * strings to free. */
-static int td__collect(const td_dict *d, const char *path, int arr_names, td__item **items,
-                       char ***names, td_error *err)
+int td__save_collect(const td_dict *d, const char *path, int arr_names, td__item **items,
+                     char ***names, td_error *err)
 {
     size_t n = td_dict_size(d);
     *items = calloc(n ? n : 1, sizeof **items);
@@ -183,9 +173,9 @@ static int td__save_dict(const char *path, const char *ext, td_format format, co
     size_t n = td_dict_size(arrays);
     int rc = full ? 0 : td__err(err, TD_ENOMEM, "%s: out of memory", path);
     if (!rc)
-        rc = td__collect(arrays, full, format == TD_FORMAT_NPZ, &items, &names, err);
+        rc = td__save_collect(arrays, full, format == TD_FORMAT_NPZ, &items, &names, err);
     if (!rc) {
-        td__save_job job = {format, items, n, meta, compressed};
+        td__save_job job = {format, items, n, meta, compressed, NULL, 0};
         rc = td__save_atomic(full, &job, err);
     }
     for (size_t i = 0; names && i < n; i++)
@@ -205,7 +195,7 @@ int td_save(const char *path, const td_array *a, td_error *err)
         return td__err(err, TD_ENOMEM, "%s: out of memory", path);
     td__item item;
     td__array_item(a, NULL, &item);
-    td__save_job job = {TD_FORMAT_NPY, &item, 1, NULL, 0};
+    td__save_job job = {TD_FORMAT_NPY, &item, 1, NULL, 0, NULL, 0};
     int rc = td__save_atomic(full, &job, err);
     free(full);
     return rc;

@@ -30,9 +30,12 @@ int td__table_to_dict(td__table *t, td__region *const *regions, size_t nregions,
         td_array *a = NULL;
         if (e->layout) {
             rc = td__array_alloc(e->dtype, e->ndim, e->shape, &a, err);
+            if (!rc && e->file >= nregions)
+                rc = td__err(err, TD_EFORMAT, "%s: tensor '%s': file %u of %zu", fname,
+                             e->name ? e->name : "", e->file, nregions);
             if (!rc)
-                rc = td__decode_entry(e, regions[0]->base, regions[0]->len, td_array_data_mut(a),
-                                      threads, fname, err);
+                rc = td__decode_entry(e, regions[e->file]->base, regions[e->file]->len,
+                                      td_array_data_mut(a), threads, fname, err);
         } else if (e->region >= nregions) {
             rc = td__err(err, TD_EFORMAT, "%s: tensor '%s': region %u of %zu", fname,
                          e->name ? e->name : "", e->region, nregions);

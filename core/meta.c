@@ -319,16 +319,20 @@ int td__meta_reserve(td_meta *m, size_t n, td_error *err)
     return 0;
 }
 
-td_meta *td_meta_copy(const td_meta *m)
+td_meta *td__meta_copy_without(const td_meta *m, const char *prefix)
 {
     if (!m)
         return NULL;
+    size_t plen = prefix ? strlen(prefix) : 0;
     td_meta *c = td_meta_new();
     if (!c || td__meta_grow(c, m->n))
         goto fail;
     for (size_t i = 0; i < m->n; i++) {
         const td__kv *s = &m->kv[i];
-        td__kv *d = &c->kv[i];
+        if (plen && s->keylen >= plen && memcmp(s->key, prefix, plen) == 0)
+            continue;
+        size_t j = c->n;
+        td__kv *d = &c->kv[j];
         d->key = malloc(s->keylen + 1);
         if (!d->key)
             goto fail;
@@ -340,13 +344,18 @@ td_meta *td_meta_copy(const td_meta *m)
             goto fail;
         }
         d->hash = td__hash(c->seed, d->key, d->keylen);
-        td__meta_slot_insert(c->slots, c->nslots, d->hash, i);
-        c->n = i + 1;
+        td__meta_slot_insert(c->slots, c->nslots, d->hash, j);
+        c->n = j + 1;
     }
     return c;
 fail:
     td_meta_free(c);
     return NULL;
+}
+
+td_meta *td_meta_copy(const td_meta *m)
+{
+    return td__meta_copy_without(m, NULL);
 }
 
 int td__meta_equal(const td_meta *a, const td_meta *b)

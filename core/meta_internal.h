@@ -31,6 +31,10 @@ int td__meta_add_taking(td_meta *m, const char *key, size_t keylen, td_value *v,
  * bounded by the caller (e.g. by the bytes left in the file): this allocates what it is asked. */
 int td__meta_reserve(td_meta *m, size_t n, td_error *err);
 
+/* A deep copy of m without the keys that start with prefix (NULL or "": every key), or NULL
+ * when out of memory or when m is NULL. */
+td_meta *td__meta_copy_without(const td_meta *m, const char *prefix);
+
 /* Same keys in the same order with equal values. NULL equals only NULL. */
 int td__meta_equal(const td_meta *a, const td_meta *b);
 

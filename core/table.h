@@ -51,6 +51,7 @@ typedef struct td__entry {
     uint32_t ndim;   /* 0..TD_MAX_DIMS */
     int64_t *shape;  /* owned, ndim sizes, C order, in elements; NULL when ndim == 0 */
     uint32_t region; /* 0 = the file */
+    uint32_t file;   /* which file of a model holds the stored bytes (0: the only one) */
     uint64_t offset; /* of the viewable bytes in the region */
     uint64_t nbytes; /* of the decoded, C-order little-endian data */
     uint32_t layout; /* TD__LAYOUT_* flags; 0 = view as is */

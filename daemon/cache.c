@@ -11,6 +11,7 @@
 #include "log.h"
 #include "proto.h"
 #include "index.h"
+#include "model.h"
 #include "dequant.h"
 
 #include <errno.h>
@@ -285,6 +286,16 @@ static int td__cache_index(td__cache_entry *e, td__rd *r, td_error *err)
     if (e->format == TD_FORMAT_AUTO)
         return td__err(err, TD_ENOTSUP, "%s: not a file format tensord knows", e->name);
     rc = td__index(e->format, r, e->max_inflated, &e->table, err);
+    if (!rc && e->format == TD_FORMAT_GGUF) {
+        /* A split set is a model of several files; each descriptor here is one file. */
+        if (td__model_gguf_is_split(&e->table))
+            rc = td__err(err, TD_ENOTSUP,
+                         "%s: a split of a gguf-split set: tensord serves split sets' files one "
+                         "by one only; load the set in embedded mode",
+                         e->name);
+        else
+            rc = td__model_strip_split_keys(&e->table, err);
+    }
     if (!rc && e->key.dequant)
         rc = td__table_dequant(&e->table, (int)e->key.dequant, e->name, err);
     if (!rc)

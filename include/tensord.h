@@ -465,6 +465,31 @@ TD_EXTERN int td_save_safetensors(const char *path, const td_dict *arrays, const
 TD_EXTERN int td_save_gguf(const char *path, const td_dict *arrays, const td_meta *meta,
                            td_error *err);
 
+/* Saving a model in shards. max_shard_bytes bounds the tensor bytes of one shard (0: no
+ * bound, one file); a tensor larger than the bound gets a shard of its own, and no tensor is
+ * ever cut. The struct starts with its size, so that fields can be added without breaking
+ * programs built against an older header: initialise it with TD_SAVE_OPTIONS_INIT or
+ * td_save_options_init(). */
+typedef struct td_save_options {
+    size_t size;              /* sizeof(td_save_options) as the caller was compiled */
+    uint64_t max_shard_bytes; /* 0: one file */
+    unsigned flags;           /* reserved, 0 */
+} td_save_options;
+#define TD_SAVE_OPTIONS_INIT {.size = sizeof(td_save_options)}
+TD_EXTERN void td_save_options_init(td_save_options *o);
+
+/* Saves arrays and meta (may be NULL) as a .safetensors or .gguf model (the extension of path,
+ * which is required). When everything fits in one shard, that is the plain file path. Else:
+ *   NAME.safetensors gives NAME-00001-of-0000N.safetensors ... and NAME.safetensors.index.json,
+ *     Hugging Face's layout (weight_map, metadata.total_size), meta in every shard;
+ *   NAME.gguf gives NAME-00001-of-0000N.gguf ..., llama.cpp's gguf-split layout (split.no,
+ *     split.count, split.tensors.count in each; meta in the first only).
+ * Tensors go to shards greedily in dict order. Each file is written atomically, and the index
+ * (or the first split) last: a reader never finds it naming a shard that is not there yet.
+ * opt may be NULL (one file). */
+TD_EXTERN int td_save_model(const char *path, const td_dict *arrays, const td_meta *meta,
+                            const td_save_options *opt, td_error *err);
+
 /* Loads path. opt may be NULL for the defaults. On success *arrays is a new dict the caller
  * frees; when meta is not NULL, *meta receives the file's metadata (an empty td_meta when a
  * safetensors or gguf file has none), and asking for it from npy or npz is TD_ENOMETA.
