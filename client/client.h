@@ -87,6 +87,25 @@ int td__save_atomic(const char *path, const td__save_job *job, td_error *err);
 int td__save_collect(const td_dict *d, const char *path, int arr_names, td__item **items,
                      char ***names, td_error *err);
 
+/* The files of a model (model_load.c): their plain names in the directory of the index or
+ * first split, their sizes, and (when mapped) one region per file; all owned. */
+typedef struct td__model_files {
+    size_t n;
+    char **names;
+    uint64_t *sizes;
+    td__region **regions; /* NULL entries when not mapped */
+} td__model_files;
+void td__model_files_free(td__model_files *f);
+
+/* Indexes the model path names: a Hugging Face index (every shard), or a GGUF file (the whole
+ * set when it is the first split of one; a later split is refused with the first's name). Every
+ * file is opened in the directory of path, then mapped (mapped) or read with pread (not: no
+ * tensor data is read); *out receives the merged table (each entry's file set), *files the
+ * files. opt is a whole struct whose format is known. On failure the caller still frees *files
+ * and destroys *out. */
+int td__model_index_files(const char *path, const td_load_options *opt, int mapped,
+                          td__model_files *files, td__table *out, td_error *err);
+
 /* Embedded mode for a Hugging Face index or a GGUF file (a gguf-split set when it is the first
  * split of one): every shard opened in the directory of path, mapped, indexed and checked, one
  * dict over all of them (model_load.c). opt is a whole struct whose format is known. */

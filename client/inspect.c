@@ -16,6 +16,7 @@
 #include "common.h"
 #include "dequant.h"
 #include "index.h"
+#include "model.h"
 #include "zip.h"
 
 #include <stdlib.h>
@@ -25,6 +26,7 @@
 struct td_inspect_result {
     td__table t; /* entries and metadata, owned */
     uint64_t file_size;
+    td__model_files files; /* a model's files (HF index, GGUF); n == 0 for other formats */
 };
 
 /* The checks of td_inspect and td_verify: path set, valid options, a known format. *o receives
@@ -39,6 +41,8 @@ static int td__inspect_check(const char *path, const td_load_options *opt, td_lo
         return rc;
     if (!o->format)
         o->format = td_format_from_path(path);
+    if (!o->format && td__model_is_hf_index(path))
+        o->format = TD_FORMAT_SAFETENSORS; /* a sharded model's index */
     if (!td_format_name(o->format))
         return td__err(err, TD_ENOTSUP,
                        "%s: could not infer the file format from the extension (expected .npy, "
@@ -56,6 +60,23 @@ int td_inspect(const char *path, const td_load_options *opt, td_inspect_result *
     int rc = td__inspect_check(path, opt, &o, err);
     if (rc)
         return rc;
+    if (o.format == TD_FORMAT_GGUF || td__model_is_hf_index(path)) {
+        /* Maybe a model of several files: every file read with pread, none mapped. */
+        td_inspect_result *r = calloc(1, sizeof *r);
+        if (!r)
+            return td__err(err, TD_ENOMEM, "%s: out of memory", path);
+        rc = td__model_index_files(path, &o, 0, &r->files, &r->t, err);
+        for (size_t k = 0; k < r->files.n; k++)
+            r->file_size += r->files.sizes[k];
+        if (!rc && o.dequantize)
+            rc = td__table_dequant(&r->t, (int)td__dequant_code(o.dequantize), path, err);
+        if (rc) {
+            td_inspect_free(r);
+            return rc;
+        }
+        *out = r;
+        return 0;
+    }
     int fd;
     uint64_t size;
     if ((rc = td__open_file(path, &fd, &size, err)))
@@ -89,7 +110,23 @@ void td_inspect_free(td_inspect_result *r)
     if (!r)
         return;
     td__table_destroy(&r->t);
+    td__model_files_free(&r->files);
     free(r);
+}
+
+size_t td_inspect_nfiles(const td_inspect_result *r)
+{
+    return !r ? 0 : r->files.n ? r->files.n : 1;
+}
+
+const char *td_inspect_file_name(const td_inspect_result *r, size_t k)
+{
+    return r && r->files.n > 1 && k < r->files.n ? r->files.names[k] : NULL;
+}
+
+size_t td_inspect_tensor_file(const td_inspect_result *r, size_t i)
+{
+    return r && i < r->t.n ? r->t.entries[i].file : 0;
 }
 
 td_format td_inspect_format(const td_inspect_result *r)
@@ -192,12 +229,56 @@ unsigned td_inspect_tensor_layout(const td_inspect_result *r, size_t i)
     return l;
 }
 
+/* Decodes into a scratch buffer every entry of t that needs decoding; files[e->file] holds
+ * its stored bytes. */
+static int td__verify_decode(const td__table *t, td__region *const *files, size_t nfiles,
+                             const td_load_options *o, const char *path, td_error *err)
+{
+    int rc = 0;
+    for (size_t i = 0; !rc && i < t->n; i++) {
+        const td__entry *e = &t->entries[i];
+        if (!e->layout)
+            continue;
+        if (e->nbytes > SIZE_MAX || e->file >= nfiles) {
+            rc = td__err(err, TD_ERANGE, "%s: tensor '%s': %llu bytes do not fit in memory", path,
+                         e->name ? e->name : "", (unsigned long long)e->nbytes);
+            break;
+        }
+        void *buf = malloc(e->nbytes ? (size_t)e->nbytes : 1);
+        if (!buf)
+            rc = td__err(err, TD_ENOMEM, "%s: out of memory for %llu bytes", path,
+                         (unsigned long long)e->nbytes);
+        else
+            rc = td__decode_entry(e, files[e->file]->base, files[e->file]->len, buf, o->threads,
+                                  path, err);
+        free(buf);
+    }
+    return rc;
+}
+
+/* td_verify of a GGUF file or an HF index: every file of the model, mapped. */
+static int td__verify_model(const char *path, const td_load_options *o, td_error *err)
+{
+    td__model_files f = {0};
+    td__table t;
+    int rc = td__model_index_files(path, o, 1, &f, &t, err);
+    if (!rc && o->dequantize)
+        rc = td__table_dequant(&t, (int)td__dequant_code(o->dequantize), path, err);
+    if (!rc)
+        rc = td__verify_decode(&t, f.regions, f.n, o, path, err);
+    td__table_destroy(&t);
+    td__model_files_free(&f);
+    return rc;
+}
+
 int td_verify(const char *path, const td_load_options *opt, td_error *err)
 {
     td_load_options o;
     int rc = td__inspect_check(path, opt, &o, err);
     if (rc)
         return rc;
+    if (o.format == TD_FORMAT_GGUF || td__model_is_hf_index(path))
+        return td__verify_model(path, &o, err);
     void *base;
     size_t len;
     if ((rc = td__map_file(path, &base, &len, err)))
@@ -209,22 +290,11 @@ int td_verify(const char *path, const td_load_options *opt, td_error *err)
         rc = td__table_dequant(&t, (int)td__dequant_code(o.dequantize), path, err);
     if (!rc && o.format == TD_FORMAT_NPZ)
         rc = td__zip_verify(base, len, path, err);
-    for (size_t i = 0; !rc && i < t.n; i++) {
-        const td__entry *e = &t.entries[i];
-        if (!e->layout)
-            continue;
-        if (e->nbytes > SIZE_MAX) {
-            rc = td__err(err, TD_ERANGE, "%s: tensor '%s': %llu bytes do not fit in memory", path,
-                         e->name ? e->name : "", (unsigned long long)e->nbytes);
-            break;
-        }
-        void *buf = malloc(e->nbytes ? (size_t)e->nbytes : 1);
-        if (!buf)
-            rc = td__err(err, TD_ENOMEM, "%s: out of memory for %llu bytes", path,
-                         (unsigned long long)e->nbytes);
-        else
-            rc = td__decode_entry(e, base, len, buf, o.threads, path, err);
-        free(buf);
+    if (!rc) {
+        /* The mapping as a region of the stack: nothing outlives this call. */
+        td__region file = {.base = base, .len = len};
+        td__region *files[1] = {&file};
+        rc = td__verify_decode(&t, files, 1, &o, path, err);
     }
     td__table_destroy(&t);
     munmap(base, len);

@@ -33,10 +33,11 @@ static int model_split_path(const char *path, char **dir, const char **base)
     return *dir ? 0 : TD_ENOMEM;
 }
 
-/* Opens name in the directory dirfd, checks it is a non-empty regular file, and maps it.
- * label names it in messages ("DIR/NAME"). */
-static int model_map_at(int dirfd, const char *name, const char *label, void **base, size_t *len,
-                        td_error *err)
+/* Opens name in the directory dirfd and checks it is a non-empty regular file; with base, maps
+ * it (and closes the descriptor), else leaves *fdp open for the caller. label names it in
+ * messages ("DIR/NAME"). */
+static int model_open_at(int dirfd, const char *name, const char *label, void **base, size_t *len,
+                         int *fdp, td_error *err)
 {
     int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -54,6 +55,10 @@ static int model_map_at(int dirfd, const char *name, const char *label, void **b
         rc = td__err(err, TD_ETRUNC, "%s: file is empty", label);
     } else if ((uint64_t)st.st_size > SIZE_MAX) {
         rc = td__err(err, TD_ERANGE, "%s: file too large to map", label);
+    } else if (!base) {
+        *fdp = fd;
+        *len = (size_t)st.st_size;
+        return 0;
     } else {
         void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
         if (p == MAP_FAILED) {
@@ -112,93 +117,86 @@ static int model_read_index(const char *path, uint8_t **out, size_t *len, td_err
     return 0;
 }
 
-/* One model being loaded: its shards' mappings (as regions) and tables. */
-typedef struct model_load {
-    size_t n;
-    td__region **regions;
-    td__table *tables;
-} model_load;
-
-static void model_load_free(model_load *ml)
+void td__model_files_free(td__model_files *f)
 {
-    for (size_t i = 0; i < ml->n; i++) {
-        td__region_release(ml->regions[i]);
-        td__table_destroy(&ml->tables[i]);
+    for (size_t i = 0; i < f->n; i++) {
+        td__region_release(f->regions[i]);
+        free(f->names[i]);
     }
-    free(ml->regions);
-    free(ml->tables);
+    free(f->regions);
+    free(f->names);
+    free(f->sizes);
+    memset(f, 0, sizeof *f);
 }
 
-static int model_load_alloc(model_load *ml, size_t n, const char *path, td_error *err)
+/* Room for n files; f->n counts those opened so far. */
+static int model_files_alloc(td__model_files *f, size_t n, const char *path, td_error *err)
 {
-    ml->regions = calloc(n, sizeof *ml->regions);
-    ml->tables = calloc(n, sizeof *ml->tables);
-    if (!ml->regions || !ml->tables)
-        return td__err(err, TD_ENOMEM, "%s: out of memory for %zu shards", path, n);
+    td__region **r = realloc(f->regions, n * sizeof *r);
+    if (r)
+        f->regions = r;
+    char **nm = r ? realloc(f->names, n * sizeof *nm) : NULL;
+    if (nm)
+        f->names = nm;
+    uint64_t *sz = nm ? realloc(f->sizes, n * sizeof *sz) : NULL;
+    if (sz)
+        f->sizes = sz;
+    if (!sz)
+        return td__err(err, TD_ENOMEM, "%s: out of memory for %zu files", path, n);
     return 0;
 }
 
-/* Maps and indexes shard i (name in dirfd) as format. */
-static int model_load_shard(model_load *ml, size_t i, int dirfd, const char *dir, const char *name,
-                            td_format format, const td_load_options *opt, td_error *err)
+/* Opens, maps when asked, and indexes file i (name in dirfd) as format into *t. */
+static int model_index_file(td__model_files *f, int mapped, int dirfd, const char *dir,
+                            const char *name, td_format format, const td_load_options *opt,
+                            td__table *t, td_error *err)
 {
+    size_t i = f->n;
+    f->regions[i] = NULL;
+    f->sizes[i] = 0;
+    if (!(f->names[i] = strdup(name)))
+        return td__err(err, TD_ENOMEM, "%s: out of memory", name);
+    f->n++;
+    td__table_init(t, format);
     size_t cap = strlen(dir) + strlen(name) + 2;
     char *label = malloc(cap);
     if (!label)
         return td__err(err, TD_ENOMEM, "%s: out of memory", name);
-    snprintf(label, cap, "%s/%s", dir, name);
+    if (strcmp(dir, ".") == 0)
+        snprintf(label, cap, "%s", name); /* the caller named it without a directory */
+    else
+        snprintf(label, cap, "%s/%s", dir, name);
     void *base = NULL;
     size_t len = 0;
-    int rc = model_map_at(dirfd, name, label, &base, &len, err);
-    if (!rc && !(ml->regions[i] = td__region_mmap(base, len))) {
+    int fd = -1;
+    int rc = model_open_at(dirfd, name, label, mapped ? &base : NULL, &len, &fd, err);
+    if (!rc && mapped && !(f->regions[i] = td__region_mmap(base, len))) {
         munmap(base, len);
         rc = td__err(err, TD_ENOMEM, "%s: out of memory", label);
     }
-    td__table_init(&ml->tables[i], format);
-    if (ml->n <= i)
-        ml->n = i + 1;
-    if (!rc)
-        rc =
-            td__index(format, TD__RD_MEM(base, len, label), opt->max_inflated, &ml->tables[i], err);
+    if (!rc) {
+        f->sizes[i] = len;
+        if (mapped) {
+            rc = td__index(format, TD__RD_MEM(base, len, label), opt->max_inflated, t, err);
+        } else {
+            td__rd rd;
+            td__rd_fd(&rd, fd, len, UINT64_MAX, label);
+            rc = td__index(format, &rd, opt->max_inflated, t, err);
+            td__rd_close(&rd);
+        }
+    }
+    if (fd >= 0)
+        close(fd);
     free(label);
     return rc;
 }
 
-/* Merges, dequantizes when asked, and builds the dict over the shards' mappings. */
-static int model_finish(model_load *ml, const td__model *m, const char *path,
-                        const td_load_options *opt, td_dict **arrays, td_meta **meta, td_error *err)
+int td__model_index_files(const char *path, const td_load_options *opt, int mapped,
+                          td__model_files *files, td__table *out, td_error *err)
 {
-    td__table t;
-    td__table_init(&t, ml->tables[0].format);
-    int rc = m ? td__model_merge(m, ml->tables, path, &t, err) : 0;
-    if (!m) {
-        t = ml->tables[0];
-        td__table_init(&ml->tables[0], t.format);
-        rc = td__model_strip_split_keys(&t, err);
-    }
-    if (!rc && opt->dequantize)
-        rc = td__table_dequant(&t, (int)td__dequant_code(opt->dequantize), path, err);
-    if (!rc)
-        rc = td__table_to_dict(&t, ml->regions, ml->n, opt->threads, path, arrays, err);
-    if (!rc && meta) {
-        *meta = t.meta ? t.meta : td_meta_new();
-        t.meta = NULL;
-        if (!*meta) {
-            td_dict_free(*arrays);
-            *arrays = NULL;
-            rc = td__err(err, TD_ENOMEM, "%s: out of memory", path);
-        }
-    }
-    td__table_destroy(&t);
-    return rc;
-}
-
-int td__load_model_embedded(const char *path, const td_load_options *opt, td_dict **arrays,
-                            td_meta **meta, td_error *err)
-{
-    td_format format = opt->format;
     char *dir = NULL;
     const char *base;
+    td__table_init(out, opt->format);
     if (model_split_path(path, &dir, &base))
         return td__err(err, TD_ENOMEM, "%s: out of memory", path);
     int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -210,52 +208,83 @@ int td__load_model_embedded(const char *path, const td_load_options *opt, td_dic
         return rc;
     }
     td__model m = {0};
-    model_load ml = {0};
+    td__table *tables = NULL;
     uint8_t *json = NULL;
-    size_t jlen = 0;
+    size_t jlen = 0, ntables = 0;
     int rc;
     if (td__model_is_hf_index(path)) {
         rc = model_read_index(path, &json, &jlen, err);
         if (!rc)
             rc = td__model_parse_hf(json, jlen, path, &m, err);
-        if (!rc)
-            rc = model_load_alloc(&ml, m.nfiles, path, err);
-        for (size_t i = 0; !rc && i < m.nfiles; i++)
-            rc = model_load_shard(&ml, i, dirfd, dir, m.files[i], TD_FORMAT_SAFETENSORS, opt, err);
-        if (!rc)
-            rc = model_finish(&ml, &m, path, opt, arrays, meta, err);
     } else {
         /* A GGUF file, maybe the first of a split set: index it, then its siblings. */
-        rc = model_load_alloc(&ml, 1, path, err);
-        if (!rc)
-            rc = model_load_shard(&ml, 0, dirfd, dir, base, format, opt, err);
-        if (!rc)
-            rc = td__model_gguf_split(base, &ml.tables[0], &m, err);
-        if (!rc && m.nfiles > 1) {
-            td__region *r0 = ml.regions[0];
-            td__table t0 = ml.tables[0];
-            free(ml.regions);
-            free(ml.tables);
-            ml.n = 0;
-            rc = model_load_alloc(&ml, m.nfiles, path, err);
-            if (!rc) {
-                ml.regions[0] = r0;
-                ml.tables[0] = t0;
-                ml.n = 1;
-            } else {
-                td__region_release(r0);
-                td__table_destroy(&t0);
-            }
-            for (size_t i = 1; !rc && i < m.nfiles; i++)
-                rc = model_load_shard(&ml, i, dirfd, dir, m.files[i], format, opt, err);
-        }
-        if (!rc)
-            rc = model_finish(&ml, m.nfiles > 1 ? &m : NULL, path, opt, arrays, meta, err);
+        rc = 0;
     }
-    model_load_free(&ml);
+    size_t count = m.kind == TD__MODEL_HF ? m.nfiles : 1;
+    if (!rc && !(tables = calloc(count, sizeof *tables)))
+        rc = td__err(err, TD_ENOMEM, "%s: out of memory for %zu files", path, count);
+    if (!rc)
+        rc = model_files_alloc(files, count, path, err);
+    if (!rc && m.kind == TD__MODEL_HF) {
+        for (size_t i = 0; !rc && i < m.nfiles; i++, ntables++)
+            rc = model_index_file(files, mapped, dirfd, dir, m.files[i], TD_FORMAT_SAFETENSORS, opt,
+                                  &tables[i], err);
+    } else if (!rc) {
+        rc = model_index_file(files, mapped, dirfd, dir, base, opt->format, opt, &tables[0], err);
+        ntables = 1;
+        if (!rc)
+            rc = td__model_gguf_split(base, &tables[0], &m, err);
+        if (!rc && m.nfiles > 1) {
+            td__table *more = realloc(tables, m.nfiles * sizeof *more);
+            if (!more)
+                rc = td__err(err, TD_ENOMEM, "%s: out of memory", path);
+            else
+                tables = more;
+            if (!rc)
+                rc = model_files_alloc(files, m.nfiles, path, err);
+            for (size_t i = 1; !rc && i < m.nfiles; i++, ntables++)
+                rc = model_index_file(files, mapped, dirfd, dir, m.files[i], opt->format, opt,
+                                      &tables[i], err);
+        }
+    }
+    if (!rc && (m.kind == TD__MODEL_HF || m.nfiles > 1)) {
+        rc = td__model_merge(&m, tables, path, out, err);
+    } else if (!rc) {
+        td__table_destroy(out);
+        *out = tables[0];
+        td__table_init(&tables[0], out->format);
+        rc = td__model_strip_split_keys(out, err);
+    }
+    for (size_t i = 0; i < ntables; i++)
+        td__table_destroy(&tables[i]);
+    free(tables);
     td__model_destroy(&m);
     free(json);
     close(dirfd);
     free(dir);
+    return rc;
+}
+
+int td__load_model_embedded(const char *path, const td_load_options *opt, td_dict **arrays,
+                            td_meta **meta, td_error *err)
+{
+    td__model_files f = {0};
+    td__table t;
+    int rc = td__model_index_files(path, opt, 1, &f, &t, err);
+    if (!rc && opt->dequantize)
+        rc = td__table_dequant(&t, (int)td__dequant_code(opt->dequantize), path, err);
+    if (!rc)
+        rc = td__table_to_dict(&t, f.regions, f.n, opt->threads, path, arrays, err);
+    if (!rc && meta) {
+        *meta = t.meta ? t.meta : td_meta_new();
+        t.meta = NULL;
+        if (!*meta) {
+            td_dict_free(*arrays);
+            *arrays = NULL;
+            rc = td__err(err, TD_ENOMEM, "%s: out of memory", path);
+        }
+    }
+    td__table_destroy(&t);
+    td__model_files_free(&f); /* the arrays hold their own references */
     return rc;
 }

@@ -475,7 +475,10 @@ typedef struct td_save_options {
     uint64_t max_shard_bytes; /* 0: one file */
     unsigned flags;           /* reserved, 0 */
 } td_save_options;
-#define TD_SAVE_OPTIONS_INIT {.size = sizeof(td_save_options)}
+#define TD_SAVE_OPTIONS_INIT                                                                       \
+    {                                                                                              \
+        .size = sizeof(td_save_options)                                                            \
+    }
 TD_EXTERN void td_save_options_init(td_save_options *o);
 
 /* Saves arrays and meta (may be NULL) as a .safetensors or .gguf model (the extension of path,
@@ -558,6 +561,13 @@ TD_EXTERN uint64_t td_inspect_tensor_offset(const td_inspect_result *r, size_t i
 TD_EXTERN uint64_t td_inspect_tensor_stored_nbytes(const td_inspect_result *r, size_t i);
 /* The dtype as stored: the GGML block type of a dequantized tensor, else the dtype. */
 TD_EXTERN td_dtype td_inspect_tensor_stored_dtype(const td_inspect_result *r, size_t i);
+/* A model of several files (a Hugging Face index, a gguf-split set) has nfiles > 1; every other
+ * file is 1. The file names are plain names in the directory of the index or first split
+ * (NULL for a single file that is not a model's), and tensor i's bytes are in file
+ * td_inspect_tensor_file(r, i). td_inspect_file_size is then the size of all files. */
+TD_EXTERN size_t td_inspect_nfiles(const td_inspect_result *r);
+TD_EXTERN const char *td_inspect_file_name(const td_inspect_result *r, size_t k);
+TD_EXTERN size_t td_inspect_tensor_file(const td_inspect_result *r, size_t i);
 /* td_layout bits: what a load does to the stored bytes. */
 TD_EXTERN unsigned td_inspect_tensor_layout(const td_inspect_result *r, size_t i);
 

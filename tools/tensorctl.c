@@ -2,7 +2,7 @@
  * tensorctl - inspect, convert and verify weight files.
  *
  *   tensorctl ls [--json] FILE
- *   tensorctl convert [--compress] [--dequantize f32|f16|bf16|mlx] SRC DST
+ *   tensorctl convert [--compress] [--dequantize f32|f16|bf16|mlx] [--shard-size SIZE] SRC DST
  *   tensorctl verify FILE
  *   tensorctl [--socket PATH] status [--json]
  *   tensorctl [--socket PATH] load FILE
@@ -15,6 +15,7 @@
  */
 #include <tensord.h>
 
+#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
@@ -32,14 +33,17 @@
 static void tc_usage(FILE *f)
 {
     fprintf(f, "usage: tensorctl ls [--json] FILE\n"
-               "       tensorctl convert [--compress] [--dequantize f32|f16|bf16|mlx] SRC DST\n"
+               "       tensorctl convert [--compress] [--dequantize f32|f16|bf16|mlx]\n"
+               "                         [--shard-size SIZE] SRC DST\n"
                "       tensorctl verify FILE\n"
                "       tensorctl [--socket PATH] status [--json]\n"
                "       tensorctl [--socket PATH] load FILE\n"
                "       tensorctl [--socket PATH] evict [FILE]\n"
                "       tensorctl --version\n"
                "\n"
-               "Formats by extension: .npy .npz .safetensors .gguf\n"
+               "Formats by extension: .npy .npz .safetensors .gguf; a model of several files\n"
+               "by its NAME.safetensors.index.json or its first split NAME-00001-of-0000N.gguf\n"
+               "SIZE: bytes, or K/M/G (powers of 1000), or KiB/MiB/GiB (powers of 1024)\n"
                "The daemon's socket: --socket, else $TENSORD_SOCKET, else " TD_DEFAULT_SOCKET "\n");
 }
 
@@ -240,6 +244,11 @@ static void tc_ls_json(const char *path, const td_inspect_result *r)
                 td_inspect_tensor_offset(r, i), td_inspect_tensor_nbytes(r, i), tc_layout(layout));
         if (layout & TD_LAYOUT_DEFLATE)
             fprintf(o, ", \"stored_nbytes\": %" PRIu64, td_inspect_tensor_stored_nbytes(r, i));
+        if (td_inspect_nfiles(r) > 1) {
+            const char *f = td_inspect_file_name(r, td_inspect_tensor_file(r, i));
+            fputs(", \"file\": ", o);
+            tc_json_str(o, f, strlen(f));
+        }
         uint64_t f32;
         if (tc_dequant_size(r, i, &f32))
             fprintf(o, ", \"dequantized_f32_nbytes\": %" PRIu64, f32);
@@ -247,7 +256,17 @@ static void tc_ls_json(const char *path, const td_inspect_result *r)
             fputs(", \"dequantized_f32_nbytes\": null", o);
         fputc('}', o);
     }
-    fputs("],\n \"metadata\": ", o);
+    fputs("],\n", o);
+    if (td_inspect_nfiles(r) > 1) {
+        fputs(" \"files\": [", o);
+        for (size_t k = 0; k < td_inspect_nfiles(r); k++) {
+            const char *f = td_inspect_file_name(r, k);
+            fputs(k ? ", " : "", o);
+            tc_json_str(o, f, strlen(f));
+        }
+        fputs("],\n", o);
+    }
+    fputs(" \"metadata\": ", o);
     if (!meta) {
         fputs("null", o);
     } else {
@@ -340,10 +359,15 @@ static void tc_ls_text(const char *path, const td_inspect_result *r)
         tc_shape(r, i, shape, sizeof shape);
         wshape = strlen(shape) > wshape ? strlen(shape) : wshape;
     }
-    printf("%s: %s, %zu tensor%s, %" PRIu64 " bytes of data\n", path,
+    size_t nfiles = td_inspect_nfiles(r);
+    printf("%s: %s, %zu tensor%s, %" PRIu64 " bytes of data", path,
            td_format_name(td_inspect_format(r)), n, n == 1 ? "" : "s", total);
-    printf("  %-*s  %-*s  %-*s  %12s  %12s  %s\n", (int)wname, "NAME", (int)wdtype, "DTYPE",
-           (int)wshape, "SHAPE", "OFFSET", "NBYTES", "LAYOUT");
+    if (nfiles > 1)
+        printf(", %zu files", nfiles);
+    putchar('\n');
+    printf("  %-*s  %-*s  %-*s  %12s  %12s  %s%s\n", (int)wname, "NAME", (int)wdtype, "DTYPE",
+           (int)wshape, "SHAPE", "OFFSET", "NBYTES", nfiles > 1 ? "LAYOUT    " : "LAYOUT",
+           nfiles > 1 ? "FILE" : "");
     for (size_t i = 0; i < n; i++) {
         const char *name = td_inspect_tensor_name(r, i);
         td_dtype dtype = td_inspect_tensor_dtype(r, i);
@@ -355,10 +379,16 @@ static void tc_ls_text(const char *path, const td_inspect_result *r)
                      td_dtype_name(dtype), f32);
         else if (td_dtype_is_block(dtype))
             snprintf(extra, sizeof extra, "  (%s blocks; not dequantizable)", td_dtype_name(dtype));
-        printf("  %-*s  %-*s  %-*s  %12" PRIu64 "  %12" PRIu64 "  %s%s\n", (int)wname,
-               name ? name : "(none)", (int)wdtype, td_dtype_name(dtype), (int)wshape, shape,
-               td_inspect_tensor_offset(r, i), td_inspect_tensor_nbytes(r, i),
-               tc_layout(td_inspect_tensor_layout(r, i)), extra);
+        const char *layout = tc_layout(td_inspect_tensor_layout(r, i));
+        if (nfiles > 1)
+            printf("  %-*s  %-*s  %-*s  %12" PRIu64 "  %12" PRIu64 "  %-8s  %s%s\n", (int)wname,
+                   name ? name : "(none)", (int)wdtype, td_dtype_name(dtype), (int)wshape, shape,
+                   td_inspect_tensor_offset(r, i), td_inspect_tensor_nbytes(r, i), layout,
+                   td_inspect_file_name(r, td_inspect_tensor_file(r, i)), extra);
+        else
+            printf("  %-*s  %-*s  %-*s  %12" PRIu64 "  %12" PRIu64 "  %s%s\n", (int)wname,
+                   name ? name : "(none)", (int)wdtype, td_dtype_name(dtype), (int)wshape, shape,
+                   td_inspect_tensor_offset(r, i), td_inspect_tensor_nbytes(r, i), layout, extra);
     }
     const td_meta *meta = td_inspect_meta(r);
     if (!meta)
@@ -448,9 +478,43 @@ static int tc_convert_meta(const td_meta *src, td_format from, td_format to, td_
     return 0;
 }
 
+/* SIZE for --shard-size: bytes, K/M/G (decimal, as Hugging Face and gguf-split count) or
+ * KiB/MiB/GiB; 0 and overflow are refused. */
+static int tc_parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (end == s || errno || *s == '-')
+        return -1;
+    static const struct {
+        const char *suffix;
+        uint64_t mul;
+    } units[] = {{"", 1},
+                 {"B", 1},
+                 {"K", 1000},
+                 {"M", 1000000},
+                 {"G", 1000000000},
+                 {"KB", 1000},
+                 {"MB", 1000000},
+                 {"GB", 1000000000},
+                 {"KiB", 1ull << 10},
+                 {"MiB", 1ull << 20},
+                 {"GiB", 1ull << 30}};
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+        if (strcmp(end, units[i].suffix) == 0) {
+            if (!v || v > UINT64_MAX / units[i].mul)
+                return -1;
+            *out = v * units[i].mul;
+            return 0;
+        }
+    return -1;
+}
+
 static int tc_convert(int argc, char **argv)
 {
     int compress = 0;
+    uint64_t shard_size = 0;
     td_dequant dequant = TD_DEQUANT_NONE;
     const char *src = NULL, *dst = NULL;
     for (int i = 0; i < argc; i++) {
@@ -465,6 +529,14 @@ static int tc_convert(int argc, char **argv)
                                            : TD_DEQUANT_NONE;
             if (!dequant)
                 return tc_usage(stderr), TC_EXIT_USAGE;
+        } else if (strcmp(argv[i], "--shard-size") == 0 && i + 1 < argc) {
+            if (tc_parse_size(argv[++i], &shard_size)) {
+                fprintf(stderr,
+                        "tensorctl: --shard-size %s: not a size (bytes, K/M/G, "
+                        "KiB/MiB/GiB)\n",
+                        argv[i]);
+                return TC_EXIT_USAGE;
+            }
         } else if (argv[i][0] == '-' && argv[i][1])
             return tc_usage(stderr), TC_EXIT_USAGE;
         else if (!src)
@@ -478,6 +550,14 @@ static int tc_convert(int argc, char **argv)
         return tc_usage(stderr), TC_EXIT_USAGE;
     td_format from = td_format_from_path(src), to = td_format_from_path(dst);
     td_error err = {0};
+    if (!from && strlen(src) > strlen(".safetensors.index.json") &&
+        strcmp(src + strlen(src) - strlen(".safetensors.index.json"), ".safetensors.index.json") ==
+            0)
+        from = TD_FORMAT_SAFETENSORS; /* a sharded model's index */
+    if (shard_size && to != TD_FORMAT_SAFETENSORS && to != TD_FORMAT_GGUF) {
+        tc_err(&err, TD_EINVAL, "%s: --shard-size writes .safetensors or .gguf models", dst);
+        return tc_fail(&err);
+    }
     if (!to) {
         tc_err(&err, TD_ENOTSUP,
                "%s: the destination needs an extension: .npy, .npz, "
@@ -530,10 +610,16 @@ static int tc_convert(int argc, char **argv)
             rc = compress ? td_savez_compressed(dst, d, &err) : td_savez(dst, d, &err);
             break;
         case TD_FORMAT_SAFETENSORS:
-            rc = td_save_safetensors(dst, d, out_meta, &err);
+        case TD_FORMAT_GGUF: {
+            /* One file, or shards past --shard-size (td_save_model writes the plain file when
+             * one shard is enough). */
+            td_save_options so = TD_SAVE_OPTIONS_INIT;
+            so.max_shard_bytes = shard_size;
+            rc = td_save_model(dst, d, out_meta, &so, &err);
             break;
+        }
         default:
-            rc = td_save_gguf(dst, d, out_meta, &err);
+            rc = tc_err(&err, TD_ENOTSUP, "%s: unknown format", dst);
             break;
         }
     }
