@@ -608,6 +608,8 @@ void td__cache_entry_keep_reply_tail(td__cache_entry *e, const td__proto_limits 
     if (!copy)
         return; /* the table is encoded each time instead */
     memcpy(copy, p, len);
+    /* The copy is the entry's memory too: td__cache_held counts it, and so must the total. */
+    e->cache->bytes = e->cache->bytes - e->reply_tail_len + len;
     free(e->reply_tail);
     e->reply_tail = copy;
     e->reply_tail_len = len;
