@@ -9,8 +9,9 @@
  * refusing to take over a socket a live daemon answers on and replacing a stale one.
  *
  * SIGTERM and SIGINT: stop accepting, finish what is in flight, exit 0. SIGHUP: reload the
- * configuration file (command-line settings still win).
+ * configuration file (command-line settings still win) and work out the memory budget again.
  */
+#include "budget.h"
 #include "config.h"
 #include "derive.h"
 #include "log.h"
@@ -136,6 +137,7 @@ static void on_signal(uv_signal_t *s, int signum)
         td__config_destroy(&d->cfg);
         d->cfg = fresh; /* the server and cache point at d->cfg */
         td__log_set_level(d->cfg.log_level);
+        td__budget_resolve(&d->cfg); /* a percentage follows the machine's memory now */
         td__cache_enforce_budget(&d->srv.cache);
         td__log_notice("configuration reloaded");
         return;
@@ -282,6 +284,7 @@ int main(int argc, char **argv)
         return 1;
     }
     td__log_set_level(d.cfg.log_level);
+    td__budget_resolve(&d.cfg);
     signal(SIGPIPE, SIG_IGN);
 
     int fd = -1, n = sd_listen_fds(1);
@@ -324,8 +327,9 @@ int main(int argc, char **argv)
     uv_timer_init(&d.loop, &d.drain_timer);
     d.status_timer.data = d.drain_timer.data = &d;
     uv_timer_start(&d.status_timer, on_status_timer, 5000, 5000);
-    td__log_notice("ready (budget %llu bytes, max %u clients)",
-                   (unsigned long long)d.cfg.max_memory, d.cfg.max_clients);
+    td__log_notice("ready (budget %llu bytes, %llu per uid, max %u clients)",
+                   (unsigned long long)d.cfg.max_memory,
+                   (unsigned long long)d.cfg.max_memory_per_uid, d.cfg.max_clients);
     sd_notify(0, "READY=1");
     notify_status(&d);
 
