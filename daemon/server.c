@@ -376,7 +376,13 @@ static void td__server_on_load(td__server_client *cl, td__proto_msg *m)
     r->fd = ld->fd; /* ours now */
     ld->fd = -1;
     r->w.done = td__server_load_done;
-    td__cache_request q = {r->fd, ld->name, ld->format, ld->mode, ld->dequant, ld->max_inflated};
+    td__cache_request q = {.fd = r->fd,
+                           .name = ld->name,
+                           .format = ld->format,
+                           .mode = ld->mode,
+                           .dequant = ld->dequant,
+                           .max_inflated = ld->max_inflated,
+                           .uid = (uint32_t)cl->cred.uid};
     td__cache_entry *e = NULL;
     int rc = td__cache_acquire(&cl->srv->cache, &q, &r->w, &e, &err);
     if (rc == 1) {

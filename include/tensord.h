@@ -74,7 +74,8 @@ TD_EXTERN unsigned td_version(void);
     XX(ENOSPC, -21, "no space left on device")                                                     \
     XX(EBUSY, -22, "resource busy")                                                                \
     XX(ESYS, -23, "system call failed")                                                            \
-    XX(ENOMETA, -24, "format has no metadata")
+    XX(ENOMETA, -24, "format has no metadata")                                                     \
+    XX(EBUDGET, -25, "daemon memory budget full")
 
 typedef enum td_errno {
 #define TD__XX(name, value, text) TD_##name = value,
