@@ -446,8 +446,12 @@ typedef struct td_status_file {
 
 typedef struct td_status {
     uint64_t entries, bytes, derived_bytes, budget;
+    uint64_t quota; /* what the entries one uid loaded first may hold (0: no quota) */
     uint64_t hits, misses, evictions, clients, leases, decodes;
-    uint64_t decode_ns_total, decode_ns_max, errors, uptime_ms;
+    uint64_t decode_ns_total, decode_ns_max, errors;
+    uint64_t refused;  /* loads refused: the budget or a quota full of held entries */
+    uint64_t pressure; /* memory pressure events the daemon dropped entries for */
+    uint64_t uptime_ms;
     size_t nfiles;
     td_status_file *files; /* most recently used first */
     char *names_;          /* internal */
