@@ -517,6 +517,12 @@ int td_client_ping(td_client *c, td_error *err)
     return rc;
 }
 
+static int td__status_user_cmp(const void *a, const void *b)
+{
+    uint32_t x = ((const td_status_user *)a)->uid, y = ((const td_status_user *)b)->uid;
+    return (x > y) - (x < y);
+}
+
 int td_client_status(td_client *c, td_status **out, td_error *err)
 {
     td__proto_msg m, r;
@@ -530,12 +536,16 @@ int td_client_status(td_client *c, td_status **out, td_error *err)
     size_t names = 0;
     for (uint32_t i = 0; i < s->nfiles; i++)
         names += (s->files[i].name ? strlen(s->files[i].name) : 0) + 1;
-    if (st)
+    if (st) {
         st->files = calloc(s->nfiles ? s->nfiles : 1, sizeof *st->files);
-    char *pool = st && st->files ? malloc(names ? names : 1) : NULL;
+        st->users = calloc(s->nusers ? s->nusers : 1, sizeof *st->users);
+    }
+    char *pool = st && st->files && st->users ? malloc(names ? names : 1) : NULL;
     if (!pool) {
-        if (st)
+        if (st) {
             free(st->files);
+            free(st->users);
+        }
         free(st);
         td__proto_msg_destroy(&r);
         return td__err(err, TD_ENOMEM, "out of memory");
@@ -564,6 +574,11 @@ int td_client_status(td_client *c, td_status **out, td_error *err)
         st->files[i].loads = s->files[i].loads;
         st->files[i].idle_ms = s->files[i].idle_ms;
     }
+    st->nusers = s->nusers;
+    for (uint32_t i = 0; i < s->nusers; i++)
+        st->users[i] = (td_status_user){s->users[i].uid, s->users[i].entries, s->users[i].bytes,
+                                        s->users[i].quota};
+    qsort(st->users, st->nusers, sizeof *st->users, td__status_user_cmp);
     td__proto_msg_destroy(&r);
     *out = st;
     return 0;
@@ -575,6 +590,7 @@ void td_status_free(td_status *s)
         return;
     free(s->names_);
     free(s->files);
+    free(s->users);
     free(s);
 }
 

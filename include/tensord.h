@@ -444,6 +444,15 @@ typedef struct td_status_file {
     uint64_t idle_ms;                   /* since the last load or release */
 } td_status_file;
 
+/* What the entries one uid loaded first hold (a file shared by several users counts against its
+ * first loader only). */
+typedef struct td_status_user {
+    uint32_t uid;
+    uint64_t entries; /* cached files it loaded first */
+    uint64_t bytes;   /* what they hold against the budget */
+    uint64_t quota;   /* what they may hold (0: no quota) */
+} td_status_user;
+
 typedef struct td_status {
     uint64_t entries, bytes, derived_bytes, budget;
     uint64_t quota; /* what the entries one uid loaded first may hold (0: no quota) */
@@ -454,6 +463,8 @@ typedef struct td_status {
     uint64_t uptime_ms;
     size_t nfiles;
     td_status_file *files; /* most recently used first */
+    size_t nusers;
+    td_status_user *users; /* one per uid with cached entries, by uid */
     char *names_;          /* internal */
 } td_status;
 

@@ -618,14 +618,21 @@ static int tc_status(const char *sock, int argc, char **argv)
         return tc_fail(&err);
     if (json) {
         printf("{\"entries\": %" PRIu64 ", \"bytes\": %" PRIu64 ", \"derived_bytes\": %" PRIu64
-               ", \"budget\": %" PRIu64 ", \"hits\": %" PRIu64 ", \"misses\": %" PRIu64
-               ", \"evictions\": %" PRIu64 ", \"clients\": %" PRIu64 ", \"leases\": %" PRIu64
-               ", \"decodes\": %" PRIu64 ", \"decode_ns_total\": %" PRIu64
-               ", \"decode_ns_max\": %" PRIu64 ", \"errors\": %" PRIu64 ", \"uptime_ms\": %" PRIu64
-               ", \"files\": [",
-               st->entries, st->bytes, st->derived_bytes, st->budget, st->hits, st->misses,
-               st->evictions, st->clients, st->leases, st->decodes, st->decode_ns_total,
-               st->decode_ns_max, st->errors, st->uptime_ms);
+               ", \"budget\": %" PRIu64 ", \"quota\": %" PRIu64 ", \"hits\": %" PRIu64
+               ", \"misses\": %" PRIu64 ", \"evictions\": %" PRIu64 ", \"clients\": %" PRIu64
+               ", \"leases\": %" PRIu64 ", \"decodes\": %" PRIu64 ", \"decode_ns_total\": %" PRIu64
+               ", \"decode_ns_max\": %" PRIu64 ", \"errors\": %" PRIu64 ", \"refused\": %" PRIu64
+               ", \"pressure\": %" PRIu64 ", \"uptime_ms\": %" PRIu64 ", \"users\": [",
+               st->entries, st->bytes, st->derived_bytes, st->budget, st->quota, st->hits,
+               st->misses, st->evictions, st->clients, st->leases, st->decodes, st->decode_ns_total,
+               st->decode_ns_max, st->errors, st->refused, st->pressure, st->uptime_ms);
+        for (size_t i = 0; i < st->nusers; i++) {
+            const td_status_user *u = &st->users[i];
+            printf("%s{\"uid\": %" PRIu32 ", \"entries\": %" PRIu64 ", \"bytes\": %" PRIu64
+                   ", \"quota\": %" PRIu64 "}",
+                   i ? ",\n  " : "\n  ", u->uid, u->entries, u->bytes, u->quota);
+        }
+        fputs("], \"files\": [", stdout);
         for (size_t i = 0; i < st->nfiles; i++) {
             const td_status_file *f = &st->files[i];
             fputs(i ? ",\n  {\"file\": " : "\n  {\"file\": ", stdout);
@@ -640,15 +647,31 @@ static int tc_status(const char *sock, int argc, char **argv)
         }
         fputs("]}\n", stdout);
     } else {
-        printf("tensord: %" PRIu64 " files cached, %" PRIu64 " bytes held (budget %s%" PRIu64
-               "), %" PRIu64 " clients, %" PRIu64 " leases\n",
-               st->entries, st->bytes, st->budget ? "" : "none, ", st->budget, st->clients,
-               st->leases);
+        char budget[32] = "none", quota[32] = "none";
+        if (st->budget)
+            snprintf(budget, sizeof budget, "%" PRIu64, st->budget);
+        if (st->quota)
+            snprintf(quota, sizeof quota, "%" PRIu64, st->quota);
+        printf("tensord: %" PRIu64 " files cached, %" PRIu64 " bytes held (budget %s, per uid %s), "
+               "%" PRIu64 " clients, %" PRIu64 " leases\n",
+               st->entries, st->bytes, budget, quota, st->clients, st->leases);
         printf("loads: %" PRIu64 " hits, %" PRIu64 " misses, %" PRIu64 " decodes (%.1f ms in all, "
-               "longest %.1f ms), %" PRIu64 " evictions, %" PRIu64 " errors; up %.1f s\n",
+               "longest %.1f ms), %" PRIu64 " evictions, %" PRIu64
+               " refused (budget full), %" PRIu64 " memory pressure events, %" PRIu64
+               " errors; up %.1f s\n",
                st->hits, st->misses, st->decodes, (double)st->decode_ns_total / 1e6,
-               (double)st->decode_ns_max / 1e6, st->evictions, st->errors,
-               (double)st->uptime_ms / 1e3);
+               (double)st->decode_ns_max / 1e6, st->evictions, st->refused, st->pressure,
+               st->errors, (double)st->uptime_ms / 1e3);
+        if (st->nusers)
+            printf("  %-10s %7s %13s %13s\n", "UID", "ENTRIES", "BYTES", "QUOTA");
+        for (size_t i = 0; i < st->nusers; i++) {
+            const td_status_user *u = &st->users[i];
+            char q[32] = "none";
+            if (u->quota)
+                snprintf(q, sizeof q, "%" PRIu64, u->quota);
+            printf("  %-10" PRIu32 " %7" PRIu64 " %13" PRIu64 " %13s\n", u->uid, u->entries,
+                   u->bytes, q);
+        }
         if (st->nfiles)
             printf("  %-11s %-8s %7s %13s %13s %7s %6s %6s %9s  %s\n", "FORMAT", "MODE", "TENSORS",
                    "FILE BYTES", "DERIVED", "CLIENTS", "LOADS", "HITS", "IDLE", "FILE");
