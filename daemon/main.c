@@ -15,6 +15,7 @@
 #include "config.h"
 #include "derive.h"
 #include "log.h"
+#include "pressure.h"
 #include "server.h"
 
 #include <errno.h>
@@ -37,6 +38,7 @@ typedef struct daemon_state {
     uv_loop_t loop;
     td__config cfg;
     td__server srv;
+    td__pressure pressure;
     const char *config_path; /* NULL: none */
     int config_explicit;     /* --config given: a missing file is an error */
     char **overrides;        /* "key=value" settings from the command line */
@@ -106,7 +108,15 @@ static void on_drained(td__server *srv)
     daemon_state *d = (daemon_state *)((char *)srv - offsetof(daemon_state, srv));
     td__log_notice("stopped");
     td__server_destroy(&d->srv);
+    td__pressure_stop(&d->pressure);
     uv_walk(&d->loop, close_handle, NULL);
+}
+
+/* Memory is short: what nobody holds goes now, before the kernel has to kill anything. */
+static void on_pressure(td__pressure *p, const char *why)
+{
+    daemon_state *d = p->data;
+    td__cache_relieve(&d->srv.cache, why);
 }
 
 /* Thread-pool work ending does not call back into the server: look again now and then. */
@@ -327,6 +337,7 @@ int main(int argc, char **argv)
     uv_timer_init(&d.loop, &d.drain_timer);
     d.status_timer.data = d.drain_timer.data = &d;
     uv_timer_start(&d.status_timer, on_status_timer, 5000, 5000);
+    td__pressure_start(&d.pressure, &d.loop, on_pressure, &d);
     td__log_notice("ready (budget %llu bytes, %llu per uid, max %u clients)",
                    (unsigned long long)d.cfg.max_memory,
                    (unsigned long long)d.cfg.max_memory_per_uid, d.cfg.max_clients);
@@ -339,6 +350,8 @@ int main(int argc, char **argv)
     uv_walk(&d.loop, close_handle, NULL);
     uv_run(&d.loop, UV_RUN_DEFAULT);
     uv_loop_close(&d.loop);
+    if (d.pressure.fd >= 0)
+        close(d.pressure.fd); /* its handle went with the others */
     td__config_destroy(&d.cfg);
     for (int i = 0; i < d.noverrides; i++)
         free(ov[i]);
