@@ -4,11 +4,16 @@
  * An entry's life: td__cache_acquire creates it (LOADING), reserves what a snapshot or a pin
  * will take, and queues td__cache_index_work on the thread pool (snapshot copy, index, pin, and
  * the layout of what must be decoded). Back on the loop, td__cache_indexed reserves the decoded
- * size, making room by evicting entries nobody holds or refusing the load (TD_EBUDGET), and
- * queues td__cache_decode_work. td__cache_finish, on the loop, makes the entry READY and hands a
- * lease to every waiter, or fails the waiters and frees it. While LOADING only the worker
- * touches the build fields; the loop thread touches only the list links, the waiters and the
- * accounting (charged, the totals), between the two pool steps also need.
+ * size and the decoding's scratch, and queues td__cache_decode_work. td__cache_finish, on the
+ * loop, makes the entry READY and hands a lease to every waiter, or fails the waiters and frees
+ * it. While LOADING only the worker touches the build fields; the loop thread touches only the
+ * list links, the waiters and the accounting (charged, transient, the totals), and between the
+ * two pool steps the layout (need, scratch).
+ *
+ * Reserving makes room by evicting entries nobody holds. When what clients hold leaves too
+ * little, the load is refused (TD_EBUDGET), unless it is only the scratch of decodes in flight
+ * that is in the way: then the entry waits (wait_head) until a build finishes or a lease is
+ * given back, and tries again. Nothing waits for something that may never end.
  */
 #include "cache.h"
 #include "derive.h"
@@ -35,11 +40,17 @@ struct td__cache_entry {
     td__cache *cache;
     td__cache_key key;
     td__cache_state state;
-    uint32_t uid;     /* the first loader: the entry counts against its quota */
-    uint64_t charged; /* bytes counted in the cache's and the uid's totals */
-    uint64_t need;    /* bytes the decode step will allocate (the layout of the index step) */
-    char *name;       /* the file's path (from /proc/self/fd) or the client's name for it */
-    char *path;       /* the path to watch, or NULL */
+    uint32_t uid;       /* the first loader: the entry counts against its quota */
+    uint64_t charged;   /* bytes counted in the cache's and the uid's totals */
+    uint64_t need;      /* bytes of the memfd the decode step fills (laid out by the index step) */
+    uint64_t scratch;   /* bytes the decode step may allocate besides, one tensor at a time */
+    uint64_t transient; /* the scratch it has reserved, while decoding */
+    td__cache_entry *wait_next; /* in the cache's queue of entries waiting for room */
+    uint64_t wait_need;         /* ... the bytes it waits for */
+    int wait_stage;             /* ... and the step they are for: 0 index, 1 decode */
+    int waited;                 /* it has waited (said once in the log) */
+    char *name; /* the file's path (from /proc/self/fd) or the client's name for it */
+    char *path; /* the path to watch, or NULL */
     td_format format;
     uint32_t mode;
     uint64_t max_inflated;
@@ -220,11 +231,12 @@ typedef struct td__cache_kept {
     uint64_t bytes, leases, loading;
 } td__cache_kept;
 
-static td__cache_kept td__cache_kept_of(const td__cache *c, int all, uint32_t uid)
+static td__cache_kept td__cache_kept_of(const td__cache *c, int all, uint32_t uid,
+                                        const td__cache_entry *self)
 {
     td__cache_kept k = {0, 0, 0};
     for (const td__cache_entry *e = c->head; e; e = e->next) {
-        if ((!all && e->uid != uid) || td__cache_evictable(e))
+        if ((!all && e->uid != uid) || td__cache_evictable(e) || e == self)
             continue;
         k.bytes += e->charged;
         k.leases += e->leases;
@@ -237,9 +249,9 @@ static td__cache_kept td__cache_kept_of(const td__cache *c, int all, uint32_t ui
 
 /* The refusal when what clients hold leaves no room for need more bytes. */
 static int td__cache_full(const td__cache *c, int all, uint32_t uid, uint64_t limit, uint64_t need,
-                          td_error *err)
+                          const td__cache_entry *self, td_error *err)
 {
-    td__cache_kept k = td__cache_kept_of(c, all, uid);
+    td__cache_kept k = td__cache_kept_of(c, all, uid, self);
     char who[48] = "", loading[64] = "";
     if (!all)
         snprintf(who, sizeof who, " for uid %u", uid);
@@ -254,29 +266,36 @@ static int td__cache_full(const td__cache *c, int all, uint32_t uid, uint64_t li
                    (unsigned long long)need);
 }
 
-/* Makes room for need more bytes charged to uid: refuses (TD_EBUDGET) when need is more than
- * the budget or the quota could ever give, or when the entries that clients hold leave too
- * little; otherwise evicts entries nobody holds, least recently used first: the uid's own
- * while it is over its quota (other users' entries never make room for a user's quota), then
- * anyone's while the cache is over the budget. Nothing is evicted for a load that is refused.
- * The caller charges need right after. */
-static int td__cache_make_room(td__cache *c, uint32_t uid, uint64_t need, td_error *err)
+/* Makes room for need more bytes charged to uid, for self (the entry being built, already
+ * charged with what it reserved earlier): refuses (TD_EBUDGET) when the load is more than the
+ * budget or the quota could ever give, or when the entries that clients hold leave too little;
+ * returns 1 instead when may_wait and the scratch of decodes in flight is all that is in the
+ * way; otherwise evicts entries nobody holds, least recently used first: the uid's own while
+ * it is over its quota (other users' entries never make room for a user's quota), then
+ * anyone's while the cache is over the budget, and returns 0. Nothing is evicted for a load
+ * that is refused or waits. The caller charges need right after a 0. */
+static int td__cache_make_room(td__cache *c, uint32_t uid, uint64_t need,
+                               const td__cache_entry *self, int may_wait, td_error *err)
 {
     uint64_t budget = c->cfg->max_memory, quota = c->cfg->max_memory_per_uid;
     if (!need || (!budget && !quota))
         return 0;
-    if (budget && need > budget)
+    uint64_t whole = need + (self ? self->charged : 0); /* all this load takes */
+    if (budget && whole > budget)
         return td__err(err, TD_EBUDGET,
                        "it needs %llu bytes, more than the whole memory budget of %llu "
                        "(max_memory)",
-                       (unsigned long long)need, (unsigned long long)budget);
-    if (quota && need > quota)
+                       (unsigned long long)whole, (unsigned long long)budget);
+    if (quota && whole > quota)
         return td__err(err, TD_EBUDGET,
                        "it needs %llu bytes, more than one uid may hold (max_memory_per_uid "
                        "%llu)",
-                       (unsigned long long)need, (unsigned long long)quota);
-    uint64_t free_all = 0, free_uid = 0;
+                       (unsigned long long)whole, (unsigned long long)quota);
+    /* What eviction could free, and what decodes in flight will give back when they end. */
+    uint64_t free_all = 0, free_uid = 0, scratch_uid = 0;
     for (const td__cache_entry *e = c->head; e; e = e->next) {
+        if (e->uid == uid)
+            scratch_uid += e->transient;
         if (!td__cache_evictable(e))
             continue;
         free_all += e->charged;
@@ -286,9 +305,13 @@ static int td__cache_make_room(td__cache *c, uint32_t uid, uint64_t need, td_err
     const td__cache_user *u = td__cache_user_of(c, uid);
     uint64_t mine = u ? u->bytes : 0;
     if (quota && mine - free_uid + need > quota)
-        return td__cache_full(c, 0, uid, quota, need, err);
+        return may_wait && mine - free_uid - scratch_uid + need <= quota
+                   ? 1
+                   : td__cache_full(c, 0, uid, quota, whole, self, err);
     if (budget && c->bytes - free_all + need > budget)
-        return td__cache_full(c, 1, uid, budget, need, err);
+        return may_wait && c->bytes - free_all - c->transient + need <= budget
+                   ? 1
+                   : td__cache_full(c, 1, uid, budget, whole, self, err);
     char why[64];
     snprintf(why, sizeof why, "to make room in the quota of uid %u", uid);
     for (td__cache_entry *e = c->tail, *prev; e; e = prev) {
@@ -373,17 +396,24 @@ static int td__cache_decode_copy(td__cache_entry *e, const td__entry *t, uint8_t
 }
 
 /* Lays out what cannot be viewed as stored: e->need is the size of the memfd the decode step
- * will fill (0: nothing to decode). */
+ * will fill (0: nothing to decode), e->scratch the most decoding one tensor allocates on the
+ * way: the pread copy of its stored bytes (none from a snapshot) and the decoder's own
+ * (td__decode_scratch: libdeflate inflates npz members whole, into a copy). */
 static int td__cache_layout(td__cache_entry *e, td_error *err)
 {
     uint64_t total = 0;
+    e->scratch = 0;
     for (size_t i = 0; i < e->table.n; i++) {
         td__entry *t = &e->table.entries[i];
         if (!t->layout || !t->nbytes)
             continue;
         total = (total + 63) / 64 * 64;
-        if (!td__add_u64(total, t->nbytes, &total))
+        uint64_t scratch = td__decode_scratch(t);
+        if (!td__add_u64(total, t->nbytes, &total) ||
+            (!e->snap_map && !td__add_u64(scratch, t->src.nbytes, &scratch)))
             return td__err(err, TD_ERANGE, "%s: decoded size overflows", e->name);
+        if (scratch > e->scratch)
+            e->scratch = scratch;
     }
     if (!total) {
         for (size_t i = 0; i < e->table.n; i++)
@@ -526,36 +556,99 @@ static void td__cache_decode_work(uv_work_t *w)
     e->decode_ns += td__cache_now_ns() - t0;
 }
 
+static void td__cache_indexed(uv_work_t *w, int status);
+static void td__cache_decoded(uv_work_t *w, int status);
+
+/* Charges need more bytes to e and queues its step (0: index, 1: decode; the decode's scratch
+ * is transient). 0, or a code with e->status set. */
+static int td__cache_run(td__cache *c, td__cache_entry *e, int stage, uint64_t need)
+{
+    td__cache_charge(c, e, e->charged + need);
+    if (stage) {
+        e->transient = e->scratch;
+        c->transient += e->scratch;
+    }
+    e->work.data = e;
+    int rc = stage ? uv_queue_work(c->loop, &e->work, td__cache_decode_work, td__cache_decoded)
+                   : uv_queue_work(c->loop, &e->work, td__cache_index_work, td__cache_indexed);
+    if (rc)
+        return e->status = td__err(&e->err, TD_ESYS, "%s: cannot queue the load: %s", e->name,
+                                   uv_strerror(rc));
+    return 0;
+}
+
+/* Reserves need bytes for e's step and runs it, or queues e to wait for room. 0 when it runs or
+ * waits; a code with e->status set otherwise. */
+static int td__cache_admit(td__cache *c, td__cache_entry *e, int stage, uint64_t need)
+{
+    int rc = td__cache_make_room(c, e->uid, need, e, 1, &e->err);
+    if (rc == 1) {
+        e->wait_need = need;
+        e->wait_stage = stage;
+        e->wait_next = NULL;
+        if (c->wait_tail)
+            c->wait_tail->wait_next = e;
+        else
+            c->wait_head = e;
+        c->wait_tail = e;
+        if (!e->waited)
+            td__log_debug("%s waits for %llu bytes (the scratch of decodes in flight is in the "
+                          "way)",
+                          e->name, (unsigned long long)need);
+        e->waited = 1;
+        return 0;
+    }
+    if (rc < 0)
+        return e->status = rc;
+    return td__cache_run(c, e, stage, need);
+}
+
+/* Something gave memory back (a build ended, a lease went): the entries waiting for room try
+ * again, in the order they came. */
+static void td__cache_retry(td__cache *c)
+{
+    if (c->retrying)
+        return; /* td__cache_finish below calls back here: this loop goes on instead */
+    c->retrying = 1;
+    for (int progress = 1; progress && c->wait_head;) {
+        progress = 0;
+        td__cache_entry *q = c->wait_head;
+        c->wait_head = c->wait_tail = NULL;
+        while (q) {
+            td__cache_entry *e = q;
+            q = q->wait_next;
+            e->wait_next = NULL;
+            if (td__cache_admit(c, e, e->wait_stage, e->wait_need) != 0) {
+                td__cache_finish(c, e); /* refused now: its waiters learn why */
+                progress = 1;
+            } else if (c->wait_tail != e) {
+                progress = 1; /* running */
+            }
+        }
+    }
+    c->retrying = 0;
+}
+
 static void td__cache_decoded(uv_work_t *w, int status)
 {
     td__cache_entry *e = w->data;
-    e->cache->building--;
     if (status == UV_ECANCELED && !e->status)
         e->status = td__err(&e->err, TD_EAGAIN, "%s: load cancelled", e->name);
     td__cache_finish(e->cache, e);
 }
 
-/* Back from the first step: reserves the decoded size (making room, or refusing the load),
- * then decodes, or finishes at once when there is nothing to decode. */
+/* Back from the first step: reserves the decoded size and the decode's scratch (making room,
+ * waiting for it, or refusing the load), then decodes, or finishes at once when there is
+ * nothing to decode. Once decoded, the entry is charged what it holds (td__cache_finish): the
+ * scratch is gone. */
 static void td__cache_indexed(uv_work_t *w, int status)
 {
     td__cache_entry *e = w->data;
     td__cache *c = e->cache;
-    c->building--;
     if (status == UV_ECANCELED && !e->status)
         e->status = td__err(&e->err, TD_EAGAIN, "%s: load cancelled", e->name);
-    if (!e->status && e->need) {
-        e->status = td__cache_make_room(c, e->uid, e->need, &e->err);
-        if (!e->status) {
-            td__cache_charge(c, e, e->charged + e->need);
-            int rc = uv_queue_work(c->loop, &e->work, td__cache_decode_work, td__cache_decoded);
-            if (!rc) {
-                c->building++;
-                return;
-            }
-            e->status = td__err(&e->err, TD_ESYS, "cannot queue the decode: %s", uv_strerror(rc));
-        }
-    }
+    if (!e->status && e->need && td__cache_admit(c, e, 1, e->need + e->scratch) == 0)
+        return; /* decoding, or waiting for room */
     td__cache_finish(c, e);
 }
 
@@ -565,6 +658,9 @@ static void td__cache_watch_cb(uv_fs_event_t *h, const char *filename, int event
  * waiters get the error and the entry goes. */
 static void td__cache_finish(td__cache *c, td__cache_entry *e)
 {
+    c->building--;
+    c->transient -= e->transient;
+    e->transient = 0;
     /* The first client's descriptor is not needed any more: in map and pin mode each client
      * maps its own. */
     if (e->file_fd >= 0) {
@@ -594,6 +690,7 @@ static void td__cache_finish(td__cache *c, td__cache_entry *e)
             q = next;
         }
         td__cache_free(e);
+        td__cache_retry(c);
         return;
     }
     e->state = CACHE_READY;
@@ -635,6 +732,7 @@ static void td__cache_finish(td__cache *c, td__cache_entry *e)
         q = next;
     }
     td__cache_enforce_budget(c);
+    td__cache_retry(c);
 }
 
 /* The file behind an entry changed on disk: if the path now names another file (replaced by
@@ -752,29 +850,23 @@ int td__cache_acquire(td__cache *c, const td__cache_request *req, td__cache_wait
         return rc;
     }
     td__table_init(&e->table, req->format);
+    e->work.data = e;
     if (td__cache_user_add(c, e->uid)) {
         td__cache_free(e);
         return td__err(err, TD_ENOMEM, "out of memory");
     }
+    td__cache_push_front(c, e);
+    c->building++; /* LOADING, from here to td__cache_finish */
     /* A snapshot copies the file and a pin locks it: reserve that now. */
     uint64_t reserve =
         e->mode == TD__PROTO_MODE_SNAPSHOT || e->mode == TD__PROTO_MODE_PIN ? key.size : 0;
-    if ((rc = td__cache_make_room(c, e->uid, reserve, err))) {
-        c->stats.refused++; /* the server logs the refusal */
-        td__cache_user_del(c, e->uid);
-        td__cache_free(e);
-        return rc;
-    }
-    td__cache_push_front(c, e);
-    td__cache_charge(c, e, reserve);
-    e->work.data = e;
-    rc = uv_queue_work(c->loop, &e->work, td__cache_index_work, td__cache_indexed);
-    if (rc) {
-        rc = td__err(err, TD_ESYS, "cannot queue the load: %s", uv_strerror(rc));
+    if ((rc = td__cache_admit(c, e, 0, reserve))) {
+        c->stats.refused += rc == TD_EBUDGET; /* the server logs the refusal */
+        *err = e->err;
+        c->building--;
         td__cache_forget(c, e);
         return rc;
     }
-    c->building++;
     c->stats.misses++;
     w->entry = e;
     w->prev = w->next = &e->waiters;
@@ -801,6 +893,7 @@ void td__cache_release(td__cache *c, td__cache_entry *e)
         td__cache_drop(c, e, "file replaced");
     else
         td__cache_enforce_budget(c);
+    td__cache_retry(c); /* an entry nobody holds can make room now */
 }
 
 /* Evicts every entry nobody holds (of one file when key is set), adding to the counts. */
@@ -829,7 +922,7 @@ void td__cache_relieve(td__cache *c, const char *why)
     snprintf(text, sizeof text, "memory pressure: %s", why);
     c->stats.pressure++;
     td__cache_evict_unheld(c, NULL, text, &n, &bytes);
-    td__cache_kept k = td__cache_kept_of(c, 1, 0);
+    td__cache_kept k = td__cache_kept_of(c, 1, 0, NULL);
     td__log_notice("memory pressure (%s): dropped %llu entries nobody holds (%llu bytes); kept "
                    "%llu bytes held by %llu leases",
                    why, (unsigned long long)n, (unsigned long long)bytes,

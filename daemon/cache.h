@@ -17,8 +17,10 @@
  * Accounting: an entry's bytes count against the budget and against the quota of the uid that
  * loaded it first (a file shared by several users counts once). Memory is reserved on the loop
  * thread before it is allocated on the thread pool: a snapshot's or a pin's size when the entry
- * is created, the decoded size between indexing and decoding. So builds in flight can never
- * take the daemon past its budget together.
+ * is created, the decoded size and the decoding's scratch between indexing and decoding. So
+ * builds in flight can never take the daemon past its budget together. (The tables and the
+ * metadata of the entries live on the heap and are not counted, but for the encoded copy of
+ * the table each entry keeps for its replies.)
  */
 #ifndef TD_DAEMON_CACHE_H
 #define TD_DAEMON_CACHE_H
@@ -66,8 +68,11 @@ typedef struct td__cache {
     const td__config *cfg;        /* borrowed; may be replaced (reload) */
     td__cache_entry *head, *tail; /* most recently used first */
     size_t n;
-    size_t building;       /* entries on the thread pool */
-    uint64_t bytes;        /* snapshot, derived, pinned and kept reply bytes, and reservations */
+    size_t building;    /* entries being built (on the thread pool or waiting for room) */
+    uint64_t bytes;     /* snapshot, derived, pinned and kept reply bytes, and reservations */
+    uint64_t transient; /* of those, the scratch of decodes in flight */
+    td__cache_entry *wait_head, *wait_tail; /* builds waiting for room, first come first */
+    int retrying;
     td__cache_user *users; /* owned; one per uid with entries, in no order */
     size_t nusers, cap_users;
     td__cache_stats stats;
@@ -76,7 +81,7 @@ typedef struct td__cache {
 void td__cache_init(td__cache *c, uv_loop_t *loop, const td__config *cfg);
 /* Frees every entry. No entry may be building (see td__cache_idle). */
 void td__cache_destroy(td__cache *c);
-/* True when nothing is on the thread pool. */
+/* True when nothing is being built. */
 int td__cache_idle(const td__cache *c);
 
 /* The request a LOAD makes. */
@@ -133,7 +138,8 @@ int td__cache_entry_derived_fd(const td__cache_entry *e, uint64_t *size);
 uint64_t td__cache_entry_file_size(const td__cache_entry *e);
 const char *td__cache_entry_name(const td__cache_entry *e);
 uint32_t td__cache_entry_mode(const td__cache_entry *e);
-/* The bytes it counts against the budget (what a build in flight reserved, until it is built). */
+/* The bytes it counts against the budget (what a build in flight reserved, scratch included,
+ * until it is built). */
 uint64_t td__cache_entry_bytes(const td__cache_entry *e);
 /* The uid that loaded it first, whose quota it counts against. */
 uint32_t td__cache_entry_uid(const td__cache_entry *e);

@@ -20,6 +20,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -296,6 +297,10 @@ int main(int argc, char **argv)
     td__log_set_level(d.cfg.log_level);
     td__budget_resolve(&d.cfg);
     signal(SIGPIPE, SIG_IGN);
+    /* A decode's scratch buffers (whole inflated members, pread copies) are counted against the
+     * budget while it runs: when it ends they must really go back to the system, not stay in a
+     * worker thread's malloc arena, as they would once glibc raised its mmap threshold. */
+    mallopt(M_MMAP_THRESHOLD, 1 << 20);
 
     int fd = -1, n = sd_listen_fds(1);
     if (n > 1) {
