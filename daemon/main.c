@@ -342,7 +342,9 @@ int main(int argc, char **argv)
     uv_timer_init(&d.loop, &d.drain_timer);
     d.status_timer.data = d.drain_timer.data = &d;
     uv_timer_start(&d.status_timer, on_status_timer, 5000, 5000);
-    td__pressure_start(&d.pressure, &d.loop, on_pressure, &d);
+    td__budget_base base;
+    td__budget_probe(&base);
+    td__pressure_start(&d.pressure, &d.loop, strcmp(base.source, "MemTotal") != 0, on_pressure, &d);
     td__log_notice("ready (budget %llu bytes, %llu per uid, max %u clients)",
                    (unsigned long long)d.cfg.max_memory,
                    (unsigned long long)d.cfg.max_memory_per_uid, d.cfg.max_clients);

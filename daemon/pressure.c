@@ -166,7 +166,8 @@ static int td__pressure_try(td__pressure *p, uv_loop_t *loop, const char *src, c
     return 0;
 }
 
-int td__pressure_start(td__pressure *p, uv_loop_t *loop, td__pressure_cb cb, void *data)
+int td__pressure_start(td__pressure *p, uv_loop_t *loop, int cgroup_first, td__pressure_cb cb,
+                       void *data)
 {
     memset(p, 0, sizeof *p);
     p->fd = -1;
@@ -174,7 +175,10 @@ int td__pressure_start(td__pressure *p, uv_loop_t *loop, td__pressure_cb cb, voi
     p->data = data;
     const char *env = getenv("TENSORD_PRESSURE_SOURCES");
     char list[1024];
-    snprintf(list, sizeof list, "%s", env && *env ? env : "psi,cgroup,events");
+    snprintf(list, sizeof list, "%s",
+             env && *env    ? env
+             : cgroup_first ? "cgroup,events,psi"
+                            : "psi,cgroup,events");
     char failed[2048] = "";
     size_t used = 0;
     char *save = NULL;

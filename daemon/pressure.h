@@ -2,15 +2,19 @@
  * pressure.h - the kernel's memory pressure signals, watched on the daemon's loop, so that the
  * daemon drops what nobody holds before the kernel has to kill anything.
  *
- * The sources, tried in this order; the first that works is watched:
- *   1. PSI, /proc/pressure/memory: a trigger "some 150000 2000000" is written to it (tasks
- *      stalled on memory for 150 ms within a 2 s window, machine-wide) and the descriptor is
- *      polled for POLLPRI. 2 s is the shortest window an unprivileged process may ask for.
- *   2. The same trigger on the daemon's cgroup memory.pressure (cgroup v2): pressure inside
- *      its own cgroup, where /proc/pressure is missing or hidden.
- *   3. The cgroup's memory.events (cgroup v2, needs only read access): the kernel notifies a
- *      change, and an event is a rise of the "high", "max" or "oom" counters.
- * When none works, start() says so once, with why each failed.
+ * The sources; the first that works is watched:
+ *   - psi: /proc/pressure/memory, with a trigger "some 150000 2000000" written to it (tasks
+ *     stalled on memory for 150 ms within a 2 s window, machine-wide) and the descriptor
+ *     polled for POLLPRI. 2 s is the shortest window an unprivileged process may ask for.
+ *   - cgroup: the same trigger on the daemon's cgroup memory.pressure (cgroup v2): stalls
+ *     inside its own cgroup.
+ *   - events: the cgroup's memory.events (cgroup v2, needs only read access, so it works under
+ *     systemd's ProtectControlGroups=): the kernel notifies a change, and an event is a rise of
+ *     the "high", "max" or "oom" counters: the cgroup reached its limits.
+ * The order is psi, cgroup, events; when the daemon's cgroup has a memory limit below the
+ * machine's memory (a service with MemoryMax=, a container), the cgroup is where memory runs
+ * short first, and the order is cgroup, events, psi. When none works, start() says so once,
+ * with why each failed.
  *
  * PSI fires at most once per window, memory.events once per change: each event calls back once.
  *
@@ -39,9 +43,11 @@ struct td__pressure {
     void *data; /* the caller's */
 };
 
-/* Starts watching the first source that works and logs which (or, once, that none does).
- * Returns 0 when a source is watched, -1 when none is (p is then inert). */
-int td__pressure_start(td__pressure *p, uv_loop_t *loop, td__pressure_cb cb, void *data);
+/* Starts watching the first source that works (cgroup_first: the cgroup's, see above) and logs
+ * which (or, once, that none does). Returns 0 when a source is watched, -1 when none is (p is
+ * then inert). */
+int td__pressure_start(td__pressure *p, uv_loop_t *loop, int cgroup_first, td__pressure_cb cb,
+                       void *data);
 /* Stops watching; the descriptor is closed once the handle is. Safe to call twice, and on an
  * inert p. */
 void td__pressure_stop(td__pressure *p);
