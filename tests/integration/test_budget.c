@@ -649,6 +649,23 @@ START_TEST(test_two_uids)
     ck_assert_uint_eq(user_of(st, 0)->bytes, root_bytes);
     ck_assert_uint_eq(user_of(st, OTHER_UID)->bytes, other_bytes);
     td_status_free(st);
+    /* tensorctl shows the same figures, in its table and in JSON. */
+    const char *tensorctl = getenv("TD_TENSORCTL");
+    ck_assert_msg(tensorctl != NULL, "TD_TENSORCTL is not set");
+    for (int json = 0; json < 2; json++) {
+        char cmd[512], out_text[8192] = "";
+        snprintf(cmd, sizeof cmd, "%s --socket %s status%s", tensorctl, sock,
+                 json ? " --json" : "");
+        FILE *p = popen(cmd, "r");
+        ck_assert_ptr_nonnull(p);
+        size_t k = fread(out_text, 1, sizeof out_text - 1, p);
+        out_text[k] = '\0';
+        ck_assert_int_eq(pclose(p), 0);
+        const char *want = json ? "{\"uid\": 65534, \"entries\": " : "\n  65534 ";
+        const char *quota_text = json ? "\"quota\": 16777216" : " 16777216\n";
+        ck_assert_msg(strstr(out_text, want) && strstr(out_text, quota_text),
+                      "tensorctl status%s: %s", json ? " --json" : "", out_text);
+    }
     ck_assert_msg(holder_finish(&h), "root's mapping changed under the flood");
 }
 END_TEST
@@ -661,9 +678,27 @@ START_TEST(test_full_of_held_entries)
     make_files("held", "k", 5, n, 10.0f);
     make_files("new", "n", 1, n, 50.0f);
     make_files("snap", "s", 1, n, 60.0f);
+    /* A 6 MiB .npy to pin: a pin locks the whole file and counts it. */
+    char pin[256];
+    snprintf(pin, sizeof pin, "%s/pin", dir);
+    ck_assert_int_eq(mkdir(pin, 0755), 0);
+    snprintf(pin, sizeof pin, "%s/pin/w.npy", dir);
+    {
+        int64_t pn = 6 * MIB / 4;
+        td_array *a;
+        td_error e = {0};
+        TU_OK(td_array_new(TD_FLOAT32, 1, &pn, NULL, &a, &e), &e);
+        float *p = td_array_data_mut(a);
+        for (int64_t i = 0; i < pn; i++)
+            p[i] = 70.0f;
+        TU_OK(td_save(pin, a, &e), &e);
+        td_array_release(a);
+    }
     char conf[512];
     snprintf(conf, sizeof conf,
-             "max_memory = 20M\nmax_memory_per_uid = none\nmode %s/snap/ = snapshot\n", dir);
+             "max_memory = 20M\nmax_memory_per_uid = none\nmode %s/snap/ = snapshot\n"
+             "mode %s/pin/ = pin\n",
+             dir, dir);
     start_with_config(conf);
     char paths[5][256];
     float values[5];
@@ -697,6 +732,8 @@ START_TEST(test_full_of_held_entries)
     ck_assert_str_eq(td_err_name(TD_EBUDGET), "TD_EBUDGET");
     ck_assert_int_eq(td_load(snap, &opt, &d, NULL, &err), TD_EBUDGET);
     ck_assert_ptr_nonnull(strstr(err.message, want));
+    ck_assert_int_eq(td_load(pin, &opt, &d, NULL, &err), TD_EBUDGET);
+    ck_assert_msg(strstr(err.message, want), "%s", err.message);
 
     /* Auto mode loads both itself, with the right bytes. */
     opt.mode = TD_MODE_AUTO;
@@ -710,14 +747,17 @@ START_TEST(test_full_of_held_entries)
     /* decoded in this process, as embedded mode decodes a deflated member */
     ck_assert_int_eq(td_array_provenance(td_dict_get(d, "a")), TD_PROVENANCE_OWNED);
     td_dict_free(d);
+    TU_OK(td_load(pin, &opt, &d, NULL, &err), &err);
+    ck_assert_int_eq(td_array_provenance(td_dict_at(d, 0, NULL)), TD_PROVENANCE_EMBEDDED);
+    td_dict_free(d);
 
     st = tu_daemon_status(sock);
     ck_assert_uint_eq(st->entries, 5);
     ck_assert_uint_eq(st->bytes, held);
-    ck_assert_uint_eq(st->refused, 4);
+    ck_assert_uint_eq(st->refused, 6);
     ck_assert_uint_eq(st->evictions, 0);
     td_status_free(st);
-    ck_assert_uint_eq(count_in_log("budget full: "), 4);
+    ck_assert_uint_eq(count_in_log("budget full: "), 6);
 
     /* Once the holder lets go, the daemon makes room and serves the file itself. */
     ck_assert_msg(holder_finish(&h), "a held mapping changed");
@@ -738,6 +778,17 @@ START_TEST(test_full_of_held_entries)
     ck_assert_uint_ge(st->evictions, 1);
     ck_assert_uint_le(st->bytes, 20ull * MIB);
     td_status_free(st);
+    /* The pin is served now, and counted: the file's size against the budget and the uid. */
+    TU_OK(td_load(pin, &opt, &d, NULL, &err), &err);
+    st = tu_daemon_status(sock);
+    const td_status_file *pf = file_of(st, pin);
+    ck_assert_ptr_nonnull(pf);
+    ck_assert_str_eq(pf->mode, "pin");
+    ck_assert_uint_ge(pf->bytes, pf->file_bytes);
+    ck_assert_uint_ge(user_of(st, 0)->bytes, pf->file_bytes);
+    ck_assert_uint_le(st->bytes, 20ull * MIB);
+    td_status_free(st);
+    td_dict_free(d);
 }
 END_TEST
 
