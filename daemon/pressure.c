@@ -55,8 +55,12 @@ static void td__pressure_poll_cb(uv_poll_t *h, int status, int events)
     char why[640];
     if (p->kind == PRESSURE_EVENTS) {
         uint64_t now[3] = {p->counts[0], p->counts[1], p->counts[2]};
-        if (td__pressure_read_events(p->fd, now))
+        if (td__pressure_read_events(p->fd, now)) {
+            /* Unread, the change stays pending and the poll would fire again at once. */
+            td__log_warn("memory pressure: %s: unreadable; no longer watched", p->name);
+            td__pressure_stop(p);
             return;
+        }
         uint64_t rise[3];
         for (int k = 0; k < 3; k++)
             rise[k] = now[k] > p->counts[k] ? now[k] - p->counts[k] : 0;
