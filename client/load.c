@@ -62,8 +62,9 @@ int td_load(const char *path, const td_load_options *opt, td_dict **arrays, td_m
         return td__remote_load(path, &o, arrays, meta, err);
     case TD_MODE_AUTO: {
         rc = td__remote_load(path, &o, arrays, meta, err);
-        /* The daemon could not serve this (not there, gone, too busy, an older daemon that
-         * lacks a feature): do it ourselves. What it found wrong with the file stands. */
+        /* The daemon could not serve this (not there, gone, too busy, its memory budget or
+         * this user's quota full of what clients hold, an older daemon that lacks a feature):
+         * do it ourselves. What it found wrong with the file stands. */
         switch (rc) {
         case TD_ECONNECT:
         case TD_ECLOSED:
@@ -75,6 +76,7 @@ int td_load(const char *path, const td_load_options *opt, td_dict **arrays, td_m
         case TD_ESYS:
         case TD_EAGAIN:
         case TD_EBUSY:
+        case TD_EBUDGET:
             return td__load_embedded(path, &o, arrays, meta, err);
         default:
             return rc;

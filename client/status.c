@@ -21,11 +21,19 @@ typedef struct td__status_file {
 } td__status_file;
 
 struct td_status {
-    uint64_t figures[TD_STATUS_UPTIME_MS + 1];
-    size_t nfiles;
-    td__status_file *files; /* most recently used first; inside this allocation */
-    /* then the files, then their names */
+    uint64_t figures[TD_STATUS_PRESSURE + 1];
+    size_t nfiles, nusers;
+    td__status_file *files;       /* most recently used first; inside this allocation */
+    td__proto_status_user *users; /* by uid; inside this allocation */
+    /* then the files, then the users, then the file names */
 };
+
+static int td__status_user_cmp(const void *a, const void *b)
+{
+    uint32_t x = ((const td__proto_status_user *)a)->uid;
+    uint32_t y = ((const td__proto_status_user *)b)->uid;
+    return (x > y) - (x < y);
+}
 
 static const char *td__status_mode(uint32_t mode)
 {
@@ -38,14 +46,19 @@ int td__status_from_proto(const td__proto_status *s, td_status **out, td_error *
 {
     /* One block: the struct, the file array, the names. Every size is bounded by the frame the
      * reply came in, but add with checks anyway. */
-    size_t names = 0, n = s->nfiles;
+    size_t names = 0, n = s->nfiles, nu = s->nusers;
     for (size_t i = 0; i < n; i++)
         names += (s->files[i].name ? strlen(s->files[i].name) : 0) + 1;
     size_t head = (sizeof(td_status) + _Alignof(td__status_file) - 1) / _Alignof(td__status_file) *
                   _Alignof(td__status_file);
-    if (n > (SIZE_MAX - head - names) / sizeof(td__status_file))
+    if (n > (SIZE_MAX - head - names) / sizeof(td__status_file) ||
+        nu >
+            (SIZE_MAX - head - names - n * sizeof(td__status_file)) / sizeof(td__proto_status_user))
         return td__err(err, TD_ENOMEM, "status: %zu files do not fit in memory", n);
-    td_status *st = calloc(1, head + n * sizeof(td__status_file) + names);
+    size_t users_at = head + n * sizeof(td__status_file);
+    users_at = (users_at + _Alignof(td__proto_status_user) - 1) / _Alignof(td__proto_status_user) *
+               _Alignof(td__proto_status_user);
+    td_status *st = calloc(1, users_at + nu * sizeof(td__proto_status_user) + names);
     if (!st)
         return td__err(err, TD_ENOMEM, "status: out of memory for %zu files", n);
     uint64_t *g = st->figures;
@@ -63,9 +76,17 @@ int td__status_from_proto(const td__proto_status *s, td_status **out, td_error *
     g[TD_STATUS_DECODE_NS_MAX] = s->stats.decode_ns_max;
     g[TD_STATUS_ERRORS] = s->stats.errors;
     g[TD_STATUS_UPTIME_MS] = s->stats.uptime_ms;
+    g[TD_STATUS_QUOTA] = s->stats.quota;
+    g[TD_STATUS_REFUSED] = s->stats.refused;
+    g[TD_STATUS_PRESSURE] = s->stats.pressure;
     st->nfiles = n;
     st->files = (td__status_file *)((char *)st + head);
-    char *pool = (char *)(st->files + n);
+    st->nusers = nu;
+    st->users = (td__proto_status_user *)((char *)st + users_at);
+    if (nu)
+        memcpy(st->users, s->users, nu * sizeof *st->users);
+    qsort(st->users, nu, sizeof *st->users, td__status_user_cmp);
+    char *pool = (char *)(st->users + nu);
     for (size_t i = 0; i < n; i++) {
         const td__proto_status_file *f = &s->files[i];
         td__status_file *o = &st->files[i];
@@ -91,13 +112,13 @@ int td__status_from_proto(const td__proto_status *s, td_status **out, td_error *
 /* A figure added to the wire (TD__PROTO_STATS_MAP) and not to td_status_key, or the other way
  * round, stops the build here. */
 #define TD__XX(field, text) +1
-_Static_assert(0 TD__PROTO_STATS_MAP(TD__XX) == TD_STATUS_UPTIME_MS + 1,
+_Static_assert(0 TD__PROTO_STATS_MAP(TD__XX) == TD_STATUS_PRESSURE + 1,
                "TD__PROTO_STATS_MAP and td_status_key list the same figures");
 #undef TD__XX
 
 uint64_t td_status_get(const td_status *s, td_status_key k)
 {
-    return s && (unsigned)k <= TD_STATUS_UPTIME_MS ? s->figures[k] : 0;
+    return s && (unsigned)k <= TD_STATUS_PRESSURE ? s->figures[k] : 0;
 }
 
 size_t td_status_nfiles(const td_status *s)
@@ -127,20 +148,28 @@ uint64_t td_status_file_get(const td_status *s, size_t i, td_status_file_key k)
     return s->files[i].figures[k];
 }
 
-/* Users: the protocol carries none yet. When STATUS_OK does, they join the allocation like the
- * files, and these read them. */
 size_t td_status_nusers(const td_status *s)
 {
-    (void)s;
-    return 0;
+    return s ? s->nusers : 0;
 }
 
 uint64_t td_status_user_get(const td_status *s, size_t i, td_status_user_key k)
 {
-    (void)s;
-    (void)i;
-    (void)k;
-    return 0;
+    if (!s || i >= s->nusers)
+        return 0;
+    const td__proto_status_user *u = &s->users[i];
+    switch (k) {
+    case TD_STATUS_USER_UID:
+        return u->uid;
+    case TD_STATUS_USER_ENTRIES:
+        return u->entries;
+    case TD_STATUS_USER_BYTES:
+        return u->bytes;
+    case TD_STATUS_USER_QUOTA:
+        return u->quota;
+    default:
+        return 0;
+    }
 }
 
 void td_status_free(td_status *s)

@@ -1,10 +1,19 @@
 /*
  * cache.c - see cache.h.
  *
- * An entry's life: td__cache_acquire creates it (LOADING) and queues td__cache_build on the thread
- * pool; td__cache_built, back on the loop, makes it READY and hands a lease to every waiter, or
- * fails the waiters and frees it. While LOADING only the worker touches the build fields; the loop
- * thread touches only the list links and the waiters.
+ * An entry's life: td__cache_acquire creates it (LOADING), reserves what a snapshot or a pin
+ * will take, and queues td__cache_index_work on the thread pool (snapshot copy, index, pin, and
+ * the layout of what must be decoded). Back on the loop, td__cache_indexed reserves the decoded
+ * size and the decoding's scratch, and queues td__cache_decode_work. td__cache_finish, on the
+ * loop, makes the entry READY and hands a lease to every waiter, or fails the waiters and frees
+ * it. While LOADING only the worker touches the build fields; the loop thread touches only the
+ * list links, the waiters and the accounting (charged, transient, the totals), and between the
+ * two pool steps the layout (need, scratch).
+ *
+ * Reserving makes room by evicting entries nobody holds. When what clients hold leaves too
+ * little, the load is refused (TD_EBUDGET), unless it is only the scratch of decodes in flight
+ * that is in the way: then the entry waits (wait_head) until a build finishes or a lease is
+ * given back, and tries again. Nothing waits for something that may never end.
  */
 #include "cache.h"
 #include "derive.h"
@@ -25,19 +34,31 @@
 
 typedef enum { CACHE_LOADING, CACHE_READY } td__cache_state;
 
+static void td__cache_finish(td__cache *c, td__cache_entry *e);
+
 struct td__cache_entry {
     td__cache_entry *prev, *next;
     td__cache *cache;
     td__cache_key key;
     td__cache_state state;
+    uint32_t uid;       /* the first loader: the entry counts against its quota */
+    uint64_t charged;   /* bytes counted in the cache's and the uid's totals */
+    uint64_t need;      /* bytes of the memfd the decode step fills (laid out by the index step) */
+    uint64_t scratch;   /* bytes the decode step may allocate besides, one tensor at a time */
+    uint64_t transient; /* the scratch it has reserved, while decoding */
+    td__cache_entry *wait_next; /* in the cache's queue of entries waiting for room */
+    uint64_t wait_need;         /* ... the bytes it waits for */
+    int wait_stage;             /* ... and the step they are for: 0 index, 1 decode */
+    int waited;                 /* it has waited (said once in the log) */
     char *name; /* the file's path (from /proc/self/fd) or the client's name for it */
     char *path; /* the path to watch, or NULL */
     td_format format;
     uint32_t mode;
     uint64_t max_inflated;
-    int file_fd;   /* the first client's descriptor, kept while building */
-    int snap_fd;   /* snapshot memfd, or -1 */
-    void *pin_map; /* pin mode: the file mapping kept resident */
+    int file_fd;    /* the first client's descriptor, kept while building */
+    int snap_fd;    /* snapshot memfd, or -1 */
+    void *snap_map; /* its mapping while building, or NULL */
+    void *pin_map;  /* pin mode: the file mapping kept resident */
     uint64_t file_size;
     int derived_fd; /* sealed memfd of decoded entries, or -1 */
     uint64_t derived_len;
@@ -106,11 +127,13 @@ static void td__cache_watch_closed(uv_handle_t *h)
     free(h);
 }
 
-/* Frees an entry already unlinked from the list. */
+/* Frees an entry that is not linked into the list and not counted (see td__cache_forget). */
 static void td__cache_free(td__cache_entry *e)
 {
     if (e->file_fd >= 0)
         close(e->file_fd);
+    if (e->snap_map)
+        munmap(e->snap_map, (size_t)e->file_size);
     if (e->snap_fd >= 0)
         close(e->snap_fd);
     if (e->derived_fd >= 0)
@@ -133,22 +156,189 @@ static uint64_t td__cache_held(const td__cache_entry *e)
     return (e->snap_fd >= 0 || e->pin_map ? e->file_size : 0) + e->derived_len + e->reply_tail_len;
 }
 
-static void td__cache_drop(td__cache *c, td__cache_entry *e, const char *why)
+/* ---- accounting: the budget, and the bytes of each uid ---- */
+
+static td__cache_user *td__cache_user_of(const td__cache *c, uint32_t uid)
 {
-    td__log_info("evict %s (%s, %llu bytes)", e->name, why, (unsigned long long)td__cache_held(e));
-    c->bytes -= td__cache_held(e);
-    c->stats.evictions++;
+    for (size_t i = 0; i < c->nusers; i++)
+        if (c->users[i].uid == uid)
+            return &c->users[i];
+    return NULL;
+}
+
+/* One more entry for uid (its record is made on the first). 0 or TD_ENOMEM. */
+static int td__cache_user_add(td__cache *c, uint32_t uid)
+{
+    td__cache_user *u = td__cache_user_of(c, uid);
+    if (!u) {
+        if (c->nusers == c->cap_users) {
+            size_t cap = c->cap_users ? c->cap_users * 2 : 8;
+            td__cache_user *n = realloc(c->users, cap * sizeof *n);
+            if (!n)
+                return TD_ENOMEM;
+            c->users = n;
+            c->cap_users = cap;
+        }
+        u = &c->users[c->nusers++];
+        *u = (td__cache_user){.uid = uid};
+    }
+    u->entries++;
+    return 0;
+}
+
+/* One entry of uid less; the record goes with its last entry (its bytes are 0 by then). */
+static void td__cache_user_del(td__cache *c, uint32_t uid)
+{
+    td__cache_user *u = td__cache_user_of(c, uid);
+    if (u && --u->entries == 0)
+        *u = c->users[--c->nusers];
+}
+
+/* Sets what e counts against the budget and its uid's quota to bytes. */
+static void td__cache_charge(td__cache *c, td__cache_entry *e, uint64_t bytes)
+{
+    td__cache_user *u = td__cache_user_of(c, e->uid);
+    c->bytes = c->bytes - e->charged + bytes;
+    if (u)
+        u->bytes = u->bytes - e->charged + bytes;
+    e->charged = bytes;
+}
+
+/* Unlinks a counted entry, takes its bytes off the totals and frees it. */
+static void td__cache_forget(td__cache *c, td__cache_entry *e)
+{
+    td__cache_charge(c, e, 0);
+    td__cache_user_del(c, e->uid);
     td__cache_unlink(c, e);
     td__cache_free(e);
 }
 
+/* An entry eviction may take: built, and held by nobody. */
+static int td__cache_evictable(const td__cache_entry *e)
+{
+    return e->state == CACHE_READY && !e->leases;
+}
+
+static void td__cache_drop(td__cache *c, td__cache_entry *e, const char *why)
+{
+    td__log_info("evict %s (%s, %llu bytes)", e->name, why, (unsigned long long)e->charged);
+    c->stats.evictions++;
+    td__cache_forget(c, e);
+}
+
+/* What eviction cannot free, of one uid (all: every uid): the bytes of entries clients hold
+ * or that are being built, the leases on them, and the loads waiting for builds. */
+typedef struct td__cache_kept {
+    uint64_t bytes, leases, loading;
+} td__cache_kept;
+
+static td__cache_kept td__cache_kept_of(const td__cache *c, int all, uint32_t uid,
+                                        const td__cache_entry *self)
+{
+    td__cache_kept k = {0, 0, 0};
+    for (const td__cache_entry *e = c->head; e; e = e->next) {
+        if ((!all && e->uid != uid) || td__cache_evictable(e) || e == self)
+            continue;
+        k.bytes += e->charged;
+        k.leases += e->leases;
+        if (e->state == CACHE_LOADING)
+            for (const td__cache_waiter *w = e->waiters.next; w != &e->waiters; w = w->next)
+                k.loading++;
+    }
+    return k;
+}
+
+/* The refusal when what clients hold leaves no room for need more bytes. */
+static int td__cache_full(const td__cache *c, int all, uint32_t uid, uint64_t limit, uint64_t need,
+                          const td__cache_entry *self, td_error *err)
+{
+    td__cache_kept k = td__cache_kept_of(c, all, uid, self);
+    char who[48] = "", loading[64] = "";
+    if (!all)
+        snprintf(who, sizeof who, " for uid %u", uid);
+    if (k.loading)
+        snprintf(loading, sizeof loading, " and %llu loads being built",
+                 (unsigned long long)k.loading);
+    return td__err(err, TD_EBUDGET,
+                   "budget full%s: %llu bytes held by %llu leases%s (%s %llu; this load needs "
+                   "%llu more)",
+                   who, (unsigned long long)k.bytes, (unsigned long long)k.leases, loading,
+                   all ? "max_memory" : "max_memory_per_uid", (unsigned long long)limit,
+                   (unsigned long long)need);
+}
+
+/* Makes room for need more bytes charged to uid, for self (the entry being built, already
+ * charged with what it reserved earlier): refuses (TD_EBUDGET) when the load is more than the
+ * budget or the quota could ever give, or when the entries that clients hold leave too little;
+ * returns 1 instead when may_wait and the scratch of decodes in flight is all that is in the
+ * way; otherwise evicts entries nobody holds, least recently used first: the uid's own while
+ * it is over its quota (other users' entries never make room for a user's quota), then
+ * anyone's while the cache is over the budget, and returns 0. Nothing is evicted for a load
+ * that is refused or waits. The caller charges need right after a 0. */
+static int td__cache_make_room(td__cache *c, uint32_t uid, uint64_t need,
+                               const td__cache_entry *self, int may_wait, td_error *err)
+{
+    uint64_t budget = c->cfg->max_memory, quota = c->cfg->max_memory_per_uid;
+    if (!need || (!budget && !quota))
+        return 0;
+    uint64_t whole = need + (self ? self->charged : 0); /* all this load takes */
+    if (budget && whole > budget)
+        return td__err(err, TD_EBUDGET,
+                       "it needs %llu bytes, more than the whole memory budget of %llu "
+                       "(max_memory)",
+                       (unsigned long long)whole, (unsigned long long)budget);
+    if (quota && whole > quota)
+        return td__err(err, TD_EBUDGET,
+                       "it needs %llu bytes, more than one uid may hold (max_memory_per_uid "
+                       "%llu)",
+                       (unsigned long long)whole, (unsigned long long)quota);
+    /* What eviction could free, and what decodes in flight will give back when they end. */
+    uint64_t free_all = 0, free_uid = 0, scratch_uid = 0;
+    for (const td__cache_entry *e = c->head; e; e = e->next) {
+        if (e->uid == uid)
+            scratch_uid += e->transient;
+        if (!td__cache_evictable(e))
+            continue;
+        free_all += e->charged;
+        if (e->uid == uid)
+            free_uid += e->charged;
+    }
+    const td__cache_user *u = td__cache_user_of(c, uid);
+    uint64_t mine = u ? u->bytes : 0;
+    if (quota && mine - free_uid + need > quota)
+        return may_wait && mine - free_uid - scratch_uid + need <= quota
+                   ? 1
+                   : td__cache_full(c, 0, uid, quota, whole, self, err);
+    if (budget && c->bytes - free_all + need > budget)
+        return may_wait && c->bytes - free_all - c->transient + need <= budget
+                   ? 1
+                   : td__cache_full(c, 1, uid, budget, whole, self, err);
+    char why[64];
+    snprintf(why, sizeof why, "to make room in the quota of uid %u", uid);
+    for (td__cache_entry *e = c->tail, *prev; e; e = prev) {
+        prev = e->prev;
+        if (!quota || (u = td__cache_user_of(c, uid)) == NULL || u->bytes + need <= quota)
+            break;
+        if (td__cache_evictable(e) && e->charged && e->uid == uid)
+            td__cache_drop(c, e, why);
+    }
+    for (td__cache_entry *e = c->tail, *prev; e; e = prev) {
+        prev = e->prev;
+        if (!budget || c->bytes + need <= budget)
+            break;
+        if (td__cache_evictable(e) && e->charged)
+            td__cache_drop(c, e, "to make room in the memory budget");
+    }
+    return 0;
+}
+
 void td__cache_destroy(td__cache *c)
 {
-    while (c->head) {
-        td__cache_entry *e = c->head;
-        td__cache_unlink(c, e);
-        td__cache_free(e);
-    }
+    while (c->head)
+        td__cache_forget(c, c->head);
+    free(c->users);
+    c->users = NULL;
+    c->nusers = c->cap_users = 0;
     c->bytes = 0;
 }
 
@@ -206,29 +396,41 @@ static int td__cache_decode_copy(td__cache_entry *e, const td__entry *t, uint8_t
     return rc;
 }
 
-/* Lays out, decodes and seals every entry that cannot be viewed as stored: from r's mapping
- * when it is a mapped reader (a sealed snapshot), else from pread copies of the client's file. */
-static int td__cache_decode(td__cache_entry *e, const td__rd *r, td_error *err)
+/* Lays out what cannot be viewed as stored: e->need is the size of the memfd the decode step
+ * will fill (0: nothing to decode), e->scratch the most decoding one tensor allocates on the
+ * way: the pread copy of its stored bytes (none from a snapshot) and the decoder's own
+ * (td__decode_scratch: libdeflate inflates npz members whole, into a copy). */
+static int td__cache_layout(td__cache_entry *e, td_error *err)
 {
     uint64_t total = 0;
+    e->scratch = 0;
     for (size_t i = 0; i < e->table.n; i++) {
         td__entry *t = &e->table.entries[i];
         if (!t->layout || !t->nbytes)
             continue;
         total = (total + 63) / 64 * 64;
-        if (!td__add_u64(total, t->nbytes, &total))
+        uint64_t scratch = td__decode_scratch(t);
+        if (!td__add_u64(total, t->nbytes, &total) ||
+            (!e->snap_map && !td__add_u64(scratch, t->src.nbytes, &scratch)))
             return td__err(err, TD_ERANGE, "%s: decoded size overflows", e->name);
+        if (scratch > e->scratch)
+            e->scratch = scratch;
     }
-    uint64_t budget = e->cache->cfg->max_memory;
-    if (budget && total > budget)
-        return td__err(err, TD_ELIMIT, "%s: decoding needs %llu bytes, over the budget of %llu",
-                       e->name, (unsigned long long)total, (unsigned long long)budget);
     if (!total) {
         for (size_t i = 0; i < e->table.n; i++)
             if (e->table.entries[i].layout) /* empty arrays: nothing to decode */
                 e->table.entries[i].layout = 0, e->table.entries[i].offset = 0;
-        return 0;
     }
+    e->need = total;
+    return 0;
+}
+
+/* Decodes and seals every entry that cannot be viewed as stored, into one memfd of e->need
+ * bytes (reserved by the loop): from the snapshot's mapping when there is one, else from pread
+ * copies of the client's file. */
+static int td__cache_decode(td__cache_entry *e, td_error *err)
+{
+    uint64_t total = e->need;
     void *map;
     int fd, rc = td__derive_memfd(e->name, total, &fd, &map, err);
     if (rc)
@@ -244,10 +446,10 @@ static int td__cache_decode(td__cache_entry *e, const td__rd *r, td_error *err)
             continue;
         }
         off = (off + 63) / 64 * 64;
-        if (r->base) {
+        if (e->snap_map) {
             /* A sealed snapshot cannot shrink: decode straight from its mapping. */
-            rc =
-                td__decode_entry(t, r->base, (size_t)r->len, (uint8_t *)map + off, 0, e->name, err);
+            rc = td__decode_entry(t, e->snap_map, (size_t)e->file_size, (uint8_t *)map + off, 0,
+                                  e->name, err);
         } else {
             /* The client's file can shrink at any moment: read the stored bytes with pread, so
              * that the decoders (and what they allocate) never meet a SIGBUS. */
@@ -271,7 +473,8 @@ static int td__cache_decode(td__cache_entry *e, const td__rd *r, td_error *err)
     return 0;
 }
 
-/* Indexes the file r reads into e->table, then derives what needs deriving. */
+/* Indexes the file r reads into e->table, dequantizes the table, and lays out what must be
+ * decoded. */
 static int td__cache_index(td__cache_entry *e, td__rd *r, td_error *err)
 {
     int rc = 0;
@@ -299,7 +502,7 @@ static int td__cache_index(td__cache_entry *e, td__rd *r, td_error *err)
     if (!rc && e->key.dequant)
         rc = td__table_dequant(&e->table, (int)e->key.dequant, e->name, err);
     if (!rc)
-        rc = td__cache_decode(e, r, err);
+        rc = td__cache_layout(e, err);
     return rc;
 }
 
@@ -320,27 +523,30 @@ static void td__cache_pin(td__cache_entry *e)
     e->pin_map = map;
 }
 
-/* Runs on a worker thread. The client's file can be truncated or rewritten at any moment, so
- * the daemon reads it only with pread (a descriptor reader for the metadata, copies for what
- * is decoded): a shrunken file is a clean TD_ETRUNC, never a SIGBUS. A sealed snapshot cannot
- * change and is read in place through a mapping. */
-static void td__cache_build(uv_work_t *w)
+/* The first step, on a worker thread: the snapshot copy, the index, the pin. The client's file
+ * can be truncated or rewritten at any moment, so the daemon reads it only with pread (a
+ * descriptor reader for the metadata, copies for what is decoded): a shrunken file is a clean
+ * TD_ETRUNC, never a SIGBUS. A sealed snapshot cannot change and is read in place through a
+ * mapping, kept for the decode step. */
+static void td__cache_index_work(uv_work_t *w)
 {
     td__cache_entry *e = w->data;
     td_error *err = &e->err;
     uint64_t t0 = td__cache_now_ns();
     int rc = 0;
-    void *snap = MAP_FAILED;
     td__rd rd;
     if (e->mode == TD__PROTO_MODE_SNAPSHOT) {
         rc = td__derive_snapshot(e->file_fd, e->file_size, e->name, &e->snap_fd, err);
+        void *snap = MAP_FAILED;
         if (!rc && (snap = mmap(NULL, (size_t)e->file_size, PROT_READ, MAP_SHARED, e->snap_fd,
                                 0)) == MAP_FAILED)
             rc = td__err(err, td__err_from_errno(errno), "%s: cannot map the snapshot: %s", e->name,
                          strerror(errno));
+        if (!rc)
+            e->snap_map = snap;
     }
-    if (snap != MAP_FAILED)
-        rd = *TD__RD_MEM(snap, e->file_size, e->name);
+    if (e->snap_map)
+        rd = *TD__RD_MEM(e->snap_map, e->file_size, e->name);
     else
         td__rd_fd(&rd, e->file_fd, e->file_size, 0, e->name);
     if (!rc)
@@ -348,45 +554,159 @@ static void td__cache_build(uv_work_t *w)
     td__rd_close(&rd);
     if (!rc && e->mode == TD__PROTO_MODE_PIN)
         td__cache_pin(e);
-    if (snap != MAP_FAILED)
-        munmap(snap, (size_t)e->file_size);
     e->status = rc;
-    e->decode_ns = td__cache_now_ns() - t0;
+    e->decode_ns += td__cache_now_ns() - t0;
+}
+
+/* The second step, on a worker thread: decoding into the memory the loop reserved. */
+static void td__cache_decode_work(uv_work_t *w)
+{
+    td__cache_entry *e = w->data;
+    uint64_t t0 = td__cache_now_ns();
+    e->status = td__cache_decode(e, &e->err);
+    e->decode_ns += td__cache_now_ns() - t0;
+}
+
+static void td__cache_indexed(uv_work_t *w, int status);
+static void td__cache_decoded(uv_work_t *w, int status);
+
+/* Charges need more bytes to e and queues its step (0: index, 1: decode; the decode's scratch
+ * is transient). 0, or a code with e->status set. */
+static int td__cache_run(td__cache *c, td__cache_entry *e, int stage, uint64_t need)
+{
+    td__cache_charge(c, e, e->charged + need);
+    if (stage) {
+        e->transient = e->scratch;
+        c->transient += e->scratch;
+    }
+    e->work.data = e;
+    int rc = stage ? uv_queue_work(c->loop, &e->work, td__cache_decode_work, td__cache_decoded)
+                   : uv_queue_work(c->loop, &e->work, td__cache_index_work, td__cache_indexed);
+    if (rc)
+        return e->status = td__err(&e->err, TD_ESYS, "%s: cannot queue the load: %s", e->name,
+                                   uv_strerror(rc));
+    return 0;
+}
+
+/* Reserves need bytes for e's step and runs it, or queues e to wait for room. 0 when it runs or
+ * waits; a code with e->status set otherwise. */
+static int td__cache_admit(td__cache *c, td__cache_entry *e, int stage, uint64_t need)
+{
+    int rc = td__cache_make_room(c, e->uid, need, e, 1, &e->err);
+    if (rc == 1) {
+        e->wait_need = need;
+        e->wait_stage = stage;
+        e->wait_next = NULL;
+        if (c->wait_tail)
+            c->wait_tail->wait_next = e;
+        else
+            c->wait_head = e;
+        c->wait_tail = e;
+        if (!e->waited)
+            td__log_debug("%s waits for %llu bytes (the scratch of decodes in flight is in the "
+                          "way)",
+                          e->name, (unsigned long long)need);
+        e->waited = 1;
+        return 0;
+    }
+    if (rc < 0)
+        return e->status = rc;
+    return td__cache_run(c, e, stage, need);
+}
+
+/* Something gave memory back (a build ended, a lease went): the entries waiting for room try
+ * again, in the order they came. */
+static void td__cache_retry(td__cache *c)
+{
+    if (c->retrying)
+        return; /* td__cache_finish below calls back here: this loop goes on instead */
+    c->retrying = 1;
+    for (int progress = 1; progress && c->wait_head;) {
+        progress = 0;
+        td__cache_entry *q = c->wait_head;
+        c->wait_head = c->wait_tail = NULL;
+        while (q) {
+            td__cache_entry *e = q;
+            q = q->wait_next;
+            e->wait_next = NULL;
+            if (td__cache_admit(c, e, e->wait_stage, e->wait_need) != 0) {
+                td__cache_finish(c, e); /* refused now: its waiters learn why */
+                progress = 1;
+            } else if (c->wait_tail != e) {
+                progress = 1; /* running */
+            }
+        }
+    }
+    c->retrying = 0;
+}
+
+static void td__cache_decoded(uv_work_t *w, int status)
+{
+    td__cache_entry *e = w->data;
+    if (status == UV_ECANCELED && !e->status)
+        e->status = td__err(&e->err, TD_EAGAIN, "%s: load cancelled", e->name);
+    td__cache_finish(e->cache, e);
+}
+
+/* Back from the first step: reserves the decoded size and the decode's scratch (making room,
+ * waiting for it, or refusing the load), then decodes, or finishes at once when there is
+ * nothing to decode. Once decoded, the entry is charged what it holds (td__cache_finish): the
+ * scratch is gone. */
+static void td__cache_indexed(uv_work_t *w, int status)
+{
+    td__cache_entry *e = w->data;
+    td__cache *c = e->cache;
+    if (status == UV_ECANCELED && !e->status)
+        e->status = td__err(&e->err, TD_EAGAIN, "%s: load cancelled", e->name);
+    if (!e->status && e->need && td__cache_admit(c, e, 1, e->need + e->scratch) == 0)
+        return; /* decoding, or waiting for room */
+    td__cache_finish(c, e);
 }
 
 static void td__cache_watch_cb(uv_fs_event_t *h, const char *filename, int events, int status);
 
-static void td__cache_built(uv_work_t *w, int status)
+/* The end of a build, on the loop: the entry is READY and every waiter gets a lease, or the
+ * waiters get the error and the entry goes. */
+static void td__cache_finish(td__cache *c, td__cache_entry *e)
 {
-    td__cache_entry *e = w->data;
-    td__cache *c = e->cache;
     c->building--;
-    if (status == UV_ECANCELED && !e->status)
-        e->status = td__err(&e->err, TD_EAGAIN, "%s: load cancelled", e->name);
+    c->transient -= e->transient;
+    e->transient = 0;
     /* The first client's descriptor is not needed any more: in map and pin mode each client
      * maps its own. */
     if (e->file_fd >= 0) {
         close(e->file_fd);
         e->file_fd = -1;
     }
+    if (e->snap_map) {
+        munmap(e->snap_map, (size_t)e->file_size);
+        e->snap_map = NULL;
+    }
     td__cache_waiter *q = e->waiters.next;
     e->waiters.next = e->waiters.prev = &e->waiters;
     if (e->status) {
-        td__log_warn("load %s failed: %s", e->name, e->err.message);
+        if (e->status == TD_EBUDGET)
+            td__log_notice("load %s refused: %s", e->name, e->err.message);
+        else
+            td__log_warn("load %s failed: %s", e->name, e->err.message);
+        td__cache_charge(c, e, 0);
+        td__cache_user_del(c, e->uid);
         td__cache_unlink(c, e);
         while (q != &e->waiters) {
             td__cache_waiter *next = q->next;
             q->next = q->prev = NULL;
             q->entry = NULL;
+            c->stats.refused += e->status == TD_EBUDGET;
             q->done(q, NULL, e->status, &e->err);
             q = next;
         }
         td__cache_free(e);
+        td__cache_retry(c);
         return;
     }
     e->state = CACHE_READY;
     e->last_use = uv_now(c->loop);
-    c->bytes += td__cache_held(e);
+    td__cache_charge(c, e, td__cache_held(e)); /* what it holds, no longer what it reserved */
     c->stats.decodes += e->derived_len || e->snap_fd >= 0;
     c->stats.decode_ns_total += e->decode_ns;
     if (e->decode_ns > c->stats.decode_ns_max)
@@ -423,6 +743,7 @@ static void td__cache_built(uv_work_t *w, int status)
         q = next;
     }
     td__cache_enforce_budget(c);
+    td__cache_retry(c);
 }
 
 /* The file behind an entry changed on disk: if the path now names another file (replaced by
@@ -517,6 +838,7 @@ int td__cache_acquire(td__cache *c, const td__cache_request *req, td__cache_wait
         return td__err(err, TD_ENOMEM, "out of memory");
     e->cache = c;
     e->key = key;
+    e->uid = req->uid;
     e->state = CACHE_LOADING;
     e->snap_fd = e->derived_fd = -1;
     e->file_size = key.size;
@@ -539,22 +861,24 @@ int td__cache_acquire(td__cache *c, const td__cache_request *req, td__cache_wait
         return rc;
     }
     td__table_init(&e->table, req->format);
-    if (e->mode == TD__PROTO_MODE_SNAPSHOT && c->cfg->max_memory && key.size > c->cfg->max_memory) {
-        rc = td__err(err, TD_ELIMIT, "%s: a snapshot of %llu bytes exceeds the budget of %llu",
-                     e->name, (unsigned long long)key.size, (unsigned long long)c->cfg->max_memory);
-        td__cache_free(e);
-        return rc;
-    }
     e->work.data = e;
-    rc = uv_queue_work(c->loop, &e->work, td__cache_build, td__cache_built);
-    if (rc) {
-        rc = td__err(err, TD_ESYS, "cannot queue the load: %s", uv_strerror(rc));
+    if (td__cache_user_add(c, e->uid)) {
         td__cache_free(e);
+        return td__err(err, TD_ENOMEM, "out of memory");
+    }
+    td__cache_push_front(c, e);
+    c->building++; /* LOADING, from here to td__cache_finish */
+    /* A snapshot copies the file and a pin locks it: reserve that now. */
+    uint64_t reserve =
+        e->mode == TD__PROTO_MODE_SNAPSHOT || e->mode == TD__PROTO_MODE_PIN ? key.size : 0;
+    if ((rc = td__cache_admit(c, e, 0, reserve))) {
+        c->stats.refused += rc == TD_EBUDGET; /* the server logs the refusal */
+        *err = e->err;
+        c->building--;
+        td__cache_forget(c, e);
         return rc;
     }
-    c->building++;
     c->stats.misses++;
-    td__cache_push_front(c, e);
     w->entry = e;
     w->prev = w->next = &e->waiters;
     e->waiters.next = e->waiters.prev = w;
@@ -580,28 +904,64 @@ void td__cache_release(td__cache *c, td__cache_entry *e)
         td__cache_drop(c, e, "file replaced");
     else
         td__cache_enforce_budget(c);
+    td__cache_retry(c); /* an entry nobody holds can make room now */
+}
+
+/* Evicts every entry nobody holds (of one file when key is set), adding to the counts. */
+static void td__cache_evict_unheld(td__cache *c, const td__cache_key *key, const char *why,
+                                   uint64_t *entries, uint64_t *bytes)
+{
+    for (td__cache_entry *e = c->tail, *prev; e; e = prev) {
+        prev = e->prev;
+        if (!td__cache_evictable(e) || (key && !td__cache_same_file(&e->key, key)))
+            continue;
+        *entries += 1;
+        *bytes += e->charged;
+        td__cache_drop(c, e, why);
+    }
 }
 
 void td__cache_evict(td__cache *c, const td__cache_key *key, uint64_t *entries, uint64_t *bytes)
 {
-    for (td__cache_entry *e = c->tail, *prev; e; e = prev) {
-        prev = e->prev;
-        if (e->state != CACHE_READY || e->leases || (key && !td__cache_same_file(&e->key, key)))
-            continue;
-        *entries += 1;
-        *bytes += td__cache_held(e);
-        td__cache_drop(c, e, "evict request");
-    }
+    td__cache_evict_unheld(c, key, "evict request", entries, bytes);
+}
+
+void td__cache_relieve(td__cache *c, const char *why)
+{
+    uint64_t n = 0, bytes = 0;
+    char text[200];
+    snprintf(text, sizeof text, "memory pressure: %s", why);
+    c->stats.pressure++;
+    td__cache_evict_unheld(c, NULL, text, &n, &bytes);
+    td__cache_kept k = td__cache_kept_of(c, 1, 0, NULL);
+    td__log_notice("memory pressure (%s): dropped %llu entries nobody holds (%llu bytes); kept "
+                   "%llu bytes held by %llu leases",
+                   why, (unsigned long long)n, (unsigned long long)bytes,
+                   (unsigned long long)k.bytes, (unsigned long long)k.leases);
 }
 
 void td__cache_enforce_budget(td__cache *c)
 {
-    uint64_t budget = c->cfg->max_memory;
-    for (td__cache_entry *e = c->tail, *prev; budget && e && c->bytes > budget; e = prev) {
+    uint64_t budget = c->cfg->max_memory, quota = c->cfg->max_memory_per_uid;
+    for (td__cache_entry *e = c->tail, *prev; (budget || quota) && e; e = prev) {
         prev = e->prev;
-        if (e->state == CACHE_READY && !e->leases && td__cache_held(e))
+        if (!td__cache_evictable(e) || !e->charged)
+            continue;
+        const td__cache_user *u = td__cache_user_of(c, e->uid);
+        if (quota && u && u->bytes > quota) {
+            char why[64];
+            snprintf(why, sizeof why, "over the quota of uid %u", e->uid);
+            td__cache_drop(c, e, why);
+        } else if (budget && c->bytes > budget) {
             td__cache_drop(c, e, "over the memory budget");
+        }
     }
+}
+
+size_t td__cache_users(const td__cache *c, const td__cache_user **out)
+{
+    *out = c->users;
+    return c->nusers;
 }
 
 const uint8_t *td__cache_entry_reply_tail(const td__cache_entry *e, const td__proto_limits *lim,
@@ -623,6 +983,8 @@ void td__cache_entry_keep_reply_tail(td__cache_entry *e, const td__proto_limits 
     free(e->reply_tail);
     e->reply_tail = copy;
     e->reply_tail_len = len;
+    /* The copy is the entry's memory too, counted like the rest. */
+    td__cache_charge(e->cache, e, td__cache_held(e));
     e->reply_lim = *lim;
 }
 
@@ -659,7 +1021,12 @@ uint32_t td__cache_entry_mode(const td__cache_entry *e)
 
 uint64_t td__cache_entry_bytes(const td__cache_entry *e)
 {
-    return td__cache_held(e);
+    return e->charged;
+}
+
+uint32_t td__cache_entry_uid(const td__cache_entry *e)
+{
+    return e->uid;
 }
 
 uint64_t td__cache_entry_leases(const td__cache_entry *e)

@@ -8,9 +8,19 @@
  * an entry that is still being built wait for that one build.
  *
  * Clients hold leases; an entry with no lease is on the LRU list and may be evicted when the
- * memory budget (derived and snapshot bytes) is exceeded, when its file was replaced, or on
- * request. Evicting only closes the daemon's descriptors: mappings clients already made stay
- * valid.
+ * memory budget (snapshot, derived and pinned bytes) or its uid's quota needs room, when its
+ * file was replaced, under memory pressure, or on request. Evicting only closes the daemon's
+ * descriptors: mappings clients already made stay valid. Entries that clients hold are never
+ * evicted: when the budget (or a uid's quota) is full of them, a load that needs more memory is
+ * refused with TD_EBUDGET ("budget full: N bytes held by M leases").
+ *
+ * Accounting: an entry's bytes count against the budget and against the quota of the uid that
+ * loaded it first (a file shared by several users counts once). Memory is reserved on the loop
+ * thread before it is allocated on the thread pool: a snapshot's or a pin's size when the entry
+ * is created, the decoded size and the decoding's scratch between indexing and decoding. So
+ * builds in flight can never take the daemon past its budget together. (The tables and the
+ * metadata of the entries live on the heap and are not counted, but for the encoded copy of
+ * the table each entry keeps for its replies.)
  */
 #ifndef TD_DAEMON_CACHE_H
 #define TD_DAEMON_CACHE_H
@@ -42,22 +52,36 @@ struct td__cache_waiter {
 
 typedef struct td__cache_stats {
     uint64_t hits, misses, evictions, decodes, decode_ns_total, decode_ns_max;
+    uint64_t refused;  /* loads refused with TD_EBUDGET */
+    uint64_t pressure; /* memory pressure events acted on */
 } td__cache_stats;
+
+/* What the entries one uid loaded first hold. */
+typedef struct td__cache_user {
+    uint32_t uid;
+    uint64_t entries; /* entries, those being built included */
+    uint64_t bytes;   /* their bytes, reservations of builds in flight included */
+} td__cache_user;
 
 typedef struct td__cache {
     uv_loop_t *loop;
     const td__config *cfg;        /* borrowed; may be replaced (reload) */
     td__cache_entry *head, *tail; /* most recently used first */
     size_t n;
-    size_t building; /* entries on the thread pool */
-    uint64_t bytes;  /* snapshot + derived bytes held */
+    size_t building;    /* entries being built (on the thread pool or waiting for room) */
+    uint64_t bytes;     /* snapshot, derived, pinned and kept reply bytes, and reservations */
+    uint64_t transient; /* of those, the scratch of decodes in flight */
+    td__cache_entry *wait_head, *wait_tail; /* builds waiting for room, first come first */
+    int retrying;
+    td__cache_user *users; /* owned; one per uid with entries, in no order */
+    size_t nusers, cap_users;
     td__cache_stats stats;
 } td__cache;
 
 void td__cache_init(td__cache *c, uv_loop_t *loop, const td__config *cfg);
 /* Frees every entry. No entry may be building (see td__cache_idle). */
 void td__cache_destroy(td__cache *c);
-/* True when nothing is on the thread pool. */
+/* True when nothing is being built. */
 int td__cache_idle(const td__cache *c);
 
 /* The request a LOAD makes. */
@@ -68,11 +92,14 @@ typedef struct td__cache_request {
     uint32_t mode;    /* TD__PROTO_MODE_*; DEFAULT: from the config's path rules */
     uint32_t dequant; /* 0 or a td_dtype */
     uint64_t max_inflated;
+    uint32_t uid; /* the client's; a new entry counts against this uid's quota */
 } td__cache_request;
 
 /* Looks up or creates the entry for req. Returns 0 with *out set and a lease taken when the
  * entry is ready; 1 when it is being built (w is queued: w->done runs later on the loop);
- * a negative code with *err on failure (bad descriptor, too many entries, over budget). */
+ * a negative code with *err on failure (bad descriptor, too many entries, TD_EBUDGET when the
+ * budget or the uid's quota is full of held entries). A build can still fail with TD_EBUDGET
+ * once it knows how much it must decode. */
 int td__cache_acquire(td__cache *c, const td__cache_request *req, td__cache_waiter *w,
                       td__cache_entry **out, td_error *err);
 /* Removes a queued waiter (its client went away). */
@@ -83,8 +110,14 @@ void td__cache_release(td__cache *c, td__cache_entry *e);
 /* Evicts every entry nobody holds (key == NULL), or those of one file (same dev, ino, size,
  * mtime; any dequantize target). Adds to *entries and *bytes. */
 void td__cache_evict(td__cache *c, const td__cache_key *key, uint64_t *entries, uint64_t *bytes);
-/* Evicts unreferenced entries, least recently used first, until the budget holds. */
+/* Evicts unreferenced entries, least recently used first, until every uid is within its quota
+ * and the cache within the budget (after a reload lowered them). */
 void td__cache_enforce_budget(td__cache *c);
+/* Memory is short (why names the signal): evicts every entry nobody holds, and logs what went
+ * and what clients still hold. */
+void td__cache_relieve(td__cache *c, const char *why);
+/* The per-uid figures: *out points at nusers records (valid until the cache changes). */
+size_t td__cache_users(const td__cache *c, const td__cache_user **out);
 
 /* The key of a descriptor (fstat). TD_EINVAL for anything but a readable regular file. */
 int td__cache_key_of(int fd, uint32_t dequant, td__cache_key *key, td_error *err);
@@ -105,7 +138,11 @@ int td__cache_entry_derived_fd(const td__cache_entry *e, uint64_t *size);
 uint64_t td__cache_entry_file_size(const td__cache_entry *e);
 const char *td__cache_entry_name(const td__cache_entry *e);
 uint32_t td__cache_entry_mode(const td__cache_entry *e);
+/* The bytes it counts against the budget (what a build in flight reserved, scratch included,
+ * until it is built). */
 uint64_t td__cache_entry_bytes(const td__cache_entry *e);
+/* The uid that loaded it first, whose quota it counts against. */
+uint32_t td__cache_entry_uid(const td__cache_entry *e);
 uint64_t td__cache_entry_leases(const td__cache_entry *e);
 uint64_t td__cache_entry_hits(const td__cache_entry *e);
 uint64_t td__cache_entry_loads(const td__cache_entry *e);

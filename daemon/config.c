@@ -14,7 +14,8 @@
 void td__config_defaults(td__config *c)
 {
     memset(c, 0, sizeof *c);
-    c->max_memory = 0;
+    c->max_memory_set = (td__config_mem){.percent = TD__CONFIG_DEFAULT_MEMORY_PERCENT};
+    c->max_memory_per_uid_set = (td__config_mem){.percent = TD__CONFIG_DEFAULT_PER_UID_PERCENT};
     c->max_clients = 256;
     c->max_clients_per_uid = 128;
     c->max_frame = TD__PROTO_DEFAULT_MAX_FRAME;
@@ -75,6 +76,45 @@ int td__config_parse_size(const char *s, uint64_t *out)
     return 0;
 }
 
+int td__config_parse_mem(const char *s, td__config_mem *out)
+{
+    if (!s)
+        return TD_EINVAL;
+    if (strcmp(s, "none") == 0) {
+        *out = (td__config_mem){0, 0};
+        return 0;
+    }
+    size_t n = strlen(s);
+    if (n >= 2 && s[n - 1] == '%') {
+        unsigned pct = 0;
+        for (size_t i = 0; i + 1 < n; i++) {
+            if (!isdigit((unsigned char)s[i]) || pct > 100)
+                return TD_EINVAL;
+            pct = pct * 10 + (unsigned)(s[i] - '0');
+        }
+        if (pct < 1 || pct > 100)
+            return TD_EINVAL;
+        *out = (td__config_mem){0, pct};
+        return 0;
+    }
+    uint64_t v;
+    if (td__config_parse_size(s, &v))
+        return TD_EINVAL;
+    *out = (td__config_mem){v, 0};
+    return 0;
+}
+
+const char *td__config_mem_text(const td__config_mem *m, char *buf, size_t cap)
+{
+    if (m->percent)
+        snprintf(buf, cap, "%u%%", m->percent);
+    else if (m->bytes)
+        snprintf(buf, cap, "%llu", (unsigned long long)m->bytes);
+    else
+        snprintf(buf, cap, "none");
+    return buf;
+}
+
 const char *td__config_mode_name(uint32_t mode)
 {
     switch (mode) {
@@ -132,11 +172,19 @@ int td__config_set(td__config *c, const char *key, const char *value, td_error *
         r[c->nrules++].mode = mode;
         return 0;
     }
-    if (strcmp(key, "max_memory") == 0 || strcmp(key, "max_inflated") == 0) {
-        uint64_t v;
-        if (td__config_parse_size(value, &v))
+    if (strcmp(key, "max_memory") == 0 || strcmp(key, "max_memory_per_uid") == 0) {
+        td__config_mem m;
+        if (td__config_parse_mem(value, &m))
+            return td__err(err, TD_EINVAL,
+                           "%s: '%s' is not a size (e.g. 512M, 8G), a percentage (1%% to 100%%) "
+                           "or none",
+                           key, value);
+        *(key[10] ? &c->max_memory_per_uid_set : &c->max_memory_set) = m;
+        return 0;
+    }
+    if (strcmp(key, "max_inflated") == 0) {
+        if (td__config_parse_size(value, &c->max_inflated))
             return td__err(err, TD_EINVAL, "%s: '%s' is not a size (e.g. 512M, 8G)", key, value);
-        *(key[4] == 'm' ? &c->max_memory : &c->max_inflated) = v;
         return 0;
     }
     if (strcmp(key, "max_clients") == 0)

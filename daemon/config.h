@@ -2,7 +2,11 @@
  * config.h - the daemon's settings: defaults, /etc/tensord/tensord.conf, command-line overrides.
  *
  * The file has one setting per line, '#' starts a comment:
- *   max_memory = 0           budget for derived and snapshot bytes (K, M, G, T suffixes; 0: none)
+ *   max_memory = 25%         budget for snapshot, derived and pinned bytes: a size (K, M, G, T
+ *                            suffixes), a percentage of the memory the daemon may use (its
+ *                            cgroup's limit, else MemTotal: see budget.h), or none (also 0)
+ *   max_memory_per_uid = 50% what entries first loaded by one uid may hold: a size, a
+ *                            percentage of the budget, or none
  *   max_clients = 256
  *   max_clients_per_uid = 128   connections one user (uid) may hold at once
  *   max_frame = 64M          largest request frame accepted
@@ -28,8 +32,23 @@ typedef struct td__config_rule {
     uint32_t mode; /* TD__PROTO_MODE_MAP, _SNAPSHOT or _PIN */
 } td__config_rule;
 
+/* The defaults of max_memory (a share of the memory the daemon may use) and max_memory_per_uid
+ * (a share of the budget). */
+#define TD__CONFIG_DEFAULT_MEMORY_PERCENT  25
+#define TD__CONFIG_DEFAULT_PER_UID_PERCENT 50
+
+/* A memory setting as written: a size, a share of something the setting names, or none. */
+typedef struct td__config_mem {
+    uint64_t bytes;   /* percent == 0: the size in bytes (0: none) */
+    uint32_t percent; /* 1..100: this share */
+} td__config_mem;
+
 typedef struct td__config {
+    td__config_mem max_memory_set;         /* as written (default 25%) */
+    td__config_mem max_memory_per_uid_set; /* as written (default 50%) */
+    /* The two in bytes (0: none), filled in by td__budget_resolve from the settings above. */
     uint64_t max_memory;
+    uint64_t max_memory_per_uid;
     uint32_t max_clients;
     uint32_t max_clients_per_uid;
     uint32_t max_frame;
@@ -53,6 +72,10 @@ int td__config_load(const char *path, td__config *c, td_error *err);
 int td__config_set(td__config *c, const char *key, const char *value, td_error *err);
 /* "64M" -> 67108864; 0 or TD_EINVAL. */
 int td__config_parse_size(const char *s, uint64_t *out);
+/* A memory setting: a size, "N%" (1 <= N <= 100) or "none"; 0 or TD_EINVAL. */
+int td__config_parse_mem(const char *s, td__config_mem *out);
+/* The setting as it would be written ("25%", "8589934592", "none") into buf. */
+const char *td__config_mem_text(const td__config_mem *m, char *buf, size_t cap);
 /* The mode for a file path: the longest matching rule, else TD__PROTO_MODE_MAP. */
 uint32_t td__config_mode_for(const td__config *c, const char *path);
 /* "map", "snapshot", "pin" and back. */

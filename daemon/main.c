@@ -9,16 +9,19 @@
  * refusing to take over a socket a live daemon answers on and replacing a stale one.
  *
  * SIGTERM and SIGINT: stop accepting, finish what is in flight, exit 0. SIGHUP: reload the
- * configuration file (command-line settings still win).
+ * configuration file (command-line settings still win) and work out the memory budget again.
  */
+#include "budget.h"
 #include "config.h"
 #include "derive.h"
 #include "log.h"
+#include "pressure.h"
 #include "server.h"
 #include "tensord.h"
 
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +39,7 @@ typedef struct daemon_state {
     uv_loop_t loop;
     td__config cfg;
     td__server srv;
+    td__pressure pressure;
     const char *config_path; /* NULL: none */
     int config_explicit;     /* --config given: a missing file is an error */
     char **overrides;        /* "key=value" settings from the command line */
@@ -105,7 +109,15 @@ static void on_drained(td__server *srv)
     daemon_state *d = (daemon_state *)((char *)srv - offsetof(daemon_state, srv));
     td__log_notice("stopped");
     td__server_destroy(&d->srv);
+    td__pressure_stop(&d->pressure);
     uv_walk(&d->loop, close_handle, NULL);
+}
+
+/* Memory is short: what nobody holds goes now, before the kernel has to kill anything. */
+static void on_pressure(td__pressure *p, const char *why)
+{
+    daemon_state *d = p->data;
+    td__cache_relieve(&d->srv.cache, why);
 }
 
 /* Thread-pool work ending does not call back into the server: look again now and then. */
@@ -136,6 +148,7 @@ static void on_signal(uv_signal_t *s, int signum)
         td__config_destroy(&d->cfg);
         d->cfg = fresh; /* the server and cache point at d->cfg */
         td__log_set_level(d->cfg.log_level);
+        td__budget_resolve(&d->cfg); /* a percentage follows the machine's memory now */
         td__cache_enforce_budget(&d->srv.cache);
         td__log_notice("configuration reloaded");
         return;
@@ -283,7 +296,12 @@ int main(int argc, char **argv)
         return 1;
     }
     td__log_set_level(d.cfg.log_level);
+    td__budget_resolve(&d.cfg);
     signal(SIGPIPE, SIG_IGN);
+    /* A decode's scratch buffers (whole inflated members, pread copies) are counted against the
+     * budget while it runs: when it ends they must really go back to the system, not stay in a
+     * worker thread's malloc arena, as they would once glibc raised its mmap threshold. */
+    mallopt(M_MMAP_THRESHOLD, 1 << 20);
 
     int fd = -1, n = sd_listen_fds(1);
     if (n > 1) {
@@ -325,8 +343,12 @@ int main(int argc, char **argv)
     uv_timer_init(&d.loop, &d.drain_timer);
     d.status_timer.data = d.drain_timer.data = &d;
     uv_timer_start(&d.status_timer, on_status_timer, 5000, 5000);
-    td__log_notice("ready (budget %llu bytes, max %u clients)",
-                   (unsigned long long)d.cfg.max_memory, d.cfg.max_clients);
+    td__budget_base base;
+    td__budget_probe(&base);
+    td__pressure_start(&d.pressure, &d.loop, strcmp(base.source, "MemTotal") != 0, on_pressure, &d);
+    td__log_notice("ready (budget %llu bytes, %llu per uid, max %u clients)",
+                   (unsigned long long)d.cfg.max_memory,
+                   (unsigned long long)d.cfg.max_memory_per_uid, d.cfg.max_clients);
     sd_notify(0, "READY=1");
     notify_status(&d);
 
@@ -336,6 +358,8 @@ int main(int argc, char **argv)
     uv_walk(&d.loop, close_handle, NULL);
     uv_run(&d.loop, UV_RUN_DEFAULT);
     uv_loop_close(&d.loop);
+    if (d.pressure.fd >= 0)
+        close(d.pressure.fd); /* its handle went with the others */
     td__config_destroy(&d.cfg);
     for (int i = 0; i < d.noverrides; i++)
         free(ov[i]);

@@ -376,7 +376,13 @@ static void td__server_on_load(td__server_client *cl, td__proto_msg *m)
     r->fd = ld->fd; /* ours now */
     ld->fd = -1;
     r->w.done = td__server_load_done;
-    td__cache_request q = {r->fd, ld->name, ld->format, ld->mode, ld->dequant, ld->max_inflated};
+    td__cache_request q = {.fd = r->fd,
+                           .name = ld->name,
+                           .format = ld->format,
+                           .mode = ld->mode,
+                           .dequant = ld->dequant,
+                           .max_inflated = ld->max_inflated,
+                           .uid = (uint32_t)cl->cred.uid};
     td__cache_entry *e = NULL;
     int rc = td__cache_acquire(&cl->srv->cache, &q, &r->w, &e, &err);
     if (rc == 1) {
@@ -430,6 +436,9 @@ void td__server_stats(const td__server *srv, td__proto_stats *st)
     st->bytes = c->bytes;
     st->derived_bytes = c->bytes;
     st->budget = srv->cfg->max_memory;
+    st->quota = srv->cfg->max_memory_per_uid;
+    st->refused = c->stats.refused;
+    st->pressure = c->stats.pressure;
     st->hits = c->stats.hits;
     st->misses = c->stats.misses;
     st->evictions = c->stats.evictions;
@@ -474,8 +483,24 @@ static void td__server_on_status(td__server_client *cl, td__proto_msg *m)
         r.u.status.files = files;
         r.u.status.nfiles = (uint32_t)i;
     }
+    const td__cache_user *cu;
+    size_t nu = td__cache_users(&cl->srv->cache, &cu);
+    td__proto_status_user *users = calloc(nu ? nu : 1, sizeof *users);
+    if (!users) {
+        free(files);
+        td_error err;
+        td__err(&err, TD_ENOMEM, "out of memory");
+        td__server_send_error(cl, m->id, err.code, &err, 0);
+        return;
+    }
+    for (size_t i = 0; i < nu; i++)
+        users[i] = (td__proto_status_user){cu[i].uid, cu[i].entries, cu[i].bytes,
+                                           cl->srv->cfg->max_memory_per_uid};
+    r.u.status.users = users;
+    r.u.status.nusers = (uint32_t)nu;
     td__server_send(cl, &r, 0);
     free(files);
+    free(users);
 }
 
 static void td__server_on_evict(td__server_client *cl, td__proto_msg *m)

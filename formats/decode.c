@@ -98,6 +98,14 @@ static void td__fortran_to_c(uint8_t *dst, const uint8_t *src, uint32_t ndim, co
     }
 }
 
+uint64_t td__decode_scratch(const td__entry *e)
+{
+    if (!(e->layout & TD__LAYOUT_DEFLATE))
+        return 0; /* byte swaps, Fortran order from the file and dequantization write dst only */
+    uint64_t n = td__npz_inflate_scratch(e);
+    return e->layout & TD__LAYOUT_FORTRAN ? n + e->nbytes : n;
+}
+
 int td__decode_entry(const td__entry *e, const uint8_t *file, size_t file_len, void *dst,
                      unsigned threads, const char *fname, td_error *err)
 {

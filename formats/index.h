@@ -36,4 +36,8 @@ td_format td__detect_format(const uint8_t *base, size_t len);
 int td__decode_entry(const td__entry *e, const uint8_t *file, size_t file_len, void *dst,
                      unsigned threads, const char *fname, td_error *err);
 
+/* The most td__decode_entry allocates for e on the way (scratch copies it frees before it
+ * returns): what a caller that bounds its memory must allow for besides dst. */
+uint64_t td__decode_scratch(const td__entry *e);
+
 #endif

@@ -205,6 +205,17 @@ static int npz__begin(const td__entry *e, size_t file_len, const char *fname, ch
     return npz__check_src(e, file_len, what, err);
 }
 
+uint64_t td__npz_inflate_scratch(const td__entry *e)
+{
+#ifdef TD_HAVE_LIBDEFLATE
+    if (e->src.inflated >= NPZ__WHOLE_MIN && e->src.inflated <= NPZ__WHOLE_MAX)
+        return e->src.inflated;
+#else
+    (void)e;
+#endif
+    return 0;
+}
+
 int td__npz_inflate_entry(const td__entry *e, const uint8_t *file, size_t file_len, uint8_t *dst,
                           const char *fname, td_error *err)
 {

@@ -52,6 +52,10 @@ int td__npz_index(td__rd *r, uint64_t max_inflated, td__table *t, td_error *err)
 int td__npz_inflate_entry(const td__entry *e, const uint8_t *file, size_t file_len, uint8_t *dst,
                           const char *fname, td_error *err);
 
+/* Bytes td__npz_inflate_entry allocates for e besides dst (libdeflate inflates a member of up to
+ * 256 MiB whole, into a copy), 0 when it streams into dst. */
+uint64_t td__npz_inflate_scratch(const td__entry *e);
+
 /* As td__npz_inflate_entry, but buf holds e->src.inflated bytes and receives the whole member, npy
  * header included: the data lands at buf + e->src.skip (a multiple of 64 in files numpy or we
  * wrote; check before relying on it). One whole-buffer inflate with no scratch copy, which is

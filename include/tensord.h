@@ -84,7 +84,8 @@ TD_EXTERN unsigned td_version(void);
     XX(ENOSPC, -21, "no space left on device")                                                     \
     XX(EBUSY, -22, "resource busy")                                                                \
     XX(ESYS, -23, "system call failed")                                                            \
-    XX(ENOMETA, -24, "format has no metadata")
+    XX(ENOMETA, -24, "format has no metadata")                                                     \
+    XX(EBUDGET, -25, "daemon memory budget full")
 
 typedef enum td_errno {
 #define TD__XX(name, value, text) TD_##name = value,
@@ -612,7 +613,10 @@ typedef enum td_status_key {
     TD_STATUS_DECODE_NS_TOTAL, /* nanoseconds spent decoding */
     TD_STATUS_DECODE_NS_MAX,   /* the longest decode, in nanoseconds */
     TD_STATUS_ERRORS,          /* requests answered with an error */
-    TD_STATUS_UPTIME_MS        /* milliseconds since the daemon started */
+    TD_STATUS_UPTIME_MS,       /* milliseconds since the daemon started */
+    TD_STATUS_QUOTA,           /* what the entries one uid loaded first may hold (0: no quota) */
+    TD_STATUS_REFUSED,         /* loads refused: the budget or a quota full of held entries */
+    TD_STATUS_PRESSURE         /* memory pressure events the daemon dropped entries for */
 } td_status_key;
 
 /* One figure of a cached file. */

@@ -180,6 +180,7 @@ typedef struct td__proto_status_req {
     XX(bytes, "bytes held (mapped files and derived buffers)")                                     \
     XX(derived_bytes, "bytes of derived buffers (decoded, dequantized, snapshots)")                \
     XX(budget, "memory budget in bytes (0: none)")                                                 \
+    XX(quota, "bytes the entries one uid loaded first may hold (0: no quota)")                     \
     XX(hits, "loads served from the cache")                                                        \
     XX(misses, "loads that parsed a file")                                                         \
     XX(evictions, "entries evicted")                                                               \
@@ -189,6 +190,8 @@ typedef struct td__proto_status_req {
     XX(decode_ns_total, "nanoseconds spent decoding")                                              \
     XX(decode_ns_max, "longest decode in nanoseconds")                                             \
     XX(errors, "requests answered with an error")                                                  \
+    XX(refused, "loads refused because the budget or a quota was full")                            \
+    XX(pressure, "memory pressure events the daemon dropped entries for")                          \
     XX(uptime_ms, "milliseconds since the daemon started")
 
 typedef struct td__proto_stats {
@@ -213,11 +216,21 @@ typedef struct td__proto_status_file {
     uint64_t idle_ms;       /* milliseconds since the last load or release */
 } td__proto_status_file;
 
+/* One uid in a STATUS reply: what the entries it loaded first hold. */
+typedef struct td__proto_status_user {
+    uint32_t uid;
+    uint64_t entries; /* cached files it loaded first */
+    uint64_t bytes;   /* what they hold against the budget */
+    uint64_t quota;   /* what they may hold (0: no quota) */
+} td__proto_status_user;
+
 /* STATUS_OK. */
 typedef struct td__proto_status {
     td__proto_stats stats;
     td__proto_status_file *files; /* nfiles; NULL when not asked for */
     uint32_t nfiles;
+    td__proto_status_user *users; /* nusers; NULL when the daemon sent none */
+    uint32_t nusers;
 } td__proto_status;
 
 /* EVICT: fd < 0 evicts every unreferenced entry; fd >= 0 (sent as descriptor 0) only the

@@ -221,6 +221,11 @@ static int td__enc_status(td__proto_enc *e, const td__proto_msg *m, td_error *er
     if (s->nfiles > e->peer.max_count)
         return td__err(err, TD_ELIMIT, "STATUS_OK: %u files, the peer takes %u", s->nfiles,
                        e->peer.max_count);
+    if (s->nusers && !s->users)
+        return td__err(err, TD_EINVAL, "STATUS_OK: %u users but no user array", s->nusers);
+    if (s->nusers > e->peer.max_count)
+        return td__err(err, TD_ELIMIT, "STATUS_OK: %u users, the peer takes %u", s->nusers,
+                       e->peer.max_count);
     for (uint32_t i = 0; i < s->nfiles; i++) {
         const td__proto_status_file *sf = &s->files[i];
         if ((unsigned)sf->format > TD_FORMAT_GGUF || sf->mode >= TD__PROTO_MODE_COUNT)
@@ -230,7 +235,7 @@ static int td__enc_status(td__proto_enc *e, const td__proto_msg *m, td_error *er
         if (rc)
             return rc;
     }
-    td__enc_head(e, m, 1 + (s->files != NULL), 0);
+    td__enc_head(e, m, 1 + (s->files != NULL) + (s->users != NULL), 0);
     td__pk_key(e, "stats");
     size_t nstats = 0;
 #define TD__XX(name, text) nstats++;
@@ -257,6 +262,18 @@ static int td__enc_status(td__proto_enc *e, const td__proto_msg *m, td_error *er
             msgpack_pack_uint64(&e->pk, f->derived_bytes);
             msgpack_pack_uint64(&e->pk, f->loads);
             msgpack_pack_uint64(&e->pk, f->idle_ms);
+        }
+    }
+    if (s->users) {
+        td__pk_key(e, "users");
+        msgpack_pack_array(&e->pk, s->nusers);
+        for (uint32_t i = 0; i < s->nusers; i++) {
+            const td__proto_status_user *u = &s->users[i];
+            msgpack_pack_array(&e->pk, 4);
+            msgpack_pack_uint32(&e->pk, u->uid);
+            msgpack_pack_uint64(&e->pk, u->entries);
+            msgpack_pack_uint64(&e->pk, u->bytes);
+            msgpack_pack_uint64(&e->pk, u->quota);
         }
     }
     return 0;

@@ -102,6 +102,7 @@ void td__proto_msg_destroy(td__proto_msg *m)
                 free(m->u.status.files[i].name);
             free(m->u.status.files);
         }
+        free(m->u.status.users);
         break;
     case TD__PROTO_EVICT:
         td__close_fd(&m->u.evict.fd);
@@ -478,6 +479,40 @@ static int td__dec_loaded(const td__fields *f, td__proto_msg *m, unsigned nfds, 
     return 0;
 }
 
+/* STATUS_OK "users": [uid, entries, bytes, quota] per uid (later elements are ignored). The
+ * array's size is bounded by the bytes present (the pre-walk), and so is the allocation. */
+static int td__dec_status_users(const td__proto_dec *d, const msgpack_object *uo,
+                                td__proto_status *s)
+{
+    if (!uo || uo->type == MSGPACK_OBJECT_NIL)
+        return 0;
+    if (uo->type != MSGPACK_OBJECT_ARRAY)
+        return td__err(d->err, TD_EPROTO, "STATUS_OK: field 'users' is not an array");
+    uint32_t n = uo->via.array.size;
+    s->users = calloc(n ? n : 1, sizeof *s->users);
+    if (!s->users)
+        return td__err(d->err, TD_ENOMEM, "STATUS_OK: out of memory for %u users", n);
+    for (uint32_t i = 0; i < n; i++) {
+        const msgpack_object *a = &uo->via.array.ptr[i];
+        td__proto_status_user *u = &s->users[i];
+        s->nusers = i + 1;
+        if (a->type != MSGPACK_OBJECT_ARRAY || a->via.array.size < 4)
+            return td__err(d->err, TD_EPROTO,
+                           "STATUS_OK: users[%u] is not [uid, entries, bytes, quota]", i);
+        const msgpack_object *x = a->via.array.ptr;
+        uint64_t uid;
+        int rc;
+        if ((rc = td__elem_u64(d, &x[0], UINT32_MAX, "STATUS_OK: users", i, "uid", &uid)) ||
+            (rc = td__elem_u64(d, &x[1], UINT64_MAX, "STATUS_OK: users", i, "entries",
+                               &u->entries)) ||
+            (rc = td__elem_u64(d, &x[2], UINT64_MAX, "STATUS_OK: users", i, "bytes", &u->bytes)) ||
+            (rc = td__elem_u64(d, &x[3], UINT64_MAX, "STATUS_OK: users", i, "quota", &u->quota)))
+            return rc;
+        u->uid = (uint32_t)uid;
+    }
+    return 0;
+}
+
 static int td__dec_status(const td__fields *f, td__proto_msg *m)
 {
     const td__proto_dec *d = f->d;
@@ -502,6 +537,8 @@ static int td__dec_status(const td__fields *f, td__proto_msg *m)
             return td__err(d->err, TD_EPROTO, "STATUS_OK: stats[%u] is not an unsigned integer", i);
         *slot = v->via.u64;
     }
+    if ((rc = td__dec_status_users(d, td__field(f, "users"), s)))
+        return rc;
     const msgpack_object *fo = td__field(f, "files");
     if (!fo || fo->type == MSGPACK_OBJECT_NIL)
         return 0;

@@ -672,22 +672,31 @@ static int tc_status(const char *sock, int argc, char **argv)
     td_client_close(c);
     if (rc)
         return tc_fail(&err);
-    uint64_t g[TD_STATUS_UPTIME_MS + 1];
-    for (int k = 0; k <= TD_STATUS_UPTIME_MS; k++)
+    uint64_t g[TD_STATUS_PRESSURE + 1];
+    for (int k = 0; k <= TD_STATUS_PRESSURE; k++)
         g[k] = td_status_get(st, (td_status_key)k);
-    size_t nfiles = td_status_nfiles(st);
+    size_t nfiles = td_status_nfiles(st), nusers = td_status_nusers(st);
     if (json) {
         printf("{\"entries\": %" PRIu64 ", \"bytes\": %" PRIu64 ", \"derived_bytes\": %" PRIu64
-               ", \"budget\": %" PRIu64 ", \"hits\": %" PRIu64 ", \"misses\": %" PRIu64
-               ", \"evictions\": %" PRIu64 ", \"clients\": %" PRIu64 ", \"leases\": %" PRIu64
-               ", \"decodes\": %" PRIu64 ", \"decode_ns_total\": %" PRIu64
-               ", \"decode_ns_max\": %" PRIu64 ", \"errors\": %" PRIu64 ", \"uptime_ms\": %" PRIu64
-               ", \"files\": [",
+               ", \"budget\": %" PRIu64 ", \"quota\": %" PRIu64 ", \"hits\": %" PRIu64
+               ", \"misses\": %" PRIu64 ", \"evictions\": %" PRIu64 ", \"clients\": %" PRIu64
+               ", \"leases\": %" PRIu64 ", \"decodes\": %" PRIu64 ", \"decode_ns_total\": %" PRIu64
+               ", \"decode_ns_max\": %" PRIu64 ", \"errors\": %" PRIu64 ", \"refused\": %" PRIu64
+               ", \"pressure\": %" PRIu64 ", \"uptime_ms\": %" PRIu64 ", \"users\": [",
                g[TD_STATUS_ENTRIES], g[TD_STATUS_BYTES], g[TD_STATUS_DERIVED_BYTES],
-               g[TD_STATUS_BUDGET], g[TD_STATUS_HITS], g[TD_STATUS_MISSES], g[TD_STATUS_EVICTIONS],
-               g[TD_STATUS_CLIENTS], g[TD_STATUS_LEASES], g[TD_STATUS_DECODES],
-               g[TD_STATUS_DECODE_NS_TOTAL], g[TD_STATUS_DECODE_NS_MAX], g[TD_STATUS_ERRORS],
+               g[TD_STATUS_BUDGET], g[TD_STATUS_QUOTA], g[TD_STATUS_HITS], g[TD_STATUS_MISSES],
+               g[TD_STATUS_EVICTIONS], g[TD_STATUS_CLIENTS], g[TD_STATUS_LEASES],
+               g[TD_STATUS_DECODES], g[TD_STATUS_DECODE_NS_TOTAL], g[TD_STATUS_DECODE_NS_MAX],
+               g[TD_STATUS_ERRORS], g[TD_STATUS_REFUSED], g[TD_STATUS_PRESSURE],
                g[TD_STATUS_UPTIME_MS]);
+        for (size_t i = 0; i < nusers; i++)
+            printf("%s{\"uid\": %" PRIu64 ", \"entries\": %" PRIu64 ", \"bytes\": %" PRIu64
+                   ", \"quota\": %" PRIu64 "}",
+                   i ? ",\n  " : "\n  ", td_status_user_get(st, i, TD_STATUS_USER_UID),
+                   td_status_user_get(st, i, TD_STATUS_USER_ENTRIES),
+                   td_status_user_get(st, i, TD_STATUS_USER_BYTES),
+                   td_status_user_get(st, i, TD_STATUS_USER_QUOTA));
+        fputs("], \"files\": [", stdout);
         for (size_t i = 0; i < nfiles; i++) {
             const char *name = td_status_file_name(st, i);
             const char *format = td_format_name(td_status_file_format(st, i));
@@ -709,15 +718,35 @@ static int tc_status(const char *sock, int argc, char **argv)
         }
         fputs("]}\n", stdout);
     } else {
-        printf("tensord: %" PRIu64 " files cached, %" PRIu64 " bytes held (budget %s%" PRIu64
-               "), %" PRIu64 " clients, %" PRIu64 " leases\n",
-               g[TD_STATUS_ENTRIES], g[TD_STATUS_BYTES], g[TD_STATUS_BUDGET] ? "" : "none, ",
-               g[TD_STATUS_BUDGET], g[TD_STATUS_CLIENTS], g[TD_STATUS_LEASES]);
+        char budget[32] = "none", quota[32] = "none";
+        if (g[TD_STATUS_BUDGET])
+            snprintf(budget, sizeof budget, "%" PRIu64, g[TD_STATUS_BUDGET]);
+        if (g[TD_STATUS_QUOTA])
+            snprintf(quota, sizeof quota, "%" PRIu64, g[TD_STATUS_QUOTA]);
+        printf("tensord: %" PRIu64 " files cached, %" PRIu64 " bytes held (budget %s, per uid %s), "
+               "%" PRIu64 " clients, %" PRIu64 " leases\n",
+               g[TD_STATUS_ENTRIES], g[TD_STATUS_BYTES], budget, quota, g[TD_STATUS_CLIENTS],
+               g[TD_STATUS_LEASES]);
         printf("loads: %" PRIu64 " hits, %" PRIu64 " misses, %" PRIu64 " decodes (%.1f ms in all, "
-               "longest %.1f ms), %" PRIu64 " evictions, %" PRIu64 " errors; up %.1f s\n",
+               "longest %.1f ms), %" PRIu64 " evictions, %" PRIu64
+               " refused (budget full), %" PRIu64 " memory pressure events, %" PRIu64
+               " errors; up %.1f s\n",
                g[TD_STATUS_HITS], g[TD_STATUS_MISSES], g[TD_STATUS_DECODES],
                (double)g[TD_STATUS_DECODE_NS_TOTAL] / 1e6, (double)g[TD_STATUS_DECODE_NS_MAX] / 1e6,
-               g[TD_STATUS_EVICTIONS], g[TD_STATUS_ERRORS], (double)g[TD_STATUS_UPTIME_MS] / 1e3);
+               g[TD_STATUS_EVICTIONS], g[TD_STATUS_REFUSED], g[TD_STATUS_PRESSURE],
+               g[TD_STATUS_ERRORS], (double)g[TD_STATUS_UPTIME_MS] / 1e3);
+        if (nusers)
+            printf("  %-10s %7s %13s %13s\n", "UID", "ENTRIES", "BYTES", "QUOTA");
+        for (size_t i = 0; i < nusers; i++) {
+            char q[32] = "none";
+            uint64_t uq = td_status_user_get(st, i, TD_STATUS_USER_QUOTA);
+            if (uq)
+                snprintf(q, sizeof q, "%" PRIu64, uq);
+            printf("  %-10" PRIu64 " %7" PRIu64 " %13" PRIu64 " %13s\n",
+                   td_status_user_get(st, i, TD_STATUS_USER_UID),
+                   td_status_user_get(st, i, TD_STATUS_USER_ENTRIES),
+                   td_status_user_get(st, i, TD_STATUS_USER_BYTES), q);
+        }
         if (nfiles)
             printf("  %-11s %-8s %7s %13s %13s %7s %6s %6s %9s  %s\n", "FORMAT", "MODE", "TENSORS",
                    "FILE BYTES", "DERIVED", "CLIENTS", "LOADS", "HITS", "IDLE", "FILE");

@@ -283,7 +283,10 @@ static void make_corpus(const char *dir)
     ms[n].u.status.stats.entries = 1;
     ms[n].u.status.stats.hits = 9;
     ms[n].u.status.files = files;
-    ms[n++].u.status.nfiles = 1;
+    ms[n].u.status.nfiles = 1;
+    static td__proto_status_user users[2] = {{0, 1, 4096, 1u << 30}, {1000, 2, 8192, 1u << 30}};
+    ms[n].u.status.users = users;
+    ms[n++].u.status.nusers = 2;
     td__proto_msg_init(&ms[n], TD__PROTO_EVICT, 5);
     ms[n++].u.evict.fd = fd;
     td__proto_msg_init(&ms[n], TD__PROTO_EVICT_OK, 5);

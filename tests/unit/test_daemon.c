@@ -183,7 +183,12 @@ START_TEST(test_shared_decode_once)
     ck_assert_ptr_null(td_status_file_name(st, 1));
     ck_assert_uint_eq(td_status_file_get(st, 1, TD_STATUS_FILE_LEASES), 0);
     ck_assert_uint_eq(td_status_get(st, (td_status_key)1000), 0);
-    ck_assert_uint_eq(td_status_nusers(st), 0);
+    /* One user (this test's uid) loaded it first, and is charged for its decoded bytes. */
+    ck_assert_uint_eq(td_status_nusers(st), 1);
+    ck_assert_uint_eq(td_status_user_get(st, 0, TD_STATUS_USER_UID), getuid());
+    ck_assert_uint_eq(td_status_user_get(st, 0, TD_STATUS_USER_ENTRIES), 1);
+    ck_assert_uint_ge(td_status_user_get(st, 0, TD_STATUS_USER_BYTES), 16 << 20);
+    ck_assert_uint_eq(td_status_user_get(st, 1, TD_STATUS_USER_UID), 0); /* out of range */
     td_status_free(st);
     ck_assert_int_eq(write(hold[1], "xxxx", 4), 4);
     for (int i = 0; i < 4; i++) {

@@ -364,8 +364,18 @@ START_TEST(test_roundtrip_every_type)
 #undef TD__XX
     m.u.status.files = files;
     m.u.status.nfiles = 2;
+    td__proto_status_user users[2] = {{0, 3, 4096, 1u << 20}, {UINT32_MAX, 1, UINT64_MAX, 0}};
+    m.u.status.users = users;
+    m.u.status.nusers = 2;
     roundtrip(&m, &b);
     ck_assert_mem_eq(&b.u.status.stats, &m.u.status.stats, sizeof m.u.status.stats);
+    ck_assert_uint_eq(b.u.status.nusers, 2);
+    for (int i = 0; i < 2; i++) {
+        ck_assert_uint_eq(b.u.status.users[i].uid, users[i].uid);
+        ck_assert_uint_eq(b.u.status.users[i].entries, users[i].entries);
+        ck_assert_uint_eq(b.u.status.users[i].bytes, users[i].bytes);
+        ck_assert_uint_eq(b.u.status.users[i].quota, users[i].quota);
+    }
     ck_assert_uint_eq(b.u.status.nfiles, 2);
     ck_assert_str_eq(b.u.status.files[0].name, "a.gguf");
     ck_assert_ptr_null(b.u.status.files[1].name);
@@ -384,8 +394,17 @@ START_TEST(test_roundtrip_every_type)
     td__proto_msg_destroy(&b);
     m.u.status.files = NULL; /* figures only */
     m.u.status.nfiles = 0;
+    m.u.status.users = NULL; /* a daemon without per-uid figures */
+    m.u.status.nusers = 0;
     roundtrip(&m, &b);
     ck_assert_ptr_null(b.u.status.files);
+    ck_assert_ptr_null(b.u.status.users);
+    ck_assert_uint_eq(b.u.status.nusers, 0);
+    td__proto_msg_destroy(&b);
+    m.u.status.users = users; /* no uid has entries: an empty array, not an absent one */
+    roundtrip(&m, &b);
+    ck_assert_ptr_nonnull(b.u.status.users);
+    ck_assert_uint_eq(b.u.status.nusers, 0);
     td__proto_msg_destroy(&b);
 
     /* EVICT with and without a file, EVICT_OK. */

@@ -338,6 +338,9 @@ static size_t make_samples(sample *s, size_t cap)
     td__proto_status_file sf = {"x.npz", TD_FORMAT_NPZ, 1, 2, 3, 4, 5, 6, 7, 8, 9};
     m.u.status.files = &sf;
     m.u.status.nfiles = 1;
+    td__proto_status_user su[2] = {{0, 1, 2, 3}, {65534, 4, 5, 6}};
+    m.u.status.users = su;
+    m.u.status.nusers = 2;
     ADD();
     td__proto_msg_init(&m, TD__PROTO_EVICT, 6);
     m.u.evict.fd = fd;
@@ -1223,6 +1226,62 @@ START_TEST(test_bad_fields)
         if (!rc) {
             ck_assert_uint_eq(sm.u.status.stats.hits, 1); /* the unknown figure is skipped */
             ck_assert_uint_eq(sm.u.status.nfiles, 1);
+            td__proto_msg_destroy(&sm);
+        }
+        msgpack_sbuffer_destroy(&b.sb);
+    }
+    /* STATUS_OK users: not an array, an element not an array or too short, a uid past 2^32 - 1,
+     * a negative or non-integer figure, a count past the end; a fifth element is skipped. */
+    for (int i = 0; i < 8; i++) {
+        buf_init(&b);
+        pk_head(&b, 2, TD__PROTO_STATUS_OK, 1, 0);
+        pk_key(&b, "stats");
+        msgpack_pack_map(&b.pk, 0);
+        pk_key(&b, "users");
+        if (i == 0) {
+            msgpack_pack_map(&b.pk, 0);
+        } else if (i == 6) {
+            /* 0xdd: an array that claims 2^32 - 1 users in a few bytes */
+            const char bomb[] = {(char)0xdd, (char)0xff, (char)0xff, (char)0xff, (char)0xff};
+            msgpack_sbuffer_write(&b.sb, bomb, sizeof bomb);
+        } else {
+            msgpack_pack_array(&b.pk, 2);
+            msgpack_pack_array(&b.pk, 4);
+            for (int k = 0; k < 4; k++)
+                msgpack_pack_uint8(&b.pk, 7);
+            if (i == 1) {
+                msgpack_pack_uint8(&b.pk, 1);
+            } else {
+                msgpack_pack_array(&b.pk, i == 2 ? 3 : i == 7 ? 5 : 4);
+                if (i == 3)
+                    msgpack_pack_uint64(&b.pk, (uint64_t)UINT32_MAX + 1);
+                else
+                    msgpack_pack_uint32(&b.pk, 1000);
+                msgpack_pack_uint8(&b.pk, 1);
+                if (i == 4)
+                    msgpack_pack_int8(&b.pk, -1);
+                else if (i == 5)
+                    msgpack_pack_str_with_body(&b.pk, "1", 1);
+                else
+                    msgpack_pack_uint64(&b.pk, UINT64_MAX);
+                if (i != 2)
+                    msgpack_pack_uint8(&b.pk, 9);
+                if (i == 7)
+                    pk_key(&b, "from a newer daemon");
+            }
+        }
+        td__proto_msg sm;
+        int rc = decode_with((uint8_t *)b.sb.data, b.sb.size, 0, NULL, &sm);
+        /* The bomb is past max_count (TD_ELIMIT) before it is past the bytes left. */
+        ck_assert_msg(rc == (i == 7   ? 0
+                             : i == 6 ? TD_ELIMIT
+                                      : TD_EPROTO),
+                      "users case %d: %d", i, rc);
+        if (!rc) {
+            ck_assert_uint_eq(sm.u.status.nusers, 2);
+            ck_assert_uint_eq(sm.u.status.users[1].uid, 1000);
+            ck_assert_uint_eq(sm.u.status.users[1].bytes, UINT64_MAX);
+            ck_assert_uint_eq(sm.u.status.users[1].quota, 9);
             td__proto_msg_destroy(&sm);
         }
         msgpack_sbuffer_destroy(&b.sb);
