@@ -236,8 +236,8 @@ static PyGetSetDef td__py_array_getset[] = {
      NULL},
     {"provenance", td__py_array_get_provenance, NULL,
      "Where the bytes live: 'embedded' (this process's mapping of the file), 'daemon' (a buffer "
-     "tensord shares with every process), 'owned' (memory of the array's own: decoded in "
-     "embedded mode, copied, dequantized).",
+     "tensord shares with every process), 'owned' or 'caller' (memory of the array's own: "
+     "decoded in embedded mode, copied, dequantized).",
      NULL},
     {"__array_interface__", td__py_array_get_interface, NULL,
      "numpy's array interface (version 3): the array without a copy.", NULL},
