@@ -103,12 +103,42 @@ static int td__py_unsupported_dtype(PyObject *obj, const char *what, const char 
     return -1;
 }
 
-/* Wraps (contiguous, no swap) or copies n-d memory described by shape and byte strides.
- * On a wrap, hold is taken over by the array (released by it); otherwise released here. */
+int td__py_check_shape(int ndim, const int64_t *shape, size_t itemsize, const void *data,
+                       const char *what)
+{
+    uint64_t n = itemsize;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0) {
+            PyErr_Format(PyExc_ValueError, "%s: shape[%d] is negative (%lld)", what, i,
+                         (long long)shape[i]);
+            return -1;
+        }
+        if (__builtin_mul_overflow(n, (uint64_t)shape[i], &n) || n > (uint64_t)PY_SSIZE_T_MAX) {
+            PyErr_Format(PyExc_ValueError, "%s: shape[%d] = %lld makes the array too large", what,
+                         i, (long long)shape[i]);
+            return -1;
+        }
+    }
+    if (n && !data) {
+        PyErr_Format(PyExc_ValueError, "%s: the data pointer is NULL for %llu bytes", what,
+                     (unsigned long long)n);
+        return -1;
+    }
+    return 0;
+}
+
+/* Wraps (contiguous, no swap) or copies n-d memory described by shape and byte strides, once
+ * td__py_check_shape accepted them. On a wrap, hold is taken over by the array (released by
+ * it); otherwise released here. */
 static int td__py_make_array(td_dtype dt, int ndim, const int64_t *shape, const int64_t *strides,
-                             const void *data, size_t swap, td__py_hold *hold, td_array **out)
+                             const void *data, size_t swap, td__py_hold *hold, const char *what,
+                             td_array **out)
 {
     size_t itemsize = td_dtype_size(dt);
+    if (td__py_check_shape(ndim, shape, itemsize, data, what) < 0) {
+        td__py_hold_release(hold, NULL);
+        return -1;
+    }
     int64_t expect = (int64_t)itemsize, n = 1;
     int contiguous = 1;
     for (int i = ndim - 1; i >= 0; i--) {
@@ -188,10 +218,10 @@ static int td__py_from_buffer(PyObject *obj, const char *what, td_array **out)
             s *= v->shape[i];
         }
     }
-    return td__py_make_array(dt, ndim, shape, strides, v->buf, (size_t)swap, h, out);
+    return td__py_make_array(dt, ndim, shape, strides, v->buf, (size_t)swap, h, what, out);
 }
 
-/* Reads a tuple of n non-negative... ints into v (strides may be negative). */
+/* Reads a tuple of at most TD_MAX_DIMS ints into v, and its length into *n. */
 static int td__py_int_tuple(PyObject *t, int64_t *v, int *n, const char *what, const char *field)
 {
     if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) > TD_MAX_DIMS) {
@@ -267,7 +297,7 @@ static int td__py_from_interface(PyObject *obj, PyObject *ai, const char *what, 
     if (!h)
         return -1;
     h->obj = Py_NewRef(obj);
-    return td__py_make_array(dt, ndim, shape, strides, p, (size_t)swap, h, out);
+    return td__py_make_array(dt, ndim, shape, strides, p, (size_t)swap, h, what, out);
 }
 
 int td__py_is_arraylike(PyObject *obj)

@@ -113,7 +113,8 @@ int td__py_dlpack_import(PyObject *obj, const char *what, td_array **out)
         td__py_raise_code(TD_EDTYPE,
                           "%s: DLPack dtype (code %d, %d bits, %d lanes) is not supported", what,
                           (int)t->dtype.code, (int)t->dtype.bits, (int)t->dtype.lanes);
-    } else {
+    } else if (td__py_check_shape(t->ndim, t->shape, td_dtype_size(dt),
+                                  (const char *)t->data + t->byte_offset, what) == 0) {
         size_t itemsize = td_dtype_size(dt);
         int64_t strides[TD_MAX_DIMS], expect = (int64_t)itemsize, n = 1;
         int contiguous = 1;

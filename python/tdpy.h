@@ -127,6 +127,10 @@ int td__py_dlpack_import(PyObject *obj, const char *what, td_array **out);
  * little-endian input is wrapped without copying and kept alive by the array; other input is
  * copied into C order. what names the array in messages ("save_gguf: array 'w'"). */
 int td__py_to_array(PyObject *obj, const char *what, td_array **out);
+/* Checks a shape that came from outside (a buffer, an array interface, a DLPack tensor): no
+ * negative size, a byte size that fits in memory, and a data pointer when there are bytes. */
+int td__py_check_shape(int ndim, const int64_t *shape, size_t itemsize, const void *data,
+                       const char *what);
 /* Whether obj looks like an array to td__py_to_array (it may still fail). */
 int td__py_is_arraylike(PyObject *obj);
 /* Copies an n-d strided array into C order at dst, byte-swapping each unit of swap bytes
