@@ -211,11 +211,11 @@ static int td__py_from_buffer(PyObject *obj, const char *what, td_array **out)
         shape[0] = v->len / v->itemsize;
         strides[0] = v->itemsize;
     } else {
-        int64_t s = v->itemsize;
+        uint64_t s = (uint64_t)v->itemsize; /* as above */
         for (int i = ndim - 1; i >= 0; i--) {
             shape[i] = v->shape[i];
-            strides[i] = v->strides ? v->strides[i] : s;
-            s *= v->shape[i];
+            strides[i] = v->strides ? v->strides[i] : (int64_t)s;
+            s *= (uint64_t)v->shape[i];
         }
     }
     return td__py_make_array(dt, ndim, shape, strides, v->buf, (size_t)swap, h, what, out);
@@ -226,9 +226,8 @@ static int td__py_int_tuple(PyObject *t, int64_t *v, int *n, const char *what, c
 {
     if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) > TD_MAX_DIMS) {
         PyErr_Format(PyExc_ValueError,
-                     "%s: __array_interface__['%s'] is not a tuple of at most "
-                     "%d ints",
-                     what, field, TD_MAX_DIMS);
+                     "%s: __array_interface__['%s'] is not a tuple of at most %d ints", what, field,
+                     TD_MAX_DIMS);
         return -1;
     }
     *n = (int)PyTuple_GET_SIZE(t);
@@ -278,16 +277,15 @@ static int td__py_from_interface(PyObject *obj, PyObject *ai, const char *what, 
             return -1;
         if (nstrides != ndim) {
             PyErr_Format(PyExc_ValueError,
-                         "%s: __array_interface__ has %d strides for %d "
-                         "dimensions",
-                         what, nstrides, ndim);
+                         "%s: __array_interface__ has %d strides for %d dimensions", what, nstrides,
+                         ndim);
             return -1;
         }
     } else {
-        int64_t s = (int64_t)td_dtype_size(dt);
+        uint64_t s = td_dtype_size(dt); /* wraps on absurd shapes, refused in make_array */
         for (int i = ndim - 1; i >= 0; i--) {
-            strides[i] = s;
-            s *= shape[i];
+            strides[i] = (int64_t)s;
+            s *= (uint64_t)shape[i];
         }
     }
     void *p = PyLong_AsVoidPtr(PyTuple_GET_ITEM(data, 0));

@@ -603,9 +603,7 @@ int td__py_meta_from_python(PyObject *mapping, int strings_only, const char *fn,
         int rc;
         if (strings_only) {
             if (!PyUnicode_Check(value)) {
-                PyErr_Format(PyExc_TypeError,
-                             "%s: safetensors metadata values are str, not "
-                             "%.80s",
+                PyErr_Format(PyExc_TypeError, "%s: safetensors metadata values are str, not %.80s",
                              c.what, Py_TYPE(value)->tp_name);
                 Py_DECREF(kb);
                 goto fail;
