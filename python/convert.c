@@ -199,9 +199,10 @@ static int td__py_from_buffer(PyObject *obj, const char *what, td_array **out)
         return td__py_unsupported_dtype(obj, what, spelled);
     }
     if (v->ndim > TD_MAX_DIMS || v->suboffsets) {
+        int ndim = v->ndim; /* v goes with h */
         td__py_hold_release(h, NULL);
         PyErr_Format(PyExc_ValueError, "%s: %d dimensions (or indirect memory) are not supported",
-                     what, v->ndim);
+                     what, ndim);
         return -1;
     }
     int64_t shape[TD_MAX_DIMS], strides[TD_MAX_DIMS];
