@@ -4,8 +4,8 @@
   report.py --data DIR --out BENCHMARKS.md --plots bench/plots
 
 DIR holds results.txt (RESULT lines), env.txt (key=value: machine, date, commit, load),
-optionally proto.txt (bench_proto's output), dequant.md (bench_dequant --markdown) and the
-strace summaries. Plots are drawn with gnuplot (pngcairo) from data files written to DIR.
+optionally proto.txt (bench_proto's output), dequant.md (bench_dequant --markdown), python.md
+(python_bench.py --markdown) and the strace summaries. Plots are drawn with gnuplot (pngcairo) from data files written to DIR.
 Every ratio is between figures of the same run.
 """
 import argparse
@@ -1011,6 +1011,18 @@ plot "load.dat" using 1:2 with linespoints lw 2 title "loads/s" axes x1y1, \\
     else:
         w("Not run: bench_dequant %s." % env.get("build_bench_dequant", "absent"))
     w("")
+
+    # ---- the Python module ----
+    py_path = os.path.join(data, "python.md")
+    if os.path.exists(py_path) and os.path.getsize(py_path):
+        with open(py_path) as f:
+            w(f.read().rstrip())
+        w("")
+    elif "loadavg_python" in env:
+        w("## Python module against numpy (bench/python_bench.py)")
+        w("")
+        w("Not run: the Python module %s." % env.get("build_python", "did not build"))
+        w("")
 
     # ---- what limits us ----
     missed = [g for g in goals if g[3] not in (MET, NA)]

@@ -10,7 +10,8 @@
 #   --dir      where the model files go (default BUILD/bench-data; its file system is reported)
 #   --build    the Release build directory (default SOURCE/build-bench)
 #   --out      the report (default SOURCE/BENCHMARKS.md)
-#   --phases   comma-separated subset of: sys,size,count,goal,load,mem,decode,save,proto,dequant
+#   --phases   comma-separated subset of: sys,size,count,goal,load,mem,decode,save,proto,dequant,
+#              python
 #              (the report then shows only what ran)
 #
 # Environment: TENSORD_BENCH_PY (default /usr/bin/python3, Debian's, with numpy);
@@ -32,7 +33,7 @@ OUT=$SRC/BENCHMARKS.md
 PY=${TENSORD_BENCH_PY:-/usr/bin/python3}
 QUICK=0
 KEEP=0
-PHASES=sys,size,count,goal,load,mem,decode,save,proto,dequant
+PHASES=sys,size,count,goal,load,mem,decode,save,proto,dequant,python
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -440,6 +441,23 @@ if has_phase dequant; then
             say "bench_dequant failed"
     fi
     phase_end dequant
+fi
+
+# ---- the Python module against numpy ----
+if has_phase python; then
+    phase_start python
+    if cmake --build "$BUILD" -j2 --target tensord_python >>"$LOG" 2>&1; then
+        env_kv build_python ok
+        PY_ARGS="--dir $DATA --markdown"
+        [ $QUICK = 1 ] && PY_ARGS="$PY_ARGS --quick"
+        [ $HAVE_DAEMON = 1 ] && PY_ARGS="$PY_ARGS --socket $SOCK"
+        PYTHONPATH=$BUILD/python $PY "$SRC/bench/python_bench.py" $PY_ARGS >"$DATA/python.md" \
+            2>>"$LOG" || say "python_bench.py failed (see $LOG)"
+    else
+        env_kv build_python "did not build (see run.log)"
+        say "building the Python module failed (see $LOG)"
+    fi
+    phase_end python
 fi
 
 stop_daemon

@@ -4,7 +4,8 @@
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config clang llvm libclang-rt-14-dev
       libuv1-dev zlib1g-dev libmsgpack-dev check libsystemd-dev libjansson-dev libdeflate-dev
-      python3-numpy python3-pywt valgrind scdoc systemd man-db gnuplot-nox)
+      python3-numpy python3-pywt valgrind scdoc systemd man-db gnuplot-nox
+      python3-dev libdlpack-dev python3-pytest python3-torch)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
