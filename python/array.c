@@ -286,7 +286,7 @@ static PyObject *td__py_array_dequantize(PyObject *self, PyObject *args, PyObjec
     td_array *a = TD__PY_ARR(self)->arr, *r = NULL;
     td_error err = {0};
     PyThreadState *ts = PyEval_SaveThread();
-    int rc = td_array_dequantize(a, out, &r, &err);
+    int rc = td_array_dequantize(a, out, 0, &r, &err);
     PyEval_RestoreThread(ts);
     if (rc < 0)
         return td__py_raise(&err);

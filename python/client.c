@@ -129,43 +129,115 @@ static PyObject *td__py_client_ping(PyObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-/* The daemon's figures as a dict, with the names of td_status's fields. */
+/* The daemon's figures as a dict: the names tensorctl status --json uses, read through the
+ * status accessors. */
+static const struct {
+    const char *name;
+    td_status_key key;
+} td__py_status_keys[] = {
+    {"entries", TD_STATUS_ENTRIES},
+    {"bytes", TD_STATUS_BYTES},
+    {"derived_bytes", TD_STATUS_DERIVED_BYTES},
+    {"budget", TD_STATUS_BUDGET},
+    {"quota", TD_STATUS_QUOTA},
+    {"hits", TD_STATUS_HITS},
+    {"misses", TD_STATUS_MISSES},
+    {"evictions", TD_STATUS_EVICTIONS},
+    {"clients", TD_STATUS_CLIENTS},
+    {"leases", TD_STATUS_LEASES},
+    {"decodes", TD_STATUS_DECODES},
+    {"decode_ns_total", TD_STATUS_DECODE_NS_TOTAL},
+    {"decode_ns_max", TD_STATUS_DECODE_NS_MAX},
+    {"errors", TD_STATUS_ERRORS},
+    {"refused", TD_STATUS_REFUSED},
+    {"pressure", TD_STATUS_PRESSURE},
+    {"uptime_ms", TD_STATUS_UPTIME_MS},
+};
+
+static const struct {
+    const char *name;
+    td_status_file_key key;
+} td__py_file_keys[] = {
+    {"bytes", TD_STATUS_FILE_BYTES},
+    {"leases", TD_STATUS_FILE_LEASES},
+    {"hits", TD_STATUS_FILE_HITS},
+    {"tensors", TD_STATUS_FILE_TENSORS},
+    {"file_bytes", TD_STATUS_FILE_FILE_BYTES},
+    {"derived_bytes", TD_STATUS_FILE_DERIVED_BYTES},
+    {"loads", TD_STATUS_FILE_LOADS},
+    {"idle_ms", TD_STATUS_FILE_IDLE_MS},
+};
+
+static const struct {
+    const char *name;
+    td_status_user_key key;
+} td__py_user_keys[] = {
+    {"uid", TD_STATUS_USER_UID},
+    {"entries", TD_STATUS_USER_ENTRIES},
+    {"bytes", TD_STATUS_USER_BYTES},
+    {"quota", TD_STATUS_USER_QUOTA},
+};
+
+/* Sets d[name] = v (a new reference, stolen); 0 or -1 with an exception. */
+static int td__py_dict_steal(PyObject *d, const char *name, PyObject *v)
+{
+    int rc = v ? PyDict_SetItemString(d, name, v) : -1;
+    Py_XDECREF(v);
+    return rc;
+}
+
 static PyObject *td__py_status_dict(const td_status *st)
 {
-    PyObject *files = PyList_New((Py_ssize_t)st->nfiles);
-    for (size_t i = 0; files && i < st->nfiles; i++) {
-        const td_status_file *f = &st->files[i];
-        const char *fmt = td_format_name(f->format);
-        PyObject *name = td__py_str(f->name, strlen(f->name));
-        PyObject *fd =
-            name ? Py_BuildValue("{s:N,s:s,s:s,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K}", "name", name,
-                                 "format", fmt ? fmt : "unknown", "mode", f->mode, "bytes",
-                                 (unsigned long long)f->bytes, "leases",
-                                 (unsigned long long)f->leases, "hits", (unsigned long long)f->hits,
-                                 "tensors", (unsigned long long)f->tensors, "file_bytes",
-                                 (unsigned long long)f->file_bytes, "derived_bytes",
-                                 (unsigned long long)f->derived_bytes, "loads",
-                                 (unsigned long long)f->loads, "idle_ms",
-                                 (unsigned long long)f->idle_ms)
-                 : NULL;
-        if (!fd) {
-            Py_CLEAR(files);
-            break;
-        }
-        PyList_SET_ITEM(files, (Py_ssize_t)i, fd);
+    PyObject *d = PyDict_New();
+    PyObject *files = d ? PyList_New(0) : NULL;
+    PyObject *users = files ? PyList_New(0) : NULL;
+    int rc = users ? 0 : -1;
+    for (size_t k = 0; !rc && k < sizeof td__py_status_keys / sizeof td__py_status_keys[0]; k++)
+        rc = td__py_dict_steal(
+            d, td__py_status_keys[k].name,
+            PyLong_FromUnsignedLongLong(td_status_get(st, td__py_status_keys[k].key)));
+    for (size_t i = 0; !rc && i < td_status_nfiles(st); i++) {
+        const char *name = td_status_file_name(st, i);
+        const char *fmt = td_format_name(td_status_file_format(st, i));
+        PyObject *f = PyDict_New();
+        rc = f ? 0 : -1;
+        if (!rc)
+            rc = td__py_dict_steal(f, "name", td__py_str(name, strlen(name)));
+        if (!rc)
+            rc = td__py_dict_steal(f, "format", PyUnicode_FromString(fmt ? fmt : "unknown"));
+        if (!rc)
+            rc = td__py_dict_steal(f, "mode", PyUnicode_FromString(td_status_file_mode(st, i)));
+        for (size_t k = 0; !rc && k < sizeof td__py_file_keys / sizeof td__py_file_keys[0]; k++)
+            rc = td__py_dict_steal(
+                f, td__py_file_keys[k].name,
+                PyLong_FromUnsignedLongLong(td_status_file_get(st, i, td__py_file_keys[k].key)));
+        if (!rc)
+            rc = PyList_Append(files, f);
+        Py_XDECREF(f);
     }
-    if (!files)
+    for (size_t i = 0; !rc && i < td_status_nusers(st); i++) {
+        PyObject *u = PyDict_New();
+        rc = u ? 0 : -1;
+        for (size_t k = 0; !rc && k < sizeof td__py_user_keys / sizeof td__py_user_keys[0]; k++)
+            rc = td__py_dict_steal(
+                u, td__py_user_keys[k].name,
+                PyLong_FromUnsignedLongLong(td_status_user_get(st, i, td__py_user_keys[k].key)));
+        if (!rc)
+            rc = PyList_Append(users, u);
+        Py_XDECREF(u);
+    }
+    if (!rc) {
+        rc = PyDict_SetItemString(d, "files", files);
+        if (!rc)
+            rc = PyDict_SetItemString(d, "users", users);
+    }
+    Py_XDECREF(files);
+    Py_XDECREF(users);
+    if (rc) {
+        Py_XDECREF(d);
         return NULL;
-    return Py_BuildValue(
-        "{s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:K,s:N}", "entries",
-        (unsigned long long)st->entries, "bytes", (unsigned long long)st->bytes, "derived_bytes",
-        (unsigned long long)st->derived_bytes, "budget", (unsigned long long)st->budget, "hits",
-        (unsigned long long)st->hits, "misses", (unsigned long long)st->misses, "evictions",
-        (unsigned long long)st->evictions, "clients", (unsigned long long)st->clients, "leases",
-        (unsigned long long)st->leases, "decodes", (unsigned long long)st->decodes,
-        "decode_ns_total", (unsigned long long)st->decode_ns_total, "decode_ns_max",
-        (unsigned long long)st->decode_ns_max, "errors", (unsigned long long)st->errors,
-        "uptime_ms", (unsigned long long)st->uptime_ms, "files", files);
+    }
+    return d;
 }
 
 static PyObject *td__py_client_status(PyObject *self, PyObject *unused)

@@ -64,18 +64,18 @@ static int td__py_parse_mode(PyObject *m, td_load_mode *out)
     return 0;
 }
 
-static int td__py_parse_dequantize(PyObject *d, int *out)
+static int td__py_parse_dequantize(PyObject *d, td_dequant *out)
 {
-    *out = 0;
+    *out = TD_DEQUANT_NONE;
     if (d == Py_None || d == Py_False)
         return 0;
     const char *s = PyUnicode_Check(d) ? PyUnicode_AsUTF8(d) : NULL;
     if (s && strcmp(s, "float32") == 0)
-        *out = TD_FLOAT32;
+        *out = TD_DEQUANT_F32;
     else if (s && strcmp(s, "float16") == 0)
-        *out = TD_FLOAT16;
+        *out = TD_DEQUANT_F16;
     else if (s && strcmp(s, "bfloat16") == 0)
-        *out = TD_BFLOAT16;
+        *out = TD_DEQUANT_BF16;
     else if (s && strcmp(s, "mlx") == 0)
         *out = TD_DEQUANT_MLX;
     else {
@@ -147,7 +147,7 @@ PyObject *td__py_load_result(td_dict *d, td_meta *m, const td__py_load_args *la)
     }
     arrays = PyDict_New();
     for (size_t i = 0; arrays && i < n; i++) {
-        td_array *a = td_dict_at(d, i, &name);
+        const td_array *a = td_dict_at(d, i, &name);
         PyObject *k = td__py_str(name ? name : "", name ? strlen(name) : 0);
         PyObject *v = k ? td__py_array_new(td_array_retain(a), 0) : NULL;
         if (!v || PyDict_SetItem(arrays, k, v) < 0)

@@ -15,7 +15,7 @@
  * array of it. A key without a kept type gets gguf-py's defaults: int -> int32 (int64 or uint64
  * when it does not fit), float -> float32, a list of ints or floats likewise.
  *
- * td_type and TD_TYPE_* appear in this file only.
+ * td_meta_type and TD_META_* appear in this file only.
  */
 #include "tdpy.h"
 
@@ -99,17 +99,17 @@ PyTypeObject td__py_metadata_type = {
 /* ---- GGUF value types ---- */
 
 static const struct {
-    td_type type;
+    td_meta_type type;
     td_dtype dtype;
 } td__py_numeric[] = {
-    {TD_TYPE_UINT8, TD_UINT8},     {TD_TYPE_INT8, TD_INT8},       {TD_TYPE_UINT16, TD_UINT16},
-    {TD_TYPE_INT16, TD_INT16},     {TD_TYPE_UINT32, TD_UINT32},   {TD_TYPE_INT32, TD_INT32},
-    {TD_TYPE_FLOAT32, TD_FLOAT32}, {TD_TYPE_BOOL, TD_BOOL},       {TD_TYPE_UINT64, TD_UINT64},
-    {TD_TYPE_INT64, TD_INT64},     {TD_TYPE_FLOAT64, TD_FLOAT64},
+    {TD_META_UINT8, TD_UINT8},     {TD_META_INT8, TD_INT8},       {TD_META_UINT16, TD_UINT16},
+    {TD_META_INT16, TD_INT16},     {TD_META_UINT32, TD_UINT32},   {TD_META_INT32, TD_INT32},
+    {TD_META_FLOAT32, TD_FLOAT32}, {TD_META_BOOL, TD_BOOL},       {TD_META_UINT64, TD_UINT64},
+    {TD_META_INT64, TD_INT64},     {TD_META_FLOAT64, TD_FLOAT64},
 };
 #define TD__PY_NNUM (sizeof td__py_numeric / sizeof td__py_numeric[0])
 
-static int td__py_type_to_dtype(td_type t, td_dtype *out)
+static int td__py_type_to_dtype(td_meta_type t, td_dtype *out)
 {
     for (size_t i = 0; i < TD__PY_NNUM; i++)
         if (td__py_numeric[i].type == t) {
@@ -119,7 +119,7 @@ static int td__py_type_to_dtype(td_type t, td_dtype *out)
     return -1;
 }
 
-static int td__py_dtype_to_type(td_dtype d, td_type *out)
+static int td__py_dtype_to_type(td_dtype d, td_meta_type *out)
 {
     for (size_t i = 0; i < TD__PY_NNUM; i++)
         if (td__py_numeric[i].dtype == d) {
@@ -129,37 +129,37 @@ static int td__py_dtype_to_type(td_dtype d, td_type *out)
     return -1;
 }
 
-static int td__py_is_int_type(td_type t)
+static int td__py_is_int_type(td_meta_type t)
 {
-    return t == TD_TYPE_UINT8 || t == TD_TYPE_INT8 || t == TD_TYPE_UINT16 || t == TD_TYPE_INT16 ||
-           t == TD_TYPE_UINT32 || t == TD_TYPE_INT32 || t == TD_TYPE_UINT64 || t == TD_TYPE_INT64;
+    return t == TD_META_UINT8 || t == TD_META_INT8 || t == TD_META_UINT16 || t == TD_META_INT16 ||
+           t == TD_META_UINT32 || t == TD_META_INT32 || t == TD_META_UINT64 || t == TD_META_INT64;
 }
 
-static int td__py_is_float_type(td_type t)
+static int td__py_is_float_type(td_meta_type t)
 {
-    return t == TD_TYPE_FLOAT32 || t == TD_TYPE_FLOAT64;
+    return t == TD_META_FLOAT32 || t == TD_META_FLOAT64;
 }
 
-/* "uint8" -> TD_TYPE_UINT8; TD_TYPE_COUNT for an unknown name. */
-static td_type td__py_type_from_name(const char *s, size_t n)
+/* "uint8" -> TD_META_UINT8; TD_META_COUNT for an unknown name. */
+static td_meta_type td__py_type_from_name(const char *s, size_t n)
 {
-    for (int t = 0; t < TD_TYPE_COUNT; t++) {
-        const char *name = td_type_name((td_type)t);
+    for (int t = 0; t < TD_META_COUNT; t++) {
+        const char *name = td_meta_type_name((td_meta_type)t);
         if (name && strlen(name) == n && memcmp(name, s, n) == 0)
-            return (td_type)t;
+            return (td_meta_type)t;
     }
-    return TD_TYPE_COUNT;
+    return TD_META_COUNT;
 }
 
 /* A kept type: "uint8" gives (uint8, none), "array[int32]" gives (array, int32). */
 typedef struct td__py_kept {
-    td_type type; /* TD_TYPE_COUNT: none kept */
-    td_type elem; /* for arrays; TD_TYPE_COUNT: none */
+    td_meta_type type; /* TD_META_COUNT: none kept */
+    td_meta_type elem; /* for arrays; TD_META_COUNT: none */
 } td__py_kept;
 
 static td__py_kept td__py_kept_parse(PyObject *s)
 {
-    td__py_kept k = {TD_TYPE_COUNT, TD_TYPE_COUNT};
+    td__py_kept k = {TD_META_COUNT, TD_META_COUNT};
     Py_ssize_t n;
     const char *p = s && PyUnicode_Check(s) ? PyUnicode_AsUTF8AndSize(s, &n) : NULL;
     if (!p) {
@@ -167,7 +167,7 @@ static td__py_kept td__py_kept_parse(PyObject *s)
         return k;
     }
     if (n > 7 && memcmp(p, "array[", 6) == 0 && p[n - 1] == ']') {
-        k.type = TD_TYPE_ARRAY;
+        k.type = TD_META_ARRAY;
         k.elem = td__py_type_from_name(p + 6, (size_t)n - 7);
     } else {
         k.type = td__py_type_from_name(p, (size_t)n);
@@ -178,52 +178,52 @@ static td__py_kept td__py_kept_parse(PyObject *s)
 /* The GGUF type of a value as kept in Metadata.types. */
 static PyObject *td__py_type_string(const td_value *v)
 {
-    td_type t = td_value_type(v);
-    if (t != TD_TYPE_ARRAY)
-        return PyUnicode_FromString(td_type_name(t));
-    return PyUnicode_FromFormat("array[%s]", td_type_name(td_value_array_type(v)));
+    td_meta_type t = td_value_type(v);
+    if (t != TD_META_ARRAY)
+        return PyUnicode_FromString(td_meta_type_name(t));
+    return PyUnicode_FromFormat("array[%s]", td_meta_type_name(td_value_array_type(v)));
 }
 
 /* ---- td_meta -> Python ---- */
 
 static PyObject *td__py_value_to_python(const td_value *v)
 {
-    td_type t = td_value_type(v);
+    td_meta_type t = td_value_type(v);
     switch (t) {
-    case TD_TYPE_STRING: {
+    case TD_META_STRING: {
         size_t len;
         const char *s = td_value_string(v, &len);
         return td__py_str(s, len);
     }
-    case TD_TYPE_BOOL:
-    case TD_TYPE_UINT8:
-    case TD_TYPE_INT8:
-    case TD_TYPE_UINT16:
-    case TD_TYPE_INT16:
-    case TD_TYPE_UINT32:
-    case TD_TYPE_INT32:
-    case TD_TYPE_INT64: {
+    case TD_META_BOOL:
+    case TD_META_UINT8:
+    case TD_META_INT8:
+    case TD_META_UINT16:
+    case TD_META_INT16:
+    case TD_META_UINT32:
+    case TD_META_INT32:
+    case TD_META_INT64: {
         int64_t i = 0;
         td_value_get_int(v, &i);
-        return t == TD_TYPE_BOOL ? PyBool_FromLong(i != 0) : PyLong_FromLongLong(i);
+        return t == TD_META_BOOL ? PyBool_FromLong(i != 0) : PyLong_FromLongLong(i);
     }
-    case TD_TYPE_UINT64: {
+    case TD_META_UINT64: {
         uint64_t u = 0;
         td_value_get_uint(v, &u);
         return PyLong_FromUnsignedLongLong(u);
     }
-    case TD_TYPE_FLOAT32:
-    case TD_TYPE_FLOAT64: {
+    case TD_META_FLOAT32:
+    case TD_META_FLOAT64: {
         double d = 0;
         td_value_get_float(v, &d);
         return PyFloat_FromDouble(d);
     }
-    case TD_TYPE_ARRAY:
+    case TD_META_ARRAY:
         break;
     default:
         return td__py_raise_code(TD_EFORMAT, "metadata value of unknown type %d", (int)t);
     }
-    td_type et = td_value_array_type(v);
+    td_meta_type et = td_value_array_type(v);
     size_t n = td_value_array_len(v);
     td_dtype dt;
     if (td__py_type_to_dtype(et, &dt) == 0) {
@@ -285,7 +285,7 @@ typedef struct td__py_mctx {
 } td__py_mctx;
 
 /* Scalar of type t from a Python number (or bool), range-checked. */
-static td_value *td__py_scalar(td_type t, PyObject *num, const td__py_mctx *c)
+static td_value *td__py_scalar(td_meta_type t, PyObject *num, const td__py_mctx *c)
 {
     union {
         uint8_t u8;
@@ -303,16 +303,16 @@ static td_value *td__py_scalar(td_type t, PyObject *num, const td__py_mctx *c)
         double d = PyFloat_AsDouble(num);
         if (d == -1.0 && PyErr_Occurred())
             return NULL;
-        if (t == TD_TYPE_FLOAT32)
+        if (t == TD_META_FLOAT32)
             u.f32 = (float)d;
         else
             u.f64 = d;
-    } else if (t == TD_TYPE_BOOL) {
+    } else if (t == TD_META_BOOL) {
         int b = PyObject_IsTrue(num);
         if (b < 0)
             return NULL;
         u.u8 = (uint8_t)b;
-    } else if (t == TD_TYPE_UINT64) {
+    } else if (t == TD_META_UINT64) {
         unsigned long long v = PyLong_AsUnsignedLongLong(num);
         if (v == (unsigned long long)-1 && PyErr_Occurred())
             goto range;
@@ -323,22 +323,22 @@ static td_value *td__py_scalar(td_type t, PyObject *num, const td__py_mctx *c)
             goto range;
         long long lo, hi;
         switch (t) {
-        case TD_TYPE_UINT8:
+        case TD_META_UINT8:
             lo = 0, hi = UINT8_MAX, u.u8 = (uint8_t)v;
             break;
-        case TD_TYPE_INT8:
+        case TD_META_INT8:
             lo = INT8_MIN, hi = INT8_MAX, u.i8 = (int8_t)v;
             break;
-        case TD_TYPE_UINT16:
+        case TD_META_UINT16:
             lo = 0, hi = UINT16_MAX, u.u16 = (uint16_t)v;
             break;
-        case TD_TYPE_INT16:
+        case TD_META_INT16:
             lo = INT16_MIN, hi = INT16_MAX, u.i16 = (int16_t)v;
             break;
-        case TD_TYPE_UINT32:
+        case TD_META_UINT32:
             lo = 0, hi = UINT32_MAX, u.u32 = (uint32_t)v;
             break;
-        case TD_TYPE_INT32:
+        case TD_META_INT32:
             lo = INT32_MIN, hi = INT32_MAX, u.i32 = (int32_t)v;
             break;
         default:
@@ -357,37 +357,37 @@ range:
         return NULL;
     PyErr_Clear();
     PyErr_Format(PyExc_OverflowError, "%s: %R does not fit in a GGUF %s", c->what, num,
-                 td_type_name(t));
+                 td_meta_type_name(t));
     return NULL;
 }
 
 /* The default type of a Python int: int32, then int64, then uint64. */
-static int td__py_int_type(PyObject *num, td_type *t)
+static int td__py_int_type(PyObject *num, td_meta_type *t)
 {
     int overflow;
     long long v = PyLong_AsLongLongAndOverflow(num, &overflow);
     if (v == -1 && PyErr_Occurred())
         return -1;
     if (!overflow)
-        *t = v >= INT32_MIN && v <= INT32_MAX ? TD_TYPE_INT32 : TD_TYPE_INT64;
+        *t = v >= INT32_MIN && v <= INT32_MAX ? TD_META_INT32 : TD_META_INT64;
     else
-        *t = overflow > 0 ? TD_TYPE_UINT64 : TD_TYPE_INT64; /* the range check reports it */
+        *t = overflow > 0 ? TD_META_UINT64 : TD_META_INT64; /* the range check reports it */
     return 0;
 }
 
 /* The wider of two default int types. */
-static td_type td__py_wider(td_type a, td_type b)
+static td_meta_type td__py_wider(td_meta_type a, td_meta_type b)
 {
-    if (a == TD_TYPE_UINT64 || b == TD_TYPE_UINT64)
-        return TD_TYPE_UINT64;
-    if (a == TD_TYPE_INT64 || b == TD_TYPE_INT64)
-        return TD_TYPE_INT64;
-    return TD_TYPE_INT32;
+    if (a == TD_META_UINT64 || b == TD_META_UINT64)
+        return TD_META_UINT64;
+    if (a == TD_META_INT64 || b == TD_META_INT64)
+        return TD_META_INT64;
+    return TD_META_INT32;
 }
 
 static int td__py_push(td_value *arr, td_value *item, const td__py_mctx *c)
 {
-    int is_array = td_value_type(item) == TD_TYPE_ARRAY;
+    int is_array = td_value_type(item) == TD_META_ARRAY;
     td_error err = {0};
     int rc = td_value_array_push(arr, item, &err);
     if (!is_array)
@@ -408,7 +408,7 @@ static td_value *td__py_value_from_array(PyObject *obj, const td__py_mctx *c)
     td_array *a;
     if (td__py_to_array(obj, c->what, &a) < 0)
         return NULL;
-    td_type t;
+    td_meta_type t;
     td_value *v = NULL;
     if (td__py_dtype_to_type(td_array_dtype(a), &t) < 0) {
         td__py_raise_code(TD_EDTYPE, "%s: dtype %s has no GGUF value type", c->what,
@@ -420,8 +420,8 @@ static td_value *td__py_value_from_array(PyObject *obj, const td__py_mctx *c)
         const uint8_t *p = td_array_data(a);
         size_t size = td_dtype_size(td_array_dtype(a));
         if (td_array_ndim(a) == 0) {
-            uint8_t b = t == TD_TYPE_BOOL ? p[0] != 0 : 0;
-            v = td_value_new_scalar(t, t == TD_TYPE_BOOL ? &b : (const void *)p);
+            uint8_t b = t == TD_META_BOOL ? p[0] != 0 : 0;
+            v = td_value_new_scalar(t, t == TD_META_BOOL ? &b : (const void *)p);
             if (!v)
                 PyErr_NoMemory();
         } else {
@@ -429,9 +429,9 @@ static td_value *td__py_value_from_array(PyObject *obj, const td__py_mctx *c)
             if (!v)
                 PyErr_NoMemory();
             for (int64_t i = 0; v && i < td_array_shape(a)[0]; i++) {
-                uint8_t b = t == TD_TYPE_BOOL ? p[i] != 0 : 0;
+                uint8_t b = t == TD_META_BOOL ? p[i] != 0 : 0;
                 td_value *item = td_value_new_scalar(
-                    t, t == TD_TYPE_BOOL ? &b : (const void *)(p + (size_t)i * size));
+                    t, t == TD_META_BOOL ? &b : (const void *)(p + (size_t)i * size));
                 if (!item) {
                     PyErr_NoMemory();
                 } else if (td__py_push(v, item, c) == 0) {
@@ -454,14 +454,14 @@ static td_value *td__py_value_from_list(PyObject *seq, td__py_kept kept, const t
         return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
     PyObject **items = PySequence_Fast_ITEMS(fast);
-    td_type elem = kept.type == TD_TYPE_ARRAY ? kept.elem : TD_TYPE_COUNT;
+    td_meta_type elem = kept.type == TD_META_ARRAY ? kept.elem : TD_META_COUNT;
     /* Plain Python numbers share one type: the kept one, else the widest default. */
     int numbers = n > 0, any_float = 0;
-    td_type ints = TD_TYPE_INT32;
+    td_meta_type ints = TD_META_INT32;
     for (Py_ssize_t i = 0; i < n && numbers; i++) {
         PyObject *it = items[i];
         if (PyLong_CheckExact(it) || (PyLong_Check(it) && !PyBool_Check(it))) {
-            td_type t;
+            td_meta_type t;
             if (td__py_int_type(it, &t) < 0)
                 goto fail_fast;
             ints = td__py_wider(ints, t);
@@ -473,15 +473,15 @@ static td_value *td__py_value_from_list(PyObject *seq, td__py_kept kept, const t
     }
     td_value *arr = NULL;
     if (n == 0) {
-        arr = td_value_new_array(elem != TD_TYPE_COUNT ? elem : TD_TYPE_STRING);
+        arr = td_value_new_array(elem != TD_META_COUNT ? elem : TD_META_STRING);
         if (!arr)
             PyErr_NoMemory();
     } else if (numbers) {
-        td_type t;
+        td_meta_type t;
         if (any_float)
-            t = elem != TD_TYPE_COUNT && td__py_is_float_type(elem) ? elem : TD_TYPE_FLOAT32;
+            t = elem != TD_META_COUNT && td__py_is_float_type(elem) ? elem : TD_META_FLOAT32;
         else
-            t = elem != TD_TYPE_COUNT && (td__py_is_int_type(elem) || td__py_is_float_type(elem))
+            t = elem != TD_META_COUNT && (td__py_is_int_type(elem) || td__py_is_float_type(elem))
                     ? elem
                     : ints;
         arr = td_value_new_array(t);
@@ -495,12 +495,12 @@ static td_value *td__py_value_from_list(PyObject *seq, td__py_kept kept, const t
             }
         }
     } else {
-        td__py_kept none = {TD_TYPE_COUNT, TD_TYPE_COUNT};
+        td__py_kept none = {TD_META_COUNT, TD_META_COUNT};
         for (Py_ssize_t i = 0; i < n; i++) {
             td_value *item = td__py_value_from(items[i], none, c, depth + 1);
             if (!item)
                 goto fail_arr;
-            td_type t = td_value_type(item);
+            td_meta_type t = td_value_type(item);
             if (!arr) {
                 arr = td_value_new_array(t);
                 if (!arr) {
@@ -512,7 +512,8 @@ static td_value *td__py_value_from_list(PyObject *seq, td__py_kept kept, const t
                 td_value_free(item);
                 PyErr_Format(PyExc_TypeError,
                              "%s: a GGUF array holds one type: item %zd is a %s, item 0 a %s",
-                             c->what, i, td_type_name(t), td_type_name(td_value_array_type(arr)));
+                             c->what, i, td_meta_type_name(t),
+                             td_meta_type_name(td_value_array_type(arr)));
                 goto fail_arr;
             }
             if (td__py_push(arr, item, c) < 0)
@@ -538,7 +539,7 @@ static td_value *td__py_value_from(PyObject *obj, td__py_kept kept, const td__py
     td_value *v = NULL;
     if (PyBool_Check(obj)) {
         uint8_t b = obj == Py_True;
-        v = td_value_new_scalar(TD_TYPE_BOOL, &b);
+        v = td_value_new_scalar(TD_META_BOOL, &b);
     } else if (PyUnicode_Check(obj)) {
         PyObject *b = td__py_utf8(obj);
         if (!b)
@@ -552,12 +553,12 @@ static td_value *td__py_value_from(PyObject *obj, td__py_kept kept, const td__py
     } else if (td__py_is_arraylike(obj)) {
         return td__py_value_from_array(obj, c);
     } else if (PyLong_Check(obj)) {
-        td_type t = kept.type;
+        td_meta_type t = kept.type;
         if (!td__py_is_int_type(t) && !td__py_is_float_type(t) && td__py_int_type(obj, &t) < 0)
             return NULL;
         return td__py_scalar(t, obj, c);
     } else if (PyFloat_Check(obj)) {
-        return td__py_scalar(td__py_is_float_type(kept.type) ? kept.type : TD_TYPE_FLOAT32, obj, c);
+        return td__py_scalar(td__py_is_float_type(kept.type) ? kept.type : TD_META_FLOAT32, obj, c);
     } else if (PyList_Check(obj) || PyTuple_Check(obj)) {
         return td__py_value_from_list(obj, kept, c, depth);
     } else {
@@ -617,7 +618,7 @@ int td__py_meta_from_python(PyObject *mapping, int strings_only, const char *fn,
                                     (size_t)PyBytes_GET_SIZE(vb), &err);
             Py_DECREF(vb);
         } else {
-            td__py_kept kept = {TD_TYPE_COUNT, TD_TYPE_COUNT};
+            td__py_kept kept = {TD_META_COUNT, TD_META_COUNT};
             if (types)
                 kept = td__py_kept_parse(PyDict_GetItemWithError(types, key));
             if (PyErr_Occurred()) {
