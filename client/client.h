@@ -77,4 +77,16 @@ int td__daemon_connect(const char *path, int *sock, td_error *err);
 int td__daemon_load(const char *path, td_format format, const td_load_options *opt,
                     td_dict **arrays, td_meta **meta, td_error *err);
 
+/* Which way saves take (client/save.c). A test hook: tests/unit/test_crashsafe.c sets it to
+ * reach the fallbacks on a machine that has O_TMPFILE and /proc; nothing else changes it. Not
+ * exported from the shared library (hidden like every td__ symbol). */
+typedef enum td__save_way {
+    TD__SAVE_AUTO = 0, /* an unnamed file (O_TMPFILE) when the file system has it */
+    TD__SAVE_NAMED,    /* as on a file system without O_TMPFILE: a named temporary */
+    TD__SAVE_PROC,     /* as where linkat(AT_EMPTY_PATH) is refused: linked through /proc */
+    TD__SAVE_NO_LINK,  /* as where the unnamed file cannot be linked: written, dropped, and the
+                          save starts again with a named temporary */
+} td__save_way;
+extern td__save_way td__save_force;
+
 #endif
