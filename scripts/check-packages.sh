@@ -10,6 +10,8 @@
 #      debian/*.lintian-overrides, each with its reason);
 #   4. install with apt (the .debs as files): the user and group tensord exist, /run/tensord
 #      belongs to tensord, tensord.socket is enabled, /etc/tensord/tensord.conf is a conffile;
+#      then again with --reinstall (the maintainer scripts of an upgrade), after an edit of the
+#      configuration, which must stay;
 #   5. a C program (tests/packages/consumer.c) built with `pkg-config --cflags --libs tensord`
 #      against the installed libtensord-dev saves and loads every format and checks the values;
 #   6. the installed daemon serves it: through tensord.socket where systemd runs, else tensord
@@ -18,7 +20,8 @@
 #   8. purge every package (and anything step 4 pulled in);
 #   9. nothing left: the listing of /usr, /etc and /var/lib (path, type, mode, owner) and the
 #      dpkg status are as before step 4, the user, the group and /run/tensord are gone.
-# One line per step; a failing step prints its whole log and the script exits 1.
+# One line per step; a failing step prints its whole log and the script exits 1. With
+# TD_KEEP_TMP=1 the temporary directory (the tree, the .debs, every step's log) is kept.
 set -uo pipefail
 
 src=$(cd "$(dirname "$0")/.." && pwd)
@@ -52,7 +55,11 @@ cleanup() {
         echo "check-packages: purging the packages after the failure"
         DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq "${purge_list[@]}" > /dev/null 2>&1
     fi
-    rm -rf "$tmp"
+    if [ -n "${TD_KEEP_TMP:-}" ]; then
+        echo "check-packages: kept $tmp (TD_KEEP_TMP)"
+    else
+        rm -rf "$tmp"
+    fi
 }
 trap cleanup EXIT
 
@@ -178,6 +185,17 @@ install() {
     note "${names[*]}; user tensord, $sd; $extra other packages pulled in"
 }
 step "apt-get install the packages" install
+# The maintainer scripts of an upgrade (prerm upgrade, postinst configure with the old version),
+# with the configuration edited before: the edit stays.
+reinstall() {
+    echo "# edited by check-packages" >> /etc/tensord/tensord.conf
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --reinstall "${debs[@]}" || return 1
+    tail -n 1 /etc/tensord/tensord.conf | grep -q '^# edited by check-packages$' ||
+        { echo "the edited /etc/tensord/tensord.conf was replaced"; return 1; }
+    getent passwd tensord && [ "$(stat -c %U /run/tensord)" = tensord ] || return 1
+    note "the edited conffile kept"
+}
+step "apt-get install --reinstall (an upgrade)" reinstall
 
 # ---- 5, 6. a program against libtensord-dev, and the installed daemon -----------------------
 consumer() {
@@ -242,7 +260,7 @@ programs() {
 }
 step "the installed tensorctl and tensord" programs
 if [ -e "$tmp/src/python" ]; then
-    step "python3 -c 'import tensord'" python3 -c 'import tensord'
+    step "/usr/bin/python3 -c 'import tensord'" /usr/bin/python3 -c 'import tensord'
 fi
 
 # ---- 8, 9. purge, and nothing left -------------------------------------------------------------
