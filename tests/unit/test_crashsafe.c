@@ -19,11 +19,13 @@
  *     The test counts them and removes them, as a cleanup job would;
  *   - a temporary is left exactly when the save stood between the link and the rename.
  * Over the 250 kills, at most 1 in 50 may leave a temporary. The window is the link, some tens
- * of microseconds (more on a busy disk); these runs save arrays 4 times larger (16 MB, 4 MB for
- * deflate) so that a save takes tens of milliseconds and the bound holds with a wide margin (0
- * in 2500 kills when this was written; 4 MB saves left about 1 in 200). In each format, some
- * kills must land while the unnamed file was being written, and some after the rename. A save
- * that ran to completion must have left the new version and nothing else.
+ * of microseconds, plus, on a busy machine, the wait for a CPU after it. These runs save arrays
+ * 4 times larger (16 MB, 4 MB for deflate) so that a save takes tens of milliseconds and the
+ * bound holds with a margin: 0 leftovers in 2500 kills on a quiet machine, about 1 in 250 (also
+ * under ASan) at a load average of 5 to 7 on 2 cores; 4 MB saves left about 1 in 200 even
+ * quiet. In each format, some kills must land while the unnamed file was being written, and
+ * some after the rename. A save that ran to completion must have left the new version and
+ * nothing else.
  *
  * kill_during_fallback: the same (at 4 MB) with the named temporary forced. Every kill while it
  * is written leaves it (that is the fallback's known cost), never an unnamed file.
