@@ -21,11 +21,11 @@
  * Over the 250 kills, at most 1 in 50 may leave a temporary. The window is the link, some tens
  * of microseconds, plus, on a busy machine, the wait for a CPU after it. These runs save arrays
  * 4 times larger (16 MB, 4 MB for deflate) so that a save takes tens of milliseconds and the
- * bound holds with a margin: 0 leftovers in 2500 kills on a quiet machine, about 1 in 250 (also
- * under ASan) at a load average of 5 to 7 on 2 cores; 4 MB saves left about 1 in 200 even
- * quiet. In each format, some kills must land while the unnamed file was being written, and
- * some after the rename. A save that ran to completion must have left the new version and
- * nothing else.
+ * bound holds with a margin. Measured on 2 cores: 0 leftovers in 2500 kills at a load average
+ * of about 3, about 1 in 250 (also under ASan) at 5 to 7; with 4 MB saves, 14 in 2500 at 3.
+ * In each format, some kills must land while the unnamed file was being written, and some
+ * after the rename. A save that ran to completion must have left the new version and nothing
+ * else.
  *
  * kill_during_fallback: the same (at 4 MB) with the named temporary forced. Every kill while it
  * is written leaves it (that is the fallback's known cost), never an unnamed file.
