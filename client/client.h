@@ -63,6 +63,17 @@ int td__load_options_copy(const td_load_options *in, td_load_options *out, const
 /* The dequantization code (table.h) of a td_dequant: 0, TD_FLOAT32, TD_FLOAT16, TD_BFLOAT16 or
  * TD__DEQUANT_MLX. The one place the public enum meets the internal code. */
 uint32_t td__dequant_code(td_dequant d);
+/* Which way a save takes (client/save.c). Every save of the library takes TD__SAVE_AUTO; the
+ * others exist so that tests reach the fallbacks on a machine that has O_TMPFILE and /proc
+ * (td__save_with_way). */
+typedef enum td__save_way {
+    TD__SAVE_AUTO = 0, /* an unnamed file (O_TMPFILE) when the file system has it */
+    TD__SAVE_NAMED,    /* as on a file system without O_TMPFILE: a named temporary */
+    TD__SAVE_PROC,     /* as where linkat(AT_EMPTY_PATH) is refused: linked through /proc */
+    TD__SAVE_NO_LINK,  /* as where the unnamed file cannot be linked: written, dropped, and the
+                          save starts again with a named temporary */
+} td__save_way;
+
 /* One file to save: items in a format's layout, or (format TD_FORMAT_AUTO) raw bytes. Everything
  * is borrowed. */
 typedef struct td__save_job {
@@ -73,11 +84,17 @@ typedef struct td__save_job {
     int compressed;  /* npz: deflated members */
     const void *raw; /* TD_FORMAT_AUTO: the bytes */
     size_t raw_len;
+    td__save_way way; /* TD__SAVE_AUTO but in tests */
 } td__save_job;
 
 /* Writes job to path atomically: a temporary file in path's directory, fsync, rename over
  * path, fsync of the directory. On failure path is untouched and no temporary is left. */
 int td__save_atomic(const char *path, const td__save_job *job, td_error *err);
+
+/* td_save (format TD_FORMAT_NPY, the dict's one entry), td_savez, td_savez_compressed
+ * (compressed), td_save_safetensors and td_save_gguf (no metadata), the way given: for tests. */
+int td__save_with_way(td_format format, int compressed, const char *path, const td_dict *arrays,
+                      td__save_way way, td_error *err);
 
 /* Collects the dict's entries as writer items (borrowed views of the arrays). With arr_names,
  * unnamed entries become arr_K (K counting unnamed entries) and a named entry that takes one of

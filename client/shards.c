@@ -141,7 +141,7 @@ int td_save_model(const char *path, const td_dict *arrays, const td_meta *meta,
     }
     if (nshards == 1) {
         /* One shard is enough: the plain single file. */
-        td__save_job job = {format, items, n, meta, 0, NULL, 0};
+        td__save_job job = {.format = format, .items = items, .n = n, .meta = meta};
         rc = td__save_atomic(path, &job, err);
         goto out;
     }
@@ -166,13 +166,10 @@ int td_save_model(const char *path, const td_dict *arrays, const td_meta *meta,
     /* Every shard but the first, then the first; for HF, the index last of all. */
     for (size_t k = 0; k < nshards && !rc; k++) {
         size_t s = (k + 1) % nshards;
-        td__save_job job = {format,
-                            items + first[s],
-                            first[s + 1] - first[s],
-                            format == TD_FORMAT_GGUF ? metas[s] : meta,
-                            0,
-                            NULL,
-                            0};
+        td__save_job job = {.format = format,
+                            .items = items + first[s],
+                            .n = first[s + 1] - first[s],
+                            .meta = format == TD_FORMAT_GGUF ? metas[s] : meta};
         rc = td__save_atomic(files[s], &job, err);
     }
     if (!rc && format == TD_FORMAT_SAFETENSORS) {
@@ -184,7 +181,7 @@ int td_save_model(const char *path, const td_dict *arrays, const td_meta *meta,
             goto out;
         }
         snprintf(index, cap, "%s.safetensors.index.json", stem);
-        td__save_job job = {TD_FORMAT_AUTO, NULL, 0, NULL, 0, json, strlen(json)};
+        td__save_job job = {.format = TD_FORMAT_AUTO, .raw = json, .raw_len = strlen(json)};
         rc = td__save_atomic(index, &job, err);
     }
 out:

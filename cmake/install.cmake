@@ -2,7 +2,7 @@
 # CMakeLists.txt (after every target exists):
 #
 #   ${bindir}/tensorctl                      ${sbindir}/tensord (the daemon)
-#   ${libdir}/libtensord.so.0.2.0 (+ .so.0, .so)   ${libdir}/libtensord.a
+#   ${libdir}/libtensord.so.0.2.0 (+ .so.1, .so)   ${libdir}/libtensord.a
 #   ${includedir}/tensord.h                  ${libdir}/pkgconfig/tensord.pc
 #   ${libdir}/cmake/tensord/                 (find_package(tensord) -> tensord::tensord)
 #   ${systemdsystemunitdir}/tensord.service, tensord.socket
@@ -145,7 +145,8 @@ configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/tensordConfig.cmake.in
                               ${PROJECT_BINARY_DIR}/tensordConfig.cmake
                               INSTALL_DESTINATION ${TD_CMAKEDIR}
                               PATH_VARS CMAKE_INSTALL_INCLUDEDIR)
-# The soname is libtensord.so.MAJOR: the same major version is the compatible one.
+# The API's compatibility follows the project version (the same major version is the compatible
+# one); the ABI's is the soname's number, TD_SOVERSION.
 write_basic_package_version_file(${PROJECT_BINARY_DIR}/tensordConfigVersion.cmake
                                  VERSION ${PROJECT_VERSION} COMPATIBILITY SameMajorVersion)
 install(FILES ${PROJECT_BINARY_DIR}/tensordConfig.cmake

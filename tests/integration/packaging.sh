@@ -87,7 +87,8 @@ fi
 D=$dest
 missing=()
 expect=("$D$bindir/tensorctl" "$D$sbindir/tensord" "$D$libdir/libtensord.so"
-        "$D$libdir/libtensord.so.0" "$D$libdir/libtensord.a" "$D$libdir/pkgconfig/tensord.pc"
+        "$D$libdir/libtensord.so.$(cache TD_SOVERSION)" "$D$libdir/libtensord.a"
+        "$D$libdir/pkgconfig/tensord.pc"
         "$D$libdir/cmake/tensord/tensordConfig.cmake"
         "$D$libdir/cmake/tensord/tensordConfigVersion.cmake"
         "$D$unitdir/tensord.service" "$D$unitdir/tensord.socket"
@@ -102,11 +103,12 @@ else
     fail "install: missing ${missing[*]}"
 fi
 soname=$(readelf -d "$D$libdir/libtensord.so" 2>/dev/null | sed -n 's/.*SONAME.*\[\(.*\)\]/\1/p')
-if [ "$soname" = libtensord.so.0 ] && [ -L "$D$libdir/libtensord.so" ] &&
-    [ "$(readlink "$D$libdir/libtensord.so.0")" = "libtensord.so.$(cache CMAKE_PROJECT_VERSION)" ]; then
+sover=$(cache TD_SOVERSION)
+if [ -n "$sover" ] && [ "$soname" = "libtensord.so.$sover" ] && [ -L "$D$libdir/libtensord.so" ] &&
+    [ "$(readlink "$D$libdir/libtensord.so.$sover")" = "libtensord.so.$(cache CMAKE_PROJECT_VERSION)" ]; then
     pass "install: soname $soname, libtensord.so -> $(readlink "$D$libdir/libtensord.so")"
 else
-    fail "install: soname '$soname' (want libtensord.so.0 with versioned symlinks)"
+    fail "install: soname '$soname' (want libtensord.so.$sover with versioned symlinks)"
 fi
 if readelf -d "$D$sbindir/tensord" "$D$bindir/tensorctl" 2>/dev/null | grep -q 'R.*PATH.*'"$build"; then
     fail "install: installed programs keep an RPATH into the build tree"
