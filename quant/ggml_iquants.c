@@ -142,7 +142,13 @@ static inline void gq_put1(float *restrict y, const int8_t *restrict g, float dl
         y[j] = dl * ((float)g[j] + delta);
 }
 
-#define IQ1S_DELTA 0.125f
+/* ggml's IQ1S_DELTA (0.125) with the sign bit taken from bit 31 of s, without a branch: the
+ * delta signs of quantized data are random, and a mispredicted branch costs more than the
+ * group's arithmetic. */
+static inline float gq_iq1_delta(uint32_t s)
+{
+    return gq_bits_f32(0x3e000000u | (s & 0x80000000u));
+}
 
 /* iq1_s, 50 bytes: half d; u8 qs[32] (grid index bits 0-7); u16 qh[8], per 32 elements:
  * index bits 8-10 of its 4 groups (3 bits each), s (bits 12-14), the sign of delta (bit 15):
@@ -156,7 +162,7 @@ static void gq_iq1_s_c(const uint8_t *restrict x, float *restrict y, uint64_t nb
         for (int ib = 0; ib < 8; ib++, qs += 4) {
             const unsigned h = td__le16(qh + 2 * ib);
             const float dl = d * (float)(2 * ((h >> 12) & 7) + 1);
-            const float delta = h & 0x8000u ? -IQ1S_DELTA : IQ1S_DELTA;
+            const float delta = gq_iq1_delta(h << 16);
             for (int l = 0; l < 4; l++, y += 8)
                 gq_put1(y, td__gq_iq1s_grid[qs[l] | (((h >> (3 * l)) & 7) << 8)], dl, delta);
         }
@@ -186,8 +192,8 @@ static void gq_iq1_m_c(const uint8_t *restrict x, float *restrict y, uint64_t nb
             const float dl2 = d * (float)(2 * ((s >> (6 * (ib % 2) + 3)) & 7) + 1);
             for (int l = 0; l < 4; l++, y += 8) {
                 const unsigned h = qh[l / 2] >> (4 * (l % 2)); /* index bits, delta sign */
-                const float delta = h & 8u ? -IQ1S_DELTA : IQ1S_DELTA;
-                gq_put1(y, td__gq_iq1s_grid[qs[l] | ((h & 7u) << 8)], l < 2 ? dl1 : dl2, delta);
+                gq_put1(y, td__gq_iq1s_grid[qs[l] | ((h & 7u) << 8)], l < 2 ? dl1 : dl2,
+                        gq_iq1_delta(h << 28));
             }
         }
     }
