@@ -9,10 +9,13 @@
  * numbers are printed.
  *
  * For each type: ELEMS (default 4M) float32 values of Gaussian noise, quantized by ggml
- * (ggml_quantize_chunk; q8_k: quantize_row_q8_K_ref), then decoded REPS times (default 21) by
+ * (ggml_quantize_chunk, with an importance matrix of ones for the i-quants that need one; q8_k:
+ * quantize_row_q8_K_ref; q8_1: quantize_row_q8_1_ref), then decoded REPS times (default 21) by
  * each contender, alternating, on one thread unless the column says otherwise. Reported: the
  * median time of each, as millions of output elements per second (and GB/s of float32 written),
  * and the ratio ours / ggml. Every result is compared bit for bit with ggml's before timing.
+ * q8_1 has no to_float in ggml: its ggml column is q8_0's to_float on the same d and values
+ * (the same values in 34-byte blocks, made before timing), the closest thing ggml has.
  *
  * Columns: ggml = to_float; portable = our plain C kernels; auto = our run-time choice (AVX2
  * when the CPU has it), one thread; threaded = td__gq_dequantize with automatic threads;
@@ -52,6 +55,7 @@ static struct {
     int64_t (*blck_size)(int);
     size_t (*type_size)(int);
     void (*fp32_to_fp16_row)(const float *, uint16_t *, int64_t);
+    _Bool (*requires_imatrix)(int);
 } G;
 
 static double now(void)
@@ -89,8 +93,9 @@ static int load_oracle(void)
     *(void **)&G.blck_size = dlsym(G.lib, "ggml_blck_size");
     *(void **)&G.type_size = dlsym(G.lib, "ggml_type_size");
     *(void **)&G.fp32_to_fp16_row = dlsym(G.lib, "ggml_fp32_to_fp16_row");
+    *(void **)&G.requires_imatrix = dlsym(G.lib, "ggml_quantize_requires_imatrix");
     if (!G.traits || !G.quantize_chunk || !G.quantize_init || !G.blck_size || !G.type_size ||
-        !G.fp32_to_fp16_row) {
+        !G.fp32_to_fp16_row || !G.requires_imatrix) {
         fprintf(stderr, "bench_dequant: %s lacks symbols\n", p);
         dlclose(G.lib);
         G.lib = NULL;
@@ -120,16 +125,21 @@ static void make_blocks(td_dtype t, const float *src, size_t n, uint8_t *q, size
 {
     int id = td__dtype_ggml_id(t);
     if (G.lib) {
-        if (t == TD_Q8_K) {
+        if (t == TD_Q8_K || t == TD_Q8_1) {
             from_float_t f;
-            *(void **)&f = dlsym(G.lib, "quantize_row_q8_K_ref");
+            *(void **)&f =
+                dlsym(G.lib, t == TD_Q8_K ? "quantize_row_q8_K_ref" : "quantize_row_q8_1_ref");
             if (f) {
                 f(src, q, (int64_t)n);
                 return;
             }
         } else {
+            static float ones[4096];
+            for (int i = 0; i < 4096; i++)
+                ones[i] = 1.0f;
             G.quantize_init(id);
-            G.quantize_chunk(id, src, q, 0, (int64_t)(n / 4096), 4096, NULL);
+            G.quantize_chunk(id, src, q, 0, (int64_t)(n / 4096), 4096,
+                             G.requires_imatrix(id) ? ones : NULL);
             return;
         }
     }
@@ -168,8 +178,9 @@ int main(int argc, char **argv)
     float *src = malloc(n * 4), *ref = malloc(n * 4), *out = malloc(n * 4);
     uint16_t *h = malloc(n * 2);
     uint8_t *q = malloc(n / 256 * 292 + n / 32 * 36);
+    uint8_t *q80 = malloc(n / 32 * 34); /* q8_1 as q8_0, for ggml's column */
     double *ts = malloc((size_t)reps * 6 * sizeof(double));
-    if (!src || !ref || !out || !h || !q || !ts) {
+    if (!src || !ref || !out || !h || !q || !q80 || !ts) {
         fprintf(stderr, "bench_dequant: out of memory\n");
         return 1;
     }
@@ -187,7 +198,7 @@ int main(int argc, char **argv)
         printf("%-7s %10s %10s %10s %8s %10s %10s %10s %8s  (Melem/s; ratio = ours/ggml)\n", "type",
                "ggml", "portable", "auto", "ratio", "threaded", "ggml-f16", "ours-f16", "ratio");
     }
-    int bad = 0;
+    int bad = 0, q81 = 0;
     for (int t = 0; t < TD_DTYPE_COUNT; t++) {
         if (!td__gq_supported((td_dtype)t))
             continue;
@@ -198,6 +209,7 @@ int main(int argc, char **argv)
         size_t nb = n / be;
         make_blocks((td_dtype)t, src, n, q, nb * bb);
         to_float_t tf = NULL;
+        const void *gq = q; /* what ggml's column decodes */
         if (G.lib) {
             tf = G.traits(td__dtype_ggml_id((td_dtype)t))->to_float;
             if (!tf) {
@@ -206,12 +218,20 @@ int main(int argc, char **argv)
                          G.traits(td__dtype_ggml_id((td_dtype)t))->type_name);
                 *(void **)&tf = dlsym(G.lib, sym);
             }
+            if (!tf && t == TD_Q8_1) {
+                tf = G.traits(td__dtype_ggml_id(TD_Q8_0))->to_float;
+                for (size_t i = 0; i < nb; i++) {
+                    memcpy(q80 + 34 * i, q + 36 * i, 2);
+                    memcpy(q80 + 34 * i + 2, q + 36 * i + 4, 32);
+                }
+                gq = q80;
+            }
         }
         td_error err = {0};
         td__gq_options thr = {0, GQ_ISA_AUTO};
         /* correctness first */
         if (tf) {
-            tf(q, ref, (int64_t)n);
+            tf(gq, ref, (int64_t)n);
             td__gq_dequantize_blocks((td_dtype)t, q, nb, out, GQ_ISA_AUTO, &err);
             if (memcmp(ref, out, n * 4)) {
                 fprintf(stderr, "%s: MISMATCH with ggml\n", td_dtype_name((td_dtype)t));
@@ -224,10 +244,10 @@ int main(int argc, char **argv)
             double t0;
             if (tf) {
                 t0 = now();
-                tf(q, out, (int64_t)n);
+                tf(gq, out, (int64_t)n);
                 tg[r] = now() - t0;
                 t0 = now();
-                tf(q, out, (int64_t)n);
+                tf(gq, out, (int64_t)n);
                 G.fp32_to_fp16_row(out, h, (int64_t)n);
                 tg16[r] = now() - t0;
             }
@@ -263,12 +283,18 @@ int main(int argc, char **argv)
                    td_dtype_name((td_dtype)t), rw.ggml, rw.portable, rw.autom, rw.autom / rw.ggml,
                    rw.threaded, rw.ggml16, rw.ours16, rw.ours16 / rw.ggml16);
         fflush(stdout);
+        if (t == TD_Q8_1 && tf)
+            q81 = 1;
     }
+    if (q81)
+        printf("\nq8_1: ggml has no to_float for it; its ggml columns time q8_0's to_float on "
+               "the same values (as 34-byte q8_0 blocks), which is also its reference.\n");
     free(src);
     free(ref);
     free(out);
     free(h);
     free(q);
+    free(q80);
     free(ts);
     if (G.lib)
         dlclose(G.lib);

@@ -230,8 +230,10 @@ TD_EXTERN td_provenance td_array_provenance(const td_array *a);
 
 /* ---------------------------------------------------------------------------------------------
  * Dequantizing GGML block types: q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k, q4_k, q5_k, q6_k,
- * q8_k, iq4_nl, iq4_xs, tq1_0, tq2_0, mxfp4 (bit-identical to llama.cpp's to_float; float16 and
- * bfloat16 round the float32 result to nearest even). MLX's packed form (uint32 weights, float16
+ * q8_k, iq1_s, iq1_m, iq2_xxs, iq2_xs, iq2_s, iq3_xxs, iq3_s, iq4_nl, iq4_xs, tq1_0, tq2_0, mxfp4
+ * (bit-identical to llama.cpp's to_float; float16 and bfloat16 round the float32 result to
+ * nearest even), and q8_1, which ggml has no to_float for: x = d * q, as q8_0's to_float gives
+ * for the same d and q. Not nvfp4, q1_0, q2_0. MLX's packed form (uint32 weights, float16
  * scales and biases, groups of 32, w * scale + bias) exists for q4_0, q4_1 and q8_0.
  */
 /* Dequantizes an array of a GGML block type into a new array of the same shape and dtype out

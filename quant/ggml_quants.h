@@ -21,14 +21,31 @@
  *  14. tq1_0 256 / 54: u8 qs[48] (5 base-3 digits each); u8 qh[4] (4 digits each); half d
  *  15. tq2_0 256 / 66: u8 qs[64] (4 two-bit digits each); half d   x = (digit - 1) * d
  *  16. mxfp4  32 / 17: e8m0 e; u8 qs[16]                   x = kvalues_mxfp4[nibble] * 2^(e-128)
+ *  17. q8_1   32 / 36: half d, s; i8 qs[32]                x = qs * d (s = d * sum(qs) is unused)
+ * The grid-based i-quants (ggml_iquants.c; 256 elements, groups of 8 or 4 elements pick a
+ * vector of a fixed grid, iq_grids.c): a group's scale dl, its grid entry g, and its signs:
+ *  18. iq2_xxs 256 / 66: half d; per 32 elements u8 idx[4], u32 (4 x 7-bit sign index, 4-bit s)
+ *             dl = d * (0.5 + s) * 0.25;                   x = +-(dl * g)
+ *  19. iq2_xs 256 / 74: half d; u16 qs[32] (9-bit index, 7-bit sign index); u8 scales[8]
+ *  20. iq2_s  256 / 82: half d; u8 qs[32]; u8 signs[32]; u8 qh[8] (index bits 8-9); scales[8]
+ *  21. iq3_xxs 256 / 98: half d; u8 idx[64] (groups of 4); u32 [8] (sign indices, s)
+ *             dl = d * (0.5 + s) * 0.5
+ *  22. iq3_s  256 / 110: half d; u8 qs[64]; u8 qh[8] (index bit 8); u8 signs[32]; u8 scales[4]
+ *             dl = d * (1 + 2 s)
+ *  23. iq1_s  256 / 50: half d; u8 qs[32]; u16 qh[8] (index bits 8-10, 3-bit s, delta sign)
+ *             x = d * (2 s + 1) * (g + delta), g in {-1, 0, 1}, delta = +-0.125
+ *  24. iq1_m  256 / 56: u8 qs[32]; u8 qh[16] (index bits 8-10, delta sign per group);
+ *             u16 scales[4] (3-bit s per 16 elements; their top nibbles make the half d)
  * The arithmetic of each type (operand order and rounding included) is exactly that of ggml's
  * dequantize_row_* in ggml-quants.c, so results are bit-identical to llama.cpp's to_float
  * (checked against libggml-base.so in tests/unit/test_ggml_quants_oracle.c). The one freedom
  * left is the NaN a NaN-producing block gives (NaN scales, hostile data): when two operands are
  * NaN, which payload and sign the result carries is the compiler's choice of operand order;
  * GCC builds match ggml's bits there too, clang builds give a NaN with another payload.
- * Not supported (TD_EDTYPE, naming the type): q8_1 (ggml has no to_float for it), and the
- * grid-based i-quants iq2_xxs, iq2_xs, iq2_s, iq3_xxs, iq3_s, iq1_s, iq1_m.
+ * q8_1 has no to_float in ggml; we decode it as d * q, which is q8_0's to_float on the same d
+ * and qs (the test checks exactly that).
+ * Not supported (TD_EDTYPE, naming the type): the other block dtypes of tensord.h (nvfp4, q1_0,
+ * q2_0).
  *
  * Outputs: float32, or float16 / bfloat16 rounded to nearest-even from the float32 result
  * (a NaN stays a quiet NaN with its sign and top payload bits; overflow gives infinity).
@@ -48,8 +65,9 @@
  * Shapes: weights (..., n*bits/32) uint32, scales and biases (..., n/32) float16.
  *
  * Kernels: portable C written so that GCC and clang vectorise the inner loops at -O2 (all but
- * the table lookups of iq4_nl, iq4_xs and mxfp4, which need a byte shuffle), and, on x86-64,
- * AVX2 kernels (ggml_quants_avx2.c, every type but tq1_0) chosen at run time. The choice is a
+ * the table lookups of iq4_nl, iq4_xs and mxfp4, which need a byte shuffle, and the grid
+ * lookups of the i-quants), and, on x86-64, AVX2 kernels (ggml_quants_avx2.c and
+ * ggml_iquants_avx2.c, every type but tq1_0) chosen at run time. The choice is a
  * CPU-feature probe done once per process under pthread_once and cached in a static; it is the only
  * static state of the module and is never written after that.
  *
@@ -66,6 +84,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* Upper bound on worker threads per call (including the caller's). */
 #define GQ_MAX_THREADS 16
@@ -160,10 +179,45 @@ int td__gq_mlx_pack(td_dtype type, const void *src, uint64_t src_bytes, uint64_t
                     uint32_t *weights, uint16_t *scales, uint16_t *biases, const char *label,
                     td_error *err);
 
-/* ---- internal: the kernel interface shared with ggml_quants_avx2.c ---- */
+/* ---- internal: the kernel interface shared with ggml_quants_avx2.c and ggml_iquants*.c ---- */
+
+static inline float gq_bits_f32(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static inline uint32_t gq_f32_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+/* Exact binary16 -> binary32 (NaN payloads kept, signalling NaNs stay signalling), as ggml's
+ * GGML_FP16_TO_FP32. */
+static inline float gq_h2f(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t em = h & 0x7fffu;
+    uint32_t bits;
+    if (em >= 0x7c00u)
+        bits = 0x7f800000u | ((em & 0x3ffu) << 13);
+    else if (em >= 0x0400u)
+        bits = (em << 13) + 0x38000000u;
+    else
+        bits = gq_f32_bits((float)em * 0x1p-24f); /* subnormal or zero: exact */
+    return gq_bits_f32(bits | sign);
+}
 
 /* Decodes nblocks whole blocks at x into y (nblocks * block_elems floats). */
 typedef void (*td__gq_kernel)(const uint8_t *x, float *y, uint64_t nblocks);
+
+/* The portable kernel of a grid-based i-quant (ggml_iquants.c), or NULL for other types. */
+td__gq_kernel td__gq_iq_kernel(td_dtype type);
+/* Its AVX2 kernel (ggml_iquants_avx2.c), or NULL; only after td__gq_have_avx2() returned 1. */
+td__gq_kernel td__gq_iq_avx2_kernel(td_dtype type);
 
 /* 1 when the CPU and OS support AVX2, FMA and F16C (0 on other architectures). Called once,
  * through td__gq_have_avx2. */

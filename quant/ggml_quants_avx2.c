@@ -151,6 +151,16 @@ GQ_AVX2 static void gq_q8_0_avx2(const uint8_t *x, float *y, uint64_t nb)
     }
 }
 
+GQ_AVX2 static void gq_q8_1_avx2(const uint8_t *x, float *y, uint64_t nb)
+{
+    for (uint64_t i = 0; i < nb; i++, x += 36, y += 32) {
+        const __m256 d = _mm256_set1_ps(gq_h2f_avx(td__le16(x)));
+        __m256i q = _mm256_loadu_si256((const __m256i *)(x + 4));
+        gq_st16(y, gq_lo128(q), d);
+        gq_st16(y + 16, gq_hi128(q), d);
+    }
+}
+
 GQ_AVX2 static void gq_q2_k_avx2(const uint8_t *x, float *y, uint64_t nb)
 {
     const __m256i m3 = _mm256_set1_epi8(3);
@@ -394,6 +404,8 @@ td__gq_kernel td__gq_avx2_kernel(td_dtype type)
         return gq_q5_1_avx2;
     case TD_Q8_0:
         return gq_q8_0_avx2;
+    case TD_Q8_1:
+        return gq_q8_1_avx2;
     case TD_Q2_K:
         return gq_q2_k_avx2;
     case TD_Q3_K:
@@ -415,7 +427,7 @@ td__gq_kernel td__gq_avx2_kernel(td_dtype type)
     case TD_TQ2_0:
         return gq_tq2_0_avx2;
     default:
-        return NULL; /* tq1_0: the portable kernel */
+        return td__gq_iq_avx2_kernel(type); /* the i-quants; NULL for tq1_0 (portable) */
     }
 }
 

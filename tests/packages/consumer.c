@@ -187,10 +187,10 @@ int main(int argc, char **argv)
     uint32_t ctx = 4096;
     float base = 10000.0f;
     OK(td_meta_set_string(m, "general.architecture", "llama", 5, &err), &err);
-    OK(td_meta_set_scalar(m, "llama.context_length", TD_TYPE_UINT32, &ctx, &err), &err);
-    OK(td_meta_set_scalar(m, "llama.rope.freq_base", TD_TYPE_FLOAT32, &base, &err), &err);
+    OK(td_meta_set_scalar(m, "llama.context_length", TD_META_UINT32, &ctx, &err), &err);
+    OK(td_meta_set_scalar(m, "llama.rope.freq_base", TD_META_FLOAT32, &base, &err), &err);
     OK(td_meta_set_strings(m, "tokenizer.ggml.tokens", tokens, NULL, 3, &err), &err);
-    OK(td_meta_set_array(m, "tokenizer.ggml.scores", TD_TYPE_FLOAT32, scores, 3, &err), &err);
+    OK(td_meta_set_array(m, "tokenizer.ggml.scores", TD_META_FLOAT32, scores, 3, &err), &err);
     snprintf(path, sizeof path, "%s/model.gguf", argv[1]);
     OK(td_save_gguf(path, d, m, &err), &err);
     td_meta_free(m);
@@ -210,11 +210,11 @@ int main(int argc, char **argv)
                   len == strlen(tokens[i]) && memcmp(s, tokens[i], len) == 0,
               "%s: tokenizer.ggml.tokens[%zu] is not %s", path, i, tokens[i]);
     }
-    td_type et;
+    td_meta_type et;
     size_t n;
     const void *items;
     CHECK(td_meta_get_array(m, "tokenizer.ggml.scores", &et, &n, &items) == 0 &&
-              et == TD_TYPE_FLOAT32 && n == 3 && memcmp(items, scores, sizeof scores) == 0,
+              et == TD_META_FLOAT32 && n == 3 && memcmp(items, scores, sizeof scores) == 0,
           "%s: tokenizer.ggml.scores differs", path);
     td_meta_free(m);
     printf("consumer: every format saved, loaded and checked (libtensord %s)\n",

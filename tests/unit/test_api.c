@@ -127,7 +127,8 @@ START_TEST(test_dequant_targets)
         TU_OK(td_verify(path, &o, &err), &err);
     }
     ck_assert(td_dtype_dequantizable(TD_Q4_K));
-    ck_assert(!td_dtype_dequantizable(TD_IQ2_XXS));
+    ck_assert(td_dtype_dequantizable(TD_IQ2_XXS));
+    ck_assert(!td_dtype_dequantizable(TD_NVFP4));
     ck_assert(!td_dtype_dequantizable(TD_FLOAT32));
 }
 END_TEST

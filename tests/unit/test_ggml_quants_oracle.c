@@ -8,10 +8,16 @@
  * TD_REQUIRE_ORACLE=1, which makes a missing oracle a failure (CI sets it after installing).
  *
  * For every supported type: rows of many kinds (noise, zeros, huge and tiny magnitudes, negative
- * values, outliers, constants, subnormal scales) quantized by ggml_quantize_chunk (q8_k:
- * quantize_row_q8_K_ref), plus blocks of raw random bytes (NaN and infinite scales included),
- * at least 10,000 blocks of each; then ggml's to_float and ours (portable, AVX2, threaded,
+ * values, outliers, constants, subnormal scales) quantized by ggml_quantize_chunk (with an
+ * importance matrix for the i-quants that need one; q8_k: quantize_row_q8_K_ref, q8_1:
+ * quantize_row_q8_1_ref), plus blocks of raw random bytes (NaN and infinite scales included),
+ * at least 10,000 blocks of each, plus, for the grid i-quants and q8_1, random blocks whose
+ * scale is set to each edge value (zeros, subnormals, the largest finite, infinities, quiet and
+ * signalling NaNs, both signs); then ggml's to_float and ours (portable, AVX2, threaded,
  * float16 and bfloat16 outputs) must agree in every bit.
+ *
+ * q8_1 has no to_float in ggml. Its reference is ggml's q8_0 to_float of the same blocks
+ * without their s field (q8_1 is q8_0 plus s, and the value is d * q in both).
  *
  * struct ggml_type_traits is declared here as in ggml.h of that release; the layout is checked
  * at run time against ggml_blck_size / ggml_type_size / ggml_type_name for several types.
@@ -54,6 +60,7 @@ typedef struct oracle {
     const char *(*type_name)(int type);
     void (*fp32_to_fp16_row)(const float *x, uint16_t *y, int64_t n);
     void (*fp32_to_bf16_row_ref)(const float *x, uint16_t *y, int64_t n);
+    bool (*requires_imatrix)(int type);
 } oracle;
 
 static oracle g_or; /* test-process state, set once in main */
@@ -111,6 +118,7 @@ static int load_oracle(void)
     SYM(type_name, "ggml_type_name");
     SYM(fp32_to_fp16_row, "ggml_fp32_to_fp16_row");
     SYM(fp32_to_bf16_row_ref, "ggml_fp32_to_bf16_row_ref");
+    SYM(requires_imatrix, "ggml_quantize_requires_imatrix");
     fprintf(stderr, "oracle: using %s\n", path);
     return 0;
 }
@@ -171,7 +179,7 @@ START_TEST(test_traits_layout_and_dtype_table)
                       "struct ggml_type_traits layout differs from the declared one (type %d)", id);
         if (td__gq_supported((td_dtype)t)) {
             ck_assert_msg(tr->is_quantized, "%s: not quantized in ggml", tr->type_name);
-            if (t != TD_Q8_K)
+            if (t != TD_Q8_K && t != TD_Q8_1)
                 ck_assert_msg(tr->to_float != NULL, "%s: ggml has no to_float", tr->type_name);
         }
         checked++;
@@ -310,10 +318,16 @@ static void expect_same16(const char *what, const char *type, const uint16_t *wa
 }
 
 /* The types we claim, each checked here. */
-static const td_dtype g_types[] = {TD_Q4_0,   TD_Q4_1,  TD_Q5_0,  TD_Q5_1, TD_Q8_0, TD_Q2_K,
-                                   TD_Q3_K,   TD_Q4_K,  TD_Q5_K,  TD_Q6_K, TD_Q8_K, TD_IQ4_NL,
-                                   TD_IQ4_XS, TD_TQ1_0, TD_TQ2_0, TD_MXFP4};
+static const td_dtype g_types[] = {
+    TD_Q4_0,  TD_Q4_1,  TD_Q5_0,  TD_Q5_1,    TD_Q8_0,   TD_Q8_1,   TD_Q2_K,    TD_Q3_K,
+    TD_Q4_K,  TD_Q5_K,  TD_Q6_K,  TD_Q8_K,    TD_IQ4_NL, TD_IQ4_XS, TD_TQ1_0,   TD_TQ2_0,
+    TD_MXFP4, TD_IQ1_S, TD_IQ1_M, TD_IQ2_XXS, TD_IQ2_XS, TD_IQ2_S,  TD_IQ3_XXS, TD_IQ3_S};
 #define NTYPES (sizeof g_types / sizeof g_types[0])
+
+/* The grid i-quants and q8_1, whose scales are also set to every edge value. */
+static const td_dtype g_new_types[] = {TD_Q8_1,   TD_IQ1_S, TD_IQ1_M,   TD_IQ2_XXS,
+                                       TD_IQ2_XS, TD_IQ2_S, TD_IQ3_XXS, TD_IQ3_S};
+#define NNEW (sizeof g_new_types / sizeof g_new_types[0])
 
 #define ROW_ELEMS  4096
 #define MIN_BLOCKS 10240
@@ -331,6 +345,31 @@ static gg_to_float_t oracle_to_float(int id, const char *ggml_name)
     return f ? f : g;
 }
 
+/* ggml's float32 result for nblocks blocks of t at q, into want. q8_1, for which ggml has no
+ * to_float, is decoded by q8_0's: the same blocks without their s field. */
+static void oracle_decode(td_dtype t, int id, const uint8_t *q, size_t nblocks, float *want)
+{
+    size_t be, bb;
+    td_dtype_block(t, &be, &bb);
+    const char *gname = g_or.type_name(id);
+    gg_to_float_t to_float = oracle_to_float(id, gname);
+    if (!to_float && t == TD_Q8_1) {
+        to_float = oracle_to_float(td__dtype_ggml_id(TD_Q8_0), "q8_0");
+        ck_assert_msg(to_float != NULL, "q8_0: no to_float in the oracle");
+        uint8_t *q80 = malloc(nblocks * 34);
+        ck_assert_ptr_nonnull(q80);
+        for (size_t i = 0; i < nblocks; i++) {
+            memcpy(q80 + 34 * i, q + 36 * i, 2);          /* d */
+            memcpy(q80 + 34 * i + 2, q + 36 * i + 4, 32); /* qs; s dropped */
+        }
+        to_float(q80, want, (int64_t)(nblocks * be));
+        free(q80);
+        return;
+    }
+    ck_assert_msg(to_float != NULL, "%s: no to_float in the oracle", gname);
+    to_float(q, want, (int64_t)(nblocks * be));
+}
+
 /* Checks all our paths on nblocks blocks at q against ggml's to_float. */
 static void compare_all(td_dtype t, int id, const uint8_t *q, size_t nblocks, const int *row_kind,
                         const char *label)
@@ -338,8 +377,6 @@ static void compare_all(td_dtype t, int id, const uint8_t *q, size_t nblocks, co
     size_t be, bb;
     td_dtype_block(t, &be, &bb);
     const char *gname = g_or.type_name(id);
-    gg_to_float_t to_float = oracle_to_float(id, gname);
-    ck_assert_msg(to_float != NULL, "%s: no to_float in the oracle", gname);
     size_t n = nblocks * be;
     float *want = malloc(n * sizeof(float));
     float *got = malloc(n * sizeof(float));
@@ -348,7 +385,7 @@ static void compare_all(td_dtype t, int id, const uint8_t *q, size_t nblocks, co
     td_error err = {0};
     char what[128];
 
-    to_float(q, want, (int64_t)n);
+    oracle_decode(t, id, q, nblocks, want);
 
     memset(got, 0xa5, n * sizeof(float));
     TU_OK(td__gq_dequantize_blocks(t, q, nblocks, got, GQ_ISA_PORTABLE, &err), &err);
@@ -427,19 +464,36 @@ START_TEST(test_quantized_rows)
     int *kinds = malloc(nrows * sizeof(int));
     ck_assert(src && q && kinds);
     rng r = {0x5eed0000u + (uint64_t)t};
+    /* ggml's quantizers of the grid i-quants abort (GGML_ASSERT(grid_index >= 0)) on rows of
+     * 1e30, whose squares overflow float32: those types get normal rows instead (their
+     * infinite and NaN scales are in test_edge_scales) */
+    const int no_huge = td__gq_iq_kernel(t) != NULL;
     for (size_t i = 0; i < nrows; i++) {
         kinds[i] = (int)(i % ROW_KINDS);
+        if (no_huge && kinds[i] == 2)
+            kinds[i] = 0;
         make_row(&r, kinds[i], src + i * ROW_ELEMS, ROW_ELEMS);
     }
-    if (t == TD_Q8_K) {
+    if (t == TD_Q8_K || t == TD_Q8_1) {
+        const char *sym = t == TD_Q8_K ? "quantize_row_q8_K_ref" : "quantize_row_q8_1_ref";
         gg_from_float_t qk = NULL;
-        *(void **)(&qk) = dlsym(g_or.lib, "quantize_row_q8_K_ref");
-        ck_assert_msg(qk != NULL, "oracle lacks quantize_row_q8_K_ref");
+        *(void **)(&qk) = dlsym(g_or.lib, sym);
+        ck_assert_msg(qk != NULL, "oracle lacks %s", sym);
         qk(src, q, (int64_t)(nrows * ROW_ELEMS));
     } else {
+        /* iq1_s, iq1_m, iq2_xxs and iq2_xs need an importance matrix: per column weights,
+         * here positive and uneven (ggml asserts without one) */
+        float *imatrix = NULL;
+        if (g_or.requires_imatrix(id)) {
+            imatrix = malloc(ROW_ELEMS * sizeof(float));
+            ck_assert_ptr_nonnull(imatrix);
+            for (int j = 0; j < ROW_ELEMS; j++)
+                imatrix[j] = 0.25f + (float)runif(&r) * 4.0f;
+        }
         g_or.quantize_init(id);
-        size_t w = g_or.quantize_chunk(id, src, q, 0, (int64_t)nrows, ROW_ELEMS, NULL);
+        size_t w = g_or.quantize_chunk(id, src, q, 0, (int64_t)nrows, ROW_ELEMS, imatrix);
         ck_assert_uint_eq(w, nblocks * bb);
+        free(imatrix);
     }
     compare_all(t, id, q, nblocks, kinds, "quantized");
     fprintf(stderr, "oracle: %-7s %zu quantized blocks bit-identical\n", td_dtype_name(t), nblocks);
@@ -470,7 +524,59 @@ START_TEST(test_random_blocks)
 }
 END_TEST
 
-/* Types we refuse are ones ggml either cannot decode (q8_1) or that need the i-quant grids. */
+/* Where a block of t keeps its float16 scale d: the byte offset, or -1 for iq1_m, whose d is
+ * the top nibbles of its four 16-bit scale words (bytes 48..55). */
+static int scale_offset(td_dtype t)
+{
+    return t == TD_IQ1_M ? -1 : 0; /* every other type of g_new_types starts with d */
+}
+
+static void set_scale(td_dtype t, uint8_t *blk, uint16_t h)
+{
+    if (scale_offset(t) >= 0) {
+        blk[0] = (uint8_t)h;
+        blk[1] = (uint8_t)(h >> 8);
+        return;
+    }
+    for (int k = 0; k < 4; k++) { /* nibble k of h is bits 12..15 of scale word k */
+        blk[48 + 2 * k + 1] =
+            (uint8_t)((blk[48 + 2 * k + 1] & 0x0f) | (((h >> (4 * k)) & 15) << 4));
+    }
+}
+
+/* Random blocks of each grid i-quant and q8_1 with every edge scale: +-0, subnormals, the
+ * smallest normal, +-1, the largest finite, +-infinity, quiet and signalling NaNs of both signs
+ * (the oracle's NaN handling included: the sign flips of a NaN product must match too). */
+START_TEST(test_edge_scales)
+{
+    if (!need_oracle("edge scales"))
+        return;
+    static const uint16_t scales[] = {0x0000, 0x8000, 0x0001, 0x8001, 0x03ff, 0x0400, 0x3c00,
+                                      0xbc00, 0x7bff, 0xfbff, 0x7c00, 0xfc00, 0x7e00, 0xfe00,
+                                      0x7c01, 0xfc01, 0x7fff, 0xffff, 0x3555, 0xc7ff};
+    const size_t nscales = sizeof scales / sizeof *scales;
+    td_dtype t = g_new_types[_i];
+    int id = td__dtype_ggml_id(t);
+    size_t be, bb;
+    td_dtype_block(t, &be, &bb);
+    /* a whole number of ROW_ELEMS rows, at least 10,000 blocks, every scale on as many */
+    const size_t per_row = ROW_ELEMS / be;
+    const size_t nblocks = (MIN_BLOCKS / per_row + 1) * per_row;
+    uint8_t *q = malloc(nblocks * bb);
+    ck_assert_ptr_nonnull(q);
+    rng r = {0xed9e0000u + (uint64_t)t};
+    for (size_t i = 0; i < nblocks * bb; i++)
+        q[i] = (uint8_t)rnext(&r);
+    for (size_t i = 0; i < nblocks; i++)
+        set_scale(t, q + i * bb, scales[i % nscales]);
+    compare_all(t, id, q, nblocks, NULL, "edge scales");
+    fprintf(stderr, "oracle: %-7s %zu blocks with %zu edge scales bit-identical\n",
+            td_dtype_name(t), nblocks, nscales);
+    free(q);
+}
+END_TEST
+
+/* The block types we refuse (newer than the grids and kernels here) are refused by name. */
 START_TEST(test_unsupported_are_named)
 {
     if (!need_oracle("unsupported types"))
@@ -497,6 +603,7 @@ int main(void)
     tcase_add_test(tc, test_traits_layout_and_dtype_table);
     tcase_add_loop_test(tc, test_quantized_rows, 0, (int)NTYPES);
     tcase_add_loop_test(tc, test_random_blocks, 0, (int)NTYPES);
+    tcase_add_loop_test(tc, test_edge_scales, 0, (int)NNEW);
     tcase_add_test(tc, test_unsupported_are_named);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
