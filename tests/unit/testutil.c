@@ -18,7 +18,8 @@
 const char *tu_testdata(const char *rel, char *out, size_t cap)
 {
     const char *root = getenv("TD_TESTDATA");
-    snprintf(out, cap, "%s/%s", root ? root : "../shared/testdata", rel);
+    ck_assert_msg(root && *root, "TD_TESTDATA is not set (ctest sets it to tests/data)");
+    snprintf(out, cap, "%s/%s", root, rel);
     return out;
 }
 

@@ -12,7 +12,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-/* $TD_TESTDATA/rel, in a static buffer per call site is not thread-safe: uses out (cap bytes). */
+/* The path of tests/data/rel ($TD_TESTDATA/rel; ctest sets TD_TESTDATA), written to out (cap
+ * bytes); returns out. */
 const char *tu_testdata(const char *rel, char *out, size_t cap);
 /* A fresh temporary directory (mkdtemp under $TMPDIR or /tmp); out must hold 64 bytes. */
 const char *tu_tmpdir(char *out);
