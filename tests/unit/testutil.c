@@ -2,8 +2,10 @@
  * testutil.c - helpers for the Check tests (see testutil.h).
  */
 #include "testutil.h"
+#include "ggml_quants.h"
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -213,6 +215,52 @@ int tu_run(Suite *s)
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
     return failed ? 1 : 0;
+}
+
+int tu_run_isas(Suite *s)
+{
+    int rc = tu_run(s);
+    if (rc == 0 && !td__gq_have_avx2()) {
+        printf("SKIP: this CPU lacks AVX2, FMA or F16C: the portable kernels passed, the AVX2 "
+               "kernels were not compared\n");
+        return TU_SKIP;
+    }
+    return rc;
+}
+
+static void *tu_oracle_handle;
+static const char *tu_oracle_path;
+
+void *tu_oracle(void)
+{
+    if (tu_oracle_handle)
+        return tu_oracle_handle;
+    const char *path = getenv("TD_ORACLE_LIB");
+    if (!path || !*path || access(path, F_OK) != 0) {
+        printf("SKIP: the llama.cpp oracle is not installed (%s); scripts/install-oracle.sh "
+               "installs it, scripts/test.sh does that\n",
+               path && *path ? path : "TD_ORACLE_LIB is not set");
+        fflush(stdout);
+        exit(TU_SKIP);
+    }
+    tu_oracle_handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!tu_oracle_handle) {
+        fprintf(stderr, "FAIL: the llama.cpp oracle %s cannot be loaded: %s\n", path, dlerror());
+        exit(1);
+    }
+    tu_oracle_path = path;
+    printf("oracle: %s\n", path);
+    return tu_oracle_handle;
+}
+
+void *tu_oracle_sym(const char *name)
+{
+    void *p = dlsym(tu_oracle(), name);
+    if (!p) {
+        fprintf(stderr, "FAIL: the llama.cpp oracle %s has no symbol %s\n", tu_oracle_path, name);
+        exit(1);
+    }
+    return p;
 }
 
 pid_t tu_daemon_start(const char *sock, const char *logpath, const char *extra)

@@ -1,6 +1,6 @@
 /*
  * testutil.h - helpers for the Check tests: paths, temporary directories, descriptor counts,
- * running numpy.
+ * running numpy, the llama.cpp oracle.
  */
 #ifndef TD_TESTUTIL_H
 #define TD_TESTUTIL_H
@@ -58,6 +58,26 @@ void tu_gguf_tensor(tu_buf *b, const char *name, uint32_t ndims, const uint64_t 
 
 /* Runs suite s (CK_NORMAL output) and returns the exit status for main: 0 when all passed. */
 int tu_run(Suite *s);
+
+/* tu_run for the kernel tests, which compare every kernel set the CPU can run (portable, and
+ * AVX2 where the CPU has AVX2, FMA and F16C). The portable kernels run on every machine; where
+ * the AVX2 ones cannot run, a run that passed returns TU_SKIP and says so, never 0. */
+int tu_run_isas(Suite *s);
+
+/* The exit status that tells ctest a test was skipped (SKIP_RETURN_CODE in tests/CMakeLists.txt);
+ * .ci/run fails on any skip. */
+#define TU_SKIP 77
+
+/* llama.cpp's libggml-base.so, the oracle of the interoperability tests, at $TD_ORACLE_LIB
+ * (tests/CMakeLists.txt sets it from the cache variable TD_ORACLE_LIB, by default where
+ * scripts/install-oracle.sh installs it). Opened once with dlopen (RTLD_NOW | RTLD_LOCAL) and
+ * kept open for the life of the process; returns the handle. When there is no file there, the
+ * test cannot run: prints why and exits TU_SKIP. A file dlopen refuses exits 1. Call from main,
+ * before the suite runs. */
+void *tu_oracle(void);
+/* The address of symbol name in the oracle (tu_oracle() first); exits 1 naming the symbol when
+ * the library lacks it. */
+void *tu_oracle_sym(const char *name);
 
 /* Starts $TD_BUILD_DIR/daemon/tensord on sock with extra arguments (space-separated, may be
  * NULL), stderr appended to logpath (NULL: /dev/null), and waits until it answers a HELLO.
