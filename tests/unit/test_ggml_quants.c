@@ -301,38 +301,6 @@ END_TEST
 START_TEST(test_mlx_matches_numpy_transcription)
 {
     static const td_dtype types[] = {TD_Q4_0, TD_Q4_1, TD_Q8_0};
-    static const char *script =
-        "import sys, numpy as np\n"
-        "kind, raw, wf, sf, bf = sys.argv[1:6]\n"
-        "data = np.fromfile(raw, dtype=np.uint8)\n"
-        "bb = {'q4_0': 18, 'q4_1': 20, 'q8_0': 34}[kind]\n"
-        "blocks = data.reshape(-1, bb)\n"
-        "n = blocks.shape[0]\n"
-        "scales = blocks[:, 0:2].copy().view(np.float16).reshape(n)\n"
-        "np.seterr(all='ignore')\n"
-        "if kind == 'q4_0':\n"
-        "    biases = (np.float16(-8) * scales).astype(np.float16)\n"
-        "elif kind == 'q4_1':\n"
-        "    biases = blocks[:, 2:4].copy().view(np.float16).reshape(n)\n"
-        "else:\n"
-        "    biases = (np.float16(-128) * scales).astype(np.float16)\n"
-        "w = np.zeros((n, 16 if kind != 'q8_0' else 32), dtype=np.uint8)\n"
-        "if kind == 'q8_0':\n"
-        "    w[:] = blocks[:, 2:] ^ 0x80\n"
-        "else:\n"
-        "    qs = blocks[:, bb - 16:]\n"
-        "    for j in range(16):\n" /* unpack_32_4: first 16 weights from the low bits */
-        "        x = (qs[:, j] & 0x0F).astype(np.uint8)\n"
-        "        if j % 2: x = (x << 4).astype(np.uint8)\n"
-        "        w[:, j // 2] += x\n"
-        "    for j in range(16):\n"
-        "        x = (qs[:, j] >> 4).astype(np.uint8)\n"
-        "        if j % 2: x = (x << 4).astype(np.uint8)\n"
-        "        w[:, 8 + j // 2] += x\n"
-        "ok = (np.fromfile(wf, dtype=np.uint8).tobytes() == w.tobytes() and\n"
-        "      np.fromfile(sf, dtype=np.uint16).tobytes() == scales.view(np.uint16).tobytes() and\n"
-        "      np.fromfile(bf, dtype=np.uint16).tobytes() == biases.view(np.uint16).tobytes())\n"
-        "sys.exit(0 if ok else 3)\n";
     char dir[64];
     tu_tmpdir(dir);
     for (int ti = 0; ti < 3; ti++) {
@@ -358,7 +326,7 @@ START_TEST(test_mlx_matches_numpy_transcription)
         ck_assert_int_eq(tu_write_file(sf, s, nb * 2), 0);
         ck_assert_int_eq(tu_write_file(bf, b, nb * 2), 0);
         const char *args[] = {td_dtype_name(types[ti]), raw, wf, sf, bf, NULL};
-        ck_assert_int_eq(tu_python(script, args), 0);
+        ck_assert_int_eq(tu_py("ggml_quants.py", "mlx", args), 0);
         free(q);
         free(w);
         free(s);
@@ -411,12 +379,7 @@ START_TEST(test_f16_rounding_matches_numpy)
     snprintf(out, sizeof out, "%s/out", dir);
     ck_assert_int_eq(tu_write_file(in, v, n * 4), 0);
     const char *args[] = {in, out, NULL};
-    ck_assert_int_eq(tu_python("import sys, numpy as np\n"
-                               "a = np.fromfile(sys.argv[1], dtype=np.float32)\n"
-                               "with np.errstate(all='ignore'):\n"
-                               "    a.astype(np.float16).tofile(sys.argv[2])\n",
-                               args),
-                     0);
+    ck_assert_int_eq(tu_py("ggml_quants.py", "f32-to-f16", args), 0);
     size_t len;
     uint16_t *np16 = (uint16_t *)tu_read_file(out, &len);
     ck_assert_uint_eq(len, n * 2);
@@ -461,11 +424,7 @@ START_TEST(test_f16_all_halves_round_trip)
     snprintf(out, sizeof out, "%s/out", dir);
     ck_assert_int_eq(tu_write_file(in, all, 65536 * 2), 0);
     const char *args[] = {in, out, NULL};
-    ck_assert_int_eq(tu_python("import sys, numpy as np\n"
-                               "np.fromfile(sys.argv[1], dtype=np.float16).astype(np.float32)"
-                               ".tofile(sys.argv[2])\n",
-                               args),
-                     0);
+    ck_assert_int_eq(tu_py("ggml_quants.py", "f16-to-f32", args), 0);
     size_t len;
     float *np32 = (float *)tu_read_file(out, &len);
     ck_assert_uint_eq(len, 65536 * 4);

@@ -47,18 +47,23 @@ void tu_rmtree(const char *dir)
     nftw(dir, tu_rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-int tu_count_pid_fds(pid_t pid)
+int tu_count_entries(const char *path)
 {
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
     DIR *d = opendir(path);
     ck_assert_msg(d != NULL, "%s: %s", path, strerror(errno));
     int n = 0;
     struct dirent *e;
     while ((e = readdir(d)))
-        n += e->d_name[0] != '.';
+        n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
     closedir(d);
     return n;
+}
+
+int tu_count_pid_fds(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    return tu_count_entries(path);
 }
 
 int tu_count_fds(void)
@@ -110,19 +115,22 @@ int tu_write_file(const char *path, const void *p, size_t len)
     return fclose(f) == 0 && k == len ? 0 : -1;
 }
 
-int tu_python(const char *script, const char *const *args)
+int tu_py(const char *script, const char *cmd, const char *const *args)
 {
-    const char *py = getenv("TD_PYTHON");
-    if (!py)
-        py = "/usr/bin/python3";
+    const char *py = getenv("TD_PYTHON"), *src = getenv("TD_SOURCE_DIR");
+    ck_assert_msg(py && *py && src && *src,
+                  "TD_PYTHON or TD_SOURCE_DIR is not set (ctest sets both)");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tests/py/%s", src, script);
     const char *argv[64];
     int n = 0;
     argv[n++] = py;
-    argv[n++] = "-c";
-    argv[n++] = script;
+    argv[n++] = path;
+    argv[n++] = cmd;
     for (; args && *args && n < 63; args++)
         argv[n++] = *args;
     argv[n] = NULL;
+    fflush(stdout);
     pid_t pid = fork();
     if (pid < 0)
         return -1;

@@ -19,6 +19,8 @@ const char *tu_testdata(const char *rel, char *out, size_t cap);
 const char *tu_tmpdir(char *out);
 /* Removes a directory tree made by tu_tmpdir. */
 void tu_rmtree(const char *dir);
+/* Number of entries in directory dir, "." and ".." aside; aborts the test if unreadable. */
+int tu_count_entries(const char *dir);
 /* Number of open descriptors of this process (/proc/self/fd). */
 int tu_count_fds(void);
 /* Number of open descriptors of process pid (/proc/PID/fd); aborts the test if unreadable. */
@@ -29,8 +31,10 @@ double tu_now_s(void);
 uint8_t *tu_read_file(const char *path, size_t *len);
 /* Writes len bytes to path (truncating); 0 on success. */
 int tu_write_file(const char *path, const void *p, size_t len);
-/* Runs `$TD_PYTHON -c script args...` (argv NULL-terminated); returns its exit status or -1. */
-int tu_python(const char *script, const char *const *args);
+/* Runs `$TD_PYTHON $TD_SOURCE_DIR/tests/py/SCRIPT CMD ARGS...` (args NULL-terminated, may be
+ * NULL): the Python side of a test (numpy, zipfile), one subcommand of one script per C test.
+ * Returns its exit status, or -1 when it could not run or was killed. */
+int tu_py(const char *script, const char *cmd, const char *const *args);
 /* SHA-256 of p[0..n) as 64 lower-case hex digits + NUL in hex[65]. */
 void tu_sha256_hex(const void *p, size_t n, char hex[65]);
 
