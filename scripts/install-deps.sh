@@ -27,8 +27,10 @@ fi
 log=$(mktemp "${TMPDIR:-/tmp}/tensord-apt.XXXXXX")
 trap 'rm -f "$log"' EXIT
 echo "installing ${#missing[@]} Debian package$([ ${#missing[@]} -eq 1 ] || echo s) (${missing[*]})..."
-if ! { "${sudo[@]}" apt-get update -q &&
-       "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+# (another apt or dpkg at work holds their lock: wait for it rather than fail)
+lock=(-o DPkg::Lock::Timeout=600)
+if ! { "${sudo[@]}" apt-get "${lock[@]}" update -q &&
+       "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get "${lock[@]}" install -y -q \
            --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
     cat "$log" >&2
     echo "install-deps: apt-get failed (its log is above)" >&2
