@@ -3,9 +3,8 @@
  *
  * usage: bench_dequant [-n ELEMS] [-r REPS] [-t TYPE] [--markdown]
  *
- * The oracle is llama.cpp's libggml-base.so from @node-llama-cpp/linux-x64@3.21.1, found at
- * $TD_GGML_ORACLE or /work/oracle/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64/ (npm
- * install --prefix /work/oracle @node-llama-cpp/linux-x64@3.21.1). Without it only our own
+ * The oracle is llama.cpp's libggml-base.so from @node-llama-cpp/linux-x64@3.21.1
+ * (scripts/install-oracle.sh), at $TD_ORACLE_LIB (bench/run.sh sets it). Without it only our own
  * numbers are printed.
  *
  * For each type: ELEMS (default 4M) float32 values of Gaussian noise, quantized by ggml
@@ -79,9 +78,11 @@ static double median(double *v, int n)
 
 static int load_oracle(void)
 {
-    const char *p = getenv("TD_GGML_ORACLE");
-    if (!p || !*p)
-        p = "/work/oracle/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64/libggml-base.so";
+    const char *p = getenv("TD_ORACLE_LIB");
+    if (!p || !*p) {
+        fprintf(stderr, "bench_dequant: TD_ORACLE_LIB is not set: ggml columns left empty\n");
+        return -1;
+    }
     G.lib = dlopen(p, RTLD_NOW | RTLD_LOCAL);
     if (!G.lib) {
         fprintf(stderr, "bench_dequant: no oracle (%s): ggml columns left empty\n", dlerror());

@@ -16,10 +16,9 @@
  *                llama.cpp does before it maps the data itself
  *   llama-alloc  gguf_init_from_file(no_alloc = false): reads every tensor into memory
  *
- * The llama methods dlopen libggml-base.so from @node-llama-cpp/linux-x64@3.21.1:
- * $TD_GGUF_ORACLE_LIB, else ${TD_GGUF_ORACLE_DIR:-$HOME/.cache/tensord/gguf-oracle}/node_modules/
- * @node-llama-cpp/linux-x64/bins/linux-x64/libggml-base.so. When it is missing the result says
- * status=na.
+ * The llama methods dlopen libggml-base.so from @node-llama-cpp/linux-x64@3.21.1
+ * (scripts/install-oracle.sh) at $TD_ORACLE_LIB (bench/run.sh sets it). When it is missing the
+ * result says status=na.
  *
  * A measurement is: the load, timed; then the release of everything it returned, untimed.
  * --warmup loads (default 2) run first, so the file is in the page cache and the process warm;
@@ -79,20 +78,10 @@ typedef struct loaded {
 
 static int llama_open(llama_api *ll, char *path, size_t cap)
 {
-    const char *lib = getenv("TD_GGUF_ORACLE_LIB");
-    if (lib && *lib) {
-        snprintf(path, cap, "%s", lib);
-    } else {
-        const char *dir = getenv("TD_GGUF_ORACLE_DIR");
-        char def[512];
-        if (!dir || !*dir) {
-            const char *home = getenv("HOME");
-            snprintf(def, sizeof def, "%s/.cache/tensord/gguf-oracle", home ? home : "/root");
-            dir = def;
-        }
-        snprintf(path, cap, "%s/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64/%s", dir,
-                 "libggml-base.so");
-    }
+    const char *lib = getenv("TD_ORACLE_LIB");
+    if (!lib || !*lib)
+        return -1;
+    snprintf(path, cap, "%s", lib);
     void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!h)
         return -1;

@@ -16,8 +16,8 @@
 #
 # Environment: TENSORD_BENCH_PY (default /usr/bin/python3, Debian's, with numpy);
 # TENSORD_BENCH_DAEMON (a tensord binary to use instead of the one built here);
-# TD_GGUF_ORACLE_DIR / TD_GGUF_ORACLE_LIB (llama.cpp's libggml-base.so, see
-# scripts/install-oracle.sh; without it the llama.cpp columns say n/a).
+# TD_ORACLE_LIB (llama.cpp's libggml-base.so; default: where scripts/install-oracle.sh puts it;
+# without it the llama.cpp columns say n/a).
 #
 # Every measurement is printed by a program as a RESULT line (key=value pairs); they are
 # collected in DIR/results.txt, and bench/report.py turns them into the report. "Warm" means
@@ -227,7 +227,8 @@ for t in bench_proto bench_dequant; do
 done
 
 # The llama.cpp oracle.
-ORACLE_LIB=${TD_GGUF_ORACLE_LIB:-${TD_GGUF_ORACLE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tensord/gguf-oracle}/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64/libggml-base.so}
+ORACLE_LIB=${TD_ORACLE_LIB:-${TD_ORACLE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tensord/gguf-oracle}/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64/libggml-base.so}
+export TD_ORACLE_LIB=$ORACLE_LIB
 if [ -f "$ORACLE_LIB" ]; then
     env_kv oracle "$ORACLE_LIB"
 else
@@ -437,7 +438,7 @@ fi
 if has_phase dequant; then
     phase_start dequant
     if [ -x "$B/bench_dequant" ] && grep -q 'build_bench_dequant=ok' "$ENV"; then
-        TD_GGML_ORACLE=$ORACLE_LIB "$B/bench_dequant" --markdown $DEQ_ARGS >"$DATA/dequant.md" 2>>"$LOG" ||
+        "$B/bench_dequant" --markdown $DEQ_ARGS >"$DATA/dequant.md" 2>>"$LOG" ||
             say "bench_dequant failed"
     fi
     phase_end dequant

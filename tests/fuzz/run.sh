@@ -14,7 +14,7 @@
 #                    cmake --build build-fuzz -j2
 #   TD_FUZZ_OUT    where scratch corpora, crash files and logs go (default: a new mktemp -d)
 #   TD_FUZZ_JOBS   parallel fuzzing processes per target (default 1; the CI machines have 2 cores)
-#   TD_TESTDATA    reference files (default ../shared/testdata), for `seeds`
+#   TD_TESTDATA    reference files (default tests/data), for `seeds`
 #
 # A run fails (exit 1) when any target crashes, leaks, times out on an input or runs out of
 # memory; the input that did it is kept in $TD_FUZZ_OUT/TARGET/ and the log is printed. Exec
@@ -39,7 +39,7 @@ fuzz_opts() {
 }
 
 make_seeds() {
-    local td=${TD_TESTDATA:-$root/../shared/testdata}
+    local td=${TD_TESTDATA:-$root/tests/data}
     local py=${TD_PYTHON:-/usr/bin/python3}
     local demo=$root/build/td_demo
     [ -x "$demo" ] || demo=$(ls "$root"/build*/td_demo 2>/dev/null | head -1)

@@ -305,38 +305,6 @@ END_TEST
 START_TEST(test_mlx_matches_numpy_transcription)
 {
     static const td_dtype types[] = {TD_Q4_0, TD_Q4_1, TD_Q8_0};
-    static const char *script =
-        "import sys, numpy as np\n"
-        "kind, raw, wf, sf, bf = sys.argv[1:6]\n"
-        "data = np.fromfile(raw, dtype=np.uint8)\n"
-        "bb = {'q4_0': 18, 'q4_1': 20, 'q8_0': 34}[kind]\n"
-        "blocks = data.reshape(-1, bb)\n"
-        "n = blocks.shape[0]\n"
-        "scales = blocks[:, 0:2].copy().view(np.float16).reshape(n)\n"
-        "np.seterr(all='ignore')\n"
-        "if kind == 'q4_0':\n"
-        "    biases = (np.float16(-8) * scales).astype(np.float16)\n"
-        "elif kind == 'q4_1':\n"
-        "    biases = blocks[:, 2:4].copy().view(np.float16).reshape(n)\n"
-        "else:\n"
-        "    biases = (np.float16(-128) * scales).astype(np.float16)\n"
-        "w = np.zeros((n, 16 if kind != 'q8_0' else 32), dtype=np.uint8)\n"
-        "if kind == 'q8_0':\n"
-        "    w[:] = blocks[:, 2:] ^ 0x80\n"
-        "else:\n"
-        "    qs = blocks[:, bb - 16:]\n"
-        "    for j in range(16):\n" /* unpack_32_4: first 16 weights from the low bits */
-        "        x = (qs[:, j] & 0x0F).astype(np.uint8)\n"
-        "        if j % 2: x = (x << 4).astype(np.uint8)\n"
-        "        w[:, j // 2] += x\n"
-        "    for j in range(16):\n"
-        "        x = (qs[:, j] >> 4).astype(np.uint8)\n"
-        "        if j % 2: x = (x << 4).astype(np.uint8)\n"
-        "        w[:, 8 + j // 2] += x\n"
-        "ok = (np.fromfile(wf, dtype=np.uint8).tobytes() == w.tobytes() and\n"
-        "      np.fromfile(sf, dtype=np.uint16).tobytes() == scales.view(np.uint16).tobytes() and\n"
-        "      np.fromfile(bf, dtype=np.uint16).tobytes() == biases.view(np.uint16).tobytes())\n"
-        "sys.exit(0 if ok else 3)\n";
     char dir[64];
     tu_tmpdir(dir);
     for (int ti = 0; ti < 3; ti++) {
@@ -362,7 +330,7 @@ START_TEST(test_mlx_matches_numpy_transcription)
         ck_assert_int_eq(tu_write_file(sf, s, nb * 2), 0);
         ck_assert_int_eq(tu_write_file(bf, b, nb * 2), 0);
         const char *args[] = {td_dtype_name(types[ti]), raw, wf, sf, bf, NULL};
-        ck_assert_int_eq(tu_python(script, args), 0);
+        ck_assert_int_eq(tu_py("ggml_quants.py", "mlx", args), 0);
         free(q);
         free(w);
         free(s);
@@ -415,12 +383,7 @@ START_TEST(test_f16_rounding_matches_numpy)
     snprintf(out, sizeof out, "%s/out", dir);
     ck_assert_int_eq(tu_write_file(in, v, n * 4), 0);
     const char *args[] = {in, out, NULL};
-    ck_assert_int_eq(tu_python("import sys, numpy as np\n"
-                               "a = np.fromfile(sys.argv[1], dtype=np.float32)\n"
-                               "with np.errstate(all='ignore'):\n"
-                               "    a.astype(np.float16).tofile(sys.argv[2])\n",
-                               args),
-                     0);
+    ck_assert_int_eq(tu_py("ggml_quants.py", "f32-to-f16", args), 0);
     size_t len;
     uint16_t *np16 = (uint16_t *)tu_read_file(out, &len);
     ck_assert_uint_eq(len, n * 2);
@@ -465,11 +428,7 @@ START_TEST(test_f16_all_halves_round_trip)
     snprintf(out, sizeof out, "%s/out", dir);
     ck_assert_int_eq(tu_write_file(in, all, 65536 * 2), 0);
     const char *args[] = {in, out, NULL};
-    ck_assert_int_eq(tu_python("import sys, numpy as np\n"
-                               "np.fromfile(sys.argv[1], dtype=np.float16).astype(np.float32)"
-                               ".tofile(sys.argv[2])\n",
-                               args),
-                     0);
+    ck_assert_int_eq(tu_py("ggml_quants.py", "f16-to-f32", args), 0);
     size_t len;
     float *np32 = (float *)tu_read_file(out, &len);
     ck_assert_uint_eq(len, 65536 * 4);
@@ -546,10 +505,8 @@ END_TEST
 /* Portable and AVX2 kernels agree on random blocks of every supported type. */
 START_TEST(test_portable_vs_avx2)
 {
-    if (!td__gq_have_avx2()) {
-        fprintf(stderr, "*** no AVX2 on this CPU: test_portable_vs_avx2 skipped\n");
-        return;
-    }
+    if (!td__gq_have_avx2())
+        return; /* tu_run_isas reports the run as skipped */
     int tested = 0;
     for (int t = 0; t < TD_DTYPE_COUNT; t++) {
         if (!td__gq_supported((td_dtype)t))
@@ -962,8 +919,8 @@ START_TEST(test_iquant_scaling)
 END_TEST
 
 /* A GGUF file holding every grid i-quant and q8_1 loads dequantized (float32, float16, and
- * float16 where MLX's packed form does not exist), and `tensorctl convert --dequantize` turns
- * it into a safetensors file with the same floats. */
+ * float16 where MLX's packed form does not exist), and converting it as `tensorctl convert
+ * --dequantize f32` does turns it into a safetensors file with the same floats. */
 static void load_deq(const char *path, td_dequant to, td_dict **d)
 {
     td_load_options o = TD_LOAD_OPTIONS_INIT;
@@ -975,7 +932,7 @@ static void load_deq(const char *path, td_dequant to, td_dict **d)
 
 START_TEST(test_iquant_gguf_load_and_convert)
 {
-    char dir[64], src[128], dst[128], cmd[512];
+    char dir[64], src[128], dst[128];
     tu_tmpdir(dir);
     snprintf(src, sizeof src, "%s/iq.gguf", dir);
     snprintf(dst, sizeof dst, "%s/iq.safetensors", dir);
@@ -1028,16 +985,17 @@ START_TEST(test_iquant_gguf_load_and_convert)
         td_dict_free(d);
     }
 
-    const char *tc = getenv("TD_TENSORCTL");
-    ck_assert_msg(tc != NULL, "TD_TENSORCTL is not set");
-    snprintf(cmd, sizeof cmd, "'%s' convert --dequantize f32 '%s' '%s'", tc, src, dst);
-    ck_assert_int_eq(system(cmd), 0);
+    /* What `tensorctl convert --dequantize f32` does (tests/integration/test_tensorctl.c runs
+     * the command): load dequantized, save as safetensors, and the floats come back. */
+    load_deq(src, TD_DEQUANT_F32, &d);
+    TU_OK(td_save_safetensors(dst, d, NULL, &err), &err);
+    td_dict_free(d);
     TU_OK(td_load(dst, NULL, &d, NULL, &err), &err);
     for (size_t ti = 0; ti < NIQ; ti++) {
         const td_array *a = td_dict_get(d, td_dtype_name(g_iq_types[ti]));
         ck_assert_ptr_nonnull(a);
         ck_assert_int_eq(td_array_dtype(a), TD_FLOAT32);
-        same_bits32("tensorctl convert", td_array_data(want[ti]), td_array_data(a),
+        same_bits32("converted", td_array_data(want[ti]), td_array_data(a),
                     (size_t)td_array_size(want[ti]));
         td_array_release(want[ti]);
     }
@@ -1235,9 +1193,5 @@ int main(void)
     tcase_add_test(tc, test_driver_checks_sizes);
     tcase_add_test(tc, test_array_api_errors);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return tu_run_isas(s);
 }

@@ -1,11 +1,9 @@
 /*
  * test_ggml_quants_oracle.c - our dequantization against llama.cpp's own, bit for bit.
  *
- * The oracle is libggml-base.so from the npm package @node-llama-cpp/linux-x64@3.21.1, loaded
- * with dlopen (never linked). It is looked for at $TD_GGML_ORACLE, then under
- * $TD_SOURCE_DIR/../oracle and /work/oracle (npm install --prefix /work/oracle
- * @node-llama-cpp/linux-x64@3.21.1). When it is missing the tests say so loudly and pass, unless
- * TD_REQUIRE_ORACLE=1, which makes a missing oracle a failure (CI sets it after installing).
+ * The oracle is libggml-base.so from the npm package @node-llama-cpp/linux-x64@3.21.1
+ * (scripts/install-oracle.sh), loaded with dlopen by tu_oracle (never linked). Without it the test
+ * exits 77: ctest counts it as skipped, and CI fails on a skip.
  *
  * For every supported type: rows of many kinds (noise, zeros, huge and tiny magnitudes, negative
  * values, outliers, constants, subnormal scales) quantized by ggml_quantize_chunk (with an
@@ -33,7 +31,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 typedef void (*gg_to_float_t)(const void *x, float *y, int64_t k);
 typedef void (*gg_from_float_t)(const float *x, void *y, int64_t k);
@@ -64,52 +61,13 @@ typedef struct oracle {
 } oracle;
 
 static oracle g_or; /* test-process state, set once in main */
-static char g_or_path[1024];
 
-static int file_exists(const char *p)
+#define SYM(field, name) *(void **)(&g_or.field) = tu_oracle_sym(name)
+
+/* Opens the oracle (tu_oracle exits 77 when it is not installed) and finds its functions. */
+static void load_oracle(void)
 {
-    return access(p, R_OK) == 0;
-}
-
-static const char *find_oracle(void)
-{
-    static const char *rel =
-        "node_modules/@node-llama-cpp/linux-x64/bins/linux-x64/libggml-base.so";
-    const char *env = getenv("TD_GGML_ORACLE");
-    if (env && *env) {
-        snprintf(g_or_path, sizeof g_or_path, "%s", env);
-        return file_exists(g_or_path) ? g_or_path : NULL;
-    }
-    const char *src = getenv("TD_SOURCE_DIR");
-    if (src) {
-        snprintf(g_or_path, sizeof g_or_path, "%s/../oracle/%s", src, rel);
-        if (file_exists(g_or_path))
-            return g_or_path;
-    }
-    snprintf(g_or_path, sizeof g_or_path, "/work/oracle/%s", rel);
-    return file_exists(g_or_path) ? g_or_path : NULL;
-}
-
-#define SYM(field, name)                                                                           \
-    do {                                                                                           \
-        *(void **)(&g_or.field) = dlsym(g_or.lib, name);                                           \
-        if (!g_or.field) {                                                                         \
-            fprintf(stderr, "oracle: %s has no symbol %s\n", path, name);                          \
-            return -1;                                                                             \
-        }                                                                                          \
-    } while (0)
-
-/* 0: loaded; 1: not found; -1: found but unusable. */
-static int load_oracle(void)
-{
-    const char *path = find_oracle();
-    if (!path)
-        return 1;
-    g_or.lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    if (!g_or.lib) {
-        fprintf(stderr, "oracle: dlopen(%s): %s\n", path, dlerror());
-        return -1;
-    }
+    g_or.lib = tu_oracle();
     SYM(get_type_traits, "ggml_get_type_traits");
     SYM(quantize_chunk, "ggml_quantize_chunk");
     SYM(quantize_init, "ggml_quantize_init");
@@ -119,27 +77,6 @@ static int load_oracle(void)
     SYM(fp32_to_fp16_row, "ggml_fp32_to_fp16_row");
     SYM(fp32_to_bf16_row_ref, "ggml_fp32_to_bf16_row_ref");
     SYM(requires_imatrix, "ggml_quantize_requires_imatrix");
-    fprintf(stderr, "oracle: using %s\n", path);
-    return 0;
-}
-
-static int g_oracle_state; /* from load_oracle */
-
-/* Returns 1 when the test should go on; prints the loud skip otherwise. */
-static int need_oracle(const char *test)
-{
-    if (g_oracle_state == 0)
-        return 1;
-    ck_assert_msg(!getenv("TD_REQUIRE_ORACLE") || !*getenv("TD_REQUIRE_ORACLE"),
-                  "TD_REQUIRE_ORACLE is set but the llama.cpp oracle is missing or unusable");
-    fprintf(stderr,
-            "\n*****************************************************************************\n"
-            "*** SKIPPED %s: llama.cpp oracle (libggml-base.so) %s.\n"
-            "*** Install: npm install --prefix /work/oracle @node-llama-cpp/linux-x64@3.21.1\n"
-            "*** or set TD_GGML_ORACLE=/path/to/libggml-base.so\n"
-            "*****************************************************************************\n\n",
-            test, g_oracle_state > 0 ? "not found" : "unusable");
-    return 0;
 }
 
 static int strieq(const char *a, const char *b)
@@ -154,8 +91,6 @@ static int strieq(const char *a, const char *b)
  * checks core/dtype.c against ggml), and the traits struct layout is the one declared. */
 START_TEST(test_traits_layout_and_dtype_table)
 {
-    if (!need_oracle("traits/dtype table"))
-        return;
     int checked = 0;
     for (int t = 0; t < TD_DTYPE_COUNT; t++) {
         int32_t id = td__dtype_ggml_id((td_dtype)t);
@@ -397,8 +332,6 @@ static void compare_all(td_dtype t, int id, const uint8_t *q, size_t nblocks, co
         TU_OK(td__gq_dequantize_blocks(t, q, nblocks, got, GQ_ISA_AVX2, &err), &err);
         snprintf(what, sizeof what, "%s avx2", label);
         expect_same(what, gname, want, got, n, be, row_kind, ROW_ELEMS);
-    } else {
-        fprintf(stderr, "note: no AVX2 on this CPU, AVX2 kernels not compared\n");
     }
 
     /* the threaded driver, forced to split into 3 shares of whole rows */
@@ -449,8 +382,6 @@ static void compare_all(td_dtype t, int id, const uint8_t *q, size_t nblocks, co
 /* Rows of every kind, quantized by ggml. */
 START_TEST(test_quantized_rows)
 {
-    if (!need_oracle("quantized rows"))
-        return;
     td_dtype t = g_types[_i];
     int id = td__dtype_ggml_id(t);
     size_t be, bb;
@@ -477,7 +408,7 @@ START_TEST(test_quantized_rows)
     if (t == TD_Q8_K || t == TD_Q8_1) {
         const char *sym = t == TD_Q8_K ? "quantize_row_q8_K_ref" : "quantize_row_q8_1_ref";
         gg_from_float_t qk = NULL;
-        *(void **)(&qk) = dlsym(g_or.lib, sym);
+        *(void **)(&qk) = tu_oracle_sym(sym);
         ck_assert_msg(qk != NULL, "oracle lacks %s", sym);
         qk(src, q, (int64_t)(nrows * ROW_ELEMS));
     } else {
@@ -506,8 +437,6 @@ END_TEST
 /* Blocks of random bytes: every field value, NaN and infinite scales, negative scales. */
 START_TEST(test_random_blocks)
 {
-    if (!need_oracle("random blocks"))
-        return;
     td_dtype t = g_types[_i];
     int id = td__dtype_ggml_id(t);
     size_t be, bb;
@@ -549,8 +478,6 @@ static void set_scale(td_dtype t, uint8_t *blk, uint16_t h)
  * (the oracle's NaN handling included: the sign flips of a NaN product must match too). */
 START_TEST(test_edge_scales)
 {
-    if (!need_oracle("edge scales"))
-        return;
     static const uint16_t scales[] = {0x0000, 0x8000, 0x0001, 0x8001, 0x03ff, 0x0400, 0x3c00,
                                       0xbc00, 0x7bff, 0xfbff, 0x7c00, 0xfc00, 0x7e00, 0xfe00,
                                       0x7c01, 0xfc01, 0x7fff, 0xffff, 0x3555, 0xc7ff};
@@ -579,8 +506,6 @@ END_TEST
 /* The block types we refuse (newer than the grids and kernels here) are refused by name. */
 START_TEST(test_unsupported_are_named)
 {
-    if (!need_oracle("unsupported types"))
-        return;
     for (int t = 0; t < TD_DTYPE_COUNT; t++) {
         if (!td_dtype_is_block((td_dtype)t) || td__gq_supported((td_dtype)t))
             continue;
@@ -596,7 +521,7 @@ END_TEST
 
 int main(void)
 {
-    g_oracle_state = load_oracle();
+    load_oracle();
     Suite *s = suite_create("ggml_quants_oracle");
     TCase *tc = tcase_create("oracle");
     tcase_set_timeout(tc, 600);
@@ -606,11 +531,5 @@ int main(void)
     tcase_add_loop_test(tc, test_edge_scales, 0, (int)NNEW);
     tcase_add_test(tc, test_unsupported_are_named);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    if (g_or.lib)
-        dlclose(g_or.lib);
-    return failed ? 1 : 0;
+    return tu_run_isas(s);
 }

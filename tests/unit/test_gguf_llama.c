@@ -2,11 +2,8 @@
  * test_gguf_llama.c - interoperability with llama.cpp's own GGUF code, loaded with dlopen.
  *
  * The oracle is libggml-base.so from the npm package @node-llama-cpp/linux-x64@3.21.1
- * (scripts/install-oracle.sh installs it). It is looked for at
- *   $TD_GGUF_ORACLE_LIB (the .so itself), else
- *   ${TD_GGUF_ORACLE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tensord/gguf-oracle}/node_modules/
- *       @node-llama-cpp/linux-x64/bins/linux-x64/libggml-base.so
- * When it is not there the test prints SKIP and passes; it is never a build dependency.
+ * (scripts/install-oracle.sh installs it), opened by tu_oracle; it is never a build dependency.
+ * Without it the test exits 77: ctest counts it as skipped, and CI fails on a skip.
  *
  * Both directions, compared on every key, value type, value, tensor name, type, shape (ne),
  * offset and byte:
@@ -27,7 +24,6 @@
 #include "testutil.h"
 #include "writer.h"
 
-#include <dlfcn.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -35,7 +31,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#define ORACLE_PKG "@node-llama-cpp/linux-x64@3.21.1"
 /* GGML_TYPE_COUNT of that release (ggml_type_name reads past its table for larger ids). */
 #define ORACLE_TYPE_COUNT 43
 #define ORACLE_MAX_DIMS   4
@@ -104,46 +99,12 @@ typedef struct oracle {
 } oracle;
 
 static oracle O;
-static char oracle_path[1024];
 
-/* Finds and opens the oracle. Returns 0, or -1 with a reason in why. */
-static int oracle_open(char *why, size_t cap)
+/* Opens the oracle (tu_oracle exits 77 when it is not installed) and finds its functions. */
+static void oracle_open(void)
 {
-    const char *lib = getenv("TD_GGUF_ORACLE_LIB");
-    if (lib && *lib) {
-        snprintf(oracle_path, sizeof oracle_path, "%s", lib);
-    } else {
-        const char *dir = getenv("TD_GGUF_ORACLE_DIR");
-        char def[768];
-        if (!dir || !*dir) {
-            const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
-            if (xdg && *xdg)
-                snprintf(def, sizeof def, "%s/tensord/gguf-oracle", xdg);
-            else
-                snprintf(def, sizeof def, "%s/.cache/tensord/gguf-oracle", home ? home : "/");
-            dir = def;
-        }
-        snprintf(oracle_path, sizeof oracle_path,
-                 "%s/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64/libggml-base.so", dir);
-    }
-    if (access(oracle_path, R_OK) != 0) {
-        snprintf(why, cap, "%s not found (install " ORACLE_PKG " with scripts/install-oracle.sh)",
-                 oracle_path);
-        return -1;
-    }
-    O.h = dlopen(oracle_path, RTLD_NOW | RTLD_LOCAL);
-    if (!O.h) {
-        snprintf(why, cap, "dlopen(%s): %s", oracle_path, dlerror());
-        return -1;
-    }
-#define SYM(field, name)                                                                           \
-    do {                                                                                           \
-        *(void **)&O.field = dlsym(O.h, name);                                                     \
-        if (!O.field) {                                                                            \
-            snprintf(why, cap, "%s: no symbol %s", oracle_path, name);                             \
-            return -1;                                                                             \
-        }                                                                                          \
-    } while (0)
+    O.h = tu_oracle();
+#define SYM(field, name) *(void **)&O.field = tu_oracle_sym(name)
     SYM(init_from_file, "gguf_init_from_file");
     SYM(init_empty, "gguf_init_empty");
     SYM(free_ctx, "gguf_free");
@@ -193,7 +154,6 @@ static int oracle_open(char *why, size_t cap)
     SYM(ggml_blck_size, "ggml_blck_size");
     SYM(ggml_type_size, "ggml_type_size");
 #undef SYM
-    return 0;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -619,13 +579,7 @@ END_TEST
 
 int main(void)
 {
-    char why[1400];
-    if (oracle_open(why, sizeof why) != 0) {
-        printf("SKIP: test_gguf_llama: llama.cpp GGUF oracle unavailable: %s\n", why);
-        fprintf(stderr, "SKIP: test_gguf_llama: llama.cpp GGUF oracle unavailable: %s\n", why);
-        return EXIT_SUCCESS;
-    }
-    printf("test_gguf_llama: oracle %s\n", oracle_path);
+    oracle_open();
     Suite *s = suite_create("gguf_llama");
     TCase *tc = tcase_create("interop");
     tcase_set_timeout(tc, 300);
@@ -634,10 +588,5 @@ int main(void)
     tcase_add_test(tc, test_llama_writes_we_read);
     tcase_add_test(tc, test_reference_files);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    dlclose(O.h);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return tu_run(s);
 }

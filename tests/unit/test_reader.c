@@ -64,42 +64,7 @@ static void setup(void)
         args[i] = names[i];
     }
     args[6] = NULL;
-    ck_assert_int_eq(
-        tu_python("import struct, sys, zipfile, numpy as np\n"
-                  "a = np.arange(3000, dtype='<f4')\n"
-                  "arrs = {'plain': a, 'big': a.astype('>i4'),\n"
-                  "        'fortran': np.asfortranarray(a.reshape(50, 60)), 'empty': np.zeros(0),\n"
-                  "        'scalar': np.float64(3.5)}\n"
-                  "np.savez(sys.argv[1], **arrs)\n"
-                  "np.savez_compressed(sys.argv[2], **{'m%d' % i: a[:i * 7] for i in range(40)})\n"
-                  "class Unseekable:\n"
-                  "    def __init__(self, f): self.f = f\n"
-                  "    def write(self, b): return self.f.write(b)\n"
-                  "    def flush(self): self.f.flush()\n"
-                  "with open(sys.argv[3], 'wb') as f:\n"
-                  "    with zipfile.ZipFile(Unseekable(f), 'w', zipfile.ZIP_DEFLATED) as z:\n"
-                  "        for k, x in arrs.items():\n"
-                  "            with z.open(k + '.npy', 'w') as m: np.lib.format.write_array(m, x)\n"
-                  "with zipfile.ZipFile(sys.argv[4], 'w', zipfile.ZIP_STORED) as z:\n"
-                  "    for k, x in arrs.items():\n"
-                  "        with z.open(k + '.npy', 'w', force_zip64=True) as m:\n"
-                  "            np.lib.format.write_array(m, x)\n"
-                  "def s(b): return struct.pack('<Q', len(b)) + b\n"
-                  "def gguf(path, kv, nkv):\n"
-                  "    ti = s(b'w') + struct.pack('<IQIQ', 1, 64, 0, 0)\n"
-                  "    h = b'GGUF' + struct.pack('<IQQ', 3, 1, nkv) + kv + ti\n"
-                  "    h += bytes(-len(h) % 32)\n"
-                  "    open(path, 'wb').write(h + a[:64].tobytes())\n"
-                  "n = 200000\n"
-                  "kv = s(b'tokenizer.ggml.tokens') + struct.pack('<IIQ', 9, 8, n)\n"
-                  "kv += b''.join(s(b'token number %d' % i) for i in range(n))\n"
-                  "kv += s(b'general.name') + struct.pack('<I', 8) + s(b'vocab')\n"
-                  "gguf(sys.argv[5], kv, 2)\n"
-                  "kv = s(b'scores') + struct.pack('<IIQ', 9, 6, 1 << 20) + a.tobytes() * 350\n"
-                  "kv = kv[:8 + 6 + 16 + (4 << 20)]\n"
-                  "gguf(sys.argv[6], kv, 1)\n",
-                  args),
-        0);
+    ck_assert_int_eq(tu_py("reader.py", "files", args), 0);
     for (int i = 0; i < 6; i++)
         add_file(names[i]);
 }

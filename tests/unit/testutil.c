@@ -2,8 +2,10 @@
  * testutil.c - helpers for the Check tests (see testutil.h).
  */
 #include "testutil.h"
+#include "ggml_quants.h"
 
 #include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -18,7 +20,8 @@
 const char *tu_testdata(const char *rel, char *out, size_t cap)
 {
     const char *root = getenv("TD_TESTDATA");
-    snprintf(out, cap, "%s/%s", root ? root : "../shared/testdata", rel);
+    ck_assert_msg(root && *root, "TD_TESTDATA is not set (ctest sets it to tests/data)");
+    snprintf(out, cap, "%s/%s", root, rel);
     return out;
 }
 
@@ -44,18 +47,23 @@ void tu_rmtree(const char *dir)
     nftw(dir, tu_rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-int tu_count_pid_fds(pid_t pid)
+int tu_count_entries(const char *path)
 {
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
     DIR *d = opendir(path);
     ck_assert_msg(d != NULL, "%s: %s", path, strerror(errno));
     int n = 0;
     struct dirent *e;
     while ((e = readdir(d)))
-        n += e->d_name[0] != '.';
+        n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
     closedir(d);
     return n;
+}
+
+int tu_count_pid_fds(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    return tu_count_entries(path);
 }
 
 int tu_count_fds(void)
@@ -107,19 +115,22 @@ int tu_write_file(const char *path, const void *p, size_t len)
     return fclose(f) == 0 && k == len ? 0 : -1;
 }
 
-int tu_python(const char *script, const char *const *args)
+int tu_py(const char *script, const char *cmd, const char *const *args)
 {
-    const char *py = getenv("TD_PYTHON");
-    if (!py)
-        py = "/usr/bin/python3";
+    const char *py = getenv("TD_PYTHON"), *src = getenv("TD_SOURCE_DIR");
+    ck_assert_msg(py && *py && src && *src,
+                  "TD_PYTHON or TD_SOURCE_DIR is not set (ctest sets both)");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tests/py/%s", src, script);
     const char *argv[64];
     int n = 0;
     argv[n++] = py;
-    argv[n++] = "-c";
-    argv[n++] = script;
+    argv[n++] = path;
+    argv[n++] = cmd;
     for (; args && *args && n < 63; args++)
         argv[n++] = *args;
     argv[n] = NULL;
+    fflush(stdout);
     pid_t pid = fork();
     if (pid < 0)
         return -1;
@@ -212,6 +223,52 @@ int tu_run(Suite *s)
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
     return failed ? 1 : 0;
+}
+
+int tu_run_isas(Suite *s)
+{
+    int rc = tu_run(s);
+    if (rc == 0 && !td__gq_have_avx2()) {
+        printf("SKIP: this CPU lacks AVX2, FMA or F16C: the portable kernels passed, the AVX2 "
+               "kernels were not compared\n");
+        return TU_SKIP;
+    }
+    return rc;
+}
+
+static void *tu_oracle_handle;
+static const char *tu_oracle_path;
+
+void *tu_oracle(void)
+{
+    if (tu_oracle_handle)
+        return tu_oracle_handle;
+    const char *path = getenv("TD_ORACLE_LIB");
+    if (!path || !*path || access(path, F_OK) != 0) {
+        printf("SKIP: the llama.cpp oracle is not installed (%s); scripts/install-oracle.sh "
+               "installs it, scripts/test.sh does that\n",
+               path && *path ? path : "TD_ORACLE_LIB is not set");
+        fflush(stdout);
+        exit(TU_SKIP);
+    }
+    tu_oracle_handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!tu_oracle_handle) {
+        fprintf(stderr, "FAIL: the llama.cpp oracle %s cannot be loaded: %s\n", path, dlerror());
+        exit(1);
+    }
+    tu_oracle_path = path;
+    printf("oracle: %s\n", path);
+    return tu_oracle_handle;
+}
+
+void *tu_oracle_sym(const char *name)
+{
+    void *p = dlsym(tu_oracle(), name);
+    if (!p) {
+        fprintf(stderr, "FAIL: the llama.cpp oracle %s has no symbol %s\n", tu_oracle_path, name);
+        exit(1);
+    }
+    return p;
 }
 
 pid_t tu_daemon_start(const char *sock, const char *logpath, const char *extra)

@@ -1,6 +1,6 @@
 /*
  * testutil.h - helpers for the Check tests: paths, temporary directories, descriptor counts,
- * running numpy.
+ * running numpy, the llama.cpp oracle.
  */
 #ifndef TD_TESTUTIL_H
 #define TD_TESTUTIL_H
@@ -12,12 +12,15 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-/* $TD_TESTDATA/rel, in a static buffer per call site is not thread-safe: uses out (cap bytes). */
+/* The path of tests/data/rel ($TD_TESTDATA/rel; ctest sets TD_TESTDATA), written to out (cap
+ * bytes); returns out. */
 const char *tu_testdata(const char *rel, char *out, size_t cap);
 /* A fresh temporary directory (mkdtemp under $TMPDIR or /tmp); out must hold 64 bytes. */
 const char *tu_tmpdir(char *out);
 /* Removes a directory tree made by tu_tmpdir. */
 void tu_rmtree(const char *dir);
+/* Number of entries in directory dir, "." and ".." aside; aborts the test if unreadable. */
+int tu_count_entries(const char *dir);
 /* Number of open descriptors of this process (/proc/self/fd). */
 int tu_count_fds(void);
 /* Number of open descriptors of process pid (/proc/PID/fd); aborts the test if unreadable. */
@@ -28,8 +31,10 @@ double tu_now_s(void);
 uint8_t *tu_read_file(const char *path, size_t *len);
 /* Writes len bytes to path (truncating); 0 on success. */
 int tu_write_file(const char *path, const void *p, size_t len);
-/* Runs `$TD_PYTHON -c script args...` (argv NULL-terminated); returns its exit status or -1. */
-int tu_python(const char *script, const char *const *args);
+/* Runs `$TD_PYTHON $TD_SOURCE_DIR/tests/py/SCRIPT CMD ARGS...` (args NULL-terminated, may be
+ * NULL): the Python side of a test (numpy, zipfile), one subcommand of one script per C test.
+ * Returns its exit status, or -1 when it could not run or was killed. */
+int tu_py(const char *script, const char *cmd, const char *const *args);
 /* SHA-256 of p[0..n) as 64 lower-case hex digits + NUL in hex[65]. */
 void tu_sha256_hex(const void *p, size_t n, char hex[65]);
 
@@ -57,6 +62,26 @@ void tu_gguf_tensor(tu_buf *b, const char *name, uint32_t ndims, const uint64_t 
 
 /* Runs suite s (CK_NORMAL output) and returns the exit status for main: 0 when all passed. */
 int tu_run(Suite *s);
+
+/* tu_run for the kernel tests, which compare every kernel set the CPU can run (portable, and
+ * AVX2 where the CPU has AVX2, FMA and F16C). The portable kernels run on every machine; where
+ * the AVX2 ones cannot run, a run that passed returns TU_SKIP and says so, never 0. */
+int tu_run_isas(Suite *s);
+
+/* The exit status that tells ctest a test was skipped (SKIP_RETURN_CODE in tests/CMakeLists.txt);
+ * .ci/run fails on any skip. */
+#define TU_SKIP 77
+
+/* llama.cpp's libggml-base.so, the oracle of the interoperability tests, at $TD_ORACLE_LIB
+ * (tests/CMakeLists.txt sets it from the cache variable TD_ORACLE_LIB, by default where
+ * scripts/install-oracle.sh installs it). Opened once with dlopen (RTLD_NOW | RTLD_LOCAL) and
+ * kept open for the life of the process; returns the handle. When there is no file there, the
+ * test cannot run: prints why and exits TU_SKIP. A file dlopen refuses exits 1. Call from main,
+ * before the suite runs. */
+void *tu_oracle(void);
+/* The address of symbol name in the oracle (tu_oracle() first); exits 1 naming the symbol when
+ * the library lacks it. */
+void *tu_oracle_sym(const char *name);
 
 /* Starts $TD_BUILD_DIR/daemon/tensord on sock with extra arguments (space-separated, may be
  * NULL), stderr appended to logpath (NULL: /dev/null), and waits until it answers a HELLO.
