@@ -313,6 +313,17 @@ def placeholders(env, R, sysr, data, rm_st, rm_gg, rct):
 # ---------------------------------------------------------------------------------------------
 # The report
 
+def repo_rel(path):
+    """path relative to the repository (where the report is about), so that the report names
+    no machine's folders."""
+    top = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        rel = os.path.relpath(path, top)
+    except ValueError:
+        return path
+    return path if rel.startswith("..") else rel
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", required=True)
@@ -360,7 +371,7 @@ def main():
     w("| Memory | %s GiB |" % env.get("mem_gib", "?"))
     w("| Kernel | %s |" % env.get("kernel", "?"))
     w("| File system of the bench directory | %s on %s (`%s`) |" % (
-        env.get("fs", "?"), env.get("fs_source", "?"), env.get("data_dir", "?")))
+        env.get("fs", "?"), env.get("fs_source", "?"), repo_rel(env.get("data_dir", "?"))))
     w("| Transparent huge pages | `%s` |" % env.get("thp", "?"))
     w("| numpy | %s (`%s`) |" % (env.get("numpy", "?"), env.get("python", "?")))
     w("| llama.cpp | %s |" % (
@@ -1077,7 +1088,7 @@ plot "load.dat" using 1:2 with linespoints lw 2 title "loads/s" axes x1y1, \\
     w("- Memory (`bench_mem`): see that section. Decode once (`bench_decode`), daemon under "
       "load (`bench_daemon_load`), save (`bench_save`) likewise.")
     w("- Raw data: `%s/results.txt` (one RESULT line per measurement) and `run.log`." %
-      env.get("data_dir", "?"))
+      repo_rel(env.get("data_dir", "?")))
     if R.failed:
         w("- **Failed measurements in this run:** " + "; ".join(
             "`%s`" % r.get("cmd", "?").replace("+", " ") for r in R.failed))

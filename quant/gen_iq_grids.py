@@ -13,7 +13,7 @@ and the sign bytes iq2_s and iq3_s store directly are checked to negate element 
 
 usage: gen_iq_grids.py [--lib PATH] [--out PATH] [--check | --fixture]
 
-  --lib    libggml-base.so (default: $TD_GGML_ORACLE, else the copy scripts/install-oracle.sh
+  --lib    libggml-base.so (default: $TD_ORACLE_LIB, else the copy scripts/install-oracle.sh
            puts under ${XDG_CACHE_HOME:-~/.cache}/tensord/gguf-oracle)
   --out    the C file to write (default: iq_grids.c next to this script)
   --check  write nothing; exit 1 when the file's tables differ from what the library gives
@@ -47,7 +47,7 @@ TYPES = {
 
 
 def default_lib():
-    env = os.environ.get("TD_GGML_ORACLE")
+    env = os.environ.get("TD_ORACLE_LIB")
     if env:
         return env
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
