@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # symbols.sh - libtensord keeps to one namespace. Every global symbol defined in libtensord.a
 # is td_ (public) or td__ (internal), and libtensord.so exports exactly the functions that
-# include/tensord.h declares with TD_EXTERN, nothing else. Run by ctest with TD_BUILD_DIR and
+# include/tensord.h declares with TD_EXTERN, nothing else; and debian/libtensord1.symbols lists
+# exactly those. Run by ctest with TD_BUILD_DIR and
 # TD_SOURCE_DIR set; by hand: TD_BUILD_DIR=build bash tests/integration/symbols.sh
 set -euo pipefail
 build=${TD_BUILD_DIR:?TD_BUILD_DIR must name a built build directory}
@@ -18,8 +19,8 @@ if [ -n "$bad" ]; then
 fi
 count=$(nm -g --defined-only "$build/libtensord.a" | awk 'NF == 3 && $2 ~ /^[A-TV-Z]$/' | wc -l)
 
-so=$(ls "$build"/libtensord.so.* 2>/dev/null | head -n 1)
-[ -n "$so" ] || { echo "FAIL: no libtensord.so.* in $build"; exit 1; }
+so=$(readlink -f "$build/libtensord.so" 2>/dev/null || true)
+[ -n "$so" ] && [ -f "$so" ] || { echo "FAIL: no libtensord.so in $build"; exit 1; }
 exported=$(nm -D --defined-only "$so" | awk 'NF == 3 {print $3}' | sort -u)
 declared=$(grep -ohE 'TD_EXTERN[^;(]*[ *]\(?(td_[a-z0-9_]+)\(' "$src/include/tensord.h" |
            grep -oE 'td_[a-z0-9_]+\($' | tr -d '(' | sort -u)
@@ -34,6 +35,17 @@ if [ -n "$missing" ]; then
     echo "FAIL: tensord.h declares functions $so does not export:"
     echo "$missing" | sed 's/^/    /'
     fail=1
+fi
+# The Debian symbols file lists exactly what the library exports (debian/README.source says how
+# to make it anew when the API changes).
+symfile=$(ls "$src"/debian/libtensord*.symbols 2>/dev/null | head -n 1)
+if [ -n "$symfile" ]; then
+    listed=$(awk '$1 ~ /^td_/ {sub(/@.*/, "", $1); print $1}' "$symfile" | sort -u)
+    if [ "$listed" != "$exported" ]; then
+        echo "FAIL: $(basename "$symfile") and $(basename "$so") disagree (< file, > library):"
+        diff <(echo "$listed") <(echo "$exported") | grep '^[<>]' | sed 's/^/    /'
+        fail=1
+    fi
 fi
 [ "$fail" -eq 0 ] || exit 1
 echo "ok: libtensord.a: $count global symbols, all td_/td__;" \
