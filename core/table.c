@@ -43,8 +43,8 @@ int td__table_equal(const td__table *a, const td__table *b)
         const td__entry *x = &a->entries[i], *y = &b->entries[i];
         if ((x->name == NULL) != (y->name == NULL) || (x->name && strcmp(x->name, y->name)) ||
             x->dtype != y->dtype || x->ndim != y->ndim || x->region != y->region ||
-            x->file != y->file ||
-            x->offset != y->offset || x->nbytes != y->nbytes || x->layout != y->layout ||
+            x->file != y->file || x->offset != y->offset || x->nbytes != y->nbytes ||
+            x->layout != y->layout ||
             (x->ndim && memcmp(x->shape, y->shape, x->ndim * sizeof *x->shape)) ||
             (x->layout && !td__src_equal(&x->src, &y->src)))
             return 0;

@@ -70,6 +70,10 @@ static void by_index(td_format fmt, const uint8_t *p, size_t n, indexed *out)
     for (size_t i = 0; i < out->t.n; i++) {
         const td__entry *e = &out->t.entries[i];
         fz_check_entry(e, n);
+        /* What td_load views in place is aligned to its dtype (the mapping is page aligned,
+         * so the file offset decides); the rest is copied (TD__LAYOUT_ALIGN). */
+        if (!e->layout && e->nbytes && e->offset % td__dtype_align(e->dtype))
+            fz_die("a view that would be misaligned", NULL);
         int rc;
         memset(&err, 0, sizeof err);
         if (!fz_entry_bytes(e, p, n, &out->decoded[i], &rc, &err)) {

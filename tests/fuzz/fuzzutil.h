@@ -104,8 +104,14 @@ FZ_FN void fz_check_entry(const td__entry *e, size_t file_len)
     if (e->region != 0)
         fz_die("a codec made an entry outside region 0", NULL);
     if (e->layout) {
-        if (e->layout & ~(uint32_t)(TD__LAYOUT_SWAP | TD__LAYOUT_FORTRAN | TD__LAYOUT_DEFLATE))
+        if (e->layout & ~(uint32_t)(TD__LAYOUT_SWAP | TD__LAYOUT_FORTRAN | TD__LAYOUT_DEFLATE |
+                                    TD__LAYOUT_ALIGN))
             fz_die("unknown layout bits", NULL);
+        /* td__table_align marks plain entries stored off their alignment, and nothing else. */
+        if ((e->layout & TD__LAYOUT_ALIGN) &&
+            (e->layout != TD__LAYOUT_ALIGN || e->src.offset != e->offset ||
+             e->src.nbytes != e->nbytes || e->offset % td__dtype_align(e->dtype) == 0))
+            fz_die("an align entry that is not a plain, misaligned one", NULL);
         if (e->src.offset > file_len || file_len - e->src.offset < e->src.nbytes)
             fz_die("encoded bytes outside the file", NULL);
         if (!(e->layout & TD__LAYOUT_DEFLATE) && e->src.nbytes < e->nbytes)
