@@ -129,6 +129,18 @@ int td__model_index_files(const char *path, const td_load_options *opt, int mapp
 int td__load_model_embedded(const char *path, const td_load_options *opt, td_dict **arrays,
                             td_meta **meta, td_error *err);
 
+/* The options for path (td__load_options_copy), the format resolved: from opt, else the
+ * extension, else SAFETENSORS for a Hugging Face index; TD_ENOTSUP when none. */
+int td__options_for(const char *path, const td_load_options *opt, td_load_options *o,
+                    td_error *err);
+
+/* Dequantizes t when opt asks, builds the dict over regions (td__table_to_dict) and hands t's
+ * metadata to *meta (an empty td_meta when it has none) when meta is not NULL. t is the
+ * caller's to destroy; on failure nothing is returned. */
+int td__table_finish(td__table *t, td__region *const *regions, size_t nregions,
+                     const td_load_options *opt, const char *path, td_dict **arrays, td_meta **meta,
+                     td_error *err);
+
 /* td_load's checks of its arguments (path and arrays set, valid options, a known format, no
  * metadata asked of npy or npz). *o receives a copy of the options (td__load_options_copy)
  * whose format is the one to load, from opt or the extension. Clears *arrays, *meta. */

@@ -36,19 +36,27 @@ static int td__inspect_check(const char *path, const td_load_options *opt, td_lo
 {
     if (!path)
         return td__err(err, TD_EINVAL, "[inspect] path must not be NULL");
-    int rc = td__load_options_copy(opt, o, path, err);
+    return td__options_for(path, opt, o, err);
+}
+
+/* The table of one file of another format than GGUF, read with pread. */
+static int td__inspect_file(const char *path, const td_load_options *o, td_inspect_result *r,
+                            td_error *err)
+{
+    int fd;
+    uint64_t size;
+    int rc = td__open_file(path, &fd, &size, err);
     if (rc)
         return rc;
-    if (!o->format)
-        o->format = td_format_from_path(path);
-    if (!o->format && td__model_is_hf_index(path))
-        o->format = TD_FORMAT_SAFETENSORS; /* a sharded model's index */
-    if (!td_format_name(o->format))
-        return td__err(err, TD_ENOTSUP,
-                       "%s: could not infer the file format from the extension (expected .npy, "
-                       ".npz, .safetensors or .gguf)",
-                       path);
-    return 0;
+    r->file_size = size;
+    /* The caller's own file: no bound on the metadata copied but the file's size (the
+     * daemon's budget protects it from its clients, which does not apply here). */
+    td__rd rd;
+    td__rd_fd(&rd, fd, size, UINT64_MAX, path);
+    rc = td__index(o->format, &rd, o->max_inflated, &r->t, err);
+    td__rd_close(&rd);
+    close(fd);
+    return rc;
 }
 
 int td_inspect(const char *path, const td_load_options *opt, td_inspect_result **out, td_error *err)
@@ -60,41 +68,19 @@ int td_inspect(const char *path, const td_load_options *opt, td_inspect_result *
     int rc = td__inspect_check(path, opt, &o, err);
     if (rc)
         return rc;
+    td_inspect_result *r = calloc(1, sizeof *r);
+    if (!r)
+        return td__err(err, TD_ENOMEM, "%s: out of memory", path);
+    td__table_init(&r->t, o.format);
     if (o.format == TD_FORMAT_GGUF || td__model_is_hf_index(path)) {
         /* Maybe a model of several files: every file read with pread, none mapped. */
-        td_inspect_result *r = calloc(1, sizeof *r);
-        if (!r)
-            return td__err(err, TD_ENOMEM, "%s: out of memory", path);
+        td__table_destroy(&r->t);
         rc = td__model_index_files(path, &o, 0, &r->files, &r->t, err);
         for (size_t k = 0; k < r->files.n; k++)
             r->file_size += r->files.sizes[k];
-        if (!rc && o.dequantize)
-            rc = td__table_dequant(&r->t, (int)td__dequant_code(o.dequantize), path, err);
-        if (rc) {
-            td_inspect_free(r);
-            return rc;
-        }
-        *out = r;
-        return 0;
+    } else {
+        rc = td__inspect_file(path, &o, r, err);
     }
-    int fd;
-    uint64_t size;
-    if ((rc = td__open_file(path, &fd, &size, err)))
-        return rc;
-    td_inspect_result *r = calloc(1, sizeof *r);
-    if (!r) {
-        close(fd);
-        return td__err(err, TD_ENOMEM, "%s: out of memory", path);
-    }
-    r->file_size = size;
-    td__table_init(&r->t, o.format);
-    /* The caller's own file: no bound on the metadata copied but the file's size (the
-     * daemon's budget protects it from its clients, which does not apply here). */
-    td__rd rd;
-    td__rd_fd(&rd, fd, size, UINT64_MAX, path);
-    rc = td__index(o.format, &rd, o.max_inflated, &r->t, err);
-    td__rd_close(&rd);
-    close(fd);
     if (!rc && o.dequantize)
         rc = td__table_dequant(&r->t, (int)td__dequant_code(o.dequantize), path, err);
     if (rc) {

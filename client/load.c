@@ -4,7 +4,6 @@
  */
 #include "client.h"
 #include "common.h"
-#include "dequant.h"
 #include "index.h"
 #include "model.h"
 #include "remote.h"
@@ -31,18 +30,8 @@ static int td__load_embedded(const char *path, const td_load_options *opt, td_di
     td__table t;
     td__table_init(&t, opt->format);
     rc = td__index(opt->format, TD__RD_MEM(base, len, path), opt->max_inflated, &t, err);
-    if (!rc && opt->dequantize)
-        rc = td__table_dequant(&t, (int)td__dequant_code(opt->dequantize), path, err);
     if (!rc)
-        rc = td__table_to_dict(&t, &file, 1, opt->threads, path, arrays, err);
-    if (!rc && meta) {
-        *meta = t.meta ? t.meta : td_meta_new();
-        t.meta = NULL;
-        if (!*meta) {
-            td_dict_free(*arrays);
-            rc = td__err(err, TD_ENOMEM, "%s: out of memory", path);
-        }
-    }
+        rc = td__table_finish(&t, &file, 1, opt, path, arrays, meta, err);
     td__table_destroy(&t);
     td__region_release(file); /* the arrays hold their own references */
     return rc;

@@ -271,19 +271,8 @@ int td__load_model_embedded(const char *path, const td_load_options *opt, td_dic
     td__model_files f = {0};
     td__table t;
     int rc = td__model_index_files(path, opt, 1, &f, &t, err);
-    if (!rc && opt->dequantize)
-        rc = td__table_dequant(&t, (int)td__dequant_code(opt->dequantize), path, err);
     if (!rc)
-        rc = td__table_to_dict(&t, f.regions, f.n, opt->threads, path, arrays, err);
-    if (!rc && meta) {
-        *meta = t.meta ? t.meta : td_meta_new();
-        t.meta = NULL;
-        if (!*meta) {
-            td_dict_free(*arrays);
-            *arrays = NULL;
-            rc = td__err(err, TD_ENOMEM, "%s: out of memory", path);
-        }
-    }
+        rc = td__table_finish(&t, f.regions, f.n, opt, path, arrays, meta, err);
     td__table_destroy(&t);
     td__model_files_free(&f); /* the arrays hold their own references */
     return rc;

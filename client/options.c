@@ -74,15 +74,8 @@ uint32_t td__dequant_code(td_dequant d)
     }
 }
 
-int td__load_check(const char *path, const td_load_options *opt, td_dict **arrays, td_meta **meta,
-                   td_load_options *o, td_error *err)
+int td__options_for(const char *path, const td_load_options *opt, td_load_options *o, td_error *err)
 {
-    if (arrays)
-        *arrays = NULL;
-    if (meta)
-        *meta = NULL;
-    if (!path || !arrays)
-        return td__err(err, TD_EINVAL, "[load] path and arrays must not be NULL");
     int rc = td__load_options_copy(opt, o, path, err);
     if (rc)
         return rc;
@@ -95,6 +88,21 @@ int td__load_check(const char *path, const td_load_options *opt, td_dict **array
                        "%s: could not infer the file format from the extension (expected .npy, "
                        ".npz, .safetensors or .gguf)",
                        path);
+    return 0;
+}
+
+int td__load_check(const char *path, const td_load_options *opt, td_dict **arrays, td_meta **meta,
+                   td_load_options *o, td_error *err)
+{
+    if (arrays)
+        *arrays = NULL;
+    if (meta)
+        *meta = NULL;
+    if (!path || !arrays)
+        return td__err(err, TD_EINVAL, "[load] path and arrays must not be NULL");
+    int rc = td__options_for(path, opt, o, err);
+    if (rc)
+        return rc;
     if (meta && (o->format == TD_FORMAT_NPY || o->format == TD_FORMAT_NPZ))
         return td__err(err, TD_ENOMETA, "%s: %s files have no metadata", path,
                        td_format_name(o->format));

@@ -7,6 +7,7 @@
  */
 #include "client.h"
 #include "common.h"
+#include "dequant.h"
 #include "index.h"
 
 #include <errno.h>
@@ -118,5 +119,26 @@ int td__map_file(const char *path, void **base, size_t *len, td_error *err)
         }
     }
     close(fd);
+    return rc;
+}
+
+int td__table_finish(td__table *t, td__region *const *regions, size_t nregions,
+                     const td_load_options *opt, const char *path, td_dict **arrays, td_meta **meta,
+                     td_error *err)
+{
+    int rc = 0;
+    if (opt->dequantize)
+        rc = td__table_dequant(t, (int)td__dequant_code(opt->dequantize), path, err);
+    if (!rc)
+        rc = td__table_to_dict(t, regions, nregions, opt->threads, path, arrays, err);
+    if (!rc && meta) {
+        *meta = t->meta ? t->meta : td_meta_new();
+        t->meta = NULL;
+        if (!*meta) {
+            td_dict_free(*arrays);
+            *arrays = NULL;
+            rc = td__err(err, TD_ENOMEM, "%s: out of memory", path);
+        }
+    }
     return rc;
 }
