@@ -100,8 +100,8 @@ int td__open_file(const char *path, int *fd, uint64_t *size, td_error *err)
 
 int td__map_file(const char *path, void **base, size_t *len, td_error *err)
 {
-    int fd;
-    uint64_t size;
+    int fd = -1;
+    uint64_t size = 0;
     int rc = td__open_file(path, &fd, &size, err);
     if (rc)
         return rc;

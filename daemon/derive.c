@@ -59,8 +59,8 @@ int td__derive_seal(int fd, void *map, uint64_t size, td_error *err)
 
 int td__derive_snapshot(int src_fd, uint64_t size, const char *name, int *fd, td_error *err)
 {
-    void *p;
-    int f;
+    void *p = NULL;
+    int f = -1;
     int rc = td__derive_memfd(name, size, &f, &p, err);
     if (rc)
         return rc;
