@@ -168,9 +168,9 @@ static void td__remote_end_connection(td__lease *l)
  * entries are checked against local, the table the client merged and checked from the same
  * descriptors (same names, in the same order, file by file), take their metadata from it, and
  * view the regions of their own reply. Consumes the replies and one reference of lease. */
-static int td__remote_adopt_model(const char *path, const td__model_files *files, td__table *local,
-                                  td__proto_msg *replies, td__lease *lease, td_dict **arrays,
-                                  td_meta **meta, td_error *err)
+int td__remote_adopt_model(const char *path, const td__model_files *files, td__table *local,
+                           td__proto_msg *replies, td__lease *lease, td_dict **arrays,
+                           td_meta **meta, td_error *err)
 {
     size_t nregions = 0, k = 0, mapped = 0;
     int rc = 0;
@@ -330,32 +330,41 @@ static int td__remote_load_model(const char *path, const td_load_options *opt,
     return rc;
 }
 
-/* A GGUF file (maybe the first of a split set): opt's format is known (td__load_check). */
-static int td__remote_is_model(const char *path, const td_load_options *opt)
+int td__remote_model_index(const char *path, const td_load_options *opt, td__model_files *files,
+                           td__table *local, int *several, td_error *err)
 {
-    return td__model_is_hf_index(path) || opt->format == TD_FORMAT_GGUF;
+    *several = 0;
+    td__table_init(local, opt->format);
+    /* A GGUF file may be the first of a split set: opt's format is known (td__load_check). */
+    if (!td__model_is_hf_index(path) && opt->format != TD_FORMAT_GGUF)
+        return 0;
+    /* Every model check happens here, before anything is sent: the index (or first split)
+     * names the files, each opened relative to its directory, indexed and merged. */
+    int rc = td__model_index_files(path, opt, TD__MODEL_KEEP_FDS, files, local, err);
+    *several = !rc && (td__model_is_hf_index(path) || files->n > 1);
+    if (rc || !*several) {
+        td__table_destroy(local);
+        td__model_files_free(files);
+    }
+    return rc;
 }
 
 int td__remote_load(const char *path, const td_load_options *opt, td_dict **arrays, td_meta **meta,
                     td_error *err)
 {
-    if (td__remote_is_model(path, opt)) {
-        /* Every model check happens here, before anything is sent: the index (or first split)
-         * names the files, each opened relative to its directory, indexed and merged. */
-        td__model_files files = {0};
-        td__table local;
-        int rc = td__model_index_files(path, opt, TD__MODEL_KEEP_FDS, &files, &local, err);
-        int several = !rc && (td__model_is_hf_index(path) || files.n > 1);
-        if (several)
-            rc = td__remote_load_model(path, opt, &files, &local, arrays, meta, err);
+    td__model_files files = {0};
+    td__table local;
+    int several;
+    int rc = td__remote_model_index(path, opt, &files, &local, &several, err);
+    if (several) {
+        rc = td__remote_load_model(path, opt, &files, &local, arrays, meta, err);
         td__table_destroy(&local);
         td__model_files_free(&files);
-        if (rc || several)
-            return rc;
-        /* one GGUF file: as any other file */
     }
+    if (rc || several)
+        return rc;
     int fd, sock;
-    int rc = td__open_ro(path, &fd, err);
+    rc = td__open_ro(path, &fd, err);
     if (!rc)
         rc = td__remote_connect(td__socket_path(opt->socket_path), &sock, err);
     if (rc) {

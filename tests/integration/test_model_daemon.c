@@ -291,6 +291,32 @@ START_TEST(test_replace_shard)
 }
 END_TEST
 
+START_TEST(test_client_load)
+{
+    save_model("m.safetensors", 0);
+    save_model("g.gguf", 0);
+    td_error err = {0};
+    td_client *c = NULL;
+    TU_OK(td_client_connect(sock, &c, &err), &err);
+    char path[128];
+    snprintf(path, sizeof path, "%s/m.safetensors.index.json", dir);
+    td_load_options o = TD_LOAD_OPTIONS_INIT;
+    td_dict *d = NULL, *g = NULL;
+    TU_OK(td_client_load(c, path, &o, &d, NULL, &err), &err);
+    snprintf(path, sizeof path, "%s/g-00001-of-00003.gguf", dir);
+    TU_OK(td_client_load(c, path, &o, &g, NULL, &err), &err);
+    check_values(d, 0, TD_PROVENANCE_DAEMON);
+    check_values(g, 0, TD_PROVENANCE_DAEMON);
+    ck_assert_uint_eq(stat_of(TD_STATUS_LEASES), 6);
+    td_dict_free(d); /* every file's lease goes back with the model's last array */
+    wait_leases(3);
+    td_dict_free(g);
+    TU_OK(td_client_ping(c, &err), &err); /* reads the RELEASEs' replies */
+    wait_leases(0);
+    td_client_close(c);
+}
+END_TEST
+
 START_TEST(test_auto_with_daemon)
 {
     save_model("m.safetensors", 0);
@@ -313,6 +339,7 @@ int main(void)
     tcase_add_test(tc, test_shared_shard);
     tcase_add_test(tc, test_hostile_and_missing);
     tcase_add_test(tc, test_replace_shard);
+    tcase_add_test(tc, test_client_load);
     tcase_add_test(tc, test_auto_with_daemon);
     suite_add_tcase(s, tc);
     return tu_run(s);
