@@ -114,6 +114,9 @@ typedef struct td__model_files {
     int *fds;             /* TD__MODEL_KEEP_FDS: each file's open descriptor (-1: none), owned */
 } td__model_files;
 void td__model_files_free(td__model_files *f);
+/* "DIR/NAME" for the file name of the model at path (NAME alone when path has no directory):
+ * how messages, logs and the daemon's status name it. malloc'd; NULL when out of memory. */
+char *td__model_file_label(const char *path, const char *name);
 
 /* Indexes the model path names: a Hugging Face index (every shard), or a GGUF file (the whole
  * set when it is the first split of one; a later split is refused with the first's name). Every

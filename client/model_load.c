@@ -117,6 +117,19 @@ static int model_read_index(const char *path, uint8_t **out, size_t *len, td_err
     return 0;
 }
 
+char *td__model_file_label(const char *path, const char *name)
+{
+    const char *slash = strrchr(path, '/');
+    size_t dlen = slash ? (size_t)(slash - path) + 1 : 0;
+    size_t cap = dlen + strlen(name) + 1;
+    char *s = malloc(cap);
+    if (s) {
+        memcpy(s, path, dlen);
+        memcpy(s + dlen, name, cap - dlen);
+    }
+    return s;
+}
+
 void td__model_files_free(td__model_files *f)
 {
     for (size_t i = 0; i < f->n; i++) {

@@ -276,14 +276,14 @@ static int td__client_load_model(td_client *c, const char *path, const td_load_o
     lease->owner = c;
     for (size_t f = 0; !rc && f < files->n; f++) {
         td__proto_msg m;
-        td__remote_load_msg(&m, 0, files->fds[f], files->names[f], o);
+        char *label = td__model_file_label(path, files->names[f]);
+        td__remote_load_msg(&m, 0, files->fds[f], label ? label : files->names[f], o);
         m.u.load.flags = TD__PROTO_LOAD_SHARD;
         rc = td__client_call(c, &m, TD__PROTO_LOAD_OK, TD__LOAD_TIMEOUT_MS, &replies[f],
                              &lease->gens[f], err);
-        if (rc) {
-            td__err_prefix(err, rc, files->names[f]);
-            break;
-        }
+        free(label);
+        if (rc)
+            break; /* the daemon's message names the file */
         atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
         lease->ids[lease->nids++] = replies[f].u.loaded.lease;
     }

@@ -290,9 +290,12 @@ static int td__remote_load_model(const char *path, const td_load_options *opt,
         td__proto_msg_destroy(&hello);
     }
     for (size_t f = 0; !rc && f < files->n; f++) {
-        td__remote_load_msg(&m, (uint32_t)(2 + f), files->fds[f], files->names[f], opt);
+        char *label = td__model_file_label(path, files->names[f]);
+        td__remote_load_msg(&m, (uint32_t)(2 + f), files->fds[f], label ? label : files->names[f],
+                            opt);
         m.u.load.flags = TD__PROTO_LOAD_SHARD;
         rc = td__proto_send_msg(sock, &m, NULL, TD__HELLO_TIMEOUT_MS, err);
+        free(label);
     }
     size_t ngot = 0;
     while (!rc && ngot < files->n) {
@@ -307,10 +310,8 @@ static int td__remote_load_model(const char *path, const td_load_options *opt,
             td__proto_msg_destroy(&r);
             break;
         }
-        if ((rc = td__remote_reply_check(&r, r.id, TD__PROTO_LOAD_OK, err))) {
-            td__err_prefix(err, rc, files->names[f]);
-            break;
-        }
+        if ((rc = td__remote_reply_check(&r, r.id, TD__PROTO_LOAD_OK, err)))
+            break; /* the daemon's message names the file */
         replies[f] = r;
         got[f] = 1;
         ngot++;
