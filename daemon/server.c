@@ -368,7 +368,7 @@ static void td__server_load_done(td__cache_waiter *w, td__cache_entry *e, int st
     td__server_req_unlink(r);
     if (status)
         td__server_send_error(cl, r->id, status, err, 0);
-    else if (!td__server_check_split(cl, r->id, r->flags, e, NULL))
+    else if (!td__server_check_split(cl, r->id, r->flags, e, td__cache_entry_name(e)))
         td__server_reply_loaded(cl, r->id, r->fd, e);
     td__server_req_free(r);
     if (!cl->closed)

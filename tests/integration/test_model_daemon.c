@@ -5,7 +5,10 @@
  * hostile index refused before anything reaches the daemon; a missing shard named; a shard
  * replaced by rename gives the new data on the next load while the old arrays stay valid.
  */
+#include "remote.h"
 #include "testutil.h"
+
+#include <fcntl.h>
 
 #include <signal.h>
 #include <stdio.h>
@@ -317,6 +320,51 @@ START_TEST(test_client_load)
 }
 END_TEST
 
+/* A LOAD of one split as an older client sends it (no SHARD flag) gets TD_ENOTSUP, so that such
+ * a client loads the whole set in embedded mode rather than a third of it; unknown flag bits
+ * get TD_ENOTSUP; with SHARD the split is served as a file. Raw protocol, one connection. */
+static int raw_load(int s, uint32_t id, const char *name, uint64_t flags, td_error *err)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ck_assert_int_ge(fd, 0);
+    td_load_options o = TD_LOAD_OPTIONS_INIT;
+    td__proto_msg m, r;
+    td__remote_load_msg(&m, id, fd, name, &o);
+    m.u.load.flags = flags;
+    int rc = td__proto_send_msg(s, &m, NULL, 5000, err);
+    close(fd);
+    if (!rc)
+        rc = td__remote_reply(s, id, TD__PROTO_LOAD_OK, 5000, &r, err);
+    if (!rc)
+        td__proto_msg_destroy(&r);
+    return rc;
+}
+
+START_TEST(test_split_without_flag)
+{
+    save_model("g.gguf", 0);
+    td_error err = {0};
+    int s = -1;
+    TU_OK(td__remote_connect(sock, &s, &err), &err);
+    td__proto_msg h;
+    TU_OK(td__remote_hello(s, &err), &err);
+    TU_OK(td__remote_reply(s, 1, TD__PROTO_HELLO_OK, 5000, &h, &err), &err);
+    ck_assert(h.u.hello.features & TD__PROTO_F_MODEL);
+    td__proto_msg_destroy(&h);
+    ck_assert_int_eq(raw_load(s, 2, "g-00002-of-00003.gguf", 0, &err), TD_ENOTSUP);
+    ck_assert_msg(strstr(err.message, "g-00002-of-00003.gguf"), "%s", err.message);
+    ck_assert_int_eq(raw_load(s, 3, "g-00001-of-00003.gguf", 0, &err), TD_ENOTSUP);
+    ck_assert_int_eq(raw_load(s, 4, "g-00001-of-00003.gguf", 2, &err), TD_ENOTSUP);
+    ck_assert_msg(strstr(err.message, "flags"), "%s", err.message);
+    TU_OK(raw_load(s, 5, "g-00002-of-00003.gguf", TD__PROTO_LOAD_SHARD, &err), &err);
+    ck_assert_uint_eq(stat_of(TD_STATUS_LEASES), 1); /* only the SHARD load holds an entry */
+    close(s);
+    wait_leases(0);
+}
+END_TEST
+
 START_TEST(test_auto_with_daemon)
 {
     save_model("m.safetensors", 0);
@@ -340,6 +388,7 @@ int main(void)
     tcase_add_test(tc, test_hostile_and_missing);
     tcase_add_test(tc, test_replace_shard);
     tcase_add_test(tc, test_client_load);
+    tcase_add_test(tc, test_split_without_flag);
     tcase_add_test(tc, test_auto_with_daemon);
     suite_add_tcase(s, tc);
     return tu_run(s);
