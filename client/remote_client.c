@@ -282,8 +282,10 @@ static int td__client_load_model(td_client *c, const char *path, const td_load_o
         rc = td__client_call(c, &m, TD__PROTO_LOAD_OK, TD__LOAD_TIMEOUT_MS, &replies[f],
                              &lease->gens[f], err);
         free(label);
-        if (rc)
-            break; /* the daemon's message names the file */
+        if (rc) {
+            td__remote_name_file(err, rc, files->names[f]);
+            break;
+        }
         atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
         lease->ids[lease->nids++] = replies[f].u.loaded.lease;
     }

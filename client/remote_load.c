@@ -168,6 +168,12 @@ static void td__remote_end_connection(td__lease *l)
  * entries are checked against local, the table the client merged and checked from the same
  * descriptors (same names, in the same order, file by file), take their metadata from it, and
  * view the regions of their own reply. Consumes the replies and one reference of lease. */
+void td__remote_name_file(td_error *err, int rc, const char *name)
+{
+    if (err && !strstr(err->message, name))
+        td__err_prefix(err, rc, name);
+}
+
 int td__remote_adopt_model(const char *path, const td__model_files *files, td__table *local,
                            td__proto_msg *replies, td__lease *lease, td_dict **arrays,
                            td_meta **meta, td_error *err)
@@ -310,8 +316,10 @@ static int td__remote_load_model(const char *path, const td_load_options *opt,
             td__proto_msg_destroy(&r);
             break;
         }
-        if ((rc = td__remote_reply_check(&r, r.id, TD__PROTO_LOAD_OK, err)))
-            break; /* the daemon's message names the file */
+        if ((rc = td__remote_reply_check(&r, r.id, TD__PROTO_LOAD_OK, err))) {
+            td__remote_name_file(err, rc, files->names[f]);
+            break;
+        }
         replies[f] = r;
         got[f] = 1;
         ngot++;

@@ -365,6 +365,35 @@ START_TEST(test_split_without_flag)
 }
 END_TEST
 
+/* A shard the daemon refuses (its snapshot over the memory budget while the model's other
+ * shards hold theirs) fails the whole load with that error, and nothing stays held; auto mode
+ * then loads the model in this process. */
+START_TEST(test_shard_refused)
+{
+    ck_assert_int_eq(tu_daemon_stop(daemon_pid, SIGTERM), 0);
+    char conf[128], args[300];
+    snprintf(conf, sizeof conf, "%s/tensord.conf", dir);
+    FILE *f = fopen(conf, "w");
+    ck_assert(f);
+    fprintf(f, "mode %s/ = snapshot\nmax_memory = 1000\nmax_memory_per_uid = none\n", dir);
+    ck_assert_int_eq(fclose(f), 0);
+    snprintf(args, sizeof args, "--config %s", conf);
+    daemon_pid = tu_daemon_start(sock, logp, args);
+    save_model("m.safetensors", 0);
+    td_error err = {0};
+    td_dict *d = NULL;
+    int rc = load("m.safetensors.index.json", TD_MODE_DAEMON, &d, &err);
+    ck_assert_msg(rc == TD_EBUDGET, "%d: %s", rc, err.message);
+    ck_assert_msg(strstr(err.message, "m.safetensors.index.json") &&
+                      strstr(err.message, "-of-00003.safetensors"),
+                  "%s", err.message);
+    wait_leases(0);
+    TU_OK(load("m.safetensors.index.json", TD_MODE_AUTO, &d, &err), &err);
+    check_values(d, 0, TD_PROVENANCE_EMBEDDED);
+    td_dict_free(d);
+}
+END_TEST
+
 START_TEST(test_auto_with_daemon)
 {
     save_model("m.safetensors", 0);
@@ -389,6 +418,7 @@ int main(void)
     tcase_add_test(tc, test_replace_shard);
     tcase_add_test(tc, test_client_load);
     tcase_add_test(tc, test_split_without_flag);
+    tcase_add_test(tc, test_shard_refused);
     tcase_add_test(tc, test_auto_with_daemon);
     suite_add_tcase(s, tc);
     return tu_run(s);
