@@ -394,6 +394,41 @@ START_TEST(test_shard_refused)
 }
 END_TEST
 
+/* Runs tensorctl with args (a shell command line's tail) and returns its standard output. */
+static char *tensorctl(const char *args)
+{
+    const char *tc = getenv("TD_TENSORCTL");
+    ck_assert_msg(tc != NULL, "TD_TENSORCTL is not set");
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "%s --socket %s %s", tc, sock, args);
+    FILE *p = popen(cmd, "r");
+    ck_assert(p);
+    static char out[16384];
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = 0;
+    ck_assert_int_eq(pclose(p), 0);
+    return out;
+}
+
+/* tensorctl load INDEX prints the model and its files; status lists each shard's entry. */
+START_TEST(test_tensorctl_load_status)
+{
+    save_model("m.safetensors", 0);
+    char args[256];
+    snprintf(args, sizeof args, "load %s/m.safetensors.index.json", dir);
+    char *out = tensorctl(args);
+    ck_assert_msg(strstr(out, "6 tensors") && strstr(out, "model of 3 files:") &&
+                      strstr(out, "  m-00002-of-00003.safetensors: 2 tensors"),
+                  "%s", out);
+    out = tensorctl("status");
+    for (int i = 1; i <= 3; i++) {
+        char want[160];
+        snprintf(want, sizeof want, "%s/m-%05d-of-00003.safetensors", dir, i);
+        ck_assert_msg(strstr(out, want), "%s not in\n%s", want, out);
+    }
+}
+END_TEST
+
 START_TEST(test_auto_with_daemon)
 {
     save_model("m.safetensors", 0);
@@ -419,6 +454,7 @@ int main(void)
     tcase_add_test(tc, test_client_load);
     tcase_add_test(tc, test_split_without_flag);
     tcase_add_test(tc, test_shard_refused);
+    tcase_add_test(tc, test_tensorctl_load_status);
     tcase_add_test(tc, test_auto_with_daemon);
     suite_add_tcase(s, tc);
     return tu_run(s);
