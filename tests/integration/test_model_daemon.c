@@ -291,6 +291,11 @@ START_TEST(test_replace_shard)
     td_dict_free(old);
     td_dict_free(cur);
     wait_leases(0);
+    /* the replaced shard's entry goes once nobody holds it (inotify on its path) */
+    uint64_t entries = 0;
+    for (int i = 0; i < 500 && (entries = stat_of(TD_STATUS_ENTRIES)) != 3; i++)
+        usleep(10000);
+    ck_assert_uint_eq(entries, 3);
 }
 END_TEST
 
