@@ -111,8 +111,12 @@ typedef struct td__model_files {
     char **names;
     uint64_t *sizes;
     td__region **regions; /* NULL entries when not mapped */
+    int *fds;             /* TD__MODEL_KEEP_FDS: each file's open descriptor (-1: none), owned */
 } td__model_files;
 void td__model_files_free(td__model_files *f);
+/* "DIR/NAME" for the file name of the model at path (NAME alone when path has no directory):
+ * how messages, logs and the daemon's status name it. malloc'd; NULL when out of memory. */
+char *td__model_file_label(const char *path, const char *name);
 
 /* Indexes the model path names: a Hugging Face index (every shard), or a GGUF file (the whole
  * set when it is the first split of one; a later split is refused with the first's name). Every
@@ -120,6 +124,9 @@ void td__model_files_free(td__model_files *f);
  * tensor data is read); *out receives the merged table (each entry's file set), *files the
  * files. opt is a whole struct whose format is known. On failure the caller still frees *files
  * and destroys *out. */
+/* mapped: 0 read with pread, 1 mapped, TD__MODEL_KEEP_FDS read with pread and each file's
+ * descriptor kept open in files->fds (to hand to the daemon). */
+#define TD__MODEL_KEEP_FDS 2
 int td__model_index_files(const char *path, const td_load_options *opt, int mapped,
                           td__model_files *files, td__table *out, td_error *err);
 

@@ -117,12 +117,28 @@ static int model_read_index(const char *path, uint8_t **out, size_t *len, td_err
     return 0;
 }
 
+char *td__model_file_label(const char *path, const char *name)
+{
+    const char *slash = strrchr(path, '/');
+    size_t dlen = slash ? (size_t)(slash - path) + 1 : 0;
+    size_t cap = dlen + strlen(name) + 1;
+    char *s = malloc(cap);
+    if (s) {
+        memcpy(s, path, dlen);
+        memcpy(s + dlen, name, cap - dlen);
+    }
+    return s;
+}
+
 void td__model_files_free(td__model_files *f)
 {
     for (size_t i = 0; i < f->n; i++) {
         td__region_release(f->regions[i]);
         free(f->names[i]);
+        if (f->fds && f->fds[i] >= 0)
+            close(f->fds[i]);
     }
+    free(f->fds);
     free(f->regions);
     free(f->names);
     free(f->sizes);
@@ -141,7 +157,10 @@ static int model_files_alloc(td__model_files *f, size_t n, const char *path, td_
     uint64_t *sz = nm ? realloc(f->sizes, n * sizeof *sz) : NULL;
     if (sz)
         f->sizes = sz;
-    if (!sz)
+    int *fds = sz ? realloc(f->fds, n * sizeof *fds) : NULL;
+    if (fds)
+        f->fds = fds;
+    if (!fds)
         return td__err(err, TD_ENOMEM, "%s: out of memory for %zu files", path, n);
     return 0;
 }
@@ -154,6 +173,7 @@ static int model_index_file(td__model_files *f, int mapped, int dirfd, const cha
     size_t i = f->n;
     f->regions[i] = NULL;
     f->sizes[i] = 0;
+    f->fds[i] = -1;
     if (!(f->names[i] = strdup(name)))
         return td__err(err, TD_ENOMEM, "%s: out of memory", name);
     f->n++;
@@ -169,14 +189,14 @@ static int model_index_file(td__model_files *f, int mapped, int dirfd, const cha
     void *base = NULL;
     size_t len = 0;
     int fd = -1;
-    int rc = model_open_at(dirfd, name, label, mapped ? &base : NULL, &len, &fd, err);
-    if (!rc && mapped && !(f->regions[i] = td__region_mmap(base, len))) {
+    int rc = model_open_at(dirfd, name, label, mapped == 1 ? &base : NULL, &len, &fd, err);
+    if (!rc && mapped == 1 && !(f->regions[i] = td__region_mmap(base, len))) {
         munmap(base, len);
         rc = td__err(err, TD_ENOMEM, "%s: out of memory", label);
     }
     if (!rc) {
         f->sizes[i] = len;
-        if (mapped) {
+        if (mapped == 1) {
             rc = td__index(format, TD__RD_MEM(base, len, label), opt->max_inflated, t, err);
         } else {
             td__rd rd;
@@ -185,7 +205,9 @@ static int model_index_file(td__model_files *f, int mapped, int dirfd, const cha
             td__rd_close(&rd);
         }
     }
-    if (fd >= 0)
+    if (fd >= 0 && mapped == TD__MODEL_KEEP_FDS)
+        f->fds[i] = fd; /* the caller's now */
+    else if (fd >= 0)
         close(fd);
     free(label);
     return rc;

@@ -30,10 +30,27 @@
 typedef struct td__lease {
     atomic_long refs;
     void (*end)(struct td__lease *l);
-    int sock;         /* td_load: the load's own connection, closed by end */
-    void *owner;      /* td_client_load: the client, referenced */
-    uint64_t id, gen; /* ... the lease and the connection it was granted on */
+    int sock;             /* td_load: the load's own connection, closed by end */
+    void *owner;          /* td_client_load: the client, referenced */
+    uint64_t id, gen;     /* ... the lease and the connection it was granted on */
+    size_t nids;          /* td_client_load of a model: one lease per file, ... */
+    uint64_t *ids, *gens; /* ... and the connection each was granted on; owned */
 } td__lease;
+
+/* Daemon mode for a model of several files (remote_load.c). td__remote_model_index: when path
+ * is a Hugging Face index or a GGUF file, indexes and checks the whole model here, before
+ * anything is sent, keeping each file's descriptor open in *files; *several says whether it is
+ * a model of several files (else *files and *local are freed and the path loads as one file).
+ * td__remote_adopt_model builds the model's dict from the daemon's LOAD_OK per file
+ * (replies[f], consumed), checked against local, the table merged here; it takes one reference
+ * of lease. */
+int td__remote_model_index(const char *path, const td_load_options *opt, td__model_files *files,
+                           td__table *local, int *several, td_error *err);
+/* Prefixes err's message with name (a file of a model) unless it names it already. */
+void td__remote_name_file(td_error *err, int rc, const char *name);
+int td__remote_adopt_model(const char *path, const td__model_files *files, td__table *local,
+                           td__proto_msg *replies, td__lease *lease, td_dict **arrays,
+                           td_meta **meta, td_error *err);
 
 /* The socket to use: explicit_path, else $TENSORD_SOCKET (secure_getenv), else
  * TD_DEFAULT_SOCKET. Never NULL. */

@@ -37,6 +37,7 @@ struct td_client {
     uint32_t next_id;        /* of requests; RELEASE ids have TD__RELEASE_ID set */
     uint32_t next_rid;
     unsigned unanswered; /* RELEASEs sent whose replies are not read yet */
+    uint64_t features;   /* TD__PROTO_F_* agreed on the connection */
     char *socket_path;
 };
 
@@ -90,6 +91,7 @@ static int td__client_open(td_client *c, td_error *err)
         td__client_drop(c);
         return rc;
     }
+    c->features = r.u.hello.features;
     td__proto_msg_destroy(&r);
     c->gen++;
     c->pid = getpid();
@@ -224,6 +226,81 @@ static void td__client_end_lease(td__lease *l)
     free(l);
 }
 
+/* The end of a model's lease: every file's lease goes back (each held a reference of c). */
+static void td__client_end_model_lease(td__lease *l)
+{
+    for (size_t i = 0; i < l->nids; i++)
+        td__client_release(l->owner, l->ids[i], l->gens[i]);
+    free(l->ids);
+    free(l->gens);
+    free(l);
+}
+
+/* td_client_load of a model of several files (indexed and checked by the caller, descriptors in
+ * files->fds): one LOAD flagged SHARD per file, each its own lease in the daemon; one td__lease
+ * holds them all and gives every one back when the model's last array goes. A file refused
+ * fails the whole load, naming it, and the leases already granted go back. */
+static int td__client_load_model(td_client *c, const char *path, const td_load_options *o,
+                                 const td__model_files *files, td__table *local, td_dict **arrays,
+                                 td_meta **meta, td_error *err)
+{
+    if (files->n > TD__PROTO_MODEL_FILES_MAX)
+        return td__err(err, TD_ELIMIT, "%s: %zu files, over the bound of %u for the daemon", path,
+                       files->n, TD__PROTO_MODEL_FILES_MAX);
+    pthread_mutex_lock(&c->lock);
+    int rc = td__client_open(c, err);
+    uint64_t features = c->features;
+    td__client_unlock(c);
+    if (rc)
+        return td__err_prefix(err, rc, path);
+    if (!(features & TD__PROTO_F_MODEL))
+        return td__err(err, TD_ENOTSUP, "%s: the daemon does not serve models of several files",
+                       path);
+    td__lease *lease = calloc(1, sizeof *lease);
+    td__proto_msg *replies = calloc(files->n, sizeof *replies);
+    if (lease) {
+        lease->ids = calloc(files->n, sizeof *lease->ids);
+        lease->gens = calloc(files->n, sizeof *lease->gens);
+    }
+    if (!lease || !replies || !lease->ids || !lease->gens) {
+        if (lease) {
+            free(lease->ids);
+            free(lease->gens);
+        }
+        free(lease);
+        free(replies);
+        return td__err(err, TD_ENOMEM, "%s: out of memory", path);
+    }
+    atomic_init(&lease->refs, 1);
+    lease->end = td__client_end_model_lease;
+    lease->owner = c;
+    for (size_t f = 0; !rc && f < files->n; f++) {
+        td__proto_msg m;
+        char *label = td__model_file_label(path, files->names[f]);
+        td__remote_load_msg(&m, 0, files->fds[f], label ? label : files->names[f], o);
+        m.u.load.flags = TD__PROTO_LOAD_SHARD;
+        rc = td__client_call(c, &m, TD__PROTO_LOAD_OK, TD__LOAD_TIMEOUT_MS, &replies[f],
+                             &lease->gens[f], err);
+        free(label);
+        if (rc) {
+            td__remote_name_file(err, rc, files->names[f]);
+            break;
+        }
+        atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+        lease->ids[lease->nids++] = replies[f].u.loaded.lease;
+    }
+    if (rc) {
+        for (size_t f = 0; f < lease->nids; f++)
+            td__proto_msg_destroy(&replies[f]);
+        free(replies);
+        td__lease_unref(lease); /* gives back the leases granted so far */
+        return td__err_prefix(err, rc, path);
+    }
+    rc = td__remote_adopt_model(path, files, local, replies, lease, arrays, meta, err);
+    free(replies);
+    return rc;
+}
+
 int td_client_connect(const char *socket_path, td_client **out, td_error *err)
 {
     const char *path = td__socket_path(socket_path);
@@ -263,11 +340,17 @@ int td_client_load(td_client *c, const char *path, const td_load_options *opt, t
     int rc = td__load_check(path, opt, arrays, meta, &o, err);
     if (rc)
         return rc;
-    if (td__model_is_hf_index(path))
-        return td__err(err, TD_ENOTSUP,
-                       "%s: a sharded model: tensord does not serve models of several files "
-                       "yet (load it in embedded mode)",
-                       path);
+    td__model_files files = {0};
+    td__table local;
+    int several;
+    rc = td__remote_model_index(path, &o, &files, &local, &several, err);
+    if (several) {
+        rc = td__client_load_model(c, path, &o, &files, &local, arrays, meta, err);
+        td__table_destroy(&local);
+        td__model_files_free(&files);
+    }
+    if (rc || several)
+        return rc;
     int fd;
     if ((rc = td__open_ro(path, &fd, err)))
         return rc;

@@ -164,16 +164,216 @@ static void td__remote_end_connection(td__lease *l)
     free(l);
 }
 
+/* Builds the model's dict from the daemon's one table per file (replies[f], in file order): the
+ * entries are checked against local, the table the client merged and checked from the same
+ * descriptors (same names, in the same order, file by file), take their metadata from it, and
+ * view the regions of their own reply. Consumes the replies and one reference of lease. */
+void td__remote_name_file(td_error *err, int rc, const char *name)
+{
+    if (err && !strstr(err->message, name))
+        td__err_prefix(err, rc, name);
+}
+
+int td__remote_adopt_model(const char *path, const td__model_files *files, td__table *local,
+                           td__proto_msg *replies, td__lease *lease, td_dict **arrays,
+                           td_meta **meta, td_error *err)
+{
+    size_t nregions = 0, k = 0, mapped = 0;
+    int rc = 0;
+    for (size_t f = 0; f < files->n; f++)
+        nregions += replies[f].u.loaded.nregions;
+    td__region **regions = calloc(nregions ? nregions : 1, sizeof *regions);
+    td__table t;
+    td__table_init(&t, local->format);
+    if (!regions)
+        rc = td__err(err, TD_ENOMEM, "%s: out of memory", path);
+    if (!rc)
+        rc = td__table_reserve(&t, local->n, err);
+    for (size_t f = 0; !rc && f < files->n; f++) {
+        td__proto_loaded *ld = &replies[f].u.loaded;
+        size_t first = mapped;
+        for (uint32_t i = 0; !rc && i < ld->nregions; i++, mapped++) {
+            td__proto_region *r = &ld->regions[i];
+            void *base = NULL;
+            if (r->size) {
+                base = mmap(NULL, (size_t)r->size, PROT_READ, MAP_SHARED, r->fd, 0);
+                if (base == MAP_FAILED) {
+                    rc = td__err(err, td__err_from_errno(errno), "%s: %s: cannot map region %u: %s",
+                                 path, files->names[f], i, strerror(errno));
+                    break;
+                }
+            }
+            atomic_fetch_add_explicit(&lease->refs, 1, memory_order_relaxed);
+            regions[mapped] =
+                td__region_new(base, (size_t)r->size, td__remote_region_release, lease);
+            if (!regions[mapped]) {
+                td__remote_region_release(lease, base, (size_t)r->size);
+                rc = td__err(err, TD_ENOMEM, "%s: out of memory", path);
+                break;
+            }
+            regions[mapped]->provenance = TD_PROVENANCE_DAEMON;
+        }
+        td__table *dt = ld->table;
+        for (size_t i = 0; !rc && i < dt->n; i++, k++) {
+            td__entry *e = &dt->entries[i];
+            if (k >= local->n || local->entries[k].file != f || !e->name ||
+                strcmp(e->name, local->entries[k].name) != 0)
+                rc = td__err(err, TD_EPROTO, "%s: %s: the daemon's table differs from the file's",
+                             path, files->names[f]);
+            else if (e->region >= ld->nregions)
+                rc = td__err(err, TD_EPROTO, "%s: %s: region %u of %u", path, files->names[f],
+                             e->region, ld->nregions);
+            if (rc)
+                break;
+            t.entries[t.n] = *e;
+            t.entries[t.n].region = (uint32_t)(first + e->region);
+            t.entries[t.n].file = (uint32_t)f;
+            t.n++;
+            e->name = NULL; /* t owns the name and shape now */
+            e->shape = NULL;
+            e->ndim = 0;
+        }
+    }
+    if (!rc && k != local->n)
+        rc = td__err(err, TD_EPROTO, "%s: the daemon's tables hold %zu tensors, the files %zu",
+                     path, k, local->n);
+    if (!rc)
+        rc = td__table_to_dict(&t, regions, nregions, 0, path, arrays, err);
+    if (!rc && meta) {
+        *meta = local->meta ? local->meta : td_meta_new();
+        local->meta = NULL;
+        if (!*meta) {
+            td_dict_free(*arrays);
+            rc = td__err(err, TD_ENOMEM, "%s: out of memory", path);
+        }
+    }
+    for (size_t i = 0; i < mapped; i++)
+        td__region_release(regions[i]);
+    free(regions);
+    td__table_destroy(&t);
+    for (size_t f = 0; f < files->n; f++)
+        td__proto_msg_destroy(&replies[f]); /* closes the region descriptors */
+    td__lease_unref(lease);                 /* the regions hold the lease from here on */
+    return rc;
+}
+
+/* td_load of a model of several files through the daemon: files (opened, indexed and checked
+ * as a model by the caller, descriptors in files->fds) go out as one LOAD per file, flagged
+ * SHARD and pipelined on the load's own connection, which is the model's one lease: closing it
+ * releases every file's entry. Any file refused fails the whole load, naming it; nothing stays
+ * held. A daemon without TD__PROTO_F_MODEL gives TD_ENOTSUP (auto mode loads embedded). */
+static int td__remote_load_model(const char *path, const td_load_options *opt,
+                                 const td__model_files *files, td__table *local, td_dict **arrays,
+                                 td_meta **meta, td_error *err)
+{
+    if (files->n > TD__PROTO_MODEL_FILES_MAX)
+        return td__err(err, TD_ELIMIT, "%s: %zu files, over the bound of %u for the daemon", path,
+                       files->n, TD__PROTO_MODEL_FILES_MAX);
+    int sock;
+    int rc = td__remote_connect(td__socket_path(opt->socket_path), &sock, err);
+    if (rc)
+        return rc;
+    td__lease *lease = calloc(1, sizeof *lease);
+    td__proto_msg *replies = calloc(files->n, sizeof *replies);
+    char *got = calloc(files->n, 1);
+    if (!lease || !replies || !got) {
+        free(lease);
+        free(replies);
+        free(got);
+        close(sock);
+        return td__err(err, TD_ENOMEM, "%s: out of memory", path);
+    }
+    atomic_init(&lease->refs, 1);
+    lease->end = td__remote_end_connection;
+    lease->sock = sock;
+    td__proto_msg hello, m;
+    rc = td__remote_hello(sock, err);
+    if (!rc)
+        rc = td__remote_reply(sock, 1, TD__PROTO_HELLO_OK, TD__HELLO_TIMEOUT_MS, &hello, err);
+    if (!rc) {
+        if (!(hello.u.hello.features & TD__PROTO_F_MODEL))
+            rc = td__err(err, TD_ENOTSUP, "the daemon does not serve models of several files");
+        td__proto_msg_destroy(&hello);
+    }
+    for (size_t f = 0; !rc && f < files->n; f++) {
+        char *label = td__model_file_label(path, files->names[f]);
+        td__remote_load_msg(&m, (uint32_t)(2 + f), files->fds[f], label ? label : files->names[f],
+                            opt);
+        m.u.load.flags = TD__PROTO_LOAD_SHARD;
+        rc = td__proto_send_msg(sock, &m, NULL, TD__HELLO_TIMEOUT_MS, err);
+        free(label);
+    }
+    size_t ngot = 0;
+    while (!rc && ngot < files->n) {
+        td__proto_msg r;
+        rc = td__proto_recv_msg(sock, NULL, &r, TD__LOAD_TIMEOUT_MS, err);
+        if (rc)
+            break;
+        size_t f = r.id >= 2 && r.id - 2 < files->n ? r.id - 2 : files->n;
+        if (f == files->n || got[f]) {
+            rc = td__err(err, TD_EPROTO, "daemon answered %s #%u, expected a LOAD reply",
+                         td__proto_type_name(r.type) ? td__proto_type_name(r.type) : "?", r.id);
+            td__proto_msg_destroy(&r);
+            break;
+        }
+        if ((rc = td__remote_reply_check(&r, r.id, TD__PROTO_LOAD_OK, err))) {
+            td__remote_name_file(err, rc, files->names[f]);
+            break;
+        }
+        replies[f] = r;
+        got[f] = 1;
+        ngot++;
+    }
+    if (rc) {
+        for (size_t f = 0; f < files->n; f++)
+            if (got[f])
+                td__proto_msg_destroy(&replies[f]);
+        free(replies);
+        free(got);
+        td__lease_unref(lease); /* closes the connection: the daemon releases every entry */
+        return td__err_prefix(err, rc, path);
+    }
+    free(got);
+    rc = td__remote_adopt_model(path, files, local, replies, lease, arrays, meta, err);
+    free(replies);
+    return rc;
+}
+
+int td__remote_model_index(const char *path, const td_load_options *opt, td__model_files *files,
+                           td__table *local, int *several, td_error *err)
+{
+    *several = 0;
+    td__table_init(local, opt->format);
+    /* A GGUF file may be the first of a split set: opt's format is known (td__load_check). */
+    if (!td__model_is_hf_index(path) && opt->format != TD_FORMAT_GGUF)
+        return 0;
+    /* Every model check happens here, before anything is sent: the index (or first split)
+     * names the files, each opened relative to its directory, indexed and merged. */
+    int rc = td__model_index_files(path, opt, TD__MODEL_KEEP_FDS, files, local, err);
+    *several = !rc && (td__model_is_hf_index(path) || files->n > 1);
+    if (rc || !*several) {
+        td__table_destroy(local);
+        td__model_files_free(files);
+    }
+    return rc;
+}
+
 int td__remote_load(const char *path, const td_load_options *opt, td_dict **arrays, td_meta **meta,
                     td_error *err)
 {
-    if (td__model_is_hf_index(path))
-        return td__err(err, TD_ENOTSUP,
-                       "%s: a sharded model: tensord does not serve models of several files "
-                       "yet (load it in embedded mode)",
-                       path);
+    td__model_files files = {0};
+    td__table local;
+    int several;
+    int rc = td__remote_model_index(path, opt, &files, &local, &several, err);
+    if (several) {
+        rc = td__remote_load_model(path, opt, &files, &local, arrays, meta, err);
+        td__table_destroy(&local);
+        td__model_files_free(&files);
+    }
+    if (rc || several)
+        return rc;
     int fd, sock;
-    int rc = td__open_ro(path, &fd, err);
+    rc = td__open_ro(path, &fd, err);
     if (!rc)
         rc = td__remote_connect(td__socket_path(opt->socket_path), &sock, err);
     if (rc) {

@@ -55,6 +55,7 @@ struct td__cache_entry {
     td_format format;
     uint32_t mode;
     uint64_t max_inflated;
+    int split;      /* a GGUF split of a set of several files */
     int file_fd;    /* the first client's descriptor, kept while building */
     int snap_fd;    /* snapshot memfd, or -1 */
     void *snap_map; /* its mapping while building, or NULL */
@@ -490,14 +491,11 @@ static int td__cache_index(td__cache_entry *e, td__rd *r, td_error *err)
         return td__err(err, TD_ENOTSUP, "%s: not a file format tensord knows", e->name);
     rc = td__index(e->format, r, e->max_inflated, &e->table, err);
     if (!rc && e->format == TD_FORMAT_GGUF) {
-        /* A split set is a model of several files; each descriptor here is one file. */
-        if (td__model_gguf_is_split(&e->table))
-            rc = td__err(err, TD_ENOTSUP,
-                         "%s: a split of a gguf-split set: tensord serves split sets' files one "
-                         "by one only; load the set in embedded mode",
-                         e->name);
-        else
-            rc = td__model_strip_split_keys(&e->table, err);
+        /* A split of a gguf-split set is one file of a model: it is cached as a file (its split.*
+         * keys dropped, the client holds the model's metadata), and served only to a LOAD that
+         * says it is a shard of a model (td__cache_entry_is_split). */
+        e->split = td__model_gguf_is_split(&e->table);
+        rc = td__model_strip_split_keys(&e->table, err);
     }
     if (!rc && e->key.dequant)
         rc = td__table_dequant(&e->table, (int)e->key.dequant, e->name, err);
@@ -991,6 +989,11 @@ void td__cache_entry_keep_reply_tail(td__cache_entry *e, const td__proto_limits 
 const td__table *td__cache_entry_table(const td__cache_entry *e)
 {
     return &e->table;
+}
+
+int td__cache_entry_is_split(const td__cache_entry *e)
+{
+    return e->split;
 }
 
 int td__cache_entry_region0_fd(const td__cache_entry *e)

@@ -133,6 +133,8 @@ void td__cache_entry_keep_reply_tail(td__cache_entry *e, const td__proto_limits 
                                      const uint8_t *p, size_t len);
 /* The descriptors of regions 1.. (region 0 is the client's own descriptor in map and pin mode,
  * the snapshot memfd in snapshot mode: region0_fd() gives that one or -1) and their sizes. */
+/* Whether e is one split of a gguf-split set (served only to a LOAD flagged SHARD). */
+int td__cache_entry_is_split(const td__cache_entry *e);
 int td__cache_entry_region0_fd(const td__cache_entry *e);
 int td__cache_entry_derived_fd(const td__cache_entry *e, uint64_t *size);
 uint64_t td__cache_entry_file_size(const td__cache_entry *e);

@@ -23,10 +23,10 @@
 /* Replies queued before we stop reading a client's requests. */
 #define SRV_OUT_HIGH 32
 /* LOADs one client may have waiting at once. */
-#define SRV_PENDING_MAX 64
+#define SRV_PENDING_MAX 256 /* = TD__PROTO_MODEL_FILES_MAX: a model's files may all be loading */
 #define SRV_FEATURES                                                                               \
     (TD__PROTO_F_SNAPSHOT | TD__PROTO_F_PIN | TD__PROTO_F_DEQUANT | TD__PROTO_F_EVICT_FILE |       \
-     TD__PROTO_F_STATUS_FILES)
+     TD__PROTO_F_STATUS_FILES | TD__PROTO_F_MODEL)
 
 typedef struct td__server_out {
     struct td__server_out *next;
@@ -41,7 +41,8 @@ typedef struct td__server_req {
     struct td__server_req *next, *prev;
     td__server_client *cl;
     uint32_t id;
-    int fd; /* the client's file descriptor, owned */
+    uint64_t flags; /* the LOAD's TD__PROTO_LOAD_* bits */
+    int fd;         /* the client's file descriptor, owned */
 } td__server_req;
 
 typedef struct td__server_lease {
@@ -332,6 +333,25 @@ static void td__server_req_free(td__server_req *r)
     free(r);
 }
 
+/* A split of a gguf-split set alone is not a model: a LOAD that does not say it loads a shard
+ * of a model the client has checked (an older client) gets TD_ENOTSUP and loads the set in
+ * embedded mode. Returns 0 when e may be served; else releases e and answers the error. */
+static int td__server_check_split(td__server_client *cl, uint32_t id, uint64_t flags,
+                                  td__cache_entry *e, const char *name)
+{
+    if (!td__cache_entry_is_split(e) || (flags & TD__PROTO_LOAD_SHARD))
+        return 0;
+    td_error err = {0};
+    char q[80];
+    td__err(&err, TD_ENOTSUP,
+            "%s: a split of a gguf-split set: load the set from its first split (a client "
+            "without the model feature loads it in embedded mode)",
+            name ? td__quote(name, strlen(name), q, sizeof q) : "(fd)");
+    td__cache_release(&cl->srv->cache, e);
+    td__server_send_error(cl, id, err.code, &err, 0);
+    return 1;
+}
+
 static void td__server_req_unlink(td__server_req *r)
 {
     r->prev->next = r->next;
@@ -348,7 +368,7 @@ static void td__server_load_done(td__cache_waiter *w, td__cache_entry *e, int st
     td__server_req_unlink(r);
     if (status)
         td__server_send_error(cl, r->id, status, err, 0);
-    else
+    else if (!td__server_check_split(cl, r->id, r->flags, e, td__cache_entry_name(e)))
         td__server_reply_loaded(cl, r->id, r->fd, e);
     td__server_req_free(r);
     if (!cl->closed)
@@ -365,6 +385,11 @@ static void td__server_on_load(td__server_client *cl, td__proto_msg *m)
         td__server_send_error(cl, m->id, err.code, &err, 0);
         return;
     }
+    if (ld->flags & ~(uint64_t)TD__PROTO_LOAD_FLAGS_ALL) {
+        td__err(&err, TD_ENOTSUP, "LOAD flags 0x%llx: unknown bits", (unsigned long long)ld->flags);
+        td__server_send_error(cl, m->id, err.code, &err, 0);
+        return;
+    }
     td__server_req *r = calloc(1, sizeof *r);
     if (!r) {
         td__err(&err, TD_ENOMEM, "out of memory");
@@ -373,6 +398,7 @@ static void td__server_on_load(td__server_client *cl, td__proto_msg *m)
     }
     r->cl = cl;
     r->id = m->id;
+    r->flags = ld->flags;
     r->fd = ld->fd; /* ours now */
     ld->fd = -1;
     r->w.done = td__server_load_done;
@@ -393,9 +419,10 @@ static void td__server_on_load(td__server_client *cl, td__proto_msg *m)
         cl->npending++;
         return;
     }
-    if (rc == 0)
-        td__server_reply_loaded(cl, m->id, r->fd, e);
-    else {
+    if (rc == 0) {
+        if (!td__server_check_split(cl, m->id, ld->flags, e, ld->name))
+            td__server_reply_loaded(cl, m->id, r->fd, e);
+    } else {
         char name[80];
         td__log_info("client %llu (pid %d): load %s refused: %s", (unsigned long long)cl->id,
                      (int)cl->cred.pid,

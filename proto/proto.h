@@ -71,13 +71,14 @@ enum {
 
 /* Feature bits exchanged in HELLO: a side uses a feature only when both announced it. */
 enum {
-    TD__PROTO_F_SNAPSHOT = 1u << 0,    /* LOAD mode SNAPSHOT is honoured */
-    TD__PROTO_F_PIN = 1u << 1,         /* LOAD mode PIN is honoured */
-    TD__PROTO_F_DEQUANT = 1u << 2,     /* LOAD "dequant" is honoured */
-    TD__PROTO_F_EVICT_FILE = 1u << 3,  /* EVICT with a file descriptor */
-    TD__PROTO_F_STATUS_FILES = 1u << 4 /* STATUS can list the cached files */
+    TD__PROTO_F_SNAPSHOT = 1u << 0,     /* LOAD mode SNAPSHOT is honoured */
+    TD__PROTO_F_PIN = 1u << 1,          /* LOAD mode PIN is honoured */
+    TD__PROTO_F_DEQUANT = 1u << 2,      /* LOAD "dequant" is honoured */
+    TD__PROTO_F_EVICT_FILE = 1u << 3,   /* EVICT with a file descriptor */
+    TD__PROTO_F_STATUS_FILES = 1u << 4, /* STATUS can list the cached files */
+    TD__PROTO_F_MODEL = 1u << 5         /* LOAD flag SHARD: one file of a model of several */
 };
-#define TD__PROTO_F_ALL 0x1fu
+#define TD__PROTO_F_ALL 0x3fu
 
 /* LOAD modes (PROTOCOL.md, LOAD; what each does: README.md, "The daemon"). */
 enum {
@@ -140,9 +141,16 @@ typedef struct td__proto_load {
     uint32_t mode;         /* TD__PROTO_MODE_* */
     uint32_t dequant;      /* 0, or the td_dtype to dequantize GGML blocks to */
     uint64_t max_inflated; /* 0: the daemon's default */
-    uint64_t flags;        /* reserved, 0 */
+    uint64_t flags;        /* TD__PROTO_LOAD_* bits */
     char *name;            /* the file's name for messages and logs (never opened); may be NULL */
 } td__proto_load;
+
+/* LOAD flags. SHARD: this file is one of a model the client has indexed and checked as a whole
+ * (feature TD__PROTO_F_MODEL); a GGUF split other than a whole set is served as a file. */
+#define TD__PROTO_LOAD_SHARD     1u
+#define TD__PROTO_LOAD_FLAGS_ALL 1u
+/* The most files of one model a client sends to the daemon (one LOAD and one lease each). */
+#define TD__PROTO_MODEL_FILES_MAX 256u
 
 /* One mapped buffer of a LOAD reply. */
 typedef struct td__proto_region {

@@ -787,6 +787,21 @@ static int tc_load(const char *sock, int argc, char **argv)
         total += td_array_nbytes(td_dict_at(d, i, NULL));
     printf("%s: %zu tensors, %" PRIu64 " bytes, through tensord in %.3f ms\n", argv[0],
            td_dict_size(d), total, ms);
+    /* A model of several files: its files, each a cache entry of its own in the daemon (read
+     * again here from their headers: the dict does not say which file a tensor came from). */
+    td_inspect_result *r = NULL;
+    td_load_options io = TD_LOAD_OPTIONS_INIT;
+    if (td_inspect(argv[0], &io, &r, &err) == 0 && td_inspect_nfiles(r) > 1) {
+        size_t nf = td_inspect_nfiles(r);
+        printf("model of %zu files:\n", nf);
+        for (size_t k = 0; k < nf; k++) {
+            size_t nt = 0;
+            for (size_t i = 0; i < td_inspect_ntensors(r); i++)
+                nt += td_inspect_tensor_file(r, i) == k;
+            printf("  %s: %zu tensors\n", td_inspect_file_name(r, k), nt);
+        }
+    }
+    td_inspect_free(r);
     for (size_t i = 0; i < td_dict_size(d); i++) {
         const char *name;
         const td_array *a = td_dict_at(d, i, &name);

@@ -226,7 +226,8 @@ static void make_corpus(const char *dir)
     ms[n].u.load.format = TD_FORMAT_GGUF;
     ms[n].u.load.mode = TD__PROTO_MODE_SNAPSHOT;
     ms[n].u.load.dequant = TD_FLOAT16;
-    ms[n++].u.load.name = "model.gguf";
+    ms[n].u.load.flags = TD__PROTO_LOAD_SHARD; /* one split of a model */
+    ms[n++].u.load.name = "model-00001-of-00002.gguf";
 
     td__table t;
     td__table_init(&t, TD_FORMAT_GGUF);

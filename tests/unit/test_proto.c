@@ -286,7 +286,7 @@ START_TEST(test_roundtrip_every_type)
     m.u.load.mode = TD__PROTO_MODE_SNAPSHOT;
     m.u.load.dequant = TD_BFLOAT16;
     m.u.load.max_inflated = 1ull << 40;
-    m.u.load.flags = 0;
+    m.u.load.flags = TD__PROTO_LOAD_SHARD; /* one file of a model */
     m.u.load.name = "model-00001-of-00002.safetensors";
     roundtrip(&m, &b);
     assert_same_file(file, b.u.load.fd);
@@ -294,6 +294,7 @@ START_TEST(test_roundtrip_every_type)
     ck_assert_uint_eq(b.u.load.mode, TD__PROTO_MODE_SNAPSHOT);
     ck_assert_uint_eq(b.u.load.dequant, TD_BFLOAT16);
     ck_assert_uint_eq(b.u.load.max_inflated, 1ull << 40);
+    ck_assert_uint_eq(b.u.load.flags, TD__PROTO_LOAD_SHARD);
     ck_assert_str_eq(b.u.load.name, "model-00001-of-00002.safetensors");
     td__proto_msg_destroy(&b);
     ck_assert_int_eq(b.u.load.fd, -1);

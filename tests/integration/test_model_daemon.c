@@ -1,0 +1,466 @@
+/*
+ * test_model_daemon.c - models of several files through a real tensord on a temp socket: a
+ * sharded safetensors model (written with td_save_model) shared by two client processes, one
+ * cache entry per shard; a gguf-split set; two models sharing a shard share its entry; a
+ * hostile index refused before anything reaches the daemon; a missing shard named; a shard
+ * replaced by rename gives the new data on the next load while the old arrays stay valid.
+ */
+#include "remote.h"
+#include "testutil.h"
+
+#include <fcntl.h>
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define NT 6  /* tensors */
+#define NE 64 /* float32 elements each: 256 bytes */
+
+static char dir[64], sock[128], logp[128];
+static pid_t daemon_pid;
+
+static void setup(void)
+{
+    tu_tmpdir(dir);
+    snprintf(sock, sizeof sock, "%s/s", dir);
+    snprintf(logp, sizeof logp, "%s/log", dir);
+    daemon_pid = tu_daemon_start(sock, logp, NULL);
+}
+
+static void teardown(void)
+{
+    ck_assert_int_eq(tu_daemon_stop(daemon_pid, SIGTERM), 0);
+    tu_rmtree(dir);
+}
+
+/* Tensor t_i holds i * 1000 + k + bias. */
+static td_dict *model_dict(float bias)
+{
+    td_dict *d = td_dict_new();
+    ck_assert(d);
+    td_error err = {0};
+    for (int i = 0; i < NT; i++) {
+        float v[NE];
+        for (int k = 0; k < NE; k++)
+            v[k] = (float)(i * 1000 + k) + bias;
+        int64_t shape[1] = {NE};
+        td_array *a = NULL;
+        TU_OK(td_array_new(TD_FLOAT32, 1, shape, v, &a, &err), &err);
+        char name[16];
+        snprintf(name, sizeof name, "t_%d", i);
+        TU_OK(td_dict_set(d, name, a, &err), &err);
+        td_array_release(a);
+    }
+    return d;
+}
+
+/* Saves the model as NAME (.safetensors or .gguf) in shards of two tensors each. */
+static void save_model(const char *name, float bias)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    td_dict *d = model_dict(bias);
+    td_save_options o = TD_SAVE_OPTIONS_INIT;
+    o.max_shard_bytes = 2 * NE * sizeof(float);
+    td_error err = {0};
+    TU_OK(td_save_model(path, d, NULL, &o, &err), &err);
+    td_dict_free(d);
+}
+
+static int load(const char *name, td_load_mode mode, td_dict **d, td_error *err)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    td_load_options o = TD_LOAD_OPTIONS_INIT;
+    o.mode = mode;
+    o.socket_path = sock;
+    return td_load(path, &o, d, NULL, err);
+}
+
+/* Every tensor of d has its values (bias) and provenance prov. */
+static void check_values(const td_dict *d, float bias, td_provenance prov)
+{
+    ck_assert_uint_eq(td_dict_size(d), NT);
+    for (int i = 0; i < NT; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "t_%d", i);
+        const td_array *a = td_dict_get(d, name);
+        ck_assert_msg(a, "%s missing", name);
+        ck_assert_int_eq(td_array_provenance(a), prov);
+        const float *v = td_array_data(a);
+        for (int k = 0; k < NE; k++)
+            ck_assert_msg(v[k] == (float)(i * 1000 + k) + bias, "%s[%d] = %g", name, k,
+                          (double)v[k]);
+    }
+}
+
+static uint64_t stat_of(td_status_key k)
+{
+    td_status *st = tu_daemon_status(sock);
+    uint64_t v = td_status_get(st, k);
+    td_status_free(st);
+    return v;
+}
+
+/* Waits (up to 5 s) for the daemon to count want leases. */
+static void wait_leases(uint64_t want)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 500 && (v = stat_of(TD_STATUS_LEASES)) != want; i++)
+        usleep(10000);
+    ck_assert_uint_eq(v, want);
+}
+
+START_TEST(test_sharded_two_processes)
+{
+    save_model("m.safetensors", 0);
+    td_error err = {0};
+    td_dict *d = NULL;
+    TU_OK(load("m.safetensors.index.json", TD_MODE_DAEMON, &d, &err), &err);
+    check_values(d, 0, TD_PROVENANCE_DAEMON);
+    /* one entry, one parse and one lease per shard */
+    td_status *st = tu_daemon_status(sock);
+    ck_assert_uint_eq(td_status_get(st, TD_STATUS_ENTRIES), 3);
+    ck_assert_uint_eq(td_status_get(st, TD_STATUS_MISSES), 3);
+    ck_assert_uint_eq(td_status_get(st, TD_STATUS_LEASES), 3);
+    ck_assert_uint_eq(td_status_nfiles(st), 3);
+    for (size_t i = 0; i < 3; i++)
+        ck_assert_uint_eq(td_status_file_get(st, i, TD_STATUS_FILE_TENSORS), 2);
+    td_status_free(st);
+
+    pid_t child = fork();
+    ck_assert_int_ge(child, 0);
+    if (child == 0) {
+        td_dict *c = NULL;
+        td_error e2 = {0};
+        if (load("m.safetensors.index.json", TD_MODE_DAEMON, &c, &e2) != 0)
+            _exit(2);
+        check_values(c, 0, TD_PROVENANCE_DAEMON);
+        /* both processes hold the model: 6 leases */
+        td_status *s2 = tu_daemon_status(sock);
+        int ok = td_status_get(s2, TD_STATUS_LEASES) == 6;
+        td_status_free(s2);
+        _exit(ok ? 0 : 3); /* the leases go with the process */
+    }
+    int ws;
+    ck_assert_int_eq(waitpid(child, &ws, 0), child);
+    ck_assert_msg(WIFEXITED(ws) && WEXITSTATUS(ws) == 0, "child: %d", ws);
+    wait_leases(3);
+    st = tu_daemon_status(sock);
+    ck_assert_uint_eq(td_status_get(st, TD_STATUS_ENTRIES), 3);
+    ck_assert_uint_eq(td_status_get(st, TD_STATUS_MISSES), 3);
+    ck_assert_uint_eq(td_status_get(st, TD_STATUS_HITS), 3);
+    td_status_free(st);
+    td_dict_free(d);
+    wait_leases(0);
+}
+END_TEST
+
+START_TEST(test_gguf_split_set)
+{
+    save_model("g.gguf", 0);
+    td_error err = {0};
+    td_dict *d = NULL;
+    TU_OK(load("g-00001-of-00003.gguf", TD_MODE_DAEMON, &d, &err), &err);
+    check_values(d, 0, TD_PROVENANCE_DAEMON);
+    ck_assert_uint_eq(stat_of(TD_STATUS_ENTRIES), 3);
+    ck_assert_uint_eq(stat_of(TD_STATUS_LEASES), 3);
+    td_dict_free(d);
+    /* a later split is refused client-side, naming the first */
+    ck_assert_int_ne(load("g-00002-of-00003.gguf", TD_MODE_DAEMON, &d, &err), 0);
+    ck_assert_msg(strstr(err.message, "g-00001-of-00003.gguf"), "%s", err.message);
+    wait_leases(0);
+}
+END_TEST
+
+static void write_file(const char *name, const char *text)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    ck_assert(f);
+    fputs(text, f);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+START_TEST(test_shared_shard)
+{
+    save_model("m.safetensors", 0);
+    /* a second index naming the same second shard and a shard of its own */
+    td_error err = {0};
+    td_dict *one = NULL, *two = NULL;
+    TU_OK(load("m-00002-of-00003.safetensors", TD_MODE_EMBEDDED, &one, &err), &err);
+    char path[128];
+    snprintf(path, sizeof path, "%s/other.safetensors", dir);
+    td_dict *o = td_dict_new();
+    float v[NE] = {0};
+    int64_t shape[1] = {NE};
+    td_array *a = NULL;
+    TU_OK(td_array_new(TD_FLOAT32, 1, shape, v, &a, &err), &err);
+    TU_OK(td_dict_set(o, "other", a, &err), &err);
+    td_array_release(a);
+    TU_OK(td_save_safetensors(path, o, NULL, &err), &err);
+    td_dict_free(o);
+    td_dict_free(one);
+    write_file("n.safetensors.index.json", "{\"metadata\": {\"total_size\": 768}, \"weight_map\": {"
+                                           "\"t_2\": \"m-00002-of-00003.safetensors\", "
+                                           "\"t_3\": \"m-00002-of-00003.safetensors\", "
+                                           "\"other\": \"other.safetensors\"}}");
+    TU_OK(load("m.safetensors.index.json", TD_MODE_DAEMON, &one, &err), &err);
+    TU_OK(load("n.safetensors.index.json", TD_MODE_DAEMON, &two, &err), &err);
+    ck_assert_uint_eq(td_dict_size(two), 3);
+    ck_assert(td_dict_get(two, "t_3"));
+    ck_assert_int_eq(td_array_provenance(td_dict_get(two, "other")), TD_PROVENANCE_DAEMON);
+    td_status *st = tu_daemon_status(sock);
+    ck_assert_uint_eq(td_status_get(st, TD_STATUS_ENTRIES), 4); /* 3 + other */
+    ck_assert_uint_eq(td_status_get(st, TD_STATUS_HITS), 1);    /* the shared shard */
+    ck_assert_uint_eq(td_status_get(st, TD_STATUS_LEASES), 5);
+    td_status_free(st);
+    td_dict_free(one);
+    td_dict_free(two);
+    wait_leases(0);
+}
+END_TEST
+
+START_TEST(test_hostile_and_missing)
+{
+    save_model("m.safetensors", 0);
+    write_file("h.safetensors.index.json",
+               "{\"metadata\": {}, \"weight_map\": {\"t_0\": \"../x.safetensors\"}}");
+    td_error err = {0};
+    td_dict *d = NULL;
+    ck_assert_int_ne(load("h.safetensors.index.json", TD_MODE_DAEMON, &d, &err), 0);
+    ck_assert_msg(strstr(err.message, "../x.safetensors"), "%s", err.message);
+    char path[128];
+    snprintf(path, sizeof path, "%s/m-00003-of-00003.safetensors", dir);
+    ck_assert_int_eq(unlink(path), 0);
+    ck_assert_int_ne(load("m.safetensors.index.json", TD_MODE_DAEMON, &d, &err), 0);
+    ck_assert_msg(strstr(err.message, "m-00003-of-00003.safetensors"), "%s", err.message);
+    /* neither reached the daemon: refused before anything was sent */
+    td_status *st = tu_daemon_status(sock);
+    ck_assert_uint_eq(td_status_get(st, TD_STATUS_MISSES), 0);
+    ck_assert_uint_eq(td_status_get(st, TD_STATUS_ERRORS), 0);
+    td_status_free(st);
+}
+END_TEST
+
+START_TEST(test_replace_shard)
+{
+    save_model("m.safetensors", 0);
+    td_error err = {0};
+    td_dict *old = NULL, *cur = NULL, *s2 = NULL;
+    TU_OK(load("m.safetensors.index.json", TD_MODE_DAEMON, &old, &err), &err);
+    /* the second shard again with other values, renamed over it */
+    TU_OK(load("m-00002-of-00003.safetensors", TD_MODE_EMBEDDED, &s2, &err), &err);
+    td_dict *n = td_dict_new();
+    for (size_t i = 0; i < td_dict_size(s2); i++) {
+        const char *name;
+        const td_array *a = td_dict_at(s2, i, &name);
+        float v[NE];
+        memcpy(v, td_array_data(a), sizeof v);
+        for (int k = 0; k < NE; k++)
+            v[k] += 0.5f;
+        int64_t shape[1] = {NE};
+        td_array *b = NULL;
+        TU_OK(td_array_new(TD_FLOAT32, 1, shape, v, &b, &err), &err);
+        TU_OK(td_dict_set(n, name, b, &err), &err);
+        td_array_release(b);
+    }
+    td_dict_free(s2);
+    char tmp[128], path[128];
+    snprintf(tmp, sizeof tmp, "%s/new.safetensors", dir);
+    snprintf(path, sizeof path, "%s/m-00002-of-00003.safetensors", dir);
+    TU_OK(td_save_safetensors(tmp, n, NULL, &err), &err);
+    td_dict_free(n);
+    ck_assert_int_eq(rename(tmp, path), 0);
+
+    TU_OK(load("m.safetensors.index.json", TD_MODE_DAEMON, &cur, &err), &err);
+    for (int i = 0; i < NT; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "t_%d", i);
+        const float *v = td_array_data(td_dict_get(cur, name));
+        float bias = i == 2 || i == 3 ? 0.5f : 0;
+        ck_assert_msg(v[1] == (float)(i * 1000 + 1) + bias, "%s: %g", name, (double)v[1]);
+    }
+    check_values(old, 0, TD_PROVENANCE_DAEMON);      /* the old arrays keep the old file's bytes */
+    ck_assert_uint_eq(stat_of(TD_STATUS_MISSES), 4); /* the new shard was parsed */
+    td_dict_free(old);
+    td_dict_free(cur);
+    wait_leases(0);
+    /* the replaced shard's entry goes once nobody holds it (inotify on its path) */
+    uint64_t entries = 0;
+    for (int i = 0; i < 500 && (entries = stat_of(TD_STATUS_ENTRIES)) != 3; i++)
+        usleep(10000);
+    ck_assert_uint_eq(entries, 3);
+}
+END_TEST
+
+START_TEST(test_client_load)
+{
+    save_model("m.safetensors", 0);
+    save_model("g.gguf", 0);
+    td_error err = {0};
+    td_client *c = NULL;
+    TU_OK(td_client_connect(sock, &c, &err), &err);
+    char path[128];
+    snprintf(path, sizeof path, "%s/m.safetensors.index.json", dir);
+    td_load_options o = TD_LOAD_OPTIONS_INIT;
+    td_dict *d = NULL, *g = NULL;
+    TU_OK(td_client_load(c, path, &o, &d, NULL, &err), &err);
+    snprintf(path, sizeof path, "%s/g-00001-of-00003.gguf", dir);
+    TU_OK(td_client_load(c, path, &o, &g, NULL, &err), &err);
+    check_values(d, 0, TD_PROVENANCE_DAEMON);
+    check_values(g, 0, TD_PROVENANCE_DAEMON);
+    ck_assert_uint_eq(stat_of(TD_STATUS_LEASES), 6);
+    td_dict_free(d); /* every file's lease goes back with the model's last array */
+    wait_leases(3);
+    td_dict_free(g);
+    TU_OK(td_client_ping(c, &err), &err); /* reads the RELEASEs' replies */
+    wait_leases(0);
+    td_client_close(c);
+}
+END_TEST
+
+/* A LOAD of one split as an older client sends it (no SHARD flag) gets TD_ENOTSUP, so that such
+ * a client loads the whole set in embedded mode rather than a third of it; unknown flag bits
+ * get TD_ENOTSUP; with SHARD the split is served as a file. Raw protocol, one connection. */
+static int raw_load(int s, uint32_t id, const char *name, uint64_t flags, td_error *err)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ck_assert_int_ge(fd, 0);
+    td_load_options o = TD_LOAD_OPTIONS_INIT;
+    td__proto_msg m, r;
+    td__remote_load_msg(&m, id, fd, name, &o);
+    m.u.load.flags = flags;
+    int rc = td__proto_send_msg(s, &m, NULL, 5000, err);
+    close(fd);
+    if (!rc)
+        rc = td__remote_reply(s, id, TD__PROTO_LOAD_OK, 5000, &r, err);
+    if (!rc)
+        td__proto_msg_destroy(&r);
+    return rc;
+}
+
+START_TEST(test_split_without_flag)
+{
+    save_model("g.gguf", 0);
+    td_error err = {0};
+    int s = -1;
+    TU_OK(td__remote_connect(sock, &s, &err), &err);
+    td__proto_msg h;
+    TU_OK(td__remote_hello(s, &err), &err);
+    TU_OK(td__remote_reply(s, 1, TD__PROTO_HELLO_OK, 5000, &h, &err), &err);
+    ck_assert(h.u.hello.features & TD__PROTO_F_MODEL);
+    td__proto_msg_destroy(&h);
+    ck_assert_int_eq(raw_load(s, 2, "g-00002-of-00003.gguf", 0, &err), TD_ENOTSUP);
+    ck_assert_msg(strstr(err.message, "g-00002-of-00003.gguf"), "%s", err.message);
+    ck_assert_int_eq(raw_load(s, 3, "g-00001-of-00003.gguf", 0, &err), TD_ENOTSUP);
+    ck_assert_int_eq(raw_load(s, 4, "g-00001-of-00003.gguf", 2, &err), TD_ENOTSUP);
+    ck_assert_msg(strstr(err.message, "flags"), "%s", err.message);
+    TU_OK(raw_load(s, 5, "g-00002-of-00003.gguf", TD__PROTO_LOAD_SHARD, &err), &err);
+    ck_assert_uint_eq(stat_of(TD_STATUS_LEASES), 1); /* only the SHARD load holds an entry */
+    close(s);
+    wait_leases(0);
+}
+END_TEST
+
+/* A shard the daemon refuses (its snapshot over the memory budget while the model's other
+ * shards hold theirs) fails the whole load with that error, and nothing stays held; auto mode
+ * then loads the model in this process. */
+START_TEST(test_shard_refused)
+{
+    ck_assert_int_eq(tu_daemon_stop(daemon_pid, SIGTERM), 0);
+    char conf[128], args[300];
+    snprintf(conf, sizeof conf, "%s/tensord.conf", dir);
+    FILE *f = fopen(conf, "w");
+    ck_assert(f);
+    fprintf(f, "mode %s/ = snapshot\nmax_memory = 1000\nmax_memory_per_uid = none\n", dir);
+    ck_assert_int_eq(fclose(f), 0);
+    snprintf(args, sizeof args, "--config %s", conf);
+    daemon_pid = tu_daemon_start(sock, logp, args);
+    save_model("m.safetensors", 0);
+    td_error err = {0};
+    td_dict *d = NULL;
+    int rc = load("m.safetensors.index.json", TD_MODE_DAEMON, &d, &err);
+    ck_assert_msg(rc == TD_EBUDGET, "%d: %s", rc, err.message);
+    ck_assert_msg(strstr(err.message, "m.safetensors.index.json") &&
+                      strstr(err.message, "-of-00003.safetensors"),
+                  "%s", err.message);
+    wait_leases(0);
+    TU_OK(load("m.safetensors.index.json", TD_MODE_AUTO, &d, &err), &err);
+    check_values(d, 0, TD_PROVENANCE_EMBEDDED);
+    td_dict_free(d);
+}
+END_TEST
+
+/* Runs tensorctl with args (a shell command line's tail) and returns its standard output. */
+static char *tensorctl(const char *args)
+{
+    const char *tc = getenv("TD_TENSORCTL");
+    ck_assert_msg(tc != NULL, "TD_TENSORCTL is not set");
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "%s --socket %s %s", tc, sock, args);
+    FILE *p = popen(cmd, "r");
+    ck_assert(p);
+    static char out[16384];
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = 0;
+    ck_assert_int_eq(pclose(p), 0);
+    return out;
+}
+
+/* tensorctl load INDEX prints the model and its files; status lists each shard's entry. */
+START_TEST(test_tensorctl_load_status)
+{
+    save_model("m.safetensors", 0);
+    char args[256];
+    snprintf(args, sizeof args, "load %s/m.safetensors.index.json", dir);
+    char *out = tensorctl(args);
+    ck_assert_msg(strstr(out, "6 tensors") && strstr(out, "model of 3 files:") &&
+                      strstr(out, "  m-00002-of-00003.safetensors: 2 tensors"),
+                  "%s", out);
+    out = tensorctl("status");
+    for (int i = 1; i <= 3; i++) {
+        char want[160];
+        snprintf(want, sizeof want, "%s/m-%05d-of-00003.safetensors", dir, i);
+        ck_assert_msg(strstr(out, want), "%s not in\n%s", want, out);
+    }
+}
+END_TEST
+
+START_TEST(test_auto_with_daemon)
+{
+    save_model("m.safetensors", 0);
+    td_error err = {0};
+    td_dict *d = NULL;
+    TU_OK(load("m.safetensors.index.json", TD_MODE_AUTO, &d, &err), &err);
+    check_values(d, 0, TD_PROVENANCE_DAEMON);
+    td_dict_free(d);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("model_daemon");
+    TCase *tc = tcase_create("model_daemon");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_sharded_two_processes);
+    tcase_add_test(tc, test_gguf_split_set);
+    tcase_add_test(tc, test_shared_shard);
+    tcase_add_test(tc, test_hostile_and_missing);
+    tcase_add_test(tc, test_replace_shard);
+    tcase_add_test(tc, test_client_load);
+    tcase_add_test(tc, test_split_without_flag);
+    tcase_add_test(tc, test_shard_refused);
+    tcase_add_test(tc, test_tensorctl_load_status);
+    tcase_add_test(tc, test_auto_with_daemon);
+    suite_add_tcase(s, tc);
+    return tu_run(s);
+}
