@@ -344,8 +344,11 @@ int td__remote_model_index(const char *path, const td_load_options *opt, td__mod
 {
     *several = 0;
     td__table_init(local, opt->format);
-    /* A GGUF file may be the first of a split set: opt's format is known (td__load_check). */
-    if (!td__model_is_hf_index(path) && opt->format != TD_FORMAT_GGUF)
+    /* A GGUF file named as gguf-split names its files may be the first of a split set (opt's
+     * format is known, td__load_check); any other GGUF goes as one file, without a read here,
+     * and the daemon refuses it if it does claim to be a split. */
+    if (!td__model_is_hf_index(path) &&
+        !(opt->format == TD_FORMAT_GGUF && td__model_is_split_name(path)))
         return 0;
     /* Every model check happens here, before anything is sent: the index (or first split)
      * names the files, each opened relative to its directory, indexed and merged. */

@@ -18,6 +18,20 @@ int td__model_is_hf_index(const char *path)
     return n > k && strcmp(path + n - k, TD__MODEL_HF_SUFFIX) == 0;
 }
 
+int td__model_is_split_name(const char *path)
+{
+    /* "-00001-of-00003.gguf": 20 characters, digits where gguf-split prints %05d. */
+    static const char form[] = "-#####-of-#####.gguf";
+    size_t n = path ? strlen(path) : 0, k = sizeof form - 1;
+    if (n <= k)
+        return 0;
+    const char *s = path + n - k;
+    for (size_t i = 0; i < k; i++)
+        if (form[i] == '#' ? !(s[i] >= '0' && s[i] <= '9') : s[i] != form[i])
+            return 0;
+    return 1;
+}
+
 void td__model_destroy(td__model *m)
 {
     for (size_t i = 0; i < m->nfiles; i++)

@@ -48,6 +48,10 @@ typedef struct td__model {
 /* 1 when path names a Hugging Face index (ends with TD__MODEL_HF_SUFFIX). */
 int td__model_is_hf_index(const char *path);
 
+/* 1 when path's name has gguf-split's form, PREFIX-NNNNN-of-MMMMM.gguf (digits), the only
+ * names a split set's files have (td__model_gguf_split refuses others). */
+int td__model_is_split_name(const char *path);
+
 /* Parses a Hugging Face index (json[0..len), read from the file fname) into m, which the caller
  * zeroes first and frees with td__model_destroy whatever the outcome. The shards are the
  * distinct weight_map values in order of first appearance. Refused, naming the index, the

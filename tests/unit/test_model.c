@@ -41,6 +41,12 @@ START_TEST(test_hf_index_ok)
     ck_assert(td__model_is_hf_index("/x/model.safetensors.index.json"));
     ck_assert(!td__model_is_hf_index("model.safetensors"));
     ck_assert(!td__model_is_hf_index(".safetensors.index.json"));
+    ck_assert(td__model_is_split_name("/m/llama-00001-of-00003.gguf"));
+    ck_assert(td__model_is_split_name("x-00002-of-00002.gguf"));
+    ck_assert(!td__model_is_split_name("x-0001-of-00003.gguf"));
+    ck_assert(!td__model_is_split_name("x-00001-of-0000a.gguf"));
+    ck_assert(!td__model_is_split_name("model.gguf"));
+    ck_assert(!td__model_is_split_name("-00001-of-00003.gguf"));
 }
 END_TEST
 
