@@ -427,7 +427,7 @@ if has_phase save; then
     phase_end save
 fi
 
-# ---- the teammates' programs: protocol and dequantization ----
+# ---- the programs over internals: protocol and dequantization ----
 if has_phase proto; then
     phase_start proto
     if [ -x "$B/bench_proto" ] && grep -q 'build_bench_proto=ok' "$ENV"; then
