@@ -165,6 +165,13 @@ int td__open_ro(const char *path, int *fd, td_error *err);
 /* view.c: opens path read-only into *fd (the caller closes it) and gives its size. Empty files,
  * directories and other non-regular files are refused. */
 int td__open_file(const char *path, int *fd, uint64_t *size, td_error *err);
+/* The same for name in the directory dirfd (AT_FDCWD: the working directory); label names the
+ * file in messages. */
+int td__open_file_at(int dirfd, const char *name, const char *label, int *fd, uint64_t *size,
+                     td_error *err);
+/* view.c: maps size bytes of fd whole, read-only and shared (fd stays the caller's). On
+ * success the caller munmaps *base. */
+int td__map_fd(int fd, uint64_t size, const char *label, void **base, size_t *len, td_error *err);
 /* view.c: opens path (td__open_file) and maps it whole, read-only and shared. On success the
  * caller munmaps *base. */
 int td__map_file(const char *path, void **base, size_t *len, td_error *err);

@@ -17,11 +17,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 /* The directory of path (".", "/" or the part before the last slash) and its last component. */
@@ -33,87 +31,29 @@ static int model_split_path(const char *path, char **dir, const char **base)
     return *dir ? 0 : TD_ENOMEM;
 }
 
-/* Opens name in the directory dirfd and checks it is a non-empty regular file; with base, maps
- * it (and closes the descriptor), else leaves *fdp open for the caller. label names it in
- * messages ("DIR/NAME"). */
-static int model_open_at(int dirfd, const char *name, const char *label, void **base, size_t *len,
-                         int *fdp, td_error *err)
-{
-    int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        return td__err(err, td__err_from_errno(e), "%s: cannot open: %s", label, strerror(e));
-    }
-    struct stat st;
-    int rc = 0;
-    if (fstat(fd, &st) < 0) {
-        int e = errno;
-        rc = td__err(err, td__err_from_errno(e), "%s: cannot stat: %s", label, strerror(e));
-    } else if (!S_ISREG(st.st_mode)) {
-        rc = td__err(err, TD_EINVAL, "%s: not a regular file", label);
-    } else if (st.st_size == 0) {
-        rc = td__err(err, TD_ETRUNC, "%s: file is empty", label);
-    } else if ((uint64_t)st.st_size > SIZE_MAX) {
-        rc = td__err(err, TD_ERANGE, "%s: file too large to map", label);
-    } else if (!base) {
-        *fdp = fd;
-        *len = (size_t)st.st_size;
-        return 0;
-    } else {
-        void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
-        if (p == MAP_FAILED) {
-            int e = errno;
-            rc = td__err(err, td__err_from_errno(e), "%s: cannot map %lld bytes: %s", label,
-                         (long long)st.st_size, strerror(e));
-        } else {
-            *base = p;
-            *len = (size_t)st.st_size;
-        }
-    }
-    close(fd);
-    return rc;
-}
-
 /* Reads the whole index (a regular file of at most TD__MODEL_MAX_INDEX bytes). */
 static int model_read_index(const char *path, uint8_t **out, size_t *len, td_error *err)
 {
     int fd;
-    int rc = td__open_ro(path, &fd, err);
+    uint64_t n;
+    int rc = td__open_file(path, &fd, &n, err);
     if (rc)
         return rc;
-    struct stat st;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return td__err(err, TD_EINVAL, "%s: not a regular file", path);
-    }
-    if ((uint64_t)st.st_size > TD__MODEL_MAX_INDEX) {
-        close(fd);
-        return td__err(err, TD_ELIMIT, "%s: index of %lld bytes, over the bound of %u", path,
-                       (long long)st.st_size, TD__MODEL_MAX_INDEX);
-    }
-    size_t n = (size_t)st.st_size;
-    uint8_t *buf = malloc(n ? n : 1);
-    if (!buf) {
-        close(fd);
-        return td__err(err, TD_ENOMEM, "%s: out of memory", path);
-    }
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = pread(fd, buf + got, n - got, (off_t)got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0) {
-            int e = r < 0 ? errno : 0;
-            free(buf);
-            close(fd);
-            return e ? td__err(err, td__err_from_errno(e), "%s: read failed: %s", path, strerror(e))
-                     : td__err(err, TD_ETRUNC, "%s: the file shrank while being read", path);
-        }
-        got += (size_t)r;
-    }
+    uint8_t *buf = NULL;
+    if (n > TD__MODEL_MAX_INDEX)
+        rc = td__err(err, TD_ELIMIT, "%s: index of %llu bytes, over the bound of %u", path,
+                     (unsigned long long)n, TD__MODEL_MAX_INDEX);
+    else if (!(buf = malloc((size_t)n)))
+        rc = td__err(err, TD_ENOMEM, "%s: out of memory", path);
+    else
+        rc = td__pread_all(fd, buf, n, 0, path, err);
     close(fd);
+    if (rc) {
+        free(buf);
+        return rc;
+    }
     *out = buf;
-    *len = n;
+    *len = (size_t)n;
     return 0;
 }
 
@@ -165,8 +105,9 @@ static int model_files_alloc(td__model_files *f, size_t n, const char *path, td_
     return 0;
 }
 
-/* Opens, maps when asked, and indexes file i (name in dirfd) as format into *t. */
-static int model_index_file(td__model_files *f, int mapped, int dirfd, const char *dir,
+/* Opens, maps when asked, and indexes file i (name in dirfd, the directory of path) as format
+ * into *t. */
+static int model_index_file(td__model_files *f, int mapped, int dirfd, const char *path,
                             const char *name, td_format format, const td_load_options *opt,
                             td__table *t, td_error *err)
 {
@@ -178,29 +119,28 @@ static int model_index_file(td__model_files *f, int mapped, int dirfd, const cha
         return td__err(err, TD_ENOMEM, "%s: out of memory", name);
     f->n++;
     td__table_init(t, format);
-    size_t cap = strlen(dir) + strlen(name) + 2;
-    char *label = malloc(cap);
+    char *label = td__model_file_label(path, name);
     if (!label)
         return td__err(err, TD_ENOMEM, "%s: out of memory", name);
-    if (strcmp(dir, ".") == 0)
-        snprintf(label, cap, "%s", name); /* the caller named it without a directory */
-    else
-        snprintf(label, cap, "%s/%s", dir, name);
     void *base = NULL;
     size_t len = 0;
+    uint64_t size = 0;
     int fd = -1;
-    int rc = model_open_at(dirfd, name, label, mapped == 1 ? &base : NULL, &len, &fd, err);
-    if (!rc && mapped == 1 && !(f->regions[i] = td__region_mmap(base, len))) {
-        munmap(base, len);
-        rc = td__err(err, TD_ENOMEM, "%s: out of memory", label);
+    int rc = td__open_file_at(dirfd, name, label, &fd, &size, err);
+    if (!rc && mapped == 1) {
+        rc = td__map_fd(fd, size, label, &base, &len, err);
+        if (!rc && !(f->regions[i] = td__region_mmap(base, len))) {
+            munmap(base, len);
+            rc = td__err(err, TD_ENOMEM, "%s: out of memory", label);
+        }
     }
     if (!rc) {
-        f->sizes[i] = len;
+        f->sizes[i] = size;
         if (mapped == 1) {
             rc = td__index(format, TD__RD_MEM(base, len, label), opt->max_inflated, t, err);
         } else {
             td__rd rd;
-            td__rd_fd(&rd, fd, len, UINT64_MAX, label);
+            td__rd_fd(&rd, fd, size, UINT64_MAX, label);
             rc = td__index(format, &rd, opt->max_inflated, t, err);
             td__rd_close(&rd);
         }
@@ -249,10 +189,10 @@ int td__model_index_files(const char *path, const td_load_options *opt, int mapp
         rc = model_files_alloc(files, count, path, err);
     if (!rc && m.kind == TD__MODEL_HF) {
         for (size_t i = 0; !rc && i < m.nfiles; i++, ntables++)
-            rc = model_index_file(files, mapped, dirfd, dir, m.files[i], TD_FORMAT_SAFETENSORS, opt,
-                                  &tables[i], err);
+            rc = model_index_file(files, mapped, dirfd, path, m.files[i], TD_FORMAT_SAFETENSORS,
+                                  opt, &tables[i], err);
     } else if (!rc) {
-        rc = model_index_file(files, mapped, dirfd, dir, base, opt->format, opt, &tables[0], err);
+        rc = model_index_file(files, mapped, dirfd, path, base, opt->format, opt, &tables[0], err);
         ntables = 1;
         if (!rc)
             rc = td__model_gguf_split(base, &tables[0], &m, err);
@@ -265,7 +205,7 @@ int td__model_index_files(const char *path, const td_load_options *opt, int mapp
             if (!rc)
                 rc = model_files_alloc(files, m.nfiles, path, err);
             for (size_t i = 1; !rc && i < m.nfiles; i++, ntables++)
-                rc = model_index_file(files, mapped, dirfd, dir, m.files[i], opt->format, opt,
+                rc = model_index_file(files, mapped, dirfd, path, m.files[i], opt->format, opt,
                                       &tables[i], err);
         }
     }

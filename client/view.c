@@ -76,19 +76,23 @@ int td__open_ro(const char *path, int *fd, td_error *err)
 }
 
 /* Empty files are refused here: there is nothing to map or read, and no format allows them. */
-int td__open_file(const char *path, int *fd, uint64_t *size, td_error *err)
+int td__open_file_at(int dirfd, const char *name, const char *label, int *fd, uint64_t *size,
+                     td_error *err)
 {
-    int rc = td__open_ro(path, fd, err);
-    if (rc)
-        return rc;
+    *fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+    if (*fd < 0) {
+        int e = errno;
+        return td__err(err, td__err_from_errno(e), "%s: cannot open: %s", label, strerror(e));
+    }
     struct stat st;
+    int rc;
     if (fstat(*fd, &st) < 0) {
         int e = errno;
-        rc = td__err(err, td__err_from_errno(e), "%s: cannot stat: %s", path, strerror(e));
+        rc = td__err(err, td__err_from_errno(e), "%s: cannot stat: %s", label, strerror(e));
     } else if (!S_ISREG(st.st_mode)) {
-        rc = td__err(err, TD_EINVAL, "%s: not a regular file", path);
+        rc = td__err(err, TD_EINVAL, "%s: not a regular file", label);
     } else if (st.st_size == 0) {
-        rc = td__err(err, TD_ETRUNC, "%s: file is empty", path);
+        rc = td__err(err, TD_ETRUNC, "%s: file is empty", label);
     } else {
         *size = (uint64_t)st.st_size;
         return 0;
@@ -98,27 +102,35 @@ int td__open_file(const char *path, int *fd, uint64_t *size, td_error *err)
     return rc;
 }
 
+int td__open_file(const char *path, int *fd, uint64_t *size, td_error *err)
+{
+    return td__open_file_at(AT_FDCWD, path, path, fd, size, err);
+}
+
+int td__map_fd(int fd, uint64_t size, const char *label, void **base, size_t *len, td_error *err)
+{
+    if (size > SIZE_MAX)
+        return td__err(err, TD_ERANGE, "%s: file too large to map", label);
+    void *p = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+        int e = errno;
+        return td__err(err, td__err_from_errno(e), "%s: cannot map %llu bytes: %s", label,
+                       (unsigned long long)size, strerror(e));
+    }
+    *base = p;
+    *len = (size_t)size;
+    return 0;
+}
+
 int td__map_file(const char *path, void **base, size_t *len, td_error *err)
 {
     int fd = -1;
     uint64_t size = 0;
     int rc = td__open_file(path, &fd, &size, err);
-    if (rc)
-        return rc;
-    if (size > SIZE_MAX) {
-        rc = td__err(err, TD_ERANGE, "%s: file too large to map", path);
-    } else {
-        void *p = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
-        if (p == MAP_FAILED) {
-            int e = errno;
-            rc = td__err(err, td__err_from_errno(e), "%s: cannot map %llu bytes: %s", path,
-                         (unsigned long long)size, strerror(e));
-        } else {
-            *base = p;
-            *len = (size_t)size;
-        }
+    if (!rc) {
+        rc = td__map_fd(fd, size, path, base, len, err);
+        close(fd);
     }
-    close(fd);
     return rc;
 }
 
