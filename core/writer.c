@@ -31,11 +31,12 @@ void td__writer_destroy(td__writer *w)
     w->len = w->cap = 0;
 }
 
-/* Writes all of p to the fd, retrying short writes and EINTR. */
-static int td__write_all(td__writer *w, const uint8_t *p, size_t n)
+/* Writes all of p to the fd, at the file position (at < 0) or at offset at, retrying short
+ * writes and EINTR. */
+static int td__write_all(td__writer *w, const uint8_t *p, size_t n, int64_t at)
 {
     while (n) {
-        ssize_t k = write(w->fd, p, n);
+        ssize_t k = at < 0 ? write(w->fd, p, n) : pwrite(w->fd, p, n, (off_t)at);
         if (k < 0) {
             if (errno == EINTR)
                 continue;
@@ -45,6 +46,8 @@ static int td__write_all(td__writer *w, const uint8_t *p, size_t n)
         }
         p += k;
         n -= (size_t)k;
+        if (at >= 0)
+            at += k;
     }
     return 0;
 }
@@ -55,7 +58,7 @@ int td__writer_flush(td__writer *w)
         return w->status;
     if (w->fd < 0 || !w->len)
         return 0;
-    int rc = td__write_all(w, w->buf, w->len);
+    int rc = td__write_all(w, w->buf, w->len, -1);
     w->len = 0;
     return rc;
 }
@@ -74,7 +77,7 @@ int td__writer_write(td__writer *w, const void *p, size_t n)
             if (td__writer_flush(w))
                 return w->status;
             if (n >= TD__WRITER_DIRECT) {
-                if (td__write_all(w, p, n))
+                if (td__write_all(w, p, n, -1))
                     return w->status;
                 w->pos = pos;
                 return 0;
@@ -130,21 +133,7 @@ int td__writer_patch(td__writer *w, uint64_t at, const void *p, size_t n)
     }
     if (td__writer_flush(w))
         return w->status;
-    const uint8_t *q = p;
-    while (n) {
-        ssize_t k = pwrite(w->fd, q, n, (off_t)at);
-        if (k < 0) {
-            if (errno == EINTR)
-                continue;
-            int e = errno;
-            return w->status = td__err(w->err, td__err_from_errno(e), "%s: write failed: %s",
-                                       w->path, strerror(e));
-        }
-        q += k;
-        at += (uint64_t)k;
-        n -= (size_t)k;
-    }
-    return 0;
+    return td__write_all(w, p, n, (int64_t)at);
 }
 
 uint8_t *td__writer_take(td__writer *w, size_t *len)

@@ -171,14 +171,21 @@ static void gq_q5_1_c(const uint8_t *restrict x, float *restrict y, uint64_t nb)
     }
 }
 
-static void gq_q8_0_c(const uint8_t *restrict x, float *restrict y, uint64_t nb)
+/* Blocks of bytes bytes: the f16 scale d first, 32 int8 values at qoff; value = q * d. */
+static inline void gq_q8_blocks(const uint8_t *restrict x, float *restrict y, uint64_t nb,
+                                size_t bytes, size_t qoff)
 {
-    for (uint64_t i = 0; i < nb; i++, x += 34, y += 32) {
+    for (uint64_t i = 0; i < nb; i++, x += bytes, y += 32) {
         const float d = gq_h2f(td__le16(x));
-        const int8_t *restrict qs = (const int8_t *)(x + 2);
+        const int8_t *restrict qs = (const int8_t *)(x + qoff);
         for (int j = 0; j < 32; j++)
             y[j] = (float)qs[j] * d;
     }
+}
+
+static void gq_q8_0_c(const uint8_t *restrict x, float *restrict y, uint64_t nb)
+{
+    gq_q8_blocks(x, y, nb, 34, 2);
 }
 
 /* q8_1: q8_0 with a second half s (d times the sum of qs, which ggml's dot products use)
@@ -186,12 +193,7 @@ static void gq_q8_0_c(const uint8_t *restrict x, float *restrict y, uint64_t nb)
  * to_float computes it. */
 static void gq_q8_1_c(const uint8_t *restrict x, float *restrict y, uint64_t nb)
 {
-    for (uint64_t i = 0; i < nb; i++, x += 36, y += 32) {
-        const float d = gq_h2f(td__le16(x));
-        const int8_t *restrict qs = (const int8_t *)(x + 4);
-        for (int j = 0; j < 32; j++)
-            y[j] = (float)qs[j] * d;
-    }
+    gq_q8_blocks(x, y, nb, 36, 4);
 }
 
 /* q2_k: 16 groups of 16; group g uses scales[g] (low nibble: scale, high: min) and the 2-bit

@@ -141,24 +141,26 @@ GQ_AVX2 static void gq_q5_1_avx2(const uint8_t *x, float *y, uint64_t nb)
     }
 }
 
-GQ_AVX2 static void gq_q8_0_avx2(const uint8_t *x, float *y, uint64_t nb)
+/* q8_0 and q8_1: blocks of bytes bytes, the f16 scale first, 32 int8 values at qoff. */
+GQ_AVX2 static inline void gq_q8_blocks_avx2(const uint8_t *x, float *y, uint64_t nb, size_t bytes,
+                                             size_t qoff)
 {
-    for (uint64_t i = 0; i < nb; i++, x += 34, y += 32) {
+    for (uint64_t i = 0; i < nb; i++, x += bytes, y += 32) {
         const __m256 d = _mm256_set1_ps(gq_h2f_avx(td__le16(x)));
-        __m256i q = _mm256_loadu_si256((const __m256i *)(x + 2));
+        __m256i q = _mm256_loadu_si256((const __m256i *)(x + qoff));
         gq_st16(y, gq_lo128(q), d);
         gq_st16(y + 16, gq_hi128(q), d);
     }
 }
 
+GQ_AVX2 static void gq_q8_0_avx2(const uint8_t *x, float *y, uint64_t nb)
+{
+    gq_q8_blocks_avx2(x, y, nb, 34, 2);
+}
+
 GQ_AVX2 static void gq_q8_1_avx2(const uint8_t *x, float *y, uint64_t nb)
 {
-    for (uint64_t i = 0; i < nb; i++, x += 36, y += 32) {
-        const __m256 d = _mm256_set1_ps(gq_h2f_avx(td__le16(x)));
-        __m256i q = _mm256_loadu_si256((const __m256i *)(x + 4));
-        gq_st16(y, gq_lo128(q), d);
-        gq_st16(y + 16, gq_hi128(q), d);
-    }
+    gq_q8_blocks_avx2(x, y, nb, 36, 4);
 }
 
 GQ_AVX2 static void gq_q2_k_avx2(const uint8_t *x, float *y, uint64_t nb)
