@@ -40,7 +40,7 @@ static char *shard_name(const char *stem, size_t i, size_t n, const char *ext)
 
 /* The Hugging Face index: weight_map (tensor -> shard's file name, sorted by tensor as HF
  * writes it) and metadata.total_size. Returns malloc'd JSON or NULL when out of memory. */
-static char *hf_index_json(const td__item *items, size_t n, const size_t *first, size_t nshards,
+static char *hf_index_json(const td__item *items, const size_t *first, size_t nshards,
                            char *const *files)
 {
     json_t *root = json_object(), *meta = json_object(), *wm = json_object();
@@ -57,7 +57,6 @@ static char *hf_index_json(const td__item *items, size_t n, const size_t *first,
                 goto done;
         }
     }
-    (void)n;
     if (json_object_set_new(meta, "total_size", json_integer((json_int_t)total)) ||
         json_object_set(root, "metadata", meta) || json_object_set(root, "weight_map", wm))
         goto done;
@@ -175,7 +174,7 @@ int td_save_model(const char *path, const td_dict *arrays, const td_meta *meta,
     if (!rc && format == TD_FORMAT_SAFETENSORS) {
         size_t cap = strlen(stem) + sizeof ".safetensors.index.json";
         index = malloc(cap);
-        json = hf_index_json(items, n, first, nshards, files);
+        json = hf_index_json(items, first, nshards, files);
         if (!index || !json) {
             rc = td__err(err, TD_ENOMEM, "%s: out of memory", path);
             goto out;
