@@ -3,7 +3,9 @@
  *
  * An array is one allocation: the header, then its shape. Its bytes live either in memory the
  * array owns (td_array_new), in caller memory (td_array_wrap), or inside a region it holds a
- * reference to (td_load's views).
+ * reference to (td_load's views). The views of one daemon load are made together, in one block
+ * (td__ablock): one allocation for all of them, which holds their regions and the load's lease
+ * until the last of its arrays goes.
  */
 #include "client.h"
 #include "common.h"
@@ -20,6 +22,7 @@ struct td_array {
     void *data;
     uint64_t nbytes;
     td__region *region;                  /* held when the data is a view */
+    td__ablock *block;                   /* the block this array lives in, or NULL */
     void (*release)(void *ctx, void *p); /* wrap: the caller's release */
     void *ctx;
     int owns_data; /* data was allocated by td_array_new */
@@ -175,10 +178,85 @@ td_array *td_array_retain(const td_array *a)
     return m;
 }
 
+struct td__ablock {
+    atomic_long refs; /* live arrays, plus the builder's until td__ablock_done */
+    td_provenance provenance;
+    void (*end)(void *ctx); /* called once the last array is gone, after the regions went */
+    void *ctx;
+    size_t nregions;
+    td__region **regions; /* held; inside the block's allocation */
+    uint8_t *next, *limit; /* room for the arrays still to add */
+};
+
+/* Bytes of an array header with ndim sizes, padded so that the next one stays aligned. */
+static size_t td__array_bytes(uint32_t ndim)
+{
+    size_t a = _Alignof(td_array), n = sizeof(td_array) + (size_t)ndim * sizeof(int64_t);
+    return (n + a - 1) / a * a;
+}
+
+td__ablock *td__ablock_new(size_t n, size_t ndims, td__region *const *regions, size_t nregions,
+                           td_provenance provenance, void (*end)(void *ctx), void *ctx)
+{
+    size_t a = _Alignof(td_array);
+    size_t head = (sizeof(td__ablock) + nregions * sizeof(td__region *) + a - 1) / a * a;
+    size_t body = n * td__array_bytes(0) + ndims * sizeof(int64_t) + n * a;
+    td__ablock *b = malloc(head + body);
+    if (!b)
+        return NULL;
+    atomic_init(&b->refs, 1);
+    b->provenance = provenance;
+    b->end = end;
+    b->ctx = ctx;
+    b->nregions = nregions;
+    b->regions = (td__region **)(b + 1);
+    for (size_t i = 0; i < nregions; i++)
+        b->regions[i] = td__region_retain(regions[i]);
+    b->next = (uint8_t *)b + head;
+    b->limit = b->next + body;
+    return b;
+}
+
+td_array *td__ablock_add(td__ablock *b, td_dtype dtype, uint32_t ndim, const int64_t *shape,
+                         const void *data, uint64_t nbytes)
+{
+    size_t size = td__array_bytes(ndim);
+    if (size > (size_t)(b->limit - b->next))
+        return NULL; /* more than td__ablock_new was told: a caller's bug */
+    td_array *a = (td_array *)(void *)b->next;
+    b->next += size;
+    memset(a, 0, sizeof *a);
+    atomic_init(&a->refs, 1);
+    a->dtype = dtype;
+    a->ndim = (int)ndim;
+    a->nbytes = nbytes;
+    a->data = nbytes ? (void *)data : (void *)td__empty_data;
+    a->block = b;
+    if (ndim)
+        memcpy(a->shape, shape, (size_t)ndim * sizeof(int64_t));
+    atomic_fetch_add_explicit(&b->refs, 1, memory_order_relaxed);
+    return a;
+}
+
+void td__ablock_done(td__ablock *b)
+{
+    if (!b || atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    for (size_t i = 0; i < b->nregions; i++)
+        td__region_release(b->regions[i]);
+    if (b->end)
+        b->end(b->ctx);
+    free(b);
+}
+
 void td_array_release(td_array *a)
 {
     if (!a || atomic_fetch_sub_explicit(&a->refs, 1, memory_order_acq_rel) != 1)
         return;
+    if (a->block) {
+        td__ablock_done(a->block); /* the block's memory holds a: it goes with the last */
+        return;
+    }
     if (a->owns_data)
         free(a->data);
     else if (a->release)
@@ -222,6 +300,8 @@ const void *td_array_data(const td_array *a)
 
 td_provenance td_array_provenance(const td_array *a)
 {
+    if (a->block)
+        return a->block->provenance;
     if (a->region)
         return a->region->provenance;
     return a->owns_data ? TD_PROVENANCE_OWNED : TD_PROVENANCE_CALLER;

@@ -11,6 +11,7 @@
 #ifndef TD_CLIENT_H
 #define TD_CLIENT_H
 
+#include "ftab.h"
 #include "table.h"
 #include "tensord.h"
 
@@ -45,12 +46,55 @@ int td__array_view(td__region *r, td_dtype dtype, uint32_t ndim, const int64_t *
 int td__array_alloc(td_dtype dtype, uint32_t ndim, const int64_t *shape, td_array **out,
                     td_error *err);
 
+/* A block of arrays made at once (array.c): the views of one load, in one allocation. The block
+ * holds a reference to each of regions[0..nregions) and, until the last of its arrays goes,
+ * whatever end(ctx) gives back (a lease); then the regions are released and end(ctx) runs.
+ * td__ablock_new makes room for n arrays with ndims sizes in all, and holds one reference of the
+ * builder's; td__ablock_add makes one array (the caller's reference; NULL when the room is
+ * used up); td__ablock_done drops the builder's reference (the block goes at once if no array
+ * was made). NULL when out of memory: nothing is retained then. */
+typedef struct td__ablock td__ablock;
+td__ablock *td__ablock_new(size_t n, size_t ndims, td__region *const *regions, size_t nregions,
+                           td_provenance provenance, void (*end)(void *ctx), void *ctx);
+td_array *td__ablock_add(td__ablock *b, td_dtype dtype, uint32_t ndim, const int64_t *shape,
+                         const void *data, uint64_t nbytes);
+void td__ablock_done(td__ablock *b);
+
 /* Fills item with a borrowed description of a. */
 void td__array_item(const td_array *a, const char *name, td__item *item);
+
+/* tab.c: a flat table (ftab/ftab.h) a daemon sent, mapped read-only and validated once, shared
+ * by the loads and dicts built over it (reference counted; the last release unmaps it).
+ * td__tab_map checks that fd is a memfd sealed against writing, shrinking and growing, of size
+ * bytes, maps it and validates it against the regions' sizes (td__ftab_open); fd stays the
+ * caller's. */
+typedef struct td__tab td__tab;
+int td__tab_map(int fd, uint64_t size, const uint64_t *region_sizes, uint32_t nregions,
+                const char *what, td__tab **out, td_error *err);
+td__tab *td__tab_retain(td__tab *t);
+void td__tab_release(td__tab *t); /* NULL: nothing */
+const td__ftab *td__tab_ftab(const td__tab *t);
+/* The bytes it maps. */
+uint64_t td__tab_bytes(const td__tab *t);
+/* The dict of a load over t: every entry a view into regions[entry.region] (mapped, each at
+ * least the size the table was validated against), made in one block that holds the regions
+ * and, until its last array goes, end(ctx) (see td__ablock). Names stay in the table. On
+ * failure end(ctx) has run. */
+int td__tab_to_dict(td__tab *t, td__region *const *regions, size_t nregions,
+                    td_provenance provenance, void (*end)(void *ctx), void *ctx, td_dict **out,
+                    td_error *err);
+/* t's metadata as a new td_meta (empty when it has none). */
+int td__tab_meta(const td__tab *t, const char *what, td_meta **out, td_error *err);
+/* t's entries as a td__table (names and shapes copied), for merging a model's files. */
+int td__tab_to_table(const td__tab *t, td__table *out, td_error *err);
 
 /* dict.c: makes room for n entries in all (index included), so that adding up to n allocates only
  * the names. TD_ENOMEM leaves d as it was. */
 int td__dict_reserve(td_dict *d, size_t n);
+/* A dict over n arrays (taken: one reference each, also on failure) named and ordered as the
+ * entries of t, whose names it borrows and whose index it looks them up with; it holds a
+ * reference of t. */
+int td__dict_over_tab(td__tab *t, td_array **arrays, size_t n, td_dict **out, td_error *err);
 /* td_dict_set that keeps name itself (malloc'd) instead of a copy: the dict's on success, still
  * the caller's on failure. */
 int td__dict_set_taking(td_dict *d, char *name, const td_array *a, td_error *err);

@@ -6,6 +6,10 @@
  * of each dict's own: names come from hostile files, and a file cannot pick names that pile up
  * in one slot without knowing the seed. Lookups on the 10,000-tensor dicts of large models stay
  * O(1).
+ *
+ * A dict a daemon load made stands on the load's flat table (tab.c): the first entries' names
+ * are the table's own bytes, not copies, and lookups go through the table's index, until
+ * something is added: the dict then builds an index of its own over every name.
  */
 #include "client.h"
 #include "common.h"
@@ -14,16 +18,18 @@
 #include <stdlib.h>
 
 typedef struct td__dict_entry {
-    char *name; /* owned; NULL for unnamed entries */
+    char *name; /* owned (but the table's, below nborrowed); NULL for unnamed entries */
     td_array *a;
 } td__dict_entry;
 
 struct td_dict {
     td__dict_entry *v;
     size_t n, cap;
-    uint32_t *index; /* entry number + 1, or 0 */
+    uint32_t *index; /* entry number + 1, or 0; NULL while lookups use tab's index */
     size_t index_cap;
     td__hash_seed seed; /* td__hash_seed_for(this dict) */
+    td__tab *tab;       /* held: entries below nborrowed have its names, in its order */
+    size_t nborrowed;
 };
 
 td_dict *td_dict_new(void)
@@ -39,12 +45,39 @@ void td_dict_free(td_dict *d)
     if (!d)
         return;
     for (size_t i = 0; i < d->n; i++) {
-        free(d->v[i].name);
+        if (i >= d->nborrowed)
+            free(d->v[i].name);
         td_array_release(d->v[i].a);
     }
     free(d->v);
     free(d->index);
+    td__tab_release(d->tab);
     free(d);
+}
+
+int td__dict_over_tab(td__tab *t, td_array **arrays, size_t n, td_dict **out, td_error *err)
+{
+    td_dict *d = td_dict_new();
+    if (d && n && !(d->v = malloc(n * sizeof *d->v))) {
+        free(d);
+        d = NULL;
+    }
+    if (!d) {
+        for (size_t i = 0; i < n; i++)
+            td_array_release(arrays[i]);
+        return td__err(err, TD_ENOMEM, "dict: out of memory");
+    }
+    const td__ftab *ft = td__tab_ftab(t);
+    for (size_t i = 0; i < n; i++) {
+        td__ftab_entry e;
+        td__ftab_get(ft, (uint32_t)i, &e);
+        d->v[i].name = (char *)e.name; /* never written, never freed: i < nborrowed */
+        d->v[i].a = arrays[i];
+    }
+    d->n = d->cap = d->nborrowed = n;
+    d->tab = td__tab_retain(t);
+    *out = d;
+    return 0;
 }
 
 /* Slot of name in the index, or of the empty slot where it would go. */
@@ -149,7 +182,13 @@ size_t td_dict_size(const td_dict *d)
 
 const td_array *td_dict_get(const td_dict *d, const char *name)
 {
-    if (!d || !name || !d->index_cap)
+    if (!d || !name)
+        return NULL;
+    if (!d->index && d->tab) {
+        int64_t i = td__ftab_find(td__tab_ftab(d->tab), name, strlen(name));
+        return i >= 0 ? d->v[i].a : NULL;
+    }
+    if (!d->index_cap)
         return NULL;
     uint32_t k = d->index[td__dict_slot(d, name)];
     return k ? d->v[k - 1].a : NULL;

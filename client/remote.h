@@ -70,9 +70,19 @@ int td__remote_reply(int sock, uint32_t id, uint32_t want, int timeout_ms, td__p
 void td__remote_load_msg(td__proto_msg *m, uint32_t id, int fd, const char *path,
                          const td_load_options *opt);
 /* Maps the regions of a LOAD_OK and builds the arrays (and metadata) over them. Consumes the
- * reply and the caller's reference on lease; each region takes one of its own. */
+ * reply and the caller's reference on lease. In the msgpack form each region takes a reference
+ * of the lease; in the flat form (the table's memfd) the load's block of arrays holds it. */
 int td__remote_adopt(const char *path, td__proto_msg *reply, td__lease *lease, td_dict **arrays,
                      td_meta **meta, td_error *err);
+/* Maps region i of a LOAD_OK (read-only, shared) as a region of its own, which unmaps it at its
+ * end and holds no lease. */
+int td__remote_map_region(const char *path, const td__proto_region *r, uint32_t i,
+                          td__region **out, td_error *err);
+/* The flat form's last step: the dict over tab and regions[0..n) (each retained by the load's
+ * block of arrays), and the metadata when meta is not NULL. Consumes one reference of lease
+ * (the block holds it until its last array goes), also on failure. */
+int td__remote_finish_tab(const char *path, td__tab *tab, td__region *const *regions, uint32_t n,
+                          td__lease *lease, td_dict **arrays, td_meta **meta, td_error *err);
 /* Drops a reference on l; the last one calls l->end. */
 void td__lease_unref(td__lease *l);
 

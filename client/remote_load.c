@@ -101,11 +101,83 @@ static void td__remote_region_release(void *ctx, void *base, size_t len)
     td__lease_unref(ctx);
 }
 
+/* The lease a block of arrays holds (td__ablock end). */
+static void td__remote_block_end(void *ctx)
+{
+    td__lease_unref(ctx);
+}
+
+int td__remote_map_region(const char *path, const td__proto_region *r, uint32_t i,
+                          td__region **out, td_error *err)
+{
+    void *base = NULL;
+    if (r->size > SIZE_MAX)
+        return td__err(err, TD_ERANGE, "%s: region %u of %llu bytes", path, i,
+                       (unsigned long long)r->size);
+    if (r->size) {
+        base = mmap(NULL, (size_t)r->size, PROT_READ, MAP_SHARED, r->fd, 0);
+        if (base == MAP_FAILED) {
+            int e = errno;
+            return td__err(err, td__err_from_errno(e), "%s: cannot map region %u: %s", path, i,
+                           strerror(e));
+        }
+    }
+    *out = r->size ? td__region_mmap(base, (size_t)r->size) : td__region_new(NULL, 0, NULL, NULL);
+    if (!*out) {
+        if (base)
+            munmap(base, (size_t)r->size);
+        return td__err(err, TD_ENOMEM, "%s: out of memory", path);
+    }
+    (*out)->provenance = TD_PROVENANCE_DAEMON;
+    return 0;
+}
+
+int td__remote_finish_tab(const char *path, td__tab *tab, td__region *const *regions, uint32_t n,
+                          td__lease *lease, td_dict **arrays, td_meta **meta, td_error *err)
+{
+    int rc = td__tab_to_dict(tab, regions, n, TD_PROVENANCE_DAEMON, td__remote_block_end, lease,
+                             arrays, err);
+    if (!rc && meta && (rc = td__tab_meta(tab, path, meta, err))) {
+        td_dict_free(*arrays);
+        *arrays = NULL;
+    }
+    return rc;
+}
+
+/* td__remote_adopt of the flat form, for a load of its own (nothing kept): maps the table and
+ * the regions, builds the dict over them. */
+static int td__remote_adopt_tab(const char *path, td__proto_loaded *ld, td__lease *lease,
+                                td_dict **arrays, td_meta **meta, td_error *err)
+{
+    uint64_t sizes[TD__PROTO_FDS_MAX];
+    td__region *regions[TD__PROTO_FDS_MAX] = {0};
+    td__tab *tab = NULL;
+    for (uint32_t i = 0; i < ld->nregions; i++)
+        sizes[i] = ld->regions[i].size;
+    int rc = td__tab_map(ld->table_fd, ld->table_size, sizes, ld->nregions, path, &tab, err);
+    uint32_t mapped = 0;
+    for (; !rc && mapped < ld->nregions; mapped++)
+        rc = td__remote_map_region(path, &ld->regions[mapped], mapped, &regions[mapped], err);
+    if (!rc)
+        rc = td__remote_finish_tab(path, tab, regions, ld->nregions, lease, arrays, meta, err);
+    else
+        td__lease_unref(lease);
+    for (uint32_t i = 0; i < ld->nregions; i++)
+        td__region_release(regions[i]);
+    td__tab_release(tab);
+    return rc;
+}
+
 int td__remote_adopt(const char *path, td__proto_msg *reply, td__lease *lease, td_dict **arrays,
                      td_meta **meta, td_error *err)
 {
     int rc = 0;
     td__proto_loaded *ld = &reply->u.loaded;
+    if (ld->table_fd >= 0) {
+        rc = td__remote_adopt_tab(path, ld, lease, arrays, meta, err);
+        td__proto_msg_destroy(reply); /* closes the descriptors: the mappings stay */
+        return rc;
+    }
     td__region *regions[TD__PROTO_FDS_MAX] = {0};
     uint32_t mapped = 0;
     for (; !rc && mapped < ld->nregions; mapped++) {
@@ -164,6 +236,29 @@ static void td__remote_end_connection(td__lease *l)
     free(l);
 }
 
+/* Turns the flat table of ld into ld->table (the msgpack form's), validated against its
+ * regions; the table's memfd is closed. */
+static int td__remote_tab_table(const char *name, td__proto_loaded *ld, td_error *err)
+{
+    uint64_t sizes[TD__PROTO_FDS_MAX];
+    td__tab *tab;
+    for (uint32_t i = 0; i < ld->nregions; i++)
+        sizes[i] = ld->regions[i].size;
+    int rc = td__tab_map(ld->table_fd, ld->table_size, sizes, ld->nregions, name, &tab, err);
+    if (rc)
+        return rc;
+    if (!(ld->table = malloc(sizeof *ld->table)))
+        rc = td__err(err, TD_ENOMEM, "%s: out of memory", name);
+    else if ((rc = td__tab_to_table(tab, ld->table, err))) {
+        free(ld->table);
+        ld->table = NULL;
+    }
+    td__tab_release(tab);
+    close(ld->table_fd);
+    ld->table_fd = -1;
+    return rc;
+}
+
 /* Builds the model's dict from the daemon's one table per file (replies[f], in file order): the
  * entries are checked against local, the table the client merged and checked from the same
  * descriptors (same names, in the same order, file by file), take their metadata from it, and
@@ -180,12 +275,17 @@ int td__remote_adopt_model(const char *path, const td__model_files *files, td__t
 {
     size_t nregions = 0, k = 0, mapped = 0;
     int rc = 0;
-    for (size_t f = 0; f < files->n; f++)
-        nregions += replies[f].u.loaded.nregions;
+    for (size_t f = 0; f < files->n; f++) {
+        td__proto_loaded *ld = &replies[f].u.loaded;
+        nregions += ld->nregions;
+        /* A flat table becomes a td__table like the msgpack form's, owned by the reply. */
+        if (!rc && ld->table_fd >= 0)
+            rc = td__remote_tab_table(files->names[f], ld, err);
+    }
     td__region **regions = calloc(nregions ? nregions : 1, sizeof *regions);
     td__table t;
     td__table_init(&t, local->format);
-    if (!regions)
+    if (!rc && !regions)
         rc = td__err(err, TD_ENOMEM, "%s: out of memory", path);
     if (!rc)
         rc = td__table_reserve(&t, local->n, err);

@@ -22,6 +22,8 @@
 #include "index.h"
 #include "model.h"
 #include "dequant.h"
+#include "ftab.h"
+#include "hash.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -63,6 +65,9 @@ struct td__cache_entry {
     uint64_t file_size;
     int derived_fd; /* sealed memfd of decoded entries, or -1 */
     uint64_t derived_len;
+    uint64_t id;    /* never reused while the daemon runs (the clients' key for the table) */
+    int table_fd;   /* sealed memfd of the flat table (ftab.h), metadata included */
+    uint64_t table_len;
     td__table table;
     uint8_t *reply_tail; /* the table as LOAD_OK encodes it for peers with reply_lim */
     size_t reply_tail_len;
@@ -139,6 +144,8 @@ static void td__cache_free(td__cache_entry *e)
         close(e->snap_fd);
     if (e->derived_fd >= 0)
         close(e->derived_fd);
+    if (e->table_fd >= 0)
+        close(e->table_fd);
     if (e->pin_map)
         munmap(e->pin_map, (size_t)e->file_size);
     if (e->watch && !uv_is_closing((uv_handle_t *)e->watch))
@@ -154,7 +161,8 @@ static void td__cache_free(td__cache_entry *e)
  * too: it is locked in memory for us). */
 static uint64_t td__cache_held(const td__cache_entry *e)
 {
-    return (e->snap_fd >= 0 || e->pin_map ? e->file_size : 0) + e->derived_len + e->reply_tail_len;
+    return (e->snap_fd >= 0 || e->pin_map ? e->file_size : 0) + e->derived_len + e->table_len +
+           e->reply_tail_len;
 }
 
 /* ---- accounting: the budget, and the bytes of each uid ---- */
@@ -526,6 +534,47 @@ static void td__cache_pin(td__cache_entry *e)
  * descriptor reader for the metadata, copies for what is decoded): a shrunken file is a clean
  * TD_ETRUNC, never a SIGBUS. A sealed snapshot cannot change and is read in place through a
  * mapping, kept for the decode step. */
+/* Writes the finished table, metadata included, as a flat table into a sealed memfd that every
+ * LOAD_OK of the entry passes on (PROTOCOL.md section 3.5). Its index is hashed under a seed
+ * derived from the entry's id with the daemon's secret (td__hash_seed_for): clients see each
+ * table's seed, and learn nothing from it about the next table's. */
+static int td__cache_publish(td__cache_entry *e, td_error *err)
+{
+    uint8_t *meta = NULL;
+    size_t meta_len = 0;
+    int rc = e->table.meta ? td__proto_meta_pack(e->table.meta, &meta, &meta_len, err) : 0;
+    if (rc)
+        return td__err_prefix(err, rc, e->name);
+    uint64_t size = td__ftab_size(&e->table, meta_len);
+    td__hash_seed secret = td__hash_seed_for(e->cache), seed;
+    uint64_t ids[2] = {e->id, ~e->id};
+    seed.k0 = td__hash(secret, &ids[0], sizeof ids[0]);
+    seed.k1 = td__hash(secret, &ids[1], sizeof ids[1]);
+    void *map = NULL;
+    int fd = -1;
+    if (!size)
+        rc = td__err(err, TD_ELIMIT, "%s: a table of %zu tensors and %zu bytes of metadata is "
+                     "over 4 GiB", e->name, e->table.n, meta_len);
+    if (!rc)
+        rc = td__derive_memfd(e->name, size, &fd, &map, err);
+    if (!rc) {
+        rc = td__ftab_write(&e->table, e->derived_fd >= 0 ? 2 : 1, meta, meta_len, seed, map,
+                            size, err);
+        if (!rc)
+            rc = td__derive_seal(fd, map, size, err);
+        else
+            munmap(map, (size_t)size);
+        if (rc)
+            close(fd);
+    }
+    free(meta);
+    if (rc)
+        return td__err_prefix(err, rc, e->name);
+    e->table_fd = fd;
+    e->table_len = size;
+    return 0;
+}
+
 static void td__cache_index_work(uv_work_t *w)
 {
     td__cache_entry *e = w->data;
@@ -552,6 +601,8 @@ static void td__cache_index_work(uv_work_t *w)
     td__rd_close(&rd);
     if (!rc && e->mode == TD__PROTO_MODE_PIN)
         td__cache_pin(e);
+    if (!rc && !e->need)
+        rc = td__cache_publish(e, err);
     e->status = rc;
     e->decode_ns += td__cache_now_ns() - t0;
 }
@@ -562,6 +613,8 @@ static void td__cache_decode_work(uv_work_t *w)
     td__cache_entry *e = w->data;
     uint64_t t0 = td__cache_now_ns();
     e->status = td__cache_decode(e, &e->err);
+    if (!e->status)
+        e->status = td__cache_publish(e, &e->err);
     e->decode_ns += td__cache_now_ns() - t0;
 }
 
@@ -838,7 +891,8 @@ int td__cache_acquire(td__cache *c, const td__cache_request *req, td__cache_wait
     e->key = key;
     e->uid = req->uid;
     e->state = CACHE_LOADING;
-    e->snap_fd = e->derived_fd = -1;
+    e->snap_fd = e->derived_fd = e->table_fd = -1;
+    e->id = ++c->next_id;
     e->file_size = key.size;
     e->format = req->format;
     e->max_inflated = req->max_inflated ? req->max_inflated : c->cfg->max_inflated;
@@ -999,6 +1053,17 @@ int td__cache_entry_is_split(const td__cache_entry *e)
 int td__cache_entry_region0_fd(const td__cache_entry *e)
 {
     return e->snap_fd;
+}
+
+uint64_t td__cache_entry_id(const td__cache_entry *e)
+{
+    return e->id;
+}
+
+int td__cache_entry_table_fd(const td__cache_entry *e, uint64_t *size)
+{
+    *size = e->table_len;
+    return e->table_fd;
 }
 
 int td__cache_entry_derived_fd(const td__cache_entry *e, uint64_t *size)

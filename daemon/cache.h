@@ -19,8 +19,8 @@
  * thread before it is allocated on the thread pool: a snapshot's or a pin's size when the entry
  * is created, the decoded size and the decoding's scratch between indexing and decoding. So
  * builds in flight can never take the daemon past its budget together. (The tables and the
- * metadata of the entries live on the heap and are not counted, but for the encoded copy of
- * the table each entry keeps for its replies.)
+ * metadata of the entries live on the heap and are not counted, but for the flat table each
+ * entry shares with its clients and the encoded copy it keeps for older clients' replies.)
  */
 #ifndef TD_DAEMON_CACHE_H
 #define TD_DAEMON_CACHE_H
@@ -73,6 +73,7 @@ typedef struct td__cache {
     uint64_t transient; /* of those, the scratch of decodes in flight */
     td__cache_entry *wait_head, *wait_tail; /* builds waiting for room, first come first */
     int retrying;
+    uint64_t next_id;      /* the last entry id given */
     td__cache_user *users; /* owned; one per uid with entries, in no order */
     size_t nusers, cap_users;
     td__cache_stats stats;
@@ -137,6 +138,10 @@ void td__cache_entry_keep_reply_tail(td__cache_entry *e, const td__proto_limits 
 int td__cache_entry_is_split(const td__cache_entry *e);
 int td__cache_entry_region0_fd(const td__cache_entry *e);
 int td__cache_entry_derived_fd(const td__cache_entry *e, uint64_t *size);
+/* The entry's id: unique among every entry the daemon makes while it runs. */
+uint64_t td__cache_entry_id(const td__cache_entry *e);
+/* The sealed memfd of the entry's flat table (metadata included) and its size. */
+int td__cache_entry_table_fd(const td__cache_entry *e, uint64_t *size);
 uint64_t td__cache_entry_file_size(const td__cache_entry *e);
 const char *td__cache_entry_name(const td__cache_entry *e);
 uint32_t td__cache_entry_mode(const td__cache_entry *e);

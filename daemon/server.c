@@ -26,12 +26,12 @@
 #define SRV_PENDING_MAX 256 /* = TD__PROTO_MODEL_FILES_MAX: a model's files may all be loading */
 #define SRV_FEATURES                                                                               \
     (TD__PROTO_F_SNAPSHOT | TD__PROTO_F_PIN | TD__PROTO_F_DEQUANT | TD__PROTO_F_EVICT_FILE |       \
-     TD__PROTO_F_STATUS_FILES | TD__PROTO_F_MODEL)
+     TD__PROTO_F_STATUS_FILES | TD__PROTO_F_MODEL | TD__PROTO_F_TABLE | TD__PROTO_F_QUIET)
 
 typedef struct td__server_out {
     struct td__server_out *next;
     td__proto_out out;
-    int fds[2]; /* owned duplicates, closed once sent */
+    int fds[3]; /* owned duplicates, closed once sent (LOAD_OK: two regions and the table) */
     unsigned nfds;
     int close_after; /* close the connection once this frame is out */
 } td__server_out;
@@ -288,30 +288,39 @@ static void td__server_reply_loaded(td__server_client *cl, uint32_t id, int clie
     uint64_t lease = cl->next_lease + 1; /* committed once the reply is out */
 
     td__proto_region regions[2];
-    int fds[2];
     int snap = td__cache_entry_region0_fd(e);
-    fds[0] = snap >= 0 ? snap : client_fd;
-    regions[0] = (td__proto_region){fds[0], td__cache_entry_file_size(e)};
+    /* Region 0: the snapshot, or the client's own descriptor of the file (which it may keep
+     * mapped as long as it likes: it holds nothing of ours). */
+    regions[0] = (td__proto_region){snap >= 0 ? snap : client_fd, td__cache_entry_file_size(e),
+                                    snap >= 0 ? 0 : TD__PROTO_REGION_FILE};
     uint32_t n = 1;
     uint64_t dsize;
     int dfd = td__cache_entry_derived_fd(e, &dsize);
-    if (dfd >= 0) {
-        fds[1] = dfd;
-        regions[1] = (td__proto_region){dfd, dsize};
-        n = 2;
-    }
+    if (dfd >= 0)
+        regions[n++] = (td__proto_region){dfd, dsize, 0};
     td__proto_msg m;
     td__proto_msg_init(&m, TD__PROTO_LOAD_OK, id);
     m.u.loaded.lease = lease;
-    m.u.loaded.table = (td__table *)td__cache_entry_table(e);
+    m.u.loaded.format = td__cache_entry_table(e)->format;
     m.u.loaded.regions = regions;
     m.u.loaded.nregions = n;
-    /* The table never changes: the first reply (for peers with these limits) keeps its encoded
-     * bytes, and every later reply splices them in. */
-    m.u.loaded.tail = td__cache_entry_reply_tail(e, &cl->peer, &m.u.loaded.tail_len);
-    td__server_tail_ctx keep = {e, &cl->peer};
-    td__server_encoded seen = {td__server_keep_tail, &keep};
-    if (td__server_send_seen(cl, &m, 0, m.u.loaded.tail ? NULL : &seen) || cl->closed) {
+    int sent;
+    if (cl->features & TD__PROTO_F_TABLE) {
+        /* The flat table the entry published once: the client maps it (or finds it mapped
+         * already, by the entry's id) instead of decoding a table per load. */
+        m.u.loaded.table_fd = td__cache_entry_table_fd(e, &m.u.loaded.table_size);
+        m.u.loaded.entry = td__cache_entry_id(e);
+        sent = td__server_send_seen(cl, &m, 0, NULL);
+    } else {
+        /* The table never changes: the first reply (for peers with these limits) keeps its
+         * encoded bytes, and every later reply splices them in. */
+        m.u.loaded.table = (td__table *)td__cache_entry_table(e);
+        m.u.loaded.tail = td__cache_entry_reply_tail(e, &cl->peer, &m.u.loaded.tail_len);
+        td__server_tail_ctx keep = {e, &cl->peer};
+        td__server_encoded seen = {td__server_keep_tail, &keep};
+        sent = td__server_send_seen(cl, &m, 0, m.u.loaded.tail ? NULL : &seen);
+    }
+    if (sent || cl->closed) {
         /* An ERROR went instead (a table over the peer's limits...), or the client is gone
          * (its leases were released as it closed): this lease was never granted. */
         td__cache_release(&cl->srv->cache, e);
@@ -321,7 +330,7 @@ static void td__server_reply_loaded(td__server_client *cl, uint32_t id, int clie
     cl->next_lease = lease;
     cl->leases[cl->nleases++] = (td__server_lease){lease, e};
     cl->loads++;
-    td__log_info("client %llu (pid %d uid %d): load %s: lease %llu, %zu tensors",
+    td__log_debug("client %llu (pid %d uid %d): load %s: lease %llu, %zu tensors",
                  (unsigned long long)cl->id, (int)cl->cred.pid, (int)cl->cred.uid,
                  td__cache_entry_name(e), (unsigned long long)lease, td__cache_entry_table(e)->n);
 }
@@ -441,6 +450,8 @@ static void td__server_on_release(td__server_client *cl, td__proto_msg *m)
             continue;
         td__cache_release(&cl->srv->cache, cl->leases[i].e);
         cl->leases[i] = cl->leases[--cl->nleases];
+        if (m->u.release.flags & TD__PROTO_RELEASE_QUIET)
+            return;
         td__proto_msg r;
         td__proto_msg_init(&r, TD__PROTO_RELEASE_OK, m->id);
         r.u.release.lease = id;

@@ -76,9 +76,11 @@ enum {
     TD__PROTO_F_DEQUANT = 1u << 2,      /* LOAD "dequant" is honoured */
     TD__PROTO_F_EVICT_FILE = 1u << 3,   /* EVICT with a file descriptor */
     TD__PROTO_F_STATUS_FILES = 1u << 4, /* STATUS can list the cached files */
-    TD__PROTO_F_MODEL = 1u << 5         /* LOAD flag SHARD: one file of a model of several */
+    TD__PROTO_F_MODEL = 1u << 5,        /* LOAD flag SHARD: one file of a model of several */
+    TD__PROTO_F_TABLE = 1u << 6,        /* LOAD_OK carries the table as a shared memfd */
+    TD__PROTO_F_QUIET = 1u << 7         /* RELEASE flag QUIET: no RELEASE_OK */
 };
-#define TD__PROTO_F_ALL 0x3fu
+#define TD__PROTO_F_ALL 0xffu
 
 /* LOAD modes (PROTOCOL.md, LOAD; what each does: README.md, "The daemon"). */
 enum {
@@ -154,16 +156,28 @@ typedef struct td__proto_load {
 
 /* One mapped buffer of a LOAD reply. */
 typedef struct td__proto_region {
-    int fd;        /* descriptor to mmap (read-only, MAP_SHARED) */
-    uint64_t size; /* bytes the client may map */
+    int fd;         /* descriptor to mmap (read-only, MAP_SHARED) */
+    uint64_t size;  /* bytes the client may map */
+    uint32_t flags; /* TD__PROTO_REGION_* */
 } td__proto_region;
 
-/* LOAD_OK: entries name regions by their index in regions[]. */
+/* Region flags. FILE: the region is the loaded file itself (not a buffer of the daemon's), so
+ * a client may keep it mapped after the lease ends without holding any of the daemon's memory. */
+#define TD__PROTO_REGION_FILE 1u
+
+/* LOAD_OK: entries name regions by their index in regions[]. The table comes in one of two
+ * forms: as msgpack (`table`), or, once both sides agreed TD__PROTO_F_TABLE, as a flat table
+ * (ftab/ftab.h) in a sealed memfd the client maps (`table_fd`), with the metadata inside. */
 typedef struct td__proto_loaded {
     uint64_t lease;            /* non-zero; RELEASE gives it back */
-    td__table *table;          /* format, entries (layout 0) and meta (NULL: none) */
+    td_format format;          /* the file's format */
+    td__table *table;          /* msgpack form: entries (layout 0) and meta; NULL otherwise */
+    int table_fd;              /* flat form: the table's memfd; -1 otherwise */
+    uint64_t table_size;       /* flat form: its bytes */
+    uint64_t entry;            /* flat form: the daemon's entry, the same for every load of it
+                                  while the daemon runs, never reused for another (non-zero) */
     td__proto_region *regions; /* nregions */
-    uint32_t nregions;         /* = descriptors on the frame, <= TD__PROTO_FDS_MAX */
+    uint32_t nregions;         /* = descriptors on the frame (less the table's), <= FDS_MAX */
     /* Sending only: the bytes an earlier td__proto_encode of this same table, regions and peer
      * limits wrote after the regions (buf[tail..len) of its td__proto_out), spliced in as they
      * are instead of encoding and checking the table again; NULL to encode it. */
@@ -174,7 +188,11 @@ typedef struct td__proto_loaded {
 /* RELEASE and RELEASE_OK. */
 typedef struct td__proto_release {
     uint64_t lease;
+    uint64_t flags; /* RELEASE: TD__PROTO_RELEASE_* */
 } td__proto_release;
+
+/* RELEASE flags. QUIET (feature TD__PROTO_F_QUIET): the daemon sends no RELEASE_OK. */
+#define TD__PROTO_RELEASE_QUIET 1u
 
 /* STATUS request. */
 typedef struct td__proto_status_req {
@@ -459,6 +477,18 @@ int td__proto_recv_frame(int sock, const td__proto_limits *lim, td__proto_frame 
  * out->type and out->id are as td__proto_decode leaves them. */
 int td__proto_recv_msg(int sock, const td__proto_limits *lim, td__proto_msg *out, int timeout_ms,
                        td_error *err);
+
+/* ---------------------------------------------------------------------------------------------
+ * Metadata outside a message: the typed map of PROTOCOL.md section 3.3 as bytes of its own (the
+ * flat table's metadata section, section 3.5).
+ */
+
+/* Encodes m into *out (malloc'd, *len bytes; the caller frees it). */
+int td__proto_meta_pack(const td_meta *m, uint8_t **out, size_t *len, td_error *err);
+/* Decodes p[0..n), untrusted, with the default limits (a whole frame's bytes allowed): exactly
+ * one typed map. On success *out is new and the caller's; what starts every message. */
+int td__proto_meta_unpack(const uint8_t *p, size_t n, const char *what, td_meta **out,
+                          td_error *err);
 
 /* ---------------------------------------------------------------------------------------------
  * Peer credentials

@@ -146,17 +146,22 @@ static int td__enc_loaded(td__proto_enc *e, const td__proto_msg *m, td_error *er
 {
     const td__proto_loaded *l = &m->u.loaded;
     const td__table *t = l->table;
+    int flat = l->table_fd >= 0;
+    td_format format = flat ? l->format : t ? t->format : TD_FORMAT_AUTO;
     if (!l->lease)
         return td__err(err, TD_EINVAL, "LOAD_OK: lease 0");
-    if (!t)
+    if (!t && !flat)
         return td__err(err, TD_EINVAL, "LOAD_OK: no table");
-    if (t->format < TD_FORMAT_NPY || t->format > TD_FORMAT_GGUF)
+    if (flat && (t || !l->entry))
+        return td__err(err, TD_EINVAL, "LOAD_OK: a shared table %s",
+                       t ? "beside a msgpack one" : "without its entry");
+    if (format < TD_FORMAT_NPY || format > TD_FORMAT_GGUF)
         return td__err(err, TD_EINVAL, "LOAD_OK: table format %d is not a file format",
-                       (int)t->format);
-    if (l->nregions > e->peer.max_fds)
-        return td__err(err, TD_ELIMIT, "LOAD_OK: %u regions, the peer takes %u descriptors",
-                       l->nregions, e->peer.max_fds);
-    if (t->n > e->peer.max_count)
+                       (int)format);
+    if (l->nregions + flat > e->peer.max_fds)
+        return td__err(err, TD_ELIMIT, "LOAD_OK: %u descriptors, the peer takes %u",
+                       l->nregions + flat, e->peer.max_fds);
+    if (t && t->n > e->peer.max_count)
         return td__err(err, TD_ELIMIT, "LOAD_OK: %zu entries, the peer takes %u", t->n,
                        e->peer.max_count);
     if (l->nregions && !l->regions)
@@ -166,7 +171,12 @@ static int td__enc_loaded(td__proto_enc *e, const td__proto_msg *m, td_error *er
         if (rc)
             return rc;
     }
-    for (size_t i = 0; i < t->n && !l->tail; i++) {
+    if (flat) {
+        int rc = td__enc_add_fd(e->out, l->table_fd, "LOAD_OK: table", err);
+        if (rc)
+            return rc;
+    }
+    for (size_t i = 0; t && i < t->n && !l->tail; i++) {
         const td__entry *en = &t->entries[i];
         int rc = td__proto_entry_check(en, i, l->regions, l->nregions, TD_EINVAL, "LOAD_OK", err);
         if (rc)
@@ -176,15 +186,25 @@ static int td__enc_loaded(td__proto_enc *e, const td__proto_msg *m, td_error *er
                            strlen(en->name));
     }
 
-    td__enc_head(e, m, 5, l->nregions);
+    td__enc_head(e, m, 5, l->nregions + flat);
     td__pk_kv_u64(e, "lease", l->lease);
-    td__pk_kv_u64(e, "format", (uint64_t)t->format);
+    td__pk_kv_u64(e, "format", (uint64_t)format);
     td__pk_key(e, "regions");
     msgpack_pack_array(&e->pk, l->nregions);
     for (uint32_t i = 0; i < l->nregions; i++) {
-        msgpack_pack_array(&e->pk, 2);
+        msgpack_pack_array(&e->pk, 2 + (l->regions[i].flags != 0));
         msgpack_pack_uint32(&e->pk, i);
         msgpack_pack_uint64(&e->pk, l->regions[i].size);
+        if (l->regions[i].flags)
+            msgpack_pack_uint32(&e->pk, l->regions[i].flags);
+    }
+    if (flat) {
+        td__pk_kv_u64(e, "entry", l->entry);
+        td__pk_key(e, "table");
+        msgpack_pack_array(&e->pk, 2);
+        msgpack_pack_uint32(&e->pk, l->nregions);
+        msgpack_pack_uint64(&e->pk, l->table_size);
+        return 0;
     }
     e->out->tail = e->out->len;
     if (l->tail) {
@@ -294,8 +314,10 @@ static int td__enc_body(td__proto_enc *e, const td__proto_msg *m, td_error *err)
     case TD__PROTO_RELEASE_OK:
         if (!m->u.release.lease)
             return td__err(err, TD_EINVAL, "%s: lease 0", td__proto_type_name(m->type));
-        td__enc_head(e, m, 1, 0);
+        td__enc_head(e, m, 1 + (m->u.release.flags != 0), 0);
         td__pk_kv_u64(e, "lease", m->u.release.lease);
+        if (m->u.release.flags)
+            td__pk_kv_u64(e, "flags", m->u.release.flags);
         return 0;
     case TD__PROTO_STATUS:
         td__enc_head(e, m, 1, 0);
@@ -372,4 +394,28 @@ void td__proto_out_destroy(td__proto_out *out)
         return;
     free(out->buf);
     memset(out, 0, sizeof *out);
+}
+
+int td__proto_meta_pack(const td_meta *m, uint8_t **out, size_t *len, td_error *err)
+{
+    td__proto_out o;
+    td__proto_enc e;
+    td__proto_limits lim = {.max_frame = TD__PROTO_FRAME_MAX};
+    memset(&o, 0, sizeof o);
+    memset(&e, 0, sizeof e);
+    td__proto_limits_resolve(&lim, &e.peer);
+    e.out = &o;
+    e.max = e.peer.max_frame;
+    msgpack_packer_init(&e.pk, &e, td__enc_write);
+    int rc = td__proto_meta_encode(&e, m, err);
+    if (!rc && e.status)
+        rc = td__err(err, e.status, "metadata: %s",
+                     e.status == TD_ELIMIT ? "over 1 GiB encoded" : "out of memory");
+    if (rc) {
+        free(o.buf);
+        return rc;
+    }
+    *out = o.buf;
+    *len = o.len;
+    return 0;
 }

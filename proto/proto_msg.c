@@ -63,6 +63,8 @@ void td__proto_msg_init(td__proto_msg *m, uint32_t type, uint32_t id)
         m->u.load.fd = -1;
     else if (type == TD__PROTO_EVICT)
         m->u.evict.fd = -1;
+    else if (type == TD__PROTO_LOAD_OK)
+        m->u.loaded.table_fd = -1;
 }
 
 static void td__close_fd(int *fd)
@@ -95,6 +97,7 @@ void td__proto_msg_destroy(td__proto_msg *m)
                 td__close_fd(&m->u.loaded.regions[i].fd);
             free(m->u.loaded.regions);
         }
+        td__close_fd(&m->u.loaded.table_fd);
         break;
     case TD__PROTO_STATUS_OK:
         if (m->u.status.files) {
@@ -352,7 +355,8 @@ static int td__dec_load(const td__fields *f, td__proto_msg *m)
     return td__copy_str(f->d, td__field(f, "name"), TD__PROTO_NAME_MAX, f->what, "name", &l->name);
 }
 
-/* LOAD_OK. fdidx[i] receives the frame descriptor index of region i. */
+/* LOAD_OK. fdidx[i] receives the frame descriptor index of region i, fdidx[nregions] that of
+ * the flat table's memfd (flat form). */
 static int td__dec_loaded(const td__fields *f, td__proto_msg *m, unsigned nfds, uint8_t *fdidx)
 {
     const td__proto_dec *d = f->d;
@@ -368,27 +372,52 @@ static int td__dec_loaded(const td__fields *f, td__proto_msg *m, unsigned nfds, 
     if (v < TD_FORMAT_NPY)
         return td__err(d->err, TD_EPROTO, "LOAD_OK: format %llu is not a file format",
                        (unsigned long long)v);
+    l->format = (td_format)v;
 
-    l->table = malloc(sizeof *l->table);
-    if (!l->table)
-        return td__err(d->err, TD_ENOMEM, "LOAD_OK: out of memory");
-    td__table_init(l->table, (td_format)v);
+    /* The flat form: "table" is [fd, size] and "entry" names the daemon's entry. */
+    uint8_t used[TD__PROTO_FDS_MAX] = {0};
+    const msgpack_object *to = td__field(f, "table");
+    unsigned nregions = nfds;
+    if (to && to->type == MSGPACK_OBJECT_ARRAY) {
+        if (to->via.array.size < 2 || !nfds)
+            return td__err(d->err, TD_EPROTO, "LOAD_OK: table is not [fd, size]");
+        if ((rc = td__elem_u64(d, &to->via.array.ptr[0], nfds - 1, "LOAD_OK: table", 0, "fd",
+                               &v)))
+            return rc;
+        used[v] = 1;
+        nregions = nfds - 1;
+        fdidx[nregions] = (uint8_t)v;
+        if ((rc = td__elem_u64(d, &to->via.array.ptr[1], UINT64_MAX, "LOAD_OK: table", 0, "size",
+                               &l->table_size)) ||
+            (rc = td__field_u64(f, "entry", 1, UINT64_MAX, &l->entry)))
+            return rc;
+        if (!l->entry)
+            return td__err(d->err, TD_EPROTO, "LOAD_OK: entry 0");
+        if (td__field(f, "entries") || td__field(f, "meta"))
+            return td__err(d->err, TD_EPROTO, "LOAD_OK: entries or meta beside a shared table");
+    } else if (to) {
+        return td__err(d->err, TD_EPROTO, "LOAD_OK: field 'table' is not an array");
+    } else {
+        l->table = malloc(sizeof *l->table);
+        if (!l->table)
+            return td__err(d->err, TD_ENOMEM, "LOAD_OK: out of memory");
+        td__table_init(l->table, (td_format)v);
+    }
 
-    /* Regions: one per descriptor, each descriptor used once. */
+    /* Regions: one per descriptor (but the table's), each descriptor used once. */
     const msgpack_object *ro = td__field(f, "regions");
     if (!ro || ro->type != MSGPACK_OBJECT_ARRAY)
         return td__err(d->err, TD_EPROTO, "LOAD_OK: field 'regions' is %s",
                        ro ? "not an array" : "missing");
-    if (ro->via.array.size != nfds)
+    if (ro->via.array.size != nregions)
         return td__err(d->err, TD_EPROTO, "LOAD_OK: %u regions for %u descriptors",
-                       ro->via.array.size, nfds);
-    if (nfds) {
-        l->regions = calloc(nfds, sizeof *l->regions);
+                       ro->via.array.size, nregions);
+    if (nregions) {
+        l->regions = calloc(nregions, sizeof *l->regions);
         if (!l->regions)
-            return td__err(d->err, TD_ENOMEM, "LOAD_OK: out of memory for %u regions", nfds);
+            return td__err(d->err, TD_ENOMEM, "LOAD_OK: out of memory for %u regions", nregions);
     }
-    uint8_t used[TD__PROTO_FDS_MAX] = {0};
-    for (uint32_t i = 0; i < nfds; i++) {
+    for (uint32_t i = 0; i < nregions; i++) {
         const msgpack_object *r = &ro->via.array.ptr[i];
         l->regions[i].fd = -1;
         l->nregions = i + 1;
@@ -403,7 +432,15 @@ static int td__dec_loaded(const td__fields *f, td__proto_msg *m, unsigned nfds, 
         if ((rc = td__elem_u64(d, &r->via.array.ptr[1], UINT64_MAX, "LOAD_OK: regions", i, "size",
                                &l->regions[i].size)))
             return rc;
+        if (r->via.array.size > 2) {
+            if ((rc = td__elem_u64(d, &r->via.array.ptr[2], UINT32_MAX, "LOAD_OK: regions", i,
+                                   "flags", &v)))
+                return rc;
+            l->regions[i].flags = (uint32_t)v;
+        }
     }
+    if (!l->table)
+        return 0;
 
     /* Entries. The table is sized once: the count is bounded by the frame (the pre-walk saw
      * at least one byte per entry), and this spares a chain of reallocations. */
@@ -708,6 +745,8 @@ int td__proto_decode(const uint8_t *body, size_t len, int *fds, unsigned *nfds,
         rc = td__field_u64(&f, "lease", 1, UINT64_MAX, &tmp.u.release.lease);
         if (!rc && !tmp.u.release.lease)
             rc = td__err(err, TD_EPROTO, "%s: lease 0", what);
+        if (!rc)
+            rc = td__field_u64(&f, "flags", 0, UINT64_MAX, &tmp.u.release.flags);
         break;
     case TD__PROTO_STATUS:
         rc = td__field_u64(&f, "flags", 0, UINT64_MAX, &tmp.u.status_req.flags);
@@ -744,9 +783,12 @@ int td__proto_decode(const uint8_t *body, size_t len, int *fds, unsigned *nfds,
         tmp.u.load.fd = fds[0];
     else if (out->type == TD__PROTO_EVICT && have)
         tmp.u.evict.fd = fds[0];
-    else if (out->type == TD__PROTO_LOAD_OK)
-        for (unsigned i = 0; i < have; i++)
+    else if (out->type == TD__PROTO_LOAD_OK) {
+        for (unsigned i = 0; i < tmp.u.loaded.nregions; i++)
             tmp.u.loaded.regions[i].fd = fds[fdidx[i]];
+        if (!tmp.u.loaded.table)
+            tmp.u.loaded.table_fd = fds[fdidx[tmp.u.loaded.nregions]];
+    }
     for (unsigned i = 0; i < have; i++)
         fds[i] = -1;
     *nfds = 0;
@@ -780,4 +822,31 @@ int td__proto_parse(const uint8_t *p, size_t n, int *fds, unsigned *nfds,
         return td__err(err, TD_EPROTO, "frame: length %u, but %zu body bytes", len,
                        n - TD__PROTO_PREFIX);
     return td__proto_decode(p + TD__PROTO_PREFIX, len, fds, nfds, &lim, out, err);
+}
+
+int td__proto_meta_unpack(const uint8_t *p, size_t n, const char *what, td_meta **out,
+                          td_error *err)
+{
+    td__proto_limits lim = {.max_frame = TD__PROTO_FRAME_MAX};
+    td__proto_limits_resolve(&lim, &lim);
+    td__proto_dec d = {&lim, err};
+    td__proto_walk walk;
+    msgpack_zone zone;
+    msgpack_object root;
+    *out = NULL;
+    int rc = td__proto_prewalk(p, n, &lim, &walk, err);
+    if (rc)
+        return td__err_prefix(err, rc, what);
+    if (!msgpack_zone_init(&zone, (size_t)walk.zone_bytes + 64))
+        return td__err(err, TD_ENOMEM, "%s: out of memory for %llu bytes of objects", what,
+                       (unsigned long long)walk.zone_bytes);
+    size_t off = 0;
+    msgpack_unpack_return ur = msgpack_unpack((const char *)p, n, &off, &zone, &root);
+    if (ur != MSGPACK_UNPACK_SUCCESS)
+        rc = td__err(err, ur == MSGPACK_UNPACK_NOMEM_ERROR ? TD_ENOMEM : TD_EPROTO,
+                     "%s: msgpack-c refused it (%d) after the pre-walk passed", what, (int)ur);
+    else
+        rc = td__proto_meta_decode(&d, &root, what, out);
+    msgpack_zone_destroy(&zone);
+    return rc;
 }

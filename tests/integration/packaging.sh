@@ -256,7 +256,7 @@ if have systemd-socket-activate; then
     sa_sock=$tmp/sa.sock
     # The daemon must serve the inherited socket, not bind $TENSORD_SOCKET.
     TENSORD_SOCKET=$tmp/wrong.sock systemd-socket-activate -l "$sa_sock" "$daemon" \
-        --log-level info >"$tmp/sa.log" 2>&1 &
+        --log-level debug >"$tmp/sa.log" 2>&1 &
     sapid=$!
     pids+=("$sapid")
     for _ in $(seq 50); do [ -S "$sa_sock" ] && break; sleep 0.1; done

@@ -306,7 +306,7 @@ START_TEST(test_roundtrip_every_type)
     t->meta = make_meta_every_type();
     td__proto_region regions[3];
     for (int r = 0; r < 3; r++)
-        regions[r] = (td__proto_region){make_region(sizes[r], r), sizes[r]};
+        regions[r] = (td__proto_region){make_region(sizes[r], r), sizes[r], 0};
     td__proto_msg_init(&m, TD__PROTO_LOAD_OK, 3);
     m.u.loaded.lease = 0xfeedfacecafebeefull;
     m.u.loaded.table = t;
@@ -493,8 +493,8 @@ START_TEST(test_roundtrip_100k_tensors)
           &err);
     free(scores);
 
-    td__proto_region regions[2] = {{make_region(sizes[0], 0), sizes[0]},
-                                   {make_region(sizes[1], 1), sizes[1]}};
+    td__proto_region regions[2] = {{make_region(sizes[0], 0), sizes[0], 0},
+                                   {make_region(sizes[1], 1), sizes[1], 0}};
     td__proto_msg m, b;
     td__proto_msg_init(&m, TD__PROTO_LOAD_OK, 42);
     m.u.loaded.lease = 99;
@@ -579,7 +579,7 @@ START_TEST(test_socketpair_load_roundtrip)
     td__table *t = make_table(300, 3, sizes, 1);
     td__proto_region regions[3];
     for (int r = 0; r < 3; r++)
-        regions[r] = (td__proto_region){make_region(sizes[r], r), sizes[r]};
+        regions[r] = (td__proto_region){make_region(sizes[r], r), sizes[r], 0};
     td__proto_msg_init(&m, TD__PROTO_LOAD_OK, 1);
     m.u.loaded.lease = 5;
     m.u.loaded.table = t;
@@ -626,7 +626,7 @@ START_TEST(test_incremental_interleaved)
 
     uint64_t sizes[1];
     td__table *t = make_table(20000, 1, sizes, 1);
-    td__proto_region reg = {make_region(sizes[0], 0), sizes[0]};
+    td__proto_region reg = {make_region(sizes[0], 0), sizes[0], 0};
     td__proto_msg m, b;
     td__proto_msg_init(&m, TD__PROTO_LOAD_OK, 77);
     m.u.loaded.lease = 8;
@@ -777,7 +777,7 @@ START_TEST(test_timeouts)
     setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
     uint64_t sizes[1];
     td__table *t = make_table(5000, 1, sizes, 0);
-    td__proto_region reg = {make_region(sizes[0], 0), sizes[0]};
+    td__proto_region reg = {make_region(sizes[0], 0), sizes[0], 0};
     td__proto_msg m;
     td__proto_msg_init(&m, TD__PROTO_LOAD_OK, 1);
     m.u.loaded.lease = 1;
@@ -857,7 +857,7 @@ START_TEST(test_encode_refuses)
     td__proto_out o;
     uint64_t sizes[1];
     td__table *t = make_table(10, 1, sizes, 0);
-    td__proto_region reg = {make_region(sizes[0], 0), sizes[0]};
+    td__proto_region reg = {make_region(sizes[0], 0), sizes[0], 0};
     td__proto_msg_init(&m, TD__PROTO_LOAD_OK, 1);
     m.u.loaded.lease = 1;
     m.u.loaded.table = t;

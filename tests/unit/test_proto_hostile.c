@@ -321,7 +321,7 @@ static size_t make_samples(sample *s, size_t cap)
     TU_OK(td_value_array_push(outer, td__value_new_array_packed(TD_META_INT32, arr, 2), &err),
           &err);
     TU_OK(td_meta_set_value(t.meta, "nested", outer, &err), &err);
-    td__proto_region regions[2] = {{fd, off[0] + 100}, {fd, off[1]}};
+    td__proto_region regions[2] = {{fd, off[0] + 100, 0}, {fd, off[1], 0}};
     td__proto_msg_init(&m, TD__PROTO_LOAD_OK, 3);
     m.u.loaded.lease = 77;
     m.u.loaded.table = &t;
@@ -1302,9 +1302,10 @@ START_TEST(test_forward_compatible)
     pk_kv(&b, "added_in_v2", 3);
     pk_key(&b, "regions");
     msgpack_pack_array(&b.pk, 1);
-    msgpack_pack_array(&b.pk, 3);
+    msgpack_pack_array(&b.pk, 4);
     msgpack_pack_uint8(&b.pk, 0);
     msgpack_pack_uint8(&b.pk, 8);
+    msgpack_pack_uint8(&b.pk, TD__PROTO_REGION_FILE);
     pk_key(&b, "region extra");
     pk_key(&b, "entries");
     msgpack_pack_array(&b.pk, 1);
@@ -1326,6 +1327,7 @@ START_TEST(test_forward_compatible)
     ck_assert_uint_eq(m.u.loaded.table->n, 1);
     ck_assert_ptr_null(m.u.loaded.table->entries[0].name);
     ck_assert_uint_eq(m.u.loaded.table->entries[0].nbytes, 8);
+    ck_assert_uint_eq(m.u.loaded.regions[0].flags, TD__PROTO_REGION_FILE);
     td__proto_msg_destroy(&m);
     msgpack_sbuffer_destroy(&b.sb);
 }

@@ -1,0 +1,151 @@
+/*
+ * tab.c - a daemon load's flat table on the client side: the sealed memfd mapped and validated
+ * once (td__tab), and what loads build over it: the dict of views (one block of arrays, the
+ * table's names and index), the metadata, or a td__table for the model loader.
+ */
+#include "client.h"
+#include "common.h"
+#include "proto.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+
+struct td__tab {
+    atomic_long refs;
+    td__ftab ft;
+    void *base;
+    size_t len;
+};
+
+int td__tab_map(int fd, uint64_t size, const uint64_t *region_sizes, uint32_t nregions,
+                const char *what, td__tab **out, td_error *err)
+{
+    /* Validated once, the bytes must never change after: only a memfd sealed against writes,
+     * shrinking and growing is taken. */
+    int seals = fcntl(fd, F_GET_SEALS);
+    int need = F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW;
+    if (seals < 0 || (seals & need) != need)
+        return td__err(err, TD_EPROTO, "%s: the table's memfd is not sealed (seals 0x%x)", what,
+                       seals < 0 ? 0 : seals);
+    /* The memfd's real size: a sealed file cannot change it, and a mapping past it would
+     * fault. */
+    struct stat st;
+    if (size < TD__FTAB_HEADER || size > TD__FTAB_MAX_BYTES || size > SIZE_MAX ||
+        fstat(fd, &st) < 0 || (uint64_t)st.st_size != size)
+        return td__err(err, TD_EPROTO, "%s: a table of %llu bytes in a memfd of %lld", what,
+                       (unsigned long long)size, (long long)st.st_size);
+    td__tab *t = malloc(sizeof *t);
+    if (!t)
+        return td__err(err, TD_ENOMEM, "%s: out of memory", what);
+    t->base = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
+    if (t->base == MAP_FAILED) {
+        int e = errno;
+        free(t);
+        return td__err(err, td__err_from_errno(e), "%s: cannot map the table: %s", what,
+                       strerror(e));
+    }
+    t->len = (size_t)size;
+    atomic_init(&t->refs, 1);
+    int rc = td__ftab_open(t->base, size, region_sizes, nregions, what, &t->ft, err);
+    if (rc) {
+        td__tab_release(t);
+        return rc;
+    }
+    *out = t;
+    return 0;
+}
+
+td__tab *td__tab_retain(td__tab *t)
+{
+    atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+    return t;
+}
+
+void td__tab_release(td__tab *t)
+{
+    if (!t || atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    munmap(t->base, t->len);
+    free(t);
+}
+
+const td__ftab *td__tab_ftab(const td__tab *t)
+{
+    return &t->ft;
+}
+
+uint64_t td__tab_bytes(const td__tab *t)
+{
+    return t->len;
+}
+
+int td__tab_to_dict(td__tab *t, td__region *const *regions, size_t nregions,
+                    td_provenance provenance, void (*end)(void *ctx), void *ctx, td_dict **out,
+                    td_error *err)
+{
+    const td__ftab *ft = &t->ft;
+    uint64_t ndims = td__le64(ft->base + 80);
+    td_array **arrays = ft->n ? malloc(ft->n * sizeof *arrays) : NULL;
+    td__ablock *b = ft->n && !arrays ? NULL
+                                     : td__ablock_new(ft->n, (size_t)ndims, regions, nregions,
+                                                      provenance, end, ctx);
+    if (!b) {
+        free(arrays);
+        if (end)
+            end(ctx);
+        return td__err(err, TD_ENOMEM, "out of memory for %u arrays", ft->n);
+    }
+    for (uint32_t i = 0; i < ft->n; i++) {
+        td__ftab_entry e;
+        int64_t shape[TD_MAX_DIMS];
+        td__ftab_get(ft, i, &e);
+        for (uint32_t k = 0; k < e.ndim; k++)
+            shape[k] = td__ftab_dim(e.shape, k);
+        /* td__ftab_open checked the bytes against the region's size, which is the mapping's. */
+        arrays[i] = td__ablock_add(b, e.dtype, e.ndim, shape,
+                                   (const uint8_t *)regions[e.region]->base + e.offset, e.nbytes);
+    }
+    td__ablock_done(b); /* the arrays hold it now (or it ends here, with no tensor) */
+    int rc = td__dict_over_tab(t, arrays, ft->n, out, err);
+    free(arrays);
+    return rc;
+}
+
+int td__tab_meta(const td__tab *t, const char *what, td_meta **out, td_error *err)
+{
+    if (!t->ft.meta_len) {
+        *out = td_meta_new();
+        return *out ? 0 : td__err(err, TD_ENOMEM, "%s: out of memory", what);
+    }
+    return td__proto_meta_unpack(t->ft.meta, (size_t)t->ft.meta_len, what, out, err);
+}
+
+int td__tab_to_table(const td__tab *t, td__table *out, td_error *err)
+{
+    const td__ftab *ft = &t->ft;
+    td__table_init(out, ft->format);
+    int rc = td__table_reserve(out, ft->n, err);
+    for (uint32_t i = 0; !rc && i < ft->n; i++) {
+        td__ftab_entry e;
+        int64_t shape[TD_MAX_DIMS];
+        td__ftab_get(ft, i, &e);
+        td__entry *x = td__table_add(out, e.name, e.name_len, err);
+        if (!x) {
+            rc = TD_ENOMEM; /* td__table_add's only failure */
+            break;
+        }
+        for (uint32_t k = 0; k < e.ndim; k++)
+            shape[k] = td__ftab_dim(e.shape, k);
+        x->dtype = e.dtype;
+        x->region = e.region;
+        x->offset = e.offset;
+        x->nbytes = e.nbytes;
+        rc = td__entry_set_shape(x, e.ndim, shape, err);
+    }
+    if (rc)
+        td__table_destroy(out);
+    return rc;
+}
