@@ -14,12 +14,35 @@
 
 #include <pthread.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 /* Request ids with this bit are RELEASEs, whose replies nobody waits for. */
 #define TD__RELEASE_ID 0x80000000u
 /* RELEASEs a td_client lets go unanswered before it reads their replies. */
 #define TD__RELEASE_BATCH 32u
+/* The daemon's tables a td_client keeps mapped and validated (least recently used go first):
+ * at most this many, and at most this many bytes of them (shared memory of the daemon's: a
+ * client's mapping adds none of its own). */
+#define TD__TABLES_MAX      1024u
+#define TD__TABLES_BYTES    (256ull << 20)
+#define TD__TABLES_BUCKETS  2048u
+/* Regions of one load a kept table remembers (the daemon sends one or two). */
+#define TD__TABLE_REGIONS 4u
+
+/* A daemon entry's table kept by a client, with the mappings of its regions that are the file
+ * itself (TD__PROTO_REGION_FILE), which hold nothing of the daemon's and so outlive leases.
+ * Regions of the daemon's memory (decoded buffers, snapshots) are mapped per load and unmapped
+ * with it: kept, they would pin memory the daemon has evicted. */
+typedef struct td__kept {
+    struct td__kept *prev, *next; /* most recently used first */
+    struct td__kept *chain;       /* in its hash bucket */
+    uint64_t gen, entry;          /* the connection it came on, and the daemon's entry id */
+    td__tab *tab;
+    uint32_t nregions;
+    uint64_t sizes[TD__TABLE_REGIONS];
+    td__region *file[TD__TABLE_REGIONS]; /* kept mappings of FILE regions, else NULL */
+} td__kept;
 
 /* A lease given back while another thread had the connection: sent by whoever has it next. */
 typedef struct td__rel {
@@ -34,14 +57,129 @@ struct td_client {
     int sock;                /* -1 while not connected */
     uint64_t gen;            /* connections made so far; a lease belongs to one */
     pid_t pid;               /* the process that made the connection */
+    volatile uint8_t *mark;  /* a page the kernel zeroes in a child after fork() (NULL: none) */
     uint32_t next_id;        /* of requests; RELEASE ids have TD__RELEASE_ID set */
     uint32_t next_rid;
     unsigned unanswered; /* RELEASEs sent whose replies are not read yet */
     uint64_t features;   /* TD__PROTO_F_* agreed on the connection */
     char *socket_path;
+    pthread_mutex_t klock;    /* the kept tables (never taken before lock) */
+    td__kept **buckets;       /* TD__TABLES_BUCKETS chains, or NULL before the first */
+    td__kept *khead, *ktail;  /* most recently used first */
+    size_t nkept;
+    uint64_t kept_bytes;
 };
 
 static void td__client_unlock(td_client *c);
+
+/* Whether c's connection (if any) was made by this process, not inherited over fork(). Asked
+ * on every request and release: the page marked at connect time and wiped in children
+ * (MADV_WIPEONFORK) answers without a system call; getpid() where the kernel lacks it. */
+static int td__client_ours(const td_client *c)
+{
+    return c->mark ? c->mark[0] != 0 : c->pid == getpid();
+}
+
+static void td__kept_free(td__kept *k)
+{
+    for (uint32_t i = 0; i < k->nregions; i++)
+        td__region_release(k->file[i]);
+    td__tab_release(k->tab);
+    free(k);
+}
+
+static td__kept **td__kept_bucket(td_client *c, uint64_t gen, uint64_t entry)
+{
+    return &c->buckets[(entry * 0x9e3779b97f4a7c15ull ^ gen) % TD__TABLES_BUCKETS];
+}
+
+/* Unlinks k from its bucket and the list. Under klock. */
+static void td__kept_unlink(td_client *c, td__kept *k)
+{
+    td__kept **p = td__kept_bucket(c, k->gen, k->entry);
+    while (*p != k)
+        p = &(*p)->chain;
+    *p = k->chain;
+    (k->prev ? &k->prev->next : &c->khead)[0] = k->next;
+    (k->next ? &k->next->prev : &c->ktail)[0] = k->prev;
+    c->nkept--;
+    c->kept_bytes -= td__tab_bytes(k->tab);
+}
+
+/* Links k first in the list and into its bucket. Under klock, with c->buckets allocated. */
+static void td__kept_link(td_client *c, td__kept *k)
+{
+    td__kept **b = td__kept_bucket(c, k->gen, k->entry);
+    k->chain = *b;
+    *b = k;
+    k->prev = NULL;
+    k->next = c->khead;
+    (c->khead ? &c->khead->prev : &c->ktail)[0] = k;
+    c->khead = k;
+    c->nkept++;
+    c->kept_bytes += td__tab_bytes(k->tab);
+}
+
+/* Keeps tab, and the mappings of the regions flagged FILE, for later loads of the daemon's
+ * entry ld->entry on connection gen; the least recently used go beyond the bounds. Keeping is
+ * an optimisation: without memory for it, nothing is kept. */
+static void td__client_keep(td_client *c, uint64_t gen, const td__proto_loaded *ld, td__tab *tab,
+                            td__region *const *regions)
+{
+    td__kept *k = calloc(1, sizeof *k);
+    if (!k)
+        return;
+    k->gen = gen;
+    k->entry = ld->entry;
+    k->nregions = ld->nregions;
+    for (uint32_t i = 0; i < ld->nregions; i++) {
+        k->sizes[i] = ld->regions[i].size;
+        if (ld->regions[i].flags & TD__PROTO_REGION_FILE)
+            k->file[i] = td__region_retain(regions[i]);
+    }
+    k->tab = td__tab_retain(tab);
+    pthread_mutex_lock(&c->klock);
+    if (!c->buckets)
+        c->buckets = calloc(TD__TABLES_BUCKETS, sizeof *c->buckets);
+    td__kept *dup = c->buckets ? *td__kept_bucket(c, gen, ld->entry) : NULL;
+    while (dup && (dup->gen != gen || dup->entry != ld->entry))
+        dup = dup->chain;
+    if (!c->buckets || dup) { /* no room for the index, or another thread kept it first */
+        pthread_mutex_unlock(&c->klock);
+        td__kept_free(k);
+        return;
+    }
+    td__kept_link(c, k);
+    td__kept *gone = NULL;
+    while (c->ktail != k && (c->nkept > TD__TABLES_MAX || c->kept_bytes > TD__TABLES_BYTES)) {
+        td__kept *old = c->ktail;
+        td__kept_unlink(c, old);
+        old->chain = gone;
+        gone = old;
+    }
+    pthread_mutex_unlock(&c->klock);
+    while (gone) { /* unmapped outside the lock */
+        td__kept *next = gone->chain;
+        td__kept_free(gone);
+        gone = next;
+    }
+}
+
+/* Forgets every kept table (the arrays made over them keep what they use). */
+static void td__kept_clear(td_client *c)
+{
+    pthread_mutex_lock(&c->klock);
+    for (td__kept *k = c->khead, *next; k; k = next) {
+        next = k->next;
+        td__kept_free(k);
+    }
+    c->khead = c->ktail = NULL;
+    c->nkept = 0;
+    c->kept_bytes = 0;
+    if (c->buckets)
+        memset(c->buckets, 0, TD__TABLES_BUCKETS * sizeof *c->buckets);
+    pthread_mutex_unlock(&c->klock);
+}
 
 static void td__client_unref(td_client *c)
 {
@@ -52,6 +190,11 @@ static void td__client_unref(td_client *c)
         next = r->next;
         free(r);
     }
+    td__kept_clear(c);
+    free(c->buckets);
+    if (c->mark)
+        munmap((void *)c->mark, 4096);
+    pthread_mutex_destroy(&c->klock);
     pthread_mutex_destroy(&c->lock);
     free(c->socket_path);
     free(c);
@@ -69,7 +212,7 @@ static void td__client_drop(td_client *c)
 /* Connects and shakes hands unless connected. Under the lock. */
 static int td__client_open(td_client *c, td_error *err)
 {
-    if (c->sock >= 0 && c->pid != getpid()) {
+    if (c->sock >= 0 && !td__client_ours(c)) {
         /* A child after fork(): the socket is its parent's connection, and so are the leases.
          * Closing our copy of the descriptor leaves the parent's alone. */
         close(c->sock);
@@ -94,7 +237,12 @@ static int td__client_open(td_client *c, td_error *err)
     c->features = r.u.hello.features;
     td__proto_msg_destroy(&r);
     c->gen++;
+    /* Entry ids are the daemon's (which may have restarted): tables of the last connection are
+     * never looked up again (their gen differs); let them go. */
+    td__kept_clear(c);
     c->pid = getpid();
+    if (c->mark)
+        c->mark[0] = 1;
     c->next_id = 2;
     c->next_rid = 1;
     return 0;
@@ -113,39 +261,78 @@ static int td__client_recv(td_client *c, int timeout_ms, td__proto_msg *out, td_
     }
 }
 
-/* Sends m (its id is set here) and reads its reply of type want, connecting first when needed.
- * A connection that breaks (the daemon restarted) is made again once and the request resent;
- * any other failure of the connection itself drops it, so that the next call starts clean. */
-static int td__client_call(td_client *c, td__proto_msg *m, uint32_t want, int timeout_ms,
-                           td__proto_msg *reply, uint64_t *gen, td_error *err)
+/* Sends the n requests m[0..n) (their ids are set here) at once and reads a reply to each,
+ * connecting first when needed: replies[i] answers m[i], of type want, and status[i] says
+ * whether it did (0), or the daemon's error for it (replies[i] is then empty). A connection
+ * that breaks (the daemon restarted) is made again once and everything resent; any other
+ * failure of the connection itself drops it, so that the next call starts clean, and is
+ * returned (no reply is then held). *gen receives the connection the replies came on. err
+ * receives the first error: the connection's, or the first daemon error to arrive, whose
+ * request's index goes to *failed (n when there is none). */
+static int td__client_call_many(td_client *c, td__proto_msg *m, size_t n, uint32_t want,
+                                int timeout_ms, td__proto_msg *replies, int *status,
+                                size_t *failed, uint64_t *gen, td_error *err)
 {
     pthread_mutex_lock(&c->lock);
     int rc = TD_ECLOSED;
+    size_t got = 0;
     for (int attempt = 0; attempt < 2 && rc == TD_ECLOSED; attempt++) {
+        got = 0;
         if ((rc = td__client_open(c, err)))
             break;
-        m->id = c->next_id++;
-        if (c->next_id & TD__RELEASE_ID)
+        if (c->next_id + n >= TD__RELEASE_ID)
             c->next_id = 2;
-        rc = td__proto_send_msg(c->sock, m, NULL, TD__HELLO_TIMEOUT_MS, err);
-        if (!rc)
-            rc = td__client_recv(c, timeout_ms, reply, err);
-        if (rc) {
-            td__client_drop(c);
-            continue;
+        uint32_t first = c->next_id;
+        c->next_id += (uint32_t)n;
+        for (size_t i = 0; i < n; i++) {
+            m[i].id = first + (uint32_t)i;
+            status[i] = 1; /* no reply yet */
         }
-        if (reply->type == TD__PROTO_ERROR && reply->id == 0) {
-            /* Not an answer: the daemon says why it is closing the connection. */
-            rc = td__err(err, TD_ECLOSED, "the daemon closed the connection: %s",
-                         reply->u.error.message);
-            td__proto_msg_destroy(reply);
-            td__client_drop(c);
-            continue;
+        for (size_t i = 0; !rc && i < n; i++)
+            rc = td__proto_send_msg(c->sock, &m[i], NULL, TD__HELLO_TIMEOUT_MS, err);
+        *failed = n;
+        while (!rc && got < n) {
+            td__proto_msg r;
+            if ((rc = td__client_recv(c, timeout_ms, &r, err)))
+                break;
+            if (r.type == TD__PROTO_ERROR && r.id == 0) {
+                /* Not an answer: the daemon says why it is closing the connection. */
+                rc = td__err(err, TD_ECLOSED, "the daemon closed the connection: %s",
+                             r.u.error.message);
+                td__proto_msg_destroy(&r);
+                break;
+            }
+            size_t i = r.id - first;
+            if (r.id < first || i >= n || status[i] != 1) {
+                rc = td__err(err, TD_EPROTO, "daemon answered %s #%u, which was not asked",
+                             td__proto_type_name(r.type) ? td__proto_type_name(r.type) : "?",
+                             r.id);
+                td__proto_msg_destroy(&r);
+                break;
+            }
+            /* The daemon's error answer leaves the connection fine; a wrong reply does not. */
+            td_error one = {0};
+            int src = td__remote_reply_check(&r, r.id, want, &one);
+            if (src == TD_EPROTO && r.type != TD__PROTO_ERROR) {
+                rc = td__err(err, TD_EPROTO, "%s", one.message);
+                break;
+            }
+            status[i] = src;
+            if (!src)
+                replies[i] = r;
+            else if (*failed == n) {
+                *failed = i;
+                if (err)
+                    *err = one;
+            }
+            got++;
         }
-        /* The daemon's error answer leaves the connection fine; a wrong reply does not. */
-        if ((rc = td__remote_reply_check(reply, m->id, want, err)) == TD_EPROTO)
+        if (rc) { /* the replies held are of a connection that is gone, leases and all */
+            for (size_t i = 0; i < n; i++)
+                if (status[i] == 0)
+                    td__proto_msg_destroy(&replies[i]);
             td__client_drop(c);
-        break;
+        }
     }
     if (gen)
         *gen = c->gen;
@@ -153,20 +340,34 @@ static int td__client_call(td_client *c, td__proto_msg *m, uint32_t want, int ti
     return rc;
 }
 
+/* One request (td__client_call_many): 0 with *reply, or the connection's or the daemon's
+ * error. */
+static int td__client_call(td_client *c, td__proto_msg *m, uint32_t want, int timeout_ms,
+                           td__proto_msg *reply, uint64_t *gen, td_error *err)
+{
+    int status;
+    size_t failed;
+    int rc = td__client_call_many(c, m, 1, want, timeout_ms, reply, &status, &failed, gen, err);
+    return rc ? rc : status;
+}
+
 /* Sends RELEASE for lease, unless the connection it was granted on is gone (the daemon then
  * ended it already). Replies are not waited for: they are read with the next request's, or here
  * once TD__RELEASE_BATCH are unread. Under the lock. */
 static void td__client_send_release(td_client *c, uint64_t lease, uint64_t gen)
 {
-    if (c->sock < 0 || c->gen != gen || c->pid != getpid())
+    if (c->sock < 0 || c->gen != gen || !td__client_ours(c))
         return; /* another connection's lease, or the parent's after fork() */
     td__proto_msg m;
     td_error err = {0};
     td__proto_msg_init(&m, TD__PROTO_RELEASE, TD__RELEASE_ID | c->next_rid++);
     c->next_rid &= ~TD__RELEASE_ID;
     m.u.release.lease = lease;
+    int quiet = (c->features & TD__PROTO_F_QUIET) != 0;
+    if (quiet) /* nothing comes back to read */
+        m.u.release.flags = TD__PROTO_RELEASE_QUIET;
     int rc = td__proto_send_msg(c->sock, &m, NULL, TD__HELLO_TIMEOUT_MS, &err);
-    if (!rc && ++c->unanswered >= TD__RELEASE_BATCH) {
+    if (!rc && !quiet && ++c->unanswered >= TD__RELEASE_BATCH) {
         while (!rc && c->unanswered) {
             td__proto_msg r;
             rc = td__proto_recv_msg(c->sock, NULL, &r, TD__HELLO_TIMEOUT_MS, &err);
@@ -237,9 +438,10 @@ static void td__client_end_model_lease(td__lease *l)
 }
 
 /* td_client_load of a model of several files (indexed and checked by the caller, descriptors in
- * files->fds): one LOAD flagged SHARD per file, each its own lease in the daemon; one td__lease
- * holds them all and gives every one back when the model's last array goes. A file refused
- * fails the whole load, naming it, and the leases already granted go back. */
+ * files->fds): one LOAD flagged SHARD per file, all sent at once so that the daemon indexes and
+ * decodes the files in parallel, each its own lease in the daemon; one td__lease holds them all
+ * and gives every one back when the model's last array goes. A file refused fails the whole
+ * load, naming it, and the leases granted for the others go back. */
 static int td__client_load_model(td_client *c, const char *path, const td_load_options *o,
                                  const td__model_files *files, td__table *local, td_dict **arrays,
                                  td_meta **meta, td_error *err)
@@ -256,48 +458,126 @@ static int td__client_load_model(td_client *c, const char *path, const td_load_o
     if (!(features & TD__PROTO_F_MODEL))
         return td__err(err, TD_ENOTSUP, "%s: the daemon does not serve models of several files",
                        path);
+    size_t n = files->n;
     td__lease *lease = calloc(1, sizeof *lease);
-    td__proto_msg *replies = calloc(files->n, sizeof *replies);
+    td__proto_msg *msgs = calloc(n, sizeof *msgs), *replies = calloc(n, sizeof *replies);
+    char **labels = calloc(n, sizeof *labels);
+    int *status = calloc(n, sizeof *status);
     if (lease) {
-        lease->ids = calloc(files->n, sizeof *lease->ids);
-        lease->gens = calloc(files->n, sizeof *lease->gens);
+        lease->ids = calloc(n, sizeof *lease->ids);
+        lease->gens = calloc(n, sizeof *lease->gens);
     }
-    if (!lease || !replies || !lease->ids || !lease->gens) {
+    if (!lease || !msgs || !replies || !labels || !status || !lease->ids || !lease->gens) {
         if (lease) {
             free(lease->ids);
             free(lease->gens);
         }
         free(lease);
+        free(msgs);
         free(replies);
+        free(labels);
+        free(status);
         return td__err(err, TD_ENOMEM, "%s: out of memory", path);
     }
     atomic_init(&lease->refs, 1);
     lease->end = td__client_end_model_lease;
     lease->owner = c;
-    for (size_t f = 0; !rc && f < files->n; f++) {
-        td__proto_msg m;
-        char *label = td__model_file_label(path, files->names[f]);
-        td__remote_load_msg(&m, 0, files->fds[f], label ? label : files->names[f], o);
-        m.u.load.flags = TD__PROTO_LOAD_SHARD;
-        rc = td__client_call(c, &m, TD__PROTO_LOAD_OK, TD__LOAD_TIMEOUT_MS, &replies[f],
-                             &lease->gens[f], err);
-        free(label);
-        if (rc) {
-            td__remote_name_file(err, rc, files->names[f]);
-            break;
-        }
-        atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
-        lease->ids[lease->nids++] = replies[f].u.loaded.lease;
+    for (size_t f = 0; f < n; f++) {
+        labels[f] = td__model_file_label(path, files->names[f]);
+        td__remote_load_msg(&msgs[f], 0, files->fds[f], labels[f] ? labels[f] : files->names[f],
+                            o);
+        msgs[f].u.load.flags = TD__PROTO_LOAD_SHARD;
     }
+    uint64_t gen = 0;
+    size_t failed = n;
+    rc = td__client_call_many(c, msgs, n, TD__PROTO_LOAD_OK, TD__LOAD_TIMEOUT_MS, replies, status,
+                              &failed, &gen, err);
+    for (size_t f = 0; !rc && f < n; f++) {
+        if (status[f] == 0) { /* granted: the model's lease gives it back */
+            atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+            lease->ids[lease->nids] = replies[f].u.loaded.lease;
+            lease->gens[lease->nids++] = gen;
+        }
+    }
+    if (!rc && failed < n) { /* err holds the first refusal to arrive: name its file */
+        rc = status[failed];
+        td__remote_name_file(err, rc, files->names[failed]);
+    }
+    for (size_t f = 0; f < n; f++)
+        free(labels[f]);
+    free(labels);
+    free(msgs);
     if (rc) {
-        for (size_t f = 0; f < lease->nids; f++)
-            td__proto_msg_destroy(&replies[f]);
+        for (size_t f = 0; f < n; f++)
+            if (status[f] == 0)
+                td__proto_msg_destroy(&replies[f]);
+        free(status);
         free(replies);
-        td__lease_unref(lease); /* gives back the leases granted so far */
+        td__lease_unref(lease); /* gives back the leases granted */
         return td__err_prefix(err, rc, path);
     }
+    free(status);
     rc = td__remote_adopt_model(path, files, local, replies, lease, arrays, meta, err);
     free(replies);
+    return rc;
+}
+
+/* The flat form of a LOAD_OK through c (reply->u.loaded.table_fd): the entry's table and its
+ * file mappings come from what c keeps when it has them (nothing is mapped, decoded or checked
+ * again), else they are mapped, validated and kept; the daemon's buffers are mapped for this
+ * load. Consumes the reply and the caller's reference of lease. */
+static int td__client_adopt_tab(td_client *c, const char *path, td__proto_msg *reply,
+                                uint64_t gen, td__lease *lease, td_dict **arrays, td_meta **meta,
+                                td_error *err)
+{
+    td__proto_loaded *ld = &reply->u.loaded;
+    td__region *regions[TD__PROTO_FDS_MAX] = {0};
+    td__tab *tab = NULL;
+    uint32_t n = ld->nregions;
+    int rc = 0;
+
+    pthread_mutex_lock(&c->klock);
+    td__kept *k = c->buckets ? *td__kept_bucket(c, gen, ld->entry) : NULL;
+    while (k && (k->gen != gen || k->entry != ld->entry))
+        k = k->chain;
+    if (k && k->nregions == n) {
+        for (uint32_t i = 0; k && i < n; i++)
+            if (k->sizes[i] != ld->regions[i].size)
+                k = NULL; /* the daemon's word changed: not the same entry */
+    } else {
+        k = NULL;
+    }
+    if (k) {
+        tab = td__tab_retain(k->tab);
+        for (uint32_t i = 0; i < n; i++)
+            if (k->file[i])
+                regions[i] = td__region_retain(k->file[i]);
+        if (k != c->khead) { /* most recently used first */
+            td__kept_unlink(c, k);
+            td__kept_link(c, k);
+        }
+    }
+    pthread_mutex_unlock(&c->klock);
+
+    if (!tab) {
+        uint64_t sizes[TD__PROTO_FDS_MAX];
+        for (uint32_t i = 0; i < n; i++)
+            sizes[i] = ld->regions[i].size;
+        rc = td__tab_map(ld->table_fd, ld->table_size, sizes, n, path, &tab, err);
+    }
+    for (uint32_t i = 0; !rc && i < n; i++)
+        if (!regions[i])
+            rc = td__remote_map_region(path, &ld->regions[i], i, &regions[i], err);
+    if (!rc && !k && n <= TD__TABLE_REGIONS)
+        td__client_keep(c, gen, ld, tab, regions);
+    if (!rc)
+        rc = td__remote_finish_tab(path, tab, regions, n, lease, arrays, meta, err);
+    else
+        td__lease_unref(lease);
+    for (uint32_t i = 0; i < n; i++)
+        td__region_release(regions[i]);
+    td__tab_release(tab);
+    td__proto_msg_destroy(reply); /* closes the descriptors: the mappings stay */
     return rc;
 }
 
@@ -312,8 +592,17 @@ int td_client_connect(const char *socket_path, td_client **out, td_error *err)
     atomic_init(&c->refs, 1);
     atomic_init(&c->rels, NULL);
     c->sock = -1;
+    void *page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (page != MAP_FAILED && madvise(page, 4096, MADV_WIPEONFORK) == 0)
+        c->mark = page;
+    else if (page != MAP_FAILED)
+        munmap(page, 4096);
+    pthread_mutex_init(&c->klock, NULL);
     int rc = td__client_open(c, err);
     if (rc) {
+        if (c->mark)
+            munmap((void *)c->mark, 4096);
+        pthread_mutex_destroy(&c->klock);
         free(c->socket_path);
         free(c);
         return rc;
@@ -372,6 +661,8 @@ int td_client_load(td_client *c, const char *path, const td_load_options *opt, t
     lease->end = td__client_end_lease;
     lease->owner = c;
     lease->id = reply.u.loaded.lease;
+    if (reply.u.loaded.table_fd >= 0)
+        return td__client_adopt_tab(c, path, &reply, lease->gen, lease, arrays, meta, err);
     return td__remote_adopt(path, &reply, lease, arrays, meta, err);
 }
 

@@ -364,6 +364,11 @@ int td__proto_recv_frame(int sock, const td__proto_limits *lim, td__proto_frame 
     int rc;
     memset(out, 0, sizeof *out);
     td__proto_receiver_init(&r, lim);
+    /* A reply is rarely there already: wait first, rather than try a read that would fail. */
+    if ((rc = td__wait(sock, POLLIN, deadline, err)) < 0) {
+        td__proto_receiver_destroy(&r);
+        return rc;
+    }
     for (;;) {
         rc = td__proto_receiver_step(&r, sock, out, err);
         if (rc == 1) {
