@@ -184,7 +184,7 @@ struct td__ablock {
     void (*end)(void *ctx); /* called once the last array is gone, after the regions went */
     void *ctx;
     size_t nregions;
-    td__region **regions; /* held; inside the block's allocation */
+    td__region **regions;  /* held; inside the block's allocation */
     uint8_t *next, *limit; /* room for the arrays still to add */
 };
 

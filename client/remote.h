@@ -76,8 +76,8 @@ int td__remote_adopt(const char *path, td__proto_msg *reply, td__lease *lease, t
                      td_meta **meta, td_error *err);
 /* Maps region i of a LOAD_OK (read-only, shared) as a region of its own, which unmaps it at its
  * end and holds no lease. */
-int td__remote_map_region(const char *path, const td__proto_region *r, uint32_t i,
-                          td__region **out, td_error *err);
+int td__remote_map_region(const char *path, const td__proto_region *r, uint32_t i, td__region **out,
+                          td_error *err);
 /* The flat form's last step: the dict over tab and regions[0..n) (each retained by the load's
  * block of arrays), and the metadata when meta is not NULL. Consumes one reference of lease
  * (the block holds it until its last array goes), also on failure. */

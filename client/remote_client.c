@@ -24,9 +24,9 @@
 /* The daemon's tables a td_client keeps mapped and validated (least recently used go first):
  * at most this many, and at most this many bytes of them (shared memory of the daemon's: a
  * client's mapping adds none of its own). */
-#define TD__TABLES_MAX      1024u
-#define TD__TABLES_BYTES    (256ull << 20)
-#define TD__TABLES_BUCKETS  2048u
+#define TD__TABLES_MAX     1024u
+#define TD__TABLES_BYTES   (256ull << 20)
+#define TD__TABLES_BUCKETS 2048u
 /* Regions of one load a kept table remembers (the daemon sends one or two). */
 #define TD__TABLE_REGIONS 4u
 
@@ -63,9 +63,9 @@ struct td_client {
     unsigned unanswered; /* RELEASEs sent whose replies are not read yet */
     uint64_t features;   /* TD__PROTO_F_* agreed on the connection */
     char *socket_path;
-    pthread_mutex_t klock;    /* the kept tables (never taken before lock) */
-    td__kept **buckets;       /* TD__TABLES_BUCKETS chains, or NULL before the first */
-    td__kept *khead, *ktail;  /* most recently used first */
+    pthread_mutex_t klock;   /* the kept tables (never taken before lock) */
+    td__kept **buckets;      /* TD__TABLES_BUCKETS chains, or NULL before the first */
+    td__kept *khead, *ktail; /* most recently used first */
     size_t nkept;
     uint64_t kept_bytes;
 };
@@ -270,8 +270,8 @@ static int td__client_recv(td_client *c, int timeout_ms, td__proto_msg *out, td_
  * receives the first error: the connection's, or the first daemon error to arrive, whose
  * request's index goes to *failed (n when there is none). */
 static int td__client_call_many(td_client *c, td__proto_msg *m, size_t n, uint32_t want,
-                                int timeout_ms, td__proto_msg *replies, int *status,
-                                size_t *failed, uint64_t *gen, td_error *err)
+                                int timeout_ms, td__proto_msg *replies, int *status, size_t *failed,
+                                uint64_t *gen, td_error *err)
 {
     pthread_mutex_lock(&c->lock);
     int rc = TD_ECLOSED;
@@ -305,8 +305,7 @@ static int td__client_call_many(td_client *c, td__proto_msg *m, size_t n, uint32
             size_t i = r.id - first;
             if (r.id < first || i >= n || status[i] != 1) {
                 rc = td__err(err, TD_EPROTO, "daemon answered %s #%u, which was not asked",
-                             td__proto_type_name(r.type) ? td__proto_type_name(r.type) : "?",
-                             r.id);
+                             td__proto_type_name(r.type) ? td__proto_type_name(r.type) : "?", r.id);
                 td__proto_msg_destroy(&r);
                 break;
             }
@@ -484,8 +483,7 @@ static int td__client_load_model(td_client *c, const char *path, const td_load_o
     lease->owner = c;
     for (size_t f = 0; f < n; f++) {
         labels[f] = td__model_file_label(path, files->names[f]);
-        td__remote_load_msg(&msgs[f], 0, files->fds[f], labels[f] ? labels[f] : files->names[f],
-                            o);
+        td__remote_load_msg(&msgs[f], 0, files->fds[f], labels[f] ? labels[f] : files->names[f], o);
         msgs[f].u.load.flags = TD__PROTO_LOAD_SHARD;
     }
     uint64_t gen = 0;
@@ -526,9 +524,8 @@ static int td__client_load_model(td_client *c, const char *path, const td_load_o
  * file mappings come from what c keeps when it has them (nothing is mapped, decoded or checked
  * again), else they are mapped, validated and kept; the daemon's buffers are mapped for this
  * load. Consumes the reply and the caller's reference of lease. */
-static int td__client_adopt_tab(td_client *c, const char *path, td__proto_msg *reply,
-                                uint64_t gen, td__lease *lease, td_dict **arrays, td_meta **meta,
-                                td_error *err)
+static int td__client_adopt_tab(td_client *c, const char *path, td__proto_msg *reply, uint64_t gen,
+                                td__lease *lease, td_dict **arrays, td_meta **meta, td_error *err)
 {
     td__proto_loaded *ld = &reply->u.loaded;
     td__region *regions[TD__PROTO_FDS_MAX] = {0};

@@ -107,8 +107,8 @@ static void td__remote_block_end(void *ctx)
     td__lease_unref(ctx);
 }
 
-int td__remote_map_region(const char *path, const td__proto_region *r, uint32_t i,
-                          td__region **out, td_error *err)
+int td__remote_map_region(const char *path, const td__proto_region *r, uint32_t i, td__region **out,
+                          td_error *err)
 {
     void *base = NULL;
     if (r->size > SIZE_MAX)

@@ -65,8 +65,8 @@ struct td__cache_entry {
     uint64_t file_size;
     int derived_fd; /* sealed memfd of decoded entries, or -1 */
     uint64_t derived_len;
-    uint64_t id;    /* never reused while the daemon runs (the clients' key for the table) */
-    int table_fd;   /* sealed memfd of the flat table (ftab.h), metadata included */
+    uint64_t id;  /* never reused while the daemon runs (the clients' key for the table) */
+    int table_fd; /* sealed memfd of the flat table (ftab.h), metadata included */
     uint64_t table_len;
     td__table table;
     uint8_t *reply_tail; /* the table as LOAD_OK encodes it for peers with reply_lim */
@@ -553,13 +553,15 @@ static int td__cache_publish(td__cache_entry *e, td_error *err)
     void *map = NULL;
     int fd = -1;
     if (!size)
-        rc = td__err(err, TD_ELIMIT, "%s: a table of %zu tensors and %zu bytes of metadata is "
-                     "over 4 GiB", e->name, e->table.n, meta_len);
+        rc = td__err(err, TD_ELIMIT,
+                     "%s: a table of %zu tensors and %zu bytes of metadata is "
+                     "over 4 GiB",
+                     e->name, e->table.n, meta_len);
     if (!rc)
         rc = td__derive_memfd(e->name, size, &fd, &map, err);
     if (!rc) {
-        rc = td__ftab_write(&e->table, e->derived_fd >= 0 ? 2 : 1, meta, meta_len, seed, map,
-                            size, err);
+        rc = td__ftab_write(&e->table, e->derived_fd >= 0 ? 2 : 1, meta, meta_len, seed, map, size,
+                            err);
         if (!rc)
             rc = td__derive_seal(fd, map, size, err);
         else

@@ -331,8 +331,8 @@ static void td__server_reply_loaded(td__server_client *cl, uint32_t id, int clie
     cl->leases[cl->nleases++] = (td__server_lease){lease, e};
     cl->loads++;
     td__log_debug("client %llu (pid %d uid %d): load %s: lease %llu, %zu tensors",
-                 (unsigned long long)cl->id, (int)cl->cred.pid, (int)cl->cred.uid,
-                 td__cache_entry_name(e), (unsigned long long)lease, td__cache_entry_table(e)->n);
+                  (unsigned long long)cl->id, (int)cl->cred.pid, (int)cl->cred.uid,
+                  td__cache_entry_name(e), (unsigned long long)lease, td__cache_entry_table(e)->n);
 }
 
 static void td__server_req_free(td__server_req *r)

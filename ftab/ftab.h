@@ -48,13 +48,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TD__FTAB_MAGIC       "TDFTAB\0\1"
-#define TD__FTAB_VERSION     1u
-#define TD__FTAB_HEADER      128u
-#define TD__FTAB_ENTRY       48u
-#define TD__FTAB_UNNAMED     0xffffffffu
+#define TD__FTAB_MAGIC   "TDFTAB\0\1"
+#define TD__FTAB_VERSION 1u
+#define TD__FTAB_HEADER  128u
+#define TD__FTAB_ENTRY   48u
+#define TD__FTAB_UNNAMED 0xffffffffu
 /* Bound on the table's bytes, and so on its entries and names: what a LOAD_OK may carry. */
-#define TD__FTAB_MAX_BYTES   (1ull << 32)
+#define TD__FTAB_MAX_BYTES (1ull << 32)
 
 /* A validated table (td__ftab_open): pointers into the bytes, which the caller keeps mapped. */
 typedef struct td__ftab {

@@ -177,8 +177,8 @@ static int td__ftab_entry_check(const td__ftab *ft, uint32_t i, uint64_t names_l
                        e.region, (unsigned long long)region_sizes[e.region]);
     if (e.offset % td__dtype_align(e.dtype))
         return td__err(err, TD_EPROTO,
-                       "%s: table: entries[%u] '%s': offset %llu is not aligned to %u for %s",
-                       what, i, label, (unsigned long long)e.offset, td__dtype_align(e.dtype),
+                       "%s: table: entries[%u] '%s': offset %llu is not aligned to %u for %s", what,
+                       i, label, (unsigned long long)e.offset, td__dtype_align(e.dtype),
                        td_dtype_name(e.dtype));
     return 0;
 }
@@ -205,8 +205,8 @@ int td__ftab_open(const void *p, uint64_t len, const uint64_t *region_sizes, uin
             continue;
         if (k > ft->n ||
             td__le32(ft->entries + (size_t)(k - 1) * TD__FTAB_ENTRY + 16) == TD__FTAB_UNNAMED)
-            return td__err(err, TD_EPROTO, "%s: table: index slot %u names entry %u of %u", what,
-                           s, k, ft->n);
+            return td__err(err, TD_EPROTO, "%s: table: index slot %u names entry %u of %u", what, s,
+                           k, ft->n);
         used++;
     }
     if (used != named)
@@ -231,9 +231,8 @@ int td__ftab_open(const void *p, uint64_t len, const uint64_t *region_sizes, uin
                            (unsigned long long)max_probes, named);
         if (at != (int64_t)i) {
             char q[80];
-            return td__err(err, at < 0 ? TD_EPROTO : TD_EDUP,
-                           "%s: table: entries[%u] '%s' %s", what, i,
-                           td__quote(e.name, e.name_len, q, sizeof q),
+            return td__err(err, at < 0 ? TD_EPROTO : TD_EDUP, "%s: table: entries[%u] '%s' %s",
+                           what, i, td__quote(e.name, e.name_len, q, sizeof q),
                            at < 0 ? "is not in the index" : "has the name of an earlier entry");
         }
     }

@@ -39,8 +39,7 @@ static int td__ftab_plan_for(const td__table *t, uint64_t meta_len, td__ftab_pla
     p->meta = td__ftab_pad8(p->names + p->names_len);
     p->total = p->meta + meta_len;
     p->slots = (uint32_t)slots;
-    return t->n < UINT32_MAX / 4 && meta_len < TD__FTAB_MAX_BYTES &&
-           p->total <= TD__FTAB_MAX_BYTES;
+    return t->n < UINT32_MAX / 4 && meta_len < TD__FTAB_MAX_BYTES && p->total <= TD__FTAB_MAX_BYTES;
 }
 
 uint64_t td__ftab_size(const td__table *t, uint64_t meta_len)

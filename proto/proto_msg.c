@@ -381,8 +381,7 @@ static int td__dec_loaded(const td__fields *f, td__proto_msg *m, unsigned nfds, 
     if (to && to->type == MSGPACK_OBJECT_ARRAY) {
         if (to->via.array.size < 2 || !nfds)
             return td__err(d->err, TD_EPROTO, "LOAD_OK: table is not [fd, size]");
-        if ((rc = td__elem_u64(d, &to->via.array.ptr[0], nfds - 1, "LOAD_OK: table", 0, "fd",
-                               &v)))
+        if ((rc = td__elem_u64(d, &to->via.array.ptr[0], nfds - 1, "LOAD_OK: table", 0, "fd", &v)))
             return rc;
         used[v] = 1;
         nregions = nfds - 1;

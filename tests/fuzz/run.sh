@@ -27,7 +27,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 build=${TD_FUZZ_BUILD:-$root/build-fuzz}
 [ -d "$build" ] && build=$(cd "$build" && pwd)
-all_targets="npy safetensors zip gguf load proto"
+all_targets="npy safetensors zip gguf load proto ftab"
 
 # Per-target options: the dictionary, and inputs large enough for the seeds (a few KB).
 fuzz_opts() {
