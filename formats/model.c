@@ -206,9 +206,34 @@ typedef struct model_ref {
     uint32_t file;
 } model_ref;
 
+/* By name, then file: the two files of a duplicate are named in shard order. */
 static int model_ref_cmp(const void *a, const void *b)
 {
-    return strcmp(((const model_ref *)a)->name, ((const model_ref *)b)->name);
+    const model_ref *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    return c ? c : (x->file > y->file) - (x->file < y->file);
+}
+
+/* The entries of out as (name, file) pairs sorted by name into *have (malloc'd, the caller
+ * frees it whatever the outcome); a name in two files is refused, naming the tensor and both
+ * files (unit: "shards" or "splits"). */
+static int model_sorted_refs(const td__model *m, const td__table *out, const char *fname,
+                             const char *unit, model_ref **have, td_error *err)
+{
+    char q[80];
+    *have = malloc((out->n ? out->n : 1) * sizeof **have);
+    if (!*have)
+        return td__err(err, TD_ENOMEM, "%s: out of memory checking %zu tensors", fname, out->n);
+    model_ref *h = *have;
+    for (size_t i = 0; i < out->n; i++)
+        h[i] = (model_ref){out->entries[i].name, out->entries[i].file};
+    qsort(h, out->n, sizeof *h, model_ref_cmp);
+    for (size_t i = 1; i < out->n; i++)
+        if (strcmp(h[i].name, h[i - 1].name) == 0)
+            return td__err(err, TD_EDUP, "%s: tensor '%s' is in two %s: %s and %s", fname,
+                           td__quote(h[i].name, strlen(h[i].name), q, sizeof q), unit,
+                           m->files[h[i - 1].file], m->files[h[i].file]);
+    return 0;
 }
 
 /* Moves the entries of shards[0..n) into out, in shard order, marking each with its file. */
@@ -246,26 +271,18 @@ static int model_check_hf(const td__model *m, const td__table *out, const char *
                           td_error *err)
 {
     char q[80];
-    model_ref *have = malloc((out->n ? out->n : 1) * sizeof *have);
+    model_ref *have = NULL;
     model_ref *want = malloc((m->nmap ? m->nmap : 1) * sizeof *want);
-    int rc = 0;
-    if (!have || !want) {
+    int rc = model_sorted_refs(m, out, fname, "shards", &have, err);
+    if (rc)
+        goto out;
+    if (!want) {
         rc = td__err(err, TD_ENOMEM, "%s: out of memory checking %zu tensors", fname, out->n);
         goto out;
     }
-    for (size_t i = 0; i < out->n; i++)
-        have[i] = (model_ref){out->entries[i].name, out->entries[i].file};
     for (size_t i = 0; i < m->nmap; i++)
         want[i] = (model_ref){m->map_names[i], m->map_file[i]};
-    qsort(have, out->n, sizeof *have, model_ref_cmp);
     qsort(want, m->nmap, sizeof *want, model_ref_cmp);
-    for (size_t i = 1; i < out->n; i++)
-        if (strcmp(have[i].name, have[i - 1].name) == 0) {
-            rc = td__err(err, TD_EDUP, "%s: tensor '%s' is in two shards: %s and %s", fname,
-                         td__quote(have[i].name, strlen(have[i].name), q, sizeof q),
-                         m->files[have[i - 1].file], m->files[have[i].file]);
-            goto out;
-        }
     size_t i = 0, j = 0;
     while (i < out->n || j < m->nmap) {
         int c = i == out->n ? 1 : j == m->nmap ? -1 : strcmp(have[i].name, want[j].name);
@@ -351,7 +368,9 @@ static int model_check_gguf(const td__model *m, td__table *shards, const td__tab
                 return td__err(err, TD_EFORMAT, "%s: split.tensors.count is missing", file);
         }
     }
-    int rc = td__table_check_unique(out, fname, err);
+    model_ref *have = NULL;
+    int rc = model_sorted_refs(m, out, fname, "splits", &have, err);
+    free(have);
     if (rc)
         return rc;
     if ((uint64_t)total != out->n)

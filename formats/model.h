@@ -78,7 +78,7 @@ int td__model_gguf_split(const char *base, const td__table *t0, td__model *m, td
  *   HF: a weight_map entry its shard does not hold, a tensor the weight_map puts in another
  *       shard, a tensor in two shards, a shard tensor missing from the weight_map;
  *       metadata: the first shard's, with keys of the others added when absent.
- *   GGUF: split.no of file i is i, split.count is the same everywhere, no tensor twice, the
+ *   GGUF: split.no of file i is i, split.count is the same everywhere, no tensor in two splits, the
  *       total is split.tensors.count; metadata: the first split's, without the split.* keys
  *       (a model saved again must not claim to be a split).
  * On failure out holds what was merged so far; the caller destroys it and the shards. */

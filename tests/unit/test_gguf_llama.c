@@ -14,12 +14,13 @@
  *   - the reference files, read by both.
  * And our dtype table's block geometry against ggml_blck_size / ggml_type_size for every id.
  *
- * The function signatures are those of ggml's gguf.h and ggml.h at that release.
+ * The function signatures are in oracle_gguf.h.
  */
 #include "gguf.h"
 #include "common.h"
 #include "dtype.h"
 #include "meta_internal.h"
+#include "oracle_gguf.h"
 #include "table.h"
 #include "testutil.h"
 #include "writer.h"
@@ -35,126 +36,8 @@
 #define ORACLE_TYPE_COUNT 43
 #define ORACLE_MAX_DIMS   4
 
-struct o_gguf_init_params {
-    bool no_alloc;
-    void **ctx; /* struct ggml_context ** */
-};
-struct o_ggml_init_params {
-    size_t mem_size;
-    void *mem_buffer;
-    bool no_alloc;
-};
-
-/* The oracle's functions (enums are ints in the C ABI). */
-typedef struct oracle {
-    void *h;
-    void *(*init_from_file)(const char *, struct o_gguf_init_params);
-    void *(*init_empty)(void);
-    void (*free_ctx)(void *);
-    uint32_t (*get_version)(const void *);
-    size_t (*get_alignment)(const void *);
-    size_t (*get_data_offset)(const void *);
-    int64_t (*get_n_kv)(const void *);
-    const char *(*get_key)(const void *, int64_t);
-    int (*get_kv_type)(const void *, int64_t);
-    int (*get_arr_type)(const void *, int64_t);
-    size_t (*get_arr_n)(const void *, int64_t);
-    const void *(*get_arr_data)(const void *, int64_t);
-    const char *(*get_arr_str)(const void *, int64_t, size_t);
-    const void *(*get_val_data)(const void *, int64_t);
-    const char *(*get_val_str)(const void *, int64_t);
-    int64_t (*get_n_tensors)(const void *);
-    const char *(*get_tensor_name)(const void *, int64_t);
-    int (*get_tensor_type)(const void *, int64_t);
-    size_t (*get_tensor_offset)(const void *, int64_t);
-    size_t (*get_tensor_size)(const void *, int64_t);
-    const int64_t *(*get_tensor_ne)(const void *, int64_t);
-    void (*set_val_u8)(void *, const char *, uint8_t);
-    void (*set_val_i8)(void *, const char *, int8_t);
-    void (*set_val_u16)(void *, const char *, uint16_t);
-    void (*set_val_i16)(void *, const char *, int16_t);
-    void (*set_val_u32)(void *, const char *, uint32_t);
-    void (*set_val_i32)(void *, const char *, int32_t);
-    void (*set_val_f32)(void *, const char *, float);
-    void (*set_val_u64)(void *, const char *, uint64_t);
-    void (*set_val_i64)(void *, const char *, int64_t);
-    void (*set_val_f64)(void *, const char *, double);
-    void (*set_val_bool)(void *, const char *, bool);
-    void (*set_val_str)(void *, const char *, const char *);
-    void (*set_arr_data)(void *, const char *, int, const void *, size_t);
-    void (*set_arr_str)(void *, const char *, const char **, size_t);
-    void (*add_tensor)(void *, const void *);
-    void (*set_tensor_data)(void *, const char *, const void *);
-    bool (*write_to_file)(const void *, const char *, bool);
-    void *(*ggml_init)(struct o_ggml_init_params);
-    void (*ggml_free)(void *);
-    void *(*ggml_new_tensor)(void *, int, int, const int64_t *);
-    void *(*ggml_set_name)(void *, const char *);
-    void *(*ggml_get_tensor)(void *, const char *);
-    void *(*ggml_get_data)(const void *);
-    size_t (*ggml_nbytes)(const void *);
-    size_t (*ggml_tensor_overhead)(void);
-    int64_t (*ggml_blck_size)(int);
-    size_t (*ggml_type_size)(int);
-} oracle;
-
-static oracle O;
-
-/* Opens the oracle (tu_oracle exits 77 when it is not installed) and finds its functions. */
-static void oracle_open(void)
-{
-    O.h = tu_oracle();
-#define SYM(field, name) *(void **)&O.field = tu_oracle_sym(name)
-    SYM(init_from_file, "gguf_init_from_file");
-    SYM(init_empty, "gguf_init_empty");
-    SYM(free_ctx, "gguf_free");
-    SYM(get_version, "gguf_get_version");
-    SYM(get_alignment, "gguf_get_alignment");
-    SYM(get_data_offset, "gguf_get_data_offset");
-    SYM(get_n_kv, "gguf_get_n_kv");
-    SYM(get_key, "gguf_get_key");
-    SYM(get_kv_type, "gguf_get_kv_type");
-    SYM(get_arr_type, "gguf_get_arr_type");
-    SYM(get_arr_n, "gguf_get_arr_n");
-    SYM(get_arr_data, "gguf_get_arr_data");
-    SYM(get_arr_str, "gguf_get_arr_str");
-    SYM(get_val_data, "gguf_get_val_data");
-    SYM(get_val_str, "gguf_get_val_str");
-    SYM(get_n_tensors, "gguf_get_n_tensors");
-    SYM(get_tensor_name, "gguf_get_tensor_name");
-    SYM(get_tensor_type, "gguf_get_tensor_type");
-    SYM(get_tensor_offset, "gguf_get_tensor_offset");
-    SYM(get_tensor_size, "gguf_get_tensor_size");
-    SYM(get_tensor_ne, "gguf_get_tensor_ne");
-    SYM(set_val_u8, "gguf_set_val_u8");
-    SYM(set_val_i8, "gguf_set_val_i8");
-    SYM(set_val_u16, "gguf_set_val_u16");
-    SYM(set_val_i16, "gguf_set_val_i16");
-    SYM(set_val_u32, "gguf_set_val_u32");
-    SYM(set_val_i32, "gguf_set_val_i32");
-    SYM(set_val_f32, "gguf_set_val_f32");
-    SYM(set_val_u64, "gguf_set_val_u64");
-    SYM(set_val_i64, "gguf_set_val_i64");
-    SYM(set_val_f64, "gguf_set_val_f64");
-    SYM(set_val_bool, "gguf_set_val_bool");
-    SYM(set_val_str, "gguf_set_val_str");
-    SYM(set_arr_data, "gguf_set_arr_data");
-    SYM(set_arr_str, "gguf_set_arr_str");
-    SYM(add_tensor, "gguf_add_tensor");
-    SYM(set_tensor_data, "gguf_set_tensor_data");
-    SYM(write_to_file, "gguf_write_to_file");
-    SYM(ggml_init, "ggml_init");
-    SYM(ggml_free, "ggml_free");
-    SYM(ggml_new_tensor, "ggml_new_tensor");
-    SYM(ggml_set_name, "ggml_set_name");
-    SYM(ggml_get_tensor, "ggml_get_tensor");
-    SYM(ggml_get_data, "ggml_get_data");
-    SYM(ggml_nbytes, "ggml_nbytes");
-    SYM(ggml_tensor_overhead, "ggml_tensor_overhead");
-    SYM(ggml_blck_size, "ggml_blck_size");
-    SYM(ggml_type_size, "ggml_type_size");
-#undef SYM
-}
+/* The oracle's functions (oracle_gguf.h), found by main. */
+static tu_gguf_api O;
 
 /* ---------------------------------------------------------------------------------------------
  * Comparing what the oracle read with what we read
@@ -263,7 +146,7 @@ static void cmp_all(const void *ctx, void *gctx, const td__table *t, const uint8
 static void oracle_check_file(const char *path, const char *what)
 {
     void *gctx = NULL;
-    struct o_gguf_init_params ip = {false, &gctx};
+    tu_gguf_init_params ip = {false, &gctx};
     void *ctx = O.init_from_file(path, ip);
     ck_assert_msg(ctx != NULL, "%s: llama.cpp refuses %s", what, path);
     ck_assert_ptr_nonnull(gctx);
@@ -482,7 +365,7 @@ START_TEST(test_llama_writes_we_read)
     O.set_arr_str(g, "o.arr_str", strs, 3);
 
     /* every type id both know, as tensors, 1-D to 4-D */
-    struct o_ggml_init_params gp = {64 * O.ggml_tensor_overhead(), NULL, true};
+    tu_ggml_init_params gp = {64 * O.ggml_tensor_overhead(), NULL, true};
     void *gctx = O.ggml_init(gp);
     ck_assert_ptr_nonnull(gctx);
     uint8_t *datas[64];
@@ -567,7 +450,7 @@ START_TEST(test_reference_files)
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
         oracle_check_file(tu_testdata(files[i], path, sizeof path), files[i]);
     void *gctx = NULL;
-    struct o_gguf_init_params ip = {true, &gctx};
+    tu_gguf_init_params ip = {true, &gctx};
     void *ctx = O.init_from_file(tu_testdata("gguf/nested_array.gguf", path, sizeof path), ip);
     if (ctx) {
         printf("NOTE: llama.cpp now reads nested arrays\n");
@@ -579,7 +462,7 @@ END_TEST
 
 int main(void)
 {
-    oracle_open();
+    O = *tu_gguf_oracle();
     Suite *s = suite_create("gguf_llama");
     TCase *tc = tcase_create("interop");
     tcase_set_timeout(tc, 300);

@@ -332,6 +332,33 @@ td_status *tu_daemon_status(const char *sock)
     return st;
 }
 
+int tu_tensorctl(const char *args, char *out, size_t cap)
+{
+    const char *tc = getenv("TD_TENSORCTL");
+    ck_assert_msg(tc != NULL, "TD_TENSORCTL is not set");
+    size_t len = strlen(tc) + strlen(args) + 16;
+    char *cmd = malloc(len);
+    ck_assert_ptr_nonnull(cmd);
+    snprintf(cmd, len, "'%s' %s 2>&1", tc, args);
+    FILE *p = popen(cmd, "r");
+    free(cmd);
+    ck_assert_ptr_nonnull(p);
+    size_t n = 0;
+    char sink[4096];
+    for (;;) { /* read to the end, so that the child never blocks on a full pipe */
+        size_t room = n + 1 < cap ? cap - 1 - n : 0;
+        size_t got = room ? fread(out + n, 1, room, p) : fread(sink, 1, sizeof sink, p);
+        if (!got)
+            break;
+        if (room)
+            n += got;
+    }
+    if (cap)
+        out[n] = '\0';
+    int st = pclose(p);
+    return st >= 0 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
 void tu_buf_put(tu_buf *b, const void *p, size_t n)
 {
     if (b->len + n > b->cap) {

@@ -93,6 +93,11 @@ td_status *tu_daemon_status(const char *sock);
 /* Sends sig and reaps the daemon; returns its wait status. */
 int tu_daemon_stop(pid_t pid, int sig);
 
+/* Runs `$TD_TENSORCTL ARGS` through the shell (args: a command line's tail, quoted as the shell
+ * wants), its standard output and error together into out (cap bytes, NUL-terminated, cut when
+ * longer). Returns its exit status, or -1 when it did not exit normally. */
+int tu_tensorctl(const char *args, char *out, size_t cap);
+
 /* Check assertion that an int call returned 0, printing the td_error message otherwise. */
 #define TU_OK(call, errp)                                                                          \
     do {                                                                                           \
