@@ -552,13 +552,15 @@ static int td__cache_publish(td__cache_entry *e, td_error *err)
     seed.k1 = td__hash(secret, &ids[1], sizeof ids[1]);
     void *map = NULL;
     int fd = -1;
+    char label[4200]; /* how /proc/PID/maps names the memfd: "tensord:NAME (table)" */
+    snprintf(label, sizeof label, "%.4096s (table)", e->name);
     if (!size)
         rc = td__err(err, TD_ELIMIT,
                      "%s: a table of %zu tensors and %zu bytes of metadata is "
                      "over 4 GiB",
                      e->name, e->table.n, meta_len);
     if (!rc)
-        rc = td__derive_memfd(e->name, size, &fd, &map, err);
+        rc = td__derive_memfd(label, size, &fd, &map, err);
     if (!rc) {
         rc = td__ftab_write(&e->table, e->derived_fd >= 0 ? 2 : 1, meta, meta_len, seed, map, size,
                             err);

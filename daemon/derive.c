@@ -16,8 +16,12 @@ int td__derive_memfd(const char *name, uint64_t size, int *fd, void **map, td_er
 {
     if (size == 0 || size > SIZE_MAX)
         return td__err(err, TD_EINVAL, "derived buffer of %llu bytes", (unsigned long long)size);
-    char label[64];
-    snprintf(label, sizeof label, "tensord:%.48s", name ? name : "buffer");
+    /* memfd names hold 249 bytes: a longer name keeps its end, where the file's name is. */
+    char label[249];
+    const char *n = name ? name : "buffer";
+    size_t len = strlen(n);
+    snprintf(label, sizeof label, "tensord:%s%s", len > 230 ? "..." : "",
+             len > 230 ? n + len - 230 : n);
     int f = memfd_create(label, MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (f < 0) {
         int e = errno;
