@@ -145,7 +145,7 @@ static void serve(int sock, int meta_kind)
     int region = memfd_create("bench-region", MFD_CLOEXEC);
     if (region < 0 || ftruncate(region, (off_t)size))
         fail("memfd", NULL);
-    td__proto_region reg = {region, size};
+    td__proto_region reg = {region, size, 0};
     td__proto_limits lim = {.max_frame = 1 << 16, .max_fds = 2};
     for (uint64_t lease = 1;; lease++) {
         td__proto_msg m;
@@ -213,7 +213,7 @@ static void bench_roundtrip(int iters, int meta_kind, const char *label)
         td__table t;
         uint64_t size;
         make_table(&t, meta_kind, &size);
-        td__proto_region reg = {file, size};
+        td__proto_region reg = {file, size, 0};
         td__proto_msg m;
         td__proto_msg_init(&m, TD__PROTO_LOAD_OK, 1);
         m.u.loaded.lease = 1;
@@ -248,7 +248,7 @@ static void bench_codec(int meta_kind, const char *label)
     uint64_t size;
     make_table(&t, meta_kind, &size);
     int fd = memfd_create("bench-region", MFD_CLOEXEC);
-    td__proto_region reg = {fd, size};
+    td__proto_region reg = {fd, size, 0};
     td__proto_msg m;
     td__proto_msg_init(&m, TD__PROTO_LOAD_OK, 1);
     m.u.loaded.lease = 1;

@@ -40,6 +40,8 @@ static void td__cache_finish(td__cache *c, td__cache_entry *e);
 
 struct td__cache_entry {
     td__cache_entry *prev, *next;
+    td__cache_entry *chain; /* in its bucket of the cache's index */
+    uint64_t hash;          /* of its key (td__cache_key_hash) */
     td__cache *cache;
     td__cache_key key;
     td__cache_state state;
@@ -100,6 +102,67 @@ void td__cache_init(td__cache *c, uv_loop_t *loop, const td__config *cfg)
 int td__cache_idle(const td__cache *c)
 {
     return c->building == 0;
+}
+
+/* ---- the index: entries by key, so that a load finds its entry in O(1) ---- */
+
+static uint64_t td__cache_key_hash(const td__cache *c, const td__cache_key *k)
+{
+    uint64_t w[6] = {k->dev,    k->ino, k->size, (uint64_t)k->mtime_sec, (uint64_t)k->mtime_nsec,
+                     k->dequant};
+    return td__hash(td__hash_seed_for(c), w, sizeof w);
+}
+
+/* Adds e (its hash set, already on the list) to the index, which grows to twice the entries
+ * when it can, rebuilt from the list. Without memory to grow, chains just get longer; without
+ * any index, td__cache_find walks the list. */
+static void td__cache_index_add(td__cache *c, td__cache_entry *e)
+{
+    if (c->n * 2 > c->index_cap) {
+        size_t cap = c->index_cap ? c->index_cap * 2 : 64;
+        while (c->n * 2 > cap)
+            cap *= 2;
+        td__cache_entry **idx = calloc(cap, sizeof *idx);
+        if (idx) {
+            free(c->index);
+            c->index = idx;
+            c->index_cap = cap;
+            for (td__cache_entry *x = c->head; x; x = x->next) {
+                x->chain = idx[x->hash & (cap - 1)];
+                idx[x->hash & (cap - 1)] = x;
+            }
+            return; /* e is on the list, so in the index now */
+        }
+    }
+    if (!c->index_cap)
+        return;
+    td__cache_entry **b = &c->index[e->hash & (c->index_cap - 1)];
+    e->chain = *b;
+    *b = e;
+}
+
+static void td__cache_index_del(td__cache *c, td__cache_entry *e)
+{
+    if (!c->index_cap)
+        return;
+    for (td__cache_entry **p = &c->index[e->hash & (c->index_cap - 1)]; *p; p = &(*p)->chain)
+        if (*p == e) {
+            *p = e->chain;
+            return;
+        }
+}
+
+/* The live entry (not superseded) for key, or NULL. */
+static td__cache_entry *td__cache_find(const td__cache *c, const td__cache_key *key)
+{
+    uint64_t h = td__cache_key_hash(c, key);
+    td__cache_entry *e = c->index_cap ? c->index[h & (c->index_cap - 1)] : c->head;
+    for (; e; e = c->index_cap ? e->chain : e->next)
+        if (e->hash == h && !e->superseded && e->key.dev == key->dev && e->key.ino == key->ino &&
+            e->key.size == key->size && e->key.mtime_sec == key->mtime_sec &&
+            e->key.mtime_nsec == key->mtime_nsec && e->key.dequant == key->dequant)
+            return e;
+    return NULL;
 }
 
 static void td__cache_unlink(td__cache *c, td__cache_entry *e)
@@ -218,6 +281,7 @@ static void td__cache_forget(td__cache *c, td__cache_entry *e)
 {
     td__cache_charge(c, e, 0);
     td__cache_user_del(c, e->uid);
+    td__cache_index_del(c, e);
     td__cache_unlink(c, e);
     td__cache_free(e);
 }
@@ -349,6 +413,9 @@ void td__cache_destroy(td__cache *c)
     c->users = NULL;
     c->nusers = c->cap_users = 0;
     c->bytes = 0;
+    free(c->index);
+    c->index = NULL;
+    c->index_cap = 0;
 }
 
 int td__cache_key_of(int fd, uint32_t dequant, td__cache_key *key, td_error *err)
@@ -746,6 +813,7 @@ static void td__cache_finish(td__cache *c, td__cache_entry *e)
             td__log_warn("load %s failed: %s", e->name, e->err.message);
         td__cache_charge(c, e, 0);
         td__cache_user_del(c, e->uid);
+        td__cache_index_del(c, e);
         td__cache_unlink(c, e);
         while (q != &e->waiters) {
             td__cache_waiter *next = q->next;
@@ -854,9 +922,8 @@ int td__cache_acquire(td__cache *c, const td__cache_request *req, td__cache_wait
     int rc = td__cache_key_of(req->fd, req->dequant, &key, err);
     if (rc)
         return rc;
-    for (td__cache_entry *e = c->head; e; e = e->next) {
-        if (e->superseded || !td__cache_same_file(&e->key, &key) || e->key.dequant != key.dequant)
-            continue;
+    td__cache_entry *e = td__cache_find(c, &key);
+    if (e) {
         if (req->format && e->state == CACHE_READY && e->table.format != req->format)
             return td__err(err, TD_EFORMAT, "%s: asked to read it as %s, but it is %s", e->name,
                            td_format_name(req->format), td_format_name(e->table.format));
@@ -888,11 +955,12 @@ int td__cache_acquire(td__cache *c, const td__cache_request *req, td__cache_wait
             return td__err(err, TD_ELIMIT, "the cache holds %zu files, all in use (max_entries)",
                            c->n);
     }
-    td__cache_entry *e = calloc(1, sizeof *e);
+    e = calloc(1, sizeof *e);
     if (!e)
         return td__err(err, TD_ENOMEM, "out of memory");
     e->cache = c;
     e->key = key;
+    e->hash = td__cache_key_hash(c, &key);
     e->uid = req->uid;
     e->state = CACHE_LOADING;
     e->snap_fd = e->derived_fd = e->table_fd = -1;
@@ -923,6 +991,7 @@ int td__cache_acquire(td__cache *c, const td__cache_request *req, td__cache_wait
         return td__err(err, TD_ENOMEM, "out of memory");
     }
     td__cache_push_front(c, e);
+    td__cache_index_add(c, e);
     c->building++; /* LOADING, from here to td__cache_finish */
     /* A snapshot copies the file and a pin locks it: reserve that now. */
     uint64_t reserve =
@@ -996,9 +1065,23 @@ void td__cache_relieve(td__cache *c, const char *why)
                    (unsigned long long)k.bytes, (unsigned long long)k.leases);
 }
 
+/* Whether the cache is over its budget, or a uid over its quota. */
+static int td__cache_over(const td__cache *c)
+{
+    uint64_t budget = c->cfg->max_memory, quota = c->cfg->max_memory_per_uid;
+    if (budget && c->bytes > budget)
+        return 1;
+    for (size_t i = 0; quota && i < c->nusers; i++)
+        if (c->users[i].bytes > quota)
+            return 1;
+    return 0;
+}
+
 void td__cache_enforce_budget(td__cache *c)
 {
     uint64_t budget = c->cfg->max_memory, quota = c->cfg->max_memory_per_uid;
+    if (!td__cache_over(c))
+        return; /* every release asks: most of the time nothing is over */
     for (td__cache_entry *e = c->tail, *prev; (budget || quota) && e; e = prev) {
         prev = e->prev;
         if (!td__cache_evictable(e) || !e->charged)

@@ -68,6 +68,8 @@ typedef struct td__cache {
     const td__config *cfg;        /* borrowed; may be replaced (reload) */
     td__cache_entry *head, *tail; /* most recently used first */
     size_t n;
+    td__cache_entry **index; /* chains of entries by key; index_cap buckets (a power of two) */
+    size_t index_cap;
     size_t building;    /* entries being built (on the thread pool or waiting for room) */
     uint64_t bytes;     /* snapshot, derived, pinned and kept reply bytes, and reservations */
     uint64_t transient; /* of those, the scratch of decodes in flight */

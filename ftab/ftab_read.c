@@ -121,6 +121,13 @@ int64_t td__ftab_find(const td__ftab *ft, const char *name, size_t len)
     return td__ftab_probe(ft, name, len, &probes);
 }
 
+/* An entry's name for a message, quoted only when a message is made. */
+static const char *td__ftab_label(const td__ftab_entry *e, char *q, size_t cap)
+{
+    return e->name ? td__quote(e->name, e->name_len, q, cap) : "";
+}
+#define TD__FTAB_LABEL td__ftab_label(&e, q, sizeof q)
+
 /* One entry's checks. names_len and nshapes bound its name and shape. */
 static int td__ftab_entry_check(const td__ftab *ft, uint32_t i, uint64_t names_len,
                                 uint64_t nshapes, const uint64_t *region_sizes, const char *what,
@@ -145,43 +152,45 @@ static int td__ftab_entry_check(const td__ftab *ft, uint32_t i, uint64_t names_l
         (*named)++;
     }
     td__ftab_get(ft, i, &e);
-    const char *label = e.name ? td__quote(e.name, e.name_len, q, sizeof q) : "";
     if (!td__dtype_info(e.dtype))
         return td__err(err, TD_EPROTO, "%s: table: entries[%u] '%s': dtype %d is unknown", what, i,
-                       label, (int)e.dtype);
+                       TD__FTAB_LABEL, (int)e.dtype);
     if (e.ndim > TD_MAX_DIMS || (uint64_t)shape_at + e.ndim > nshapes)
         return td__err(err, TD_EPROTO,
                        "%s: table: entries[%u] '%s': %u dimensions from size %u of %llu", what, i,
-                       label, e.ndim, shape_at, (unsigned long long)nshapes);
+                       TD__FTAB_LABEL, e.ndim, shape_at, (unsigned long long)nshapes);
     int64_t shape[TD_MAX_DIMS];
     for (uint32_t k = 0; k < e.ndim; k++)
         shape[k] = td__ftab_dim(e.shape, k);
     uint64_t nbytes, end;
     td_error tmp;
     if (td__shape_nbytes(e.dtype, e.ndim, shape, &nbytes, &tmp))
-        return td__err(err, TD_EPROTO, "%s: table: entries[%u] '%s': shape: %s", what, i, label,
-                       tmp.message);
+        return td__err(err, TD_EPROTO, "%s: table: entries[%u] '%s': shape: %s", what, i,
+                       TD__FTAB_LABEL, tmp.message);
     if (nbytes != e.nbytes)
         return td__err(err, TD_EPROTO,
                        "%s: table: entries[%u] '%s': nbytes %llu, but %s x shape is %llu", what, i,
-                       label, (unsigned long long)e.nbytes, td_dtype_name(e.dtype),
+                       TD__FTAB_LABEL, (unsigned long long)e.nbytes, td_dtype_name(e.dtype),
                        (unsigned long long)nbytes);
     if (e.region >= ft->nregions)
         return td__err(err, TD_EPROTO, "%s: table: entries[%u] '%s': region %u of %u", what, i,
-                       label, e.region, ft->nregions);
+                       TD__FTAB_LABEL, e.region, ft->nregions);
     if (!td__add_u64(e.offset, e.nbytes, &end) || end > region_sizes[e.region])
         return td__err(err, TD_EPROTO,
                        "%s: table: entries[%u] '%s': bytes %llu + %llu are past the end of "
                        "region %u (%llu bytes)",
-                       what, i, label, (unsigned long long)e.offset, (unsigned long long)e.nbytes,
-                       e.region, (unsigned long long)region_sizes[e.region]);
+                       what, i, TD__FTAB_LABEL, (unsigned long long)e.offset,
+                       (unsigned long long)e.nbytes, e.region,
+                       (unsigned long long)region_sizes[e.region]);
     if (e.offset % td__dtype_align(e.dtype))
         return td__err(err, TD_EPROTO,
                        "%s: table: entries[%u] '%s': offset %llu is not aligned to %u for %s", what,
-                       i, label, (unsigned long long)e.offset, td__dtype_align(e.dtype),
+                       i, TD__FTAB_LABEL, (unsigned long long)e.offset, td__dtype_align(e.dtype),
                        td_dtype_name(e.dtype));
     return 0;
 }
+
+#undef TD__FTAB_LABEL
 
 int td__ftab_open(const void *p, uint64_t len, const uint64_t *region_sizes, uint32_t nregions,
                   const char *what, td__ftab *ft, td_error *err)

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -216,7 +217,8 @@ static void raw_load(const char *path, uint64_t features, td__proto_msg *r)
 {
     int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", sock);
+    ck_assert_uint_lt(strlen(sock), sizeof sa.sun_path);
+    memcpy(sa.sun_path, sock, strlen(sock) + 1);
     ck_assert_int_eq(connect(s, (struct sockaddr *)&sa, sizeof sa), 0);
     td_error err = {0};
     td__proto_msg m;
@@ -402,15 +404,16 @@ START_TEST(test_hostile_daemon_table)
     td_array_release(a);
 
     for (int via_client = 0; via_client < 2; via_client++) {
+        int fds = tu_count_fds();
         int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         struct sockaddr_un sa = {.sun_family = AF_UNIX};
-        snprintf(sa.sun_path, sizeof sa.sun_path, "%s", sock);
+        ck_assert_uint_lt(strlen(sock), sizeof sa.sun_path);
+        memcpy(sa.sun_path, sock, strlen(sock) + 1);
         unlink(sock);
         ck_assert_int_eq(bind(l, (struct sockaddr *)&sa, sizeof sa), 0);
         ck_assert_int_eq(listen(l, 4), 0);
         fake f = {l, bad_cases[_i].kind, path};
         pthread_t th;
-        int fds = tu_count_fds();
         int maps = count_maps("/");
         pthread_create(&th, NULL, fake_daemon, &f);
         td_dict *d = NULL;
