@@ -6,13 +6,21 @@
  * and what could not be opened. Back on the loop, pl_commit matches the candidates against the
  * files preloaded now: an unchanged file (same key, same mode) stays as it is, a new one is
  * queued, and the files no candidate matches any more are let go. pl_pump hands the queue to
- * td__cache_acquire, at most p->cap builds at a time; pl_settle makes a built entry a hold.
+ * td__cache_acquire, at most p->cap builds at a time; pl_got makes the lease a built entry gives
+ * a hold.
  *
  * A file's life: QUEUED (its descriptor open, waiting for a build slot) -> BUILDING (a waiter
  * on its cache entry) -> HELD (a hold on the entry) or FAILED (logged; tried again at the next
- * sync). The cache may call back into pl_done from any call that gives memory back
- * (td__cache_unhold, td__cache_release): nothing here keeps state across such a call but the
- * lists, which stay consistent at every step.
+ * sync). An entry that comes in another mode than the file's (a client loaded the file first,
+ * or the line's mode changed) makes it SWITCH (a lease on the entry): pl_process gives the
+ * lease back, evicts the entry if nobody holds it, and queues the file again, once; an entry
+ * clients hold is kept in their mode (HELD, its descriptor kept open) until they let go.
+ *
+ * The cache calls pl_done from inside td__cache_finish, which goes on with the entry's other
+ * waiters afterwards, and from any call that gives memory back (td__cache_release,
+ * td__cache_unhold, which finish builds waiting for room). So pl_done only changes the file's
+ * state and asks for pl_process on the next turn of the loop, which is where everything that
+ * changes the cache (releases, evictions, new loads) happens, besides syncs.
  */
 #include "preload.h"
 #include "index.h"
@@ -29,8 +37,11 @@
 /* After a change in a watched directory, the lines are read again this much later (the files of
  * a model being replaced one by one then come in one sync, or a few). */
 #define PL_RECHECK_MS 1000
+/* A file warm in another mode than its line's, because clients held it in theirs when it was
+ * preloaded, is looked at this often, and built in its mode once they let go. */
+#define PL_RETRY_MS 5000
 
-enum { PL_QUEUED, PL_BUILDING, PL_HELD, PL_FAILED };
+enum { PL_QUEUED, PL_BUILDING, PL_SWITCH, PL_HELD, PL_FAILED };
 
 typedef struct pl_file pl_file;
 typedef struct pl_watch pl_watch;
@@ -39,16 +50,17 @@ typedef struct pl_watch pl_watch;
 struct pl_file {
     td__cache_waiter w; /* first: the waiter's done() finds the file */
     td__preload *p;
-    pl_file *next;  /* in p->files */
-    pl_file *qnext; /* in the build queue */
-    char *line;     /* the line's path, for messages (owned) */
-    char *label;    /* the file as opened: the line's path, or DIR/SHARD (owned) */
+    pl_file *next;   /* in p->files */
+    pl_file *qnext;  /* in the build queue */
+    char *line;      /* the line's path, for messages (owned) */
+    unsigned lineno; /* and where the configuration says it */
+    char *label;     /* the file as opened: the line's path, or DIR/SHARD (owned) */
     td__cache_key key;
     uint32_t mode; /* TD__PROTO_MODE_PIN or _SNAPSHOT */
     int fd;        /* open until the entry is settled, else -1 */
     int retried;   /* evicted once to be built again in its mode */
     int state;
-    td__cache_entry *e; /* PL_HELD: the entry we hold */
+    td__cache_entry *e; /* PL_HELD: the entry we hold; PL_SWITCH: our lease on it */
 };
 
 /* A watched directory and the names in it that matter. */
@@ -102,13 +114,14 @@ struct td__preload {
     pl_file *files; /* what the lines name now */
     pl_file *qhead, *qtail;
     size_t inflight, cap;
-    int busy;      /* a job is on the thread pool */
-    int again;     /* a sync was asked for meanwhile */
-    int report;    /* say what is warm once the builds of this sync are done */
-    size_t unread; /* files the last sync could not open, lines it could not read */
-    int stopped;   /* td__preload_stop ran */
-    uv_timer_t timer;
-    int timer_open;
+    int busy;         /* a job is on the thread pool */
+    int again;        /* a sync was asked for meanwhile */
+    int report;       /* say what is warm once the builds of this sync are done */
+    size_t unread;    /* files the last sync could not open, lines it could not read */
+    int stopped;      /* td__preload_stop ran */
+    uv_timer_t timer; /* recheck after a change in a watched directory */
+    uv_timer_t kick;  /* pl_process on the next turn of the loop */
+    uv_timer_t retry; /* pl_process later: files kept in another mode while clients hold them */
     pl_watch *watches;
 };
 
@@ -278,26 +291,32 @@ static void pl_job_free(pl_job *j)
 
 /* ---- the files, on the loop ---- */
 
-/* "preload: MESSAGE" when the message starts with the line's path, else "preload LINE: ...". */
-static void pl_log_line(int level, const char *line, const char *message)
+/* "preload (line N): MESSAGE" when the message starts with the line's path, else "preload PATH
+ * (line N): MESSAGE" (lineno 0: no line number). */
+static void pl_log_line(int level, const char *line, unsigned lineno, const char *message)
 {
+    char where[32] = "";
+    if (lineno)
+        snprintf(where, sizeof where, " (line %u)", lineno);
     if (strncmp(message, line, strlen(line)) == 0)
-        td__log_msg(level, "preload: %s", message);
+        td__log_msg(level, "preload%s: %s", where, message);
     else
-        td__log_msg(level, "preload %s: %s", line, message);
+        td__log_msg(level, "preload %s%s: %s", line, where, message);
 }
 
 /* A file's failure, its name added when the message does not name it. */
 static void pl_log_failure(int level, const pl_file *f, const td_error *err)
 {
     if (strstr(err->message, f->label)) {
-        pl_log_line(level, f->line, err->message);
+        pl_log_line(level, f->line, f->lineno, err->message);
     } else {
         char text[sizeof err->message + 4096];
         snprintf(text, sizeof text, "%s: %s", f->label, err->message);
-        pl_log_line(level, f->line, text);
+        pl_log_line(level, f->line, f->lineno, text);
     }
 }
+
+static void pl_process(uv_timer_t *t);
 
 static void pl_close_fd(pl_file *f)
 {
@@ -309,7 +328,8 @@ static void pl_close_fd(pl_file *f)
 /* Once nothing is queued or building after a sync that changed something: what is warm. */
 static void pl_report(td__preload *p)
 {
-    if (!p->report || p->inflight || p->qhead || p->busy || p->stopped)
+    if (!p->report || p->inflight || p->qhead || p->busy || p->stopped ||
+        uv_is_active((uv_handle_t *)&p->kick))
         return;
     p->report = 0;
     size_t held = 0, failed = 0;
@@ -317,68 +337,71 @@ static void pl_report(td__preload *p)
     for (const pl_file *f = p->files; f; f = f->next) {
         held += f->state == PL_HELD;
         failed += f->state == PL_FAILED;
-        if (f->state == PL_HELD)
+        const pl_file *o = p->files; /* an entry two lines hold counts once */
+        while (o != f && !(o->state == PL_HELD && o->e == f->e))
+            o = o->next;
+        if (f->state == PL_HELD && o == f)
             bytes += td__cache_entry_bytes(f->e);
     }
     td__log_notice("preload: %zu files warm (%llu bytes held against the budget), %zu failed", held,
                    (unsigned long long)bytes, failed + p->unread);
 }
 
-static void pl_failed(td__preload *p, pl_file *f, const td_error *err)
+static void pl_failed(pl_file *f, const td_error *err)
 {
-    (void)p;
     f->state = PL_FAILED;
     pl_close_fd(f);
     pl_log_failure(LOG_LVL_WARN, f, err);
 }
 
-static void pl_acquire(td__preload *p, pl_file *f);
+/* Runs pl_process on the next turn of the loop. */
+static void pl_kick(td__preload *p)
+{
+    if (!p->stopped)
+        uv_timer_start(&p->kick, pl_process, 0, 0);
+}
 
-/* f's load gave it a lease on e: kept as a hold, or built again in f's mode first when e was
- * cached in another mode by a load nobody holds now. */
+/* f's load gave it a lease on e: kept as a hold, or (the first time) to be built again in f's
+ * mode when e is cached in another (a client loaded the file first, or the line's mode changed):
+ * pl_process does that. Never changes the cache: pl_done runs inside td__cache_finish. */
 static void pl_got(td__preload *p, pl_file *f, td__cache_entry *e)
 {
     uint32_t mode = td__cache_entry_mode(e);
-    if (mode != f->mode && !f->retried && td__cache_entry_leases(e) == 1 &&
-        td__cache_entry_holds(e) == 0) {
-        td__log_info("preload %s: %s was cached in mode %s: evicted, to be built in mode %s",
-                     f->line, f->label, td__config_mode_name(mode), td__config_mode_name(f->mode));
-        f->retried = 1;
-        td__cache_release(p->cache, e);
-        uint64_t n = 0, bytes = 0;
-        td__cache_evict(p->cache, &f->key, &n, &bytes);
-        pl_acquire(p, f);
+    f->e = e;
+    if (mode != f->mode && !f->retried) {
+        f->state = PL_SWITCH;
+        pl_kick(p);
         return;
     }
     if (mode != f->mode)
-        td__log_notice("preload %s: %s is cached in mode %s and held: kept warm in that mode "
-                       "(mode %s after a later reload, once nobody else holds it)",
+        td__log_notice("preload %s: %s is cached in mode %s and held by clients (or another "
+                       "preload line): kept warm in that mode, and built in mode %s once they let "
+                       "go",
                        f->line, f->label, td__config_mode_name(mode),
                        td__config_mode_name(f->mode));
     td__cache_hold(e);
-    f->e = e;
     f->state = PL_HELD;
-    pl_close_fd(f);
+    if (mode == f->mode)
+        pl_close_fd(f); /* else kept, to build it again in its mode later (pl_process) */
     char text[4096 + 64];
     snprintf(text, sizeof text, "%s: warm (mode %s, %llu bytes)", f->label,
              td__config_mode_name(mode), (unsigned long long)td__cache_entry_bytes(e));
-    pl_log_line(LOG_LVL_INFO, f->line, text);
+    pl_log_line(LOG_LVL_INFO, f->line, f->lineno, text);
 }
 
-static void pl_pump(td__preload *p);
-
-/* The build f waited for is done (e set, with a lease for f) or failed. */
+/* The build f waited for is done (e set, with a lease for f) or failed. This runs inside
+ * td__cache_finish, which goes on with the entry's other waiters after it: f's state changes,
+ * the rest waits for pl_process. */
 static void pl_done(td__cache_waiter *w, td__cache_entry *e, int status, const td_error *err)
 {
     pl_file *f = (pl_file *)w;
     td__preload *p = f->p;
     p->inflight--;
     if (status)
-        pl_failed(p, f, err);
+        pl_failed(f, err);
     else
         pl_got(p, f, e);
-    pl_pump(p);
-    pl_report(p);
+    pl_kick(p);
 }
 
 /* Asks the cache for f's entry: a hold at once, a build to wait for, or a failure. */
@@ -402,7 +425,25 @@ static void pl_acquire(td__preload *p, pl_file *f)
     else if (rc == 0)
         pl_got(p, f, e);
     else
-        pl_failed(p, f, &err);
+        pl_failed(f, &err);
+}
+
+static void pl_enqueue(td__preload *p, pl_file *f, int front)
+{
+    f->state = PL_QUEUED;
+    if (front) {
+        f->qnext = p->qhead;
+        p->qhead = f;
+        if (!p->qtail)
+            p->qtail = f;
+        return;
+    }
+    f->qnext = NULL;
+    if (p->qtail)
+        p->qtail->qnext = f;
+    else
+        p->qhead = f;
+    p->qtail = f;
 }
 
 static void pl_pump(td__preload *p)
@@ -415,6 +456,61 @@ static void pl_pump(td__preload *p)
         f->qnext = NULL;
         pl_acquire(p, f);
     }
+}
+
+/* Whether f is warm in another mode than its line's (clients held the entry in theirs). */
+static int pl_astray(const pl_file *f)
+{
+    return f->state == PL_HELD && td__cache_entry_mode(f->e) != f->mode;
+}
+
+/* Outside the cache's callbacks: the files whose entry came in another mode give their leases
+ * back, and so do the files kept in another mode that no client holds any more; the entries
+ * nobody holds then are evicted, and the files are built again in their mode (an entry clients
+ * still hold stays, and is kept in its mode until they let go: looked at again every
+ * PL_RETRY_MS). Then the queue is pumped. */
+static void pl_process(uv_timer_t *t)
+{
+    td__preload *p = t->data;
+    int again = 1;
+    while (again && !p->stopped) {
+        again = 0;
+        for (pl_file *f = p->files; f; f = f->next) {
+            td__cache_entry *e = f->e;
+            if (f->state == PL_SWITCH && e) {
+                f->e = NULL;
+                td__cache_release(p->cache, e); /* may finish other builds: they only mark */
+            } else if (pl_astray(f) && td__cache_entry_leases(e) == 0 &&
+                       td__cache_entry_holds(e) == 1) {
+                /* Nobody else holds it now (another line asking for it in another mode would:
+                 * the first line's mode stays). */
+                f->e = NULL;
+                f->state = PL_SWITCH;
+                td__cache_unhold(p->cache, e);
+            }
+        }
+        for (pl_file *f = p->files; f; f = f->next) {
+            if (f->state != PL_SWITCH || f->e) /* f->e: a build finished meanwhile: next round */
+                continue;
+            uint64_t n = 0, bytes = 0;
+            td__cache_evict(p->cache, &f->key, &n, &bytes);
+            if (n)
+                td__log_info("preload %s: %s was cached in another mode: evicted, to be built in "
+                             "mode %s",
+                             f->line, f->label, td__config_mode_name(f->mode));
+            f->retried = 1;
+            pl_enqueue(p, f, 1);
+        }
+        pl_pump(p);
+        for (const pl_file *f = p->files; f && !again; f = f->next)
+            again = f->state == PL_SWITCH; /* a hit in pl_pump */
+    }
+    pl_report(p);
+    int astray = 0;
+    for (const pl_file *f = p->files; f && !astray; f = f->next)
+        astray = pl_astray(f);
+    if (astray && !p->stopped && !uv_is_active((uv_handle_t *)&p->retry))
+        uv_timer_start(&p->retry, pl_process, PL_RETRY_MS, 0);
 }
 
 static void pl_unqueue(td__preload *p, pl_file *f)
@@ -453,6 +549,10 @@ static void pl_let_go(td__preload *p, pl_file *f, const char *why)
     case PL_BUILDING:
         td__cache_cancel(&f->w);
         p->inflight--;
+        break;
+    case PL_SWITCH:
+        if (f->e)
+            td__cache_release(p->cache, f->e);
         break;
     case PL_QUEUED:
         pl_unqueue(p, f);
@@ -549,6 +649,13 @@ static void pl_watch_add(td__preload *p, const char *path)
 
 /* ---- syncs ---- */
 
+static int pl_same_key(const td__cache_key *a, const td__cache_key *b)
+{
+    return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+           a->mtime_sec == b->mtime_sec && a->mtime_nsec == b->mtime_nsec &&
+           a->dequant == b->dequant;
+}
+
 /* Matches what the job found with the files preloaded now (see the top of the file). */
 static void pl_commit(td__preload *p, pl_job *j)
 {
@@ -558,12 +665,12 @@ static void pl_commit(td__preload *p, pl_job *j)
     for (size_t i = 0; i < j->nlines; i++) {
         pl_line *l = &j->lines[i];
         if (l->status) {
-            pl_log_line(LOG_LVL_WARN, l->path, l->err.message);
+            pl_log_line(LOG_LVL_WARN, l->path, l->lineno, l->err.message);
             failed++;
             continue;
         }
         for (size_t k = 0; k < l->nfails; k++) {
-            pl_log_line(LOG_LVL_WARN, l->path, l->fails[k].err.message);
+            pl_log_line(LOG_LVL_WARN, l->path, l->lineno, l->fails[k].err.message);
             failed++;
         }
         for (size_t k = 0; k < l->ncands; k++) {
@@ -576,8 +683,11 @@ static void pl_commit(td__preload *p, pl_job *j)
             pl_file **pf = &old, *f = NULL;
             for (; *pf; pf = &(*pf)->next) {
                 const pl_file *o = *pf;
+                /* A file kept in another mode than its line's (clients held it in theirs) is
+                 * asked for again, to be built in its mode if nobody holds it now. */
                 if (o->state != PL_FAILED && o->mode == mode &&
-                    memcmp(&o->key, &c->key, sizeof c->key) == 0 && strcmp(o->line, l->path) == 0)
+                    (o->state != PL_HELD || td__cache_entry_mode(o->e) == mode) &&
+                    pl_same_key(&o->key, &c->key) && strcmp(o->line, l->path) == 0)
                     break;
             }
             if (*pf) {
@@ -587,23 +697,19 @@ static void pl_commit(td__preload *p, pl_job *j)
             } else if ((f = calloc(1, sizeof *f)) != NULL) {
                 f->p = p;
                 f->line = strdup(l->path);
+                f->lineno = l->lineno;
                 f->label = c->label;
                 c->label = NULL;
                 f->key = c->key;
                 f->mode = mode;
                 f->fd = c->fd;
                 c->fd = -1;
-                f->state = PL_QUEUED;
                 if (!f->line || !f->label) {
                     td__log_err("preload %s: out of memory", l->path);
                     pl_file_free(f);
                     continue;
                 }
-                if (p->qtail)
-                    p->qtail->qnext = f;
-                else
-                    p->qhead = f;
-                p->qtail = f;
+                pl_enqueue(p, f, 0);
                 added++;
             } else {
                 td__log_err("preload %s: out of memory", l->path);
@@ -665,8 +771,7 @@ void td__preload_sync(td__preload *p)
         p->again = 1;
         return;
     }
-    if (p->timer_open)
-        uv_timer_stop(&p->timer);
+    uv_timer_stop(&p->timer);
     if (!p->cfg->npreloads && !p->files && !p->watches)
         return; /* nothing to preload, nothing to let go */
     pl_job *j = calloc(1, sizeof *j);
@@ -726,9 +831,11 @@ td__preload *td__preload_new(uv_loop_t *loop, td__cache *cache, const td__config
     size_t pool = pl_pool_size();
     p->cap = pool > 1 ? pool - 1 : 1;
     uv_timer_init(loop, &p->timer);
-    p->timer.data = p;
-    p->timer_open = 1;
+    uv_timer_init(loop, &p->kick);
+    uv_timer_init(loop, &p->retry);
+    p->timer.data = p->kick.data = p->retry.data = p;
     uv_unref((uv_handle_t *)&p->timer);
+    uv_unref((uv_handle_t *)&p->retry);
     return p;
 }
 
@@ -744,8 +851,10 @@ void td__preload_stop(td__preload *p)
     }
     p->qhead = p->qtail = NULL;
     pl_watch_close_all(p);
-    if (p->timer_open && !uv_is_closing((uv_handle_t *)&p->timer))
-        uv_close((uv_handle_t *)&p->timer, NULL);
+    uv_timer_t *timers[] = {&p->timer, &p->kick, &p->retry};
+    for (size_t i = 0; i < 3; i++)
+        if (!uv_is_closing((uv_handle_t *)timers[i]))
+            uv_close((uv_handle_t *)timers[i], NULL);
 }
 
 void td__preload_free(td__preload *p)

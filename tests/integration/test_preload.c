@@ -5,9 +5,10 @@
  * gguf-split set are cached before any client loads them, shown as preloaded by STATUS and
  * tensorctl, and a client's load of them is a hit; SIGHUP without the line lets them go
  * (evictable), with another mode builds them again in it; a preloaded file replaced by rename
- * is preloaded again without a reload; bad lines (a missing file, traversal in an index, a
- * directory, a FIFO, a later split, a refusal of the budget) are logged with the path and the
- * reason while the daemon goes on serving; configuration errors name the line and the value.
+ * is preloaded again without a reload; a file a client holds in another mode is kept in it, and
+ * built in the line's mode once the client lets go; bad lines (a missing file, traversal in an
+ * index, a directory, a FIFO, a later split, a refusal of the budget) are logged with the path and
+ * the reason while the daemon goes on serving; configuration errors name the line and the value.
  */
 #include "testutil.h"
 
@@ -437,6 +438,26 @@ START_TEST(test_replace)
 }
 END_TEST
 
+/* A file a client holds in another mode when its preload line comes: kept warm in the client's
+ * mode while the client holds it, built in the line's mode once it lets go (no reload). */
+START_TEST(test_client_first)
+{
+    save_model("f.safetensors", 0, 0);
+    write_conf("max_memory = 64M\n");
+    start();
+    td_dict *d = NULL;
+    load("f.safetensors", &d); /* map: no rule says otherwise */
+    write_conf("preload @/f.safetensors\n");
+    reload();
+    wait_for(1, 1, "map");
+    wait_log("f.safetensors", "held by clients", "built in mode pin once they let go");
+    check_values(d, 0);
+    td_dict_free(d);
+    wait_for(1, 1, "pin"); /* looked at again every 5 s */
+    ck_assert_uint_eq(stat_of(TD_STATUS_MISSES), 2);
+}
+END_TEST
+
 /* Preloaded bytes count against the budget (and the daemon's uid's quota): a pin over the
  * budget is refused and logged, the daemon goes on. */
 START_TEST(test_budget)
@@ -507,6 +528,7 @@ int main(void)
     tcase_add_test(tc, test_gguf_split);
     tcase_add_test(tc, test_bad_lines);
     tcase_add_test(tc, test_replace);
+    tcase_add_test(tc, test_client_first);
     tcase_add_test(tc, test_budget);
     tcase_add_test(tc, test_config_errors);
     suite_add_tcase(s, tc);
