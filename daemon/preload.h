@@ -26,7 +26,10 @@
  * memory budget and the daemon's uid's quota as a client's load does; a refusal is logged.
  *
  * Once built, the daemon holds the entry (td__cache_hold): it is never evicted, by the LRU,
- * the budget or memory pressure, until a reload drops its line or its file is replaced. The
+ * the budget or memory pressure, until a reload drops its line or its file is replaced. An
+ * entry found cached in another mode is evicted and built again in the line's; when clients
+ * hold it, it is kept warm in their mode and built again once they let go (looked at every few
+ * seconds). Two lines that ask for one file in two modes get the first line's. The
  * daemon watches the directories of the preload paths: when a preloaded file, an index or a
  * missing path changes, the lines are read again a second later (as on SIGHUP), the new files
  * are preloaded and the old entries let go. Failures (a missing file, a hostile index, a
