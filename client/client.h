@@ -158,9 +158,6 @@ typedef struct td__model_files {
     int *fds;             /* TD__MODEL_KEEP_FDS: each file's open descriptor (-1: none), owned */
 } td__model_files;
 void td__model_files_free(td__model_files *f);
-/* "DIR/NAME" for the file name of the model at path (NAME alone when path has no directory):
- * how messages, logs and the daemon's status name it. malloc'd; NULL when out of memory. */
-char *td__model_file_label(const char *path, const char *name);
 
 /* Indexes the model path names: a Hugging Face index (every shard), or a GGUF file (the whole
  * set when it is the first split of one; a later split is refused with the first's name). Every
@@ -207,12 +204,9 @@ int td__table_to_dict(td__table *t, td__region *const *regions, size_t nregions,
 /* view.c: opens path read-only (close-on-exec) into *fd; "PATH: cannot open: REASON" otherwise. */
 int td__open_ro(const char *path, int *fd, td_error *err);
 /* view.c: opens path read-only into *fd (the caller closes it) and gives its size. Empty files,
- * directories and other non-regular files are refused. */
+ * directories and other non-regular files are refused (td__open_file_at in core/reader.h, which
+ * opens a name in a directory). */
 int td__open_file(const char *path, int *fd, uint64_t *size, td_error *err);
-/* The same for name in the directory dirfd (AT_FDCWD: the working directory); label names the
- * file in messages. */
-int td__open_file_at(int dirfd, const char *name, const char *label, int *fd, uint64_t *size,
-                     td_error *err);
 /* view.c: maps size bytes of fd whole, read-only and shared (fd stays the caller's). On
  * success the caller munmaps *base. */
 int td__map_fd(int fd, uint64_t size, const char *label, void **base, size_t *len, td_error *err);

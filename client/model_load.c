@@ -39,35 +39,9 @@ static int model_read_index(const char *path, uint8_t **out, size_t *len, td_err
     int rc = td__open_file(path, &fd, &n, err);
     if (rc)
         return rc;
-    uint8_t *buf = NULL;
-    if (n > TD__MODEL_MAX_INDEX)
-        rc = td__err(err, TD_ELIMIT, "%s: index of %llu bytes, over the bound of %u", path,
-                     (unsigned long long)n, TD__MODEL_MAX_INDEX);
-    else if (!(buf = malloc((size_t)n)))
-        rc = td__err(err, TD_ENOMEM, "%s: out of memory", path);
-    else
-        rc = td__pread_all(fd, buf, n, 0, path, err);
+    rc = td__model_read_index(fd, n, path, out, len, err);
     close(fd);
-    if (rc) {
-        free(buf);
-        return rc;
-    }
-    *out = buf;
-    *len = (size_t)n;
-    return 0;
-}
-
-char *td__model_file_label(const char *path, const char *name)
-{
-    const char *slash = strrchr(path, '/');
-    size_t dlen = slash ? (size_t)(slash - path) + 1 : 0;
-    size_t cap = dlen + strlen(name) + 1;
-    char *s = malloc(cap);
-    if (s) {
-        memcpy(s, path, dlen);
-        memcpy(s + dlen, name, cap - dlen);
-    }
-    return s;
+    return rc;
 }
 
 void td__model_files_free(td__model_files *f)

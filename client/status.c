@@ -17,7 +17,7 @@ typedef struct td__status_file {
     const char *name; /* in the names pool */
     td_format format;
     const char *mode; /* static */
-    uint64_t figures[TD_STATUS_FILE_IDLE_MS + 1];
+    uint64_t figures[TD_STATUS_FILE_PRELOADED + 1];
 } td__status_file;
 
 struct td_status {
@@ -104,6 +104,7 @@ int td__status_from_proto(const td__proto_status *s, td_status **out, td_error *
         o->figures[TD_STATUS_FILE_DERIVED_BYTES] = f->derived_bytes;
         o->figures[TD_STATUS_FILE_LOADS] = f->loads;
         o->figures[TD_STATUS_FILE_IDLE_MS] = f->idle_ms;
+        o->figures[TD_STATUS_FILE_PRELOADED] = (f->flags & TD__PROTO_FILE_PRELOADED) != 0;
     }
     *out = st;
     return 0;
@@ -143,7 +144,7 @@ const char *td_status_file_mode(const td_status *s, size_t i)
 
 uint64_t td_status_file_get(const td_status *s, size_t i, td_status_file_key k)
 {
-    if (!s || i >= s->nfiles || (unsigned)k > TD_STATUS_FILE_IDLE_MS)
+    if (!s || i >= s->nfiles || (unsigned)k > TD_STATUS_FILE_PRELOADED)
         return 0;
     return s->files[i].figures[k];
 }

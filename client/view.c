@@ -75,33 +75,6 @@ int td__open_ro(const char *path, int *fd, td_error *err)
     return td__err(err, td__err_from_errno(e), "%s: cannot open: %s", path, strerror(e));
 }
 
-/* Empty files are refused here: there is nothing to map or read, and no format allows them. */
-int td__open_file_at(int dirfd, const char *name, const char *label, int *fd, uint64_t *size,
-                     td_error *err)
-{
-    *fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
-    if (*fd < 0) {
-        int e = errno;
-        return td__err(err, td__err_from_errno(e), "%s: cannot open: %s", label, strerror(e));
-    }
-    struct stat st;
-    int rc;
-    if (fstat(*fd, &st) < 0) {
-        int e = errno;
-        rc = td__err(err, td__err_from_errno(e), "%s: cannot stat: %s", label, strerror(e));
-    } else if (!S_ISREG(st.st_mode)) {
-        rc = td__err(err, TD_EINVAL, "%s: not a regular file", label);
-    } else if (st.st_size == 0) {
-        rc = td__err(err, TD_ETRUNC, "%s: file is empty", label);
-    } else {
-        *size = (uint64_t)st.st_size;
-        return 0;
-    }
-    close(*fd);
-    *fd = -1;
-    return rc;
-}
-
 int td__open_file(const char *path, int *fd, uint64_t *size, td_error *err)
 {
     return td__open_file_at(AT_FDCWD, path, path, fd, size, err);

@@ -5,8 +5,10 @@
 #include "common.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define TD__RD_PIECE (8u << 20)
@@ -24,6 +26,39 @@ void td__rd_fd(td__rd *r, int fd, uint64_t len, uint64_t budget, const char *fna
     r->fd = fd;
     r->budget = budget ? budget : TD__RD_BUDGET;
     r->fname = td__rd_name(fname);
+}
+
+/* Empty files are refused here: there is nothing to map or read, and no format allows them. */
+int td__open_file_at(int dirfd, const char *name, const char *label, int *fd, uint64_t *size,
+                     td_error *err)
+{
+    /* O_NONBLOCK: a FIFO put where a file should be is refused below instead of blocking the
+     * open until someone writes to it. */
+    *fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (*fd < 0) {
+        int e = errno;
+        return td__err(err, td__err_from_errno(e), "%s: cannot open: %s", label, strerror(e));
+    }
+    struct stat st;
+    int rc;
+    if (fstat(*fd, &st) < 0) {
+        int e = errno;
+        rc = td__err(err, td__err_from_errno(e), "%s: cannot stat: %s", label, strerror(e));
+    } else if (!S_ISREG(st.st_mode)) {
+        rc = td__err(err, TD_EINVAL, "%s: not a regular file", label);
+    } else if (st.st_size == 0) {
+        rc = td__err(err, TD_ETRUNC, "%s: file is empty", label);
+    } else {
+        /* A regular file: back to blocking, for file systems (FUSE) that pass the flag on. */
+        int fl = fcntl(*fd, F_GETFL);
+        if (fl >= 0)
+            fcntl(*fd, F_SETFL, fl & ~O_NONBLOCK);
+        *size = (uint64_t)st.st_size;
+        return 0;
+    }
+    close(*fd);
+    *fd = -1;
+    return rc;
 }
 
 int td__pread_all(int fd, void *buf, uint64_t n, uint64_t off, const char *fname, td_error *err)

@@ -55,6 +55,14 @@ int td__rd_get(td__rd *r, uint64_t off, uint64_t n, const uint8_t **p, td_error 
 /* Frees every copy a descriptor reader made; no operation for a mapped one. */
 void td__rd_close(td__rd *r);
 
+/* Opens name in the directory dirfd (AT_FDCWD: the working directory) read-only and
+ * close-on-exec into *fd (the caller's to close) and gives its size; label names the file in
+ * messages. Directories, other files that are not regular and empty files are refused
+ * ("LABEL: not a regular file"), and *fd is then -1; a FIFO is refused without waiting for a
+ * writer. Symbolic links are followed. */
+int td__open_file_at(int dirfd, const char *name, const char *label, int *fd, uint64_t *size,
+                     td_error *err);
+
 /* Reads n bytes at offset off of fd into buf, retrying short reads and EINTR, in pieces of at
  * most 8 MiB. A file that ends first is TD_ETRUNC ("FNAME: the file shrank to N bytes while
  * being read"). */

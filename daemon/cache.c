@@ -75,6 +75,7 @@ struct td__cache_entry {
     size_t reply_tail_len;
     td__proto_limits reply_lim;
     uint64_t leases, loads, hits;
+    uint64_t holds;    /* the daemon's own (preload lines): they keep it like leases */
     uint64_t last_use; /* uv_now() */
     uint64_t decode_ns;
     int superseded;
@@ -286,10 +287,10 @@ static void td__cache_forget(td__cache *c, td__cache_entry *e)
     td__cache_free(e);
 }
 
-/* An entry eviction may take: built, and held by nobody. */
+/* An entry eviction may take: built, and held by nobody (no client, no preload line). */
 static int td__cache_evictable(const td__cache_entry *e)
 {
-    return e->state == CACHE_READY && !e->leases;
+    return e->state == CACHE_READY && !e->leases && !e->holds;
 }
 
 static void td__cache_drop(td__cache *c, td__cache_entry *e, const char *why)
@@ -302,18 +303,19 @@ static void td__cache_drop(td__cache *c, td__cache_entry *e, const char *why)
 /* What eviction cannot free, of one uid (all: every uid): the bytes of entries clients hold
  * or that are being built, the leases on them, and the loads waiting for builds. */
 typedef struct td__cache_kept {
-    uint64_t bytes, leases, loading;
+    uint64_t bytes, leases, loading, held; /* held: entries preload lines keep */
 } td__cache_kept;
 
 static td__cache_kept td__cache_kept_of(const td__cache *c, int all, uint32_t uid,
                                         const td__cache_entry *self)
 {
-    td__cache_kept k = {0, 0, 0};
+    td__cache_kept k = {0, 0, 0, 0};
     for (const td__cache_entry *e = c->head; e; e = e->next) {
         if ((!all && e->uid != uid) || td__cache_evictable(e) || e == self)
             continue;
         k.bytes += e->charged;
         k.leases += e->leases;
+        k.held += e->holds != 0;
         if (e->state == CACHE_LOADING)
             for (const td__cache_waiter *w = e->waiters.next; w != &e->waiters; w = w->next)
                 k.loading++;
@@ -326,16 +328,18 @@ static int td__cache_full(const td__cache *c, int all, uint32_t uid, uint64_t li
                           const td__cache_entry *self, td_error *err)
 {
     td__cache_kept k = td__cache_kept_of(c, all, uid, self);
-    char who[48] = "", loading[64] = "";
+    char who[48] = "", loading[64] = "", held[64] = "";
     if (!all)
         snprintf(who, sizeof who, " for uid %u", uid);
     if (k.loading)
         snprintf(loading, sizeof loading, " and %llu loads being built",
                  (unsigned long long)k.loading);
+    if (k.held)
+        snprintf(held, sizeof held, " and %llu preloaded files", (unsigned long long)k.held);
     return td__err(err, TD_EBUDGET,
-                   "budget full%s: %llu bytes held by %llu leases%s (%s %llu; this load needs "
+                   "budget full%s: %llu bytes held by %llu leases%s%s (%s %llu; this load needs "
                    "%llu more)",
-                   who, (unsigned long long)k.bytes, (unsigned long long)k.leases, loading,
+                   who, (unsigned long long)k.bytes, (unsigned long long)k.leases, held, loading,
                    all ? "max_memory" : "max_memory_per_uid", (unsigned long long)limit,
                    (unsigned long long)need);
 }
@@ -886,15 +890,13 @@ static void td__cache_watch_cb(uv_fs_event_t *h, const char *filename, int event
         return;
     e->superseded = 1;
     uv_fs_event_stop(h);
-    if (!e->leases)
+    if (!e->leases && !e->holds)
         td__cache_drop(e->cache, e, "file replaced");
 }
 
 /* ---- the loop side ---- */
 
-/* The path a descriptor was opened as, for config rules and watching; NULL when the kernel has
- * none worth using (deleted files, anonymous files). */
-static char *td__cache_fd_path(int fd)
+char *td__cache_fd_path(int fd)
 {
     char link[64], buf[4096];
     snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
@@ -946,7 +948,7 @@ int td__cache_acquire(td__cache *c, const td__cache_request *req, td__cache_wait
     }
     if (c->n >= c->cfg->max_entries) {
         for (td__cache_entry *old = c->tail; old; old = old->prev) {
-            if (old->state == CACHE_READY && !old->leases) {
+            if (td__cache_evictable(old)) {
                 td__cache_drop(c, old, "too many cached files");
                 break;
             }
@@ -1020,16 +1022,37 @@ void td__cache_cancel(td__cache_waiter *w)
     w->entry = NULL;
 }
 
-void td__cache_release(td__cache *c, td__cache_entry *e)
+/* After a lease or a hold on e went: a replaced file nobody holds goes now. */
+static void td__cache_let_go(td__cache *c, td__cache_entry *e)
 {
-    if (e->leases)
-        e->leases--;
     e->last_use = uv_now(c->loop);
-    if (!e->leases && e->superseded)
+    if (!e->leases && !e->holds && e->superseded)
         td__cache_drop(c, e, "file replaced");
     else
         td__cache_enforce_budget(c);
     td__cache_retry(c); /* an entry nobody holds can make room now */
+}
+
+void td__cache_release(td__cache *c, td__cache_entry *e)
+{
+    if (e->leases)
+        e->leases--;
+    td__cache_let_go(c, e);
+}
+
+void td__cache_hold(td__cache_entry *e)
+{
+    if (e->leases) {
+        e->leases--;
+        e->holds++;
+    }
+}
+
+void td__cache_unhold(td__cache *c, td__cache_entry *e)
+{
+    if (e->holds)
+        e->holds--;
+    td__cache_let_go(c, e);
 }
 
 /* Evicts every entry nobody holds (of one file when key is set), adding to the counts. */
@@ -1060,9 +1083,10 @@ void td__cache_relieve(td__cache *c, const char *why)
     td__cache_evict_unheld(c, NULL, text, &n, &bytes);
     td__cache_kept k = td__cache_kept_of(c, 1, 0, NULL);
     td__log_notice("memory pressure (%s): dropped %llu entries nobody holds (%llu bytes); kept "
-                   "%llu bytes held by %llu leases",
+                   "%llu bytes held by %llu leases and %llu preloaded files",
                    why, (unsigned long long)n, (unsigned long long)bytes,
-                   (unsigned long long)k.bytes, (unsigned long long)k.leases);
+                   (unsigned long long)k.bytes, (unsigned long long)k.leases,
+                   (unsigned long long)k.held);
 }
 
 /* Whether the cache is over its budget, or a uid over its quota. */
@@ -1187,6 +1211,11 @@ uint32_t td__cache_entry_uid(const td__cache_entry *e)
 uint64_t td__cache_entry_leases(const td__cache_entry *e)
 {
     return e->leases;
+}
+
+uint64_t td__cache_entry_holds(const td__cache_entry *e)
+{
+    return e->holds;
 }
 
 uint64_t td__cache_entry_hits(const td__cache_entry *e)

@@ -7,7 +7,9 @@
  * with everything that had to be decoded. Entries are built on the libuv thread pool; loads of
  * an entry that is still being built wait for that one build.
  *
- * Clients hold leases; an entry with no lease is on the LRU list and may be evicted when the
+ * Clients hold leases, and the daemon holds the entries of its preload lines (preload.h) the same
+ * way (a hold: a lease of its own, counted apart); an entry with neither is on the LRU list and
+ * may be evicted when the
  * memory budget (snapshot, derived and pinned bytes) or its uid's quota needs room, when its
  * file was replaced, under memory pressure, or on request. Evicting only closes the daemon's
  * descriptors: mappings clients already made stay valid. Entries that clients hold are never
@@ -109,6 +111,12 @@ int td__cache_acquire(td__cache *c, const td__cache_request *req, td__cache_wait
 void td__cache_cancel(td__cache_waiter *w);
 /* Gives back one lease. */
 void td__cache_release(td__cache *c, td__cache_entry *e);
+/* Turns a lease the caller was given on e (td__cache_acquire) into a hold of the daemon's own
+ * (a preload line's): e stays cached as under a lease, but the hold is not a client's lease
+ * (STATUS counts leases of clients only, and shows held entries as preloaded). */
+void td__cache_hold(td__cache_entry *e);
+/* Gives back one hold, as td__cache_release gives back a lease. */
+void td__cache_unhold(td__cache *c, td__cache_entry *e);
 
 /* Evicts every entry nobody holds (key == NULL), or those of one file (same dev, ino, size,
  * mtime; any dequantize target). Adds to *entries and *bytes. */
@@ -122,6 +130,10 @@ void td__cache_relieve(td__cache *c, const char *why);
 /* The per-uid figures: *out points at nusers records (valid until the cache changes). */
 size_t td__cache_users(const td__cache *c, const td__cache_user **out);
 
+/* The path a descriptor was opened as (malloc'd), from /proc/self/fd: what config rules match
+ * and what the cache watches; NULL when the kernel has none worth using (deleted files,
+ * anonymous files) or out of memory. */
+char *td__cache_fd_path(int fd);
 /* The key of a descriptor (fstat). TD_EINVAL for anything but a readable regular file. */
 int td__cache_key_of(int fd, uint32_t dequant, td__cache_key *key, td_error *err);
 
@@ -153,6 +165,8 @@ uint64_t td__cache_entry_bytes(const td__cache_entry *e);
 /* The uid that loaded it first, whose quota it counts against. */
 uint32_t td__cache_entry_uid(const td__cache_entry *e);
 uint64_t td__cache_entry_leases(const td__cache_entry *e);
+/* The daemon's own holds on it (td__cache_hold): non-zero for a preloaded file. */
+uint64_t td__cache_entry_holds(const td__cache_entry *e);
 uint64_t td__cache_entry_hits(const td__cache_entry *e);
 uint64_t td__cache_entry_loads(const td__cache_entry *e);
 /* uv_now() of the last load or release. */

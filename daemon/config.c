@@ -33,6 +33,11 @@ void td__config_destroy(td__config *c)
     free(c->rules);
     c->rules = NULL;
     c->nrules = 0;
+    for (size_t i = 0; i < c->npreloads; i++)
+        free(c->preloads[i].path);
+    free(c->preloads);
+    c->preloads = NULL;
+    c->npreloads = 0;
 }
 
 int td__config_parse_size(const char *s, uint64_t *out)
@@ -215,6 +220,54 @@ int td__config_set(td__config *c, const char *key, const char *value, td_error *
     return td__err(err, TD_EINVAL, "unknown setting '%s'", key);
 }
 
+int td__config_add_preload(td__config *c, const char *words, unsigned line, td_error *err)
+{
+    /* PATH, then an optional MODE: whitespace-separated words. */
+    const char *w[3] = {NULL, NULL, NULL};
+    size_t len[3] = {0, 0, 0}, n = 0;
+    for (const char *s = words; *s && n < 3;) {
+        while (isspace((unsigned char)*s))
+            s++;
+        if (!*s)
+            break;
+        w[n] = s;
+        while (*s && !isspace((unsigned char)*s))
+            s++;
+        len[n] = (size_t)(s - w[n]);
+        n++;
+    }
+    if (n == 0)
+        return td__err(err, TD_EINVAL, "preload: expected 'preload PATH [pin|snapshot]'");
+    if (n == 3)
+        return td__err(err, TD_EINVAL,
+                       "preload %.*s: '%.*s' is one word too many (expected 'preload PATH "
+                       "[pin|snapshot]'; the path cannot hold spaces)",
+                       (int)len[0], w[0], (int)len[2], w[2]);
+    if (w[0][0] != '/')
+        return td__err(err, TD_EINVAL, "preload: path '%.*s' is not an absolute path", (int)len[0],
+                       w[0]);
+    uint32_t mode = TD__PROTO_MODE_DEFAULT;
+    if (n == 2) {
+        char word[16] = "";
+        if (len[1] < sizeof word)
+            memcpy(word, w[1], len[1]);
+        if (td__config_parse_mode(word, &mode) || mode == TD__PROTO_MODE_MAP)
+            return td__err(err, TD_EINVAL,
+                           "preload %.*s: mode '%.*s' is not pin or snapshot (map would keep "
+                           "nothing warm)",
+                           (int)len[0], w[0], (int)len[1], w[1]);
+    }
+    td__config_preload *p = realloc(c->preloads, (c->npreloads + 1) * sizeof *p);
+    if (!p)
+        return td__err(err, TD_ENOMEM, "out of memory");
+    c->preloads = p;
+    if (!(p[c->npreloads].path = strndup(w[0], len[0])))
+        return td__err(err, TD_ENOMEM, "out of memory");
+    p[c->npreloads].mode = mode;
+    p[c->npreloads++].line = line;
+    return 0;
+}
+
 static char *td__config_trim(char *s)
 {
     while (isspace((unsigned char)*s))
@@ -232,11 +285,13 @@ int td__config_load(const char *path, td__config *c, td_error *err)
         int e = errno;
         return td__err(err, td__err_from_errno(e), "%s: cannot open: %s", path, strerror(e));
     }
-    /* Parse into a copy so that a bad file changes nothing; the file's mode rules replace
-     * c's. */
+    /* Parse into a copy so that a bad file changes nothing; the file's mode rules and preload
+     * lines replace c's. */
     td__config n = *c;
     n.rules = NULL;
     n.nrules = 0;
+    n.preloads = NULL;
+    n.npreloads = 0;
     int rc = 0;
     char line[4096];
     unsigned lineno = 0;
@@ -249,12 +304,15 @@ int td__config_load(const char *path, td__config *c, td_error *err)
         if (!*s)
             continue;
         char *eq = strchr(s, '=');
-        if (!eq) {
+        if (strncmp(s, "preload", 7) == 0 && (!s[7] || isspace((unsigned char)s[7]))) {
+            rc = td__config_add_preload(&n, s + 7, lineno, err);
+        } else if (!eq) {
             rc = td__err(err, TD_EINVAL, "%s:%u: expected 'key = value'", path, lineno);
             break;
+        } else {
+            *eq = '\0';
+            rc = td__config_set(&n, td__config_trim(s), td__config_trim(eq + 1), err);
         }
-        *eq = '\0';
-        rc = td__config_set(&n, td__config_trim(s), td__config_trim(eq + 1), err);
         if (rc) {
             char msg[sizeof err->message];
             snprintf(msg, sizeof msg, "%s:%u", path, lineno);

@@ -18,6 +18,13 @@
  *   mode /srv/models/ = snapshot   per-file mode by path prefix (map, snapshot, pin); the
  *                                  longest matching prefix wins; paths are the link targets of
  *                                  the descriptors clients pass (/proc/self/fd)
+ *   preload /srv/models/m.safetensors.index.json pin
+ *                            a file, a Hugging Face index or the first split of a gguf-split
+ *                            set that the daemon opens itself, at start and on every reload,
+ *                            and keeps warm (preload.h); the mode is pin or snapshot (default:
+ *                            snapshot where a mode rule says snapshot, else pin). No '=': the
+ *                            path has no spaces, the mode is an optional second word. Several
+ *                            lines may be given; the lines replace one another on reload
  */
 #ifndef TD_DAEMON_CONFIG_H
 #define TD_DAEMON_CONFIG_H
@@ -31,6 +38,13 @@ typedef struct td__config_rule {
     char *prefix;  /* owned */
     uint32_t mode; /* TD__PROTO_MODE_MAP, _SNAPSHOT or _PIN */
 } td__config_rule;
+
+/* A preload line. */
+typedef struct td__config_preload {
+    char *path;    /* owned; absolute */
+    uint32_t mode; /* TD__PROTO_MODE_PIN, _SNAPSHOT, or _DEFAULT (as preload.h says) */
+    unsigned line; /* where the configuration file says it (0: elsewhere) */
+} td__config_preload;
 
 /* The defaults of max_memory (a share of the memory the daemon may use) and max_memory_per_uid
  * (a share of the budget). */
@@ -59,17 +73,23 @@ typedef struct td__config {
     int log_level;
     td__config_rule *rules; /* owned */
     size_t nrules;
+    td__config_preload *preloads; /* owned, in the file's order */
+    size_t npreloads;
 } td__config;
 
 /* The built-in defaults. */
 void td__config_defaults(td__config *c);
-/* Frees the rules; c can be filled again with td__config_defaults. */
+/* Frees the rules and the preload lines; c can be filled again with td__config_defaults. */
 void td__config_destroy(td__config *c);
-/* Reads path into c: its settings replace c's, its mode rules replace c's rules. On failure c is
- * unchanged and *err names the file, the line and the setting. */
+/* Reads path into c: its settings replace c's, its mode rules and preload lines replace c's. On
+ * failure c is unchanged and *err names the file, the line and the setting. */
 int td__config_load(const char *path, td__config *c, td_error *err);
 /* Applies one "key = value" setting (the file's syntax, also used for --max-memory etc.). */
 int td__config_set(td__config *c, const char *key, const char *value, td_error *err);
+/* Adds the preload line whose words after "preload" are words ("PATH [MODE]"), said at line
+ * line (for messages). TD_EINVAL naming the value for a path that is not absolute, a mode other
+ * than pin or snapshot, or more words; TD_ENOMEM. */
+int td__config_add_preload(td__config *c, const char *words, unsigned line, td_error *err);
 /* "64M" -> 67108864; 0 or TD_EINVAL. */
 int td__config_parse_size(const char *s, uint64_t *out);
 /* A memory setting: a size, "N%" (1 <= N <= 100) or "none"; 0 or TD_EINVAL. */

@@ -9,12 +9,14 @@
  * refusing to take over a socket a live daemon answers on and replacing a stale one.
  *
  * SIGTERM and SIGINT: stop accepting, finish what is in flight, exit 0. SIGHUP: reload the
- * configuration file (command-line settings still win) and work out the memory budget again.
+ * configuration file (command-line settings still win), work out the memory budget again and
+ * read the preload lines again (a configuration refused keeps its old lines, read again too).
  */
 #include "budget.h"
 #include "config.h"
 #include "derive.h"
 #include "log.h"
+#include "preload.h"
 #include "pressure.h"
 #include "server.h"
 #include "tensord.h"
@@ -40,6 +42,7 @@ typedef struct daemon_state {
     td__config cfg;
     td__server srv;
     td__pressure pressure;
+    td__preload *preload;
     const char *config_path; /* NULL: none */
     int config_explicit;     /* --config given: a missing file is an error */
     char **overrides;        /* "key=value" settings from the command line */
@@ -108,6 +111,7 @@ static void on_drained(td__server *srv)
 {
     daemon_state *d = (daemon_state *)((char *)srv - offsetof(daemon_state, srv));
     td__log_notice("stopped");
+    td__preload_stop(d->preload);
     td__server_destroy(&d->srv);
     td__pressure_stop(&d->pressure);
     uv_walk(&d->loop, close_handle, NULL);
@@ -143,6 +147,7 @@ static void on_signal(uv_signal_t *s, int signum)
         td_error err = {0};
         if (load_config(d, &fresh, &err)) {
             td__log_err("reload refused, keeping the old settings: %s", err.message);
+            td__preload_sync(d->preload); /* replaced files are preloaded again all the same */
             return;
         }
         td__config_destroy(&d->cfg);
@@ -151,12 +156,14 @@ static void on_signal(uv_signal_t *s, int signum)
         td__budget_resolve(&d->cfg); /* a percentage follows the machine's memory now */
         td__cache_enforce_budget(&d->srv.cache);
         td__log_notice("configuration reloaded");
+        td__preload_sync(d->preload);
         return;
     }
     if (d->srv.draining)
         return;
     td__log_notice("%s: draining", signum == SIGTERM ? "SIGTERM" : "SIGINT");
     sd_notify(0, "STOPPING=1");
+    td__preload_stop(d->preload); /* nothing more to load; what it held is evictable now */
     if (d->own_socket)
         unlink(d->socket_path);
     d->srv.on_drained = on_drained;
@@ -331,6 +338,10 @@ int main(int argc, char **argv)
             unlink(d.socket_path);
         return 1;
     }
+    if (!(d.preload = td__preload_new(&d.loop, &d.srv.cache, &d.cfg))) {
+        td__log_err("out of memory");
+        return 1;
+    }
     uv_signal_t *sigs[] = {&d.sigterm, &d.sigint, &d.sighup};
     int signums[] = {SIGTERM, SIGINT, SIGHUP};
     for (int i = 0; i < 3; i++) {
@@ -346,6 +357,9 @@ int main(int argc, char **argv)
     td__budget_base base;
     td__budget_probe(&base);
     td__pressure_start(&d.pressure, &d.loop, strcmp(base.source, "MemTotal") != 0, on_pressure, &d);
+    /* Loaded on the thread pool while the daemon serves: a client asking for a preloaded file
+     * meanwhile waits for the same build. */
+    td__preload_sync(d.preload);
     td__log_notice("ready (budget %llu bytes, %llu per uid, max %u clients)",
                    (unsigned long long)d.cfg.max_memory,
                    (unsigned long long)d.cfg.max_memory_per_uid, d.cfg.max_clients);
@@ -354,10 +368,12 @@ int main(int argc, char **argv)
 
     uv_run(&d.loop, UV_RUN_DEFAULT);
     /* Close what uv_stop may have left, and let the close callbacks run. */
+    td__preload_stop(d.preload);
     td__server_destroy(&d.srv);
     uv_walk(&d.loop, close_handle, NULL);
     uv_run(&d.loop, UV_RUN_DEFAULT);
     uv_loop_close(&d.loop);
+    td__preload_free(d.preload);
     if (d.pressure.fd >= 0)
         close(d.pressure.fd); /* its handle went with the others */
     td__config_destroy(&d.cfg);

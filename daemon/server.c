@@ -517,6 +517,7 @@ static void td__server_on_status(td__server_client *cl, td__proto_msg *m)
             td__cache_entry_derived_fd(e, &files[i].derived_bytes);
             files[i].loads = td__cache_entry_loads(e);
             files[i].idle_ms = td__server_now_ms(cl->srv) - td__cache_entry_last_use(e);
+            files[i].flags = td__cache_entry_holds(e) ? TD__PROTO_FILE_PRELOADED : 0;
         }
         r.u.status.files = files;
         r.u.status.nfiles = (uint32_t)i;

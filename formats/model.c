@@ -44,6 +44,38 @@ void td__model_destroy(td__model *m)
     memset(m, 0, sizeof *m);
 }
 
+char *td__model_file_label(const char *path, const char *name)
+{
+    const char *slash = strrchr(path, '/');
+    size_t dlen = slash ? (size_t)(slash - path) + 1 : 0;
+    size_t cap = dlen + strlen(name) + 1;
+    char *s = malloc(cap);
+    if (s) {
+        memcpy(s, path, dlen);
+        memcpy(s + dlen, name, cap - dlen);
+    }
+    return s;
+}
+
+int td__model_read_index(int fd, uint64_t size, const char *fname, uint8_t **out, size_t *len,
+                         td_error *err)
+{
+    if (size > TD__MODEL_MAX_INDEX)
+        return td__err(err, TD_ELIMIT, "%s: index of %llu bytes, over the bound of %u", fname,
+                       (unsigned long long)size, TD__MODEL_MAX_INDEX);
+    uint8_t *buf = malloc(size ? (size_t)size : 1);
+    if (!buf)
+        return td__err(err, TD_ENOMEM, "%s: out of memory", fname);
+    int rc = td__pread_all(fd, buf, size, 0, fname, err);
+    if (rc) {
+        free(buf);
+        return rc;
+    }
+    *out = buf;
+    *len = (size_t)size;
+    return 0;
+}
+
 /* A shard name is a plain name in the index's directory: nothing that leads elsewhere. */
 static int model_plain_name(const char *s, size_t len)
 {

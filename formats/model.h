@@ -11,10 +11,10 @@
  *      split carries split.no (uint16, 0-based), split.count (uint16) and split.tensors.count
  *      (int32, the total over all splits); only the first carries the model's metadata. A
  *      model is loaded from its first split.
- * This module parses and checks the index and the split keys, names the files, and merges the
- * shards' tables. It opens nothing: the caller opens the files it names, which are always plain
- * names in the directory of the index or first split (a hostile index cannot reach anything
- * else), and indexes each with td__index.
+ * This module reads (from a descriptor it is given) and checks the index and the split keys,
+ * names the files, and merges the shards' tables. It opens nothing: the caller opens the files it
+ * names, which are always plain names in the directory of the index or first split (a hostile index
+ * cannot reach anything else), and indexes each with td__index.
  */
 #ifndef TD_MODEL_H
 #define TD_MODEL_H
@@ -51,6 +51,16 @@ int td__model_is_hf_index(const char *path);
 /* 1 when path's name has gguf-split's form, PREFIX-NNNNN-of-MMMMM.gguf (digits), the only
  * names a split set's files have (td__model_gguf_split refuses others). */
 int td__model_is_split_name(const char *path);
+
+/* "DIR/NAME" for the file name of the model at path (NAME alone when path has no directory):
+ * how messages, logs and the daemon's status name it. malloc'd; NULL when out of memory. */
+char *td__model_file_label(const char *path, const char *name);
+
+/* Reads a whole index from fd (borrowed; a regular file of size bytes, read with pread) into
+ * *out (malloc'd, the caller's) and *len. An index over TD__MODEL_MAX_INDEX bytes is refused
+ * before anything is allocated (TD_ELIMIT, naming fname). */
+int td__model_read_index(int fd, uint64_t size, const char *fname, uint8_t **out, size_t *len,
+                         td_error *err);
 
 /* Parses a Hugging Face index (json[0..len), read from the file fname) into m, which the caller
  * zeroes first and frees with td__model_destroy whatever the outcome. The shards are the

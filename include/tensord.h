@@ -630,7 +630,9 @@ typedef enum td_status_file_key {
     TD_STATUS_FILE_FILE_BYTES,    /* the file's size */
     TD_STATUS_FILE_DERIVED_BYTES, /* decoded bytes in memfds */
     TD_STATUS_FILE_LOADS,         /* loads served, the first included */
-    TD_STATUS_FILE_IDLE_MS        /* milliseconds since its last load or release */
+    TD_STATUS_FILE_IDLE_MS,       /* milliseconds since its last load or release */
+    TD_STATUS_FILE_PRELOADED      /* 1 when a preload line of the daemon's configuration keeps it
+                                     warm (see tensord(8)), else 0 */
 } td_status_file_key;
 
 /* One figure of a user of the daemon (its budget of memory). */

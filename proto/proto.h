@@ -96,6 +96,11 @@ enum {
     TD__PROTO_STATUS_FILES = 1u << 0 /* list the cached files too */
 };
 
+/* A cached file's flags in STATUS_OK. */
+enum {
+    TD__PROTO_FILE_PRELOADED = 1u << 0 /* a preload line of the daemon's configuration keeps it */
+};
+
 /* Receiving limits. Zero fields mean the default; every value is clamped to the hard bounds. */
 typedef struct td__proto_limits {
     uint32_t max_frame;   /* body bytes of one frame; default 64 MiB */
@@ -240,6 +245,7 @@ typedef struct td__proto_status_file {
     uint64_t derived_bytes; /* decoded bytes in memfds */
     uint64_t loads;         /* loads served, first included */
     uint64_t idle_ms;       /* milliseconds since the last load or release */
+    uint64_t flags;         /* TD__PROTO_FILE_* bits (0 from daemons that do not send them) */
 } td__proto_status_file;
 
 /* One uid in a STATUS reply: what the entries it loaded first hold. */

@@ -270,7 +270,7 @@ static int td__enc_status(td__proto_enc *e, const td__proto_msg *m, td_error *er
         msgpack_pack_array(&e->pk, s->nfiles);
         for (uint32_t i = 0; i < s->nfiles; i++) {
             const td__proto_status_file *f = &s->files[i];
-            msgpack_pack_array(&e->pk, 11);
+            msgpack_pack_array(&e->pk, 12);
             td__pk_str_or_nil(e, f->name);
             msgpack_pack_uint32(&e->pk, (uint32_t)f->format);
             msgpack_pack_uint32(&e->pk, f->mode);
@@ -282,6 +282,7 @@ static int td__enc_status(td__proto_enc *e, const td__proto_msg *m, td_error *er
             msgpack_pack_uint64(&e->pk, f->derived_bytes);
             msgpack_pack_uint64(&e->pk, f->loads);
             msgpack_pack_uint64(&e->pk, f->idle_ms);
+            msgpack_pack_uint64(&e->pk, f->flags);
         }
     }
     if (s->users) {

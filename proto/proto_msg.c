@@ -605,11 +605,11 @@ static int td__dec_status(const td__fields *f, td__proto_msg *m)
             (rc = td__elem_u64(d, &x[5], UINT64_MAX, "STATUS_OK: files", i, "hits", &sf->hits)))
             return rc;
         /* Trailing figures, present from daemons that know them. */
-        uint64_t *extra[] = {&sf->tensors, &sf->file_bytes, &sf->derived_bytes, &sf->loads,
-                             &sf->idle_ms};
-        static const char *const extra_names[] = {"tensors", "file_bytes", "derived_bytes", "loads",
-                                                  "idle_ms"};
-        for (uint32_t k = 0; k < 5 && 6 + k < a->via.array.size; k++)
+        uint64_t *extra[] = {&sf->tensors, &sf->file_bytes, &sf->derived_bytes,
+                             &sf->loads,   &sf->idle_ms,    &sf->flags};
+        static const char *const extra_names[] = {"tensors", "file_bytes", "derived_bytes",
+                                                  "loads",   "idle_ms",    "flags"};
+        for (uint32_t k = 0; k < 6 && 6 + k < a->via.array.size; k++)
             if ((rc = td__elem_u64(d, &x[6 + k], UINT64_MAX, "STATUS_OK: files", i, extra_names[k],
                                    extra[k])))
                 return rc;

@@ -166,6 +166,7 @@ static const struct {
     {"derived_bytes", TD_STATUS_FILE_DERIVED_BYTES},
     {"loads", TD_STATUS_FILE_LOADS},
     {"idle_ms", TD_STATUS_FILE_IDLE_MS},
+    {"preloaded", TD_STATUS_FILE_PRELOADED},
 };
 
 static const struct {

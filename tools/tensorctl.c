@@ -705,7 +705,7 @@ static int tc_status(const char *sock, int argc, char **argv)
             printf(", \"format\": \"%s\", \"mode\": \"%s\", \"tensors\": %" PRIu64
                    ", \"file_bytes\": %" PRIu64 ", \"derived_bytes\": %" PRIu64
                    ", \"bytes\": %" PRIu64 ", \"clients\": %" PRIu64 ", \"loads\": %" PRIu64
-                   ", \"hits\": %" PRIu64 ", \"idle_ms\": %" PRIu64 "}",
+                   ", \"hits\": %" PRIu64 ", \"idle_ms\": %" PRIu64 ", \"preloaded\": %s}",
                    format ? format : "unknown", td_status_file_mode(st, i),
                    td_status_file_get(st, i, TD_STATUS_FILE_TENSORS),
                    td_status_file_get(st, i, TD_STATUS_FILE_FILE_BYTES),
@@ -714,7 +714,8 @@ static int tc_status(const char *sock, int argc, char **argv)
                    td_status_file_get(st, i, TD_STATUS_FILE_LEASES),
                    td_status_file_get(st, i, TD_STATUS_FILE_LOADS),
                    td_status_file_get(st, i, TD_STATUS_FILE_HITS),
-                   td_status_file_get(st, i, TD_STATUS_FILE_IDLE_MS));
+                   td_status_file_get(st, i, TD_STATUS_FILE_IDLE_MS),
+                   td_status_file_get(st, i, TD_STATUS_FILE_PRELOADED) ? "true" : "false");
         }
         fputs("]}\n", stdout);
     } else {
@@ -748,13 +749,15 @@ static int tc_status(const char *sock, int argc, char **argv)
                    td_status_user_get(st, i, TD_STATUS_USER_BYTES), q);
         }
         if (nfiles)
-            printf("  %-11s %-8s %7s %13s %13s %7s %6s %6s %9s  %s\n", "FORMAT", "MODE", "TENSORS",
-                   "FILE BYTES", "DERIVED", "CLIENTS", "LOADS", "HITS", "IDLE", "FILE");
+            printf("  %-11s %-8s %-7s %7s %13s %13s %7s %6s %6s %9s  %s\n", "FORMAT", "MODE",
+                   "PRELOAD", "TENSORS", "FILE BYTES", "DERIVED", "CLIENTS", "LOADS", "HITS",
+                   "IDLE", "FILE");
         for (size_t i = 0; i < nfiles; i++) {
             const char *format = td_format_name(td_status_file_format(st, i));
-            printf("  %-11s %-8s %7" PRIu64 " %13" PRIu64 " %13" PRIu64 " %7" PRIu64 " %6" PRIu64
-                   " %6" PRIu64 " %8.1fs  %s\n",
+            printf("  %-11s %-8s %-7s %7" PRIu64 " %13" PRIu64 " %13" PRIu64 " %7" PRIu64
+                   " %6" PRIu64 " %6" PRIu64 " %8.1fs  %s\n",
                    format ? format : "?", td_status_file_mode(st, i),
+                   td_status_file_get(st, i, TD_STATUS_FILE_PRELOADED) ? "yes" : "-",
                    td_status_file_get(st, i, TD_STATUS_FILE_TENSORS),
                    td_status_file_get(st, i, TD_STATUS_FILE_FILE_BYTES),
                    td_status_file_get(st, i, TD_STATUS_FILE_DERIVED_BYTES),

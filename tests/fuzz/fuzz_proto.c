@@ -279,7 +279,7 @@ static void make_corpus(const char *dir)
     td__proto_msg_init(&ms[n], TD__PROTO_STATUS, 4);
     ms[n++].u.status_req.flags = TD__PROTO_STATUS_FILES;
     static td__proto_status_file files[1] = {
-        {"model.gguf", TD_FORMAT_GGUF, 1, 4096, 1, 2, 3, 4096, 0, 3, 10}};
+        {"model.gguf", TD_FORMAT_GGUF, 1, 4096, 1, 2, 3, 4096, 0, 3, 10, 1}};
     td__proto_msg_init(&ms[n], TD__PROTO_STATUS_OK, 4);
     ms[n].u.status.stats.entries = 1;
     ms[n].u.status.stats.hits = 9;

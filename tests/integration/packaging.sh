@@ -232,12 +232,13 @@ fi
 
 # The documented configuration: every "#key = value" line uncommented must be accepted.
 if [ -n "$conf" ]; then
-    sed -E 's/^#(max_|idle_|log_|mode )/\1/' "$conf" >"$tmp/all.conf"
-    nset=$(grep -cE '^(max_|idle_|log_|mode )' "$tmp/all.conf")
+    sed -E 's/^#(max_|idle_|log_|mode |preload )/\1/' "$conf" >"$tmp/all.conf"
+    nset=$(grep -cE '^(max_|idle_|log_|mode |preload )' "$tmp/all.conf")
     for key in max_memory max_inflated max_clients max_frame max_leases max_entries \
         idle_timeout log_level; do
         grep -q "^$key = " "$tmp/all.conf" || fail "tensord.conf does not document $key"
     done
+    grep -q "^preload /" "$tmp/all.conf" || fail "tensord.conf does not document preload"
     # The notify harness starts it, waits for READY=1 and stops it: started means accepted.
     if "$python" "$src/tests/integration/systemd_notify.py" "$daemon" --config "$tmp/all.conf" \
         >"$tmp/conf.log" 2>&1; then

@@ -355,8 +355,9 @@ START_TEST(test_roundtrip_every_type)
     td__proto_msg_destroy(&b);
 
     td__proto_status_file files[2] = {
-        {"a.gguf", TD_FORMAT_GGUF, TD__PROTO_MODE_PIN, 123, 4, 5, 300, 1u << 30, 77, 9, 1234},
-        {NULL, TD_FORMAT_NPZ, TD__PROTO_MODE_MAP, UINT64_MAX, 0, 0, 0, 0, 0, 0, UINT64_MAX},
+        {"a.gguf", TD_FORMAT_GGUF, TD__PROTO_MODE_PIN, 123, 4, 5, 300, 1u << 30, 77, 9, 1234,
+         TD__PROTO_FILE_PRELOADED},
+        {NULL, TD_FORMAT_NPZ, TD__PROTO_MODE_MAP, UINT64_MAX, 0, 0, 0, 0, 0, 0, UINT64_MAX, 0},
     };
     td__proto_msg_init(&m, TD__PROTO_STATUS_OK, 7);
     uint64_t k = 1;
@@ -392,6 +393,8 @@ START_TEST(test_roundtrip_every_type)
     ck_assert_uint_eq(b.u.status.files[0].loads, 9);
     ck_assert_uint_eq(b.u.status.files[0].idle_ms, 1234);
     ck_assert_uint_eq(b.u.status.files[1].idle_ms, UINT64_MAX);
+    ck_assert_uint_eq(b.u.status.files[0].flags, TD__PROTO_FILE_PRELOADED);
+    ck_assert_uint_eq(b.u.status.files[1].flags, 0);
     td__proto_msg_destroy(&b);
     m.u.status.files = NULL; /* figures only */
     m.u.status.nfiles = 0;

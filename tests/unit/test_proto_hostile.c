@@ -335,7 +335,7 @@ static size_t make_samples(sample *s, size_t cap)
     ADD();
     td__proto_msg_init(&m, TD__PROTO_STATUS_OK, 5);
     m.u.status.stats.hits = 10;
-    td__proto_status_file sf = {"x.npz", TD_FORMAT_NPZ, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+    td__proto_status_file sf = {"x.npz", TD_FORMAT_NPZ, 1, 2, 3, 4, 5, 6, 7, 8, 9, 1};
     m.u.status.files = &sf;
     m.u.status.nfiles = 1;
     td__proto_status_user su[2] = {{0, 1, 2, 3}, {65534, 4, 5, 6}};
