@@ -790,6 +790,7 @@ static void td__cache_indexed(uv_work_t *w, int status)
 }
 
 static void td__cache_watch_cb(uv_fs_event_t *h, const char *filename, int events, int status);
+static int td__cache_path_current(const td__cache_entry *e);
 
 /* The end of a build, on the loop: the entry is READY and every waiter gets a lease, or the
  * waiters get the error and the entry goes. */
@@ -841,7 +842,11 @@ static void td__cache_finish(td__cache *c, td__cache_entry *e)
     td__log_info("indexed %s: %s, %zu tensors, mode %s, %llu derived bytes, %.1f ms", e->name,
                  td_format_name(e->table.format), e->table.n, td__config_mode_name(e->mode),
                  (unsigned long long)e->derived_len, (double)e->decode_ns / 1e6);
-    if (e->path) {
+    /* Replaced while it was being built (before the watch below): it goes with its last
+     * lease, as if the watch had seen it. */
+    if (e->path && !td__cache_path_current(e))
+        e->superseded = 1;
+    else if (e->path) {
         e->watch = malloc(sizeof *e->watch);
         if (e->watch && uv_fs_event_init(c->loop, e->watch) == 0) {
             e->watch->data = e;
@@ -854,18 +859,21 @@ static void td__cache_finish(td__cache *c, td__cache_entry *e)
             e->watch = NULL;
         }
     }
-    int first = 1;
+    /* Every waiter's lease is taken before any is handed out: a done() that gives its lease
+     * straight back (a client over max_leases, or gone) must not leave e unheld, and so
+     * evictable, while the others still wait for it. */
+    for (td__cache_waiter *w = q; w != &e->waiters; w = w->next) {
+        e->leases++;
+        e->loads++;
+        if (w != q) {
+            e->hits++;
+            c->stats.hits++;
+        }
+    }
     while (q != &e->waiters) {
         td__cache_waiter *next = q->next;
         q->next = q->prev = NULL;
         q->entry = NULL;
-        e->leases++;
-        e->loads++;
-        if (!first) {
-            e->hits++;
-            c->stats.hits++;
-        }
-        first = 0;
         q->done(q, e, 0, NULL);
         q = next;
     }
@@ -875,18 +883,24 @@ static void td__cache_finish(td__cache *c, td__cache_entry *e)
 
 /* The file behind an entry changed on disk: if the path now names another file (replaced by
  * rename, rewritten), the entry is superseded and goes as soon as nobody holds it. */
+/* Whether e's path still names the file e was built from: no when it names another file or
+ * nothing; yes when the daemon may not look (the client's directory is closed to it). */
+static int td__cache_path_current(const td__cache_entry *e)
+{
+    struct stat st;
+    if (stat(e->path, &st) < 0)
+        return errno != ENOENT && errno != ENOTDIR;
+    return (uint64_t)st.st_dev == e->key.dev && (uint64_t)st.st_ino == e->key.ino &&
+           (uint64_t)st.st_size == e->key.size && st.st_mtim.tv_sec == e->key.mtime_sec &&
+           st.st_mtim.tv_nsec == e->key.mtime_nsec;
+}
+
 static void td__cache_watch_cb(uv_fs_event_t *h, const char *filename, int events, int status)
 {
     (void)filename;
     (void)events;
     td__cache_entry *e = h->data;
-    if (status < 0 || !e->path)
-        return;
-    struct stat st;
-    int gone = stat(e->path, &st) < 0;
-    if (!gone && (uint64_t)st.st_dev == e->key.dev && (uint64_t)st.st_ino == e->key.ino &&
-        (uint64_t)st.st_size == e->key.size && st.st_mtim.tv_sec == e->key.mtime_sec &&
-        st.st_mtim.tv_nsec == e->key.mtime_nsec)
+    if (status < 0 || !e->path || td__cache_path_current(e))
         return;
     e->superseded = 1;
     uv_fs_event_stop(h);

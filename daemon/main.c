@@ -367,6 +367,13 @@ int main(int argc, char **argv)
     notify_status(&d);
 
     uv_run(&d.loop, UV_RUN_DEFAULT);
+    if (!td__cache_idle(&d.srv.cache)) {
+        /* The drain deadline passed with builds still running on the thread pool: they use
+         * their entries until they end, so nothing may be freed under them. The kernel takes
+         * back the memory, the memfds and the descriptors. */
+        td__log_warn("exiting with %zu loads still being built", d.srv.cache.building);
+        _exit(d.exit_code);
+    }
     /* Close what uv_stop may have left, and let the close callbacks run. */
     td__preload_stop(d.preload);
     td__server_destroy(&d.srv);
