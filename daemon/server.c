@@ -445,6 +445,13 @@ static void td__server_on_load(td__server_client *cl, td__proto_msg *m)
 static void td__server_on_release(td__server_client *cl, td__proto_msg *m)
 {
     uint64_t id = m->u.release.lease;
+    if (m->u.release.flags & ~(uint64_t)TD__PROTO_RELEASE_QUIET) {
+        td_error err;
+        td__err(&err, TD_ENOTSUP, "RELEASE flags 0x%llx: unknown bits",
+                (unsigned long long)m->u.release.flags);
+        td__server_send_error(cl, m->id, err.code, &err, 0);
+        return;
+    }
     for (size_t i = 0; i < cl->nleases; i++) {
         if (cl->leases[i].id != id)
             continue;
@@ -460,7 +467,10 @@ static void td__server_on_release(td__server_client *cl, td__proto_msg *m)
     }
     td_error err;
     td__err(&err, TD_ENOTFOUND, "no lease %llu on this connection", (unsigned long long)id);
-    td__server_send_error(cl, m->id, err.code, &err, 0);
+    if (m->u.release.flags & TD__PROTO_RELEASE_QUIET)
+        cl->srv->errors++; /* counted, not answered: a quiet RELEASE reads nothing back */
+    else
+        td__server_send_error(cl, m->id, err.code, &err, 0);
 }
 
 void td__server_stats(const td__server *srv, td__proto_stats *st)
