@@ -186,6 +186,7 @@ struct td__ablock {
     size_t nregions;
     td__region **regions;  /* held; inside the block's allocation */
     uint8_t *next, *limit; /* room for the arrays still to add */
+    size_t made;           /* arrays made and not yet counted in refs (td__ablock_done) */
 };
 
 /* Bytes of an array header with ndim sizes, padded so that the next one stays aligned. */
@@ -209,6 +210,7 @@ td__ablock *td__ablock_new(size_t n, size_t ndims, td__region *const *regions, s
     b->end = end;
     b->ctx = ctx;
     b->nregions = nregions;
+    b->made = 0;
     b->regions = (td__region **)(b + 1);
     for (size_t i = 0; i < nregions; i++)
         b->regions[i] = td__region_retain(regions[i]);
@@ -234,13 +236,14 @@ td_array *td__ablock_add(td__ablock *b, td_dtype dtype, uint32_t ndim, const int
     a->block = b;
     if (ndim)
         memcpy(a->shape, shape, (size_t)ndim * sizeof(int64_t));
-    atomic_fetch_add_explicit(&b->refs, 1, memory_order_relaxed);
+    b->made++;
     return a;
 }
 
-void td__ablock_done(td__ablock *b)
+/* Drops n references of b; the last one ends it. */
+static void td__ablock_unref(td__ablock *b, long n)
 {
-    if (!b || atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1)
+    if (atomic_fetch_sub_explicit(&b->refs, n, memory_order_acq_rel) != n)
         return;
     for (size_t i = 0; i < b->nregions; i++)
         td__region_release(b->regions[i]);
@@ -249,12 +252,42 @@ void td__ablock_done(td__ablock *b)
     free(b);
 }
 
+void td__ablock_done(td__ablock *b)
+{
+    if (!b)
+        return;
+    /* The arrays made hold it from here on: counted once, not one atomic add each. */
+    atomic_fetch_add_explicit(&b->refs, (long)b->made, memory_order_relaxed);
+    b->made = 0;
+    td__ablock_unref(b, 1);
+}
+
+void td__arrays_release(td_array *const *a, size_t n, size_t stride)
+{
+    td__ablock *b = NULL;
+    long dead = 0;
+    for (size_t i = 0; i < n; i++) {
+        td_array *x = *(td_array *const *)(const void *)((const char *)a + i * stride);
+        /* Held by nobody else (a count of 1 cannot rise: only a holder could retain it), in
+         * the same block as the others: it dies with no atomic operation of its own. */
+        if (x && x->block && (!b || x->block == b) &&
+            atomic_load_explicit(&x->refs, memory_order_acquire) == 1) {
+            b = x->block;
+            dead++;
+        } else {
+            td_array_release(x);
+        }
+    }
+    if (b)
+        td__ablock_unref(b, dead);
+}
+
 void td_array_release(td_array *a)
 {
     if (!a || atomic_fetch_sub_explicit(&a->refs, 1, memory_order_acq_rel) != 1)
         return;
     if (a->block) {
-        td__ablock_done(a->block); /* the block's memory holds a: it goes with the last */
+        td__ablock_unref(a->block, 1); /* the block's memory holds a: it goes with the last */
         return;
     }
     if (a->owns_data)

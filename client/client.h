@@ -59,6 +59,9 @@ td__ablock *td__ablock_new(size_t n, size_t ndims, td__region *const *regions, s
 td_array *td__ablock_add(td__ablock *b, td_dtype dtype, uint32_t ndim, const int64_t *shape,
                          const void *data, uint64_t nbytes);
 void td__ablock_done(td__ablock *b);
+/* td_array_release of n arrays, the i-th at *(a + i * stride bytes) (NULL ones skipped): those
+ * of one block that nobody else holds drop the block's count once for all. */
+void td__arrays_release(td_array *const *a, size_t n, size_t stride);
 
 /* Fills item with a borrowed description of a. */
 void td__array_item(const td_array *a, const char *name, td__item *item);

@@ -44,11 +44,10 @@ void td_dict_free(td_dict *d)
 {
     if (!d)
         return;
-    for (size_t i = 0; i < d->n; i++) {
-        if (i >= d->nborrowed)
-            free(d->v[i].name);
-        td_array_release(d->v[i].a);
-    }
+    for (size_t i = d->nborrowed; i < d->n; i++)
+        free(d->v[i].name);
+    if (d->n)
+        td__arrays_release(&d->v[0].a, d->n, sizeof d->v[0]);
     free(d->v);
     free(d->index);
     td__tab_release(d->tab);
