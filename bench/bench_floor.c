@@ -2,7 +2,7 @@
  * bench_floor - the floor under a warm daemon load: what the kernel charges for the least a
  * load through a daemon can do, measured with the same clocks as bench_daemon_load.
  *
- *   bench_floor --file PATH [--iters N]
+ *   bench_floor --file PATH [--iters N] [--label TEXT]
  *
  * Two processes on a Unix stream socket pair. Per round trip the client opens PATH, sends one
  * byte with the descriptor attached (SCM_RIGHTS); the server receives it, sends one byte back
@@ -76,20 +76,24 @@ static double cpu_us(void)
 
 int main(int argc, char **argv)
 {
-    const char *file = NULL;
+    const char *file = NULL, *label = "-";
     long iters = 20000;
-    static const struct option opts[] = {
-        {"file", required_argument, NULL, 'f'}, {"iters", required_argument, NULL, 'n'}, {0}};
+    static const struct option opts[] = {{"file", required_argument, NULL, 'f'},
+                                         {"iters", required_argument, NULL, 'n'},
+                                         {"label", required_argument, NULL, 'l'},
+                                         {0}};
     for (int o; (o = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
         if (o == 'f')
             file = optarg;
         else if (o == 'n')
             iters = atol(optarg);
+        else if (o == 'l')
+            label = optarg;
         else
-            bu_die("usage: bench_floor --file PATH [--iters N]");
+            bu_die("usage: bench_floor --file PATH [--iters N] [--label TEXT]");
     }
     if (!file || iters < 10)
-        bu_die("usage: bench_floor --file PATH [--iters N]");
+        bu_die("usage: bench_floor --file PATH [--iters N] [--label TEXT]");
     struct stat st;
     if (stat(file, &st) < 0)
         bu_die("%s: %s", file, strerror(errno));
@@ -146,9 +150,9 @@ int main(int argc, char **argv)
         bu_die("the server did not report");
     waitpid(pid, NULL, 0);
     server /= (double)iters;
-    printf("RESULT bench=floor iters=%ld p50_us=%.2f cpu_client_us=%.2f cpu_server_us=%.2f "
-           "cpu_total_us=%.2f status=ok\n",
-           iters, bu_quantile(lat, (size_t)iters, 0.5), client, server, client + server);
+    printf("RESULT bench=floor label=%s iters=%ld p50_us=%.2f cpu_client_us=%.2f "
+           "cpu_server_us=%.2f cpu_total_us=%.2f status=ok\n",
+           label, iters, bu_quantile(lat, (size_t)iters, 0.5), client, server, client + server);
     free(lat);
     return 0;
 }

@@ -52,6 +52,16 @@ td__region *td__region_retain(td__region *r)
     return r;
 }
 
+td__region *td__region_try_retain(td__region *r)
+{
+    long n = atomic_load_explicit(&r->refs, memory_order_relaxed);
+    while (n > 0)
+        if (atomic_compare_exchange_weak_explicit(&r->refs, &n, n + 1, memory_order_acquire,
+                                                  memory_order_relaxed))
+            return r;
+    return NULL;
+}
+
 void td__region_release(td__region *r)
 {
     if (!r || atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel) != 1)

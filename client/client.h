@@ -35,6 +35,9 @@ typedef struct td__region {
 td__region *td__region_new(void *base, size_t len, void (*release)(void *, void *, size_t),
                            void *ctx);
 td__region *td__region_retain(td__region *r);
+/* A reference of r unless its last one is already gone (r is then on its way out: NULL). For
+ * a cache that names regions without holding them, under the lock their release takes. */
+td__region *td__region_try_retain(td__region *r);
 void td__region_release(td__region *r);
 /* A region over an munmap-able mapping. */
 td__region *td__region_mmap(void *base, size_t len);

@@ -21,19 +21,21 @@
 #define TD__RELEASE_ID 0x80000000u
 /* RELEASEs a td_client lets go unanswered before it reads their replies. */
 #define TD__RELEASE_BATCH 32u
-/* The daemon's tables a td_client keeps mapped and validated (least recently used go first):
- * at most this many, and at most this many bytes of them (shared memory of the daemon's: a
- * client's mapping adds none of its own). */
+/* The daemon's tables a td_client keeps mapped and checked (least recently used go first): at
+ * most this many, and at most this many bytes of them. They are the daemon's memory, which a
+ * kept mapping holds on to after the daemon let the entry go. */
 #define TD__TABLES_MAX     1024u
-#define TD__TABLES_BYTES   (256ull << 20)
+#define TD__TABLES_BYTES   (64ull << 20)
 #define TD__TABLES_BUCKETS 2048u
 /* Regions of one load a kept table remembers (the daemon sends one or two). */
 #define TD__TABLE_REGIONS 4u
 
-/* A daemon entry's table kept by a client, with the mappings of its regions that are the file
- * itself (TD__PROTO_REGION_FILE), which hold nothing of the daemon's and so outlive leases.
- * Regions of the daemon's memory (decoded buffers, snapshots) are mapped per load and unmapped
- * with it: kept, they would pin memory the daemon has evicted. */
+/* A daemon entry's table kept by a client, and the mappings of its regions that are the file
+ * itself (TD__PROTO_REGION_FILE) while loads still hold them, so that loads of one entry that
+ * overlap share one mapping. A file mapping is not kept beyond its last load: it would keep a
+ * replaced or deleted file's pages and disk blocks for as long as the process lived. Regions
+ * of the daemon's memory (decoded buffers, snapshots) are mapped per load and unmapped with
+ * it. */
 typedef struct td__kept {
     struct td__kept *prev, *next; /* most recently used first */
     struct td__kept *chain;       /* in its hash bucket */
@@ -41,8 +43,17 @@ typedef struct td__kept {
     td__tab *tab;
     uint32_t nregions;
     uint64_t sizes[TD__TABLE_REGIONS];
-    td__region *file[TD__TABLE_REGIONS]; /* kept mappings of FILE regions, else NULL */
+    td__region *file[TD__TABLE_REGIONS]; /* FILE regions some load holds (no reference of
+                                            ours: each clears its slot as it goes), or NULL */
 } td__kept;
+
+/* What a file region made through a client needs to clear its slot in td__kept when it goes. */
+typedef struct td__file_slot {
+    td_client *c;
+    uint64_t gen, entry;
+    uint32_t idx;
+    td__region *region;
+} td__file_slot;
 
 /* A lease given back while another thread had the connection: sent by whoever has it next. */
 typedef struct td__rel {
@@ -82,9 +93,7 @@ static int td__client_ours(const td_client *c)
 
 static void td__kept_free(td__kept *k)
 {
-    for (uint32_t i = 0; i < k->nregions; i++)
-        td__region_release(k->file[i]);
-    td__tab_release(k->tab);
+    td__tab_release(k->tab); /* the file regions are their loads', not ours */
     free(k);
 }
 
@@ -120,6 +129,60 @@ static void td__kept_link(td_client *c, td__kept *k)
     c->kept_bytes += td__tab_bytes(k->tab);
 }
 
+/* The last load of a file region made through a client let it go: its slot in the kept table
+ * (if the table is still kept, and the slot still names it) is cleared, then it is unmapped. */
+static void td__file_gone(void *ctx, void *base, size_t len)
+{
+    td__file_slot *s = ctx;
+    td_client *c = s->c;
+    pthread_mutex_lock(&c->klock);
+    td__kept *k = c->buckets ? *td__kept_bucket(c, s->gen, s->entry) : NULL;
+    while (k && (k->gen != s->gen || k->entry != s->entry))
+        k = k->chain;
+    if (k && k->file[s->idx] == s->region)
+        k->file[s->idx] = NULL;
+    pthread_mutex_unlock(&c->klock);
+    if (base)
+        munmap(base, len);
+    free(s);
+}
+
+/* Maps region idx of a LOAD_OK, the file itself, as a region that loads of the same entry
+ * share while any holds it; with known (the entry's table is kept), the kept table learns of it
+ * here, else td__client_keep does. The client outlives the region: every load through it holds
+ * a reference of c until its regions are gone. */
+static int td__client_map_file(td_client *c, uint64_t gen, uint64_t entry, const char *path,
+                               const td__proto_region *r, uint32_t idx, td__region **out, int known,
+                               td_error *err)
+{
+    td__region *plain;
+    int rc = td__remote_map_region(path, r, idx, &plain, err);
+    if (rc)
+        return rc;
+    td__file_slot *s = malloc(sizeof *s);
+    td__region *shared = s ? td__region_new(plain->base, plain->len, td__file_gone, s) : NULL;
+    if (!shared) {
+        free(s);
+        *out = plain; /* not shared, still a good mapping */
+        return 0;
+    }
+    *s = (td__file_slot){c, gen, entry, idx, shared};
+    shared->provenance = plain->provenance;
+    plain->release = NULL; /* the mapping is shared's now */
+    td__region_release(plain);
+    *out = shared;
+    if (known) {
+        pthread_mutex_lock(&c->klock);
+        td__kept *k = c->buckets ? *td__kept_bucket(c, gen, entry) : NULL;
+        while (k && (k->gen != gen || k->entry != entry))
+            k = k->chain;
+        if (k && idx < k->nregions && !k->file[idx])
+            k->file[idx] = shared;
+        pthread_mutex_unlock(&c->klock);
+    }
+    return 0;
+}
+
 /* Keeps tab, and the mappings of the regions flagged FILE, for later loads of the daemon's
  * entry ld->entry on connection gen; the least recently used go beyond the bounds. Keeping is
  * an optimisation: without memory for it, nothing is kept. */
@@ -134,8 +197,8 @@ static void td__client_keep(td_client *c, uint64_t gen, const td__proto_loaded *
     k->nregions = ld->nregions;
     for (uint32_t i = 0; i < ld->nregions; i++) {
         k->sizes[i] = ld->regions[i].size;
-        if (ld->regions[i].flags & TD__PROTO_REGION_FILE)
-            k->file[i] = td__region_retain(regions[i]);
+        if (ld->regions[i].flags & TD__PROTO_REGION_FILE && regions[i]->release == td__file_gone)
+            k->file[i] = regions[i];
     }
     k->tab = td__tab_retain(tab);
     pthread_mutex_lock(&c->klock);
@@ -547,8 +610,8 @@ static int td__client_adopt_tab(td_client *c, const char *path, td__proto_msg *r
     if (k) {
         tab = td__tab_retain(k->tab);
         for (uint32_t i = 0; i < n; i++)
-            if (k->file[i])
-                regions[i] = td__region_retain(k->file[i]);
+            if (k->file[i]) /* NULL when its last load is just letting it go */
+                regions[i] = td__region_try_retain(k->file[i]);
         if (k != c->khead) { /* most recently used first */
             td__kept_unlink(c, k);
             td__kept_link(c, k);
@@ -562,9 +625,15 @@ static int td__client_adopt_tab(td_client *c, const char *path, td__proto_msg *r
             sizes[i] = ld->regions[i].size;
         rc = td__tab_map(ld->table_fd, ld->table_size, sizes, n, path, &tab, err);
     }
-    for (uint32_t i = 0; !rc && i < n; i++)
-        if (!regions[i])
+    for (uint32_t i = 0; !rc && i < n; i++) {
+        if (regions[i])
+            continue;
+        if ((ld->regions[i].flags & TD__PROTO_REGION_FILE) && n <= TD__TABLE_REGIONS)
+            rc = td__client_map_file(c, gen, ld->entry, path, &ld->regions[i], i, &regions[i],
+                                     k != NULL, err);
+        else
             rc = td__remote_map_region(path, &ld->regions[i], i, &regions[i], err);
+    }
     if (!rc && !k && n <= TD__TABLE_REGIONS)
         td__client_keep(c, gen, ld, tab, regions);
     if (!rc)

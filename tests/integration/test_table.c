@@ -83,14 +83,16 @@ static void save_st(const char *path, int n)
     td_dict_free(d);
 }
 
-/* A repeated load through one td_client maps nothing new: the table and the file's mapping
- * are kept, and the second load's arrays view the very same bytes. td_load (a load of its own)
- * unmaps all it mapped. */
+/* A repeated load through one td_client checks and maps no table again: the table is kept. The
+ * file's mapping is shared by loads of it that overlap (the second load's arrays view the very
+ * bytes of the first), and goes with the last of them: kept longer, it would hold a replaced or
+ * deleted file's pages. td_load (a load of its own) unmaps all it mapped. */
 START_TEST(test_client_keeps_table_and_file)
 {
     daemon_pid = tu_daemon_start(sock, logpath, NULL);
-    char path[256];
+    char path[256], table[300];
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    snprintf(table, sizeof table, "%s (table)", path);
     save_st(path, 40);
     td_client *c;
     td_error err = {0};
@@ -105,18 +107,17 @@ START_TEST(test_client_keeps_table_and_file)
     const td_value *kind = td_meta_get(m, "kind");
     ck_assert_ptr_nonnull(kind);
     td_meta_free(m);
-    int file_maps = count_maps(path);
-    ck_assert_int_eq(file_maps, 2); /* the file, and the table's memfd named after it */
-    ck_assert_int_eq(count_maps("(table)"), 1);
+    ck_assert_int_eq(count_maps(path), 2); /* the file, and the table's memfd named after it */
+    ck_assert_int_eq(count_maps(table), 1);
     const void *p1 = td_array_data(td_dict_get(d1, "w.7"));
     ck_assert_float_eq(((const float *)p1)[7], 7.0f);
     ck_assert_int_eq(td_array_provenance(td_dict_get(d1, "w.7")), TD_PROVENANCE_DAEMON);
-    td_dict_free(d1);
-    ck_assert_int_eq(count_maps(path), file_maps); /* kept for the next load */
 
-    TU_OK(td_client_load(c, path, NULL, &d2, NULL, &err), &err);
-    ck_assert_int_eq(count_maps(path), file_maps);
+    TU_OK(td_client_load(c, path, NULL, &d2, NULL, &err), &err); /* while d1 holds the file */
+    ck_assert_int_eq(count_maps(path), 2);
     ck_assert_ptr_eq(td_array_data(td_dict_get(d2, "w.7")), p1);
+    td_dict_free(d1);
+    ck_assert_int_eq(count_maps(path), 2); /* d2 still views it */
     for (int k = 0; k < 40; k++) {
         char name[32];
         snprintf(name, sizeof name, "w.%d", k);
@@ -126,19 +127,51 @@ START_TEST(test_client_keeps_table_and_file)
         ck_assert_float_eq(((const float *)td_array_data(a))[k], (float)k);
     }
     td_dict_free(d2);
+    ck_assert_int_eq(count_maps(path), 1); /* the table alone */
+    ck_assert_int_eq(count_maps(table), 1);
+    TU_OK(td_client_load(c, path, NULL, &d2, NULL, &err), &err); /* the file again, not the table */
+    ck_assert_int_eq(count_maps(path), 2);
+    ck_assert_int_eq(count_maps(table), 1);
+    td_dict_free(d2);
 
     /* td_load has no client to keep anything in: it maps its own and unmaps it. */
     td_load_options o = TD_LOAD_OPTIONS_INIT;
     o.mode = TD_MODE_DAEMON;
     TU_OK(td_load(path, &o, &d1, NULL, &err), &err);
-    ck_assert_int_eq(count_maps(path), 2 * file_maps);
+    ck_assert_int_eq(count_maps(path), 3);
+    ck_assert_int_eq(count_maps(table), 2);
     td_dict_free(d1);
-    ck_assert_int_eq(count_maps(path), file_maps);
+    ck_assert_int_eq(count_maps(path), 1);
     ck_assert_int_eq(tu_count_fds(), fds);
 
     td_client_close(c); /* forgets what it kept */
     ck_assert_int_eq(count_maps(path), 0);
     ck_assert_int_eq(tu_count_fds(), fds - 1);
+}
+END_TEST
+
+/* A file replaced by rename while a client had loaded it: once the old file's last array goes,
+ * the client holds nothing of it (no mapping keeps its blocks allocated). */
+START_TEST(test_replaced_file_let_go)
+{
+    daemon_pid = tu_daemon_start(sock, logpath, NULL);
+    char path[256], tmp[256];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    snprintf(tmp, sizeof tmp, "%s/new.safetensors", dir);
+    save_st(path, 8);
+    td_client *c;
+    td_error err = {0};
+    TU_OK(td_client_connect(sock, &c, &err), &err);
+    td_dict *d;
+    TU_OK(td_client_load(c, path, NULL, &d, NULL, &err), &err);
+    td_dict_free(d);
+    save_st(tmp, 9);
+    ck_assert_int_eq(rename(tmp, path), 0);
+    TU_OK(td_client_load(c, path, NULL, &d, NULL, &err), &err);
+    ck_assert_uint_eq(td_dict_size(d), 9);
+    td_dict_free(d);
+    ck_assert_int_eq(count_maps("model.safetensors (deleted)"), 0);
+    td_client_close(c);
 }
 END_TEST
 
@@ -448,6 +481,7 @@ static Suite *table_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_client_keeps_table_and_file);
+    tcase_add_test(tc, test_replaced_file_let_go);
     tcase_add_test(tc, test_daemon_buffers_not_kept);
     tcase_add_test(tc, test_kept_tables_bounded);
     tcase_add_test(tc, test_both_forms);
