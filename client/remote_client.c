@@ -3,10 +3,16 @@
  * it (loads, status, eviction, ping), thread-safe, reconnecting by itself after a restart.
  *
  * The handshake happens once per connection. The last array of a load made through a client
- * sends RELEASE for its lease over the client's connection; the replies are not waited for but
- * read with the next request's, or in batches. A lease granted on an earlier connection (before
- * a daemon restart, or the parent's after fork()) is not sent: the daemon ended it when that
- * connection closed. The mappings stay valid whatever happens to the daemon: they are ours.
+ * gives its lease back with a quiet RELEASE over the client's connection (nothing comes back to
+ * read; with an older daemon the replies are read with the next request's, or in batches). A
+ * lease granted on an earlier connection (before a daemon restart, or the parent's after
+ * fork()) is not sent: the daemon ended it when that connection closed. The mappings stay
+ * valid whatever happens to the daemon: they are ours.
+ *
+ * A client keeps what the daemon shares per entry: the flat table, checked once, for the next
+ * load of the entry on the same connection (at most TD__TABLES_MAX tables and TD__TABLES_BYTES
+ * bytes, least recently used first), and the file's mapping for as long as loads of it hold it.
+ * A model's files are loaded in one pipelined batch.
  */
 #include "remote.h"
 #include "common.h"

@@ -550,9 +550,5 @@ static Suite *ftab_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(ftab_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return tu_run(ftab_suite());
 }
