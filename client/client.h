@@ -1,12 +1,14 @@
 /*
  * client.h - libtensord internals shared by the client modules: regions (the mappings arrays
  * view into) and array construction (array.c), dict helpers (dict.c), the options and argument
- * checks (options.c), the views both load paths build (view.c) and the status (status.c).
+ * checks (options.c), the views both load paths build (view.c), a daemon's shared table
+ * (tab.c) and the status (status.c).
  * Daemon mode's own internals are in remote.h.
  *
  * Who calls whom, with no circle: load.c (td_load) -> view.c, remote_load.c;
  * remote_client.c (td_client) -> remote_load.c, view.c, status.c, tab.c; remote_load.c ->
- * view.c, tab.c; tab.c -> dict.c, array.c; every one of them -> options.c, array.c, dict.c.
+ * view.c, tab.c; tab.c -> dict.c, array.c; every one of them -> options.c, array.c, dict.c;
+ * dict.c -> array.c (its names may live in a table's mapping, held as a region).
  */
 #ifndef TD_CLIENT_H
 #define TD_CLIENT_H
@@ -98,9 +100,10 @@ int td__tab_to_table(const td__tab *t, td__table *out, td_error *err);
  * the names. TD_ENOMEM leaves d as it was. */
 int td__dict_reserve(td_dict *d, size_t n);
 /* A dict over n arrays (taken: one reference each, also on failure) named and ordered as the
- * entries of t, whose names it borrows and whose index it looks them up with; it holds a
- * reference of t. */
-int td__dict_over_tab(td__tab *t, td_array **arrays, size_t n, td_dict **out, td_error *err);
+ * entries of the flat table ft, whose names it borrows and whose index it looks them up with;
+ * it holds a reference of keep, the region that keeps ft and its bytes alive. */
+int td__dict_over_ftab(const td__ftab *ft, td__region *keep, td_array **arrays, size_t n,
+                       td_dict **out, td_error *err);
 /* td_dict_set that keeps name itself (malloc'd) instead of a copy: the dict's on success, still
  * the caller's on failure. */
 int td__dict_set_taking(td_dict *d, char *name, const td_array *a, td_error *err);

@@ -27,8 +27,9 @@ struct td_dict {
     size_t n, cap;
     uint32_t *index; /* entry number + 1, or 0; NULL while lookups use tab's index */
     size_t index_cap;
-    td__hash_seed seed; /* td__hash_seed_for(this dict) */
-    td__tab *tab;       /* held: entries below nborrowed have its names, in its order */
+    td__hash_seed seed;  /* td__hash_seed_for(this dict) */
+    const td__ftab *ft;  /* entries below nborrowed have its names, in its order; or NULL */
+    td__region *ft_keep; /* held: what keeps ft's bytes (its mapping) */
     size_t nborrowed;
 };
 
@@ -50,11 +51,12 @@ void td_dict_free(td_dict *d)
         td__arrays_release(&d->v[0].a, d->n, sizeof d->v[0]);
     free(d->v);
     free(d->index);
-    td__tab_release(d->tab);
+    td__region_release(d->ft_keep);
     free(d);
 }
 
-int td__dict_over_tab(td__tab *t, td_array **arrays, size_t n, td_dict **out, td_error *err)
+int td__dict_over_ftab(const td__ftab *ft, td__region *keep, td_array **arrays, size_t n,
+                       td_dict **out, td_error *err)
 {
     td_dict *d = td_dict_new();
     if (d && n && !(d->v = malloc(n * sizeof *d->v))) {
@@ -66,7 +68,6 @@ int td__dict_over_tab(td__tab *t, td_array **arrays, size_t n, td_dict **out, td
             td_array_release(arrays[i]);
         return td__err(err, TD_ENOMEM, "dict: out of memory");
     }
-    const td__ftab *ft = td__tab_ftab(t);
     for (size_t i = 0; i < n; i++) {
         td__ftab_entry e;
         td__ftab_get(ft, (uint32_t)i, &e);
@@ -74,7 +75,8 @@ int td__dict_over_tab(td__tab *t, td_array **arrays, size_t n, td_dict **out, td
         d->v[i].a = arrays[i];
     }
     d->n = d->cap = d->nborrowed = n;
-    d->tab = td__tab_retain(t);
+    d->ft = ft;
+    d->ft_keep = td__region_retain(keep);
     *out = d;
     return 0;
 }
@@ -183,8 +185,8 @@ const td_array *td_dict_get(const td_dict *d, const char *name)
 {
     if (!d || !name)
         return NULL;
-    if (!d->index && d->tab) {
-        int64_t i = td__ftab_find(td__tab_ftab(d->tab), name, strlen(name));
+    if (!d->index && d->ft) {
+        int64_t i = td__ftab_find(d->ft, name, strlen(name));
         return i >= 0 ? d->v[i].a : NULL;
     }
     if (!d->index_cap)

@@ -13,12 +13,18 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 
+/* A table is a region (its mapping) whose context is this struct: the region's count is the
+ * table's, and a dict over the table holds the region alone. */
 struct td__tab {
-    atomic_long refs;
+    td__region *region;
     td__ftab ft;
-    void *base;
-    size_t len;
 };
+
+static void td__tab_gone(void *ctx, void *base, size_t len)
+{
+    munmap(base, len);
+    free(ctx);
+}
 
 int td__tab_map(int fd, uint64_t size, const uint64_t *region_sizes, uint32_t nregions,
                 const char *what, td__tab **out, td_error *err)
@@ -40,16 +46,19 @@ int td__tab_map(int fd, uint64_t size, const uint64_t *region_sizes, uint32_t nr
     td__tab *t = malloc(sizeof *t);
     if (!t)
         return td__err(err, TD_ENOMEM, "%s: out of memory", what);
-    t->base = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
-    if (t->base == MAP_FAILED) {
+    void *base = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED) {
         int e = errno;
         free(t);
         return td__err(err, td__err_from_errno(e), "%s: cannot map the table: %s", what,
                        strerror(e));
     }
-    t->len = (size_t)size;
-    atomic_init(&t->refs, 1);
-    int rc = td__ftab_open(t->base, size, region_sizes, nregions, what, &t->ft, err);
+    if (!(t->region = td__region_new(base, (size_t)size, td__tab_gone, t))) {
+        munmap(base, (size_t)size);
+        free(t);
+        return td__err(err, TD_ENOMEM, "%s: out of memory", what);
+    }
+    int rc = td__ftab_open(base, size, region_sizes, nregions, what, &t->ft, err);
     if (rc) {
         td__tab_release(t);
         return rc;
@@ -60,16 +69,14 @@ int td__tab_map(int fd, uint64_t size, const uint64_t *region_sizes, uint32_t nr
 
 td__tab *td__tab_retain(td__tab *t)
 {
-    atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+    td__region_retain(t->region);
     return t;
 }
 
 void td__tab_release(td__tab *t)
 {
-    if (!t || atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) != 1)
-        return;
-    munmap(t->base, t->len);
-    free(t);
+    if (t)
+        td__region_release(t->region); /* the last one frees t too (td__tab_gone) */
 }
 
 const td__ftab *td__tab_ftab(const td__tab *t)
@@ -79,7 +86,7 @@ const td__ftab *td__tab_ftab(const td__tab *t)
 
 uint64_t td__tab_bytes(const td__tab *t)
 {
-    return t->len;
+    return t->region->len;
 }
 
 int td__tab_to_dict(td__tab *t, td__region *const *regions, size_t nregions,
@@ -109,7 +116,7 @@ int td__tab_to_dict(td__tab *t, td__region *const *regions, size_t nregions,
                                    (const uint8_t *)regions[e.region]->base + e.offset, e.nbytes);
     }
     td__ablock_done(b); /* the arrays hold it now (or it ends here, with no tensor) */
-    int rc = td__dict_over_tab(t, arrays, ft->n, out, err);
+    int rc = td__dict_over_ftab(ft, t->region, arrays, ft->n, out, err);
     free(arrays);
     return rc;
 }
