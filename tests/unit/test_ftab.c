@@ -25,7 +25,7 @@ static void make_table(td__table *t, size_t n)
     td__table_init(t, TD_FORMAT_SAFETENSORS);
     uint64_t off[2] = {0, 0};
     for (size_t k = 0; k < n; k++) {
-        char name[32];
+        char name[48];
         snprintf(name, sizeof name, "layers.%zu.weight", k);
         td__entry *e = td__table_add(t, name, strlen(name), &err);
         ck_assert_ptr_nonnull(e);
