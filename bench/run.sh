@@ -352,6 +352,13 @@ if has_phase load && [ $HAVE_DAEMON = 1 ]; then
             --clients $C --seconds $LOAD_SECONDS --daemon-pid $DPID
     done
     r "$B/bench_floor" --label after --file "$GOAL"
+    # One client against the floor, in turns, so that both see the same machine: a single
+    # client's figures move most with whatever else runs.
+    for K in 1 2 3 4 5; do
+        r "$B/bench_floor" --label round --file "$GOAL"
+        r "$B/bench_daemon_load" --label floor-client --client --file "$GOAL" --socket "$SOCK" \
+            --clients 1 --seconds 2 --daemon-pid $DPID
+    done
     # What one load costs in system calls, client and daemon, counted by strace: the client's
     # count is the difference between 220 and 20 loads (start-up calls cancel out), the
     # daemon's is everything it did during the 220-load run.
