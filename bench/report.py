@@ -975,9 +975,9 @@ plot """ % (plots, size_name(model_bytes))
           "descriptors of the file and of the shared table, map and check the table, map the "
           "file, build 300 views over the table; freeing unmaps and closes the connection, which "
           "ends the lease), and `td_client_load` on a `td_client` each process keeps (LOAD, "
-          "LOAD_OK; the table checked and the file mapped at the first load are kept, so only "
-          "the views are built; freeing sends a RELEASE nothing answers). The daemon runs with "
-          "its defaults." % (env.get("load_seconds", "?"), size_name(model_bytes)))
+          "LOAD_OK; the table checked at the first load is kept, so only the file is mapped "
+          "and the views built; freeing unmaps the file and sends a RELEASE nothing answers). "
+          "The daemon runs with its defaults." % (env.get("load_seconds", "?"), size_name(model_bytes)))
         w("")
         w("![daemon under load](%s/daemon_load.png)" % plot_rel)
         w("")
