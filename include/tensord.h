@@ -588,6 +588,9 @@ TD_EXTERN int td_verify(const char *path, const td_load_options *opt, td_error *
  * is an explicit connection, kept open for every request made through it: loads (the fastest
  * way to load through the daemon: no connection set-up or handshake per load), status,
  * eviction, liveness. It is thread-safe, and reconnects by itself when the daemon restarts.
+ * It keeps, per cached file, the tensor table the daemon shares (checked once, at most 1,024
+ * tables or 64 MiB, least recently used first), so that loading a file again costs a round
+ * trip and no parsing; the file's own mapping lasts as long as some load of it holds it.
  */
 typedef struct td_client td_client;
 
@@ -669,7 +672,8 @@ TD_EXTERN int td_client_connect(const char *socket_path, td_client **out, td_err
 TD_EXTERN void td_client_close(td_client *c);
 /* td_load through this client's connection (opt->mode is ignored: always the daemon). The lease
  * is given back (RELEASE) when the last array of the load goes. Arrays stay valid after
- * td_client_close, which ends the leases still held. */
+ * td_client_close, which ends the leases still held; the tables the client kept go when it is
+ * closed and its last array is gone. */
 TD_EXTERN int td_client_load(td_client *c, const char *path, const td_load_options *opt,
                              td_dict **arrays, td_meta **meta, td_error *err);
 TD_EXTERN int td_client_ping(td_client *c, td_error *err);
