@@ -212,6 +212,7 @@ static void make_corpus(const char *dir)
 {
     td_error err = {0};
     td__proto_msg ms[16];
+    const char *suffix[16] = {0}; /* told apart in the seed names: two forms of one type */
     size_t n = 0;
     int fd = g_null;
 
@@ -265,15 +266,30 @@ static void make_corpus(const char *dir)
     int16_t pair[2] = {1, -1};
     td_value_array_push(outer, td__value_new_array_packed(TD_META_INT16, pair, 2), &err);
     td_meta_set_value(t.meta, "nested", outer, &err);
-    td__proto_region regions[2] = {{fd, off + 64}, {fd, 32}};
+    td__proto_region regions[2] = {{fd, off + 64, TD__PROTO_REGION_FILE}, {fd, 32, 0}};
     td__proto_msg_init(&ms[n], TD__PROTO_LOAD_OK, 2);
     ms[n].u.loaded.lease = 5;
     ms[n].u.loaded.table = &t;
     ms[n].u.loaded.regions = regions;
     ms[n++].u.loaded.nregions = 2;
 
+    /* The same reply in the flat form (feature TABLE): the table travels as a descriptor. */
+    td__proto_msg_init(&ms[n], TD__PROTO_LOAD_OK, 2);
+    ms[n].u.loaded.lease = 5;
+    ms[n].u.loaded.format = TD_FORMAT_GGUF;
+    ms[n].u.loaded.regions = regions;
+    ms[n].u.loaded.nregions = 2;
+    ms[n].u.loaded.table_fd = fd;
+    ms[n].u.loaded.table_size = 4096;
+    ms[n].u.loaded.entry = 9;
+    suffix[n++] = "_flat";
+
     td__proto_msg_init(&ms[n], TD__PROTO_RELEASE, 3);
     ms[n++].u.release.lease = 5;
+    td__proto_msg_init(&ms[n], TD__PROTO_RELEASE, 3);
+    ms[n].u.release.lease = 5;
+    ms[n].u.release.flags = TD__PROTO_RELEASE_QUIET;
+    suffix[n++] = "_quiet";
     td__proto_msg_init(&ms[n], TD__PROTO_RELEASE_OK, 3);
     ms[n++].u.release.lease = 5;
     td__proto_msg_init(&ms[n], TD__PROTO_STATUS, 4);
@@ -306,11 +322,12 @@ static void make_corpus(const char *dir)
         const char *tn = td__proto_type_name(ms[i].type);
         char name[64];
         uint8_t nf = (uint8_t)o.nfds;
-        snprintf(name, sizeof name, "frame_%s", tn);
+        const char *sx = suffix[i] ? suffix[i] : "";
+        snprintf(name, sizeof name, "frame_%s%s", tn, sx);
         write_seed(dir, name, (uint8_t)(0 << 2 | nf), &o, 0);
-        snprintf(name, sizeof name, "body_%s", tn);
+        snprintf(name, sizeof name, "body_%s%s", tn, sx);
         write_seed(dir, name, (uint8_t)(1 << 2 | nf), &o, 1);
-        snprintf(name, sizeof name, "stream_%s", tn);
+        snprintf(name, sizeof name, "stream_%s%s", tn, sx);
         write_seed(dir, name, (uint8_t)(2 << 2 | nf), &o, 0);
         td__proto_out_destroy(&o);
     }
@@ -325,10 +342,13 @@ static void make_corpus(const char *dir)
     td__proto_out three = {0};
     uint8_t *buf = NULL;
     size_t len = 0;
-    size_t pick[3] = {2, 9, 0}; /* LOAD, PING, HELLO */
+    const uint32_t kinds[3] = {TD__PROTO_LOAD, TD__PROTO_PING, TD__PROTO_HELLO};
     for (int k = 0; k < 3; k++) {
         td__proto_out o;
-        if (td__proto_encode(&ms[pick[k]], NULL, &o, &err))
+        size_t at = 0;
+        while (at < n && ms[at].type != kinds[k])
+            at++;
+        if (at == n || td__proto_encode(&ms[at], NULL, &o, &err))
             die("seed", &err);
         buf = realloc(buf, len + o.len);
         memcpy(buf + len, o.buf, o.len);
