@@ -77,8 +77,7 @@ static void check_entries(const td__ftab *ft, const uint64_t *sizes)
             e.offset % td__dtype_align(e.dtype))
             die("accepted bytes outside their region", NULL);
         if (e.name) {
-            if (strlen(e.name) != e.name_len ||
-                td__ftab_find(ft, e.name, e.name_len) != (int64_t)i)
+            if (strlen(e.name) != e.name_len || td__ftab_find(ft, e.name, e.name_len) != (int64_t)i)
                 die("accepted a name its index does not find", NULL);
         } else if (ft->n != 1) {
             die("accepted an unnamed entry among several", NULL);
