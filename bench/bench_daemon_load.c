@@ -102,29 +102,6 @@ static void client(shared *sh, size_t cap, int idx, const char *file, const td_l
     _exit(0);
 }
 
-/* utime + stime of pid in microseconds, or -1. */
-static long long proc_cpu_us(int pid)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    size_t k = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[k] = '\0';
-    char *p = strrchr(buf, ')'); /* the command name may hold spaces */
-    if (!p)
-        return -1;
-    unsigned long long ut = 0, st = 0;
-    /* After ") ": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
-     */
-    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
-        return -1;
-    long hz = sysconf(_SC_CLK_TCK);
-    return (long long)((ut + st) * 1000000ull / (unsigned long long)(hz > 0 ? hz : 100));
-}
-
 static void usage(void)
 {
     fprintf(stderr, "usage: bench_daemon_load --file PATH --socket PATH --clients N "
@@ -206,7 +183,7 @@ int main(int argc, char **argv)
         if (k != 1)
             bu_die("a client failed its first load");
     }
-    long long dcpu0 = daemon_pid > 0 ? proc_cpu_us(daemon_pid) : -1;
+    long long dcpu0 = daemon_pid > 0 ? bu_proc_cpu_us(daemon_pid) : -1;
     sh->start_ns = bu_now_ns();
     sh->deadline_ns = sh->start_ns + (uint64_t)(seconds * 1e9);
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
@@ -218,7 +195,7 @@ int main(int argc, char **argv)
             ;
         bad += !(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     }
-    long long dcpu1 = daemon_pid > 0 ? proc_cpu_us(daemon_pid) : -1;
+    long long dcpu1 = daemon_pid > 0 ? bu_proc_cpu_us(daemon_pid) : -1;
     if (bad)
         bu_die("%d clients failed", bad);
     uint64_t total = 0, fails = 0, end = sh->start_ns, ccpu = 0;

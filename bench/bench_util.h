@@ -1,7 +1,7 @@
 /*
  * bench_util.h - small helpers shared by the benchmark programs: a monotonic clock, medians and
- * percentiles, a fast deterministic fill, /proc readers (RSS of this process, Pss of another),
- * and the result line every program prints.
+ * percentiles, a fast deterministic fill, /proc readers (RSS of this process, Pss and CPU time
+ * of another), and the result line every program prints.
  *
  * Result lines are what bench/run.sh parses: one line per measurement, starting with "RESULT",
  * then space-separated key=value pairs (values without spaces). Everything else a program
@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* Nanoseconds on the monotonic clock. */
 static inline uint64_t bu_now_ns(void)
@@ -145,6 +146,29 @@ static inline long long bu_pss_kib(int pid)
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/smaps_rollup", pid);
     return bu_proc_kib(path, "Pss");
+}
+
+/* utime + stime of process pid in microseconds (/proc/PID/stat), or -1. */
+static inline long long bu_proc_cpu_us(int pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t k = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[k] = '\0';
+    char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+    if (!p)
+        return -1;
+    unsigned long long ut = 0, st = 0;
+    /* After ") ": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
+     */
+    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return -1;
+    long hz = sysconf(_SC_CLK_TCK);
+    return (long long)((ut + st) * 1000000ull / (unsigned long long)(hz > 0 ? hz : 100));
 }
 
 /* Parses "123", "4K", "16M", "1G" (binary units). Returns 0 or -1. */

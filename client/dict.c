@@ -69,9 +69,7 @@ int td__dict_over_ftab(const td__ftab *ft, td__region *keep, td_array **arrays, 
         return td__err(err, TD_ENOMEM, "dict: out of memory");
     }
     for (size_t i = 0; i < n; i++) {
-        td__ftab_entry e;
-        td__ftab_get(ft, (uint32_t)i, &e);
-        d->v[i].name = (char *)e.name; /* never written, never freed: i < nborrowed */
+        d->v[i].name = (char *)td__ftab_name(ft, (uint32_t)i); /* never written nor freed */
         d->v[i].a = arrays[i];
     }
     d->n = d->cap = d->nborrowed = n;

@@ -75,9 +75,12 @@ void td__remote_load_msg(td__proto_msg *m, uint32_t id, int fd, const char *path
 int td__remote_adopt(const char *path, td__proto_msg *reply, td__lease *lease, td_dict **arrays,
                      td_meta **meta, td_error *err);
 /* Maps region i of a LOAD_OK (read-only, shared) as a region of its own, which unmaps it at its
- * end and holds no lease. */
-int td__remote_map_region(const char *path, const td__proto_region *r, uint32_t i, td__region **out,
-                          td_error *err);
+ * end; with lease, the region also holds a reference of it (the msgpack form's loads), else
+ * none (a block of arrays holds the lease). */
+int td__remote_map_region(const char *path, const td__proto_region *r, uint32_t i, td__lease *lease,
+                          td__region **out, td_error *err);
+/* Maps and checks the flat table of a LOAD_OK against its regions' sizes (td__tab_map). */
+int td__remote_map_tab(const char *path, const td__proto_loaded *ld, td__tab **out, td_error *err);
 /* The flat form's last step: the dict over tab and regions[0..n) (each retained by the load's
  * block of arrays), and the metadata when meta is not NULL. Consumes one reference of lease
  * (the block holds it until its last array goes), also on failure. */

@@ -121,6 +121,15 @@ static void td__kept_unlink(td_client *c, td__kept *k)
     c->kept_bytes -= td__tab_bytes(k->tab);
 }
 
+/* The table kept for entry on connection gen, or NULL. Under klock. */
+static td__kept *td__kept_find(td_client *c, uint64_t gen, uint64_t entry)
+{
+    td__kept *k = c->buckets ? *td__kept_bucket(c, gen, entry) : NULL;
+    while (k && (k->gen != gen || k->entry != entry))
+        k = k->chain;
+    return k;
+}
+
 /* Links k first in the list and into its bucket. Under klock, with c->buckets allocated. */
 static void td__kept_link(td_client *c, td__kept *k)
 {
@@ -142,9 +151,7 @@ static void td__file_gone(void *ctx, void *base, size_t len)
     td__file_slot *s = ctx;
     td_client *c = s->c;
     pthread_mutex_lock(&c->klock);
-    td__kept *k = c->buckets ? *td__kept_bucket(c, s->gen, s->entry) : NULL;
-    while (k && (k->gen != s->gen || k->entry != s->entry))
-        k = k->chain;
+    td__kept *k = td__kept_find(c, s->gen, s->entry);
     if (k && k->file[s->idx] == s->region)
         k->file[s->idx] = NULL;
     pthread_mutex_unlock(&c->klock);
@@ -162,7 +169,7 @@ static int td__client_map_file(td_client *c, uint64_t gen, uint64_t entry, const
                                td_error *err)
 {
     td__region *plain;
-    int rc = td__remote_map_region(path, r, idx, &plain, err);
+    int rc = td__remote_map_region(path, r, idx, NULL, &plain, err);
     if (rc)
         return rc;
     td__file_slot *s = malloc(sizeof *s);
@@ -179,9 +186,7 @@ static int td__client_map_file(td_client *c, uint64_t gen, uint64_t entry, const
     *out = shared;
     if (known) {
         pthread_mutex_lock(&c->klock);
-        td__kept *k = c->buckets ? *td__kept_bucket(c, gen, entry) : NULL;
-        while (k && (k->gen != gen || k->entry != entry))
-            k = k->chain;
+        td__kept *k = td__kept_find(c, gen, entry);
         if (k && idx < k->nregions && !k->file[idx])
             k->file[idx] = shared;
         pthread_mutex_unlock(&c->klock);
@@ -210,10 +215,9 @@ static void td__client_keep(td_client *c, uint64_t gen, const td__proto_loaded *
     pthread_mutex_lock(&c->klock);
     if (!c->buckets)
         c->buckets = calloc(TD__TABLES_BUCKETS, sizeof *c->buckets);
-    td__kept *dup = c->buckets ? *td__kept_bucket(c, gen, ld->entry) : NULL;
-    while (dup && (dup->gen != gen || dup->entry != ld->entry))
-        dup = dup->chain;
-    if (!c->buckets || dup) { /* no room for the index, or another thread kept it first */
+    if (!c->buckets ||
+        td__kept_find(c, gen,
+                      ld->entry)) { /* no room for the index, or another thread kept it first */
         pthread_mutex_unlock(&c->klock);
         td__kept_free(k);
         return;
@@ -603,9 +607,7 @@ static int td__client_adopt_tab(td_client *c, const char *path, td__proto_msg *r
     int rc = 0;
 
     pthread_mutex_lock(&c->klock);
-    td__kept *k = c->buckets ? *td__kept_bucket(c, gen, ld->entry) : NULL;
-    while (k && (k->gen != gen || k->entry != ld->entry))
-        k = k->chain;
+    td__kept *k = td__kept_find(c, gen, ld->entry);
     if (k && k->nregions == n) {
         for (uint32_t i = 0; k && i < n; i++)
             if (k->sizes[i] != ld->regions[i].size)
@@ -625,12 +627,8 @@ static int td__client_adopt_tab(td_client *c, const char *path, td__proto_msg *r
     }
     pthread_mutex_unlock(&c->klock);
 
-    if (!tab) {
-        uint64_t sizes[TD__PROTO_FDS_MAX];
-        for (uint32_t i = 0; i < n; i++)
-            sizes[i] = ld->regions[i].size;
-        rc = td__tab_map(ld->table_fd, ld->table_size, sizes, n, path, &tab, err);
-    }
+    if (!tab)
+        rc = td__remote_map_tab(path, ld, &tab, err);
     for (uint32_t i = 0; !rc && i < n; i++) {
         if (regions[i])
             continue;
@@ -638,7 +636,7 @@ static int td__client_adopt_tab(td_client *c, const char *path, td__proto_msg *r
             rc = td__client_map_file(c, gen, ld->entry, path, &ld->regions[i], i, &regions[i],
                                      k != NULL, err);
         else
-            rc = td__remote_map_region(path, &ld->regions[i], i, &regions[i], err);
+            rc = td__remote_map_region(path, &ld->regions[i], i, NULL, &regions[i], err);
     }
     if (!rc && !k && n <= TD__TABLE_REGIONS)
         td__client_keep(c, gen, ld, tab, regions);

@@ -107,8 +107,8 @@ static void td__remote_block_end(void *ctx)
     td__lease_unref(ctx);
 }
 
-int td__remote_map_region(const char *path, const td__proto_region *r, uint32_t i, td__region **out,
-                          td_error *err)
+int td__remote_map_region(const char *path, const td__proto_region *r, uint32_t i, td__lease *lease,
+                          td__region **out, td_error *err)
 {
     void *base = NULL;
     if (r->size > SIZE_MAX)
@@ -122,14 +122,29 @@ int td__remote_map_region(const char *path, const td__proto_region *r, uint32_t 
                            strerror(e));
         }
     }
-    *out = r->size ? td__region_mmap(base, (size_t)r->size) : td__region_new(NULL, 0, NULL, NULL);
-    if (!*out) {
-        if (base)
+    if (lease) {
+        atomic_fetch_add_explicit(&lease->refs, 1, memory_order_relaxed);
+        *out = td__region_new(base, (size_t)r->size, td__remote_region_release, lease);
+        if (!*out)
+            td__remote_region_release(lease, base, (size_t)r->size);
+    } else {
+        *out =
+            r->size ? td__region_mmap(base, (size_t)r->size) : td__region_new(NULL, 0, NULL, NULL);
+        if (!*out && base)
             munmap(base, (size_t)r->size);
-        return td__err(err, TD_ENOMEM, "%s: out of memory", path);
     }
+    if (!*out)
+        return td__err(err, TD_ENOMEM, "%s: out of memory", path);
     (*out)->provenance = TD_PROVENANCE_DAEMON;
     return 0;
+}
+
+int td__remote_map_tab(const char *path, const td__proto_loaded *ld, td__tab **out, td_error *err)
+{
+    uint64_t sizes[TD__PROTO_FDS_MAX];
+    for (uint32_t i = 0; i < ld->nregions; i++)
+        sizes[i] = ld->regions[i].size;
+    return td__tab_map(ld->table_fd, ld->table_size, sizes, ld->nregions, path, out, err);
 }
 
 int td__remote_finish_tab(const char *path, td__tab *tab, td__region *const *regions, uint32_t n,
@@ -149,15 +164,11 @@ int td__remote_finish_tab(const char *path, td__tab *tab, td__region *const *reg
 static int td__remote_adopt_tab(const char *path, td__proto_loaded *ld, td__lease *lease,
                                 td_dict **arrays, td_meta **meta, td_error *err)
 {
-    uint64_t sizes[TD__PROTO_FDS_MAX];
     td__region *regions[TD__PROTO_FDS_MAX] = {0};
     td__tab *tab = NULL;
-    for (uint32_t i = 0; i < ld->nregions; i++)
-        sizes[i] = ld->regions[i].size;
-    int rc = td__tab_map(ld->table_fd, ld->table_size, sizes, ld->nregions, path, &tab, err);
-    uint32_t mapped = 0;
-    for (; !rc && mapped < ld->nregions; mapped++)
-        rc = td__remote_map_region(path, &ld->regions[mapped], mapped, &regions[mapped], err);
+    int rc = td__remote_map_tab(path, ld, &tab, err);
+    for (uint32_t i = 0; !rc && i < ld->nregions; i++)
+        rc = td__remote_map_region(path, &ld->regions[i], i, NULL, &regions[i], err);
     if (!rc)
         rc = td__remote_finish_tab(path, tab, regions, ld->nregions, lease, arrays, meta, err);
     else
@@ -180,26 +191,9 @@ int td__remote_adopt(const char *path, td__proto_msg *reply, td__lease *lease, t
     }
     td__region *regions[TD__PROTO_FDS_MAX] = {0};
     uint32_t mapped = 0;
-    for (; !rc && mapped < ld->nregions; mapped++) {
-        td__proto_region *r = &ld->regions[mapped];
-        void *base = NULL;
-        if (r->size) {
-            base = mmap(NULL, (size_t)r->size, PROT_READ, MAP_SHARED, r->fd, 0);
-            if (base == MAP_FAILED) {
-                rc = td__err(err, td__err_from_errno(errno), "%s: cannot map region %u: %s", path,
-                             mapped, strerror(errno));
-                break;
-            }
-        }
-        atomic_fetch_add_explicit(&lease->refs, 1, memory_order_relaxed);
-        regions[mapped] = td__region_new(base, (size_t)r->size, td__remote_region_release, lease);
-        if (!regions[mapped]) {
-            td__remote_region_release(lease, base, (size_t)r->size);
-            rc = td__err(err, TD_ENOMEM, "%s: out of memory", path);
-            break;
-        }
-        regions[mapped]->provenance = TD_PROVENANCE_DAEMON;
-    }
+    for (; !rc && mapped < ld->nregions; mapped++)
+        rc =
+            td__remote_map_region(path, &ld->regions[mapped], mapped, lease, &regions[mapped], err);
     if (!rc)
         rc = td__table_to_dict(ld->table, regions, ld->nregions, 0, path, arrays, err);
     if (!rc && meta) {
@@ -240,11 +234,8 @@ static void td__remote_end_connection(td__lease *l)
  * regions; the table's memfd is closed. */
 static int td__remote_tab_table(const char *name, td__proto_loaded *ld, td_error *err)
 {
-    uint64_t sizes[TD__PROTO_FDS_MAX];
     td__tab *tab;
-    for (uint32_t i = 0; i < ld->nregions; i++)
-        sizes[i] = ld->regions[i].size;
-    int rc = td__tab_map(ld->table_fd, ld->table_size, sizes, ld->nregions, name, &tab, err);
+    int rc = td__remote_map_tab(name, ld, &tab, err);
     if (rc)
         return rc;
     if (!(ld->table = malloc(sizeof *ld->table)))
@@ -292,27 +283,14 @@ int td__remote_adopt_model(const char *path, const td__model_files *files, td__t
     for (size_t f = 0; !rc && f < files->n; f++) {
         td__proto_loaded *ld = &replies[f].u.loaded;
         size_t first = mapped;
-        for (uint32_t i = 0; !rc && i < ld->nregions; i++, mapped++) {
-            td__proto_region *r = &ld->regions[i];
-            void *base = NULL;
-            if (r->size) {
-                base = mmap(NULL, (size_t)r->size, PROT_READ, MAP_SHARED, r->fd, 0);
-                if (base == MAP_FAILED) {
-                    rc = td__err(err, td__err_from_errno(errno), "%s: %s: cannot map region %u: %s",
-                                 path, files->names[f], i, strerror(errno));
-                    break;
-                }
-            }
-            atomic_fetch_add_explicit(&lease->refs, 1, memory_order_relaxed);
-            regions[mapped] =
-                td__region_new(base, (size_t)r->size, td__remote_region_release, lease);
-            if (!regions[mapped]) {
-                td__remote_region_release(lease, base, (size_t)r->size);
-                rc = td__err(err, TD_ENOMEM, "%s: out of memory", path);
-                break;
-            }
-            regions[mapped]->provenance = TD_PROVENANCE_DAEMON;
+        for (uint32_t i = 0; !rc && i < ld->nregions; i++) {
+            rc = td__remote_map_region(files->names[f], &ld->regions[i], i, lease, &regions[mapped],
+                                       err);
+            if (!rc)
+                mapped++;
         }
+        if (rc)
+            td__err_prefix(err, rc, path);
         td__table *dt = ld->table;
         for (size_t i = 0; !rc && i < dt->n; i++, k++) {
             td__entry *e = &dt->entries[i];

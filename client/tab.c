@@ -94,10 +94,9 @@ int td__tab_to_dict(td__tab *t, td__region *const *regions, size_t nregions,
                     td_error *err)
 {
     const td__ftab *ft = &t->ft;
-    uint64_t ndims = td__le64(ft->base + 80);
     td_array **arrays = ft->n ? malloc(ft->n * sizeof *arrays) : NULL;
     td__ablock *b = ft->n && !arrays ? NULL
-                                     : td__ablock_new(ft->n, (size_t)ndims, regions, nregions,
+                                     : td__ablock_new(ft->n, (size_t)ft->nshapes, regions, nregions,
                                                       provenance, end, ctx);
     if (!b) {
         free(arrays);

@@ -98,6 +98,7 @@ void td__cache_init(td__cache *c, uv_loop_t *loop, const td__config *cfg)
     memset(c, 0, sizeof *c);
     c->loop = loop;
     c->cfg = cfg;
+    c->seed = td__hash_seed_for(c);
 }
 
 int td__cache_idle(const td__cache *c)
@@ -107,11 +108,17 @@ int td__cache_idle(const td__cache *c)
 
 /* ---- the index: entries by key, so that a load finds its entry in O(1) ---- */
 
+static int td__cache_same_file(const td__cache_key *a, const td__cache_key *b)
+{
+    return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+           a->mtime_sec == b->mtime_sec && a->mtime_nsec == b->mtime_nsec;
+}
+
 static uint64_t td__cache_key_hash(const td__cache *c, const td__cache_key *k)
 {
     uint64_t w[6] = {k->dev,    k->ino, k->size, (uint64_t)k->mtime_sec, (uint64_t)k->mtime_nsec,
                      k->dequant};
-    return td__hash(td__hash_seed_for(c), w, sizeof w);
+    return td__hash(c->seed, w, sizeof w);
 }
 
 /* Adds e (its hash set, already on the list) to the index, which grows to twice the entries
@@ -159,9 +166,8 @@ static td__cache_entry *td__cache_find(const td__cache *c, const td__cache_key *
     uint64_t h = td__cache_key_hash(c, key);
     td__cache_entry *e = c->index_cap ? c->index[h & (c->index_cap - 1)] : c->head;
     for (; e; e = c->index_cap ? e->chain : e->next)
-        if (e->hash == h && !e->superseded && e->key.dev == key->dev && e->key.ino == key->ino &&
-            e->key.size == key->size && e->key.mtime_sec == key->mtime_sec &&
-            e->key.mtime_nsec == key->mtime_nsec && e->key.dequant == key->dequant)
+        if (e->hash == h && !e->superseded && td__cache_same_file(&e->key, key) &&
+            e->key.dequant == key->dequant)
             return e;
     return NULL;
 }
@@ -445,12 +451,6 @@ int td__cache_key_of(int fd, uint32_t dequant, td__cache_key *key, td_error *err
     return 0;
 }
 
-static int td__cache_same_file(const td__cache_key *a, const td__cache_key *b)
-{
-    return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
-           a->mtime_sec == b->mtime_sec && a->mtime_nsec == b->mtime_nsec;
-}
-
 /* ---- building, on the thread pool ---- */
 
 /* Decodes t from a private copy of its stored bytes, read from the file with pread. A file
@@ -617,7 +617,7 @@ static int td__cache_publish(td__cache_entry *e, td_error *err)
     if (rc)
         return td__err_prefix(err, rc, e->name);
     uint64_t size = td__ftab_size(&e->table, meta_len);
-    td__hash_seed secret = td__hash_seed_for(e->cache), seed;
+    td__hash_seed secret = e->cache->seed, seed;
     uint64_t ids[2] = {e->id, ~e->id};
     seed.k0 = td__hash(secret, &ids[0], sizeof ids[0]);
     seed.k1 = td__hash(secret, &ids[1], sizeof ids[1]);
@@ -890,9 +890,10 @@ static int td__cache_path_current(const td__cache_entry *e)
     struct stat st;
     if (stat(e->path, &st) < 0)
         return errno != ENOENT && errno != ENOTDIR;
-    return (uint64_t)st.st_dev == e->key.dev && (uint64_t)st.st_ino == e->key.ino &&
-           (uint64_t)st.st_size == e->key.size && st.st_mtim.tv_sec == e->key.mtime_sec &&
-           st.st_mtim.tv_nsec == e->key.mtime_nsec;
+    td__cache_key now = {(uint64_t)st.st_dev,         (uint64_t)st.st_ino,
+                         (uint64_t)st.st_size,        (int64_t)st.st_mtim.tv_sec,
+                         (int64_t)st.st_mtim.tv_nsec, 0};
+    return td__cache_same_file(&e->key, &now);
 }
 
 static void td__cache_watch_cb(uv_fs_event_t *h, const char *filename, int events, int status)

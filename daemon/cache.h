@@ -28,6 +28,7 @@
 #define TD_DAEMON_CACHE_H
 
 #include "config.h"
+#include "hash.h"
 #include "proto.h"
 #include "table.h"
 
@@ -71,6 +72,7 @@ typedef struct td__cache {
     td__cache_entry *head, *tail; /* most recently used first */
     size_t n;
     td__cache_entry **index; /* chains of entries by key; index_cap buckets (a power of two) */
+    td__hash_seed seed;      /* of the index's hash, and (hashed with each id) of the tables' */
     size_t index_cap;
     size_t building;    /* entries being built (on the thread pool or waiting for room) */
     uint64_t bytes;     /* snapshot, derived, pinned and kept reply bytes, and reservations */

@@ -66,6 +66,7 @@ typedef struct td__ftab {
     const uint8_t *entries; /* n records */
     const uint8_t *index;   /* slots u32 */
     const uint8_t *shapes;  /* int64 sizes */
+    uint64_t nshapes;       /* sizes in all */
     const char *names;
     const uint8_t *meta;
     uint64_t meta_len;
@@ -106,6 +107,14 @@ int td__ftab_open(const void *p, uint64_t len, const uint64_t *region_sizes, uin
 
 /* Entry i (< ft->n) of a validated table. */
 void td__ftab_get(const td__ftab *ft, uint32_t i, td__ftab_entry *out);
+
+/* The name of entry i (< ft->n) of a validated table, NUL-terminated, or NULL when unnamed:
+ * td__ftab_get's name alone. */
+static inline const char *td__ftab_name(const td__ftab *ft, uint32_t i)
+{
+    uint32_t at = td__le32(ft->entries + (size_t)i * TD__FTAB_ENTRY + 16);
+    return at == TD__FTAB_UNNAMED ? NULL : ft->names + at;
+}
 
 /* Size k of a shape from td__ftab_get. */
 static inline int64_t td__ftab_dim(const uint8_t *shape, uint32_t k)

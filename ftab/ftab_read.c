@@ -74,6 +74,7 @@ static int td__ftab_header(const uint8_t *p, uint64_t len, uint32_t nregions, co
     ft->entries = p + e_off;
     ft->index = p + i_off;
     ft->shapes = p + s_off;
+    ft->nshapes = nshapes;
     ft->names = (const char *)p + n_off;
     ft->meta = m_len ? p + m_off : NULL;
     ft->meta_len = m_len;
@@ -85,10 +86,9 @@ static int td__ftab_header(const uint8_t *p, uint64_t len, uint32_t nregions, co
 void td__ftab_get(const td__ftab *ft, uint32_t i, td__ftab_entry *out)
 {
     const uint8_t *r = ft->entries + (size_t)i * TD__FTAB_ENTRY;
-    uint32_t name_at = td__le32(r + 16);
     out->offset = td__le64(r);
     out->nbytes = td__le64(r + 8);
-    out->name = name_at == TD__FTAB_UNNAMED ? NULL : ft->names + name_at;
+    out->name = td__ftab_name(ft, i);
     out->name_len = out->name ? td__le32(r + 20) : 0;
     out->dtype = (td_dtype)td__le32(r + 24);
     out->ndim = td__le32(r + 28);
@@ -199,7 +199,7 @@ int td__ftab_open(const void *p, uint64_t len, const uint64_t *region_sizes, uin
     int rc = td__ftab_header(b, len, nregions, what, ft, err);
     if (rc)
         return rc;
-    uint64_t names_len = td__le64(b + 96), nshapes = td__le64(b + 80);
+    uint64_t names_len = td__le64(b + 96), nshapes = ft->nshapes;
     uint32_t named = 0;
     for (uint32_t i = 0; i < ft->n; i++)
         if ((rc = td__ftab_entry_check(ft, i, names_len, nshapes, region_sizes, what, &named, err)))
