@@ -69,6 +69,13 @@ int td__remote_reply(int sock, uint32_t id, uint32_t want, int timeout_ms, td__p
  * struct, td__load_check). m borrows path. */
 void td__remote_load_msg(td__proto_msg *m, uint32_t id, int fd, const char *path,
                          const td_load_options *opt);
+/* The descriptors a LOAD_OK left out (feature LEAN), checked against the LOAD it answers: *fd,
+ * the LOAD's own descriptor, moves into the region flagged OWN (the reply then owns and closes
+ * it; *fd becomes -1); a reply that names a kept table is right only when the LOAD's `have`
+ * (0: none sent) is its entry. TD_EPROTO, naming path, for a reply that breaks either rule (a
+ * second OWN region...); the reply and *fd are then left as they were. */
+int td__remote_take_own(const char *path, td__proto_loaded *ld, int *fd, uint64_t have,
+                        td_error *err);
 /* Maps the regions of a LOAD_OK and builds the arrays (and metadata) over them. Consumes the
  * reply and the caller's reference on lease. In the msgpack form each region takes a reference
  * of the lease; in the flat form (the table's memfd) the load's block of arrays holds it. */

@@ -12,10 +12,14 @@
  * A client keeps what the daemon shares per entry: the flat table, checked once, for the next
  * load of the entry on the same connection (at most TD__TABLES_MAX tables and TD__TABLES_BYTES
  * bytes, least recently used first), and the file's mapping for as long as loads of it hold it.
- * A model's files are loaded in one pipelined batch.
+ * With LEAN agreed it also remembers which entry each path's last load got (td__hint), so that
+ * the next LOAD of the path says it keeps that table and the reply passes no descriptor: the
+ * file region is the LOAD's own descriptor and the table is the kept one. A model's files are
+ * loaded in one pipelined batch.
  */
 #include "remote.h"
 #include "common.h"
+#include "hash.h"
 #include "model.h"
 
 #include <pthread.h>
@@ -35,6 +39,8 @@
 #define TD__TABLES_BUCKETS 2048u
 /* Regions of one load a kept table remembers (the daemon sends one or two). */
 #define TD__TABLE_REGIONS 4u
+/* Paths remembered with the entry their last load got (a power of two). */
+#define TD__HINTS 256u
 
 /* A daemon entry's table kept by a client, and the mappings of its regions that are the file
  * itself (TD__PROTO_REGION_FILE) while loads still hold them, so that loads of one entry that
@@ -61,6 +67,23 @@ typedef struct td__file_slot {
     td__region *region;
 } td__file_slot;
 
+/* The entry the last load of a path got, so that the next LOAD of it can say it keeps that
+ * entry's table (feature LEAN) and the daemon leaves the table's descriptor out. Only a hint:
+ * the daemon decides by the file, and leaves the table out only when the entry is the same. */
+typedef struct td__hint {
+    uint64_t path; /* td__hash of the path; 0: empty */
+    uint64_t gen, entry;
+} td__hint;
+
+/* The kept table a LOAD said it has (`have`), held from the send to the reply so that it cannot
+ * go meanwhile, with the region sizes it was checked against. */
+typedef struct td__have {
+    uint64_t entry, gen; /* entry 0: none */
+    td__tab *tab;        /* a reference, or NULL */
+    uint32_t nregions;
+    uint64_t sizes[TD__TABLE_REGIONS];
+} td__have;
+
 /* A lease given back while another thread had the connection: sent by whoever has it next. */
 typedef struct td__rel {
     struct td__rel *next;
@@ -85,6 +108,8 @@ struct td_client {
     td__kept *khead, *ktail; /* most recently used first */
     size_t nkept;
     uint64_t kept_bytes;
+    td__hash_seed hseed; /* of the hints (klock) */
+    td__hint hints[TD__HINTS];
 };
 
 static void td__client_unlock(td_client *c);
@@ -349,10 +374,17 @@ static int td__client_call_many(td_client *c, td__proto_msg *m, size_t n, uint32
     pthread_mutex_lock(&c->lock);
     int rc = TD_ECLOSED;
     size_t got = 0;
+    uint64_t have_gen = gen ? *gen : 0;
     for (int attempt = 0; attempt < 2 && rc == TD_ECLOSED; attempt++) {
         got = 0;
         if ((rc = td__client_open(c, err)))
             break;
+        /* A LOAD's `have` names an entry of the connection have_gen: on another (the daemon
+         * may have restarted and given the id to another file), or without LEAN, it goes. */
+        if (c->gen != have_gen || !(c->features & TD__PROTO_F_LEAN))
+            for (size_t i = 0; i < n; i++)
+                if (m[i].type == TD__PROTO_LOAD)
+                    m[i].u.load.have = 0;
         if (c->next_id + n >= TD__RELEASE_ID)
             c->next_id = 2;
         uint32_t first = c->next_id;
@@ -570,6 +602,9 @@ static int td__client_load_model(td_client *c, const char *path, const td_load_o
             lease->gens[lease->nids++] = gen;
         }
     }
+    for (size_t f = 0; !rc && f < n; f++)
+        if (status[f] == 0)
+            rc = td__remote_take_own(files->names[f], &replies[f].u.loaded, &files->fds[f], 0, err);
     if (!rc && failed < n) { /* err holds the first refusal to arrive: name its file */
         rc = status[failed];
         td__remote_name_file(err, rc, files->names[failed]);
@@ -593,12 +628,39 @@ static int td__client_load_model(td_client *c, const char *path, const td_load_o
     return rc;
 }
 
+/* The entry path's last load got, when c still keeps its table: *have receives it, with a
+ * reference of the table. Returns the path's hash, for td__client_hint_set. */
+static uint64_t td__client_hint(td_client *c, const char *path, td__have *have)
+{
+    uint64_t h = td__hash(c->hseed, path, strlen(path)) | 1; /* never 0, the empty slot's */
+    pthread_mutex_lock(&c->klock);
+    const td__hint *s = &c->hints[(h >> 32) & (TD__HINTS - 1)];
+    td__kept *k = s->path == h ? td__kept_find(c, s->gen, s->entry) : NULL;
+    if (k && k->nregions <= TD__TABLE_REGIONS) {
+        have->entry = k->entry;
+        have->gen = k->gen;
+        have->tab = td__tab_retain(k->tab);
+        have->nregions = k->nregions;
+        memcpy(have->sizes, k->sizes, k->nregions * sizeof *k->sizes);
+    }
+    pthread_mutex_unlock(&c->klock);
+    return h;
+}
+
+static void td__client_hint_set(td_client *c, uint64_t h, uint64_t gen, uint64_t entry)
+{
+    pthread_mutex_lock(&c->klock);
+    c->hints[(h >> 32) & (TD__HINTS - 1)] = (td__hint){h, gen, entry};
+    pthread_mutex_unlock(&c->klock);
+}
+
 /* The flat form of a LOAD_OK through c (reply->u.loaded.table_fd): the entry's table and its
  * file mappings come from what c keeps when it has them (nothing is mapped, decoded or checked
  * again), else they are mapped, validated and kept; the daemon's buffers are mapped for this
  * load. Consumes the reply and the caller's reference of lease. */
 static int td__client_adopt_tab(td_client *c, const char *path, td__proto_msg *reply, uint64_t gen,
-                                td__lease *lease, td_dict **arrays, td_meta **meta, td_error *err)
+                                td__lease *lease, td__have *have, td_dict **arrays, td_meta **meta,
+                                td_error *err)
 {
     td__proto_loaded *ld = &reply->u.loaded;
     td__region *regions[TD__PROTO_FDS_MAX] = {0};
@@ -627,8 +689,22 @@ static int td__client_adopt_tab(td_client *c, const char *path, td__proto_msg *r
     }
     pthread_mutex_unlock(&c->klock);
 
-    if (!tab)
+    if (!tab && ld->table_kept) { /* let go of since the LOAD: the reference the LOAD took */
+        int same = have->tab && have->nregions == n;
+        for (uint32_t i = 0; same && i < n; i++)
+            same = have->sizes[i] == ld->regions[i].size;
+        if (same) {
+            tab = have->tab;
+            have->tab = NULL;
+        } else {
+            rc = td__err(err, TD_EPROTO,
+                         "%s: the daemon left out the table of entry %llu with other regions "
+                         "than it had",
+                         path, (unsigned long long)ld->entry);
+        }
+    } else if (!tab) {
         rc = td__remote_map_tab(path, ld, &tab, err);
+    }
     for (uint32_t i = 0; !rc && i < n; i++) {
         if (regions[i])
             continue;
@@ -668,6 +744,7 @@ int td_client_connect(const char *socket_path, td_client **out, td_error *err)
     else if (page != MAP_FAILED)
         munmap(page, 4096);
     pthread_mutex_init(&c->klock, NULL);
+    c->hseed = td__hash_seed_for(c);
     int rc = td__client_open(c, err);
     if (rc) {
         if (c->mark)
@@ -719,10 +796,15 @@ int td_client_load(td_client *c, const char *path, const td_load_options *opt, t
         return td__err(err, TD_ENOMEM, "%s: out of memory", path);
     }
     td__proto_msg m, reply;
+    td__have have = {0};
+    uint64_t h = td__client_hint(c, path, &have);
     td__remote_load_msg(&m, 0, fd, path, &o);
+    m.u.load.have = have.entry;
+    lease->gen = have.gen; /* the connection `have` is of; then the one the reply came on */
     rc = td__client_call(c, &m, TD__PROTO_LOAD_OK, TD__LOAD_TIMEOUT_MS, &reply, &lease->gen, err);
-    close(fd);
     if (rc) {
+        close(fd);
+        td__tab_release(have.tab);
         free(lease);
         return td__err_prefix(err, rc, path);
     }
@@ -731,9 +813,21 @@ int td_client_load(td_client *c, const char *path, const td_load_options *opt, t
     lease->end = td__client_end_lease;
     lease->owner = c;
     lease->id = reply.u.loaded.lease;
-    if (reply.u.loaded.table_fd >= 0)
-        return td__client_adopt_tab(c, path, &reply, lease->gen, lease, arrays, meta, err);
-    return td__remote_adopt(path, &reply, lease, arrays, meta, err);
+    /* m.u.load.have is what went out (td__client_call_many clears it on another connection). */
+    rc = td__remote_take_own(path, &reply.u.loaded, &fd, m.u.load.have, err);
+    if (fd >= 0)
+        close(fd);
+    if (rc) {
+        td__proto_msg_destroy(&reply);
+        td__lease_unref(lease);
+    } else if (reply.u.loaded.table_fd >= 0 || reply.u.loaded.table_kept) {
+        td__client_hint_set(c, h, lease->gen, reply.u.loaded.entry);
+        rc = td__client_adopt_tab(c, path, &reply, lease->gen, lease, &have, arrays, meta, err);
+    } else {
+        rc = td__remote_adopt(path, &reply, lease, arrays, meta, err);
+    }
+    td__tab_release(have.tab);
+    return rc;
 }
 
 int td_client_ping(td_client *c, td_error *err)

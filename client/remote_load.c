@@ -211,6 +211,32 @@ int td__remote_adopt(const char *path, td__proto_msg *reply, td__lease *lease, t
     return rc;
 }
 
+int td__remote_take_own(const char *path, td__proto_loaded *ld, int *fd, uint64_t have,
+                        td_error *err)
+{
+    if (ld->table_kept && (!have || have != ld->entry))
+        return td__err(err, TD_EPROTO,
+                       "%s: the daemon left out the table of entry %llu, which this load does not "
+                       "keep",
+                       path, (unsigned long long)ld->entry);
+    uint32_t own = ld->nregions;
+    for (uint32_t i = 0; i < ld->nregions; i++) {
+        if (!(ld->regions[i].flags & TD__PROTO_REGION_OWN))
+            continue;
+        if (own < ld->nregions || *fd < 0)
+            return td__err(err, TD_EPROTO,
+                           "%s: region %u names the load's descriptor, as region "
+                           "%u did",
+                           path, i, own);
+        own = i;
+    }
+    if (own < ld->nregions) {
+        ld->regions[own].fd = *fd;
+        *fd = -1;
+    }
+    return 0;
+}
+
 void td__remote_load_msg(td__proto_msg *m, uint32_t id, int fd, const char *path,
                          const td_load_options *opt)
 {
@@ -398,6 +424,10 @@ static int td__remote_load_model(const char *path, const td_load_options *opt,
             td__remote_name_file(err, rc, files->names[f]);
             break;
         }
+        if ((rc = td__remote_take_own(files->names[f], &r.u.loaded, &files->fds[f], 0, err))) {
+            td__proto_msg_destroy(&r);
+            break;
+        }
         replies[f] = r;
         got[f] = 1;
         ngot++;
@@ -478,7 +508,6 @@ int td__remote_load(const char *path, const td_load_options *opt, td_dict **arra
         td__remote_load_msg(&m, 2, fd, path, opt);
         rc = td__proto_send_msg(sock, &m, NULL, TD__HELLO_TIMEOUT_MS, err);
     }
-    close(fd); /* the daemon has its own copy now */
     if (!rc) {
         rc = td__remote_reply(sock, 1, TD__PROTO_HELLO_OK, TD__HELLO_TIMEOUT_MS, &hello, err);
         if (!rc)
@@ -486,6 +515,10 @@ int td__remote_load(const char *path, const td_load_options *opt, td_dict **arra
     }
     if (!rc)
         rc = td__remote_reply(sock, 2, TD__PROTO_LOAD_OK, TD__LOAD_TIMEOUT_MS, &reply, err);
+    if (!rc && (rc = td__remote_take_own(path, &reply.u.loaded, &fd, 0, err)))
+        td__proto_msg_destroy(&reply);
+    if (fd >= 0)
+        close(fd); /* the daemon has its own copy, and the reply did not take ours */
     if (rc) {
         td__lease_unref(lease);
         return td__err_prefix(err, rc, path);

@@ -26,7 +26,8 @@
 #define SRV_PENDING_MAX 256 /* = TD__PROTO_MODEL_FILES_MAX: a model's files may all be loading */
 #define SRV_FEATURES                                                                               \
     (TD__PROTO_F_SNAPSHOT | TD__PROTO_F_PIN | TD__PROTO_F_DEQUANT | TD__PROTO_F_EVICT_FILE |       \
-     TD__PROTO_F_STATUS_FILES | TD__PROTO_F_MODEL | TD__PROTO_F_TABLE | TD__PROTO_F_QUIET)
+     TD__PROTO_F_STATUS_FILES | TD__PROTO_F_MODEL | TD__PROTO_F_TABLE | TD__PROTO_F_QUIET |        \
+     TD__PROTO_F_LEAN)
 
 typedef struct td__server_out {
     struct td__server_out *next;
@@ -43,6 +44,7 @@ typedef struct td__server_req {
     uint32_t id;
     uint64_t flags; /* the LOAD's TD__PROTO_LOAD_* bits */
     int fd;         /* the client's file descriptor, owned */
+    uint64_t have;  /* the entry whose table the client keeps (feature LEAN), or 0 */
 } td__server_req;
 
 typedef struct td__server_lease {
@@ -263,9 +265,10 @@ static void td__server_keep_tail(const td__proto_out *out, void *ctx)
     td__cache_entry_keep_reply_tail(k->e, k->lim, out->buf + out->tail, out->len - out->tail);
 }
 
-static void td__server_reply_loaded(td__server_client *cl, uint32_t id, int client_fd,
+static void td__server_reply_loaded(td__server_client *cl, const td__server_req *r,
                                     td__cache_entry *e)
 {
+    uint32_t id = r->id;
     td_error err = {0};
     if (cl->nleases >= cl->srv->cfg->max_leases) {
         td__cache_release(&cl->srv->cache, e);
@@ -289,10 +292,16 @@ static void td__server_reply_loaded(td__server_client *cl, uint32_t id, int clie
 
     td__proto_region regions[2];
     int snap = td__cache_entry_region0_fd(e);
+    int lean = (cl->features & TD__PROTO_F_LEAN) != 0;
     /* Region 0: the snapshot, or the client's own descriptor of the file (which it may keep
-     * mapped as long as it likes: it holds nothing of ours). */
-    regions[0] = (td__proto_region){snap >= 0 ? snap : client_fd, td__cache_entry_file_size(e),
+     * mapped as long as it likes: it holds nothing of ours). Under LEAN that descriptor is not
+     * sent back: the client maps the one it sent. */
+    regions[0] = (td__proto_region){snap >= 0 ? snap : r->fd, td__cache_entry_file_size(e),
                                     snap >= 0 ? 0 : TD__PROTO_REGION_FILE};
+    if (snap < 0 && lean) {
+        regions[0].fd = -1;
+        regions[0].flags |= TD__PROTO_REGION_OWN;
+    }
     uint32_t n = 1;
     uint64_t dsize;
     int dfd = td__cache_entry_derived_fd(e, &dsize);
@@ -310,6 +319,10 @@ static void td__server_reply_loaded(td__server_client *cl, uint32_t id, int clie
          * already, by the entry's id) instead of decoding a table per load. */
         m.u.loaded.table_fd = td__cache_entry_table_fd(e, &m.u.loaded.table_size);
         m.u.loaded.entry = td__cache_entry_id(e);
+        if (lean && r->have == m.u.loaded.entry) { /* the client keeps it: no descriptor */
+            m.u.loaded.table_fd = -1;
+            m.u.loaded.table_kept = true;
+        }
         sent = td__server_send_seen(cl, &m, 0, NULL);
     } else {
         /* The table never changes: the first reply (for peers with these limits) keeps its
@@ -378,7 +391,7 @@ static void td__server_load_done(td__cache_waiter *w, td__cache_entry *e, int st
     if (status)
         td__server_send_error(cl, r->id, status, err, 0);
     else if (!td__server_check_split(cl, r->id, r->flags, e, td__cache_entry_name(e)))
-        td__server_reply_loaded(cl, r->id, r->fd, e);
+        td__server_reply_loaded(cl, r, e);
     td__server_req_free(r);
     if (!cl->closed)
         td__server_flush(cl);
@@ -399,6 +412,11 @@ static void td__server_on_load(td__server_client *cl, td__proto_msg *m)
         td__server_send_error(cl, m->id, err.code, &err, 0);
         return;
     }
+    if (ld->have && !(cl->features & TD__PROTO_F_LEAN)) {
+        td__err(&err, TD_ENOTSUP, "LOAD field 'have' without the LEAN feature");
+        td__server_send_error(cl, m->id, err.code, &err, 0);
+        return;
+    }
     td__server_req *r = calloc(1, sizeof *r);
     if (!r) {
         td__err(&err, TD_ENOMEM, "out of memory");
@@ -408,6 +426,7 @@ static void td__server_on_load(td__server_client *cl, td__proto_msg *m)
     r->cl = cl;
     r->id = m->id;
     r->flags = ld->flags;
+    r->have = ld->have;
     r->fd = ld->fd; /* ours now */
     ld->fd = -1;
     r->w.done = td__server_load_done;
@@ -430,7 +449,7 @@ static void td__server_on_load(td__server_client *cl, td__proto_msg *m)
     }
     if (rc == 0) {
         if (!td__server_check_split(cl, m->id, ld->flags, e, ld->name))
-            td__server_reply_loaded(cl, m->id, r->fd, e);
+            td__server_reply_loaded(cl, r, e);
     } else {
         char name[80];
         td__log_info("client %llu (pid %d): load %s refused: %s", (unsigned long long)cl->id,

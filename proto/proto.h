@@ -78,9 +78,10 @@ enum {
     TD__PROTO_F_STATUS_FILES = 1u << 4, /* STATUS can list the cached files */
     TD__PROTO_F_MODEL = 1u << 5,        /* LOAD flag SHARD: one file of a model of several */
     TD__PROTO_F_TABLE = 1u << 6,        /* LOAD_OK carries the table as a shared memfd */
-    TD__PROTO_F_QUIET = 1u << 7         /* RELEASE flag QUIET: no RELEASE_OK */
+    TD__PROTO_F_QUIET = 1u << 7,        /* RELEASE flag QUIET: no RELEASE_OK */
+    TD__PROTO_F_LEAN = 1u << 8          /* LOAD_OK passes no descriptor the client has */
 };
-#define TD__PROTO_F_ALL 0xffu
+#define TD__PROTO_F_ALL 0x1ffu
 
 /* LOAD modes (PROTOCOL.md, LOAD; what each does: README.md, "The daemon"). */
 enum {
@@ -150,6 +151,8 @@ typedef struct td__proto_load {
     uint64_t max_inflated; /* 0: the daemon's default */
     uint64_t flags;        /* TD__PROTO_LOAD_* bits */
     char *name;            /* the file's name for messages and logs (never opened); may be NULL */
+    uint64_t have;         /* feature LEAN: the entry whose flat table the client keeps from an
+                              earlier LOAD_OK on this connection; 0: none */
 } td__proto_load;
 
 /* LOAD flags. SHARD: this file is one of a model the client has indexed and checked as a whole
@@ -169,6 +172,10 @@ typedef struct td__proto_region {
 /* Region flags. FILE: the region is the loaded file itself (not a buffer of the daemon's), so
  * a client may keep it mapped after the lease ends without holding any of the daemon's memory. */
 #define TD__PROTO_REGION_FILE 1u
+/* OWN (feature LEAN, only with FILE): the region is the LOAD's own descriptor, which the daemon
+ * does not send back (nil on the wire, fd -1 once decoded): the client maps the descriptor it
+ * sent. td__remote_take_own puts it in place. */
+#define TD__PROTO_REGION_OWN 2u
 
 /* LOAD_OK: entries name regions by their index in regions[]. The table comes in one of two
  * forms: as msgpack (`table`), or, once both sides agreed TD__PROTO_F_TABLE, as a flat table
@@ -178,11 +185,13 @@ typedef struct td__proto_loaded {
     td_format format;          /* the file's format */
     td__table *table;          /* msgpack form: entries (layout 0) and meta; NULL otherwise */
     int table_fd;              /* flat form: the table's memfd; -1 otherwise */
+    bool table_kept;           /* flat form, feature LEAN: the table is the one the client keeps
+                                  (the LOAD's `have` is this entry): no descriptor, table_fd -1 */
     uint64_t table_size;       /* flat form: its bytes */
     uint64_t entry;            /* flat form: the daemon's entry, the same for every load of it
                                   while the daemon runs, never reused for another (non-zero) */
     td__proto_region *regions; /* nregions */
-    uint32_t nregions;         /* = descriptors on the frame (less the table's), <= FDS_MAX */
+    uint32_t nregions;         /* <= FDS_MAX; each has a descriptor of the frame but OWN ones */
     /* Sending only: the bytes an earlier td__proto_encode of this same table, regions and peer
      * limits wrote after the regions (buf[tail..len) of its td__proto_out), spliced in as they
      * are instead of encoding and checking the table again; NULL to encode it. */

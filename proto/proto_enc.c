@@ -129,7 +129,7 @@ static int td__enc_load(td__proto_enc *e, const td__proto_msg *m, td_error *err)
     int rc = td__enc_text(l->name, TD__PROTO_NAME_MAX, "LOAD", "name", err);
     if (rc || (rc = td__enc_add_fd(e->out, l->fd, "LOAD", err)))
         return rc;
-    td__enc_head(e, m, 5 + (l->name != NULL), 1);
+    td__enc_head(e, m, 5 + (l->name != NULL) + (l->have != 0), 1);
     td__pk_kv_u64(e, "format", (uint64_t)l->format);
     td__pk_kv_u64(e, "mode", l->mode);
     td__pk_kv_u64(e, "dequant", l->dequant);
@@ -139,6 +139,8 @@ static int td__enc_load(td__proto_enc *e, const td__proto_msg *m, td_error *err)
         td__pk_key(e, "name");
         td__pk_str_or_nil(e, l->name);
     }
+    if (l->have)
+        td__pk_kv_u64(e, "have", l->have);
     return 0;
 }
 
@@ -146,7 +148,7 @@ static int td__enc_loaded(td__proto_enc *e, const td__proto_msg *m, td_error *er
 {
     const td__proto_loaded *l = &m->u.loaded;
     const td__table *t = l->table;
-    int flat = l->table_fd >= 0;
+    int flat = l->table_fd >= 0 || l->table_kept;
     td_format format = flat ? l->format : t ? t->format : TD_FORMAT_AUTO;
     if (!l->lease)
         return td__err(err, TD_EINVAL, "LOAD_OK: lease 0");
@@ -158,20 +160,35 @@ static int td__enc_loaded(td__proto_enc *e, const td__proto_msg *m, td_error *er
     if (format < TD_FORMAT_NPY || format > TD_FORMAT_GGUF)
         return td__err(err, TD_EINVAL, "LOAD_OK: table format %d is not a file format",
                        (int)format);
-    if (l->nregions + flat > e->peer.max_fds)
-        return td__err(err, TD_ELIMIT, "LOAD_OK: %u descriptors, the peer takes %u",
-                       l->nregions + flat, e->peer.max_fds);
+    if (l->table_kept && l->table_fd >= 0)
+        return td__err(err, TD_EINVAL, "LOAD_OK: a kept table with a descriptor");
+    if (l->nregions > TD__PROTO_FDS_MAX)
+        return td__err(err, TD_ELIMIT, "LOAD_OK: %u regions (limit %u)", l->nregions,
+                       TD__PROTO_FDS_MAX);
+    if (l->nregions && !l->regions)
+        return td__err(err, TD_EINVAL, "LOAD_OK: %u regions but no region array", l->nregions);
+    /* Regions flagged OWN are the LOAD's descriptor: they pass none. */
+    unsigned nfds = l->table_fd >= 0;
+    for (uint32_t i = 0; i < l->nregions; i++) {
+        uint32_t fl = l->regions[i].flags;
+        if ((fl & TD__PROTO_REGION_OWN) && !(fl & TD__PROTO_REGION_FILE))
+            return td__err(err, TD_EINVAL, "LOAD_OK: region %u is OWN but not FILE", i);
+        nfds += !(fl & TD__PROTO_REGION_OWN);
+    }
+    if (nfds > e->peer.max_fds)
+        return td__err(err, TD_ELIMIT, "LOAD_OK: %u descriptors, the peer takes %u", nfds,
+                       e->peer.max_fds);
     if (t && t->n > e->peer.max_count)
         return td__err(err, TD_ELIMIT, "LOAD_OK: %zu entries, the peer takes %u", t->n,
                        e->peer.max_count);
-    if (l->nregions && !l->regions)
-        return td__err(err, TD_EINVAL, "LOAD_OK: %u regions but no region array", l->nregions);
     for (uint32_t i = 0; i < l->nregions; i++) {
+        if (l->regions[i].flags & TD__PROTO_REGION_OWN)
+            continue;
         int rc = td__enc_add_fd(e->out, l->regions[i].fd, "LOAD_OK: region", err);
         if (rc)
             return rc;
     }
-    if (flat) {
+    if (l->table_fd >= 0) {
         int rc = td__enc_add_fd(e->out, l->table_fd, "LOAD_OK: table", err);
         if (rc)
             return rc;
@@ -186,14 +203,18 @@ static int td__enc_loaded(td__proto_enc *e, const td__proto_msg *m, td_error *er
                            strlen(en->name));
     }
 
-    td__enc_head(e, m, 5, l->nregions + flat);
+    td__enc_head(e, m, 5, nfds);
     td__pk_kv_u64(e, "lease", l->lease);
     td__pk_kv_u64(e, "format", (uint64_t)format);
     td__pk_key(e, "regions");
     msgpack_pack_array(&e->pk, l->nregions);
+    unsigned fdi = 0; /* descriptors go in region order, the table's last */
     for (uint32_t i = 0; i < l->nregions; i++) {
         msgpack_pack_array(&e->pk, 2 + (l->regions[i].flags != 0));
-        msgpack_pack_uint32(&e->pk, i);
+        if (l->regions[i].flags & TD__PROTO_REGION_OWN)
+            msgpack_pack_nil(&e->pk);
+        else
+            msgpack_pack_uint32(&e->pk, fdi++);
         msgpack_pack_uint64(&e->pk, l->regions[i].size);
         if (l->regions[i].flags)
             msgpack_pack_uint32(&e->pk, l->regions[i].flags);
@@ -202,7 +223,10 @@ static int td__enc_loaded(td__proto_enc *e, const td__proto_msg *m, td_error *er
         td__pk_kv_u64(e, "entry", l->entry);
         td__pk_key(e, "table");
         msgpack_pack_array(&e->pk, 2);
-        msgpack_pack_uint32(&e->pk, l->nregions);
+        if (l->table_kept)
+            msgpack_pack_nil(&e->pk);
+        else
+            msgpack_pack_uint32(&e->pk, fdi);
         msgpack_pack_uint64(&e->pk, l->table_size);
         return 0;
     }

@@ -352,11 +352,13 @@ static int td__dec_load(const td__fields *f, td__proto_msg *m)
     if ((rc = td__field_u64(f, "max_inflated", 0, UINT64_MAX, &l->max_inflated)) ||
         (rc = td__field_u64(f, "flags", 0, UINT64_MAX, &l->flags)))
         return rc;
+    if ((rc = td__field_u64(f, "have", 0, UINT64_MAX, &l->have)))
+        return rc;
     return td__copy_str(f->d, td__field(f, "name"), TD__PROTO_NAME_MAX, f->what, "name", &l->name);
 }
 
-/* LOAD_OK. fdidx[i] receives the frame descriptor index of region i, fdidx[nregions] that of
- * the flat table's memfd (flat form). */
+/* LOAD_OK. fdidx[i] receives the frame descriptor index of region i (TD__PROTO_FDS_MAX for an
+ * OWN region, which has none), fdidx[TD__PROTO_FDS_MAX] that of the flat table's memfd. */
 static int td__dec_loaded(const td__fields *f, td__proto_msg *m, unsigned nfds, uint8_t *fdidx)
 {
     const td__proto_dec *d = f->d;
@@ -374,18 +376,26 @@ static int td__dec_loaded(const td__fields *f, td__proto_msg *m, unsigned nfds, 
                        (unsigned long long)v);
     l->format = (td_format)v;
 
-    /* The flat form: "table" is [fd, size] and "entry" names the daemon's entry. */
+    /* The flat form: "table" is [fd, size] (fd nil: the table the LOAD's `have` named) and
+     * "entry" names the daemon's entry. */
     uint8_t used[TD__PROTO_FDS_MAX] = {0};
+    unsigned nused = 0;
     const msgpack_object *to = td__field(f, "table");
-    unsigned nregions = nfds;
     if (to && to->type == MSGPACK_OBJECT_ARRAY) {
-        if (to->via.array.size < 2 || !nfds)
+        if (to->via.array.size < 2)
             return td__err(d->err, TD_EPROTO, "LOAD_OK: table is not [fd, size]");
-        if ((rc = td__elem_u64(d, &to->via.array.ptr[0], nfds - 1, "LOAD_OK: table", 0, "fd", &v)))
-            return rc;
-        used[v] = 1;
-        nregions = nfds - 1;
-        fdidx[nregions] = (uint8_t)v;
+        if (to->via.array.ptr[0].type == MSGPACK_OBJECT_NIL) {
+            l->table_kept = true;
+        } else {
+            if (!nfds)
+                return td__err(d->err, TD_EPROTO, "LOAD_OK: table names a descriptor, none came");
+            if ((rc = td__elem_u64(d, &to->via.array.ptr[0], nfds - 1, "LOAD_OK: table", 0, "fd",
+                                   &v)))
+                return rc;
+            used[v] = 1;
+            nused = 1;
+            fdidx[TD__PROTO_FDS_MAX] = (uint8_t)v;
+        }
         if ((rc = td__elem_u64(d, &to->via.array.ptr[1], UINT64_MAX, "LOAD_OK: table", 0, "size",
                                &l->table_size)) ||
             (rc = td__field_u64(f, "entry", 1, UINT64_MAX, &l->entry)))
@@ -403,14 +413,16 @@ static int td__dec_loaded(const td__fields *f, td__proto_msg *m, unsigned nfds, 
         td__table_init(l->table, (td_format)v);
     }
 
-    /* Regions: one per descriptor (but the table's), each descriptor used once. */
+    /* Regions: each names a descriptor of the frame, or (fd nil, flags OWN) the LOAD's own;
+     * every descriptor of the frame is used exactly once. */
     const msgpack_object *ro = td__field(f, "regions");
     if (!ro || ro->type != MSGPACK_OBJECT_ARRAY)
         return td__err(d->err, TD_EPROTO, "LOAD_OK: field 'regions' is %s",
                        ro ? "not an array" : "missing");
-    if (ro->via.array.size != nregions)
-        return td__err(d->err, TD_EPROTO, "LOAD_OK: %u regions for %u descriptors",
-                       ro->via.array.size, nregions);
+    unsigned nregions = ro->via.array.size;
+    if (nregions > TD__PROTO_FDS_MAX)
+        return td__err(d->err, TD_EPROTO, "LOAD_OK: %u regions (limit %u)", nregions,
+                       TD__PROTO_FDS_MAX);
     if (nregions) {
         l->regions = calloc(nregions, sizeof *l->regions);
         if (!l->regions)
@@ -422,12 +434,6 @@ static int td__dec_loaded(const td__fields *f, td__proto_msg *m, unsigned nfds, 
         l->nregions = i + 1;
         if (r->type != MSGPACK_OBJECT_ARRAY || r->via.array.size < 2)
             return td__err(d->err, TD_EPROTO, "LOAD_OK: regions[%u] is not [fd, size]", i);
-        if ((rc = td__elem_u64(d, &r->via.array.ptr[0], nfds - 1, "LOAD_OK: regions", i, "fd", &v)))
-            return rc;
-        if (used[v]++)
-            return td__err(d->err, TD_EPROTO, "LOAD_OK: regions[%u]: descriptor %llu used twice", i,
-                           (unsigned long long)v);
-        fdidx[i] = (uint8_t)v;
         if ((rc = td__elem_u64(d, &r->via.array.ptr[1], UINT64_MAX, "LOAD_OK: regions", i, "size",
                                &l->regions[i].size)))
             return rc;
@@ -437,7 +443,31 @@ static int td__dec_loaded(const td__fields *f, td__proto_msg *m, unsigned nfds, 
                 return rc;
             l->regions[i].flags = (uint32_t)v;
         }
+        uint32_t fl = l->regions[i].flags;
+        int own = r->via.array.ptr[0].type == MSGPACK_OBJECT_NIL;
+        if (own != ((fl & TD__PROTO_REGION_OWN) != 0) || (own && !(fl & TD__PROTO_REGION_FILE)))
+            return td__err(d->err, TD_EPROTO,
+                           "LOAD_OK: regions[%u]: fd %s with flags 0x%x (a nil fd is the flags "
+                           "OWN and FILE, and only they)",
+                           i, own ? "nil" : "given", (unsigned)fl);
+        if (own) {
+            fdidx[i] = TD__PROTO_FDS_MAX; /* none of the frame's */
+            continue;
+        }
+        if (!nfds)
+            return td__err(d->err, TD_EPROTO, "LOAD_OK: regions[%u] names a descriptor, none came",
+                           i);
+        if ((rc = td__elem_u64(d, &r->via.array.ptr[0], nfds - 1, "LOAD_OK: regions", i, "fd", &v)))
+            return rc;
+        if (used[v]++)
+            return td__err(d->err, TD_EPROTO, "LOAD_OK: regions[%u]: descriptor %llu used twice", i,
+                           (unsigned long long)v);
+        fdidx[i] = (uint8_t)v;
+        nused++;
     }
+    if (nused != nfds)
+        return td__err(d->err, TD_EPROTO, "LOAD_OK: %u descriptors came, the reply names %u", nfds,
+                       nused);
     if (!l->table)
         return 0;
 
@@ -671,7 +701,7 @@ int td__proto_decode(const uint8_t *body, size_t len, int *fds, unsigned *nfds,
     msgpack_zone zone;
     msgpack_object root;
     td__fields f;
-    uint8_t fdidx[TD__PROTO_FDS_MAX];
+    uint8_t fdidx[TD__PROTO_FDS_MAX + 1];
     unsigned have = *nfds;
     uint64_t v;
     int rc;
@@ -784,9 +814,9 @@ int td__proto_decode(const uint8_t *body, size_t len, int *fds, unsigned *nfds,
         tmp.u.evict.fd = fds[0];
     else if (out->type == TD__PROTO_LOAD_OK) {
         for (unsigned i = 0; i < tmp.u.loaded.nregions; i++)
-            tmp.u.loaded.regions[i].fd = fds[fdidx[i]];
-        if (!tmp.u.loaded.table)
-            tmp.u.loaded.table_fd = fds[fdidx[tmp.u.loaded.nregions]];
+            tmp.u.loaded.regions[i].fd = fdidx[i] < TD__PROTO_FDS_MAX ? fds[fdidx[i]] : -1;
+        if (!tmp.u.loaded.table && !tmp.u.loaded.table_kept)
+            tmp.u.loaded.table_fd = fds[fdidx[TD__PROTO_FDS_MAX]];
     }
     for (unsigned i = 0; i < have; i++)
         fds[i] = -1;

@@ -244,9 +244,8 @@ START_TEST(test_kept_tables_bounded)
 }
 END_TEST
 
-/* Speaks to the daemon on a connection of its own with the given features, loads path and
- * returns the LOAD_OK. */
-static void raw_load(const char *path, uint64_t features, td__proto_msg *r)
+/* A connection of its own to the daemon, with the given features agreed. */
+static int raw_connect(uint64_t features)
 {
     int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -254,22 +253,39 @@ static void raw_load(const char *path, uint64_t features, td__proto_msg *r)
     memcpy(sa.sun_path, sock, strlen(sock) + 1);
     ck_assert_int_eq(connect(s, (struct sockaddr *)&sa, sizeof sa), 0);
     td_error err = {0};
-    td__proto_msg m;
+    td__proto_msg m, r;
     td__proto_msg_init(&m, TD__PROTO_HELLO, 1);
     m.u.hello.version = m.u.hello.min_version = TD__PROTO_VERSION;
     m.u.hello.features = features;
     TU_OK(td__proto_send_msg(s, &m, NULL, 5000, &err), &err);
-    TU_OK(td__proto_recv_msg(s, NULL, r, 5000, &err), &err);
-    ck_assert_uint_eq(r->type, TD__PROTO_HELLO_OK);
-    ck_assert_uint_eq(r->u.hello.features & TD__PROTO_F_TABLE, features & TD__PROTO_F_TABLE);
-    td__proto_msg_destroy(r);
+    TU_OK(td__proto_recv_msg(s, NULL, &r, 5000, &err), &err);
+    ck_assert_uint_eq(r.type, TD__PROTO_HELLO_OK);
+    ck_assert_uint_eq(r.u.hello.features, features & TD__PROTO_F_ALL);
+    td__proto_msg_destroy(&r);
+    return s;
+}
+
+/* Sends LOAD of path (saying it keeps entry have's table, 0: none) on s and returns the reply. */
+static void raw_load_on(int s, const char *path, uint64_t have, td__proto_msg *r)
+{
+    td_error err = {0};
+    td__proto_msg m;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     ck_assert_int_ge(fd, 0);
     td__proto_msg_init(&m, TD__PROTO_LOAD, 2);
     m.u.load.fd = fd;
+    m.u.load.have = have;
     TU_OK(td__proto_send_msg(s, &m, NULL, 5000, &err), &err);
     close(fd);
     TU_OK(td__proto_recv_msg(s, NULL, r, 5000, &err), &err);
+}
+
+/* Speaks to the daemon on a connection of its own with the given features, loads path and
+ * returns the LOAD_OK. */
+static void raw_load(const char *path, uint64_t features, td__proto_msg *r)
+{
+    int s = raw_connect(features);
+    raw_load_on(s, path, 0, r);
     ck_assert_uint_eq(r->type, TD__PROTO_LOAD_OK);
     close(s);
 }
@@ -284,7 +300,8 @@ START_TEST(test_both_forms)
     save_st(path, 12);
 
     td__proto_msg r;
-    raw_load(path, TD__PROTO_F_ALL & ~(uint64_t)TD__PROTO_F_TABLE, &r);
+    uint64_t lean = TD__PROTO_F_LEAN; /* the file's descriptor comes back (test_lean) */
+    raw_load(path, TD__PROTO_F_ALL & ~(uint64_t)(TD__PROTO_F_TABLE | lean), &r);
     ck_assert_int_eq(r.u.loaded.table_fd, -1);
     ck_assert_ptr_nonnull(r.u.loaded.table);
     ck_assert_uint_eq(r.u.loaded.table->n, 12);
@@ -298,7 +315,7 @@ START_TEST(test_both_forms)
     r.u.loaded.table->meta = NULL;
     td__proto_msg_destroy(&r);
 
-    raw_load(path, TD__PROTO_F_ALL, &r);
+    raw_load(path, TD__PROTO_F_ALL & ~lean, &r);
     ck_assert_ptr_null(r.u.loaded.table);
     ck_assert_int_ge(r.u.loaded.table_fd, 0);
     ck_assert_uint_ne(r.u.loaded.entry, 0);
@@ -319,15 +336,83 @@ START_TEST(test_both_forms)
     td__tab_release(tab);
     uint64_t entry = r.u.loaded.entry;
     td__proto_msg_destroy(&r);
-    raw_load(path, TD__PROTO_F_ALL, &r); /* the same entry: the same id */
+    raw_load(path, TD__PROTO_F_ALL & ~lean, &r); /* the same entry: the same id */
     ck_assert_uint_eq(r.u.loaded.entry, entry);
     td__proto_msg_destroy(&r);
 }
 END_TEST
 
+/* LEAN: a reply passes no descriptor the client has. The file region is the LOAD's own
+ * descriptor (OWN, none sent back), and a LOAD that says it keeps the entry's table (`have`)
+ * gets no table descriptor either, so a warm load's reply carries none. `have` naming another
+ * entry changes nothing, and without LEAN it is refused. */
+START_TEST(test_lean)
+{
+    daemon_pid = tu_daemon_start(sock, logpath, NULL);
+    char path[256];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    save_st(path, 12);
+    struct stat st;
+    ck_assert_int_eq(stat(path, &st), 0);
+
+    int s = raw_connect(TD__PROTO_F_ALL);
+    td__proto_msg r;
+    raw_load_on(s, path, 0, &r);
+    ck_assert_uint_eq(r.type, TD__PROTO_LOAD_OK);
+    ck_assert_uint_eq(r.u.loaded.nregions, 1);
+    ck_assert_uint_eq(r.u.loaded.regions[0].flags, TD__PROTO_REGION_FILE | TD__PROTO_REGION_OWN);
+    ck_assert_int_eq(r.u.loaded.regions[0].fd, -1);
+    ck_assert_uint_eq(r.u.loaded.regions[0].size, (uint64_t)st.st_size);
+    ck_assert_int_ge(r.u.loaded.table_fd, 0);
+    ck_assert(!r.u.loaded.table_kept);
+    uint64_t entry = r.u.loaded.entry, tsize = r.u.loaded.table_size;
+    td__proto_msg_destroy(&r);
+
+    raw_load_on(s, path, entry, &r);
+    ck_assert_uint_eq(r.type, TD__PROTO_LOAD_OK);
+    ck_assert(r.u.loaded.table_kept);
+    ck_assert_int_eq(r.u.loaded.table_fd, -1);
+    ck_assert_int_eq(r.u.loaded.regions[0].fd, -1);
+    ck_assert_uint_eq(r.u.loaded.entry, entry);
+    ck_assert_uint_eq(r.u.loaded.table_size, tsize);
+    td__proto_msg_destroy(&r);
+
+    raw_load_on(s, path, entry + 1000, &r); /* another entry's table: this one's comes */
+    ck_assert_uint_eq(r.type, TD__PROTO_LOAD_OK);
+    ck_assert(!r.u.loaded.table_kept);
+    ck_assert_int_ge(r.u.loaded.table_fd, 0);
+    td__proto_msg_destroy(&r);
+    close(s);
+
+    s = raw_connect(TD__PROTO_F_ALL & ~(uint64_t)TD__PROTO_F_LEAN);
+    raw_load_on(s, path, 0, &r);
+    ck_assert_uint_eq(r.u.loaded.regions[0].flags, TD__PROTO_REGION_FILE);
+    ck_assert_int_ge(r.u.loaded.regions[0].fd, 0);
+    td__proto_msg_destroy(&r);
+    raw_load_on(s, path, entry, &r);
+    ck_assert_uint_eq(r.type, TD__PROTO_ERROR);
+    ck_assert_int_eq(r.u.error.code, TD_ENOTSUP);
+    ck_assert_ptr_nonnull(strstr(r.u.error.message, "have"));
+    td__proto_msg_destroy(&r);
+    close(s);
+
+    /* Through a td_client, warm loads of the file agree with the first. */
+    td_client *c;
+    td_error err = {0};
+    TU_OK(td_client_connect(sock, &c, &err), &err);
+    for (int i = 0; i < 3; i++) {
+        td_dict *d;
+        TU_OK(td_client_load(c, path, NULL, &d, NULL, &err), &err);
+        ck_assert_uint_eq(td_dict_size(d), 12);
+        td_dict_free(d);
+    }
+    td_client_close(c);
+}
+END_TEST
+
 /* ---- a hostile daemon ---- */
 
-typedef enum { BAD_UNSEALED, BAD_ENTRY, BAD_SIZE, BAD_NOT_MEMFD } bad_kind;
+typedef enum { BAD_UNSEALED, BAD_ENTRY, BAD_SIZE, BAD_NOT_MEMFD, BAD_KEPT, BAD_OWN_TWICE } bad_kind;
 
 typedef struct fake {
     int listen_fd;
@@ -392,15 +477,24 @@ static void *fake_daemon(void *arg)
             int tfd = bad_table(f->kind, &size);
             struct stat st;
             fstat(m.u.load.fd, &st);
-            td__proto_region reg = {m.u.load.fd, (uint64_t)st.st_size, TD__PROTO_REGION_FILE};
+            td__proto_region reg[2] = {{m.u.load.fd, (uint64_t)st.st_size, TD__PROTO_REGION_FILE}};
             td__proto_msg_init(&r, TD__PROTO_LOAD_OK, m.id);
             r.u.loaded.lease = 1;
             r.u.loaded.format = TD_FORMAT_NPY;
-            r.u.loaded.regions = &reg;
+            r.u.loaded.regions = reg;
             r.u.loaded.nregions = 1;
             r.u.loaded.table_fd = tfd;
             r.u.loaded.table_size = size;
             r.u.loaded.entry = 7;
+            if (f->kind == BAD_KEPT) { /* a table the client never had, left out */
+                r.u.loaded.table_fd = -1;
+                r.u.loaded.table_kept = true;
+            } else if (f->kind == BAD_OWN_TWICE) { /* the LOAD's descriptor as two regions */
+                reg[0].fd = -1;
+                reg[0].flags |= TD__PROTO_REGION_OWN;
+                reg[1] = reg[0];
+                r.u.loaded.nregions = 2;
+            }
             td__proto_send_msg(s, &r, NULL, 5000, &err);
             close(tfd);
         }
@@ -418,6 +512,8 @@ static const struct {
     {BAD_ENTRY, "past the end of region 0"},
     {BAD_SIZE, "in a memfd of"},
     {BAD_NOT_MEMFD, "not sealed"},
+    {BAD_KEPT, "left out the table of entry 7"},
+    {BAD_OWN_TWICE, "names the load's descriptor"},
 };
 
 /* A daemon is trusted with the bytes, not with the client's memory: a table that is not sealed,
@@ -485,6 +581,7 @@ static Suite *table_suite(void)
     tcase_add_test(tc, test_daemon_buffers_not_kept);
     tcase_add_test(tc, test_kept_tables_bounded);
     tcase_add_test(tc, test_both_forms);
+    tcase_add_test(tc, test_lean);
     tcase_add_loop_test(tc, test_hostile_daemon_table, 0,
                         (int)(sizeof bad_cases / sizeof bad_cases[0]));
     suite_add_tcase(s, tc);
