@@ -211,8 +211,8 @@ static void write_seed(const char *dir, const char *name, uint8_t ctl, const td_
 static void make_corpus(const char *dir)
 {
     td_error err = {0};
-    td__proto_msg ms[16];
-    const char *suffix[16] = {0}; /* told apart in the seed names: two forms of one type */
+    td__proto_msg ms[24];
+    const char *suffix[24] = {0}; /* told apart in the seed names: two forms of one type */
     size_t n = 0;
     int fd = g_null;
 
@@ -229,6 +229,9 @@ static void make_corpus(const char *dir)
     ms[n].u.load.dequant = TD_FLOAT16;
     ms[n].u.load.flags = TD__PROTO_LOAD_SHARD; /* one split of a model */
     ms[n++].u.load.name = "model-00001-of-00002.gguf";
+    ms[n] = ms[n - 1]; /* feature LEAN: it keeps entry 9's table */
+    ms[n].u.load.have = 9;
+    suffix[n++] = "_have";
 
     td__table t;
     td__table_init(&t, TD_FORMAT_GGUF);
@@ -283,6 +286,21 @@ static void make_corpus(const char *dir)
     ms[n].u.loaded.table_size = 4096;
     ms[n].u.loaded.entry = 9;
     suffix[n++] = "_flat";
+
+    /* The warm reply under LEAN: the file is the LOAD's own descriptor and the table is kept,
+     * so only the decoded region's descriptor travels. */
+    static td__proto_region lean[2];
+    lean[0] = (td__proto_region){-1, off + 64, TD__PROTO_REGION_FILE | TD__PROTO_REGION_OWN};
+    lean[1] = regions[1];
+    td__proto_msg_init(&ms[n], TD__PROTO_LOAD_OK, 2);
+    ms[n].u.loaded.lease = 5;
+    ms[n].u.loaded.format = TD_FORMAT_GGUF;
+    ms[n].u.loaded.regions = lean;
+    ms[n].u.loaded.nregions = 2;
+    ms[n].u.loaded.table_kept = true;
+    ms[n].u.loaded.table_size = 4096;
+    ms[n].u.loaded.entry = 9;
+    suffix[n++] = "_lean";
 
     td__proto_msg_init(&ms[n], TD__PROTO_RELEASE, 3);
     ms[n++].u.release.lease = 5;
