@@ -250,6 +250,92 @@ td_array *td__ablock_add(td__ablock *b, td_dtype dtype, uint32_t ndim, const int
     return a;
 }
 
+/* The image of a block's arrays: their headers and shapes, laid out as a block body, with each
+ * array's place in the body and its bytes' place in the regions. */
+struct td__ablock_image {
+    size_t n, made;
+    size_t body; /* bytes of the body */
+    struct td__image_item {
+        uint32_t at;     /* the array's offset in the body */
+        uint32_t region; /* its bytes: region, offset */
+        uint64_t offset;
+    } * items;
+    uint8_t *bytes; /* the body */
+};
+
+td__ablock_image *td__ablock_image_new(size_t n, size_t ndims)
+{
+    size_t a = _Alignof(td_array);
+    size_t body = n * td__array_bytes(0) + ndims * sizeof(int64_t) + n * a;
+    if (body > UINT32_MAX)
+        return NULL;
+    td__ablock_image *im = malloc(sizeof *im + n * sizeof *im->items + body + a);
+    if (!im)
+        return NULL;
+    im->n = n;
+    im->made = 0;
+    im->body = 0;
+    im->items = (struct td__image_item *)(im + 1);
+    uintptr_t p = (uintptr_t)(im->items + n);
+    im->bytes = (uint8_t *)((p + a - 1) / a * a);
+    return im;
+}
+
+int td__ablock_image_add(td__ablock_image *im, td_dtype dtype, uint32_t ndim, const int64_t *shape,
+                         uint32_t region, uint64_t offset, uint64_t nbytes)
+{
+    if (im->made == im->n)
+        return -1;
+    td_array *a = (td_array *)(void *)(im->bytes + im->body);
+    memset(a, 0, sizeof *a);
+    atomic_init(&a->refs, 1);
+    a->dtype = dtype;
+    a->ndim = (int)ndim;
+    a->nbytes = nbytes;
+    if (ndim)
+        memcpy(a->shape, shape, (size_t)ndim * sizeof(int64_t));
+    im->items[im->made++] = (struct td__image_item){(uint32_t)im->body, region, offset};
+    im->body += td__array_bytes(ndim);
+    return 0;
+}
+
+void td__ablock_image_free(td__ablock_image *im)
+{
+    free(im);
+}
+
+td__ablock *td__ablock_from_image(const td__ablock_image *im, td__region *const *regions,
+                                  size_t nregions, td_provenance provenance, void (*end)(void *ctx),
+                                  void *ctx, td_array **arrays)
+{
+    size_t a = _Alignof(td_array);
+    size_t head = (sizeof(td__ablock) + nregions * sizeof(td__region *) + a - 1) / a * a;
+    td__ablock *b = malloc(head + im->body);
+    if (!b)
+        return NULL;
+    atomic_init(&b->refs, 1 + (long)im->made); /* the arrays' and the builder's */
+    b->provenance = provenance;
+    b->end = end;
+    b->ctx = ctx;
+    b->nregions = nregions;
+    b->made = 0;
+    b->regions = (td__region **)(b + 1);
+    for (size_t i = 0; i < nregions; i++)
+        b->regions[i] = td__region_retain(regions[i]);
+    uint8_t *body = (uint8_t *)b + head;
+    memcpy(body, im->bytes, im->body);
+    b->next = b->limit = body + im->body;
+    for (size_t i = 0; i < im->made; i++) {
+        const struct td__image_item *it = &im->items[i];
+        td_array *x = (td_array *)(void *)(body + it->at);
+        x->data =
+            x->nbytes ? (uint8_t *)regions[it->region]->base + it->offset : (void *)td__empty_data;
+        x->block = b;
+        arrays[i] = x;
+    }
+    return b;
+}
+
 /* Drops n references of b; the last one ends it. */
 static void td__ablock_unref(td__ablock *b, long n)
 {

@@ -64,6 +64,20 @@ td__ablock *td__ablock_new(size_t n, size_t ndims, td__region *const *regions, s
 td_array *td__ablock_add(td__ablock *b, td_dtype dtype, uint32_t ndim, const int64_t *shape,
                          const void *data, uint64_t nbytes);
 void td__ablock_done(td__ablock *b);
+/* The image of a block (array.c): the headers and shapes of n arrays (ndims sizes in all), made
+ * once per table with td__ablock_image_add (the array's bytes at offset of region; -1 when the
+ * room is used up), then copied into a block per load by td__ablock_from_image, which sets
+ * arrays[0..n) and each array's data, and is td__ablock_new + td__ablock_add + td__ablock_done
+ * (the regions must hold every array's bytes: the caller checked them). An image is not
+ * changed by use: threads may copy one at once. NULL when out of memory. */
+typedef struct td__ablock_image td__ablock_image;
+td__ablock_image *td__ablock_image_new(size_t n, size_t ndims);
+int td__ablock_image_add(td__ablock_image *im, td_dtype dtype, uint32_t ndim, const int64_t *shape,
+                         uint32_t region, uint64_t offset, uint64_t nbytes);
+td__ablock *td__ablock_from_image(const td__ablock_image *im, td__region *const *regions,
+                                  size_t nregions, td_provenance provenance, void (*end)(void *ctx),
+                                  void *ctx, td_array **arrays);
+void td__ablock_image_free(td__ablock_image *im);
 /* td_array_release of n arrays, the i-th at *(a + i * stride bytes) (NULL ones skipped): those
  * of one block that nobody else holds drop the block's count once for all. */
 void td__arrays_release(td_array *const *a, size_t n, size_t stride);

@@ -18,12 +18,44 @@
 struct td__tab {
     td__region *region;
     td__ftab ft;
+    atomic_uint dicts;                 /* dicts built over it so far (up to 2) */
+    _Atomic(td__ablock_image *) image; /* from the second dict on: the views, made once */
 };
 
 static void td__tab_gone(void *ctx, void *base, size_t len)
 {
+    td__tab *t = ctx;
     munmap(base, len);
-    free(ctx);
+    td__ablock_image_free(atomic_load_explicit(&t->image, memory_order_acquire));
+    free(t);
+}
+
+/* The image of t's views, made the first time a table is used twice (a table used once, as
+ * td_load's are, never pays for it). NULL when out of memory: the views are then made one by
+ * one. */
+static td__ablock_image *td__tab_image(td__tab *t)
+{
+    td__ablock_image *im = atomic_load_explicit(&t->image, memory_order_acquire);
+    if (im || atomic_fetch_add_explicit(&t->dicts, 1, memory_order_relaxed) == 0)
+        return im;
+    const td__ftab *ft = &t->ft;
+    if (!(im = td__ablock_image_new(ft->n, (size_t)ft->nshapes)))
+        return NULL;
+    for (uint32_t i = 0; i < ft->n; i++) {
+        td__ftab_entry e;
+        int64_t shape[TD_MAX_DIMS];
+        td__ftab_get(ft, i, &e);
+        for (uint32_t k = 0; k < e.ndim; k++)
+            shape[k] = td__ftab_dim(e.shape, k);
+        td__ablock_image_add(im, e.dtype, e.ndim, shape, e.region, e.offset, e.nbytes);
+    }
+    td__ablock_image *none = NULL;
+    if (!atomic_compare_exchange_strong_explicit(&t->image, &none, im, memory_order_acq_rel,
+                                                 memory_order_acquire)) {
+        td__ablock_image_free(im); /* another thread's came first */
+        im = none;
+    }
+    return im;
 }
 
 int td__tab_map(int fd, uint64_t size, const uint64_t *region_sizes, uint32_t nregions,
@@ -46,6 +78,8 @@ int td__tab_map(int fd, uint64_t size, const uint64_t *region_sizes, uint32_t nr
     td__tab *t = malloc(sizeof *t);
     if (!t)
         return td__err(err, TD_ENOMEM, "%s: out of memory", what);
+    atomic_init(&t->dicts, 0);
+    atomic_init(&t->image, NULL);
     void *base = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
     if (base == MAP_FAILED) {
         int e = errno;
@@ -95,16 +129,19 @@ int td__tab_to_dict(td__tab *t, td__region *const *regions, size_t nregions,
 {
     const td__ftab *ft = &t->ft;
     td_array **arrays = ft->n ? malloc(ft->n * sizeof *arrays) : NULL;
-    td__ablock *b = ft->n && !arrays ? NULL
-                                     : td__ablock_new(ft->n, (size_t)ft->nshapes, regions, nregions,
-                                                      provenance, end, ctx);
+    td__ablock_image *im = ft->n && arrays ? td__tab_image(t) : NULL;
+    td__ablock *b = NULL;
+    if (im)
+        b = td__ablock_from_image(im, regions, nregions, provenance, end, ctx, arrays);
+    else if (!ft->n || arrays)
+        b = td__ablock_new(ft->n, (size_t)ft->nshapes, regions, nregions, provenance, end, ctx);
     if (!b) {
         free(arrays);
         if (end)
             end(ctx);
         return td__err(err, TD_ENOMEM, "out of memory for %u arrays", ft->n);
     }
-    for (uint32_t i = 0; i < ft->n; i++) {
+    for (uint32_t i = 0; !im && i < ft->n; i++) {
         td__ftab_entry e;
         int64_t shape[TD_MAX_DIMS];
         td__ftab_get(ft, i, &e);
