@@ -765,6 +765,9 @@ START_TEST(test_wrong_descriptor_counts)
     td__proto_receiver r;
     td__proto_receiver_init(&r, NULL);
     td__proto_frame f;
+    /* The read of the body's half that came is short: that step says "wait" (0), the next one
+     * reads the end of the stream. */
+    ck_assert_int_eq(td__proto_receiver_step(&r, sv[1], &f, &err), 0);
     ck_assert_int_eq(td__proto_receiver_step(&r, sv[1], &f, &err), TD_ECLOSED);
     ck_assert(!td__proto_receiver_idle(&r)); /* not a clean disconnect */
     td__proto_receiver_destroy(&r);
