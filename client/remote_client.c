@@ -95,6 +95,7 @@ struct td_client {
     _Atomic(td__rel *) rels; /* leases waiting to be given back (a lock-free stack) */
     pthread_mutex_t lock;    /* one request at a time on sock */
     int sock;                /* -1 while not connected */
+    td__proto_receiver rx;   /* sock's replies, buffered; reset with every connection */
     uint64_t gen;            /* connections made so far; a lease belongs to one */
     pid_t pid;               /* the process that made the connection */
     volatile uint8_t *mark;  /* a page the kernel zeroes in a child after fork() (NULL: none) */
@@ -290,6 +291,7 @@ static void td__client_unref(td_client *c)
     }
     td__kept_clear(c);
     free(c->buckets);
+    td__proto_receiver_destroy(&c->rx);
     if (c->mark)
         munmap((void *)c->mark, 4096);
     pthread_mutex_destroy(&c->klock);
@@ -305,6 +307,8 @@ static void td__client_drop(td_client *c)
         close(c->sock);
     c->sock = -1;
     c->unanswered = 0;
+    td__proto_receiver_destroy(&c->rx); /* what was read ahead is that connection's */
+    td__proto_receiver_init_buffered(&c->rx, NULL);
 }
 
 /* Connects and shakes hands unless connected. Under the lock. */
@@ -316,6 +320,8 @@ static int td__client_open(td_client *c, td_error *err)
         close(c->sock);
         c->sock = -1;
         c->gen++;
+        td__proto_receiver_destroy(&c->rx); /* our copies of what the parent read ahead */
+        td__proto_receiver_init_buffered(&c->rx, NULL);
     }
     if (c->sock >= 0)
         return 0;
@@ -350,7 +356,7 @@ static int td__client_open(td_client *c, td_error *err)
 static int td__client_recv(td_client *c, int timeout_ms, td__proto_msg *out, td_error *err)
 {
     for (;;) {
-        int rc = td__proto_recv_msg(c->sock, NULL, out, timeout_ms, err);
+        int rc = td__proto_recv_msg_rx(&c->rx, c->sock, timeout_ms, out, err);
         if (rc || !(out->id & TD__RELEASE_ID))
             return rc;
         td__proto_msg_destroy(out);
@@ -474,7 +480,7 @@ static void td__client_send_release(td_client *c, uint64_t lease, uint64_t gen)
     if (!rc && !quiet && ++c->unanswered >= TD__RELEASE_BATCH) {
         while (!rc && c->unanswered) {
             td__proto_msg r;
-            rc = td__proto_recv_msg(c->sock, NULL, &r, TD__HELLO_TIMEOUT_MS, &err);
+            rc = td__proto_recv_msg_rx(&c->rx, c->sock, TD__HELLO_TIMEOUT_MS, &r, &err);
             if (!rc) {
                 rc = r.id & TD__RELEASE_ID ? 0 : TD_EPROTO; /* nothing else is pending */
                 td__proto_msg_destroy(&r);
@@ -738,6 +744,7 @@ int td_client_connect(const char *socket_path, td_client **out, td_error *err)
     atomic_init(&c->refs, 1);
     atomic_init(&c->rels, NULL);
     c->sock = -1;
+    td__proto_receiver_init_buffered(&c->rx, NULL);
     void *page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (page != MAP_FAILED && madvise(page, 4096, MADV_WIPEONFORK) == 0)
         c->mark = page;
@@ -747,6 +754,7 @@ int td_client_connect(const char *socket_path, td_client **out, td_error *err)
     c->hseed = td__hash_seed_for(c);
     int rc = td__client_open(c, err);
     if (rc) {
+        td__proto_receiver_destroy(&c->rx);
         if (c->mark)
             munmap((void *)c->mark, 4096);
         pthread_mutex_destroy(&c->klock);

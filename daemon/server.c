@@ -1,10 +1,11 @@
 /*
  * server.c - see server.h.
  *
- * A client is a nonblocking Unix socket with a uv_poll handle, a frame receiver, a queue of
- * encoded replies, the LOADs waiting for an entry being built, and its leases. Every reply
- * carries its own duplicates of the descriptors it sends, closed once the frame is out, so a
- * reply never depends on the entry still being cached.
+ * A client is a nonblocking Unix socket with a uv_poll handle, a buffered frame receiver (one
+ * recvmsg takes every request waiting), a queue of encoded replies, the LOADs waiting for an
+ * entry being built, and its leases. Every reply carries its own duplicates of the descriptors
+ * it sends, closed once the frame is out, so a reply never depends on the entry still being
+ * cached.
  *
  * Misbehaviour (a broken frame, a frame too large, a half frame left hanging past idle_timeout,
  * no HELLO first) gets an ERROR when the stream still allows one, then the connection is
@@ -58,6 +59,7 @@ struct td__server_client {
     int fd;
     uv_poll_t poll;
     uv_timer_t timer;
+    uv_idle_t again; /* reads frames rx holds while the socket is quiet (td__server_update_poll) */
     int open_handles;
     int poll_events;
     td__proto_receiver rx;
@@ -201,9 +203,12 @@ static void td__server_send_error(td__server_client *cl, uint32_t id, int code, 
 }
 
 static void td__server_poll_cb(uv_poll_t *h, int status, int events);
+static void td__server_again_cb(uv_idle_t *h);
 
 /* Polls for what the client needs now: readable unless closing or backed up, writable while
- * replies wait. */
+ * replies wait. Frames the receiver read ahead do not make the socket readable: while reading is
+ * on and one is held (a read stopped after 16 frames, or replies backed up), the idle handle
+ * comes back for them on the next turn of the loop. */
 static void td__server_update_poll(td__server_client *cl)
 {
     if (cl->closed)
@@ -213,6 +218,10 @@ static void td__server_update_poll(td__server_client *cl)
         ev |= UV_READABLE;
     if (cl->out_head)
         ev |= UV_WRITABLE;
+    if ((ev & UV_READABLE) && td__proto_receiver_ready(&cl->rx))
+        uv_idle_start(&cl->again, td__server_again_cb);
+    else
+        uv_idle_stop(&cl->again);
     if (ev == cl->poll_events)
         return;
     cl->poll_events = ev;
@@ -690,7 +699,7 @@ static void td__server_read(td__server_client *cl)
         td__proto_frame f;
         td_error err = {0};
         int rc = td__proto_receiver_step(&cl->rx, cl->fd, &f, &err);
-        if (rc == 0)
+        if (rc == 0) /* nothing more, or a short read: uv_poll is level-triggered */
             break;
         if (rc < 0) {
             td__server_client_close(cl, rc == TD_ECLOSED && td__proto_receiver_idle(&cl->rx)
@@ -712,6 +721,15 @@ static void td__server_read(td__server_client *cl)
             uv_timer_stop(&cl->timer);
         }
     }
+}
+
+static void td__server_again_cb(uv_idle_t *h)
+{
+    td__server_client *cl = h->data;
+    uv_idle_stop(h);
+    td__server_read(cl);
+    if (!cl->closed)
+        td__server_update_poll(cl);
 }
 
 static void td__server_poll_cb(uv_poll_t *h, int status, int events)
@@ -781,6 +799,7 @@ static void td__server_client_close(td__server_client *cl, const char *why)
     cl->fd = -1;
     uv_close((uv_handle_t *)&cl->poll, td__server_handle_closed);
     uv_close((uv_handle_t *)&cl->timer, td__server_handle_closed);
+    uv_close((uv_handle_t *)&cl->again, td__server_handle_closed);
 }
 
 static void td__server_accept_one(td__server *srv, int fd)
@@ -816,7 +835,7 @@ static void td__server_accept_one(td__server *srv, int fd)
     cl->id = ++srv->next_client_id;
     cl->pending.next = cl->pending.prev = &cl->pending;
     td__proto_limits lim = {.max_frame = srv->cfg->max_frame, .max_fds = 2};
-    td__proto_receiver_init(&cl->rx, &lim);
+    td__proto_receiver_init_buffered(&cl->rx, &lim);
     if (uv_poll_init(srv->loop, &cl->poll, fd) != 0) {
         td__proto_receiver_destroy(&cl->rx);
         close(fd);
@@ -824,8 +843,9 @@ static void td__server_accept_one(td__server *srv, int fd)
         return;
     }
     uv_timer_init(srv->loop, &cl->timer);
-    cl->poll.data = cl->timer.data = cl;
-    cl->open_handles = 2;
+    uv_idle_init(srv->loop, &cl->again);
+    cl->poll.data = cl->timer.data = cl->again.data = cl;
+    cl->open_handles = 3;
     cl->next = srv->clients;
     if (srv->clients)
         srv->clients->prev = cl;

@@ -6,8 +6,8 @@
  * On the wire:
  *   1. A frame is a 4-byte little-endian body length L (1 <= L <= the receiver's max_frame),
  *      then L bytes holding exactly one msgpack map: the message.
- *   2. Descriptors travel as SCM_RIGHTS ancillary data attached to the frame's first byte (the
- *      first byte of the length), and the message declares their number in its "fds" field.
+ *   2. Descriptors travel as SCM_RIGHTS ancillary data on the sendmsg() that starts the frame and
+ *      carries nothing of another frame; the message declares their number in its "fds" field.
  *   3. Every message has "type" (TD__PROTO_*) and "id" (the request id; a reply repeats it).
  *   4. A failed request is answered by an ERROR message {code, message} with a TD_E* code.
  *
@@ -19,8 +19,11 @@
  *   - td__proto_out + td__proto_send_step / td__proto_send: writing a frame with its
  *     descriptors, resumable on EAGAIN.
  *   - td__proto_receiver + td__proto_receiver_step: an incremental reader for nonblocking
- *     sockets (the daemon drives it from uv_poll), and td__proto_recv_frame, the blocking form.
- *   - td__proto_send_msg / td__proto_recv_msg: the blocking one-call forms the client uses.
+ *     sockets, exact (one frame per read) or buffered (every waiting frame in one read; the
+ *     daemon's per-client receiver, driven from uv_poll), and td__proto_recv_frame, the
+ *     blocking form.
+ *   - td__proto_send_msg / td__proto_recv_msg / td__proto_recv_msg_rx: the blocking one-call
+ *     forms the client uses.
  *
  * proto/ opens no files and knows no file formats: it carries descriptors and tables.
  * Nothing here keeps global state; distinct objects may be used from distinct threads.
@@ -441,57 +444,98 @@ int td__proto_send_msg(int sock, const td__proto_msg *m, const td__proto_limits 
 /* ---------------------------------------------------------------------------------------------
  * Receiving
  *
- * The receiver reads the 4-byte length first and then exactly the body, never a byte of the
- * next frame, so descriptors always land with the frame they belong to, and a receiver can be
- * dropped between frames without losing anything. Descriptors arriving with any other byte
- * than a frame's first, more than lim.max_fds on one frame (MSG_CTRUNC), a length of 0 or
- * above lim.max_frame are errors. recvmsg uses MSG_CMSG_CLOEXEC | MSG_DONTWAIT. The body
- * buffer grows with the bytes that actually arrive (at most twice what came, or 64 KiB), never
- * to the announced length up front. Protocol sockets must not have SO_PASSCRED set (credentials
- * would take the control-buffer room sized for max_fds descriptors); use td__proto_peercred.
+ * A receiver works in one of two modes:
+ *   - exact (td__proto_receiver_init): it reads the 4-byte length and then exactly the body,
+ *     never a byte of the next frame, so it can be dropped between frames without losing
+ *     anything. td__proto_recv_frame and td__proto_recv_msg use one on the stack.
+ *   - buffered (td__proto_receiver_init_buffered): it reads as much as the socket has, up to
+ *     TD__PROTO_RX_BUF bytes, and hands the frames out of that buffer; one recvmsg usually
+ *     brings every frame that is waiting. Bytes read ahead live in the receiver, so it must be
+ *     kept for as long as the connection (the daemon's per-client receiver, a td_client's).
+ *     A frame longer than the buffer is read into a body of its own, exactly as in exact mode.
+ * Descriptors that arrive with a read belong to the last frame whose first byte lies in that
+ * read; descriptors with a read in which no frame starts, more than lim.max_fds on one frame
+ * (MSG_CTRUNC), a length of 0 or above lim.max_frame are errors (PROTOCOL.md section 1 says why
+ * this is exact). recvmsg uses MSG_CMSG_CLOEXEC | MSG_DONTWAIT. A body buffer grows with the
+ * bytes that actually arrive (at most twice what came, or 64 KiB), never to the announced
+ * length up front. Protocol sockets must not have SO_PASSCRED set (credentials would take the
+ * control-buffer room sized for max_fds descriptors); use td__proto_peercred.
  */
+
+/* The read-ahead buffer of a buffered receiver, allocated on its first read. */
+#define TD__PROTO_RX_BUF (16u * 1024)
+
 typedef struct td__proto_receiver {
     td__proto_limits lim; /* resolved */
+    /* A frame read exactly (exact mode, or a frame longer than the buffer): */
     uint8_t hdr[TD__PROTO_PREFIX];
     uint32_t hdr_got;
     uint32_t body_len;
     uint32_t body_got;
     uint8_t *body;
     size_t cap;
-    int fds[TD__PROTO_FDS_MAX];
+    int fds[TD__PROTO_FDS_MAX]; /* the descriptors of the frame being read, or at lo */
     unsigned nfds;
+    /* Buffered mode: buf[lo, hi) are bytes read and not handed out; a frame starts at lo. A read
+     * happens only when no whole frame is buffered, so at most one partial frame is there before
+     * it and the read's descriptors go to one frame: at most two frames of the buffer hold
+     * descriptors, the one at lo (fds) and one later one starting at at2 (fds2). */
+    bool buffered;
+    bool dry; /* the last read was short: the socket had nothing more then */
+    uint8_t *buf;
+    size_t lo, hi, at2;
+    int fds2[TD__PROTO_FDS_MAX];
+    unsigned nfds2;
     int status;     /* sticky: the first error, after which the stream is unusable */
     bool clean_eof; /* status is TD_ECLOSED from a close between frames */
 } td__proto_receiver;
 
-/* lim: NULL for the defaults; copied. */
+/* An exact receiver. lim: NULL for the defaults; copied. */
 void td__proto_receiver_init(td__proto_receiver *r, const td__proto_limits *lim);
-/* Frees the partial body and closes any descriptors held. No operation on a destroyed one. */
+/* A buffered receiver, for a receiver that lives as long as its connection. */
+void td__proto_receiver_init_buffered(td__proto_receiver *r, const td__proto_limits *lim);
+/* Frees the partial body and the buffer, and closes any descriptors held (those of buffered
+ * frames too). No operation on a destroyed one; init again to reuse it. */
 void td__proto_receiver_destroy(td__proto_receiver *r);
-/* True between frames: nothing of a frame read yet, and no failure other than the peer
- * closing the connection between two frames (so after TD_ECLOSED, idle tells a clean
- * disconnect from one in the middle of a frame). */
+/* True between frames: nothing of an unfinished frame held (a buffered receiver may hold whole
+ * frames), and no failure other than the peer closing the connection between two frames (so
+ * after TD_ECLOSED, idle tells a clean disconnect from one in the middle of a frame). */
 bool td__proto_receiver_idle(const td__proto_receiver *r);
+/* True when td__proto_receiver_step would return without reading the socket: a whole frame is
+ * buffered, or the next buffered length prefix is bad. A caller that stops stepping while this
+ * is true must come back without waiting for the socket, which may stay quiet. */
+bool td__proto_receiver_ready(const td__proto_receiver *r);
 
-/* Reads from sock until a frame is complete or the socket has nothing more. Returns 1 with
- * *out filled (body and descriptors now owned by *out; the receiver is ready for the next
- * frame: call again, more may be waiting), 0 when the socket has no more bytes for now (wait
- * until readable), or a negative code: TD_ECLOSED when the peer closed (between frames: a clean
- * close; inside a frame: the message says how far it got), TD_ELIMIT / TD_EPROTO for a hostile
- * or broken peer, TD_ENOMEM, TD_ESYS. Errors are sticky: later calls return the same code.
- * Every descriptor that arrives and is not handed on in *out is closed before returning. */
+/* Hands out a buffered frame, or reads from sock until a frame is complete or the socket has
+ * nothing more. Returns 1 with *out filled (body and descriptors now owned by *out; call again,
+ * more may be waiting), 0 when there is nothing more for now, or a negative code: TD_ECLOSED
+ * when the peer closed (between frames: a clean close; inside a frame: the message says how far
+ * it got), TD_ELIMIT / TD_EPROTO for a hostile or broken peer, TD_ENOMEM, TD_ESYS. Errors are
+ * sticky: later calls return the same code. Every descriptor that arrives and is not handed on
+ * in *out is closed before returning, or held by the receiver for a buffered frame.
+ * 0 is returned without a further recvmsg after a read that brought fewer bytes than asked
+ * (the socket was empty then, or the read stopped at descriptors): the caller must then wait
+ * with a level-triggered readiness check (poll(2), epoll without EPOLLET, libuv's uv_poll),
+ * which reports bytes that came meanwhile, before calling again. */
 int td__proto_receiver_step(td__proto_receiver *r, int sock, td__proto_frame *out, td_error *err);
 
-/* Receives one whole frame, waiting with poll() (timeout_ms bounds the whole call, -1: none;
- * running out of time is TD_EAGAIN). Whatever the outcome nothing stays open but what *out
- * holds on success. */
+/* Receives one whole frame with an exact receiver, waiting with poll() (timeout_ms bounds the
+ * whole call, -1: none; running out of time is TD_EAGAIN). Never reads a byte of the next
+ * frame. Whatever the outcome nothing stays open but what *out holds on success. */
 int td__proto_recv_frame(int sock, const td__proto_limits *lim, td__proto_frame *out,
                          int timeout_ms, td_error *err);
 
-/* Receives and decodes one message (blocking). On failure nothing is left open or allocated;
- * out->type and out->id are as td__proto_decode leaves them. */
+/* Receives and decodes one message (blocking, exact). On failure nothing is left open or
+ * allocated; out->type and out->id are as td__proto_decode leaves them. */
 int td__proto_recv_msg(int sock, const td__proto_limits *lim, td__proto_msg *out, int timeout_ms,
                        td_error *err);
+
+/* td__proto_recv_msg on a receiver kept for the connection (buffered or exact), decoding with
+ * its limits: takes a buffered frame without a system call, and waits with poll() only when
+ * none is there. After a failure of the stream (not of the message's decoding) r keeps failing
+ * with the same code; the connection should be closed and r destroyed. */
+int td__proto_recv_msg_rx(td__proto_receiver *r, int sock, int timeout_ms, td__proto_msg *out,
+                          td_error *err);
 
 /* ---------------------------------------------------------------------------------------------
  * Metadata outside a message: the typed map of PROTOCOL.md section 3.3 as bytes of its own (the

@@ -3,14 +3,27 @@
  * transfers, EINTR and EAGAIN, and the peer's credentials.
  *
  * Descriptor placement. On a SOCK_STREAM Unix socket the kernel attaches SCM_RIGHTS data to
- * the first skb of the sendmsg() that carried them, and a recvmsg() stops right after the skb
- * that brought descriptors. The sender therefore gives the descriptors to the sendmsg() that
- * carries the frame's first byte, and the receiver never reads past the end of the frame it is
- * reading (the 4-byte length first, then exactly the body). Descriptors can then only arrive
- * with a frame's first bytes; anything else is a broken or hostile peer, and those descriptors
- * are closed at once. (The check is "with the read of the length prefix", not "with byte 0":
- * the kernel glues a descriptor-less skb to the one after it within one read, so byte 0 and
- * bytes 1..3 cannot be told apart reliably, while anything past the prefix always can.)
+ * the first skb of the sendmsg() that carried them. A recvmsg() may glue skbs without
+ * descriptors together, but once it has taken bytes of an skb with descriptors it takes the
+ * descriptors and returns, right after that skb (net/unix/af_unix.c, unix_stream_read_generic:
+ * "if (scm.fp) break;"). Our sender gives a frame's descriptors to the sendmsg() that starts the
+ * frame and carries nothing of another frame (td__proto_send_step sends one frame per
+ * td__proto_out). So the skb with descriptors begins with its frame's first byte, and a read
+ * that brings descriptors ends inside that frame: they belong to the last frame whose first
+ * byte lies in the read, and a read bringing descriptors with no frame start in it comes from
+ * a broken or hostile peer (the descriptors are closed at once, and the stream fails).
+ *
+ * Two ways of reading follow from that rule. An exact receiver reads the 4-byte length, then
+ * exactly the body, never a byte of the next frame (the one-shot td__proto_recv_frame needs
+ * that: it keeps nothing between calls). A buffered receiver reads whatever is waiting, up to
+ * TD__PROTO_RX_BUF bytes, walks the length prefixes to find the frames, and hands them out of
+ * its buffer without reading again; a read happens only when no whole frame is buffered. A
+ * read that returns fewer bytes than asked ends the step with 0 instead of trying again: the
+ * socket was empty (or the read stopped at descriptors), and the caller waits with a
+ * level-triggered readiness check, which reports bytes that came meanwhile. The daemon waits
+ * with libuv's uv_poll, which on Linux is level-triggered epoll: uv__io_poll hands epoll_ctl the
+ * watcher's events as they are, never with EPOLLET. A warm load thus costs the daemon one
+ * recvmsg for the LOAD, and the quiet RELEASE before the next LOAD usually rides in that read.
  *
  * Protocol sockets must not have SO_PASSCRED set: credentials would take control-buffer room
  * meant for descriptors. The daemon learns its peer with SO_PEERCRED (td__proto_peercred).
@@ -181,7 +194,13 @@ void td__proto_receiver_init(td__proto_receiver *r, const td__proto_limits *lim)
     td__proto_limits_resolve(lim, &r->lim);
 }
 
-/* Drops the partial frame: buffer freed, descriptors closed. */
+void td__proto_receiver_init_buffered(td__proto_receiver *r, const td__proto_limits *lim)
+{
+    td__proto_receiver_init(r, lim);
+    r->buffered = true;
+}
+
+/* Drops everything held: the partial body, the buffered bytes, every descriptor. */
 static void td__recv_reset(td__proto_receiver *r)
 {
     free(r->body);
@@ -190,6 +209,12 @@ static void td__recv_reset(td__proto_receiver *r)
     td__close_all(r->fds, r->nfds);
     r->nfds = 0;
     r->hdr_got = r->body_len = r->body_got = 0;
+    free(r->buf);
+    r->buf = NULL;
+    r->lo = r->hi = r->at2 = 0;
+    td__close_all(r->fds2, r->nfds2);
+    r->nfds2 = 0;
+    r->dry = false;
 }
 
 void td__proto_receiver_destroy(td__proto_receiver *r)
@@ -198,9 +223,35 @@ void td__proto_receiver_destroy(td__proto_receiver *r)
         td__recv_reset(r);
 }
 
+static bool td__recv_bad_len(const td__proto_receiver *r, uint32_t len)
+{
+    return len == 0 || len > r->lim.max_frame;
+}
+
 bool td__proto_receiver_idle(const td__proto_receiver *r)
 {
-    return r->hdr_got == 0 && r->nfds == 0 && (!r->status || r->clean_eof);
+    if (r->hdr_got || (r->status && !r->clean_eof))
+        return false;
+    if (!r->buffered)
+        return r->nfds == 0;
+    /* Idle when the buffered bytes are whole frames, however many. */
+    for (size_t p = r->lo; p < r->hi;) {
+        if (r->hi - p < TD__PROTO_PREFIX)
+            return false;
+        uint32_t len = td__le32(r->buf + p);
+        if (td__recv_bad_len(r, len) || r->hi - p - TD__PROTO_PREFIX < len)
+            return false;
+        p += TD__PROTO_PREFIX + (size_t)len;
+    }
+    return true;
+}
+
+bool td__proto_receiver_ready(const td__proto_receiver *r)
+{
+    if (!r->buffered || r->hdr_got || r->status || r->hi - r->lo < TD__PROTO_PREFIX)
+        return false;
+    uint32_t len = td__le32(r->buf + r->lo);
+    return td__recv_bad_len(r, len) || r->hi - r->lo - TD__PROTO_PREFIX >= len;
 }
 
 /* Records a fatal error: the stream cannot be resynchronised, so everything held is dropped. */
@@ -209,6 +260,109 @@ static int td__recv_fail(td__proto_receiver *r, int code)
     td__recv_reset(r);
     r->status = code;
     return code;
+}
+
+static int td__recv_len_error(td__proto_receiver *r, uint32_t len, td_error *err)
+{
+    if (len == 0)
+        return td__err(err, td__recv_fail(r, TD_EPROTO), "receive: frame of length 0");
+    return td__err(err, td__recv_fail(r, TD_ELIMIT), "receive: frame of %u bytes (limit %u)", len,
+                   r->lim.max_frame);
+}
+
+/* Buffered mode, before reading: hands out the frame at lo when it is whole (1), fails on a bad
+ * length prefix, moves a frame longer than the buffer to a body of its own (r->hdr_got is then
+ * set and the rest of it is read exactly), or returns 0: the partial frame at lo needs bytes. */
+static int td__recv_take(td__proto_receiver *r, td__proto_frame *out, td_error *err)
+{
+    size_t have = r->hi - r->lo;
+    if (have < TD__PROTO_PREFIX)
+        return 0;
+    const uint8_t *p = r->buf + r->lo;
+    uint32_t len = td__le32(p);
+    if (td__recv_bad_len(r, len))
+        return td__recv_len_error(r, len, err);
+    size_t got = have - TD__PROTO_PREFIX;
+    if (got >= len) {
+        /* A body of its own, so that a frame owns what it points to whatever the receiver does
+         * next. */
+        uint8_t *body = malloc(len);
+        if (!body)
+            return td__err(err, td__recv_fail(r, TD_ENOMEM),
+                           "receive: out of memory for a %u-byte frame", len);
+        memcpy(body, p + TD__PROTO_PREFIX, len);
+        out->body = body;
+        out->len = len;
+        memcpy(out->fds, r->fds, r->nfds * sizeof(int));
+        out->nfds = r->nfds;
+        r->nfds = 0;
+        r->lo += TD__PROTO_PREFIX + (size_t)len;
+        if (r->nfds2 && r->at2 == r->lo) { /* the later frame with descriptors is next */
+            memcpy(r->fds, r->fds2, r->nfds2 * sizeof(int));
+            r->nfds = r->nfds2;
+            r->nfds2 = 0;
+        }
+        if (r->lo == r->hi)
+            r->lo = r->hi = 0;
+        return 1;
+    }
+    if ((size_t)TD__PROTO_PREFIX + len > TD__PROTO_RX_BUF) {
+        /* Too long to buffer. It is the last frame in the buffer (it is partial), so it holds
+         * the only descriptors there are, in r->fds, which stay its own. */
+        size_t cap = got > TD__RECV_FIRST_CAP ? got : TD__RECV_FIRST_CAP;
+        if (cap > len)
+            cap = len;
+        uint8_t *body = malloc(cap);
+        if (!body)
+            return td__err(err, td__recv_fail(r, TD_ENOMEM),
+                           "receive: out of memory for %zu bytes of a %u-byte frame", cap, len);
+        memcpy(body, p + TD__PROTO_PREFIX, got);
+        memcpy(r->hdr, p, TD__PROTO_PREFIX);
+        r->body = body;
+        r->cap = cap;
+        r->hdr_got = TD__PROTO_PREFIX;
+        r->body_len = len;
+        r->body_got = (uint32_t)got;
+        r->lo = r->hi = 0;
+    }
+    return 0;
+}
+
+/* Buffered mode: the read brought buf[h0, hi) and n descriptors (got[]). They belong to the
+ * last frame whose first byte lies in buf[h0, hi); frame starts are found by walking the length
+ * prefixes from lo (the read happened because the frame at lo was not whole, so every later
+ * start is in the read). Returns 0, or fails, closing got[], when no frame starts there. */
+static int td__recv_attribute(td__proto_receiver *r, size_t h0, int *got, unsigned n, td_error *err)
+{
+    size_t p = r->lo, last = SIZE_MAX;
+    for (;;) {
+        if (p >= h0)
+            last = p;
+        if (r->hi - p < TD__PROTO_PREFIX)
+            break;
+        uint32_t len = td__le32(r->buf + p);
+        /* A bad length fails when it is reached; nothing after it is a frame. */
+        if (td__recv_bad_len(r, len) || r->hi - p - TD__PROTO_PREFIX <= len)
+            break;
+        p += TD__PROTO_PREFIX + (size_t)len;
+    }
+    bool first = last == r->lo; /* the buffer was empty: the frame at lo is new */
+    if (last == SIZE_MAX || (first ? r->nfds : r->nfds2)) {
+        /* (A frame given descriptors twice cannot happen: its first byte is in one read only.) */
+        td__close_all(got, n);
+        return td__err(err, td__recv_fail(r, TD_EPROTO),
+                       "receive: %u descriptors attached at byte %zu of a frame, after its first "
+                       "byte",
+                       n, h0 - r->lo);
+    }
+    memcpy(first ? r->fds : r->fds2, got, n * sizeof(int));
+    if (first) {
+        r->nfds = n;
+    } else {
+        r->nfds2 = n;
+        r->at2 = last;
+    }
+    return 0;
 }
 
 int td__proto_receiver_step(td__proto_receiver *r, int sock, td__proto_frame *out, td_error *err)
@@ -221,9 +375,34 @@ int td__proto_receiver_step(td__proto_receiver *r, int sock, td__proto_frame *ou
         return td__err(err, r->status, "receive: the connection already failed (%s)",
                        td_err_name(r->status));
     for (;;) {
+        bool buffering = r->buffered && r->hdr_got == 0;
+        if (buffering) {
+            int rc = td__recv_take(r, out, err);
+            if (rc)
+                return rc;
+            buffering = r->hdr_got == 0;
+        }
+        /* A short read emptied the socket (or stopped at descriptors): the caller's readiness
+         * check, level-triggered, tells whether more came since, for one system call less. */
+        if (r->dry) {
+            r->dry = false;
+            return 0;
+        }
         uint8_t *dst;
-        size_t want, at; /* at: frame offset of dst */
-        if (r->hdr_got < TD__PROTO_PREFIX) {
+        size_t want, at; /* at: frame offset of dst (buffered: of the frame at lo) */
+        if (buffering) {
+            if (!r->buf && !(r->buf = malloc(TD__PROTO_RX_BUF)))
+                return td__err(err, td__recv_fail(r, TD_ENOMEM),
+                               "receive: out of memory for a %u-byte buffer", TD__PROTO_RX_BUF);
+            if (r->lo) { /* only the partial frame at lo is left: move it to the front */
+                memmove(r->buf, r->buf + r->lo, r->hi - r->lo);
+                r->hi -= r->lo;
+                r->lo = 0;
+            }
+            dst = r->buf + r->hi;
+            want = TD__PROTO_RX_BUF - r->hi; /* > 0: a frame filling the buffer is whole */
+            at = r->hi;
+        } else if (r->hdr_got < TD__PROTO_PREFIX) {
             dst = r->hdr + r->hdr_got;
             want = TD__PROTO_PREFIX - r->hdr_got;
             at = r->hdr_got;
@@ -293,25 +472,27 @@ int td__proto_receiver_step(td__proto_receiver *r, int sock, td__proto_frame *ou
                            "truncated; %u closed)",
                            r->lim.max_fds, ngot + lost);
         }
-        if (ngot + lost) {
-            if (at >= TD__PROTO_PREFIX) {
-                td__close_all(got, ngot);
-                return td__err(err, td__recv_fail(r, TD_EPROTO),
-                               "receive: %u descriptors attached at byte %zu of a frame, past its "
-                               "length prefix",
-                               ngot + lost, at);
-            }
-            if (lost || r->nfds + ngot > r->lim.max_fds) {
-                td__close_all(got, ngot);
-                return td__err(err, td__recv_fail(r, TD_ELIMIT),
-                               "receive: %u descriptors on one frame (limit %u)",
-                               r->nfds + ngot + lost, r->lim.max_fds);
-            }
-            memcpy(r->fds + r->nfds, got, ngot * sizeof(int));
-            r->nfds += ngot;
+        if (lost || ngot > r->lim.max_fds) {
+            td__close_all(got, ngot);
+            return td__err(err, td__recv_fail(r, TD_ELIMIT),
+                           "receive: %u descriptors on one frame (limit %u)", ngot + lost,
+                           r->lim.max_fds);
         }
 
         if (k == 0) {
+            td__close_all(got, ngot); /* none come without bytes; never keep one */
+            bool in_prefix;
+            uint32_t total = TD__PROTO_PREFIX;
+            if (buffering) {
+                at = r->hi - r->lo;
+                in_prefix = at < TD__PROTO_PREFIX;
+                if (!in_prefix)
+                    total += td__le32(r->buf + r->lo);
+            } else {
+                in_prefix = r->hdr_got < TD__PROTO_PREFIX;
+                if (!in_prefix)
+                    total += r->body_len;
+            }
             if (at == 0 && r->nfds == 0) {
                 td__recv_fail(r, TD_ECLOSED);
                 r->clean_eof = true;
@@ -320,21 +501,38 @@ int td__proto_receiver_step(td__proto_receiver *r, int sock, td__proto_frame *ou
             return td__err(err, td__recv_fail(r, TD_ECLOSED),
                            "receive: the peer closed the connection inside a frame (byte %zu of "
                            "%s%u)",
-                           at, r->hdr_got < TD__PROTO_PREFIX ? "the length prefix, " : "",
-                           r->hdr_got < TD__PROTO_PREFIX ? TD__PROTO_PREFIX
-                                                         : TD__PROTO_PREFIX + r->body_len);
+                           at, in_prefix ? "the length prefix, " : "", total);
+        }
+        r->dry = (size_t)k < want;
+
+        if (buffering) {
+            size_t h0 = r->hi;
+            r->hi += (size_t)k;
+            int rc = ngot ? td__recv_attribute(r, h0, got, ngot, err) : 0;
+            if (rc)
+                return rc;
+            continue;
         }
 
+        /* Exact: a frame starts in this read only when it starts at the frame's first byte. */
+        if (ngot) {
+            if (at != 0) {
+                td__close_all(got, ngot);
+                return td__err(err, td__recv_fail(r, TD_EPROTO),
+                               "receive: %u descriptors attached at byte %zu of a frame, after "
+                               "its first byte",
+                               ngot, at);
+            }
+            memcpy(r->fds, got, ngot * sizeof(int));
+            r->nfds = ngot;
+        }
         if (r->hdr_got < TD__PROTO_PREFIX) {
             r->hdr_got += (uint32_t)k;
             if (r->hdr_got < TD__PROTO_PREFIX)
                 continue;
             uint32_t len = td__le32(r->hdr);
-            if (len == 0)
-                return td__err(err, td__recv_fail(r, TD_EPROTO), "receive: frame of length 0");
-            if (len > r->lim.max_frame)
-                return td__err(err, td__recv_fail(r, TD_ELIMIT),
-                               "receive: frame of %u bytes (limit %u)", len, r->lim.max_frame);
+            if (td__recv_bad_len(r, len))
+                return td__recv_len_error(r, len, err);
             r->body_len = len;
             r->body_got = 0;
             continue;
@@ -356,36 +554,46 @@ int td__proto_receiver_step(td__proto_receiver *r, int sock, td__proto_frame *ou
     }
 }
 
+/* Receives one frame on r: a buffered one at once, else waiting with poll() before each read
+ * (a reply is rarely there already: waiting first saves a read that would fail). */
+static int td__recv_frame_on(td__proto_receiver *r, int sock, td__proto_frame *out, int timeout_ms,
+                             td_error *err)
+{
+    int64_t deadline = timeout_ms < 0 ? -1 : td__now_ns() + (int64_t)timeout_ms * 1000000;
+    memset(out, 0, sizeof *out);
+    for (;;) {
+        if (!r->status && !td__proto_receiver_ready(r)) {
+            r->dry = false; /* the wait below says whether bytes came */
+            int rc = td__wait(sock, POLLIN, deadline, err);
+            if (rc < 0)
+                return rc;
+            if (rc == 0)
+                return td__err(err, TD_EAGAIN, "receive: timed out after %d ms", timeout_ms);
+        }
+        int rc = td__proto_receiver_step(r, sock, out, err);
+        if (rc == 1)
+            return 0;
+        if (rc < 0)
+            return rc;
+    }
+}
+
 int td__proto_recv_frame(int sock, const td__proto_limits *lim, td__proto_frame *out,
                          int timeout_ms, td_error *err)
 {
     td__proto_receiver r;
-    int64_t deadline = timeout_ms < 0 ? -1 : td__now_ns() + (int64_t)timeout_ms * 1000000;
-    int rc;
-    memset(out, 0, sizeof *out);
     td__proto_receiver_init(&r, lim);
-    /* A reply is rarely there already: wait first, rather than try a read that would fail. */
-    if ((rc = td__wait(sock, POLLIN, deadline, err)) < 0) {
-        td__proto_receiver_destroy(&r);
-        return rc;
-    }
-    for (;;) {
-        rc = td__proto_receiver_step(&r, sock, out, err);
-        if (rc == 1) {
-            rc = 0;
-            break;
-        }
-        if (rc < 0)
-            break;
-        rc = td__wait(sock, POLLIN, deadline, err);
-        if (rc < 0)
-            break;
-        if (rc == 0) {
-            rc = td__err(err, TD_EAGAIN, "receive: timed out after %d ms", timeout_ms);
-            break;
-        }
-    }
+    int rc = td__recv_frame_on(&r, sock, out, timeout_ms, err);
     td__proto_receiver_destroy(&r);
+    return rc;
+}
+
+/* Decodes a received frame into *out; nothing is left open or allocated on failure. */
+static int td__recv_decode(td__proto_frame *f, const td__proto_limits *lim, td__proto_msg *out,
+                           td_error *err)
+{
+    int rc = td__proto_decode_frame(f, lim, out, err);
+    td__proto_frame_destroy(f); /* closes the descriptors a failed decode left */
     return rc;
 }
 
@@ -395,11 +603,16 @@ int td__proto_recv_msg(int sock, const td__proto_limits *lim, td__proto_msg *out
     td__proto_frame f;
     memset(out, 0, sizeof *out);
     int rc = td__proto_recv_frame(sock, lim, &f, timeout_ms, err);
-    if (rc)
-        return rc;
-    rc = td__proto_decode_frame(&f, lim, out, err);
-    td__proto_frame_destroy(&f); /* closes the descriptors a failed decode left */
-    return rc;
+    return rc ? rc : td__recv_decode(&f, lim, out, err);
+}
+
+int td__proto_recv_msg_rx(td__proto_receiver *r, int sock, int timeout_ms, td__proto_msg *out,
+                          td_error *err)
+{
+    td__proto_frame f;
+    memset(out, 0, sizeof *out);
+    int rc = td__recv_frame_on(r, sock, &f, timeout_ms, err);
+    return rc ? rc : td__recv_decode(&f, &r->lim, out, err);
 }
 
 /* ---------------------------------------------------------------------------------------------

@@ -9,14 +9,21 @@
  *                       of frames, descriptors on the first byte), each frame decoded
  *                   3 = td__proto_decode with small limits (depth 6, 64 objects, 32-byte
  *                       strings, 16 elements, 2 descriptors)
- *   bits 4-7  unused (kept in the input so that the fuzzer can flip them harmlessly)
+ *   bits 4-7  path 2 only (the other paths ignore them):
+ *     bit 4     the receiver is buffered (td__proto_receiver_init_buffered), not exact
+ *     bits 5-6  the sender's calls: 0 = one sendmsg; 1, 2, 3 = pieces of 1, 7 or 61 bytes, a
+ *               sendmsg each (the first 64 pieces; the rest in one), descriptors on the first
+ *     bit 7     the receiver steps after every piece, not only once everything is sent
  *
  * Oracles, besides the sanitizers:
  *   - no descriptor survives an input: every descriptor number the target made is closed when
  *     it returns (fcntl says EBADF), on success and on failure;
  *   - a message that decodes re-encodes, and encode(decode(encode(m))) == encode(m) byte for
  *     byte (the decoder accepts only what the encoder can say, and says it one way);
- *   - failures return a negative TD_E* code and a message, never TD_ENOMEM for small inputs.
+ *   - failures return a negative TD_E* code and a message, never TD_ENOMEM for small inputs;
+ *   - path 2: the frames handed out are the input's frames, in order, byte for byte, and a
+ *     receiver asked again and again after the peer closed gets to the close (at most two 0s
+ *     in a row: short reads).
  *
  * TD_FUZZ_WRITE_CORPUS=DIR writes the seed corpus (valid frames of every message type, for
  * each path) into DIR and exits; tests/fuzz/corpus_proto was made that way.
@@ -103,57 +110,109 @@ static void decode_one(const uint8_t *p, size_t n, int framed, unsigned nfds,
     check_closed(made, nfds);
 }
 
-static void through_socket(const uint8_t *p, size_t n, unsigned nfds)
-{
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv))
-        die("socketpair", NULL);
-    int made[4];
-    for (unsigned i = 0; i < nfds; i++)
-        made[i] = fcntl(g_null, F_DUPFD_CLOEXEC, 0);
-    if (n) {
-        struct iovec iov = {(void *)p, n};
-        union {
-            struct cmsghdr h;
-            char b[CMSG_SPACE(sizeof(int) * 4)];
-        } cm;
-        struct msghdr mh = {0};
-        mh.msg_iov = &iov;
-        mh.msg_iovlen = 1;
-        if (nfds) {
-            memset(&cm, 0, sizeof cm);
-            mh.msg_control = cm.b;
-            mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-            struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-            c->cmsg_level = SOL_SOCKET;
-            c->cmsg_type = SCM_RIGHTS;
-            c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-            memcpy(CMSG_DATA(c), made, sizeof(int) * nfds);
-        }
-        if (sendmsg(sv[0], &mh, MSG_NOSIGNAL) != (ssize_t)n)
-            die("sendmsg", NULL);
-    }
-    for (unsigned i = 0; i < nfds; i++)
-        close(made[i]);
-    close(sv[0]);
-
+/* Path 2's receiving side: the frames so far must be the input's, byte for byte. */
+typedef struct stream {
     td__proto_receiver r;
-    td__proto_receiver_init(&r, NULL);
+    int sock;
+    const uint8_t *p; /* the input */
+    size_t n, off;    /* off: where the next frame starts in it */
+    int failed;       /* the receiver returned an error */
+    int frames;
+} stream;
+
+/* Steps until the receiver says 0 (or fails, or 64 frames came). Returns the last step's code
+ * (1 when it stopped at 64 frames). */
+static int stream_take(stream *st)
+{
     td_error err = {0};
-    for (int frames = 0; frames < 64; frames++) {
+    while (!st->failed && st->frames < 64) {
         td__proto_frame f;
-        int rc = td__proto_receiver_step(&r, sv[1], &f, &err);
-        if (rc < 0)
-            break;
+        int rc = td__proto_receiver_step(&st->r, st->sock, &f, &err);
+        if (rc < 0) {
+            if (!err.message[0])
+                die("receiver failure without a message", NULL);
+            st->failed = 1;
+            return rc;
+        }
         if (rc == 0)
-            die("receiver wants more from a closed peer", NULL);
+            return 0;
+        st->frames++;
+        if (st->off + TD__PROTO_PREFIX + f.len > st->n || td__le32(st->p + st->off) != f.len ||
+            memcmp(st->p + st->off + TD__PROTO_PREFIX, f.body, f.len) != 0)
+            die("a frame handed out is not the input's next frame", NULL);
+        st->off += TD__PROTO_PREFIX + f.len;
         td__proto_msg m;
         rc = td__proto_decode_frame(&f, NULL, &m, &err);
         if (!rc)
             roundtrip(&m);
         td__proto_frame_destroy(&f);
     }
-    td__proto_receiver_destroy(&r);
+    return 1;
+}
+
+static void send_piece(int sock, const uint8_t *p, size_t n, const int *fds, unsigned nfds)
+{
+    struct iovec iov = {(void *)p, n};
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(sizeof(int) * 4)];
+    } cm;
+    struct msghdr mh = {0};
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    if (nfds) {
+        memset(&cm, 0, sizeof cm);
+        mh.msg_control = cm.b;
+        mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+    }
+    if (sendmsg(sock, &mh, MSG_NOSIGNAL) != (ssize_t)n)
+        die("sendmsg", NULL);
+}
+
+static void through_socket(const uint8_t *p, size_t n, unsigned nfds, uint8_t ctl)
+{
+    static const size_t pieces[4] = {0, 1, 7, 61};
+    size_t piece = pieces[(ctl >> 5) & 3];
+    int interleave = (ctl >> 7) & 1;
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv))
+        die("socketpair", NULL);
+    int made[4];
+    for (unsigned i = 0; i < nfds; i++)
+        made[i] = fcntl(g_null, F_DUPFD_CLOEXEC, 0);
+    stream st = {.sock = sv[1], .p = p, .n = n};
+    if (ctl & 0x10)
+        td__proto_receiver_init_buffered(&st.r, NULL);
+    else
+        td__proto_receiver_init(&st.r, NULL);
+    /* At most 64 small pieces and the rest: the socket holds them all (16 KiB of input). */
+    for (size_t at = 0, k = 0; at < n; k++) {
+        size_t m = piece && k < 64 && n - at > piece ? piece : n - at;
+        send_piece(sv[0], p + at, m, made, at ? 0 : nfds);
+        at += m;
+        if (interleave)
+            stream_take(&st);
+    }
+    for (unsigned i = 0; i < nfds; i++)
+        close(made[i]);
+    close(sv[0]);
+
+    /* The peer is gone: each call must make progress, but for the 0 a short read gives (one
+     * read may stop at the descriptors, the next bring the rest; the one after sees the end). */
+    int zeros = 0;
+    while (!st.failed && st.frames < 64) {
+        int before = st.frames;
+        int rc = stream_take(&st);
+        zeros = rc == 0 && st.frames == before ? zeros + 1 : 0;
+        if (zeros > 2)
+            die("receiver wants more from a closed peer", NULL);
+    }
+    td__proto_receiver_destroy(&st.r);
     close(sv[1]);
     check_closed(made, nfds);
     check_closed(sv, 2);
@@ -181,7 +240,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         decode_one(data, size, 0, nfds, NULL);
         break;
     case 2:
-        through_socket(data, size, nfds);
+        through_socket(data, size, nfds, ctl);
         break;
     default:
         decode_one(data, size, 0, nfds > 2 ? 2 : nfds, &small);
@@ -376,6 +435,12 @@ static void make_corpus(const char *dir)
     three.buf = buf;
     three.len = len;
     write_seed(dir, "stream_pipelined", 2 << 2 | 1, &three, 0);
+    /* The same stream to a buffered receiver (bit 4): in one call, a byte per call received as
+     * it comes, 7-byte calls all sent first; and to an exact one in 61-byte calls. */
+    write_seed(dir, "stream_pipelined_buffered", 0x10 | 2 << 2 | 1, &three, 0);
+    write_seed(dir, "stream_pipelined_buffered_bytes", 0x80 | 0x20 | 0x10 | 2 << 2 | 1, &three, 0);
+    write_seed(dir, "stream_pipelined_buffered_7", 0x40 | 0x10 | 2 << 2 | 1, &three, 0);
+    write_seed(dir, "stream_pipelined_exact_61", 0x80 | 0x60 | 2 << 2 | 1, &three, 0);
     free(buf);
     td__table_destroy(&t);
 }

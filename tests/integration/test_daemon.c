@@ -1,9 +1,11 @@
 /*
  * test_daemon.c - a real tensord process on a temporary socket, and real client processes
  * (fork) loading through it: shared decoded bytes, one decode for many clients, restarts,
- * replaced files, snapshot mode, and misbehaving clients.
+ * replaced files, snapshot mode, misbehaving clients, and requests pipelined on a connection.
  */
 #include "client.h"
+#include "proto.h"
+#include "remote.h"
 #include "testutil.h"
 
 #include <errno.h>
@@ -390,6 +392,102 @@ START_TEST(test_hostile_clients)
     ck_assert_int_eq(after, base);
     TU_OK(td_load(path, &opt, &d, NULL, &err), &err);
     td_dict_free(d);
+}
+END_TEST
+
+/* PINGs id first.. first + n - 1 (data = id * 3), encoded back to back into one buffer. */
+static uint8_t *encode_pings(uint32_t first, uint32_t n, size_t *len)
+{
+    uint8_t *buf = NULL;
+    size_t used = 0;
+    td_error err = {0};
+    for (uint32_t i = 0; i < n; i++) {
+        td__proto_msg m;
+        td__proto_msg_init(&m, TD__PROTO_PING, first + i);
+        m.u.ping.data = (uint64_t)(first + i) * 3;
+        td__proto_out o;
+        TU_OK(td__proto_encode(&m, NULL, &o, &err), &err);
+        buf = realloc(buf, used + o.len);
+        ck_assert_ptr_nonnull(buf);
+        memcpy(buf + used, o.buf, o.len);
+        used += o.len;
+        td__proto_out_destroy(&o);
+    }
+    *len = used;
+    return buf;
+}
+
+/* Reads the PONGs of PINGs first.. first + n - 1, in order. */
+static void expect_pongs(td__proto_receiver *rx, int s, uint32_t first, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        td__proto_msg r;
+        td_error err = {0};
+        int rc = td__proto_recv_msg_rx(rx, s, 10000, &r, &err);
+        ck_assert_msg(rc == 0, "PONG %u of %u: %s", i, n, err.message);
+        ck_assert_uint_eq(r.type, TD__PROTO_PONG);
+        ck_assert_uint_eq(r.id, first + i);
+        ck_assert_uint_eq(r.u.ping.data, (uint64_t)(first + i) * 3);
+        td__proto_msg_destroy(&r);
+    }
+}
+
+typedef struct ping_writer {
+    int s;
+    const uint8_t *buf;
+    size_t len;
+} ping_writer;
+
+static void *ping_writer_thread(void *arg)
+{
+    ping_writer *w = arg;
+    for (size_t at = 0; at < w->len;) {
+        ssize_t k = write(w->s, w->buf + at, w->len - at < 4096 ? w->len - at : 4096);
+        if (k <= 0)
+            return (void *)1;
+        at += (size_t)k;
+    }
+    return NULL;
+}
+
+/* Requests pipelined on one connection are all answered, in order. 40 PINGs in one write: the
+ * daemon reads them with one recvmsg and answers 16 per turn of its loop, the rest out of its
+ * read buffer while the socket has nothing more. Then 20,000 PINGs written by a thread while
+ * this one starts reading late: the replies back up, the daemon stops reading with requests
+ * buffered, and goes on once the replies drain. */
+START_TEST(test_pipelined_requests)
+{
+    start_daemon(NULL);
+    int s = raw_connect();
+    td_error err = {0};
+    TU_OK(td__remote_hello(s, &err), &err);
+    td__proto_receiver rx;
+    td__proto_receiver_init_buffered(&rx, NULL);
+    td__proto_msg r;
+    TU_OK(td__proto_recv_msg_rx(&rx, s, 5000, &r, &err), &err);
+    ck_assert_uint_eq(r.type, TD__PROTO_HELLO_OK);
+    td__proto_msg_destroy(&r);
+
+    size_t len;
+    uint8_t *buf = encode_pings(100, 40, &len);
+    ck_assert_uint_lt(len, TD__PROTO_RX_BUF);
+    ck_assert_int_eq(write(s, buf, len), (ssize_t)len);
+    free(buf);
+    expect_pongs(&rx, s, 100, 40);
+
+    const uint32_t many = 20000;
+    buf = encode_pings(1000, many, &len);
+    ping_writer w = {s, buf, len};
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, ping_writer_thread, &w), 0);
+    usleep(300000);
+    expect_pongs(&rx, s, 1000, many);
+    void *wrc;
+    pthread_join(th, &wrc);
+    ck_assert_ptr_null(wrc);
+    free(buf);
+    td__proto_receiver_destroy(&rx);
+    close(s);
 }
 END_TEST
 
@@ -830,6 +928,7 @@ int main(void)
     tcase_add_test(tc, test_replaced_file);
     tcase_add_test(tc, test_snapshot_truncate);
     tcase_add_test(tc, test_hostile_clients);
+    tcase_add_test(tc, test_pipelined_requests);
     tcase_add_test(tc, test_modes_agree);
     tcase_add_test(tc, test_reload_and_pin);
     tcase_add_test(tc, test_client_connection);

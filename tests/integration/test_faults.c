@@ -618,15 +618,25 @@ START_TEST(test_client_faults)
         td__proto_out_destroy(&o);
         ck_assert_int_eq(wait_closed(s, 2000), 0);
         close(s);
-        /* A descriptor on byte 6 of a frame (inside the body), and one on a PING. */
+        /* A descriptor on a byte well inside a frame, and one on a PING. The frame is longer
+         * than the daemon's read buffer and the descriptor rides on byte 17000, so no read that
+         * brings it can hold the frame's first byte. (On an early byte, the frame's first bytes
+         * may be read together with it, and it then counts as the frame's, as anywhere in one
+         * read that starts the frame: PROTOCOL.md section 1.) */
         s = raw_connect();
         ck_assert_int_eq(hello(s), 0);
         int f = open(npz_stored, O_RDONLY | O_CLOEXEC);
+        static char long_name[20001];
+        memset(long_name, 'x', sizeof long_name - 1);
         msg_load(&m, 2, f, 0);
+        m.u.load.name = long_name;
         encode(&m, &o);
-        /* (Within the 4-byte length prefix descriptors are accepted: see proto_wire.c.) */
-        ck_assert_int_eq(send_fds(s, o.buf, 6, NULL, 0), 6);
-        ck_assert_int_eq(send_fds(s, o.buf + 6, o.len - 6, &f, 1), (ssize_t)o.len - 6);
+        const size_t fd_at = 17000;
+        ck_assert_uint_gt(fd_at, TD__PROTO_RX_BUF);
+        ck_assert_uint_gt(o.len, fd_at);
+        ck_assert_int_eq(send_fds(s, o.buf, fd_at, NULL, 0), (ssize_t)fd_at);
+        ck_assert_int_eq(send_fds(s, o.buf + fd_at, o.len - fd_at, &f, 1),
+                         (ssize_t)(o.len - fd_at));
         td__proto_out_destroy(&o);
         ck_assert_int_eq(wait_closed(s, 2000), 0);
         close(s);

@@ -3,7 +3,10 @@
  * back to the same struct, a 100,000-tensor table, metadata of every type (nested arrays too),
  * descriptors over real socketpairs (LOAD's file, LOAD_OK's regions), the incremental receiver
  * fed a byte at a time and interleaved with a partial sender, back-to-back frames keeping their
- * own descriptors, timeouts, SO_PEERCRED and version negotiation. Descriptor counts are
+ * own descriptors; the buffered receiver taking many frames from one read (descriptors given to
+ * the right frame, frames straddling the buffer's end or longer than it, a byte at a time, the
+ * end of the stream) and td__proto_recv_msg_rx; the exact one-shot receive leaving the next
+ * frame in the socket; timeouts, SO_PEERCRED and version negotiation. Descriptor counts are
  * compared before and after every test.
  */
 #include "common.h"
@@ -13,6 +16,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -762,6 +766,400 @@ START_TEST(test_back_to_back_frames_keep_their_fds)
 }
 END_TEST
 
+/* ---------------------------------------------------------------------------------------------
+ * Buffered receivers. The frames are raw bodies (a receiver does not decode): body byte i of
+ * frame k is k * 31 + i (mod 256), so that a body cut or shifted shows, and frame k's
+ * descriptors are memfds tagged 10 * k + j.
+ */
+
+typedef struct rx_spec {
+    uint32_t len;  /* body bytes */
+    unsigned nfds; /* descriptors on the frame (at most 4) */
+} rx_spec;
+
+typedef struct rx_run {
+    td__proto_receiver r;
+    int sv[2]; /* sv[0] sends, sv[1] receives */
+    const rx_spec *specs;
+    size_t n;
+    int (*fds)[4];   /* the descriptors sent with each frame (the sender's copies) */
+    size_t next;     /* frames received so far */
+    int from_buffer; /* frames handed out without a read (td__proto_receiver_ready before) */
+} rx_run;
+
+static void rx_run_init(rx_run *x, const rx_spec *specs, size_t n, const td__proto_limits *lim)
+{
+    memset(x, 0, sizeof *x);
+    /* A blocking pair: the sender uses MSG_DONTWAIT itself, the receiver always does. */
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, x->sv), 0);
+    td__proto_receiver_init_buffered(&x->r, lim);
+    x->specs = specs;
+    x->n = n;
+    x->fds = calloc(n, sizeof *x->fds);
+    for (size_t k = 0; k < n; k++) {
+        ck_assert_uint_le(specs[k].nfds, 4);
+        for (unsigned j = 0; j < specs[k].nfds; j++)
+            x->fds[k][j] = make_region(64, (int)(10 * k + j));
+    }
+}
+
+static void rx_run_destroy(rx_run *x)
+{
+    for (size_t k = 0; k < x->n; k++)
+        for (unsigned j = 0; j < x->specs[k].nfds; j++)
+            close(x->fds[k][j]);
+    free(x->fds);
+    td__proto_receiver_destroy(&x->r);
+    close(x->sv[0]);
+    close(x->sv[1]);
+}
+
+/* Frame k with its prefix, malloc'd. */
+static uint8_t *rx_frame_bytes(uint32_t len, size_t k)
+{
+    uint8_t *p = malloc(TD__PROTO_PREFIX + (size_t)len);
+    ck_assert_ptr_nonnull(p);
+    td__put32(p, len);
+    for (uint32_t i = 0; i < len; i++)
+        p[TD__PROTO_PREFIX + i] = (uint8_t)(k * 31 + i);
+    return p;
+}
+
+/* Receives every frame there is now, checking each against its spec: body, and descriptors of
+ * the same files in the same order. A step's 0 ends it only once poll() says the socket has
+ * nothing either (a short read ends a step without looking further). */
+static void rx_drain(rx_run *x)
+{
+    for (;;) {
+        bool ready = td__proto_receiver_ready(&x->r);
+        td__proto_frame f;
+        td_error err = {0};
+        int rc = td__proto_receiver_step(&x->r, x->sv[1], &f, &err);
+        ck_assert_msg(rc >= 0, "at frame %zu: %s", x->next, err.message);
+        if (rc == 0) {
+            ck_assert(!ready);
+            struct pollfd p = {x->sv[1], POLLIN, 0};
+            if (poll(&p, 1, 0) > 0)
+                continue;
+            return;
+        }
+        size_t k = x->next++;
+        ck_assert_uint_lt(k, x->n);
+        x->from_buffer += ready;
+        ck_assert_uint_eq(f.len, x->specs[k].len);
+        for (uint32_t i = 0; i < f.len; i++)
+            if (f.body[i] != (uint8_t)(k * 31 + i))
+                ck_abort_msg("frame %zu: body byte %u is %u", k, i, f.body[i]);
+        ck_assert_msg(f.nfds == x->specs[k].nfds, "frame %zu: %u descriptors, sent %u", k, f.nfds,
+                      x->specs[k].nfds);
+        for (unsigned j = 0; j < f.nfds; j++) {
+            assert_same_file(x->fds[k][j], f.fds[j]);
+            assert_cloexec(f.fds[j]);
+        }
+        td__proto_frame_destroy(&f);
+    }
+}
+
+/* Sends p[0..n) with nfds descriptors on the first call that moves a byte, waiting for the
+ * receiver (rx_drain) when the socket is full. */
+static void rx_send(rx_run *x, const uint8_t *p, size_t n, const int *fds, unsigned nfds)
+{
+    while (n) {
+        struct iovec iov = {(void *)p, n};
+        union {
+            struct cmsghdr h;
+            char b[CMSG_SPACE(sizeof(int) * 4)];
+        } cm;
+        struct msghdr mh = {0};
+        mh.msg_iov = &iov;
+        mh.msg_iovlen = 1;
+        if (nfds) {
+            memset(&cm, 0, sizeof cm);
+            mh.msg_control = cm.b;
+            mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+            struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+            c->cmsg_level = SOL_SOCKET;
+            c->cmsg_type = SCM_RIGHTS;
+            c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+            memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+        }
+        ssize_t k = sendmsg(x->sv[0], &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (k < 0) {
+            ck_assert_msg(errno == EAGAIN || errno == EINTR, "sendmsg: %s", strerror(errno));
+            rx_drain(x);
+            continue;
+        }
+        p += k;
+        n -= (size_t)k;
+        nfds = 0;
+    }
+}
+
+/* Sends every frame, in pieces of `piece` bytes (0: whole), each piece a sendmsg of its own and
+ * the descriptors on the first; receives after every piece when `interleave`, else at the end
+ * (and whenever the socket is full). With interleave, a frame must come exactly with its last
+ * byte. */
+static void rx_run_all(rx_run *x, size_t piece, int interleave)
+{
+    for (size_t k = 0; k < x->n; k++) {
+        uint32_t len = x->specs[k].len;
+        size_t total = TD__PROTO_PREFIX + (size_t)len;
+        uint8_t *p = rx_frame_bytes(len, k);
+        size_t step = piece ? piece : total;
+        for (size_t at = 0; at < total; at += step) {
+            size_t m = total - at < step ? total - at : step;
+            rx_send(x, p + at, m, x->fds[k], at ? 0 : x->specs[k].nfds);
+            if (interleave) {
+                rx_drain(x);
+                ck_assert_uint_eq(x->next, at + m == total ? k + 1 : k);
+            }
+        }
+        free(p);
+    }
+    rx_drain(x);
+    ck_assert_uint_eq(x->next, x->n);
+    ck_assert(td__proto_receiver_idle(&x->r));
+}
+
+/* Frames written back to back (a sendmsg each, some with descriptors) before the receiver
+ * reads: each frame gets exactly its own descriptors, in order, and frames are handed out of the
+ * buffer without a read of their own. */
+START_TEST(test_buffered_frames_keep_their_fds)
+{
+    int fds0 = tu_count_fds();
+    static const rx_spec specs[] = {{20, 1}, {5, 0},  {7, 0}, {30, 2}, {1, 0},  {2, 0},
+                                    {3, 0},  {40, 1}, {9, 0}, {11, 3}, {4, 0},  {6, 4},
+                                    {8, 1},  {8, 1},  {8, 0}, {8, 0},  {100, 0}};
+    rx_run x;
+    rx_run_init(&x, specs, sizeof specs / sizeof specs[0], NULL);
+    rx_run_all(&x, 0, 0);
+    /* Reads stop at each frame with descriptors: 8 of them, so at most 8 reads for 17 frames. */
+    ck_assert_int_ge(x.from_buffer, (int)(sizeof specs / sizeof specs[0]) - 8);
+    rx_run_destroy(&x);
+    ck_assert_int_eq(tu_count_fds(), fds0);
+}
+END_TEST
+
+/* A frame with descriptors right after one without, both waiting: one read brings both, and
+ * the descriptors go to the second. */
+START_TEST(test_buffered_fds_go_to_the_later_frame)
+{
+    int fds0 = tu_count_fds();
+    static const rx_spec specs[] = {{12, 0}, {12, 2}};
+    rx_run x;
+    rx_run_init(&x, specs, 2, NULL);
+    for (size_t k = 0; k < 2; k++) {
+        uint8_t *p = rx_frame_bytes(specs[k].len, k);
+        rx_send(&x, p, TD__PROTO_PREFIX + specs[k].len, x.fds[k], specs[k].nfds);
+        free(p);
+    }
+    td__proto_frame f;
+    td_error err = {0};
+    ck_assert_int_eq(td__proto_receiver_step(&x.r, x.sv[1], &f, &err), 1);
+    ck_assert_uint_eq(f.nfds, 0);
+    td__proto_frame_destroy(&f);
+    ck_assert(td__proto_receiver_ready(&x.r)); /* the second came with the same read */
+    x.next = 1;
+    rx_drain(&x);
+    ck_assert_uint_eq(x.next, 2);
+    rx_run_destroy(&x);
+    ck_assert_int_eq(tu_count_fds(), fds0);
+}
+END_TEST
+
+/* Frames that straddle the end of the buffer (a length prefix too), one exactly as long as the
+ * buffer, one a byte longer, one three times longer (read exactly, into a body of their own),
+ * with and without descriptors. */
+START_TEST(test_buffered_straddling_and_long_frames)
+{
+    int fds0 = tu_count_fds();
+    const uint32_t B = TD__PROTO_RX_BUF;
+    rx_spec specs[40];
+    size_t n = 0;
+    specs[n++] = (rx_spec){B - 6, 0}; /* the next prefix starts 2 bytes before the end */
+    specs[n++] = (rx_spec){100, 1};
+    for (unsigned k = 0; k < 30; k++)
+        specs[n++] = (rx_spec){700 + 13 * k, k % 4 == 0};
+    specs[n++] = (rx_spec){1, 0};
+    rx_run x;
+    rx_run_init(&x, specs, n, NULL);
+    rx_run_all(&x, 0, 0);
+    ck_assert_int_gt(x.from_buffer, 10);
+    rx_run_destroy(&x);
+
+    n = 0;
+    specs[n++] = (rx_spec){B - TD__PROTO_PREFIX, 0}; /* exactly the buffer */
+    specs[n++] = (rx_spec){B - TD__PROTO_PREFIX + 1, 2};
+    specs[n++] = (rx_spec){3 * B, 1};
+    specs[n++] = (rx_spec){10, 1};
+    specs[n++] = (rx_spec){2 * B + 5, 0};
+    specs[n++] = (rx_spec){3, 0};
+    rx_run_init(&x, specs, n, NULL);
+    rx_run_all(&x, 0, 0);
+    rx_run_destroy(&x);
+    /* The same, received as the bytes come, in 1000-byte pieces. */
+    rx_run_init(&x, specs, n, NULL);
+    rx_run_all(&x, 1000, 1);
+    rx_run_destroy(&x);
+    ck_assert_int_eq(tu_count_fds(), fds0);
+}
+END_TEST
+
+/* One byte per sendmsg: received as each byte comes (a frame exactly with its last byte), and
+ * all of them waiting before the first read. */
+START_TEST(test_buffered_byte_at_a_time)
+{
+    int fds0 = tu_count_fds();
+    static const rx_spec specs[] = {{3, 1}, {1, 0}, {9, 2}, {2, 0}, {5, 0}, {4, 1}, {30, 0}};
+    for (int interleave = 1; interleave >= 0; interleave--) {
+        rx_run x;
+        rx_run_init(&x, specs, sizeof specs / sizeof specs[0], NULL);
+        rx_run_all(&x, 1, interleave);
+        rx_run_destroy(&x);
+    }
+    ck_assert_int_eq(tu_count_fds(), fds0);
+}
+END_TEST
+
+/* The end of the stream: between frames a clean close (idle), inside one not, whether the
+ * frame's start came with the read that saw the close or before. */
+START_TEST(test_buffered_eof)
+{
+    int fds0 = tu_count_fds();
+    static const rx_spec specs[] = {{10, 1}, {20, 0}};
+    for (int cut = 0; cut < 4; cut++) {
+        /* cut 0: two whole frames; 1: the second's first 2 bytes; 2: its prefix and 5 bytes;
+         * 3: like 2, received before the close. */
+        rx_run x;
+        rx_run_init(&x, specs, 2, NULL);
+        uint8_t *p = rx_frame_bytes(specs[0].len, 0);
+        rx_send(&x, p, TD__PROTO_PREFIX + specs[0].len, x.fds[0], 1);
+        free(p);
+        p = rx_frame_bytes(specs[1].len, 1);
+        size_t m = cut == 0 ? TD__PROTO_PREFIX + specs[1].len : cut == 1 ? 2 : 9;
+        rx_send(&x, p, m, NULL, 0);
+        free(p);
+        if (cut == 3)
+            rx_drain(&x);
+        shutdown(x.sv[0], SHUT_WR);
+        td__proto_frame f;
+        td_error err = {0};
+        int rc, frames = 0, zeros = 0;
+        while ((rc = td__proto_receiver_step(&x.r, x.sv[1], &f, &err)) >= 0) {
+            if (rc == 1) {
+                frames++;
+                td__proto_frame_destroy(&f);
+            } else {
+                ck_assert_int_lt(++zeros, 3);
+            }
+        }
+        ck_assert_int_eq(rc, TD_ECLOSED);
+        ck_assert_int_eq(frames + (cut == 3), cut == 0 ? 2 : 1);
+        if (cut == 0) {
+            ck_assert(td__proto_receiver_idle(&x.r));
+        } else {
+            ck_assert(!td__proto_receiver_idle(&x.r));
+            ck_assert_ptr_nonnull(strstr(err.message, "inside a frame"));
+            ck_assert_ptr_nonnull(strstr(err.message, cut == 1 ? "length prefix" : "of 24"));
+        }
+        ck_assert_int_eq(td__proto_receiver_step(&x.r, x.sv[1], &f, &err), TD_ECLOSED);
+        rx_run_destroy(&x);
+    }
+    ck_assert_int_eq(tu_count_fds(), fds0);
+}
+END_TEST
+
+/* td__proto_recv_msg (an exact receiver on the stack) never takes a byte of the next frame,
+ * even when both came in one write: what it leaves in the socket is the second frame, whole. */
+START_TEST(test_exact_recv_leaves_the_next_frame)
+{
+    int fds0 = tu_count_fds();
+    td_error err = {0};
+    int sv[2];
+    socketpair_nb(sv);
+    td__proto_out o[2];
+    uint8_t both[256];
+    size_t n = 0;
+    for (int i = 0; i < 2; i++) {
+        td__proto_msg m;
+        td__proto_msg_init(&m, TD__PROTO_PING, (uint32_t)(i + 1));
+        m.u.ping.data = 1000u + (uint32_t)i;
+        TU_OK(td__proto_encode(&m, NULL, &o[i], &err), &err);
+        ck_assert_uint_le(n + o[i].len, sizeof both);
+        memcpy(both + n, o[i].buf, o[i].len);
+        n += o[i].len;
+    }
+    ck_assert_int_eq(write(sv[0], both, n), (ssize_t)n);
+    td__proto_msg b;
+    TU_OK(td__proto_recv_msg(sv[1], NULL, &b, 1000, &err), &err);
+    ck_assert_uint_eq(b.id, 1);
+    td__proto_msg_destroy(&b);
+    uint8_t rest[256];
+    ck_assert_int_eq(recv(sv[1], rest, sizeof rest, MSG_DONTWAIT), (ssize_t)o[1].len);
+    ck_assert_mem_eq(rest, o[1].buf, o[1].len);
+    td__proto_out_destroy(&o[0]);
+    td__proto_out_destroy(&o[1]);
+    close(sv[0]);
+    close(sv[1]);
+    ck_assert_int_eq(tu_count_fds(), fds0);
+}
+END_TEST
+
+/* td__proto_recv_msg_rx on a buffered receiver: pipelined replies come with one read, and the
+ * later ones are taken from the buffer without touching the socket (it is passed as -1). */
+START_TEST(test_recv_msg_rx)
+{
+    int fds0 = tu_count_fds();
+    td_error err = {0};
+    int sv[2];
+    socketpair_nb(sv);
+    int file = make_region(64, 5);
+    for (uint32_t i = 1; i <= 3; i++) {
+        td__proto_msg m;
+        td__proto_msg_init(&m, i == 2 ? TD__PROTO_LOAD : TD__PROTO_PING, i);
+        if (i == 2)
+            m.u.load.fd = file;
+        TU_OK(td__proto_send_msg(sv[0], &m, NULL, 1000, &err), &err);
+    }
+    td__proto_receiver r;
+    td__proto_receiver_init_buffered(&r, NULL);
+    td__proto_msg b;
+    TU_OK(td__proto_recv_msg_rx(&r, sv[1], 1000, &b, &err), &err);
+    ck_assert_uint_eq(b.id, 1);
+    td__proto_msg_destroy(&b);
+    /* The read stopped at the LOAD's descriptor: PING 1 and the LOAD are held. */
+    ck_assert(td__proto_receiver_ready(&r));
+    TU_OK(td__proto_recv_msg_rx(&r, -1, 0, &b, &err), &err);
+    ck_assert_uint_eq(b.type, TD__PROTO_LOAD);
+    assert_same_file(file, b.u.load.fd);
+    td__proto_msg_destroy(&b);
+    ck_assert(!td__proto_receiver_ready(&r));
+    TU_OK(td__proto_recv_msg_rx(&r, sv[1], 1000, &b, &err), &err);
+    ck_assert_uint_eq(b.id, 3);
+    td__proto_msg_destroy(&b);
+    /* Nothing more: the wait times out. */
+    ck_assert_int_eq(td__proto_recv_msg_rx(&r, sv[1], 20, &b, &err), TD_EAGAIN);
+    /* A frame that does not decode fails alone; the stream goes on. */
+    ck_assert_int_eq(write(sv[0], "\x01\0\0\0\xc1", 5), 5);
+    ck_assert_int_eq(td__proto_recv_msg_rx(&r, sv[1], 1000, &b, &err), TD_EPROTO);
+    td__proto_msg m;
+    td__proto_msg_init(&m, TD__PROTO_PING, 4);
+    TU_OK(td__proto_send_msg(sv[0], &m, NULL, 1000, &err), &err);
+    TU_OK(td__proto_recv_msg_rx(&r, sv[1], 1000, &b, &err), &err);
+    ck_assert_uint_eq(b.id, 4);
+    td__proto_msg_destroy(&b);
+    /* A broken stream keeps failing, without waiting. */
+    ck_assert_int_eq(write(sv[0], "\0\0\0\0", 4), 4);
+    ck_assert_int_eq(td__proto_recv_msg_rx(&r, sv[1], 1000, &b, &err), TD_EPROTO);
+    ck_assert_int_eq(td__proto_recv_msg_rx(&r, sv[1], -1, &b, &err), TD_EPROTO);
+    td__proto_receiver_destroy(&r);
+    close(file);
+    close(sv[0]);
+    close(sv[1]);
+    ck_assert_int_eq(tu_count_fds(), fds0);
+}
+END_TEST
+
 START_TEST(test_timeouts)
 {
     int fds0 = tu_count_fds();
@@ -941,6 +1339,13 @@ static Suite *proto_suite(void)
     tcase_add_test(tc, test_incremental_interleaved);
     tcase_add_test(tc, test_receiver_byte_at_a_time);
     tcase_add_test(tc, test_back_to_back_frames_keep_their_fds);
+    tcase_add_test(tc, test_buffered_frames_keep_their_fds);
+    tcase_add_test(tc, test_buffered_fds_go_to_the_later_frame);
+    tcase_add_test(tc, test_buffered_straddling_and_long_frames);
+    tcase_add_test(tc, test_buffered_byte_at_a_time);
+    tcase_add_test(tc, test_buffered_eof);
+    tcase_add_test(tc, test_exact_recv_leaves_the_next_frame);
+    tcase_add_test(tc, test_recv_msg_rx);
     tcase_add_test(tc, test_timeouts);
     tcase_add_test(tc, test_peercred);
     tcase_add_test(tc, test_negotiate);

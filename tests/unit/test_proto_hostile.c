@@ -2,10 +2,10 @@
  * test_proto_hostile.c - the wire protocol against broken and hostile peers. Every truncation
  * point of every valid frame, random bytes and random mutations of valid frames, the 5-byte
  * bomb and its relatives, counts past the end, nesting bombs, oversized frames, descriptor
- * counts that disagree with the message (more, fewer, on the wrong byte, past the limit),
- * unknown message types and every field check. Each must end in a clean error code, no
- * descriptor left open (/proc/self/fd is counted before and after), and no allocation beyond
- * what the frame's bytes justify.
+ * counts that disagree with the message (more, fewer, on the wrong byte, past the limit), to
+ * exact and buffered receivers, unknown message types and every field check. Each must end in a
+ * clean error code, no descriptor left open (/proc/self/fd is counted before and after), and no
+ * allocation beyond what the frame's bytes justify.
  *
  * Allocation accounting: outside AddressSanitizer builds this program replaces malloc, calloc,
  * realloc and free (glibc supports that; the originals are __libc_*) to keep a running total of
@@ -422,6 +422,25 @@ START_TEST(test_truncation_over_socket)
             ck_assert_ptr_nonnull(strstr(err.message, "inside a frame"));
             close(sv[1]);
             ck_assert_int_eq(tu_count_fds(), fds0);
+
+            /* A buffered receiver: the cut frame is the first in its buffer. */
+            ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+            fds[0] = new_fd();
+            fds[1] = new_fd();
+            send_raw(sv[0], s[i].p, cut, fds, s[i].nfds, 0);
+            close_fds(fds, 2);
+            close(sv[0]);
+            td__proto_receiver r;
+            td__proto_receiver_init_buffered(&r, NULL);
+            int rc, zeros = 0;
+            while ((rc = td__proto_receiver_step(&r, sv[1], &f, &err)) == 0)
+                ck_assert_int_lt(++zeros, 2); /* one short read, then the close */
+            ck_assert_int_eq(rc, TD_ECLOSED);
+            ck_assert_ptr_nonnull(strstr(err.message, "inside a frame"));
+            ck_assert(!td__proto_receiver_idle(&r));
+            td__proto_receiver_destroy(&r);
+            close(sv[1]);
+            ck_assert_int_eq(tu_count_fds(), fds0);
         }
     }
     free_samples(s, ns);
@@ -654,6 +673,39 @@ START_TEST(test_oversized_frames)
         ck_assert_int_eq(peak, 0);
     }
 
+    /* The same lengths to a buffered receiver, after a good frame that came with the same
+     * read: the good frame is handed out, then the bad length fails, stays failed, and the
+     * descriptors that came on it are closed. Only the read buffer is allocated for it. */
+    for (size_t i = 0; i < 3; i++) {
+        int sv[2];
+        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        uint8_t hdr[8];
+        td__put32(hdr, lens[i]);
+        memcpy(hdr + 4, "\x80\x80\x80\x80", 4);
+        int fds[3] = {new_fd(), new_fd(), new_fd()};
+        send_raw(sv[0], o.buf, o.len, NULL, 0, 0);
+        send_raw(sv[0], hdr, sizeof hdr, fds, 3, 0);
+        close_fds(fds, 3);
+        td__proto_receiver r;
+        td__proto_receiver_init_buffered(&r, NULL);
+        td__proto_frame f;
+        alloc_mark();
+        ck_assert_int_eq(td__proto_receiver_step(&r, sv[1], &f, &err), 1);
+        ck_assert_uint_eq(f.len, blen);
+        ck_assert(td__proto_receiver_ready(&r)); /* the bad length is there: no read needed */
+        td__proto_frame_destroy(&f);
+        int rc = td__proto_receiver_step(&r, sv[1], &f, &err);
+        long long peak = alloc_peak();
+        ck_assert_int_eq(rc, lens[i] ? TD_ELIMIT : TD_EPROTO);
+        ck_assert_int_le(peak, TD__PROTO_RX_BUF + 4096);
+        ck_assert_int_eq(td__proto_receiver_step(&r, sv[1], &f, &err), rc); /* sticky */
+        ck_assert_int_eq(tu_count_fds(), fds0 + 2); /* the three are closed already */
+        td__proto_receiver_destroy(&r);
+        close(sv[0]);
+        close(sv[1]);
+        ck_assert_int_eq(tu_count_fds(), fds0);
+    }
+
     /* A peer announcing a large frame and sending little: the buffer follows the bytes. */
     {
         int sv[2];
@@ -662,15 +714,26 @@ START_TEST(test_oversized_frames)
         td__put32(hdr, 60u << 20);
         memset(hdr + 4, 0xc0, 100);
         ck_assert_int_eq(write(sv[0], hdr, sizeof hdr), (ssize_t)sizeof hdr);
-        td__proto_receiver r;
-        td__proto_receiver_init(&r, NULL);
-        td__proto_frame f;
-        alloc_mark();
-        int rc = td__proto_receiver_step(&r, sv[1], &f, &err);
-        long long peak = alloc_peak();
-        ck_assert_int_eq(rc, 0);
-        ck_assert_int_le(peak, 128 * 1024);
-        td__proto_receiver_destroy(&r);
+        for (int buffered = 0; buffered < 2; buffered++) {
+            td__proto_receiver r;
+            if (buffered) {
+                td__proto_receiver_init_buffered(&r, NULL);
+                ck_assert_int_eq(write(sv[0], hdr, sizeof hdr), (ssize_t)sizeof hdr);
+            } else {
+                td__proto_receiver_init(&r, NULL);
+            }
+            td__proto_frame f;
+            char peek;
+            alloc_mark();
+            int rc;
+            while ((rc = td__proto_receiver_step(&r, sv[1], &f, &err)) == 0 &&
+                   recv(sv[1], &peek, 1, MSG_PEEK | MSG_DONTWAIT) > 0)
+                ; /* past a short read, until the socket is empty */
+            long long peak = alloc_peak();
+            ck_assert_int_eq(rc, 0);
+            ck_assert_int_le(peak, 128 * 1024 + (buffered ? TD__PROTO_RX_BUF : 0));
+            td__proto_receiver_destroy(&r);
+        }
         close(sv[0]);
         close(sv[1]);
     }
@@ -713,25 +776,32 @@ START_TEST(test_wrong_descriptor_counts)
     ck_assert(ping && load && loaded);
     ck_assert_int_eq(tu_count_fds(), fds0);
 
+    /* Both calls are sent before the receiver reads, so the kernel glues them into one read.
+     * An exact receiver reads the length prefix alone first: descriptors past it come with a
+     * read that starts no frame. A buffered receiver reads both calls at once: the read starts
+     * the frame, so the descriptors are the frame's (PROTOCOL.md section 1), and its declared
+     * count decides. */
     static const struct {
         int which;      /* 0 ping, 1 load, 2 load_ok */
         unsigned nfds;  /* attached */
         size_t at;      /* byte they ride on */
         unsigned limit; /* receiver's max_fds (0: default) */
-        int recv_rc;    /* from the receiver */
+        int recv_rc;    /* from an exact receiver */
+        int buf_rc;     /* from a buffered one */
         int dec_rc;     /* from the decoder when the frame arrived */
     } cases[] = {
-        {0, 2, 0, 0, 0, TD_EPROTO}, /* PING declares 0, 2 attached */
-        {1, 0, 0, 0, 0, TD_EPROTO}, /* LOAD declares 1, none attached */
-        {1, 3, 0, 0, 0, TD_EPROTO}, /* LOAD declares 1, 3 attached */
-        {2, 1, 0, 0, 0, TD_EPROTO}, /* LOAD_OK declares 2, 1 attached */
-        {2, 3, 0, 0, 0, TD_EPROTO}, /* LOAD_OK declares 2, 3 attached */
-        {1, 1, 2, 0, 0, 0},         /* on the prefix's third byte: still this frame's */
-        {1, 1, 4, 0, TD_EPROTO, 0}, /* on the body's first byte */
-        {1, 1, 9, 0, TD_EPROTO, 0}, /* in the body */
-        {2, 6, 0, 4, TD_ELIMIT, 0}, /* more than the receiver takes: MSG_CTRUNC */
-        {2, 2, 0, 1, TD_ELIMIT, 0}, /* the same at the smallest limit */
-        {2, 2, 0, 0, 0, 0},         /* and the right count works */
+        {0, 2, 0, 0, 0, 0, TD_EPROTO},         /* PING declares 0, 2 attached */
+        {1, 0, 0, 0, 0, 0, TD_EPROTO},         /* LOAD declares 1, none attached */
+        {1, 3, 0, 0, 0, 0, TD_EPROTO},         /* LOAD declares 1, 3 attached */
+        {2, 1, 0, 0, 0, 0, TD_EPROTO},         /* LOAD_OK declares 2, 1 attached */
+        {2, 3, 0, 0, 0, 0, TD_EPROTO},         /* LOAD_OK declares 2, 3 attached */
+        {1, 1, 2, 0, 0, 0, 0},                 /* on the prefix's third byte */
+        {1, 1, 4, 0, TD_EPROTO, 0, 0},         /* on the body's first byte */
+        {1, 1, 9, 0, TD_EPROTO, 0, 0},         /* in the body */
+        {0, 1, 9, 0, TD_EPROTO, 0, TD_EPROTO}, /* in a PING's body */
+        {2, 6, 0, 4, TD_ELIMIT, TD_ELIMIT, 0}, /* more than the receiver takes: MSG_CTRUNC */
+        {2, 2, 0, 1, TD_ELIMIT, TD_ELIMIT, 0}, /* the same at the smallest limit */
+        {2, 2, 0, 0, 0, 0, 0},                 /* and the right count works */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const sample *sm = cases[i].which == 0 ? ping : cases[i].which == 1 ? load : loaded;
@@ -753,6 +823,24 @@ START_TEST(test_wrong_descriptor_counts)
         close(sv[1]);
         ck_assert_msg(tu_count_fds() == fds0, "case %zu leaked %d descriptors", i,
                       tu_count_fds() - fds0);
+
+        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        for (unsigned k = 0; k < cases[i].nfds; k++)
+            fds[k] = new_fd();
+        send_raw(sv[0], sm->p, sm->n, fds, cases[i].nfds, cases[i].at);
+        close_fds(fds, cases[i].nfds);
+        td__proto_receiver r;
+        td__proto_receiver_init_buffered(&r, &lim);
+        rc = td__proto_recv_msg_rx(&r, sv[1], 1000, &m, &err);
+        want = cases[i].buf_rc ? cases[i].buf_rc : cases[i].dec_rc;
+        ck_assert_msg(rc == want, "case %zu, buffered: %d (%s), want %d", i, rc, err.message, want);
+        if (!rc)
+            td__proto_msg_destroy(&m);
+        td__proto_receiver_destroy(&r);
+        close(sv[0]);
+        close(sv[1]);
+        ck_assert_msg(tu_count_fds() == fds0, "case %zu, buffered, leaked %d descriptors", i,
+                      tu_count_fds() - fds0);
     }
 
     /* Descriptors arrive, then the peer hangs up inside the frame. */
@@ -765,6 +853,9 @@ START_TEST(test_wrong_descriptor_counts)
     td__proto_receiver r;
     td__proto_receiver_init(&r, NULL);
     td__proto_frame f;
+    /* The read of the body's half that came is short: that step says "wait" (0), the next one
+     * reads the end of the stream. */
+    ck_assert_int_eq(td__proto_receiver_step(&r, sv[1], &f, &err), 0);
     ck_assert_int_eq(td__proto_receiver_step(&r, sv[1], &f, &err), TD_ECLOSED);
     ck_assert(!td__proto_receiver_idle(&r)); /* not a clean disconnect */
     td__proto_receiver_destroy(&r);
@@ -786,6 +877,63 @@ START_TEST(test_wrong_descriptor_counts)
 
     free_samples(s, ns);
     ck_assert_int_eq(tu_count_fds(), fds0);
+}
+END_TEST
+
+/* Descriptors on a read in which no frame starts, to a buffered receiver: refused (TD_EPROTO)
+ * and closed, whether the frame's start was read alone, or with a whole frame before it, or
+ * the frame is longer than the buffer. Read together with the frame's start, the same
+ * descriptors are the frame's. */
+START_TEST(test_buffered_misplaced_descriptors)
+{
+    int fds0 = tu_count_fds();
+    td_error err = {0};
+    const size_t blen = 100, big = TD__PROTO_RX_BUF + 1000;
+    uint8_t *p = malloc(TD__PROTO_PREFIX + big);
+    for (int variant = 0; variant < 4; variant++) {
+        size_t len = variant == 3 ? big : blen;
+        td__put32(p, (uint32_t)len);
+        memset(p + TD__PROTO_PREFIX, 0x5a, len);
+        size_t n = TD__PROTO_PREFIX + len, cut = variant == 3 ? TD__PROTO_RX_BUF + 100 : 10;
+        int sv[2];
+        ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        td__proto_receiver r;
+        td__proto_receiver_init_buffered(&r, NULL);
+        td__proto_frame f;
+        if (variant == 1) { /* a whole frame first, with the cut frame's start in one call */
+            uint8_t two[2 * (TD__PROTO_PREFIX + 100)];
+            memcpy(two, p, n);
+            memcpy(two + n, p, cut);
+            send_raw(sv[0], two, n + cut, NULL, 0, 0);
+            ck_assert_int_eq(td__proto_receiver_step(&r, sv[1], &f, &err), 1);
+            td__proto_frame_destroy(&f);
+        } else {
+            send_raw(sv[0], p, cut, NULL, 0, 0);
+        }
+        if (variant != 2) /* read what came: a short read, no frame whole */
+            ck_assert_int_eq(td__proto_receiver_step(&r, sv[1], &f, &err), 0);
+        int fds[2] = {new_fd(), new_fd()};
+        send_raw(sv[0], p + cut, n - cut, fds, 2, 0);
+        close_fds(fds, 2);
+        int rc;
+        while ((rc = td__proto_receiver_step(&r, sv[1], &f, &err)) == 0)
+            ;               /* variant 3 reads the long frame's body in pieces */
+        if (variant == 2) { /* both calls in one read, which starts the frame */
+            ck_assert_int_eq(rc, 1);
+            ck_assert_uint_eq(f.nfds, 2);
+            td__proto_frame_destroy(&f);
+        } else {
+            ck_assert_msg(rc == TD_EPROTO, "variant %d: %d (%s)", variant, rc, err.message);
+            ck_assert_ptr_nonnull(strstr(err.message, "after its first byte"));
+            ck_assert_int_eq(tu_count_fds(), fds0 + 2); /* closed at once */
+            ck_assert_int_eq(td__proto_receiver_step(&r, sv[1], &f, &err), TD_EPROTO);
+        }
+        td__proto_receiver_destroy(&r);
+        close(sv[0]);
+        close(sv[1]);
+        ck_assert_int_eq(tu_count_fds(), fds0);
+    }
+    free(p);
 }
 END_TEST
 
@@ -1373,6 +1521,7 @@ static Suite *hostile_suite(void)
     tcase_add_test(tc, test_random_bytes_and_mutations);
     tcase_add_test(tc, test_oversized_frames);
     tcase_add_test(tc, test_wrong_descriptor_counts);
+    tcase_add_test(tc, test_buffered_misplaced_descriptors);
     tcase_add_test(tc, test_unknown_message_types);
     tcase_add_test(tc, test_bad_loaded_fields);
     tcase_add_test(tc, test_bad_metadata);
