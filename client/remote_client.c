@@ -115,6 +115,14 @@ struct td_client {
 
 static void td__client_unlock(td_client *c);
 
+/* The connection's receiver: buffered, and waiting in recvmsg (the socket is blocking and only
+ * it reads there). */
+static void td__client_rx_init(td_client *c)
+{
+    td__proto_receiver_init_buffered(&c->rx, NULL);
+    td__proto_receiver_block(&c->rx);
+}
+
 /* Whether c's connection (if any) was made by this process, not inherited over fork(). Asked
  * on every request and release: the page marked at connect time and wiped in children
  * (MADV_WIPEONFORK) answers without a system call; getpid() where the kernel lacks it. */
@@ -308,7 +316,7 @@ static void td__client_drop(td_client *c)
     c->sock = -1;
     c->unanswered = 0;
     td__proto_receiver_destroy(&c->rx); /* what was read ahead is that connection's */
-    td__proto_receiver_init_buffered(&c->rx, NULL);
+    td__client_rx_init(c);
 }
 
 /* Connects and shakes hands unless connected. Under the lock. */
@@ -321,7 +329,7 @@ static int td__client_open(td_client *c, td_error *err)
         c->sock = -1;
         c->gen++;
         td__proto_receiver_destroy(&c->rx); /* our copies of what the parent read ahead */
-        td__proto_receiver_init_buffered(&c->rx, NULL);
+        td__client_rx_init(c);
     }
     if (c->sock >= 0)
         return 0;
@@ -744,7 +752,7 @@ int td_client_connect(const char *socket_path, td_client **out, td_error *err)
     atomic_init(&c->refs, 1);
     atomic_init(&c->rels, NULL);
     c->sock = -1;
-    td__proto_receiver_init_buffered(&c->rx, NULL);
+    td__client_rx_init(c);
     void *page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (page != MAP_FAILED && madvise(page, 4096, MADV_WIPEONFORK) == 0)
         c->mark = page;

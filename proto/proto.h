@@ -481,7 +481,9 @@ typedef struct td__proto_receiver {
      * it and the read's descriptors go to one frame: at most two frames of the buffer hold
      * descriptors, the one at lo (fds) and one later one starting at at2 (fds2). */
     bool buffered;
-    bool dry; /* the last read was short: the socket had nothing more then */
+    bool dry;      /* the last read was short: the socket had nothing more then */
+    bool blocking; /* td__proto_receiver_block: reads wait in recvmsg, not in poll */
+    int rcvtimeo;  /* ms of SO_RCVTIMEO set on the socket by a blocking read; -2: none yet */
     uint8_t *buf;
     size_t lo, hi, at2;
     int fds2[TD__PROTO_FDS_MAX];
@@ -530,10 +532,18 @@ int td__proto_recv_frame(int sock, const td__proto_limits *lim, td__proto_frame 
 int td__proto_recv_msg(int sock, const td__proto_limits *lim, td__proto_msg *out, int timeout_ms,
                        td_error *err);
 
+/* Makes r's reads in td__proto_recv_msg_rx wait in recvmsg itself instead of in poll() before
+ * it: one system call less per reply. Only for a blocking socket (no O_NONBLOCK) that nothing
+ * else reads, whose SO_RCVTIMEO r may then set: the call's timeout, set again only when it
+ * changes by more than a second (the deadline is checked after every read, so a call can run
+ * over by at most that second). */
+void td__proto_receiver_block(td__proto_receiver *r);
+
 /* td__proto_recv_msg on a receiver kept for the connection (buffered or exact), decoding with
- * its limits: takes a buffered frame without a system call, and waits with poll() only when
- * none is there. After a failure of the stream (not of the message's decoding) r keeps failing
- * with the same code; the connection should be closed and r destroyed. */
+ * its limits: takes a buffered frame without a system call, and waits with poll() (or, after
+ * td__proto_receiver_block, in recvmsg) only when none is there. After a failure of the stream (not
+ * of the message's decoding) r keeps failing with the same code; the connection should be closed
+ * and r destroyed. */
 int td__proto_recv_msg_rx(td__proto_receiver *r, int sock, int timeout_ms, td__proto_msg *out,
                           td_error *err);
 

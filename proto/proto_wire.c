@@ -433,7 +433,7 @@ int td__proto_receiver_step(td__proto_receiver *r, int sock, td__proto_frame *ou
          * more gets MSG_CTRUNC, and the kernel closes what did not fit. */
         mh.msg_control = cm.buf;
         mh.msg_controllen = CMSG_SPACE(sizeof(int) * r->lim.max_fds);
-        ssize_t k = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+        ssize_t k = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | (r->blocking ? 0 : MSG_DONTWAIT));
         if (k < 0) {
             int e = errno;
             char b[128];
@@ -554,15 +554,53 @@ int td__proto_receiver_step(td__proto_receiver *r, int sock, td__proto_frame *ou
     }
 }
 
+void td__proto_receiver_block(td__proto_receiver *r)
+{
+    r->blocking = true;
+    r->rcvtimeo = -2;
+}
+
+/* A blocking receiver's SO_RCVTIMEO for a read that may take ms (-1: forever), set when it is
+ * not within a second of what is set. */
+static int td__recv_timeo(td__proto_receiver *r, int sock, int ms, td_error *err)
+{
+    if (r->rcvtimeo != -2 &&
+        (ms < 0 ? r->rcvtimeo < 0
+                : r->rcvtimeo >= 0 && r->rcvtimeo >= ms && r->rcvtimeo - ms <= 1000))
+        return 0;
+    struct timeval tv = {0, 0}; /* 0: forever */
+    if (ms >= 0) {
+        tv.tv_sec = ms / 1000;
+        tv.tv_usec = (ms % 1000) * 1000 + (ms == 0); /* 0 would mean forever */
+    }
+    if (setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) < 0) {
+        char b[128];
+        int e = errno;
+        return td__err(err, TD_ESYS, "SO_RCVTIMEO on socket %d: %s", sock,
+                       td__errstr(e, b, sizeof b));
+    }
+    r->rcvtimeo = ms;
+    return 0;
+}
+
 /* Receives one frame on r: a buffered one at once, else waiting with poll() before each read
- * (a reply is rarely there already: waiting first saves a read that would fail). */
+ * (a reply is rarely there already: waiting first saves a read that would fail), or in the read
+ * itself when r blocks. */
 static int td__recv_frame_on(td__proto_receiver *r, int sock, td__proto_frame *out, int timeout_ms,
                              td_error *err)
 {
     int64_t deadline = timeout_ms < 0 ? -1 : td__now_ns() + (int64_t)timeout_ms * 1000000;
     memset(out, 0, sizeof *out);
     for (;;) {
-        if (!r->status && !td__proto_receiver_ready(r)) {
+        if (r->blocking && !r->status && !td__proto_receiver_ready(r)) {
+            int ms = (int)td__poll_left(deadline);
+            if (deadline >= 0 && ms == 0)
+                return td__err(err, TD_EAGAIN, "receive: timed out after %d ms", timeout_ms);
+            int rc = td__recv_timeo(r, sock, ms, err);
+            if (rc < 0)
+                return rc;
+            r->dry = false; /* the read itself waits */
+        } else if (!r->status && !td__proto_receiver_ready(r)) {
             r->dry = false; /* the wait below says whether bytes came */
             int rc = td__wait(sock, POLLIN, deadline, err);
             if (rc < 0)
