@@ -1051,7 +1051,7 @@ plot """ % (plots, size_name(model_bytes))
             rounds = list(zip(R.of("floor", label="round"),
                               R.of("daemon_load", label="floor-client")))
             if rounds:
-                w("One client and the floor in turns (2 s of loads, then the floor, five "
+                w("One client and the floor in turns (2 s of loads, then the floor, nine "
                   "times): a single client's figures move the most with whatever else runs.")
                 w("")
                 w("| round | the floor | `td_client_load`, 1 client: clients + daemon | ratio |")

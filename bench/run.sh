@@ -354,7 +354,7 @@ if has_phase load && [ $HAVE_DAEMON = 1 ]; then
     r "$B/bench_floor" --label after --file "$GOAL"
     # One client against the floor, in turns, so that both see the same machine: a single
     # client's figures move most with whatever else runs.
-    for K in 1 2 3 4 5; do
+    for K in 1 2 3 4 5 6 7 8 9; do
         r "$B/bench_floor" --label round --file "$GOAL"
         r "$B/bench_daemon_load" --label floor-client --client --file "$GOAL" --socket "$SOCK" \
             --clients 1 --seconds 2 --daemon-pid $DPID
