@@ -241,8 +241,8 @@ def ceiling(R, env):
 
 
 def floor_us(R):
-    """Median CPU per round trip (both processes) of the floor runs, or None."""
-    v = [fnum(r, "cpu_total_us") for r in R.of("floor")]
+    """Median CPU per round trip (both processes) of the one-client floor runs, or None."""
+    v = [fnum(r, "cpu_total_us") for r in R.of("floor") if r.get("label") != "many"]
     v = [x for x in v if x is not None]
     return statistics.median(v) if v else None
 
@@ -280,10 +280,16 @@ def placeholders(env, R, sysr, data, rm_st, rm_gg, rct):
     if ce:
         ph["cpu_per_load_us"] = "%.0f" % ce[0]
         ph["ceiling"] = "%.0f" % ce[1]
-    n1 = R.one("daemon_load", label="load-nice", clients="64")
+    nice = R.of("daemon_load", label="load-nice", clients="64")
     i1 = R.one("daemon_load", label="load", clients="64")
     ph["info_lps"] = "%.0f" % float(i1["loads_per_s"]) if i1 else "?"
-    ph["nice_p99"] = t_us(float(n1["p99_us"])) if n1 else "?"
+    ph["nice_p99"] = (", ".join(t_us(float(n["p99_us"])) for n in nice) if nice else "?")
+    many = R.of("floor", label="many")
+    ph["many_p99"] = ", ".join(t_us(float(m["p99_us"])) for m in many) if many else "?"
+    ph["many_lps"] = ", ".join("%.0f" % float(m["loads_per_s"]) for m in many) if many else "?"
+    ph["many_cpu"] = ", ".join(t_us(float(m["cpu_total_us"])) for m in many) if many else "?"
+    nc = [load_cpu(n) for n in nice]
+    ph["nice_cpu"] = ", ".join(t_us(c) for c in nc if c) if nc else "?"
     ph["plain_p99"] = t_us(float(r64["p99_us"])) if r64 else "?"
     fl = floor_us(R)
     ph["floor_us"] = t_us(fl) if fl else "?"
@@ -650,6 +656,10 @@ def main():
         if t64 and c64 is not t64:
             meas += "; with `td_load` (a connection per load): %.0f loads/s, p99 %s" % (
                 float(t64["loads_per_s"]), t_us(float(t64["p99_us"])))
+        many = R.of("floor", label="many")
+        if many:
+            meas += "; the floor itself at 64 clients (`bench_floor --clients 64`): p99 %s" % (
+                ", ".join(t_us(float(m["p99_us"])) for m in many))
     else:
         v8, meas = NA, "not measured"
     goals.append(("daemon, 64 clients, %s cores, 300-tensor model" % env.get("cores", "?"),
@@ -1006,6 +1016,11 @@ plot """ % (plots, size_name(model_bytes))
                 r["clients"], float(r["loads_per_s"]), t_us(float(r["p50_us"])),
                 t_us(float(r["p99_us"])), t_us(float(r["max_us"])), r["failures"],
                 cpu(r, "client_cpu_us_per_load"), cpu(r, "daemon_cpu_us_per_load")))
+        for r in R.of("floor", label="many"):
+            w("| %s, the floor (`bench_floor --clients`) | %.0f | %s | %s | n/a | 0 | %s | %s |" % (
+                r["clients"], float(r["loads_per_s"]), t_us(float(r["p50_us"])),
+                t_us(float(r["p99_us"])), t_us(fnum(r, "cpu_client_us")),
+                t_us(fnum(r, "cpu_server_us"))))
         w("")
         ce = ceiling(R, env)
         if ce:
@@ -1033,7 +1048,7 @@ plot """ % (plots, size_name(model_bytes))
             w("| what | CPU per load: clients | daemon (server) | in all | vs the floor |")
             w("|---|---:|---:|---:|---:|")
             for r in R.of("floor"):
-                if r.get("label") == "round":
+                if r.get("label") in ("round", "many"):
                     continue
                 w("| the floor (%s) | %s | %s | %s | %s |" % (
                     r.get("label", "-"), t_us(fnum(r, "cpu_client_us")),
