@@ -23,6 +23,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1107,6 +1108,59 @@ END_TEST
 
 /* td__proto_recv_msg_rx on a buffered receiver: pipelined replies come with one read, and the
  * later ones are taken from the buffer without touching the socket (it is passed as -1). */
+/* td_client's receiver waits in recvmsg itself (td__proto_receiver_block, SO_RCVTIMEO): a quiet
+ * peer times out near the timeout (at most a second over), a frame sent later and in pieces
+ * arrives whole, a longer timeout after a short one is honoured, and the peer closing between
+ * frames is TD_ECLOSED. */
+START_TEST(test_recv_msg_rx_blocking)
+{
+    int sv[2];
+    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    td__proto_receiver r;
+    td__proto_receiver_init_buffered(&r, NULL);
+    td__proto_receiver_block(&r);
+    td_error err = {0};
+    td__proto_msg b;
+    double t0 = tu_now_s();
+    ck_assert_int_eq(td__proto_recv_msg_rx(&r, sv[1], 150, &b, &err), TD_EAGAIN);
+    double dt = tu_now_s() - t0;
+    ck_assert_msg(dt >= 0.14 && dt < 1.5, "timed out after %.3f s", dt);
+
+    td__proto_msg m;
+    td__proto_msg_init(&m, TD__PROTO_PING, 7);
+    m.u.ping.data = 99;
+    td__proto_out o;
+    TU_OK(td__proto_encode(&m, NULL, &o, &err), &err);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) { /* the frame 300 ms from now, in three pieces 50 ms apart */
+        usleep(300000);
+        size_t third = o.len / 3;
+        for (int k = 0; k < 3; k++) {
+            size_t from = k * third, to = k == 2 ? o.len : from + third;
+            if (write(sv[0], o.buf + from, to - from) != (ssize_t)(to - from))
+                _exit(1);
+            usleep(50000);
+        }
+        _exit(0);
+    }
+    td__proto_out_destroy(&o);
+    /* The timeout set last was 150 ms: this call's is longer and must hold. */
+    TU_OK(td__proto_recv_msg_rx(&r, sv[1], 5000, &b, &err), &err);
+    ck_assert_uint_eq(b.type, TD__PROTO_PING);
+    ck_assert_uint_eq(b.id, 7);
+    ck_assert_uint_eq(b.u.ping.data, 99);
+    td__proto_msg_destroy(&b);
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    close(sv[0]);
+    ck_assert_int_eq(td__proto_recv_msg_rx(&r, sv[1], 5000, &b, &err), TD_ECLOSED);
+    td__proto_receiver_destroy(&r);
+    close(sv[1]);
+}
+END_TEST
+
 START_TEST(test_recv_msg_rx)
 {
     int fds0 = tu_count_fds();
@@ -1346,6 +1400,7 @@ static Suite *proto_suite(void)
     tcase_add_test(tc, test_buffered_eof);
     tcase_add_test(tc, test_exact_recv_leaves_the_next_frame);
     tcase_add_test(tc, test_recv_msg_rx);
+    tcase_add_test(tc, test_recv_msg_rx_blocking);
     tcase_add_test(tc, test_timeouts);
     tcase_add_test(tc, test_peercred);
     tcase_add_test(tc, test_negotiate);
