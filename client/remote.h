@@ -46,8 +46,10 @@ typedef struct td__lease {
  * of lease. */
 int td__remote_model_index(const char *path, const td_load_options *opt, td__model_files *files,
                            td__table *local, int *several, td_error *err);
-/* Prefixes err's message with name (a file of a model) unless it names it already. */
-void td__remote_name_file(td_error *err, int rc, const char *name);
+/* Prefixes err's message with name (the file, or a file of a model) unless it names it already
+ * (the daemon names a file by its real path, which holds the client's relative one). Returns
+ * rc. */
+int td__remote_name_file(td_error *err, int rc, const char *name);
 int td__remote_adopt_model(const char *path, const td__model_files *files, td__table *local,
                            td__proto_msg *replies, td__lease *lease, td_dict **arrays,
                            td_meta **meta, td_error *err);

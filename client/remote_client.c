@@ -822,7 +822,7 @@ int td_client_load(td_client *c, const char *path, const td_load_options *opt, t
         close(fd);
         td__tab_release(have.tab);
         free(lease);
-        return td__err_prefix(err, rc, path);
+        return td__remote_name_file(err, rc, path);
     }
     atomic_init(&lease->refs, 1);
     atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);

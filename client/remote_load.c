@@ -280,10 +280,11 @@ static int td__remote_tab_table(const char *name, td__proto_loaded *ld, td_error
  * entries are checked against local, the table the client merged and checked from the same
  * descriptors (same names, in the same order, file by file), take their metadata from it, and
  * view the regions of their own reply. Consumes the replies and one reference of lease. */
-void td__remote_name_file(td_error *err, int rc, const char *name)
+int td__remote_name_file(td_error *err, int rc, const char *name)
 {
     if (err && !strstr(err->message, name))
         td__err_prefix(err, rc, name);
+    return rc;
 }
 
 int td__remote_adopt_model(const char *path, const td__model_files *files, td__table *local,
@@ -521,7 +522,7 @@ int td__remote_load(const char *path, const td_load_options *opt, td_dict **arra
         close(fd); /* the daemon has its own copy, and the reply did not take ours */
     if (rc) {
         td__lease_unref(lease);
-        return td__err_prefix(err, rc, path);
+        return td__remote_name_file(err, rc, path);
     }
     return td__remote_adopt(path, &reply, lease, arrays, meta, err);
 }

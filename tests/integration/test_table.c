@@ -410,6 +410,41 @@ START_TEST(test_lean)
 }
 END_TEST
 
+/* A file the daemon refuses is named once in the error, whichever way it was loaded: the
+ * daemon names it by its real path, which the client's name is part of. */
+START_TEST(test_error_names_file_once)
+{
+    daemon_pid = tu_daemon_start(sock, logpath, NULL);
+    char path[256];
+    snprintf(path, sizeof path, "%s/broken.safetensors", dir);
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    fputs("\x10\0\0\0\0\0\0\0{\"a\":{\"dtype\":", f); /* a header cut short */
+    fclose(f);
+    td_error err = {0};
+    td_dict *d = NULL;
+    td_client *c;
+    TU_OK(td_client_connect(sock, &c, &err), &err);
+    for (int way = 0; way < 2; way++) {
+        int rc;
+        if (way == 0) {
+            rc = td_client_load(c, path, NULL, &d, NULL, &err);
+        } else {
+            td_load_options o = TD_LOAD_OPTIONS_INIT;
+            o.mode = TD_MODE_DAEMON;
+            rc = td_load(path, &o, &d, NULL, &err);
+        }
+        ck_assert_int_eq(rc, TD_ETRUNC); /* the header runs past the end of the file */
+        ck_assert_ptr_null(d);
+        const char *first = strstr(err.message, "broken.safetensors");
+        ck_assert_msg(first && !strstr(first + 1, "broken.safetensors"),
+                      "way %d: the file named %s: %s", way, first ? "twice" : "not at all",
+                      err.message);
+    }
+    td_client_close(c);
+}
+END_TEST
+
 /* ---- a hostile daemon ---- */
 
 typedef enum { BAD_UNSEALED, BAD_ENTRY, BAD_SIZE, BAD_NOT_MEMFD, BAD_KEPT, BAD_OWN_TWICE } bad_kind;
@@ -582,6 +617,7 @@ static Suite *table_suite(void)
     tcase_add_test(tc, test_kept_tables_bounded);
     tcase_add_test(tc, test_both_forms);
     tcase_add_test(tc, test_lean);
+    tcase_add_test(tc, test_error_names_file_once);
     tcase_add_loop_test(tc, test_hostile_daemon_table, 0,
                         (int)(sizeof bad_cases / sizeof bad_cases[0]));
     suite_add_tcase(s, tc);
