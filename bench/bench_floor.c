@@ -3,7 +3,7 @@
  * load through a daemon can do, measured with the same clocks as bench_daemon_load.
  *
  *   bench_floor --file PATH [--iters N] [--label TEXT]
- *   bench_floor --file PATH --clients N [--seconds S] [--label TEXT]
+ *   bench_floor --file PATH --clients N [--seconds S] [--server-nice K] [--label TEXT]
  *
  * Two processes on a Unix stream socket pair. Per round trip the client opens PATH, sends one
  * byte with the descriptor attached (SCM_RIGHTS); the server receives it, sends one byte back
@@ -17,7 +17,8 @@
  * With --clients, the floor of a daemon under load: N client processes, each on a socket pair
  * of its own to one server process that waits in epoll (level-triggered) and answers every
  * client that is ready, as tensord does. The clients start together and loop for S seconds
- * (default 3), as bench_daemon_load's do. Prints loads (round trips) per second, the 50th and
+ * (default 3), as bench_daemon_load's do. --server-nice runs the server at that niceness (as
+ * tensord.service runs the daemon at -10). Prints loads (round trips) per second, the 50th and
  * 99th percentile of their latency, and the CPU per round trip of the clients and the server.
  */
 #include "bench_util.h"
@@ -152,7 +153,8 @@ static void serve(const int *socks, int n, int go, int report)
     _exit(0);
 }
 
-static void floor_clients(const char *file, size_t size, int n, double seconds, const char *label)
+static void floor_clients(const char *file, size_t size, int n, double seconds, int server_nice,
+                          const char *label)
 {
     size_t cap = TOTAL_CAP / (size_t)n;
     size_t bytes = sizeof(shared) + (size_t)n * cap * sizeof(uint32_t);
@@ -175,6 +177,8 @@ static void floor_clients(const char *file, size_t size, int n, double seconds, 
     if (server == 0) {
         for (int i = 0; i < n; i++)
             close(peers[i]);
+        if (server_nice && setpriority(PRIO_PROCESS, 0, server_nice) < 0)
+            bu_die("setpriority %d: %s", server_nice, strerror(errno));
         serve(socks, n, sgo[0], report[1]);
     }
     for (int i = 0; i < n; i++)
@@ -256,14 +260,17 @@ int main(int argc, char **argv)
 {
     const char *file = NULL, *label = "-";
     long iters = 20000;
-    int clients = 0;
+    int clients = 0, server_nice = 0;
     double seconds = 3;
-    static const struct option opts[] = {
-        {"file", required_argument, NULL, 'f'},    {"iters", required_argument, NULL, 'n'},
-        {"label", required_argument, NULL, 'l'},   {"clients", required_argument, NULL, 'c'},
-        {"seconds", required_argument, NULL, 's'}, {0}};
-    const char *use = "usage: bench_floor --file PATH [--iters N | --clients N [--seconds S]] "
-                      "[--label TEXT]";
+    static const struct option opts[] = {{"file", required_argument, NULL, 'f'},
+                                         {"iters", required_argument, NULL, 'n'},
+                                         {"label", required_argument, NULL, 'l'},
+                                         {"clients", required_argument, NULL, 'c'},
+                                         {"seconds", required_argument, NULL, 's'},
+                                         {"server-nice", required_argument, NULL, 'N'},
+                                         {0}};
+    const char *use = "usage: bench_floor --file PATH [--iters N | --clients N [--seconds S] "
+                      "[--server-nice K]] [--label TEXT]";
     for (int o; (o = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
         if (o == 'f')
             file = optarg;
@@ -275,6 +282,8 @@ int main(int argc, char **argv)
             clients = atoi(optarg);
         else if (o == 's')
             seconds = atof(optarg);
+        else if (o == 'N')
+            server_nice = atoi(optarg);
         else
             bu_die("%s", use);
     }
@@ -284,7 +293,7 @@ int main(int argc, char **argv)
     if (stat(file, &st) < 0)
         bu_die("%s: %s", file, strerror(errno));
     if (clients) {
-        floor_clients(file, (size_t)st.st_size, clients, seconds, label);
+        floor_clients(file, (size_t)st.st_size, clients, seconds, server_nice, label);
         return 0;
     }
     int sv[2], report[2];

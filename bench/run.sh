@@ -383,13 +383,14 @@ if has_phase load && [ $HAVE_DAEMON = 1 ]; then
     fi
     # The floor at 64 clients (bench_floor --clients: one server waiting in epoll, as the
     # daemon does, and nothing but the descriptor round trip and the mmap), three times, in
-    # turns with 64 clients through td_client and the daemon at nice -10, as tensord.service
-    # runs it (when this user may raise a priority; else the daemon as it is).
+    # turns with 64 clients through td_client, server and daemon at nice -10 as tensord.service
+    # runs the daemon (when this user may raise a priority; else both as they are).
     NICE=0
     nice -n -10 true 2>/dev/null && NICE=1
     [ $NICE = 1 ] && NICE_DAEMON="nice -n -10" start_daemon
     for K in 1 2 3; do
-        r "$B/bench_floor" --label many --clients 64 --seconds $LOAD_SECONDS --file "$GOAL"
+        r "$B/bench_floor" --label many --clients 64 --seconds $LOAD_SECONDS --file "$GOAL" \
+            --server-nice $([ $NICE = 1 ] && echo -10 || echo 0)
         [ $NICE = 1 ] && r "$B/bench_daemon_load" --label load-nice --client --file "$GOAL" \
             --socket "$SOCK" --clients 64 --seconds $LOAD_SECONDS --daemon-pid $DPID
     done
