@@ -88,7 +88,9 @@ int td__remote_adopt(const char *path, td__proto_msg *reply, td__lease *lease, t
  * none (a block of arrays holds the lease). */
 int td__remote_map_region(const char *path, const td__proto_region *r, uint32_t i, td__lease *lease,
                           td__region **out, td_error *err);
-/* Maps and checks the flat table of a LOAD_OK against its regions' sizes (td__tab_map). */
+/* Maps and checks the flat table of a LOAD_OK against its regions' sizes (td__tab_map), after
+ * checking the regions against their descriptors (each holds its size; the daemon's memfds are
+ * sealed against shrinking): once per entry for a td_client, which keeps the table. */
 int td__remote_map_tab(const char *path, const td__proto_loaded *ld, td__tab **out, td_error *err);
 /* The flat form's last step: the dict over tab and regions[0..n) (each retained by the load's
  * block of arrays), and the metadata when meta is not NULL. Consumes one reference of lease

@@ -447,7 +447,16 @@ END_TEST
 
 /* ---- a hostile daemon ---- */
 
-typedef enum { BAD_UNSEALED, BAD_ENTRY, BAD_SIZE, BAD_NOT_MEMFD, BAD_KEPT, BAD_OWN_TWICE } bad_kind;
+typedef enum {
+    BAD_UNSEALED,
+    BAD_ENTRY,
+    BAD_SIZE,
+    BAD_NOT_MEMFD,
+    BAD_KEPT,
+    BAD_OWN_TWICE,
+    BAD_REGION_SIZE,
+    BAD_REGION_UNSEALED
+} bad_kind;
 
 typedef struct fake {
     int listen_fd;
@@ -509,7 +518,7 @@ static void *fake_daemon(void *arg)
             td__proto_send_msg(s, &r, NULL, 5000, &err);
         } else if (m.type == TD__PROTO_LOAD) {
             uint64_t size;
-            int tfd = bad_table(f->kind, &size);
+            int tfd = bad_table(f->kind, &size), mfd = -1;
             struct stat st;
             fstat(m.u.load.fd, &st);
             td__proto_region reg[2] = {{m.u.load.fd, (uint64_t)st.st_size, TD__PROTO_REGION_FILE}};
@@ -529,9 +538,19 @@ static void *fake_daemon(void *arg)
                 reg[0].flags |= TD__PROTO_REGION_OWN;
                 reg[1] = reg[0];
                 r.u.loaded.nregions = 2;
+            } else if (f->kind == BAD_REGION_SIZE) { /* the file, said to be longer than it is */
+                reg[0].size += 1 << 20;
+            } else if (f->kind == BAD_REGION_UNSEALED) { /* daemon memory that may shrink */
+                mfd = memfd_create("fake region", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+                ck_assert_int_ge(mfd, 0);
+                ck_assert_int_eq(ftruncate(mfd, 4096), 0);
+                reg[1] = (td__proto_region){mfd, 4096, 0};
+                r.u.loaded.nregions = 2;
             }
             td__proto_send_msg(s, &r, NULL, 5000, &err);
             close(tfd);
+            if (mfd >= 0)
+                close(mfd);
         }
         td__proto_msg_destroy(&m);
     }
@@ -549,6 +568,8 @@ static const struct {
     {BAD_NOT_MEMFD, "not sealed"},
     {BAD_KEPT, "left out the table of entry 7"},
     {BAD_OWN_TWICE, "names the load's descriptor"},
+    {BAD_REGION_SIZE, "but its descriptor holds"},
+    {BAD_REGION_UNSEALED, "not sealed against shrinking"},
 };
 
 /* A daemon is trusted with the bytes, not with the client's memory: a table that is not sealed,
