@@ -232,9 +232,12 @@ static int td__fields_init(td__fields *f, const td__proto_dec *d, const msgpack_
 
 static const msgpack_object *td__field(const td__fields *f, const char *key)
 {
-    for (uint32_t i = 0; i < f->map->size; i++)
-        if (td__proto_str_is(&f->map->ptr[i].key, key))
+    size_t n = strlen(key); /* every key is a string (td__fields_init) */
+    for (uint32_t i = 0; i < f->map->size; i++) {
+        const msgpack_object *k = &f->map->ptr[i].key;
+        if (k->via.str.size == n && memcmp(td__proto_bytes(k), key, n) == 0)
             return &f->map->ptr[i].val;
+    }
     return NULL;
 }
 
