@@ -172,13 +172,17 @@ int td__save_collect(const td_dict *d, const char *path, int arr_names, td__item
                      char ***names, td_error *err);
 
 /* The files of a model (model_load.c): their plain names in the directory of the index or
- * first split, their sizes, and (when mapped) one region per file; all owned. */
+ * first split, their sizes and ids (from the fstat of the descriptor each was indexed from),
+ * and (when mapped) one region per file; all owned. */
 typedef struct td__model_files {
     size_t n;
     char **names;
     uint64_t *sizes;
+    td__file_id *ids;
     td__region **regions; /* NULL entries when not mapped */
     int *fds;             /* TD__MODEL_KEEP_FDS: each file's open descriptor (-1: none), owned */
+    int has_index;        /* a Hugging Face index was read: */
+    td__file_id index_id; /* ... its id, from the descriptor it was read from */
 } td__model_files;
 void td__model_files_free(td__model_files *f);
 
