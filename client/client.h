@@ -118,6 +118,17 @@ int td__dict_reserve(td_dict *d, size_t n);
  * it holds a reference of keep, the region that keeps ft and its bytes alive. */
 int td__dict_over_ftab(const td__ftab *ft, td__region *keep, td_array **arrays, size_t n,
                        td_dict **out, td_error *err);
+/* A name index made once for names[0..n) (each unique, or NULL: skipped), under a seed of its
+ * own, to be copied into every dict over the same names (td__dict_over_index). TD_EDUP for a
+ * name twice, TD_ENOMEM, TD_ELIMIT; no message (the caller knows what the names are). */
+typedef struct td__dict_index td__dict_index;
+int td__dict_index_new(const char *const *names, size_t n, td__dict_index **out);
+void td__dict_index_free(td__dict_index *ix); /* NULL: nothing */
+/* A dict over n arrays (taken: one reference each, also on failure) named names[0..n) (the
+ * names ix was made for, borrowed: keep, of which the dict holds a reference, keeps them), whose
+ * index starts as a copy of ix. */
+int td__dict_over_index(const char *const *names, size_t n, const td__dict_index *ix,
+                        td__region *keep, td_array **arrays, td_dict **out, td_error *err);
 /* td_dict_set that keeps name itself (malloc'd) instead of a copy: the dict's on success, still
  * the caller's on failure. */
 int td__dict_set_taking(td_dict *d, char *name, const td_array *a, td_error *err);
