@@ -6,7 +6,8 @@
  * Daemon mode's own internals are in remote.h.
  *
  * Who calls whom, with no circle: load.c (td_load) -> view.c, remote_load.c;
- * remote_client.c (td_client) -> remote_load.c, view.c, status.c, tab.c; remote_load.c ->
+ * remote_client.c (td_client) -> remote_model.c, remote_load.c, view.c, status.c, tab.c;
+ * remote_model.c -> remote_load.c, model_load.c, tab.c, array.c, dict.c; remote_load.c ->
  * view.c, tab.c; tab.c -> dict.c, array.c; every one of them -> options.c, array.c, dict.c;
  * dict.c -> array.c (its names may live in a table's mapping, held as a region).
  */
