@@ -4,12 +4,16 @@
  * cache entry per shard; a gguf-split set; two models sharing a shard share its entry; a
  * hostile index refused before anything reaches the daemon; a missing shard named; a shard
  * replaced by rename gives the new data on the next load while the old arrays stay valid.
+ * Through a kept td_client: the model kept (nothing indexed or checked again while its files
+ * are unchanged, each shard's table left out of the replies), read again when a shard or the
+ * index changes, bounded, shared by threads, and nothing left behind after close.
  */
 #include "meta_internal.h"
 #include "remote.h"
 #include "testutil.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 
 #include <signal.h>
 #include <stdio.h>
@@ -719,6 +723,71 @@ START_TEST(test_client_kept_no_leak)
 }
 END_TEST
 
+/* Threads loading two models through one td_client at once, holding each dict for a while: the
+ * kept models, their views and the shards' kept tables are shared without a wrong array. */
+typedef struct loader {
+    td_client *c;
+    pthread_barrier_t *go;
+    int failures;
+} loader;
+
+static void *load_many(void *arg)
+{
+    loader *l = arg;
+    pthread_barrier_wait(l->go);
+    td_dict *held = NULL;
+    for (int i = 0; i < 100; i++) {
+        td_dict *d = NULL;
+        td_error err = {0};
+        const char *name = i % 2 ? "m.safetensors.index.json" : "g-00001-of-00003.gguf";
+        if (client_load(l->c, name, &d, NULL, &err) != 0) {
+            l->failures++;
+            continue;
+        }
+        for (int t = 0; t < NT; t++) {
+            char tn[16];
+            snprintf(tn, sizeof tn, "t_%d", t);
+            const td_array *a = td_dict_get(d, tn);
+            const float *v = a ? td_array_data(a) : NULL;
+            if (!v || v[NE - 1] != (float)(t * 1000 + NE - 1))
+                l->failures++;
+        }
+        td_dict_free(held);
+        held = d;
+    }
+    td_dict_free(held);
+    return NULL;
+}
+
+START_TEST(test_client_kept_threads)
+{
+    save_model("m.safetensors", 0);
+    save_model("g.gguf", 0);
+    td_error err = {0};
+    td_client *c = NULL;
+    TU_OK(td_client_connect(sock, &c, &err), &err);
+    enum { N = 4 };
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, N);
+    loader l[N];
+    pthread_t th[N];
+    for (int i = 0; i < N; i++) {
+        l[i] = (loader){c, &go, 0};
+        ck_assert_int_eq(pthread_create(&th[i], NULL, load_many, &l[i]), 0);
+    }
+    for (int i = 0; i < N; i++) {
+        ck_assert_int_eq(pthread_join(th[i], NULL), 0);
+        ck_assert_int_eq(l[i].failures, 0);
+    }
+    pthread_barrier_destroy(&go);
+    ck_assert_uint_eq(kept_figure(c, INDEXED) + kept_figure(c, REUSED), N * 100);
+    ck_assert_uint_le(kept_figure(c, INDEXED), 2 * N);
+    ck_assert_uint_eq(td__kmodels_count(td__client_kmodels(c)), 2);
+    td_client_close(c);
+    wait_leases(0);
+}
+END_TEST
+
 /* A LOAD of one split as an older client sends it (no SHARD flag) gets TD_ENOTSUP, so that such
  * a client loads the whole set in embedded mode rather than a third of it; unknown flag bits
  * get TD_ENOTSUP; with SHARD the split is served as a file. Raw protocol, one connection. */
@@ -856,6 +925,7 @@ int main(void)
     tcase_add_test(tc, test_client_kept_index_rewritten);
     tcase_add_test(tc, test_client_kept_bound);
     tcase_add_test(tc, test_client_kept_no_leak);
+    tcase_add_test(tc, test_client_kept_threads);
     tcase_add_test(tc, test_split_without_flag);
     tcase_add_test(tc, test_shard_refused);
     tcase_add_test(tc, test_tensorctl_load_status);
