@@ -788,6 +788,93 @@ START_TEST(test_client_kept_threads)
 }
 END_TEST
 
+/* The end of a lease made by hand: counts, and frees it. */
+static int leases_ended;
+static void end_by_hand(td__lease *l)
+{
+    leases_ended++;
+    free(l);
+}
+
+/* A kept model adopts replies in msgpack form too (a daemon that does not share its tables):
+ * the same dict and metadata as from flat tables, on a connection that did not agree TABLE. */
+START_TEST(test_kept_model_msgpack)
+{
+    td_error err = {0};
+    td_meta *meta = td_meta_new();
+    TU_OK(td_meta_set_string(meta, "format", "pt", 2, &err), &err);
+    save_model_meta("m.safetensors", 0, meta);
+    td_meta_free(meta);
+    char path[128];
+    snprintf(path, sizeof path, "%s/m.safetensors.index.json", dir);
+    td_load_options o;
+    td_dict *d = NULL;
+    td_meta *m = NULL, *m0 = NULL;
+    TU_OK(td__load_check(path, NULL, &d, &m, &o, &err), &err);
+    td_load_options e = TD_LOAD_OPTIONS_INIT;
+    e.mode = TD_MODE_EMBEDDED;
+    td_dict *d0 = NULL;
+    TU_OK(td_load(path, &e, &d0, &m0, &err), &err);
+    td__kmodels ms;
+    td__kmodels_init(&ms);
+
+    int s = -1;
+    TU_OK(td__remote_connect(sock, &s, &err), &err);
+    td__proto_msg h;
+    td__proto_msg_init(&h, TD__PROTO_HELLO, 1);
+    h.u.hello.version = h.u.hello.min_version = TD__PROTO_VERSION;
+    h.u.hello.features = TD__PROTO_F_ALL & ~(uint64_t)(TD__PROTO_F_TABLE | TD__PROTO_F_LEAN);
+    TU_OK(td__proto_send_msg(s, &h, NULL, 5000, &err), &err);
+    TU_OK(td__remote_reply(s, 1, TD__PROTO_HELLO_OK, 5000, &h, &err), &err);
+    ck_assert_uint_eq(h.u.hello.features & TD__PROTO_F_TABLE, 0);
+    td__proto_msg_destroy(&h);
+    for (int round = 0; round < 2; round++) {
+        td__kmodel *km = NULL;
+        int *fds = NULL;
+        TU_OK(td__kmodel_get(&ms, path, &o, &km, &fds, &err), &err);
+        ck_assert_ptr_nonnull(km);
+        ck_assert_uint_eq(atomic_load(&ms.reused), (uint64_t)round);
+        size_t n = td__kmodel_nfiles(km);
+        ck_assert_uint_eq(n, 3);
+        td__proto_msg replies[3];
+        for (size_t f = 0; f < n; f++) {
+            td__proto_msg ld;
+            td__remote_load_msg(&ld, (uint32_t)(2 + f), fds[f], td__kmodel_label(km, f), &o);
+            ld.u.load.flags = TD__PROTO_LOAD_SHARD;
+            TU_OK(td__proto_send_msg(s, &ld, NULL, 5000, &err), &err);
+        }
+        for (size_t k = 0; k < n; k++) {
+            td__proto_msg r;
+            TU_OK(td__proto_recv_msg(s, NULL, &r, 5000, &err), &err);
+            ck_assert_uint_eq(r.type, TD__PROTO_LOAD_OK);
+            ck_assert(r.id >= 2 && r.id < 2 + n);
+            ck_assert_ptr_nonnull(r.u.loaded.table);
+            replies[r.id - 2] = r;
+        }
+        for (size_t f = 0; f < n; f++)
+            close(fds[f]);
+        free(fds);
+        td__lease *l = calloc(1, sizeof *l);
+        ck_assert_ptr_nonnull(l);
+        atomic_init(&l->refs, 1);
+        l->end = end_by_hand;
+        TU_OK(td__kmodel_adopt_msgpack(km, path, replies, l, &d, &m, &err), &err);
+        td__kmodel_release(km);
+        check_values(d, 0, TD_PROVENANCE_DAEMON);
+        same_dicts(d0, d);
+        ck_assert(td__meta_equal(m0, m));
+        td_dict_free(d);
+        td_meta_free(m);
+        ck_assert_int_eq(leases_ended, round + 1);
+    }
+    close(s);
+    td__kmodels_destroy(&ms);
+    td_dict_free(d0);
+    td_meta_free(m0);
+    wait_leases(0);
+}
+END_TEST
+
 /* A LOAD of one split as an older client sends it (no SHARD flag) gets TD_ENOTSUP, so that such
  * a client loads the whole set in embedded mode rather than a third of it; unknown flag bits
  * get TD_ENOTSUP; with SHARD the split is served as a file. Raw protocol, one connection. */
@@ -926,6 +1013,7 @@ int main(void)
     tcase_add_test(tc, test_client_kept_bound);
     tcase_add_test(tc, test_client_kept_no_leak);
     tcase_add_test(tc, test_client_kept_threads);
+    tcase_add_test(tc, test_kept_model_msgpack);
     tcase_add_test(tc, test_split_without_flag);
     tcase_add_test(tc, test_shard_refused);
     tcase_add_test(tc, test_tensorctl_load_status);
