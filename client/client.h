@@ -6,7 +6,8 @@
  * Daemon mode's own internals are in remote.h.
  *
  * Who calls whom, with no circle: load.c (td_load) -> view.c, remote_load.c;
- * remote_client.c (td_client) -> remote_load.c, view.c, status.c, tab.c; remote_load.c ->
+ * remote_client.c (td_client) -> remote_model.c, remote_load.c, view.c, status.c, tab.c;
+ * remote_model.c -> remote_load.c, model_load.c, tab.c, array.c, dict.c; remote_load.c ->
  * view.c, tab.c; tab.c -> dict.c, array.c; every one of them -> options.c, array.c, dict.c;
  * dict.c -> array.c (its names may live in a table's mapping, held as a region).
  */
@@ -118,6 +119,17 @@ int td__dict_reserve(td_dict *d, size_t n);
  * it holds a reference of keep, the region that keeps ft and its bytes alive. */
 int td__dict_over_ftab(const td__ftab *ft, td__region *keep, td_array **arrays, size_t n,
                        td_dict **out, td_error *err);
+/* A name index made once for names[0..n) (each unique, or NULL: skipped), under a seed of its
+ * own, to be copied into every dict over the same names (td__dict_over_index). TD_EDUP for a
+ * name twice, TD_ENOMEM, TD_ELIMIT; no message (the caller knows what the names are). */
+typedef struct td__dict_index td__dict_index;
+int td__dict_index_new(const char *const *names, size_t n, td__dict_index **out);
+void td__dict_index_free(td__dict_index *ix); /* NULL: nothing */
+/* A dict over n arrays (taken: one reference each, also on failure) named names[0..n) (the
+ * names ix was made for, borrowed: keep, of which the dict holds a reference, keeps them), whose
+ * index starts as a copy of ix. */
+int td__dict_over_index(const char *const *names, size_t n, const td__dict_index *ix,
+                        td__region *keep, td_array **arrays, td_dict **out, td_error *err);
 /* td_dict_set that keeps name itself (malloc'd) instead of a copy: the dict's on success, still
  * the caller's on failure. */
 int td__dict_set_taking(td_dict *d, char *name, const td_array *a, td_error *err);
@@ -172,13 +184,17 @@ int td__save_collect(const td_dict *d, const char *path, int arr_names, td__item
                      char ***names, td_error *err);
 
 /* The files of a model (model_load.c): their plain names in the directory of the index or
- * first split, their sizes, and (when mapped) one region per file; all owned. */
+ * first split, their sizes and ids (from the fstat of the descriptor each was indexed from),
+ * and (when mapped) one region per file; all owned. */
 typedef struct td__model_files {
     size_t n;
     char **names;
     uint64_t *sizes;
+    td__file_id *ids;
     td__region **regions; /* NULL entries when not mapped */
     int *fds;             /* TD__MODEL_KEEP_FDS: each file's open descriptor (-1: none), owned */
+    int has_index;        /* a Hugging Face index was read: */
+    td__file_id index_id; /* ... its id, from the descriptor it was read from */
 } td__model_files;
 void td__model_files_free(td__model_files *f);
 

@@ -9,7 +9,9 @@
  *
  * A dict a daemon load made stands on the load's flat table (tab.c): the first entries' names
  * are the table's own bytes, not copies, and lookups go through the table's index, until
- * something is added: the dict then builds an index of its own over every name.
+ * something is added: the dict then builds an index of its own over every name. A dict of a
+ * model a td_client keeps borrows the kept model's names the same way, and starts with a copy
+ * of an index made once for them (td__dict_index).
  */
 #include "client.h"
 #include "common.h"
@@ -18,7 +20,7 @@
 #include <stdlib.h>
 
 typedef struct td__dict_entry {
-    char *name; /* owned (but the table's, below nborrowed); NULL for unnamed entries */
+    char *name; /* owned (but borrowed below nborrowed); NULL for unnamed entries */
     td_array *a;
 } td__dict_entry;
 
@@ -29,7 +31,7 @@ struct td_dict {
     size_t index_cap;
     td__hash_seed seed;  /* td__hash_seed_for(this dict) */
     const td__ftab *ft;  /* entries below nborrowed have its names, in its order; or NULL */
-    td__region *ft_keep; /* held: what keeps ft's bytes (its mapping) */
+    td__region *ft_keep; /* held: what keeps ft's bytes (its mapping), or the borrowed names */
     size_t nborrowed;
 };
 
@@ -74,6 +76,75 @@ int td__dict_over_ftab(const td__ftab *ft, td__region *keep, td_array **arrays, 
     }
     d->n = d->cap = d->nborrowed = n;
     d->ft = ft;
+    d->ft_keep = td__region_retain(keep);
+    *out = d;
+    return 0;
+}
+
+/* A name index made once for names that many dicts share (a model a td_client keeps): what
+ * td__dict_reindex would build for them, under a seed of its own, copied into each dict. */
+struct td__dict_index {
+    td__hash_seed seed;
+    size_t cap;
+    uint32_t slots[];
+};
+
+int td__dict_index_new(const char *const *names, size_t n, td__dict_index **out)
+{
+    size_t cap = 16;
+    while (cap < n * 2)
+        cap *= 2;
+    if (n >= UINT32_MAX - 1)
+        return TD_ELIMIT;
+    td__dict_index *ix = calloc(1, sizeof *ix + cap * sizeof *ix->slots);
+    if (!ix)
+        return TD_ENOMEM;
+    ix->seed = td__hash_seed_for(ix);
+    ix->cap = cap;
+    for (size_t i = 0; i < n; i++) {
+        if (!names[i])
+            continue;
+        size_t k = (size_t)td__hash(ix->seed, names[i], strlen(names[i])) & (cap - 1);
+        for (; ix->slots[k]; k = (k + 1) & (cap - 1)) {
+            if (strcmp(names[ix->slots[k] - 1], names[i]) == 0) {
+                free(ix);
+                return TD_EDUP;
+            }
+        }
+        ix->slots[k] = (uint32_t)(i + 1);
+    }
+    *out = ix;
+    return 0;
+}
+
+void td__dict_index_free(td__dict_index *ix)
+{
+    free(ix);
+}
+
+int td__dict_over_index(const char *const *names, size_t n, const td__dict_index *ix,
+                        td__region *keep, td_array **arrays, td_dict **out, td_error *err)
+{
+    td_dict *d = calloc(1, sizeof *d);
+    td__dict_entry *v = n ? malloc(n * sizeof *v) : NULL;
+    uint32_t *index = malloc(ix->cap * sizeof *index);
+    if (!d || (n && !v) || !index) {
+        free(d);
+        free(v);
+        free(index);
+        for (size_t i = 0; i < n; i++)
+            td_array_release(arrays[i]);
+        return td__err(err, TD_ENOMEM, "dict: out of memory");
+    }
+    d->v = v;
+    d->index = memcpy(index, ix->slots, ix->cap * sizeof *index);
+    d->index_cap = ix->cap;
+    d->seed = ix->seed; /* the index's: a name added later is hashed as the copied ones were */
+    for (size_t i = 0; i < n; i++) {
+        d->v[i].name = (char *)names[i]; /* never written nor freed: keep's */
+        d->v[i].a = arrays[i];
+    }
+    d->n = d->cap = d->nborrowed = n;
     d->ft_keep = td__region_retain(keep);
     *out = d;
     return 0;

@@ -31,12 +31,14 @@ static int model_split_path(const char *path, char **dir, const char **base)
     return *dir ? 0 : TD_ENOMEM;
 }
 
-/* Reads the whole index (a regular file of at most TD__MODEL_MAX_INDEX bytes). */
-static int model_read_index(const char *path, uint8_t **out, size_t *len, td_error *err)
+/* Reads the whole index (a regular file of at most TD__MODEL_MAX_INDEX bytes); *id receives
+ * the id of what was read. */
+static int model_read_index(const char *path, uint8_t **out, size_t *len, td__file_id *id,
+                            td_error *err)
 {
     int fd;
     uint64_t n;
-    int rc = td__open_file(path, &fd, &n, err);
+    int rc = td__open_file_id(AT_FDCWD, path, path, &fd, &n, id, err);
     if (rc)
         return rc;
     rc = td__model_read_index(fd, n, path, out, len, err);
@@ -56,6 +58,7 @@ void td__model_files_free(td__model_files *f)
     free(f->regions);
     free(f->names);
     free(f->sizes);
+    free(f->ids);
     memset(f, 0, sizeof *f);
 }
 
@@ -71,7 +74,10 @@ static int model_files_alloc(td__model_files *f, size_t n, const char *path, td_
     uint64_t *sz = nm ? realloc(f->sizes, n * sizeof *sz) : NULL;
     if (sz)
         f->sizes = sz;
-    int *fds = sz ? realloc(f->fds, n * sizeof *fds) : NULL;
+    td__file_id *ids = sz ? realloc(f->ids, n * sizeof *ids) : NULL;
+    if (ids)
+        f->ids = ids;
+    int *fds = ids ? realloc(f->fds, n * sizeof *fds) : NULL;
     if (fds)
         f->fds = fds;
     if (!fds)
@@ -88,6 +94,7 @@ static int model_index_file(td__model_files *f, int mapped, int dirfd, const cha
     size_t i = f->n;
     f->regions[i] = NULL;
     f->sizes[i] = 0;
+    memset(&f->ids[i], 0, sizeof f->ids[i]);
     f->fds[i] = -1;
     if (!(f->names[i] = strdup(name)))
         return td__err(err, TD_ENOMEM, "%s: out of memory", name);
@@ -100,7 +107,7 @@ static int model_index_file(td__model_files *f, int mapped, int dirfd, const cha
     size_t len = 0;
     uint64_t size = 0;
     int fd = -1;
-    int rc = td__open_file_at(dirfd, name, label, &fd, &size, err);
+    int rc = td__open_file_id(dirfd, name, label, &fd, &size, &f->ids[i], err);
     if (!rc && mapped == 1) {
         rc = td__map_fd(fd, size, label, &base, &len, err);
         if (!rc && !(f->regions[i] = td__region_mmap(base, len))) {
@@ -149,7 +156,8 @@ int td__model_index_files(const char *path, const td_load_options *opt, int mapp
     size_t jlen = 0, ntables = 0;
     int rc;
     if (td__model_is_hf_index(path)) {
-        rc = model_read_index(path, &json, &jlen, err);
+        rc = model_read_index(path, &json, &jlen, &files->index_id, err);
+        files->has_index = !rc;
         if (!rc)
             rc = td__model_parse_hf(json, jlen, path, &m, err);
     } else {

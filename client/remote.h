@@ -15,8 +15,10 @@
 #define TD_REMOTE_H
 
 #include "client.h"
+#include "hash.h"
 #include "proto.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 
 /* Connecting and the handshake are quick or the daemon is not well; a LOAD may inflate or
@@ -46,6 +48,9 @@ typedef struct td__lease {
  * of lease. */
 int td__remote_model_index(const char *path, const td_load_options *opt, td__model_files *files,
                            td__table *local, int *several, td_error *err);
+/* 1 when path may name a model of several files (a Hugging Face index, or a GGUF file named as
+ * gguf-split names its files), by the name alone: what td__remote_model_index reads further. */
+int td__remote_is_model(const char *path, const td_load_options *opt);
 /* Prefixes err's message with name (the file, or a file of a model) unless it names it already
  * (the daemon names a file by its real path, which holds the client's relative one). Returns
  * rc. */
@@ -99,10 +104,72 @@ int td__remote_finish_tab(const char *path, td__tab *tab, td__region *const *reg
                           td__lease *lease, td_dict **arrays, td_meta **meta, td_error *err);
 /* Drops a reference on l; the last one calls l->end. */
 void td__lease_unref(td__lease *l);
+/* The end of a block of arrays that holds a reference of a lease (ctx; td__ablock end). */
+void td__remote_block_end(void *ctx);
 
 /* The one-shot load of td_load: a connection of its own, which is the load's lease. opt is a
  * whole struct (td__load_check). */
 int td__remote_load(const char *path, const td_load_options *opt, td_dict **arrays, td_meta **meta,
                     td_error *err);
+
+/* remote_model.c: the models of several files a td_client keeps (see there). A kept model is
+ * reference counted: the client's list holds one, each load that uses it one, and each dict
+ * made over it one (its names are the model's). */
+typedef struct td__kmodel td__kmodel;
+/* A client's kept models, least recently used first to go: at most TD__MODELS_MAX of them and
+ * about TD__MODELS_BYTES of what they hold. The lock is taken alone (never with the client's
+ * others held, nor they under it). */
+#define TD__MODELS_MAX   64u
+#define TD__MODELS_BYTES (64ull << 20)
+typedef struct td__kmodels {
+    pthread_mutex_t lock;
+    td__kmodel *head, *tail; /* most recently used first */
+    size_t n;
+    uint64_t bytes;
+    td__hash_seed seed; /* of the paths */
+    /* Loads that found their model kept and unchanged, that indexed it, the checks of the
+     * daemon's tables against a kept model, and the files whose LOAD_OK left out the table
+     * their LOAD said was kept: figures for tests. */
+    atomic_uint_least64_t reused, indexed, checked, left_out;
+} td__kmodels;
+void td__kmodels_init(td__kmodels *ms);
+/* Forgets every kept model (the dicts made over them keep theirs). */
+void td__kmodels_clear(td__kmodels *ms);
+/* td__kmodels_clear, and the lock goes. */
+void td__kmodels_destroy(td__kmodels *ms);
+/* The model path names through a td_client, its files opened: when ms keeps path's model and
+ * every file (the index and each shard, opened again, symbolic links followed) is still the one
+ * it was indexed from, the kept model; else the model indexed and checked now
+ * (td__remote_model_index), and kept. *km receives a reference (td__kmodel_release), *fds a
+ * malloc'd array of its files' descriptors, in file order (the caller closes those left and
+ * frees it). *km is NULL, and nothing else is returned, when path is not a model of several
+ * files. opt is a whole struct whose format is known. */
+int td__kmodel_get(td__kmodels *ms, const char *path, const td_load_options *opt, td__kmodel **km,
+                   int **fds, td_error *err);
+void td__kmodel_release(td__kmodel *km);
+size_t td__kmodel_nfiles(const td__kmodel *km);
+/* File f's plain name (in the index's directory), and its label ("DIR/NAME": messages, the
+ * LOAD's name). Borrowed from km. */
+const char *td__kmodel_name(const td__kmodel *km, size_t f);
+const char *td__kmodel_label(const td__kmodel *km, size_t f);
+/* The model's dict (and metadata, when meta is not NULL) from the flat LOAD_OK of each file
+ * (replies[f], on connection gen), whose tables (tabs[f], checked) and regions (regions, every
+ * file's in file order) the caller holds. The daemon's tables are checked against the kept
+ * merged table (same names, in the same order, file by file) once per set of entries; the
+ * views are copied from an image of them made once, and the dict borrows the kept names. The
+ * metadata is a copy of the merged table's. Consumes one reference of lease (the dict's block
+ * holds it until its last array goes), also on failure. */
+int td__kmodel_adopt_tabs(td__kmodels *ms, td__kmodel *km, const char *path,
+                          const td__proto_msg *replies, td__tab *const *tabs,
+                          td__region *const *regions, uint64_t gen, td__lease *lease,
+                          td_dict **arrays, td_meta **meta, td_error *err);
+/* The same from LOAD_OKs in msgpack form (a daemon without TABLE): td__remote_adopt_model over
+ * the kept files and merged table. Consumes the replies and one reference of lease. */
+int td__kmodel_adopt_msgpack(td__kmodel *km, const char *path, td__proto_msg *replies,
+                             td__lease *lease, td_dict **arrays, td_meta **meta, td_error *err);
+/* Models kept now. */
+size_t td__kmodels_count(td__kmodels *ms);
+/* c's kept models (remote_client.c): for tests. */
+td__kmodels *td__client_kmodels(td_client *c);
 
 #endif

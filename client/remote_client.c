@@ -15,7 +15,9 @@
  * With LEAN agreed it also remembers which entry each path's last load got (td__hint), so that
  * the next LOAD of the path says it keeps that table and the reply passes no descriptor: the
  * file region is the LOAD's own descriptor and the table is the kept one. A model's files are
- * loaded in one pipelined batch.
+ * loaded in one pipelined batch, each file's LOAD naming the table kept for it the same way (the
+ * hint of its label, DIR/NAME); what the client keeps of the model itself, so that a load of
+ * files that did not change reads and checks nothing again, is remote_model.c's.
  */
 #include "remote.h"
 #include "common.h"
@@ -111,6 +113,7 @@ struct td_client {
     uint64_t kept_bytes;
     td__hash_seed hseed; /* of the hints (klock) */
     td__hint hints[TD__HINTS];
+    td__kmodels models; /* the models of several files loaded (remote_model.c) */
 };
 
 static void td__client_unlock(td_client *c);
@@ -299,6 +302,7 @@ static void td__client_unref(td_client *c)
     }
     td__kept_clear(c);
     free(c->buckets);
+    td__kmodels_destroy(&c->models);
     td__proto_receiver_destroy(&c->rx);
     if (c->mark)
         munmap((void *)c->mark, 4096);
@@ -555,93 +559,6 @@ static void td__client_end_model_lease(td__lease *l)
     free(l);
 }
 
-/* td_client_load of a model of several files (indexed and checked by the caller, descriptors in
- * files->fds): one LOAD flagged SHARD per file, all sent at once so that the daemon indexes and
- * decodes the files in parallel, each its own lease in the daemon; one td__lease holds them all
- * and gives every one back when the model's last array goes. A file refused fails the whole
- * load, naming it, and the leases granted for the others go back. */
-static int td__client_load_model(td_client *c, const char *path, const td_load_options *o,
-                                 const td__model_files *files, td__table *local, td_dict **arrays,
-                                 td_meta **meta, td_error *err)
-{
-    if (files->n > TD__PROTO_MODEL_FILES_MAX)
-        return td__err(err, TD_ELIMIT, "%s: %zu files, over the bound of %u for the daemon", path,
-                       files->n, TD__PROTO_MODEL_FILES_MAX);
-    pthread_mutex_lock(&c->lock);
-    int rc = td__client_open(c, err);
-    uint64_t features = c->features;
-    td__client_unlock(c);
-    if (rc)
-        return td__err_prefix(err, rc, path);
-    if (!(features & TD__PROTO_F_MODEL))
-        return td__err(err, TD_ENOTSUP, "%s: the daemon does not serve models of several files",
-                       path);
-    size_t n = files->n;
-    td__lease *lease = calloc(1, sizeof *lease);
-    td__proto_msg *msgs = calloc(n, sizeof *msgs), *replies = calloc(n, sizeof *replies);
-    char **labels = calloc(n, sizeof *labels);
-    int *status = calloc(n, sizeof *status);
-    if (lease) {
-        lease->ids = calloc(n, sizeof *lease->ids);
-        lease->gens = calloc(n, sizeof *lease->gens);
-    }
-    if (!lease || !msgs || !replies || !labels || !status || !lease->ids || !lease->gens) {
-        if (lease) {
-            free(lease->ids);
-            free(lease->gens);
-        }
-        free(lease);
-        free(msgs);
-        free(replies);
-        free(labels);
-        free(status);
-        return td__err(err, TD_ENOMEM, "%s: out of memory", path);
-    }
-    atomic_init(&lease->refs, 1);
-    lease->end = td__client_end_model_lease;
-    lease->owner = c;
-    for (size_t f = 0; f < n; f++) {
-        labels[f] = td__model_file_label(path, files->names[f]);
-        td__remote_load_msg(&msgs[f], 0, files->fds[f], labels[f] ? labels[f] : files->names[f], o);
-        msgs[f].u.load.flags = TD__PROTO_LOAD_SHARD;
-    }
-    uint64_t gen = 0;
-    size_t failed = n;
-    rc = td__client_call_many(c, msgs, n, TD__PROTO_LOAD_OK, TD__LOAD_TIMEOUT_MS, replies, status,
-                              &failed, &gen, err);
-    for (size_t f = 0; !rc && f < n; f++) {
-        if (status[f] == 0) { /* granted: the model's lease gives it back */
-            atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
-            lease->ids[lease->nids] = replies[f].u.loaded.lease;
-            lease->gens[lease->nids++] = gen;
-        }
-    }
-    for (size_t f = 0; !rc && f < n; f++)
-        if (status[f] == 0)
-            rc = td__remote_take_own(files->names[f], &replies[f].u.loaded, &files->fds[f], 0, err);
-    if (!rc && failed < n) { /* err holds the first refusal to arrive: name its file */
-        rc = status[failed];
-        td__remote_name_file(err, rc, files->names[failed]);
-    }
-    for (size_t f = 0; f < n; f++)
-        free(labels[f]);
-    free(labels);
-    free(msgs);
-    if (rc) {
-        for (size_t f = 0; f < n; f++)
-            if (status[f] == 0)
-                td__proto_msg_destroy(&replies[f]);
-        free(status);
-        free(replies);
-        td__lease_unref(lease); /* gives back the leases granted */
-        return td__err_prefix(err, rc, path);
-    }
-    free(status);
-    rc = td__remote_adopt_model(path, files, local, replies, lease, arrays, meta, err);
-    free(replies);
-    return rc;
-}
-
 /* The entry path's last load got, when c still keeps its table: *have receives it, with a
  * reference of the table. Returns the path's hash, for td__client_hint_set. */
 static uint64_t td__client_hint(td_client *c, const char *path, td__have *have)
@@ -668,19 +585,21 @@ static void td__client_hint_set(td_client *c, uint64_t h, uint64_t gen, uint64_t
     pthread_mutex_unlock(&c->klock);
 }
 
-/* The flat form of a LOAD_OK through c (reply->u.loaded.table_fd): the entry's table and its
- * file mappings come from what c keeps when it has them (nothing is mapped, decoded or checked
- * again), else they are mapped, validated and kept; the daemon's buffers are mapped for this
- * load. Consumes the reply and the caller's reference of lease. */
-static int td__client_adopt_tab(td_client *c, const char *path, td__proto_msg *reply, uint64_t gen,
-                                td__lease *lease, td__have *have, td_dict **arrays, td_meta **meta,
-                                td_error *err)
+/* The table and regions of a flat LOAD_OK (ld, on connection gen) through c: the entry's table
+ * and its file mappings come from what c keeps when it has them (nothing is mapped, decoded or
+ * checked again), else they are mapped, validated and kept; the daemon's buffers are mapped for
+ * this load. have is what the LOAD said it keeps (its table is taken when the reply leaves the
+ * table out and c let go of it meanwhile). *tabp and regions[0..ld->nregions) receive
+ * references of the caller's; on failure nothing is held. */
+static int td__client_tab_regions(td_client *c, const char *path, const td__proto_loaded *ld,
+                                  uint64_t gen, td__have *have, td__tab **tabp,
+                                  td__region **regions, td_error *err)
 {
-    td__proto_loaded *ld = &reply->u.loaded;
-    td__region *regions[TD__PROTO_FDS_MAX] = {0};
     td__tab *tab = NULL;
     uint32_t n = ld->nregions;
     int rc = 0;
+    for (uint32_t i = 0; i < n; i++)
+        regions[i] = NULL;
 
     pthread_mutex_lock(&c->klock);
     td__kept *k = td__kept_find(c, gen, ld->entry);
@@ -730,6 +649,29 @@ static int td__client_adopt_tab(td_client *c, const char *path, td__proto_msg *r
     }
     if (!rc && !k && n <= TD__TABLE_REGIONS)
         td__client_keep(c, gen, ld, tab, regions);
+    if (rc) {
+        for (uint32_t i = 0; i < n; i++) {
+            td__region_release(regions[i]);
+            regions[i] = NULL;
+        }
+        td__tab_release(tab);
+        tab = NULL;
+    }
+    *tabp = tab;
+    return rc;
+}
+
+/* The flat form of a LOAD_OK through c (reply->u.loaded.table_fd, or the table kept): its table
+ * and regions (td__client_tab_regions), and the dict over them. Consumes the reply and the
+ * caller's reference of lease. */
+static int td__client_adopt_tab(td_client *c, const char *path, td__proto_msg *reply, uint64_t gen,
+                                td__lease *lease, td__have *have, td_dict **arrays, td_meta **meta,
+                                td_error *err)
+{
+    td__region *regions[TD__PROTO_FDS_MAX];
+    td__tab *tab = NULL;
+    uint32_t n = reply->u.loaded.nregions;
+    int rc = td__client_tab_regions(c, path, &reply->u.loaded, gen, have, &tab, regions, err);
     if (!rc)
         rc = td__remote_finish_tab(path, tab, regions, n, lease, arrays, meta, err);
     else
@@ -738,6 +680,172 @@ static int td__client_adopt_tab(td_client *c, const char *path, td__proto_msg *r
         td__region_release(regions[i]);
     td__tab_release(tab);
     td__proto_msg_destroy(reply); /* closes the descriptors: the mappings stay */
+    return rc;
+}
+
+/* What td__client_load_model holds for one load of a model: the requests, their replies, and
+ * per file the kept table its LOAD names and the hash of its label (the hint's key). */
+typedef struct td__model_call {
+    td__proto_msg *msgs, *replies;
+    int *status;
+    td__have *haves;
+    uint64_t *hints;
+    td__tab **tabs;
+} td__model_call;
+
+static void td__model_call_free(td__model_call *mc, size_t n)
+{
+    for (size_t f = 0; mc->haves && f < n; f++)
+        td__tab_release(mc->haves[f].tab);
+    free(mc->msgs);
+    free(mc->replies);
+    free(mc->status);
+    free(mc->haves);
+    free(mc->hints);
+    free(mc->tabs);
+}
+
+/* The flat replies of a model's files through c: each file's table and regions
+ * (td__client_tab_regions: kept tables are used, new ones kept, and each file's label remembers
+ * its entry for the next LOAD), then the kept model's dict over them. Consumes the replies and
+ * one reference of lease. */
+static int td__client_adopt_model(td_client *c, const char *path, td__kmodel *km,
+                                  td__model_call *mc, uint64_t gen, td__lease *lease,
+                                  td_dict **arrays, td_meta **meta, td_error *err)
+{
+    size_t n = td__kmodel_nfiles(km), total = 0, first = 0;
+    for (size_t f = 0; f < n; f++)
+        total += mc->replies[f].u.loaded.nregions;
+    td__region **regions = calloc(total ? total : 1, sizeof *regions);
+    int rc = regions ? 0 : td__err(err, TD_ENOMEM, "%s: out of memory", path);
+    for (size_t f = 0; !rc && f < n; f++) {
+        const td__proto_loaded *ld = &mc->replies[f].u.loaded;
+        rc = td__client_tab_regions(c, td__kmodel_label(km, f), ld, gen, &mc->haves[f],
+                                    &mc->tabs[f], &regions[first], err);
+        if (rc) {
+            td__err_prefix(err, rc, path);
+            break;
+        }
+        td__client_hint_set(c, mc->hints[f], gen, ld->entry);
+        if (ld->table_kept)
+            atomic_fetch_add_explicit(&c->models.left_out, 1, memory_order_relaxed);
+        first += ld->nregions;
+    }
+    if (!rc)
+        rc = td__kmodel_adopt_tabs(&c->models, km, path, mc->replies, mc->tabs, regions, gen, lease,
+                                   arrays, meta, err);
+    else
+        td__lease_unref(lease);
+    for (size_t i = 0; regions && i < first; i++)
+        td__region_release(regions[i]);
+    free(regions);
+    for (size_t f = 0; f < n; f++) {
+        td__tab_release(mc->tabs[f]);
+        td__proto_msg_destroy(&mc->replies[f]); /* closes the descriptors: the mappings stay */
+    }
+    return rc;
+}
+
+/* td_client_load of a model of several files (km, its files' descriptors in fds: each moves into
+ * its reply, or stays the caller's): one LOAD flagged SHARD per file, all sent at once so that
+ * the daemon indexes and decodes the files in parallel, each its own lease in the daemon; one
+ * td__lease holds them all and gives every one back when the model's last array goes. Each
+ * LOAD names the entry whose table c keeps for that file (the hint of its label, as for a file
+ * loaded alone), and the kept table is held from the send to the reply. A file refused fails
+ * the whole load, naming it, and the leases granted for the others go back. */
+static int td__client_load_model(td_client *c, const char *path, const td_load_options *o,
+                                 td__kmodel *km, int *fds, td_dict **arrays, td_meta **meta,
+                                 td_error *err)
+{
+    size_t n = td__kmodel_nfiles(km);
+    if (n > TD__PROTO_MODEL_FILES_MAX)
+        return td__err(err, TD_ELIMIT, "%s: %zu files, over the bound of %u for the daemon", path,
+                       n, TD__PROTO_MODEL_FILES_MAX);
+    pthread_mutex_lock(&c->lock);
+    int rc = td__client_open(c, err);
+    uint64_t features = c->features;
+    td__client_unlock(c);
+    if (rc)
+        return td__err_prefix(err, rc, path);
+    if (!(features & TD__PROTO_F_MODEL))
+        return td__err(err, TD_ENOTSUP, "%s: the daemon does not serve models of several files",
+                       path);
+    td__lease *lease = calloc(1, sizeof *lease);
+    td__model_call mc = {calloc(n, sizeof *mc.msgs),   calloc(n, sizeof *mc.replies),
+                         calloc(n, sizeof *mc.status), calloc(n, sizeof *mc.haves),
+                         calloc(n, sizeof *mc.hints),  calloc(n, sizeof *mc.tabs)};
+    if (lease) {
+        lease->ids = calloc(n, sizeof *lease->ids);
+        lease->gens = calloc(n, sizeof *lease->gens);
+    }
+    if (!lease || !lease->ids || !lease->gens || !mc.msgs || !mc.replies || !mc.status ||
+        !mc.haves || !mc.hints || !mc.tabs) {
+        if (lease) {
+            free(lease->ids);
+            free(lease->gens);
+        }
+        free(lease);
+        td__model_call_free(&mc, n);
+        return td__err(err, TD_ENOMEM, "%s: out of memory", path);
+    }
+    atomic_init(&lease->refs, 1);
+    lease->end = td__client_end_model_lease;
+    lease->owner = c;
+    /* The connection the kept tables named are of (td__client_call_many drops every `have` on
+     * another); a table kept on an earlier one is not named. */
+    uint64_t gen = 0;
+    for (size_t f = 0; f < n; f++) {
+        td__have *h = &mc.haves[f];
+        mc.hints[f] = td__client_hint(c, td__kmodel_label(km, f), h);
+        if (h->entry && gen && h->gen != gen) {
+            td__tab_release(h->tab);
+            *h = (td__have){0};
+        } else if (h->entry) {
+            gen = h->gen;
+        }
+        td__remote_load_msg(&mc.msgs[f], 0, fds[f], td__kmodel_label(km, f), o);
+        mc.msgs[f].u.load.flags = TD__PROTO_LOAD_SHARD;
+        mc.msgs[f].u.load.have = h->entry;
+    }
+    size_t failed = n;
+    rc = td__client_call_many(c, mc.msgs, n, TD__PROTO_LOAD_OK, TD__LOAD_TIMEOUT_MS, mc.replies,
+                              mc.status, &failed, &gen, err);
+    for (size_t f = 0; !rc && f < n; f++) {
+        if (mc.status[f] == 0) { /* granted: the model's lease gives it back */
+            atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+            lease->ids[lease->nids] = mc.replies[f].u.loaded.lease;
+            lease->gens[lease->nids++] = gen;
+        }
+    }
+    /* msgs[f].u.load.have is what went out (td__client_call_many clears it on another
+     * connection): a reply may leave out only that table. */
+    for (size_t f = 0; !rc && f < n; f++)
+        if (mc.status[f] == 0)
+            rc = td__remote_take_own(td__kmodel_name(km, f), &mc.replies[f].u.loaded, &fds[f],
+                                     mc.msgs[f].u.load.have, err);
+    if (!rc && failed < n) { /* err holds the first refusal to arrive: name its file */
+        rc = mc.status[failed];
+        td__remote_name_file(err, rc, td__kmodel_name(km, failed));
+    }
+    size_t flat = 0;
+    for (size_t f = 0; !rc && f < n; f++)
+        flat += mc.replies[f].u.loaded.table_fd >= 0 || mc.replies[f].u.loaded.table_kept;
+    if (!rc && flat && flat < n)
+        rc = td__err(err, TD_EPROTO, "the daemon answered %zu files of %zu with a flat table", flat,
+                     n);
+    if (rc) {
+        for (size_t f = 0; f < n; f++)
+            if (mc.status[f] == 0)
+                td__proto_msg_destroy(&mc.replies[f]);
+        td__model_call_free(&mc, n);
+        td__lease_unref(lease); /* gives back the leases granted */
+        return td__err_prefix(err, rc, path);
+    }
+    if (flat)
+        rc = td__client_adopt_model(c, path, km, &mc, gen, lease, arrays, meta, err);
+    else /* a daemon without TABLE */
+        rc = td__kmodel_adopt_msgpack(km, path, mc.replies, lease, arrays, meta, err);
+    td__model_call_free(&mc, n);
     return rc;
 }
 
@@ -760,8 +868,10 @@ int td_client_connect(const char *socket_path, td_client **out, td_error *err)
         munmap(page, 4096);
     pthread_mutex_init(&c->klock, NULL);
     c->hseed = td__hash_seed_for(c);
+    td__kmodels_init(&c->models);
     int rc = td__client_open(c, err);
     if (rc) {
+        td__kmodels_destroy(&c->models);
         td__proto_receiver_destroy(&c->rx);
         if (c->mark)
             munmap((void *)c->mark, 4096);
@@ -782,7 +892,13 @@ void td_client_close(td_client *c)
     pthread_mutex_lock(&c->lock);
     td__client_drop(c); /* the daemon ends the leases still held */
     td__client_unlock(c);
+    td__kmodels_clear(&c->models); /* the dicts made over them keep theirs */
     td__client_unref(c);
+}
+
+td__kmodels *td__client_kmodels(td_client *c)
+{
+    return &c->models;
 }
 
 int td_client_load(td_client *c, const char *path, const td_load_options *opt, td_dict **arrays,
@@ -792,17 +908,19 @@ int td_client_load(td_client *c, const char *path, const td_load_options *opt, t
     int rc = td__load_check(path, opt, arrays, meta, &o, err);
     if (rc)
         return rc;
-    td__model_files files = {0};
-    td__table local;
-    int several;
-    rc = td__remote_model_index(path, &o, &files, &local, &several, err);
-    if (several) {
-        rc = td__client_load_model(c, path, &o, &files, &local, arrays, meta, err);
-        td__table_destroy(&local);
-        td__model_files_free(&files);
-    }
-    if (rc || several)
+    td__kmodel *km;
+    int *fds;
+    if ((rc = td__kmodel_get(&c->models, path, &o, &km, &fds, err)))
         return rc;
+    if (km) {
+        rc = td__client_load_model(c, path, &o, km, fds, arrays, meta, err);
+        for (size_t f = 0; f < td__kmodel_nfiles(km); f++)
+            if (fds[f] >= 0)
+                close(fds[f]);
+        free(fds);
+        td__kmodel_release(km);
+        return rc;
+    }
     int fd;
     if ((rc = td__open_ro(path, &fd, err)))
         return rc;

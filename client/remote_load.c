@@ -103,8 +103,7 @@ static void td__remote_region_release(void *ctx, void *base, size_t len)
     td__lease_unref(ctx);
 }
 
-/* The lease a block of arrays holds (td__ablock end). */
-static void td__remote_block_end(void *ctx)
+void td__remote_block_end(void *ctx)
 {
     td__lease_unref(ctx);
 }
@@ -478,16 +477,21 @@ static int td__remote_load_model(const char *path, const td_load_options *opt,
     return rc;
 }
 
+int td__remote_is_model(const char *path, const td_load_options *opt)
+{
+    /* A GGUF file named as gguf-split names its files may be the first of a split set (opt's
+     * format is known, td__load_check); any other GGUF goes as one file, without a read here,
+     * and the daemon refuses it if it does claim to be a split. */
+    return td__model_is_hf_index(path) ||
+           (opt->format == TD_FORMAT_GGUF && td__model_is_split_name(path));
+}
+
 int td__remote_model_index(const char *path, const td_load_options *opt, td__model_files *files,
                            td__table *local, int *several, td_error *err)
 {
     *several = 0;
     td__table_init(local, opt->format);
-    /* A GGUF file named as gguf-split names its files may be the first of a split set (opt's
-     * format is known, td__load_check); any other GGUF goes as one file, without a read here,
-     * and the daemon refuses it if it does claim to be a split. */
-    if (!td__model_is_hf_index(path) &&
-        !(opt->format == TD_FORMAT_GGUF && td__model_is_split_name(path)))
+    if (!td__remote_is_model(path, opt))
         return 0;
     /* Every model check happens here, before anything is sent: the index (or first split)
      * names the files, each opened relative to its directory, indexed and merged. */

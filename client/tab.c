@@ -18,6 +18,9 @@
 struct td__tab {
     td__region *region;
     td__ftab ft;
+    /* The sizes of every entry's shape added up: what the views hold. Not ft.nshapes, which
+     * only bounds each shape: entries of a table may share their sizes. */
+    uint64_t ndims;
     atomic_uint dicts;                 /* dicts built over it so far (up to 2) */
     _Atomic(td__ablock_image *) image; /* from the second dict on: the views, made once */
 };
@@ -39,7 +42,7 @@ static td__ablock_image *td__tab_image(td__tab *t)
     if (im || atomic_fetch_add_explicit(&t->dicts, 1, memory_order_relaxed) == 0)
         return im;
     const td__ftab *ft = &t->ft;
-    if (!(im = td__ablock_image_new(ft->n, (size_t)ft->nshapes)))
+    if (!(im = td__ablock_image_new(ft->n, (size_t)t->ndims)))
         return NULL;
     for (uint32_t i = 0; i < ft->n; i++) {
         td__ftab_entry e;
@@ -97,6 +100,12 @@ int td__tab_map(int fd, uint64_t size, const uint64_t *region_sizes, uint32_t nr
         td__tab_release(t);
         return rc;
     }
+    t->ndims = 0;
+    for (uint32_t i = 0; i < t->ft.n; i++) {
+        td__ftab_entry e;
+        td__ftab_get(&t->ft, i, &e);
+        t->ndims += e.ndim;
+    }
     *out = t;
     return 0;
 }
@@ -134,7 +143,7 @@ int td__tab_to_dict(td__tab *t, td__region *const *regions, size_t nregions,
     if (im)
         b = td__ablock_from_image(im, regions, nregions, provenance, end, ctx, arrays);
     else if (!ft->n || arrays)
-        b = td__ablock_new(ft->n, (size_t)ft->nshapes, regions, nregions, provenance, end, ctx);
+        b = td__ablock_new(ft->n, (size_t)t->ndims, regions, nregions, provenance, end, ctx);
     if (!b) {
         free(arrays);
         if (end)

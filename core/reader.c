@@ -29,8 +29,41 @@ void td__rd_fd(td__rd *r, int fd, uint64_t len, uint64_t budget, const char *fna
 }
 
 /* Empty files are refused here: there is nothing to map or read, and no format allows them. */
+_Static_assert(sizeof(td__file_id) == 7 * 8, "td__file_id has no padding (compared with memcmp)");
+
+static void td__file_id_of(const struct stat *st, td__file_id *id)
+{
+    id->dev = (uint64_t)st->st_dev;
+    id->ino = (uint64_t)st->st_ino;
+    id->size = (uint64_t)st->st_size;
+    id->mtime_sec = (int64_t)st->st_mtim.tv_sec;
+    id->mtime_nsec = (int64_t)st->st_mtim.tv_nsec;
+    id->ctime_sec = (int64_t)st->st_ctim.tv_sec;
+    id->ctime_nsec = (int64_t)st->st_ctim.tv_nsec;
+}
+
+int td__file_id_at(int dirfd, const char *name, td__file_id *id)
+{
+    struct stat st;
+    if (fstatat(dirfd, name, &st, 0) < 0)
+        return -1;
+    td__file_id_of(&st, id);
+    return 0;
+}
+
+int td__file_id_same(const td__file_id *a, const td__file_id *b)
+{
+    return memcmp(a, b, sizeof *a) == 0;
+}
+
 int td__open_file_at(int dirfd, const char *name, const char *label, int *fd, uint64_t *size,
                      td_error *err)
+{
+    return td__open_file_id(dirfd, name, label, fd, size, NULL, err);
+}
+
+int td__open_file_id(int dirfd, const char *name, const char *label, int *fd, uint64_t *size,
+                     td__file_id *id, td_error *err)
 {
     /* O_NONBLOCK: a FIFO put where a file should be is refused below instead of blocking the
      * open until someone writes to it. */
@@ -54,6 +87,8 @@ int td__open_file_at(int dirfd, const char *name, const char *label, int *fd, ui
         if (fl >= 0)
             fcntl(*fd, F_SETFL, fl & ~O_NONBLOCK);
         *size = (uint64_t)st.st_size;
+        if (id)
+            td__file_id_of(&st, id);
         return 0;
     }
     close(*fd);

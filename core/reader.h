@@ -63,6 +63,26 @@ void td__rd_close(td__rd *r);
 int td__open_file_at(int dirfd, const char *name, const char *label, int *fd, uint64_t *size,
                      td_error *err);
 
+/* What tells one version of a file from another without reading it: the device and inode
+ * (a file replaced by rename is another inode), the size, and the modification and status
+ * change times (a write in place moves both, and nobody can set the status change time back).
+ * Two ids compare equal byte for byte (td__file_id_same): the fields leave no padding. A write
+ * in place that keeps the size within one tick of the file system's clock goes unseen, as it
+ * does for the daemon's cache key. */
+typedef struct td__file_id {
+    uint64_t dev, ino, size;
+    int64_t mtime_sec, mtime_nsec, ctime_sec, ctime_nsec;
+} td__file_id;
+
+/* td__open_file_at that also fills *id (when not NULL) from the same fstat. */
+int td__open_file_id(int dirfd, const char *name, const char *label, int *fd, uint64_t *size,
+                     td__file_id *id, td_error *err);
+/* The id of the file name names in dirfd now, symbolic links followed, without opening it: 0,
+ * or -1 with errno set. */
+int td__file_id_at(int dirfd, const char *name, td__file_id *id);
+/* 1 when a and b name the same version of the same file. */
+int td__file_id_same(const td__file_id *a, const td__file_id *b);
+
 /* Reads n bytes at offset off of fd into buf, retrying short reads and EINTR, in pieces of at
  * most 8 MiB. A file that ends first is TD_ETRUNC ("FNAME: the file shrank to N bytes while
  * being read"). */

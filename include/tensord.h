@@ -589,8 +589,13 @@ TD_EXTERN int td_verify(const char *path, const td_load_options *opt, td_error *
  * way to load through the daemon: no connection set-up or handshake per load), status,
  * eviction, liveness. It is thread-safe, and reconnects by itself when the daemon restarts.
  * It keeps, per cached file, the tensor table the daemon shares (checked once, at most 1,024
- * tables or 64 MiB, least recently used first), so that loading a file again costs a round
- * trip and no parsing; the file's own mapping lasts as long as some load of it holds it.
+ * tables or 64 MiB, least recently used first), so that loading a file again costs a round trip
+ * and no parsing; the file's own mapping lasts as long as some load of it holds it. Per model
+ * of several files (at most 64 or about 64 MiB, least recently used first), it keeps what
+ * indexing the model found and the identity of each of its files (device, inode, size,
+ * modification and status change times): a later load opens every shard again and parses
+ * nothing when all are unchanged, and indexes the model again, with every check, when one is
+ * not.
  */
 typedef struct td_client td_client;
 

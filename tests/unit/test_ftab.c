@@ -534,6 +534,63 @@ START_TEST(test_client_maps_sealed_only)
 }
 END_TEST
 
+/* Entries may share their shape sizes (the format bounds each shape, nothing more): a table of
+ * 300 entries of 32 dimensions over 32 sizes in all is taken, and the views of its dicts, made
+ * one by one the first time and from an image of them the second, each get their 32 sizes. */
+START_TEST(test_client_shared_shapes)
+{
+    enum { N = 300, D = 32 };
+    td__table t;
+    td_error err;
+    td__table_init(&t, TD_FORMAT_SAFETENSORS);
+    int64_t ones[D];
+    for (int k = 0; k < D; k++)
+        ones[k] = 1;
+    for (int i = 0; i < N; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "t%d", i);
+        td__entry *e = td__table_add(&t, name, strlen(name), &err);
+        ck_assert_ptr_nonnull(e);
+        ck_assert_int_eq(td__entry_set_shape(e, D, ones, &err), 0);
+        e->dtype = TD_FLOAT32;
+        e->nbytes = 4;
+        e->offset = 64 * (uint64_t)i;
+    }
+    uint64_t len;
+    uint8_t *p = write_table(&t, NULL, 0, &len);
+    /* every entry's shape at the first size, and the shapes as D sizes */
+    td__put64(p + 80, D);
+    uint64_t entries = td__le64(p + 56);
+    for (int i = 0; i < N; i++)
+        td__put32(p + entries + (size_t)i * TD__FTAB_ENTRY + 32, 0);
+    int fd = table_memfd(p, len, 1);
+    td__tab *tab = NULL;
+    if (td__tab_map(fd, len, sizes, 2, "x.safetensors", &tab, &err))
+        ck_abort_msg("map: %s", err.message);
+    close(fd);
+    static uint8_t r0[1 << 20] __attribute__((aligned(64)));
+    td__region *region = td__region_new(r0, sizeof r0, NULL, NULL);
+    for (int round = 0; round < 3; round++) {
+        td_dict *d = NULL;
+        if (td__tab_to_dict(tab, &region, 1, TD_PROVENANCE_DAEMON, NULL, NULL, &d, &err))
+            ck_abort_msg("dict: %s", err.message);
+        ck_assert_uint_eq(td_dict_size(d), N);
+        for (int i = 0; i < N; i++) {
+            const td_array *a = td_dict_at(d, (size_t)i, NULL);
+            ck_assert_ptr_nonnull(a);
+            ck_assert_int_eq(td_array_ndim(a), D);
+            ck_assert_int_eq(td_array_shape(a)[D - 1], 1);
+            ck_assert_ptr_eq(td_array_data(a), r0 + 64 * i);
+        }
+        td_dict_free(d);
+    }
+    td__region_release(region);
+    td__tab_release(tab);
+    free(p);
+    td__table_destroy(&t);
+}
+END_TEST
+
 static Suite *ftab_suite(void)
 {
     Suite *s = suite_create("ftab");
@@ -544,6 +601,7 @@ static Suite *ftab_suite(void)
     tcase_add_test(tc, test_clustered_index);
     tcase_add_test(tc, test_writer_refuses);
     tcase_add_test(tc, test_client_maps_sealed_only);
+    tcase_add_test(tc, test_client_shared_shapes);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -71,6 +71,18 @@ int tu_count_fds(void)
     return tu_count_pid_fds(getpid()) - 1; /* the directory's own descriptor */
 }
 
+int tu_count_maps(const char *what)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    ck_assert_ptr_nonnull(f);
+    char line[4608];
+    int n = 0;
+    while (fgets(line, sizeof line, f))
+        n += strstr(line, what) != NULL;
+    fclose(f);
+    return n;
+}
+
 double tu_now_s(void)
 {
     struct timespec ts;

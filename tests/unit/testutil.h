@@ -25,6 +25,8 @@ int tu_count_entries(const char *dir);
 int tu_count_fds(void);
 /* Number of open descriptors of process pid (/proc/PID/fd); aborts the test if unreadable. */
 int tu_count_pid_fds(pid_t pid);
+/* Number of mappings of this process whose line in /proc/self/maps contains what. */
+int tu_count_maps(const char *what);
 /* CLOCK_MONOTONIC in seconds. */
 double tu_now_s(void);
 /* Reads a whole file into malloc'd memory; NULL on failure. */
