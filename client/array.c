@@ -206,12 +206,13 @@ static size_t td__array_bytes(uint32_t ndim)
     return (n + a - 1) / a * a;
 }
 
-td__ablock *td__ablock_new(size_t n, size_t ndims, td__region *const *regions, size_t nregions,
-                           td_provenance provenance, void (*end)(void *ctx), void *ctx)
+/* A block with room for body bytes of arrays after its head (the regions, each retained), one
+ * reference of the builder's; NULL when out of memory (nothing retained). */
+static td__ablock *td__ablock_alloc(size_t body, td__region *const *regions, size_t nregions,
+                                    td_provenance provenance, void (*end)(void *ctx), void *ctx)
 {
     size_t a = _Alignof(td_array);
     size_t head = (sizeof(td__ablock) + nregions * sizeof(td__region *) + a - 1) / a * a;
-    size_t body = n * td__array_bytes(0) + ndims * sizeof(int64_t) + n * a;
     td__ablock *b = malloc(head + body);
     if (!b)
         return NULL;
@@ -227,6 +228,13 @@ td__ablock *td__ablock_new(size_t n, size_t ndims, td__region *const *regions, s
     b->next = (uint8_t *)b + head;
     b->limit = b->next + body;
     return b;
+}
+
+td__ablock *td__ablock_new(size_t n, size_t ndims, td__region *const *regions, size_t nregions,
+                           td_provenance provenance, void (*end)(void *ctx), void *ctx)
+{
+    size_t body = n * td__array_bytes(0) + ndims * sizeof(int64_t) + n * _Alignof(td_array);
+    return td__ablock_alloc(body, regions, nregions, provenance, end, ctx);
 }
 
 td_array *td__ablock_add(td__ablock *b, td_dtype dtype, uint32_t ndim, const int64_t *shape,
@@ -308,23 +316,13 @@ td__ablock *td__ablock_from_image(const td__ablock_image *im, td__region *const 
                                   size_t nregions, td_provenance provenance, void (*end)(void *ctx),
                                   void *ctx, td_array **arrays)
 {
-    size_t a = _Alignof(td_array);
-    size_t head = (sizeof(td__ablock) + nregions * sizeof(td__region *) + a - 1) / a * a;
-    td__ablock *b = malloc(head + im->body);
+    td__ablock *b = td__ablock_alloc(im->body, regions, nregions, provenance, end, ctx);
     if (!b)
         return NULL;
-    atomic_init(&b->refs, 1 + (long)im->made); /* the arrays' and the builder's */
-    b->provenance = provenance;
-    b->end = end;
-    b->ctx = ctx;
-    b->nregions = nregions;
-    b->made = 0;
-    b->regions = (td__region **)(b + 1);
-    for (size_t i = 0; i < nregions; i++)
-        b->regions[i] = td__region_retain(regions[i]);
-    uint8_t *body = (uint8_t *)b + head;
+    atomic_store_explicit(&b->refs, 1 + (long)im->made, memory_order_relaxed); /* + the arrays' */
+    uint8_t *body = b->next;
     memcpy(body, im->bytes, im->body);
-    b->next = b->limit = body + im->body;
+    b->next = b->limit;
     for (size_t i = 0; i < im->made; i++) {
         const struct td__image_item *it = &im->items[i];
         td_array *x = (td_array *)(void *)(body + it->at);

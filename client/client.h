@@ -98,6 +98,12 @@ td__tab *td__tab_retain(td__tab *t);
 void td__tab_release(td__tab *t); /* NULL: nothing */
 const td__ftab *td__tab_ftab(const td__tab *t);
 /* The bytes it maps. */
+/* The sizes of every entry's shape added up: what t's views hold (not the shapes section's
+ * count, since entries may share their sizes). */
+uint64_t td__tab_ndims(const td__tab *t);
+/* Adds the views of every entry of t's table to im, their regions numbered from first_region
+ * (a model's files' regions follow each other); im has room for them (td__tab_ndims). */
+void td__tab_image_add(const td__tab *t, td__ablock_image *im, uint32_t first_region);
 uint64_t td__tab_bytes(const td__tab *t);
 /* The dict of a load over t: every entry a view into regions[entry.region] (mapped, each at
  * least the size the table was validated against), made in one block that holds the regions

@@ -9,7 +9,8 @@
  * Every load holds a lease on its daemon entry until its last array goes. What giving the lease
  * back means depends on who made the load, so the lease carries its own `end`: td_load closes
  * the load's connection; a td_client sends RELEASE over its own. remote_load.c therefore never
- * calls into remote_client.c.
+ * calls into remote_client.c. What a td_client keeps per daemon entry is kept.c's, and what it
+ * keeps per model of several files remote_model.c's.
  */
 #ifndef TD_REMOTE_H
 #define TD_REMOTE_H
@@ -169,6 +170,69 @@ int td__kmodel_adopt_msgpack(td__kmodel *km, const char *path, td__proto_msg *re
                              td__lease *lease, td_dict **arrays, td_meta **meta, td_error *err);
 /* Models kept now. */
 size_t td__kmodels_count(td__kmodels *ms);
+/* ---------------------------------------------------------------------------------------------
+ * What a td_client keeps per daemon entry (kept.c): each entry's checked flat table (least
+ * recently used first, bounded), the mappings of the file that the loads of an entry share while
+ * any holds them, and, per path, the entry its last load got (a hint, so that the next LOAD
+ * names the table it keeps: feature LEAN). One lock guards it all; it is never taken before the
+ * client's connection lock.
+ */
+
+/* Regions of one load a kept table remembers (the daemon sends one or two). */
+#define TD__TABLE_REGIONS 4u
+/* Paths remembered with the entry their last load got (a power of two). */
+#define TD__HINTS 256u
+
+typedef struct td__kept td__kept;
+
+/* The entry the last load of a path got, so that the next LOAD of it can say it keeps that
+ * entry's table (feature LEAN) and the daemon leaves the table's descriptor out. Only a hint:
+ * the daemon decides by the file, and leaves the table out only when the entry is the same. */
+typedef struct td__hint {
+    uint64_t path; /* td__hash of the path; 0: empty */
+    uint64_t gen, entry;
+} td__hint;
+
+/* The kept table a LOAD said it has (`have`), held from the send to the reply so that it cannot
+ * go meanwhile, with the region sizes it was checked against. */
+typedef struct td__have {
+    uint64_t entry, gen; /* entry 0: none */
+    td__tab *tab;        /* a reference, or NULL */
+    uint32_t nregions;
+    uint64_t sizes[TD__TABLE_REGIONS];
+} td__have;
+
+/* The set, embedded in its td_client, which outlives every region made through it (each load
+ * holds a reference of the client until its regions are gone). */
+typedef struct td__keep {
+    pthread_mutex_t lock;
+    td__kept **buckets;    /* TD__TABLES_BUCKETS chains, or NULL before the first */
+    td__kept *head, *tail; /* most recently used first */
+    size_t n;
+    uint64_t bytes;
+    td__hash_seed seed; /* of the hints */
+    td__hint hints[TD__HINTS];
+} td__keep;
+
+/* owner: whose address seeds the hints' hash. */
+void td__keep_init(td__keep *ks, const void *owner);
+/* Forgets every kept table (the arrays made over them keep what they use). */
+void td__keep_clear(td__keep *ks);
+void td__keep_destroy(td__keep *ks);
+/* The entry path's last load got, when ks still keeps its table: *have receives it, with a
+ * reference of the table (the caller releases have->tab). Returns the path's hash, for
+ * td__keep_hint_set. */
+uint64_t td__keep_hint(td__keep *ks, const char *path, td__have *have);
+void td__keep_hint_set(td__keep *ks, uint64_t h, uint64_t gen, uint64_t entry);
+/* The table and regions of a flat LOAD_OK (ld, on connection gen): the entry's table and its
+ * file mappings come from what ks keeps when it has them (nothing is mapped, decoded or checked
+ * again), else they are mapped, validated and kept; the daemon's buffers are mapped for this
+ * load. have is what the LOAD said it keeps (its table is taken when the reply leaves the table
+ * out and ks let go of it meanwhile). *tabp and regions[0..ld->nregions) receive references of
+ * the caller's; on failure nothing is held. */
+int td__keep_tab_regions(td__keep *ks, const char *path, const td__proto_loaded *ld, uint64_t gen,
+                         td__have *have, td__tab **tabp, td__region **regions, td_error *err);
+
 /* c's kept models (remote_client.c): for tests. */
 td__kmodels *td__client_kmodels(td_client *c);
 

@@ -9,19 +9,16 @@
  * fork()) is not sent: the daemon ended it when that connection closed. The mappings stay
  * valid whatever happens to the daemon: they are ours.
  *
- * A client keeps what the daemon shares per entry: the flat table, checked once, for the next
- * load of the entry on the same connection (at most TD__TABLES_MAX tables and TD__TABLES_BYTES
- * bytes, least recently used first), and the file's mapping for as long as loads of it hold it.
- * With LEAN agreed it also remembers which entry each path's last load got (td__hint), so that
- * the next LOAD of the path says it keeps that table and the reply passes no descriptor: the
- * file region is the LOAD's own descriptor and the table is the kept one. A model's files are
- * loaded in one pipelined batch, each file's LOAD naming the table kept for it the same way (the
- * hint of its label, DIR/NAME); what the client keeps of the model itself, so that a load of
- * files that did not change reads and checks nothing again, is remote_model.c's.
+ * What a client keeps per daemon entry (the checked flat tables, the file mappings loads
+ * share, each path's last entry) is kept.c's: with LEAN agreed, a LOAD names the table the
+ * client keeps for its path, and the reply passes no descriptor (the file region is the LOAD's
+ * own descriptor and the table is the kept one). A model's files are loaded in one pipelined
+ * batch, each file's LOAD naming the table kept for it the same way (the hint of its label,
+ * DIR/NAME); what the client keeps of the model itself, so that a load of files that did not
+ * change reads and checks nothing again, is remote_model.c's.
  */
 #include "remote.h"
 #include "common.h"
-#include "hash.h"
 #include "model.h"
 
 #include <pthread.h>
@@ -33,59 +30,6 @@
 #define TD__RELEASE_ID 0x80000000u
 /* RELEASEs a td_client lets go unanswered before it reads their replies. */
 #define TD__RELEASE_BATCH 32u
-/* The daemon's tables a td_client keeps mapped and checked (least recently used go first): at
- * most this many, and at most this many bytes of them. They are the daemon's memory, which a
- * kept mapping holds on to after the daemon let the entry go. */
-#define TD__TABLES_MAX     1024u
-#define TD__TABLES_BYTES   (64ull << 20)
-#define TD__TABLES_BUCKETS 2048u
-/* Regions of one load a kept table remembers (the daemon sends one or two). */
-#define TD__TABLE_REGIONS 4u
-/* Paths remembered with the entry their last load got (a power of two). */
-#define TD__HINTS 256u
-
-/* A daemon entry's table kept by a client, and the mappings of its regions that are the file
- * itself (TD__PROTO_REGION_FILE) while loads still hold them, so that loads of one entry that
- * overlap share one mapping. A file mapping is not kept beyond its last load: it would keep a
- * replaced or deleted file's pages and disk blocks for as long as the process lived. Regions
- * of the daemon's memory (decoded buffers, snapshots) are mapped per load and unmapped with
- * it. */
-typedef struct td__kept {
-    struct td__kept *prev, *next; /* most recently used first */
-    struct td__kept *chain;       /* in its hash bucket */
-    uint64_t gen, entry;          /* the connection it came on, and the daemon's entry id */
-    td__tab *tab;
-    uint32_t nregions;
-    uint64_t sizes[TD__TABLE_REGIONS];
-    td__region *file[TD__TABLE_REGIONS]; /* FILE regions some load holds (no reference of
-                                            ours: each clears its slot as it goes), or NULL */
-} td__kept;
-
-/* What a file region made through a client needs to clear its slot in td__kept when it goes. */
-typedef struct td__file_slot {
-    td_client *c;
-    uint64_t gen, entry;
-    uint32_t idx;
-    td__region *region;
-} td__file_slot;
-
-/* The entry the last load of a path got, so that the next LOAD of it can say it keeps that
- * entry's table (feature LEAN) and the daemon leaves the table's descriptor out. Only a hint:
- * the daemon decides by the file, and leaves the table out only when the entry is the same. */
-typedef struct td__hint {
-    uint64_t path; /* td__hash of the path; 0: empty */
-    uint64_t gen, entry;
-} td__hint;
-
-/* The kept table a LOAD said it has (`have`), held from the send to the reply so that it cannot
- * go meanwhile, with the region sizes it was checked against. */
-typedef struct td__have {
-    uint64_t entry, gen; /* entry 0: none */
-    td__tab *tab;        /* a reference, or NULL */
-    uint32_t nregions;
-    uint64_t sizes[TD__TABLE_REGIONS];
-} td__have;
-
 /* A lease given back while another thread had the connection: sent by whoever has it next. */
 typedef struct td__rel {
     struct td__rel *next;
@@ -106,13 +50,7 @@ struct td_client {
     unsigned unanswered; /* RELEASEs sent whose replies are not read yet */
     uint64_t features;   /* TD__PROTO_F_* agreed on the connection */
     char *socket_path;
-    pthread_mutex_t klock;   /* the kept tables (never taken before lock) */
-    td__kept **buckets;      /* TD__TABLES_BUCKETS chains, or NULL before the first */
-    td__kept *khead, *ktail; /* most recently used first */
-    size_t nkept;
-    uint64_t kept_bytes;
-    td__hash_seed hseed; /* of the hints (klock) */
-    td__hint hints[TD__HINTS];
+    td__keep keep;      /* what it keeps per daemon entry (kept.c; never locked before lock) */
     td__kmodels models; /* the models of several files loaded (remote_model.c) */
 };
 
@@ -134,163 +72,6 @@ static int td__client_ours(const td_client *c)
     return c->mark ? c->mark[0] != 0 : c->pid == getpid();
 }
 
-static void td__kept_free(td__kept *k)
-{
-    td__tab_release(k->tab); /* the file regions are their loads', not ours */
-    free(k);
-}
-
-static td__kept **td__kept_bucket(td_client *c, uint64_t gen, uint64_t entry)
-{
-    return &c->buckets[(entry * 0x9e3779b97f4a7c15ull ^ gen) % TD__TABLES_BUCKETS];
-}
-
-/* Unlinks k from its bucket and the list. Under klock. */
-static void td__kept_unlink(td_client *c, td__kept *k)
-{
-    td__kept **p = td__kept_bucket(c, k->gen, k->entry);
-    while (*p != k)
-        p = &(*p)->chain;
-    *p = k->chain;
-    (k->prev ? &k->prev->next : &c->khead)[0] = k->next;
-    (k->next ? &k->next->prev : &c->ktail)[0] = k->prev;
-    c->nkept--;
-    c->kept_bytes -= td__tab_bytes(k->tab);
-}
-
-/* The table kept for entry on connection gen, or NULL. Under klock. */
-static td__kept *td__kept_find(td_client *c, uint64_t gen, uint64_t entry)
-{
-    td__kept *k = c->buckets ? *td__kept_bucket(c, gen, entry) : NULL;
-    while (k && (k->gen != gen || k->entry != entry))
-        k = k->chain;
-    return k;
-}
-
-/* Links k first in the list and into its bucket. Under klock, with c->buckets allocated. */
-static void td__kept_link(td_client *c, td__kept *k)
-{
-    td__kept **b = td__kept_bucket(c, k->gen, k->entry);
-    k->chain = *b;
-    *b = k;
-    k->prev = NULL;
-    k->next = c->khead;
-    (c->khead ? &c->khead->prev : &c->ktail)[0] = k;
-    c->khead = k;
-    c->nkept++;
-    c->kept_bytes += td__tab_bytes(k->tab);
-}
-
-/* The last load of a file region made through a client let it go: its slot in the kept table
- * (if the table is still kept, and the slot still names it) is cleared, then it is unmapped. */
-static void td__file_gone(void *ctx, void *base, size_t len)
-{
-    td__file_slot *s = ctx;
-    td_client *c = s->c;
-    pthread_mutex_lock(&c->klock);
-    td__kept *k = td__kept_find(c, s->gen, s->entry);
-    if (k && k->file[s->idx] == s->region)
-        k->file[s->idx] = NULL;
-    pthread_mutex_unlock(&c->klock);
-    if (base)
-        munmap(base, len);
-    free(s);
-}
-
-/* Maps region idx of a LOAD_OK, the file itself, as a region that loads of the same entry
- * share while any holds it; with known (the entry's table is kept), the kept table learns of it
- * here, else td__client_keep does. The client outlives the region: every load through it holds
- * a reference of c until its regions are gone. */
-static int td__client_map_file(td_client *c, uint64_t gen, uint64_t entry, const char *path,
-                               const td__proto_region *r, uint32_t idx, td__region **out, int known,
-                               td_error *err)
-{
-    td__region *plain;
-    int rc = td__remote_map_region(path, r, idx, NULL, &plain, err);
-    if (rc)
-        return rc;
-    td__file_slot *s = malloc(sizeof *s);
-    td__region *shared = s ? td__region_new(plain->base, plain->len, td__file_gone, s) : NULL;
-    if (!shared) {
-        free(s);
-        *out = plain; /* not shared, still a good mapping */
-        return 0;
-    }
-    *s = (td__file_slot){c, gen, entry, idx, shared};
-    shared->provenance = plain->provenance;
-    plain->release = NULL; /* the mapping is shared's now */
-    td__region_release(plain);
-    *out = shared;
-    if (known) {
-        pthread_mutex_lock(&c->klock);
-        td__kept *k = td__kept_find(c, gen, entry);
-        if (k && idx < k->nregions && !k->file[idx])
-            k->file[idx] = shared;
-        pthread_mutex_unlock(&c->klock);
-    }
-    return 0;
-}
-
-/* Keeps tab, and the mappings of the regions flagged FILE, for later loads of the daemon's
- * entry ld->entry on connection gen; the least recently used go beyond the bounds. Keeping is
- * an optimisation: without memory for it, nothing is kept. */
-static void td__client_keep(td_client *c, uint64_t gen, const td__proto_loaded *ld, td__tab *tab,
-                            td__region *const *regions)
-{
-    td__kept *k = calloc(1, sizeof *k);
-    if (!k)
-        return;
-    k->gen = gen;
-    k->entry = ld->entry;
-    k->nregions = ld->nregions;
-    for (uint32_t i = 0; i < ld->nregions; i++) {
-        k->sizes[i] = ld->regions[i].size;
-        if (ld->regions[i].flags & TD__PROTO_REGION_FILE && regions[i]->release == td__file_gone)
-            k->file[i] = regions[i];
-    }
-    k->tab = td__tab_retain(tab);
-    pthread_mutex_lock(&c->klock);
-    if (!c->buckets)
-        c->buckets = calloc(TD__TABLES_BUCKETS, sizeof *c->buckets);
-    if (!c->buckets ||
-        td__kept_find(c, gen,
-                      ld->entry)) { /* no room for the index, or another thread kept it first */
-        pthread_mutex_unlock(&c->klock);
-        td__kept_free(k);
-        return;
-    }
-    td__kept_link(c, k);
-    td__kept *gone = NULL;
-    while (c->ktail != k && (c->nkept > TD__TABLES_MAX || c->kept_bytes > TD__TABLES_BYTES)) {
-        td__kept *old = c->ktail;
-        td__kept_unlink(c, old);
-        old->chain = gone;
-        gone = old;
-    }
-    pthread_mutex_unlock(&c->klock);
-    while (gone) { /* unmapped outside the lock */
-        td__kept *next = gone->chain;
-        td__kept_free(gone);
-        gone = next;
-    }
-}
-
-/* Forgets every kept table (the arrays made over them keep what they use). */
-static void td__kept_clear(td_client *c)
-{
-    pthread_mutex_lock(&c->klock);
-    for (td__kept *k = c->khead, *next; k; k = next) {
-        next = k->next;
-        td__kept_free(k);
-    }
-    c->khead = c->ktail = NULL;
-    c->nkept = 0;
-    c->kept_bytes = 0;
-    if (c->buckets)
-        memset(c->buckets, 0, TD__TABLES_BUCKETS * sizeof *c->buckets);
-    pthread_mutex_unlock(&c->klock);
-}
-
 static void td__client_unref(td_client *c)
 {
     if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
@@ -300,13 +81,11 @@ static void td__client_unref(td_client *c)
         next = r->next;
         free(r);
     }
-    td__kept_clear(c);
-    free(c->buckets);
+    td__keep_destroy(&c->keep);
     td__kmodels_destroy(&c->models);
     td__proto_receiver_destroy(&c->rx);
     if (c->mark)
         munmap((void *)c->mark, 4096);
-    pthread_mutex_destroy(&c->klock);
     pthread_mutex_destroy(&c->lock);
     free(c->socket_path);
     free(c);
@@ -355,7 +134,7 @@ static int td__client_open(td_client *c, td_error *err)
     c->gen++;
     /* Entry ids are the daemon's (which may have restarted): tables of the last connection are
      * never looked up again (their gen differs); let them go. */
-    td__kept_clear(c);
+    td__keep_clear(&c->keep);
     c->pid = getpid();
     if (c->mark)
         c->mark[0] = 1;
@@ -559,110 +338,8 @@ static void td__client_end_model_lease(td__lease *l)
     free(l);
 }
 
-/* The entry path's last load got, when c still keeps its table: *have receives it, with a
- * reference of the table. Returns the path's hash, for td__client_hint_set. */
-static uint64_t td__client_hint(td_client *c, const char *path, td__have *have)
-{
-    uint64_t h = td__hash(c->hseed, path, strlen(path)) | 1; /* never 0, the empty slot's */
-    pthread_mutex_lock(&c->klock);
-    const td__hint *s = &c->hints[(h >> 32) & (TD__HINTS - 1)];
-    td__kept *k = s->path == h ? td__kept_find(c, s->gen, s->entry) : NULL;
-    if (k && k->nregions <= TD__TABLE_REGIONS) {
-        have->entry = k->entry;
-        have->gen = k->gen;
-        have->tab = td__tab_retain(k->tab);
-        have->nregions = k->nregions;
-        memcpy(have->sizes, k->sizes, k->nregions * sizeof *k->sizes);
-    }
-    pthread_mutex_unlock(&c->klock);
-    return h;
-}
-
-static void td__client_hint_set(td_client *c, uint64_t h, uint64_t gen, uint64_t entry)
-{
-    pthread_mutex_lock(&c->klock);
-    c->hints[(h >> 32) & (TD__HINTS - 1)] = (td__hint){h, gen, entry};
-    pthread_mutex_unlock(&c->klock);
-}
-
-/* The table and regions of a flat LOAD_OK (ld, on connection gen) through c: the entry's table
- * and its file mappings come from what c keeps when it has them (nothing is mapped, decoded or
- * checked again), else they are mapped, validated and kept; the daemon's buffers are mapped for
- * this load. have is what the LOAD said it keeps (its table is taken when the reply leaves the
- * table out and c let go of it meanwhile). *tabp and regions[0..ld->nregions) receive
- * references of the caller's; on failure nothing is held. */
-static int td__client_tab_regions(td_client *c, const char *path, const td__proto_loaded *ld,
-                                  uint64_t gen, td__have *have, td__tab **tabp,
-                                  td__region **regions, td_error *err)
-{
-    td__tab *tab = NULL;
-    uint32_t n = ld->nregions;
-    int rc = 0;
-    for (uint32_t i = 0; i < n; i++)
-        regions[i] = NULL;
-
-    pthread_mutex_lock(&c->klock);
-    td__kept *k = td__kept_find(c, gen, ld->entry);
-    if (k && k->nregions == n) {
-        for (uint32_t i = 0; k && i < n; i++)
-            if (k->sizes[i] != ld->regions[i].size)
-                k = NULL; /* the daemon's word changed: not the same entry */
-    } else {
-        k = NULL;
-    }
-    if (k) {
-        tab = td__tab_retain(k->tab);
-        for (uint32_t i = 0; i < n; i++)
-            if (k->file[i]) /* NULL when its last load is just letting it go */
-                regions[i] = td__region_try_retain(k->file[i]);
-        if (k != c->khead) { /* most recently used first */
-            td__kept_unlink(c, k);
-            td__kept_link(c, k);
-        }
-    }
-    pthread_mutex_unlock(&c->klock);
-
-    if (!tab && ld->table_kept) { /* let go of since the LOAD: the reference the LOAD took */
-        int same = have->tab && have->nregions == n;
-        for (uint32_t i = 0; same && i < n; i++)
-            same = have->sizes[i] == ld->regions[i].size;
-        if (same) {
-            tab = have->tab;
-            have->tab = NULL;
-        } else {
-            rc = td__err(err, TD_EPROTO,
-                         "%s: the daemon left out the table of entry %llu with other regions "
-                         "than it had",
-                         path, (unsigned long long)ld->entry);
-        }
-    } else if (!tab) {
-        rc = td__remote_map_tab(path, ld, &tab, err);
-    }
-    for (uint32_t i = 0; !rc && i < n; i++) {
-        if (regions[i])
-            continue;
-        if ((ld->regions[i].flags & TD__PROTO_REGION_FILE) && n <= TD__TABLE_REGIONS)
-            rc = td__client_map_file(c, gen, ld->entry, path, &ld->regions[i], i, &regions[i],
-                                     k != NULL, err);
-        else
-            rc = td__remote_map_region(path, &ld->regions[i], i, NULL, &regions[i], err);
-    }
-    if (!rc && !k && n <= TD__TABLE_REGIONS)
-        td__client_keep(c, gen, ld, tab, regions);
-    if (rc) {
-        for (uint32_t i = 0; i < n; i++) {
-            td__region_release(regions[i]);
-            regions[i] = NULL;
-        }
-        td__tab_release(tab);
-        tab = NULL;
-    }
-    *tabp = tab;
-    return rc;
-}
-
 /* The flat form of a LOAD_OK through c (reply->u.loaded.table_fd, or the table kept): its table
- * and regions (td__client_tab_regions), and the dict over them. Consumes the reply and the
+ * and regions (td__keep_tab_regions), and the dict over them. Consumes the reply and the
  * caller's reference of lease. */
 static int td__client_adopt_tab(td_client *c, const char *path, td__proto_msg *reply, uint64_t gen,
                                 td__lease *lease, td__have *have, td_dict **arrays, td_meta **meta,
@@ -671,7 +348,7 @@ static int td__client_adopt_tab(td_client *c, const char *path, td__proto_msg *r
     td__region *regions[TD__PROTO_FDS_MAX];
     td__tab *tab = NULL;
     uint32_t n = reply->u.loaded.nregions;
-    int rc = td__client_tab_regions(c, path, &reply->u.loaded, gen, have, &tab, regions, err);
+    int rc = td__keep_tab_regions(&c->keep, path, &reply->u.loaded, gen, have, &tab, regions, err);
     if (!rc)
         rc = td__remote_finish_tab(path, tab, regions, n, lease, arrays, meta, err);
     else
@@ -706,7 +383,7 @@ static void td__model_call_free(td__model_call *mc, size_t n)
 }
 
 /* The flat replies of a model's files through c: each file's table and regions
- * (td__client_tab_regions: kept tables are used, new ones kept, and each file's label remembers
+ * (td__keep_tab_regions: kept tables are used, new ones kept, and each file's label remembers
  * its entry for the next LOAD), then the kept model's dict over them. Consumes the replies and
  * one reference of lease. */
 static int td__client_adopt_model(td_client *c, const char *path, td__kmodel *km,
@@ -720,13 +397,13 @@ static int td__client_adopt_model(td_client *c, const char *path, td__kmodel *km
     int rc = regions ? 0 : td__err(err, TD_ENOMEM, "%s: out of memory", path);
     for (size_t f = 0; !rc && f < n; f++) {
         const td__proto_loaded *ld = &mc->replies[f].u.loaded;
-        rc = td__client_tab_regions(c, td__kmodel_label(km, f), ld, gen, &mc->haves[f],
-                                    &mc->tabs[f], &regions[first], err);
+        rc = td__keep_tab_regions(&c->keep, td__kmodel_label(km, f), ld, gen, &mc->haves[f],
+                                  &mc->tabs[f], &regions[first], err);
         if (rc) {
             td__err_prefix(err, rc, path);
             break;
         }
-        td__client_hint_set(c, mc->hints[f], gen, ld->entry);
+        td__keep_hint_set(&c->keep, mc->hints[f], gen, ld->entry);
         if (ld->table_kept)
             atomic_fetch_add_explicit(&c->models.left_out, 1, memory_order_relaxed);
         first += ld->nregions;
@@ -796,7 +473,7 @@ static int td__client_load_model(td_client *c, const char *path, const td_load_o
     uint64_t gen = 0;
     for (size_t f = 0; f < n; f++) {
         td__have *h = &mc.haves[f];
-        mc.hints[f] = td__client_hint(c, td__kmodel_label(km, f), h);
+        mc.hints[f] = td__keep_hint(&c->keep, td__kmodel_label(km, f), h);
         if (h->entry && gen && h->gen != gen) {
             td__tab_release(h->tab);
             *h = (td__have){0};
@@ -866,16 +543,15 @@ int td_client_connect(const char *socket_path, td_client **out, td_error *err)
         c->mark = page;
     else if (page != MAP_FAILED)
         munmap(page, 4096);
-    pthread_mutex_init(&c->klock, NULL);
-    c->hseed = td__hash_seed_for(c);
+    td__keep_init(&c->keep, c);
     td__kmodels_init(&c->models);
     int rc = td__client_open(c, err);
     if (rc) {
         td__kmodels_destroy(&c->models);
+        td__keep_destroy(&c->keep);
         td__proto_receiver_destroy(&c->rx);
         if (c->mark)
             munmap((void *)c->mark, 4096);
-        pthread_mutex_destroy(&c->klock);
         free(c->socket_path);
         free(c);
         return rc;
@@ -931,7 +607,7 @@ int td_client_load(td_client *c, const char *path, const td_load_options *opt, t
     }
     td__proto_msg m, reply;
     td__have have = {0};
-    uint64_t h = td__client_hint(c, path, &have);
+    uint64_t h = td__keep_hint(&c->keep, path, &have);
     td__remote_load_msg(&m, 0, fd, path, &o);
     m.u.load.have = have.entry;
     lease->gen = have.gen; /* the connection `have` is of; then the one the reply came on */
@@ -955,7 +631,7 @@ int td_client_load(td_client *c, const char *path, const td_load_options *opt, t
         td__proto_msg_destroy(&reply);
         td__lease_unref(lease);
     } else if (reply.u.loaded.table_fd >= 0 || reply.u.loaded.table_kept) {
-        td__client_hint_set(c, h, lease->gen, reply.u.loaded.entry);
+        td__keep_hint_set(&c->keep, h, lease->gen, reply.u.loaded.entry);
         rc = td__client_adopt_tab(c, path, &reply, lease->gen, lease, &have, arrays, meta, err);
     } else {
         rc = td__remote_adopt(path, &reply, lease, arrays, meta, err);

@@ -437,12 +437,7 @@ static int td__kview_new(const td__kmodel *km, const char *path, const td__proto
     size_t total = 0, ndims = 0;
     for (size_t f = 0; f < km->n; f++) {
         total += replies[f].u.loaded.nregions;
-        const td__ftab *ft = td__tab_ftab(tabs[f]);
-        for (uint32_t i = 0; i < ft->n; i++) {
-            td__ftab_entry e;
-            td__ftab_get(ft, i, &e);
-            ndims += e.ndim; /* each array's own: entries may share their sizes in a table */
-        }
+        ndims += (size_t)td__tab_ndims(tabs[f]);
     }
     td__kview *v = calloc(1, sizeof *v);
     if (v) {
@@ -466,17 +461,8 @@ static int td__kview_new(const td__kmodel *km, const char *path, const td__proto
         v->nregions[f] = ld->nregions;
         for (uint32_t i = 0; i < ld->nregions; i++)
             v->sizes[first + i] = ld->regions[i].size;
-        const td__ftab *ft = td__tab_ftab(tabs[f]);
-        for (uint32_t i = 0; i < ft->n; i++) {
-            td__ftab_entry e;
-            int64_t shape[TD_MAX_DIMS];
-            td__ftab_get(ft, i, &e);
-            for (uint32_t d = 0; d < e.ndim; d++)
-                shape[d] = td__ftab_dim(e.shape, d);
-            /* td__ftab_open checked the bytes against this file's region sizes, now v's */
-            td__ablock_image_add(v->image, e.dtype, e.ndim, shape, (uint32_t)(first + e.region),
-                                 e.offset, e.nbytes);
-        }
+        /* td__ftab_open checked the bytes against this file's region sizes, now v's */
+        td__tab_image_add(tabs[f], v->image, (uint32_t)first);
         first += ld->nregions;
     }
     *out = v;

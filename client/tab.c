@@ -33,6 +33,20 @@ static void td__tab_gone(void *ctx, void *base, size_t len)
     free(t);
 }
 
+void td__tab_image_add(const td__tab *t, td__ablock_image *im, uint32_t first_region)
+{
+    const td__ftab *ft = &t->ft;
+    for (uint32_t i = 0; i < ft->n; i++) {
+        td__ftab_entry e;
+        int64_t shape[TD_MAX_DIMS];
+        td__ftab_get(ft, i, &e);
+        for (uint32_t k = 0; k < e.ndim; k++)
+            shape[k] = td__ftab_dim(e.shape, k);
+        td__ablock_image_add(im, e.dtype, e.ndim, shape, first_region + e.region, e.offset,
+                             e.nbytes);
+    }
+}
+
 /* The image of t's views, made the first time a table is used twice (a table used once, as
  * td_load's are, never pays for it). NULL when out of memory: the views are then made one by
  * one. */
@@ -41,17 +55,9 @@ static td__ablock_image *td__tab_image(td__tab *t)
     td__ablock_image *im = atomic_load_explicit(&t->image, memory_order_acquire);
     if (im || atomic_fetch_add_explicit(&t->dicts, 1, memory_order_relaxed) == 0)
         return im;
-    const td__ftab *ft = &t->ft;
-    if (!(im = td__ablock_image_new(ft->n, (size_t)t->ndims)))
+    if (!(im = td__ablock_image_new(t->ft.n, (size_t)t->ndims)))
         return NULL;
-    for (uint32_t i = 0; i < ft->n; i++) {
-        td__ftab_entry e;
-        int64_t shape[TD_MAX_DIMS];
-        td__ftab_get(ft, i, &e);
-        for (uint32_t k = 0; k < e.ndim; k++)
-            shape[k] = td__ftab_dim(e.shape, k);
-        td__ablock_image_add(im, e.dtype, e.ndim, shape, e.region, e.offset, e.nbytes);
-    }
+    td__tab_image_add(t, im, 0);
     td__ablock_image *none = NULL;
     if (!atomic_compare_exchange_strong_explicit(&t->image, &none, im, memory_order_acq_rel,
                                                  memory_order_acquire)) {
@@ -125,6 +131,11 @@ void td__tab_release(td__tab *t)
 const td__ftab *td__tab_ftab(const td__tab *t)
 {
     return &t->ft;
+}
+
+uint64_t td__tab_ndims(const td__tab *t)
+{
+    return t->ndims;
 }
 
 uint64_t td__tab_bytes(const td__tab *t)

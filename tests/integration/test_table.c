@@ -45,19 +45,6 @@ static void teardown(void)
     tu_rmtree(dir);
 }
 
-/* Mappings of this process whose line in /proc/self/maps contains what. */
-static int count_maps(const char *what)
-{
-    FILE *f = fopen("/proc/self/maps", "r");
-    ck_assert_ptr_nonnull(f);
-    char line[4608];
-    int n = 0;
-    while (fgets(line, sizeof line, f))
-        n += strstr(line, what) != NULL;
-    fclose(f);
-    return n;
-}
-
 /* A safetensors file of n float32 vectors "w.K" of K + 1 elements, each filled with K, and
  * metadata {"kind": "test"}. */
 static void save_st(const char *path, int n)
@@ -98,7 +85,7 @@ START_TEST(test_client_keeps_table_and_file)
     td_error err = {0};
     TU_OK(td_client_connect(sock, &c, &err), &err);
     int fds = tu_count_fds();
-    ck_assert_int_eq(count_maps(path), 0);
+    ck_assert_int_eq(tu_count_maps(path), 0);
 
     td_dict *d1, *d2;
     td_meta *m;
@@ -107,17 +94,17 @@ START_TEST(test_client_keeps_table_and_file)
     const td_value *kind = td_meta_get(m, "kind");
     ck_assert_ptr_nonnull(kind);
     td_meta_free(m);
-    ck_assert_int_eq(count_maps(path), 2); /* the file, and the table's memfd named after it */
-    ck_assert_int_eq(count_maps(table), 1);
+    ck_assert_int_eq(tu_count_maps(path), 2); /* the file, and the table's memfd named after it */
+    ck_assert_int_eq(tu_count_maps(table), 1);
     const void *p1 = td_array_data(td_dict_get(d1, "w.7"));
     ck_assert_float_eq(((const float *)p1)[7], 7.0f);
     ck_assert_int_eq(td_array_provenance(td_dict_get(d1, "w.7")), TD_PROVENANCE_DAEMON);
 
     TU_OK(td_client_load(c, path, NULL, &d2, NULL, &err), &err); /* while d1 holds the file */
-    ck_assert_int_eq(count_maps(path), 2);
+    ck_assert_int_eq(tu_count_maps(path), 2);
     ck_assert_ptr_eq(td_array_data(td_dict_get(d2, "w.7")), p1);
     td_dict_free(d1);
-    ck_assert_int_eq(count_maps(path), 2); /* d2 still views it */
+    ck_assert_int_eq(tu_count_maps(path), 2); /* d2 still views it */
     for (int k = 0; k < 40; k++) {
         char name[32];
         snprintf(name, sizeof name, "w.%d", k);
@@ -127,25 +114,25 @@ START_TEST(test_client_keeps_table_and_file)
         ck_assert_float_eq(((const float *)td_array_data(a))[k], (float)k);
     }
     td_dict_free(d2);
-    ck_assert_int_eq(count_maps(path), 1); /* the table alone */
-    ck_assert_int_eq(count_maps(table), 1);
+    ck_assert_int_eq(tu_count_maps(path), 1); /* the table alone */
+    ck_assert_int_eq(tu_count_maps(table), 1);
     TU_OK(td_client_load(c, path, NULL, &d2, NULL, &err), &err); /* the file again, not the table */
-    ck_assert_int_eq(count_maps(path), 2);
-    ck_assert_int_eq(count_maps(table), 1);
+    ck_assert_int_eq(tu_count_maps(path), 2);
+    ck_assert_int_eq(tu_count_maps(table), 1);
     td_dict_free(d2);
 
     /* td_load has no client to keep anything in: it maps its own and unmaps it. */
     td_load_options o = TD_LOAD_OPTIONS_INIT;
     o.mode = TD_MODE_DAEMON;
     TU_OK(td_load(path, &o, &d1, NULL, &err), &err);
-    ck_assert_int_eq(count_maps(path), 3);
-    ck_assert_int_eq(count_maps(table), 2);
+    ck_assert_int_eq(tu_count_maps(path), 3);
+    ck_assert_int_eq(tu_count_maps(table), 2);
     td_dict_free(d1);
-    ck_assert_int_eq(count_maps(path), 1);
+    ck_assert_int_eq(tu_count_maps(path), 1);
     ck_assert_int_eq(tu_count_fds(), fds);
 
     td_client_close(c); /* forgets what it kept */
-    ck_assert_int_eq(count_maps(path), 0);
+    ck_assert_int_eq(tu_count_maps(path), 0);
     ck_assert_int_eq(tu_count_fds(), fds - 1);
 }
 END_TEST
@@ -170,7 +157,7 @@ START_TEST(test_replaced_file_let_go)
     TU_OK(td_client_load(c, path, NULL, &d, NULL, &err), &err);
     ck_assert_uint_eq(td_dict_size(d), 9);
     td_dict_free(d);
-    ck_assert_int_eq(count_maps("model.safetensors (deleted)"), 0);
+    ck_assert_int_eq(tu_count_maps("model.safetensors (deleted)"), 0);
     td_client_close(c);
 }
 END_TEST
@@ -197,19 +184,19 @@ START_TEST(test_daemon_buffers_not_kept)
     char derived[300];
     snprintf(derived, sizeof derived, "tensord:%s (deleted)", path); /* the decoded buffer */
     TU_OK(td_client_load(c, path, NULL, &d, NULL, &err), &err);
-    ck_assert_int_eq(count_maps(derived), 1);
-    ck_assert_int_eq(count_maps("z.npz (table)"), 1);
+    ck_assert_int_eq(tu_count_maps(derived), 1);
+    ck_assert_int_eq(tu_count_maps("z.npz (table)"), 1);
     td_dict_free(d);
-    ck_assert_int_eq(count_maps(derived), 0);
-    ck_assert_int_eq(count_maps("z.npz (table)"), 1);
+    ck_assert_int_eq(tu_count_maps(derived), 0);
+    ck_assert_int_eq(tu_count_maps("z.npz (table)"), 1);
     uint64_t entries = 0, bytes = 0;
     TU_OK(td_client_evict(c, NULL, &entries, &bytes, &err), &err);
     ck_assert_uint_eq(entries, 1);
     TU_OK(td_client_load(c, path, NULL, &d, NULL, &err), &err); /* a new entry, a new table */
-    ck_assert_int_eq(count_maps(derived), 1);
+    ck_assert_int_eq(tu_count_maps(derived), 1);
     td_dict_free(d);
     td_client_close(c);
-    ck_assert_int_eq(count_maps("z.npz (table)"), 0);
+    ck_assert_int_eq(tu_count_maps("z.npz (table)"), 0);
 }
 END_TEST
 
@@ -237,10 +224,10 @@ START_TEST(test_kept_tables_bounded)
         ck_assert_int_eq(((const int32_t *)td_array_data(td_dict_at(d, 0, NULL)))[3], k);
         td_dict_free(d);
     }
-    ck_assert_int_eq(count_maps(".npy (table)"), 1024);
+    ck_assert_int_eq(tu_count_maps(".npy (table)"), 1024);
     ck_assert_int_eq(tu_count_fds(), fds); /* mappings, not descriptors */
     td_client_close(c);
-    ck_assert_int_eq(count_maps(".npy (table)"), 0);
+    ck_assert_int_eq(tu_count_maps(".npy (table)"), 0);
 }
 END_TEST
 
@@ -599,7 +586,7 @@ START_TEST(test_hostile_daemon_table)
         ck_assert_int_eq(listen(l, 4), 0);
         fake f = {l, bad_cases[_i].kind, path};
         pthread_t th;
-        int maps = count_maps("/");
+        int maps = tu_count_maps("/");
         pthread_create(&th, NULL, fake_daemon, &f);
         td_dict *d = NULL;
         int rc;
@@ -621,7 +608,7 @@ START_TEST(test_hostile_daemon_table)
                       err.message);
         ck_assert_ptr_null(d);
         ck_assert_int_eq(tu_count_fds(), fds);
-        ck_assert_int_eq(count_maps("/"), maps);
+        ck_assert_int_eq(tu_count_maps("/"), maps);
     }
 }
 END_TEST

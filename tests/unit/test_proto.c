@@ -866,25 +866,7 @@ static void rx_drain(rx_run *x)
 static void rx_send(rx_run *x, const uint8_t *p, size_t n, const int *fds, unsigned nfds)
 {
     while (n) {
-        struct iovec iov = {(void *)p, n};
-        union {
-            struct cmsghdr h;
-            char b[CMSG_SPACE(sizeof(int) * 4)];
-        } cm;
-        struct msghdr mh = {0};
-        mh.msg_iov = &iov;
-        mh.msg_iovlen = 1;
-        if (nfds) {
-            memset(&cm, 0, sizeof cm);
-            mh.msg_control = cm.b;
-            mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-            struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-            c->cmsg_level = SOL_SOCKET;
-            c->cmsg_type = SCM_RIGHTS;
-            c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-            memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
-        }
-        ssize_t k = sendmsg(x->sv[0], &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+        ssize_t k = tu_sendmsg_fds(x->sv[0], p, n, fds, nfds, MSG_DONTWAIT | MSG_NOSIGNAL);
         if (k < 0) {
             ck_assert_msg(errno == EAGAIN || errno == EINTR, "sendmsg: %s", strerror(errno));
             rx_drain(x);
@@ -1106,8 +1088,6 @@ START_TEST(test_exact_recv_leaves_the_next_frame)
 }
 END_TEST
 
-/* td__proto_recv_msg_rx on a buffered receiver: pipelined replies come with one read, and the
- * later ones are taken from the buffer without touching the socket (it is passed as -1). */
 /* td_client's receiver waits in recvmsg itself (td__proto_receiver_block, SO_RCVTIMEO): a quiet
  * peer times out near the timeout (at most a second over), a frame sent later and in pieces
  * arrives whole, a longer timeout after a short one is honoured, and the peer closing between
@@ -1161,6 +1141,8 @@ START_TEST(test_recv_msg_rx_blocking)
 }
 END_TEST
 
+/* td__proto_recv_msg_rx on a buffered receiver: pipelined replies come with one read, and the
+ * later ones are taken from the buffer without touching the socket (it is passed as -1). */
 START_TEST(test_recv_msg_rx)
 {
     int fds0 = tu_count_fds();

@@ -189,25 +189,7 @@ static void send_raw(int sock, const uint8_t *p, size_t n, const int *fds, unsig
     }
     if (!n)
         return;
-    struct iovec iov = {(void *)p, n};
-    union {
-        struct cmsghdr h;
-        char b[CMSG_SPACE(sizeof(int) * TD__PROTO_FDS_MAX)];
-    } cm;
-    struct msghdr mh = {0};
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    if (nfds) {
-        memset(&cm, 0, sizeof cm);
-        mh.msg_control = cm.b;
-        mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-        memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
-    }
-    ck_assert_int_eq(sendmsg(sock, &mh, MSG_NOSIGNAL), (ssize_t)n);
+    ck_assert_int_eq(tu_sendmsg_fds(sock, p, n, fds, nfds, MSG_NOSIGNAL), (ssize_t)n);
 }
 
 /* A msgpack buffer with a frame prefix. */

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,6 +82,30 @@ int tu_count_maps(const char *what)
         n += strstr(line, what) != NULL;
     fclose(f);
     return n;
+}
+
+ssize_t tu_sendmsg_fds(int sock, const void *p, size_t n, const int *fds, unsigned nfds, int flags)
+{
+    struct iovec iov = {(void *)p, n};
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(sizeof(int) * 253)];
+    } cm;
+    struct msghdr mh = {0};
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    ck_assert_uint_le(nfds, 253);
+    if (nfds) {
+        memset(&cm, 0, sizeof cm);
+        mh.msg_control = cm.b;
+        mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+    }
+    return sendmsg(sock, &mh, flags);
 }
 
 double tu_now_s(void)

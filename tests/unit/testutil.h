@@ -27,6 +27,8 @@ int tu_count_fds(void);
 int tu_count_pid_fds(pid_t pid);
 /* Number of mappings of this process whose line in /proc/self/maps contains what. */
 int tu_count_maps(const char *what);
+/* One sendmsg of p[0..n) with nfds (at most 253) descriptors attached; sendmsg's result. */
+ssize_t tu_sendmsg_fds(int sock, const void *p, size_t n, const int *fds, unsigned nfds, int flags);
 /* CLOCK_MONOTONIC in seconds. */
 double tu_now_s(void);
 /* Reads a whole file into malloc'd memory; NULL on failure. */
