@@ -55,6 +55,8 @@ void td__keep_destroy(td__keep *ks)
     td__keep_clear(ks);
     free(ks->buckets);
     ks->buckets = NULL;
+    free(ks->hints);
+    ks->hints = NULL;
     pthread_mutex_destroy(&ks->lock);
 }
 
@@ -214,12 +216,21 @@ void td__keep_clear(td__keep *ks)
     pthread_mutex_unlock(&ks->lock);
 }
 
+/* The ways of path hash h's set: TD__HINT_WAYS slots, or NULL before the first hint. */
+static td__hint *td__keep_hint_set_of(td__keep *ks, uint64_t h)
+{
+    return ks->hints ? ks->hints + ((h >> 32) & (TD__HINT_SETS - 1)) * TD__HINT_WAYS : NULL;
+}
+
 uint64_t td__keep_hint(td__keep *ks, const char *path, td__have *have)
 {
     uint64_t h = td__hash(ks->seed, path, strlen(path)) | 1; /* never 0, the empty slot's */
     pthread_mutex_lock(&ks->lock);
-    const td__hint *s = &ks->hints[(h >> 32) & (TD__HINTS - 1)];
-    td__kept *k = s->path == h ? td__kept_find(ks, s->gen, s->entry) : NULL;
+    const td__hint *set = td__keep_hint_set_of(ks, h);
+    td__kept *k = NULL;
+    for (unsigned w = 0; set && w < TD__HINT_WAYS && !k; w++)
+        if (set[w].path == h)
+            k = td__kept_find(ks, set[w].gen, set[w].entry);
     if (k && k->nregions <= TD__TABLE_REGIONS) {
         have->entry = k->entry;
         have->gen = k->gen;
@@ -234,7 +245,22 @@ uint64_t td__keep_hint(td__keep *ks, const char *path, td__have *have)
 void td__keep_hint_set(td__keep *ks, uint64_t h, uint64_t gen, uint64_t entry)
 {
     pthread_mutex_lock(&ks->lock);
-    ks->hints[(h >> 32) & (TD__HINTS - 1)] = (td__hint){h, gen, entry};
+    if (!ks->hints) /* a hint is an optimisation: without memory, none is kept */
+        ks->hints = calloc(TD__HINT_SETS * TD__HINT_WAYS, sizeof *ks->hints);
+    td__hint *set = td__keep_hint_set_of(ks, h);
+    if (set) {
+        /* The path's own way, else an empty one, else one picked by the entry (no order is
+         * kept: a hint that goes costs one table descriptor on the next load of its path). */
+        unsigned w = 0;
+        while (w < TD__HINT_WAYS && set[w].path != h)
+            w++;
+        for (unsigned i = 0; w == TD__HINT_WAYS && i < TD__HINT_WAYS; i++)
+            if (!set[i].path)
+                w = i;
+        if (w == TD__HINT_WAYS)
+            w = (unsigned)(entry % TD__HINT_WAYS);
+        set[w] = (td__hint){h, gen, entry};
+    }
     pthread_mutex_unlock(&ks->lock);
 }
 

@@ -180,8 +180,11 @@ size_t td__kmodels_count(td__kmodels *ms);
 
 /* Regions of one load a kept table remembers (the daemon sends one or two). */
 #define TD__TABLE_REGIONS 4u
-/* Paths remembered with the entry their last load got (a power of two). */
-#define TD__HINTS 256u
+/* Paths remembered with the entry their last load got: sets of ways (the sets a power of two),
+ * twice as many in all as the tables kept (kept.c's TD__TABLES_MAX), so that few paths of kept
+ * tables lose their hint to another's. */
+#define TD__HINT_SETS 512u
+#define TD__HINT_WAYS 4u
 
 typedef struct td__kept td__kept;
 
@@ -211,7 +214,7 @@ typedef struct td__keep {
     size_t n;
     uint64_t bytes;
     td__hash_seed seed; /* of the hints */
-    td__hint hints[TD__HINTS];
+    td__hint *hints;    /* TD__HINT_SETS * TD__HINT_WAYS, or NULL before the first */
 } td__keep;
 
 /* owner: whose address seeds the hints' hash. */
