@@ -91,12 +91,13 @@ int td__remote_adopt(const char *path, td__proto_msg *reply, td__lease *lease, t
                      td_meta **meta, td_error *err);
 /* Maps region i of a LOAD_OK (read-only, shared) as a region of its own, which unmaps it at its
  * end; with lease, the region also holds a reference of it (the msgpack form's loads), else
- * none (a block of arrays holds the lease). */
+ * none (a block of arrays holds the lease). The descriptor is checked first: it must hold the
+ * region's size, and the daemon's memory (not FILE) must be sealed against shrinking
+ * (TD_EPROTO otherwise, naming path and the region). */
 int td__remote_map_region(const char *path, const td__proto_region *r, uint32_t i, td__lease *lease,
                           td__region **out, td_error *err);
-/* Maps and checks the flat table of a LOAD_OK against its regions' sizes (td__tab_map), after
- * checking the regions against their descriptors (each holds its size; the daemon's memfds are
- * sealed against shrinking): once per entry for a td_client, which keeps the table. */
+/* Maps and checks the flat table of a LOAD_OK against its regions' sizes (td__tab_map); each
+ * region is checked against its descriptor when it is mapped (td__remote_map_region). */
 int td__remote_map_tab(const char *path, const td__proto_loaded *ld, td__tab **out, td_error *err);
 /* The flat form's last step: the dict over tab and regions[0..n) (each retained by the load's
  * block of arrays), and the metadata when meta is not NULL. Consumes one reference of lease

@@ -108,6 +108,30 @@ void td__remote_block_end(void *ctx)
     td__lease_unref(ctx);
 }
 
+/* A region of a LOAD_OK against its descriptor, before it is mapped (every reply's descriptors
+ * are new, so every mapping is checked): the descriptor holds at least the region's size, and
+ * one of the daemon's memory (not FILE) is sealed against shrinking, so that no view checked
+ * against the size can run past the end of what is mapped. */
+static int td__remote_check_region(const char *path, const td__proto_region *r, uint32_t i,
+                                   td_error *err)
+{
+    struct stat st;
+    if (fstat(r->fd, &st) < 0) {
+        int e = errno;
+        return td__err(err, TD_EPROTO, "%s: region %u: fstat: %s", path, i, strerror(e));
+    }
+    if ((uint64_t)st.st_size < r->size)
+        return td__err(err, TD_EPROTO, "%s: region %u of %llu bytes, but its descriptor holds %lld",
+                       path, i, (unsigned long long)r->size, (long long)st.st_size);
+    int seals = r->flags & TD__PROTO_REGION_FILE ? F_SEAL_SHRINK : fcntl(r->fd, F_GET_SEALS);
+    if (seals < 0 || !(seals & F_SEAL_SHRINK))
+        return td__err(err, TD_EPROTO,
+                       "%s: region %u, the daemon's memory, is not sealed against shrinking "
+                       "(seals 0x%x)",
+                       path, i, seals < 0 ? 0 : seals);
+    return 0;
+}
+
 int td__remote_map_region(const char *path, const td__proto_region *r, uint32_t i, td__lease *lease,
                           td__region **out, td_error *err)
 {
@@ -115,6 +139,9 @@ int td__remote_map_region(const char *path, const td__proto_region *r, uint32_t 
     if (r->size > SIZE_MAX)
         return td__err(err, TD_ERANGE, "%s: region %u of %llu bytes", path, i,
                        (unsigned long long)r->size);
+    int rc = td__remote_check_region(path, r, i, err);
+    if (rc)
+        return rc;
     if (r->size) {
         base = mmap(NULL, (size_t)r->size, PROT_READ, MAP_SHARED, r->fd, 0);
         if (base == MAP_FAILED) {
@@ -140,39 +167,12 @@ int td__remote_map_region(const char *path, const td__proto_region *r, uint32_t 
     return 0;
 }
 
-/* The regions of a LOAD_OK against their descriptors: each holds at least the bytes the reply
- * gives it, and one of the daemon's memory (not FILE) is sealed against shrinking, so that no
- * view checked against these sizes can run past the end of what is mapped. */
-static int td__remote_check_regions(const char *path, const td__proto_loaded *ld, td_error *err)
-{
-    for (uint32_t i = 0; i < ld->nregions; i++) {
-        const td__proto_region *r = &ld->regions[i];
-        struct stat st;
-        if (fstat(r->fd, &st) < 0) {
-            int e = errno;
-            return td__err(err, TD_EPROTO, "%s: region %u: fstat: %s", path, i, strerror(e));
-        }
-        if ((uint64_t)st.st_size < r->size)
-            return td__err(err, TD_EPROTO,
-                           "%s: region %u of %llu bytes, but its descriptor holds %lld", path, i,
-                           (unsigned long long)r->size, (long long)st.st_size);
-        int seals = r->flags & TD__PROTO_REGION_FILE ? F_SEAL_SHRINK : fcntl(r->fd, F_GET_SEALS);
-        if (seals < 0 || !(seals & F_SEAL_SHRINK))
-            return td__err(err, TD_EPROTO,
-                           "%s: region %u, the daemon's memory, is not sealed against shrinking "
-                           "(seals 0x%x)",
-                           path, i, seals < 0 ? 0 : seals);
-    }
-    return 0;
-}
-
 int td__remote_map_tab(const char *path, const td__proto_loaded *ld, td__tab **out, td_error *err)
 {
     uint64_t sizes[TD__PROTO_FDS_MAX];
     for (uint32_t i = 0; i < ld->nregions; i++)
         sizes[i] = ld->regions[i].size;
-    int rc = td__remote_check_regions(path, ld, err);
-    return rc ? rc : td__tab_map(ld->table_fd, ld->table_size, sizes, ld->nregions, path, out, err);
+    return td__tab_map(ld->table_fd, ld->table_size, sizes, ld->nregions, path, out, err);
 }
 
 int td__remote_finish_tab(const char *path, td__tab *tab, td__region *const *regions, uint32_t n,
@@ -219,7 +219,6 @@ int td__remote_adopt(const char *path, td__proto_msg *reply, td__lease *lease, t
     }
     td__region *regions[TD__PROTO_FDS_MAX] = {0};
     uint32_t mapped = 0;
-    rc = td__remote_check_regions(path, ld, err);
     for (; !rc && mapped < ld->nregions; mapped++)
         rc =
             td__remote_map_region(path, &ld->regions[mapped], mapped, lease, &regions[mapped], err);

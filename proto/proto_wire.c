@@ -437,6 +437,8 @@ int td__proto_receiver_step(td__proto_receiver *r, int sock, td__proto_frame *ou
         if (k < 0) {
             int e = errno;
             char b[128];
+            if (e == EINTR && r->blocking)
+                return 0; /* a signal ends a timed wait: the caller's deadline decides */
             if (e == EINTR)
                 continue;
             if (e == EAGAIN || e == EWOULDBLOCK)

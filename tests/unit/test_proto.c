@@ -22,7 +22,9 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -1088,6 +1090,11 @@ START_TEST(test_exact_recv_leaves_the_next_frame)
 }
 END_TEST
 
+static void on_alarm(int sig)
+{
+    (void)sig;
+}
+
 /* td_client's receiver waits in recvmsg itself (td__proto_receiver_block, SO_RCVTIMEO): a quiet
  * peer times out near the timeout (at most a second over), a frame sent later and in pieces
  * arrives whole, a longer timeout after a short one is honoured, and the peer closing between
@@ -1105,6 +1112,19 @@ START_TEST(test_recv_msg_rx_blocking)
     ck_assert_int_eq(td__proto_recv_msg_rx(&r, sv[1], 150, &b, &err), TD_EAGAIN);
     double dt = tu_now_s() - t0;
     ck_assert_msg(dt >= 0.14 && dt < 1.5, "timed out after %.3f s", dt);
+    /* A signal every 50 ms (SA_RESTART: a timed socket wait ends with EINTR all the same) must
+     * not make the wait start over: the deadline holds. */
+    struct sigaction sa = {.sa_handler = on_alarm, .sa_flags = SA_RESTART}, old;
+    ck_assert_int_eq(sigaction(SIGALRM, &sa, &old), 0);
+    struct itimerval every = {{0, 50000}, {0, 50000}}, off = {{0, 0}, {0, 0}};
+    ck_assert_int_eq(setitimer(ITIMER_REAL, &every, NULL), 0);
+    t0 = tu_now_s();
+    int rc = td__proto_recv_msg_rx(&r, sv[1], 300, &b, &err);
+    dt = tu_now_s() - t0;
+    setitimer(ITIMER_REAL, &off, NULL);
+    sigaction(SIGALRM, &old, NULL);
+    ck_assert_int_eq(rc, TD_EAGAIN);
+    ck_assert_msg(dt >= 0.29 && dt < 1.5, "timed out after %.3f s under signals", dt);
 
     td__proto_msg m;
     td__proto_msg_init(&m, TD__PROTO_PING, 7);
