@@ -42,13 +42,13 @@ static void teardown(void)
     tu_rmtree(dir);
 }
 
-/* Tensor t_i holds i * 1000 + k + bias. */
-static td_dict *model_dict(float bias)
+/* Tensors t_first .. t_(last - 1); t_i holds i * 1000 + k + bias. */
+static td_dict *tensors_dict(int first, int last, float bias)
 {
     td_dict *d = td_dict_new();
     ck_assert(d);
     td_error err = {0};
-    for (int i = 0; i < NT; i++) {
+    for (int i = first; i < last; i++) {
         float v[NE];
         for (int k = 0; k < NE; k++)
             v[k] = (float)(i * 1000 + k) + bias;
@@ -61,6 +61,12 @@ static td_dict *model_dict(float bias)
         td_array_release(a);
     }
     return d;
+}
+
+/* The whole model's tensors. */
+static td_dict *model_dict(float bias)
+{
+    return tensors_dict(0, NT, bias);
 }
 
 /* Saves the model as NAME (.safetensors or .gguf) in shards of two tensors each, with meta
@@ -510,19 +516,7 @@ START_TEST(test_client_kept_shard_replaced)
     ck_assert_uint_eq(kept_figure(c, REUSED), 1);
 
     /* the second shard (t_2, t_3) again, 0.5 higher, saved aside and renamed over it */
-    td_dict *n = td_dict_new();
-    for (int i = 2; i <= 3; i++) {
-        float v[NE];
-        for (int k = 0; k < NE; k++)
-            v[k] = (float)(i * 1000 + k) + 0.5f;
-        int64_t shape[1] = {NE};
-        td_array *b = NULL;
-        TU_OK(td_array_new(TD_FLOAT32, 1, shape, v, &b, &err), &err);
-        char name[16];
-        snprintf(name, sizeof name, "t_%d", i);
-        TU_OK(td_dict_set(n, name, b, &err), &err);
-        td_array_release(b);
-    }
+    td_dict *n = tensors_dict(2, 4, 0.5f);
     char tmp[128], path[128];
     snprintf(tmp, sizeof tmp, "%s/new.safetensors", dir);
     snprintf(path, sizeof path, "%s/m-00002-of-00003.safetensors", dir);
