@@ -242,8 +242,11 @@ uint64_t td__keep_hint(td__keep *ks, const char *path, td__have *have)
     return h;
 }
 
-void td__keep_hint_set(td__keep *ks, uint64_t h, uint64_t gen, uint64_t entry)
+void td__keep_hint_set(td__keep *ks, uint64_t h, const td__have *have, uint64_t gen, uint64_t entry)
 {
+    if (have->entry == entry && have->gen == gen)
+        return; /* the hint named it already (were it taken by another path since, the next
+                   load would carry the table's descriptor once: a hint is only a hint) */
     pthread_mutex_lock(&ks->lock);
     if (!ks->hints) /* a hint is an optimisation: without memory, none is kept */
         ks->hints = calloc(TD__HINT_SETS * TD__HINT_WAYS, sizeof *ks->hints);

@@ -227,7 +227,10 @@ void td__keep_destroy(td__keep *ks);
  * reference of the table (the caller releases have->tab). Returns the path's hash, for
  * td__keep_hint_set. */
 uint64_t td__keep_hint(td__keep *ks, const char *path, td__have *have);
-void td__keep_hint_set(td__keep *ks, uint64_t h, uint64_t gen, uint64_t entry);
+/* Remembers that path hash h's load got entry on connection gen; have is what td__keep_hint
+ * gave for h (nothing is written when it named this entry already). */
+void td__keep_hint_set(td__keep *ks, uint64_t h, const td__have *have, uint64_t gen,
+                       uint64_t entry);
 /* The table and regions of a flat LOAD_OK (ld, on connection gen): the entry's table and its
  * file mappings come from what ks keeps when it has them (nothing is mapped, decoded or checked
  * again), else they are mapped, validated and kept; the daemon's buffers are mapped for this

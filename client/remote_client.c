@@ -403,7 +403,7 @@ static int td__client_adopt_model(td_client *c, const char *path, td__kmodel *km
             td__err_prefix(err, rc, path);
             break;
         }
-        td__keep_hint_set(&c->keep, mc->hints[f], gen, ld->entry);
+        td__keep_hint_set(&c->keep, mc->hints[f], &mc->haves[f], gen, ld->entry);
         if (ld->table_kept)
             atomic_fetch_add_explicit(&c->models.left_out, 1, memory_order_relaxed);
         first += ld->nregions;
@@ -631,7 +631,7 @@ int td_client_load(td_client *c, const char *path, const td_load_options *opt, t
         td__proto_msg_destroy(&reply);
         td__lease_unref(lease);
     } else if (reply.u.loaded.table_fd >= 0 || reply.u.loaded.table_kept) {
-        td__keep_hint_set(&c->keep, h, lease->gen, reply.u.loaded.entry);
+        td__keep_hint_set(&c->keep, h, &have, lease->gen, reply.u.loaded.entry);
         rc = td__client_adopt_tab(c, path, &reply, lease->gen, lease, &have, arrays, meta, err);
     } else {
         rc = td__remote_adopt(path, &reply, lease, arrays, meta, err);
